@@ -1,0 +1,347 @@
+"""The three CloudDC calls, and what their answers mean.
+
+`CloudDC` is a thin client for one (endpoint, project): `export()`, `status()` and
+`open_archive()`. Every call passes the endpoint's shared `RateLimiter`; the JSON calls are
+retried here under the one `RetryPolicy`; downloads are retried by `collector.download`,
+which knows about partial files. aiohttp's exceptions become `collector.errors` here, and
+nowhere else.
+
+What servers really send is wider than the reference says (see docs/clouddc-api.md in the
+shared notes): JSON labelled `application/octet-stream`, `status` as `Running`, `processing`
+or `COMPLETED`, percentages as `"30%"`, `"30"` or `30`. The parsers below accept all of that
+and never mistake an unknown status for success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from collector.credentials import Credentials
+from collector.errors import (
+    APIError,
+    AuthError,
+    NotFoundError,
+    ProtocolError,
+    RequestError,
+    ServerError,
+    ThrottledError,
+)
+from collector.throttle import RateLimiter, RetryPolicy, parse_retry_after, retrying
+
+EXPORT = "ExportServerLogs"
+STATUS = "ShowLogsExportStatus"
+DOWNLOAD = "DownloadServerLogs"
+
+MAX_REDIRECTS = 5
+
+OnRetry = Callable[[BaseException, int, float], None]
+
+
+class ExportState(enum.Enum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+
+
+# Spellings seen in the reference, its examples and real exports. Matched case-insensitively.
+# Anything else is UNKNOWN, which is never success.
+_RUNNING = {"running", "processing", "pending", "queued", "waiting", "exporting", "in_progress", "init"}
+_COMPLETED = {"completed"}
+_FAILED = {"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted", "timeout"}
+
+
+def parse_state(value: object) -> ExportState:
+    if not isinstance(value, str):
+        return ExportState.UNKNOWN
+    word = value.strip().lower().replace("-", "_").replace(" ", "_")
+    if word in _COMPLETED:
+        return ExportState.COMPLETED
+    if word in _RUNNING:
+        return ExportState.RUNNING
+    if word in _FAILED:
+        return ExportState.FAILED
+    return ExportState.UNKNOWN
+
+
+_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
+
+
+def parse_percentage(value: object) -> int | None:
+    """`"30%"`, `"30"`, `30` or `30.0` -> 30, clamped to 0..100; anything else -> None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str) and (match := _PERCENT.match(value)):
+        number = float(match.group(1))
+    else:
+        return None
+    if number != number:  # NaN
+        return None
+    return int(min(max(number, 0.0), 100.0))
+
+
+def parse_timestamp(value: object) -> datetime | None:
+    """ISO 8601 as the API writes it (`...+00:00` or `...Z`); None if absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportStatus:
+    export_id: str
+    state: ExportState
+    status: str  # as the API spelled it, for messages
+    percentage: int | None
+    created_at: datetime | None
+
+    @classmethod
+    def from_body(cls, body: Any, *, operation: str, export_id: str | None = None) -> ExportStatus:
+        if not isinstance(body, dict):
+            raise ProtocolError(f"{operation}: expected a JSON object, got {type(body).__name__}")
+        found = body.get("export_id", export_id)
+        if isinstance(found, int) and not isinstance(found, bool):
+            found = str(found)
+        if not isinstance(found, str) or not found:
+            raise ProtocolError(f"{operation}: answer has no export_id")
+        raw_status = body.get("status")
+        return cls(
+            export_id=found,
+            state=parse_state(raw_status),
+            status=str(raw_status),
+            percentage=parse_percentage(body.get("percentage")),
+            created_at=parse_timestamp(body.get("created_at")),
+        )
+
+
+def error_for(status: int, operation: str, body: bytes, headers) -> APIError:
+    """The `APIError` subclass for an error answer, with whatever the body tells."""
+    code = message = None
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        parsed = None
+    if isinstance(parsed, dict):
+        code = parsed.get("error_code") or parsed.get("code")
+        message = parsed.get("error_msg") or parsed.get("message")
+    elif body:
+        message = body[:200].decode("utf-8", "replace").strip() or None
+    kwargs = dict(
+        operation=operation,
+        error_code=str(code) if code is not None else None,
+        error_msg=str(message) if message is not None else None,
+        request_id=headers.get("X-Request-Id"),
+    )
+    if status == 429:
+        return ThrottledError(status, retry_after=parse_retry_after(headers.get("Retry-After")), **kwargs)
+    if status in (401, 403):
+        return AuthError(status, **kwargs)
+    if status == 404:
+        return NotFoundError(status, **kwargs)
+    if status >= 500:
+        return ServerError(status, **kwargs)
+    return APIError(status, **kwargs)
+
+
+@dataclass
+class CallStats:
+    """What the client sent and what it got back; read by progress and report."""
+
+    requests: int = 0
+    throttled: int = 0
+    retries: int = 0
+    bytes_downloaded: int = 0
+
+
+@dataclass
+class ArchiveResponse:
+    """An open archive download: headers we act on and the body stream."""
+
+    status: int
+    content_length: int | None
+    content_range: str | None
+    accept_ranges: bool
+    content_encoding: str | None
+    content_disposition: str | None
+    request_id: str | None
+    content: aiohttp.StreamReader
+
+
+class CloudDC:
+    """Client for one CloudDC project on one endpoint. Cheap; share the session and limiter."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: str,
+        project_id: str,
+        credentials: Credentials,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        stats: CallStats | None = None,
+    ) -> None:
+        self.session = session
+        self.project_id = project_id
+        self.credentials = credentials
+        self.limiter = limiter
+        self.policy = policy
+        self.stats = stats if stats is not None else CallStats()
+        self._base = URL(endpoint.rstrip("/")) / "v1" / project_id / "physicalservers"
+
+    def _export_url(self, server_id: str, *rest: str) -> URL:
+        url = self._base / server_id / "logs" / "exports"
+        for part in rest:
+            url = url / part
+        return url
+
+    async def export(self, server_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
+        """Start an export and return its first status. Retried under the policy."""
+        url = self._export_url(server_id)
+        return await self._retrying(lambda: self._json_call(EXPORT, "POST", url), on_retry)
+
+    async def status(self, server_id: str, export_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
+        url = self._export_url(server_id, export_id)
+        return await self._retrying(lambda: self._json_call(STATUS, "GET", url, export_id=export_id), on_retry)
+
+    async def _retrying(self, call, on_retry: OnRetry | None):
+        def count(exc: BaseException, attempt: int, wait: float) -> None:
+            self.stats.retries += 1
+            if on_retry is not None:
+                on_retry(exc, attempt, wait)
+
+        result, _ = await retrying(call, self.policy, on_retry=count)
+        return result
+
+    async def _send(self, operation: str, method: str, url: URL, **kwargs) -> aiohttp.ClientResponse:
+        """One request through the limiter, errors translated; the caller reads and releases."""
+        await self.limiter.acquire()
+        headers = dict(await self.credentials.headers(method, str(url)))
+        headers.update(kwargs.pop("headers", {}))
+        self.stats.requests += 1
+        try:
+            response = await self.session.request(method, url, headers=headers, allow_redirects=False, **kwargs)
+        except asyncio.TimeoutError as exc:
+            raise RequestError(f"{operation}: timed out waiting for {url.host}") from exc
+        except aiohttp.ClientError as exc:
+            raise RequestError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        if response.status >= 400:
+            try:
+                body = await response.read()
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                body = b""
+            finally:
+                response.release()
+            error = error_for(response.status, operation, body, response.headers)
+            if isinstance(error, ThrottledError):
+                self.stats.throttled += 1
+                self.limiter.throttled(error.retry_after)
+            raise error
+        self.limiter.succeeded()
+        return response
+
+    async def _json_call(self, operation: str, method: str, url: URL, export_id: str | None = None) -> ExportStatus:
+        response = await self._send(operation, method, url, headers={"Accept": "application/json"})
+        try:
+            if 300 <= response.status < 400:
+                raise ProtocolError(
+                    f"{operation}: refused redirect (HTTP {response.status}) to "
+                    f"{response.headers.get('Location', '?')}"
+                )
+            try:
+                body = await response.read()
+            except asyncio.TimeoutError as exc:
+                raise RequestError(f"{operation}: timed out reading the answer") from exc
+            except aiohttp.ClientError as exc:
+                raise RequestError(f"{operation}: {type(exc).__name__}: {exc}") from exc
+        finally:
+            response.release()
+        # The 202 of ExportServerLogs is documented as octet-stream; trust the bytes, not the label.
+        try:
+            parsed = json.loads(body)
+        except ValueError as exc:
+            request_id = response.headers.get("X-Request-Id")
+            raise ProtocolError(
+                f"{operation}: answer is not JSON (HTTP {response.status}"
+                + (f", request id {request_id})" if request_id else ")")
+            ) from exc
+        return ExportStatus.from_body(parsed, operation=operation, export_id=export_id)
+
+    @asynccontextmanager
+    async def open_archive(self, server_id: str, export_id: str, *, offset: int = 0) -> AsyncIterator[ArchiveResponse]:
+        """Open the archive download, following redirects by hand.
+
+        aiohttp would forward our `X-Auth-Token` to wherever a redirect points, so we follow
+        redirects ourselves: credentials go only to the API's own origin, never to another
+        one (a presigned object-storage URL needs none), and https is never downgraded.
+        """
+        url = self._export_url(server_id, export_id, "content")
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        origin = url.origin()
+        response = await self._send(DOWNLOAD, "GET", url, headers=headers)
+        for _ in range(MAX_REDIRECTS):
+            if not 300 <= response.status < 400:
+                break
+            location = response.headers.get("Location")
+            response.release()
+            if not location:
+                raise ProtocolError(f"{DOWNLOAD}: HTTP {response.status} redirect without a Location")
+            target = url.join(URL(location))
+            if url.scheme == "https" and target.scheme != "https":
+                raise ProtocolError(f"{DOWNLOAD}: refused redirect from https to {target.scheme}: {target.host}")
+            if target.scheme not in ("http", "https"):
+                raise ProtocolError(f"{DOWNLOAD}: refused redirect to a {target.scheme!r} URL")
+            url = target
+            if url.origin() == origin:
+                response = await self._send(DOWNLOAD, "GET", url, headers=headers)
+            else:
+                response = await self._plain_get(url, headers)
+        else:
+            response.release()
+            raise ProtocolError(f"{DOWNLOAD}: more than {MAX_REDIRECTS} redirects")
+        try:
+            yield ArchiveResponse(
+                status=response.status,
+                content_length=response.content_length,
+                content_range=response.headers.get("Content-Range"),
+                accept_ranges="bytes" in response.headers.get("Accept-Ranges", "").lower(),
+                content_encoding=response.headers.get("Content-Encoding"),
+                content_disposition=response.headers.get("Content-Disposition"),
+                request_id=response.headers.get("X-Request-Id"),
+                content=response.content,
+            )
+        finally:
+            response.release()
+
+    async def _plain_get(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """A GET to another origin (object storage): no credentials, no rate limit of the API's."""
+        self.stats.requests += 1
+        try:
+            response = await self.session.get(url, headers=headers, allow_redirects=False)
+        except asyncio.TimeoutError as exc:
+            raise RequestError(f"{DOWNLOAD}: timed out waiting for {url.host}") from exc
+        except aiohttp.ClientError as exc:
+            raise RequestError(f"{DOWNLOAD}: {type(exc).__name__}: {exc}") from exc
+        if response.status >= 400:
+            body = await response.read()
+            response.release()
+            raise error_for(response.status, f"{DOWNLOAD} (redirected to {url.host})", body, response.headers)
+        return response

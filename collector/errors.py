@@ -1,0 +1,144 @@
+"""Every error collector raises, and the exit codes they end in.
+
+    CollectorError
+    ├── UsageError ............ bad flags or environment; nothing was sent        (exit 2)
+    │   └── InventoryError .... the inventory file is wrong (file, key, line)     (exit 2)
+    ├── RequestError .......... the request failed on the way: connect, reset, timeout
+    ├── APIError .............. the API answered with an error status
+    │   ├── ThrottledError .... 429; carries the Retry-After it gave, if any
+    │   ├── AuthError ......... 401/403: credentials rejected                      (exit 3)
+    │   ├── NotFoundError ..... 404: export expired, vanished or never existed
+    │   └── ServerError ....... 5xx
+    ├── ProtocolError ......... a 2xx that makes no sense (bad JSON, a refused redirect)
+    ├── ExportFailed .......... the export itself ended badly (failed, stuck, timed out)
+    └── ArchiveError .......... the downloaded bytes are not the archive (short, not gzip)
+        └── ArchiveTooLarge ... larger than --max-archive-bytes; not retried
+
+aiohttp's exceptions are translated once, in `collector.api`, with ``raise ... from exc``.
+Per-server errors end up as that server's result; only `AuthError` and `UsageError` end a run.
+"""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes, listed in the README. Decided only in `collector.cli`."""
+
+    OK = 0  # every server collected
+    PARTIAL = 1  # the run finished, some servers failed
+    USAGE = 2  # bad flags or inventory; no request was sent
+    AUTH = 3  # the API rejected our credentials; the run stopped early
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class CollectorError(Exception):
+    """Root of every error collector raises on purpose."""
+
+
+class UsageError(CollectorError):
+    """The user asked for something that cannot work. One line, with a hint."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class InventoryError(UsageError):
+    """The inventory is wrong: says which file, which key and, where YAML knows it, which line."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        message: str,
+        *,
+        key: str | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}", hint)
+        self.path = Path(path)
+        self.key = key
+        self.line = line
+
+
+class RequestError(CollectorError):
+    """The request did not get an answer: connection refused or reset, timeout, cut-off body."""
+
+
+class APIError(CollectorError):
+    """The API answered with an error status."""
+
+    def __init__(
+        self,
+        status: int,
+        *,
+        operation: str,
+        error_code: str | None = None,
+        error_msg: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.operation = operation
+        self.error_code = error_code
+        self.error_msg = error_msg
+        self.request_id = request_id
+        text = f"{operation}: HTTP {status}" + (f" {error_code}" if error_code else "")
+        if error_msg:
+            text += f": {error_msg}"
+        if request_id:
+            text += f" (request id {request_id})"
+        super().__init__(text)
+
+    @property
+    def reason(self) -> str:
+        """A short, stable grouping key for the summary: 'HTTP 500 SVC.0001'."""
+        return f"HTTP {self.status}" + (f" {self.error_code}" if self.error_code else "")
+
+
+class ThrottledError(APIError):
+    """429 from the API gateway."""
+
+    def __init__(self, *args, retry_after: float | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
+
+
+class AuthError(APIError):
+    """401 or 403: the credentials are wrong or expired. Ends the run with exit 3."""
+
+
+class NotFoundError(APIError):
+    """404: the export expired or vanished (or the server id is wrong)."""
+
+
+class ServerError(APIError):
+    """5xx from the API."""
+
+
+class ProtocolError(CollectorError):
+    """The API answered success but with something we cannot use."""
+
+
+class ExportFailed(CollectorError):
+    """The export task ended without an archive: failed, stuck, went backwards, timed out."""
+
+
+class ArchiveError(CollectorError):
+    """The bytes downloaded are not a complete archive. Retried."""
+
+
+class ArchiveTooLarge(ArchiveError):
+    """The archive is larger than the configured limit. Not retried."""

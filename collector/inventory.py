@@ -1,0 +1,660 @@
+"""Load and check the inventory: which servers, in which projects, reached how.
+
+The inventory is a YAML file; configs/example-inventory.yaml shows every key. The CLI loads it
+once, before the event loop starts, into the frozen dataclasses below, and the sweep consumes
+them. Everything is checked first: the first problem raises `InventoryError` naming the file,
+the key path (``projects[1].servers[3].id``) and the line, with a hint, and nothing is sent.
+
+The file is composed into YAML nodes and walked here rather than handed to ``yaml.safe_load``:
+nodes keep their line numbers for the errors, duplicate keys can be refused (a constructed dict
+silently keeps the last one), and no tag beyond plain YAML can construct anything.
+
+This is the one place the tokens the inventory names are read, from ``environ`` or from files.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
+from urllib.parse import urlsplit
+
+import yaml
+
+from collector.credentials import (
+    Credentials,
+    CredentialsUnavailable,
+    token_from_env,
+    token_from_file,
+)
+from collector.errors import InventoryError
+
+__all__ = ["Inventory", "Project", "Server", "load_inventory"]
+
+_NO_TAGS: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One physical server. Its id also names its files, so it is checked to be safe for that."""
+
+    id: str
+    name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: _NO_TAGS, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """One CloudDC project: where its API is, how to authenticate, which servers to collect."""
+
+    project_id: str
+    endpoint: str  # absolute http(s) URL, no trailing slash
+    credentials: Credentials = field(hash=False)  # may be shared with other projects
+    servers: tuple[Server, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    """The whole inventory, checked. `settings` is its `collector:` section, defaults for flags."""
+
+    path: Path
+    projects: tuple[Project, ...]
+    settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
+
+    @property
+    def server_count(self) -> int:
+        return sum(len(project.servers) for project in self.projects)
+
+    def targets(self) -> Iterator[tuple[Project, Server]]:
+        """Every (project, server) pair, in inventory order."""
+        for project in self.projects:
+            for server in project.servers:
+                yield project, server
+
+
+def load_inventory(
+    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> Inventory:
+    """Read and check the inventory at `path`, raising `InventoryError` at the first problem.
+
+    A ``token_env`` is looked up in `environ` (``os.environ`` by default) and a relative
+    ``token_file`` is found next to the inventory. Tokens are read only for the auth settings
+    some project uses, and after the rest of the file has been checked.
+    """
+    path = Path(path)
+    root = _compose(path)
+    return _Loader(path, os.environ if environ is None else environ).inventory(root)
+
+
+# Keys allowed in each kind of mapping, in the order the hints list them.
+_TOP_KEYS = ("endpoint", "auth", "project_id", "servers", "projects", "collector")
+_PROJECT_KEYS = ("project_id", "endpoint", "auth", "servers")
+_SERVER_KEYS = ("id", "name", "tags")
+_AUTH_KEYS = ("token_env", "token_file")
+
+# The `collector:` section: defaults for `collector run` flags, and the kind of value each takes.
+_SETTINGS = {
+    "concurrency": "count",
+    "downloads": "count",
+    "rate": "positive",
+    "poll_interval": "positive",
+    "export_timeout": "positive",
+    "read_timeout": "positive",
+    "grace": "non-negative",
+    "max_archive_bytes": "count",
+    "log_format": "log format",
+    "progress": "flag",
+}
+_LOG_FORMATS = ("text", "json")
+
+_MAX_ID_LENGTH = 128
+_PROJECT_ID = re.compile(r"[A-Za-z0-9_-]+")
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_EXAMPLE_ENDPOINT = "https://clouddc.cn-east-3.myhuaweicloud.com"
+_AUTH_EXAMPLE = "auth: {token_env: CLOUDDC_TOKEN} or auth: {token_file: <path>}"
+
+_YAML = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_YAML + t for t in ("str", "int", "float", "bool", "null"))
+_TIMESTAMP, _MAP, _SEQ, _MERGE = (_YAML + t for t in ("timestamp", "map", "seq", "merge"))
+# The tags plain YAML resolves to by itself; any other (!!python/..., !!binary, !custom) is refused.
+_SCALAR_TAGS = frozenset({_STR, _INT, _FLOAT, _BOOL, _NULL, _TIMESTAMP})
+_KINDS = {_INT: "the integer", _FLOAT: "the number", _BOOL: "the boolean", _TIMESTAMP: "the date"}
+
+_CONSTRUCTOR = yaml.constructor.SafeConstructor()
+
+
+def _compose(path: Path) -> yaml.Node:
+    """The file's YAML node tree; every way of not getting one is an `InventoryError`."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InventoryError(path, "no such file", hint="check the inventory's path") from None
+    except IsADirectoryError:
+        raise InventoryError(
+            path, "is a directory", hint="give the inventory file's path"
+        ) from None
+    except OSError as exc:
+        raise InventoryError(
+            path, f"cannot be read ({exc.strerror or exc})", hint="check the file's permissions"
+        ) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InventoryError(
+            path, "not UTF-8 text", line=line, hint="save the file as UTF-8"
+        ) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        detail = ", ".join(part for part in (exc.context, exc.problem) if part).replace("\n", " ")
+        hint = (
+            "indent with spaces, not tabs"
+            if "'\\t'" in detail
+            else "check the indentation, colons and quotes on that line and the one before"
+        )
+        raise InventoryError(
+            path, f"not valid YAML: {detail}", line=mark.line + 1 if mark else None, hint=hint
+        ) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else exc.character
+        raise InventoryError(
+            path, f"character {char!r} is not allowed in YAML", line=line, hint="remove it"
+        ) from None
+    except RecursionError:
+        raise InventoryError(
+            path, "nested too deeply", hint="see configs/example-inventory.yaml"
+        ) from None
+    if root is None:
+        raise InventoryError(path, "the file is empty", hint="see configs/example-inventory.yaml")
+    return root
+
+
+class _Entry(NamedTuple):
+    key: yaml.Node
+    value: yaml.Node
+
+
+@dataclass(frozen=True, slots=True)
+class _AuthSpec:
+    """An auth mapping, checked but not yet turned into credentials."""
+
+    kind: str  # "token_env" or "token_file"
+    value: str  # the variable's name, or the file's path resolved against the inventory's folder
+    key: str  # "projects[1].auth.token_env"
+    node: yaml.Node
+
+
+@dataclass(frozen=True, slots=True)
+class _ProjectDraft:
+    project_id: str
+    endpoint: str
+    auth: _AuthSpec
+    servers: tuple[Server, ...]
+
+
+class _Loader:
+    """Walks the node tree, checking as it goes. A `key` is a path like ``servers[3].id``."""
+
+    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
+        self.path = path
+        self.environ = environ
+        self.seen: dict[tuple[str, str], tuple[str, int]] = {}  # (project, id) -> first key, line
+        self.providers: dict[tuple[str, str], Credentials] = {}
+
+    def error(
+        self, node: yaml.Node | None, key: str | None, message: str, hint: str
+    ) -> InventoryError:
+        line = None if node is None else _line(node)
+        return InventoryError(self.path, message, key=key or None, line=line, hint=hint)
+
+    # -- the inventory's structure --------------------------------------------------------------
+
+    def inventory(self, root: yaml.Node) -> Inventory:
+        hint = "the inventory is a mapping, as in configs/example-inventory.yaml"
+        top = self.mapping(root, "", _TOP_KEYS, hint=hint)
+        endpoint = self.endpoint(top["endpoint"].value, "endpoint") if "endpoint" in top else None
+        auth = self.auth(top["auth"].value, "auth") if "auth" in top else None
+        if "projects" in top:
+            for name in ("project_id", "servers"):
+                if name in top:
+                    raise self.error(
+                        top[name].key,
+                        name,
+                        "cannot be used together with projects",
+                        hint="move it into an entry under projects, or drop projects",
+                    )
+            drafts = self.projects(top["projects"].value, endpoint, auth)
+        elif "project_id" in top or "servers" in top:
+            # The top level is itself the only project; its endpoint and auth are parsed above.
+            own = {name: top[name] for name in ("project_id", "servers") if name in top}
+            drafts = [self.project_fields(own, None, "", endpoint, auth)]
+        else:
+            hint = "give project_id and servers, or a list of projects"
+            raise self.error(None, None, "no servers listed", hint=hint)
+        collector = _given(top, "collector")
+        settings = {} if collector is None else self.settings(collector)
+        # Tokens last: a broken file is reported before a missing environment variable.
+        projects = tuple(
+            Project(draft.project_id, draft.endpoint, self.credentials(draft.auth), draft.servers)
+            for draft in drafts
+        )
+        return Inventory(self.path, projects, MappingProxyType(settings))
+
+    def projects(
+        self, node: yaml.Node, endpoint: str | None, auth: _AuthSpec | None
+    ) -> list[_ProjectDraft]:
+        hint = "projects is a list of mappings, each with project_id and servers"
+        items = self.sequence(node, "projects", hint=hint)
+        if not items:
+            raise self.error(node, "projects", "the list is empty", hint=hint)
+        drafts = []
+        for index, item in enumerate(items):
+            key = f"projects[{index}]"
+            fields = self.mapping(item, key, _PROJECT_KEYS, hint=hint)
+            drafts.append(self.project_fields(fields, item, key, endpoint, auth))
+        return drafts
+
+    def project_fields(
+        self,
+        fields: Mapping[str, _Entry],
+        node: yaml.Node | None,
+        key: str,
+        default_endpoint: str | None,
+        default_auth: _AuthSpec | None,
+    ) -> _ProjectDraft:
+        """One project from its fields; `node` is None for the single project at the top level."""
+        where = "here or at the top level" if node is not None else "at the top level"
+        hint = "give the project's ID, project_id: <id>"
+        id_node = self.required(fields, node, key, "project_id", hint=hint)
+        project_id = self.project_id(id_node, _join(key, "project_id"))
+        if "endpoint" in fields:
+            endpoint = self.endpoint(fields["endpoint"].value, _join(key, "endpoint"))
+        elif default_endpoint is None:
+            raise self.error(
+                node,
+                _join(key, "endpoint"),
+                "required but missing",
+                hint=f"give the API's base URL, like endpoint: {_EXAMPLE_ENDPOINT}, {where}",
+            )
+        else:
+            endpoint = default_endpoint
+        if "auth" in fields:
+            auth = self.auth(fields["auth"].value, _join(key, "auth"))
+        elif default_auth is None:
+            hint = f"add {_AUTH_EXAMPLE} {where}"
+            raise self.error(node, _join(key, "auth"), "required but missing", hint=hint)
+        else:
+            auth = default_auth
+        hint = "list the ids of the servers to collect"
+        servers_node = self.required(fields, node, key, "servers", hint=hint)
+        servers = self.servers(servers_node, _join(key, "servers"), project_id)
+        return _ProjectDraft(project_id, endpoint, auth, servers)
+
+    def servers(self, node: yaml.Node, key: str, project_id: str) -> tuple[Server, ...]:
+        hint = "servers is a list of server ids, one '- <id>' per line"
+        items = self.sequence(node, key, hint=hint)
+        if not items:
+            hint = "list at least one server, or remove the project"
+            raise self.error(node, key, "the list is empty", hint=hint)
+        servers = []
+        for index, item in enumerate(items):
+            item_key = f"{key}[{index}]"
+            server = self.server(item, item_key)
+            first = self.seen.get((project_id, server.id))
+            if first is not None:
+                raise self.error(
+                    item,
+                    item_key,
+                    f"server {server.id} is listed twice in project {project_id}"
+                    f" (first at {first[0]}, line {first[1]})",
+                    hint="remove one of the two entries",
+                )
+            self.seen[project_id, server.id] = (item_key, _line(item))
+            servers.append(server)
+        return tuple(servers)
+
+    def server(self, node: yaml.Node, key: str) -> Server:
+        if isinstance(node, yaml.ScalarNode):
+            return Server(self.server_id(node, key))
+        hint = "write a server as '- <id>' or '- {id: <id>, name: <name>, tags: {...}}'"
+        fields = self.mapping(node, key, _SERVER_KEYS, hint=hint)
+        id_node = self.required(fields, node, key, "id", hint=hint)
+        server_id = self.server_id(id_node, _join(key, "id"))
+        name, tags = _given(fields, "name"), _given(fields, "tags")
+        return Server(
+            server_id,
+            None if name is None else self.string(name, _join(key, "name")),
+            _NO_TAGS if tags is None else self.tags(tags, _join(key, "tags")),
+        )
+
+    def settings(self, node: yaml.Node) -> dict[str, Any]:
+        hint = "collector is a mapping of options, like concurrency: 64"
+        fields = self.mapping(node, "collector", _SETTINGS, hint=hint)
+        return {name: self.setting(name, entry.value) for name, entry in fields.items()}
+
+    def setting(self, name: str, node: yaml.Node) -> Any:
+        key = _join("collector", name)
+        match _SETTINGS[name]:
+            case "count":
+                return self.integer(node, key, minimum=1)
+            case "positive":
+                return self.number(node, key, zero_allowed=False)
+            case "non-negative":
+                return self.number(node, key, zero_allowed=True)
+            case "log format":
+                return self.choice(node, key, _LOG_FORMATS)
+            case "flag":
+                return self.boolean(node, key)
+
+    # -- single values -------------------------------------------------------------------------
+
+    def server_id(self, node: yaml.Node, key: str) -> str:
+        server_id = self.string(node, key)
+        problem = _file_name_problem(server_id)
+        if problem:
+            raise self.error(
+                node,
+                key,
+                f"server id {_show(server_id)} cannot be a file name: {problem}",
+                hint="server ids are used as file names: give the id exactly as CloudDC lists it",
+            )
+        return server_id
+
+    def project_id(self, node: yaml.Node, key: str) -> str:
+        project_id = self.string(node, key)
+        if not _PROJECT_ID.fullmatch(project_id):
+            problem = "is empty" if not project_id else "may hold only letters, digits, '_' and '-'"
+            raise self.error(
+                node,
+                key,
+                f"project_id {_show(project_id)} {problem}",
+                hint="give the project's ID as the console shows it under My Credentials",
+            )
+        return project_id
+
+    def endpoint(self, node: yaml.Node, key: str) -> str:
+        url = self.string(node, key)
+        problem = _url_problem(url)
+        if problem:
+            raise self.error(
+                node,
+                key,
+                f"not a usable endpoint: {problem}",
+                hint=f"give the API's base URL, like {_EXAMPLE_ENDPOINT}",
+            )
+        return url.rstrip("/")
+
+    def auth(self, node: yaml.Node, key: str) -> _AuthSpec:
+        fields = self.mapping(node, key, _AUTH_KEYS, hint=f"write {_AUTH_EXAMPLE}")
+        if not fields:
+            raise self.error(
+                node,
+                key,
+                "no token given",
+                hint="add token_env (an environment variable's name) or token_file (a path)",
+            )
+        if len(fields) > 1:
+            second = list(fields)[1]
+            raise self.error(
+                fields[second].key,
+                _join(key, second),
+                "give token_env or token_file, not both",
+                hint="remove one of them",
+            )
+        [(kind, entry)] = fields.items()
+        child = _join(key, kind)
+        value = self.string(entry.value, child)
+        if not value:
+            raise self.error(entry.value, child, "is empty", hint=f"write {_AUTH_EXAMPLE}")
+        if kind == "token_file":
+            token_path = Path(os.path.expanduser(value))
+            value = str(token_path if token_path.is_absolute() else self.path.parent / token_path)
+        return _AuthSpec(kind, value, child, entry.value)
+
+    def credentials(self, spec: _AuthSpec) -> Credentials:
+        """The provider for `spec`, one per distinct spec, shared by the projects using it."""
+        cache_key = (spec.kind, spec.value)
+        if cache_key not in self.providers:
+            try:
+                if spec.kind == "token_env":
+                    provider = token_from_env(spec.value, self.environ)
+                else:
+                    provider = token_from_file(Path(spec.value))
+            except CredentialsUnavailable as exc:
+                raise self.error(spec.node, spec.key, exc.message, hint=exc.hint) from None
+            self.providers[cache_key] = provider
+        return self.providers[cache_key]
+
+    def tags(self, node: yaml.Node, key: str) -> Mapping[str, str]:
+        hint = "tags is a mapping of names to values, like {rack: A12}"
+        fields = self.mapping(node, key, None, hint=hint)
+        return MappingProxyType(
+            {name: self.tag_value(entry.value, _join(key, name)) for name, entry in fields.items()}
+        )
+
+    def tag_value(self, node: yaml.Node, key: str) -> str:
+        self.plain(node, key)
+        if not isinstance(node, yaml.ScalarNode) or node.tag == _NULL:
+            hint = "give a single value, like rack: A12"
+            raise self.error(node, key, f"expected a value, got {_got(node)}", hint=hint)
+        return node.value  # as written, so `rack: 007` stays "007"
+
+    # -- YAML types ------------------------------------------------------------------------------
+
+    def plain(self, node: yaml.Node, key: str) -> None:
+        """Refuse any tag plain YAML would not give this node by itself."""
+        if isinstance(node, yaml.MappingNode):
+            allowed: Collection[str] = (_MAP,)
+        elif isinstance(node, yaml.SequenceNode):
+            allowed = (_SEQ,)
+        else:
+            allowed = _SCALAR_TAGS
+        if node.tag not in allowed:
+            raise self.error(
+                node,
+                key,
+                f"the YAML tag {node.tag.replace(_YAML, '!!')} is not allowed",
+                hint="remove the tag: plain strings, numbers, lists and mappings are enough",
+            )
+
+    def mapping(
+        self, node: yaml.Node, key: str, allowed: Collection[str] | None, *, hint: str
+    ) -> dict[str, _Entry]:
+        """The mapping's entries by name; `allowed` None lets any name through."""
+        self.plain(node, key)
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, key, f"expected a mapping, got {_got(node)}", hint=hint)
+        entries: dict[str, _Entry] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE:
+                raise self.error(
+                    key_node,
+                    _join(key, "<<"),
+                    "merge keys are not supported",
+                    hint="write the keys out (an alias, *name, can still stand for a whole value)",
+                )
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise self.error(
+                    key_node, key, f"expected a name as key, got {_got(key_node)}", hint=hint
+                )
+            self.plain(key_node, key)
+            name = key_node.value
+            child = _join(key, name)
+            if name in entries:
+                raise self.error(
+                    key_node,
+                    child,
+                    f"duplicate key, first given on line {_line(entries[name].key)}",
+                    hint="keep only one of them",
+                )
+            if allowed is not None and name not in allowed:
+                raise self.error(key_node, child, "unknown key", hint=_did_you_mean(name, allowed))
+            entries[name] = _Entry(key_node, value_node)
+        return entries
+
+    def sequence(self, node: yaml.Node, key: str, *, hint: str) -> list[yaml.Node]:
+        self.plain(node, key)
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, key, f"expected a list, got {_got(node)}", hint=hint)
+        return node.value
+
+    def string(self, node: yaml.Node, key: str) -> str:
+        self.plain(node, key)
+        if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+            return node.value
+        if not isinstance(node, yaml.ScalarNode):
+            hint = "give a single string"
+        elif node.tag == _NULL:
+            hint = "give a value here, or remove it"
+        else:
+            # YAML reads 0123 as the integer 83 and 1e3 as 1000.0: only quotes keep it as written.
+            hint = f'quote it, "{node.value}", so YAML keeps it as written'
+        raise self.error(node, key, f"expected a string, got {_got(node)}", hint=hint)
+
+    def integer(self, node: yaml.Node, key: str, *, minimum: int) -> int:
+        hint = f"give a whole number, at least {minimum}"
+        value = self.typed(node, key, (_INT,), "a whole number", hint=hint)
+        if value < minimum:
+            raise self.error(node, key, f"must be at least {minimum}, got {value}", hint=hint)
+        return value
+
+    def number(self, node: yaml.Node, key: str, *, zero_allowed: bool) -> float:
+        bound = "0 or more" if zero_allowed else "more than 0"
+        hint = f"give a number, {bound}"
+        value = float(self.typed(node, key, (_INT, _FLOAT), "a number", hint=hint))
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+            raise self.error(node, key, f"must be a number {bound}, got {node.value}", hint=hint)
+        return value
+
+    def boolean(self, node: yaml.Node, key: str) -> bool:
+        return self.typed(node, key, (_BOOL,), "true or false", hint="write true or false")
+
+    def typed(
+        self, node: yaml.Node, key: str, tags: Collection[str], expected: str, *, hint: str
+    ) -> Any:
+        """The Python value of a scalar tagged as one of `tags`.
+
+        Tags, not Python types, decide: YAML's `true` is a bool even though Python's bool is an int.
+        """
+        self.plain(node, key)
+        if node.tag in tags:
+            try:
+                return _CONSTRUCTOR.yaml_constructors[node.tag](_CONSTRUCTOR, node)
+            except (ValueError, KeyError, IndexError):  # an explicit tag on a bad value: !!int abc
+                pass
+        raise self.error(node, key, f"expected {expected}, got {_got(node)}", hint=hint)
+
+    def choice(self, node: yaml.Node, key: str, choices: tuple[str, ...]) -> str:
+        value = self.string(node, key)
+        if value not in choices:
+            close = difflib.get_close_matches(value, choices, n=1)
+            hint = f"did you mean {close[0]}?" if close else "use one of " + ", ".join(choices)
+            message = f"{_show(value)} is not one of {', '.join(choices)}"
+            raise self.error(node, key, message, hint=hint)
+        return value
+
+    def required(
+        self,
+        fields: Mapping[str, _Entry],
+        node: yaml.Node | None,
+        key: str,
+        name: str,
+        *,
+        hint: str,
+    ) -> yaml.Node:
+        if name not in fields:
+            raise self.error(node, _join(key, name), "required but missing", hint=hint)
+        return fields[name].value
+
+
+def _given(fields: Mapping[str, _Entry], name: str) -> yaml.Node | None:
+    """The value of an optional key, or None if it is absent or empty (null).
+
+    Empty counts as absent so that a section with every line commented out, or a generated
+    inventory writing ``name: null``, means what it looks like.
+    """
+    entry = fields.get(name)
+    return None if entry is None or entry.value.tag == _NULL else entry.value
+
+
+def _file_name_problem(name: str) -> str | None:
+    """Why `name` is unsafe as a file name on its own, or None if it is safe."""
+    if not name:
+        return "it is empty"
+    if len(name) > _MAX_ID_LENGTH:
+        return f"it is longer than {_MAX_ID_LENGTH} characters"
+    if "/" in name or "\\" in name:
+        return "it contains a slash"
+    if ".." in name:  # covers ".." itself
+        return "it contains '..'"
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        return "it contains a control character"
+    if name[0] in "-.":  # covers "." itself
+        return f"it starts with {name[0]!r}"
+    return None
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be an endpoint, or None if it can."""
+    if any(char.isspace() or not char.isprintable() for char in url):
+        return "it contains spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- parsing the port is what raises for a bad one
+    except ValueError:
+        return "it is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "it must start with https:// (or http://)"
+    if not parts.hostname:
+        return "it has no host"
+    if "@" in parts.netloc:
+        return "it holds a user name or password (credentials go under auth)"
+    if "?" in url or "#" in url:
+        return "it has a query or fragment"
+    return None
+
+
+def _did_you_mean(name: str, allowed: Collection[str]) -> str:
+    close = difflib.get_close_matches(name, list(allowed), n=1)
+    if close:
+        return f"did you mean {close[0]}?"
+    return "the keys allowed here are " + ", ".join(allowed)
+
+
+def _join(parent: str, name: str) -> str:
+    part = name if _PLAIN_NAME.fullmatch(name) else f"[{name!r}]"
+    if not parent:
+        return part
+    return f"{parent}{part}" if part.startswith("[") else f"{parent}.{part}"
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _show(text: str, limit: int = 40) -> str:
+    """`text` quoted for a one-line message; long values are cut short."""
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+
+def _got(node: yaml.Node) -> str:
+    """What `node` is, for "expected X, got Y"."""
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag == _NULL:
+        return "nothing"
+    if node.tag == _STR:
+        return f"the string {_show(node.value)}"
+    shown = node.value if len(node.value) <= 40 and node.value.isprintable() else _show(node.value)
+    return f"{_KINDS.get(node.tag, 'the value')} {shown}"

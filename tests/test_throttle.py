@@ -1,0 +1,171 @@
+"""Retry-After parsing, the backoff formula's bounds, and the shared rate limiter, on a fake clock."""
+
+from __future__ import annotations
+
+import email.utils
+
+import pytest
+
+from collector.errors import APIError, ArchiveTooLarge, AuthError, NotFoundError, RequestError, ServerError, ThrottledError
+from collector.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("7", 7.0),
+        (" 2.5 ", 2.5),
+        ("0", 0.0),
+        ("-3", 0.0),
+        ("99999", MAX_RETRY_AFTER),
+        ("", None),
+        (None, None),
+        ("soon", None),
+        ("nan", None),
+    ],
+)
+def test_retry_after_delta_seconds(header, expected):
+    assert parse_retry_after(header) == expected
+
+
+def test_retry_after_http_date_is_relative_to_now():
+    now = 1_700_000_000.0
+    header = email.utils.formatdate(now + 42, usegmt=True)
+    assert parse_retry_after(header, now=lambda: now) == pytest.approx(42)
+
+
+def test_retry_after_http_date_in_the_past_means_now():
+    now = 1_700_000_000.0
+    assert parse_retry_after(email.utils.formatdate(now - 60, usegmt=True), now=lambda: now) == 0
+
+
+def test_retry_after_http_date_is_capped():
+    now = 1_700_000_000.0
+    assert parse_retry_after(email.utils.formatdate(now + 86400, usegmt=True), now=lambda: now) == MAX_RETRY_AFTER
+
+
+@pytest.mark.parametrize("retry", [1, 2, 3, 6, 7, 20])
+@pytest.mark.parametrize("draw", [0.0, 0.5, 0.999999])
+def test_backoff_is_full_jitter_under_the_exponential_ceiling(retry, draw):
+    policy = RetryPolicy(base=1.0, cap=60.0, random=lambda: draw)
+    ceiling = min(60.0, 2 ** (retry - 1))
+    assert policy.delay(retry) == pytest.approx(draw * ceiling)
+    assert 0 <= policy.delay(retry) <= 60
+
+
+def test_retry_after_is_a_floor_not_a_ceiling():
+    policy = RetryPolicy(random=lambda: 0.0)
+    assert policy.delay(1, retry_after=30) == 30
+    high = RetryPolicy(random=lambda: 0.99)
+    assert high.delay(8, retry_after=1) == pytest.approx(0.99 * 60)
+
+
+def throttled(retry_after=None):
+    return ThrottledError(429, operation="op", retry_after=retry_after)
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [throttled(), ServerError(503, operation="op"), RequestError("reset")],
+    ids=["429", "503", "transport"],
+)
+def test_retryable_outcomes(exc):
+    assert RetryPolicy(random=lambda: 0.5).next_delay(exc, attempt=1, elapsed=0) is not None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [AuthError(401, operation="op"), NotFoundError(404, operation="op"), APIError(400, operation="op"), ArchiveTooLarge("big")],
+    ids=["401", "404", "400", "too-large"],
+)
+def test_final_outcomes_are_not_retried(exc):
+    assert RetryPolicy().next_delay(exc, attempt=1, elapsed=0) is None
+
+
+def test_attempts_and_elapsed_time_both_bound_retries():
+    policy = RetryPolicy(max_attempts=3, max_elapsed=100, random=lambda: 1.0)
+    assert policy.next_delay(throttled(), attempt=2, elapsed=0) is not None
+    assert policy.next_delay(throttled(), attempt=3, elapsed=0) is None
+    assert policy.next_delay(throttled(retry_after=50), attempt=1, elapsed=60) is None
+
+
+@pytest.mark.anyio
+async def test_retrying_waits_per_policy_then_gives_the_last_error(clock):
+    errors = [ServerError(500, operation="op"), throttled(retry_after=5), ServerError(502, operation="op")]
+    calls = 0
+
+    async def call():
+        nonlocal calls
+        calls += 1
+        raise errors[calls - 1]
+
+    policy = RetryPolicy(base=1, max_attempts=3, random=lambda: 0.5)
+    with pytest.raises(ServerError) as caught:
+        await retrying(call, policy, clock=clock, sleep=clock.sleep)
+    assert caught.value.status == 502
+    assert calls == 3
+    assert clock.sleeps == [0.5, 5]  # 0.5 * 2**0, then Retry-After over 0.5 * 2**1
+
+
+@pytest.mark.anyio
+async def test_retrying_returns_result_and_attempts(clock):
+    outcomes = [RequestError("reset"), "ok"]
+
+    async def call():
+        outcome = outcomes.pop(0)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    assert await retrying(call, RetryPolicy(random=lambda: 0), clock=clock, sleep=clock.sleep) == ("ok", 2)
+
+
+@pytest.mark.anyio
+async def test_limiter_paces_to_the_rate_after_the_burst(clock):
+    limiter = RateLimiter(10, burst=5, clock=clock, sleep=clock.sleep)
+    start = clock.now
+    for _ in range(25):
+        await limiter.acquire()
+    # 5 at once, then one every 0.1 s
+    assert clock.now - start == pytest.approx(2.0)
+
+
+@pytest.mark.anyio
+async def test_retry_after_pauses_every_caller(clock):
+    limiter = RateLimiter(100, burst=1, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    limiter.throttled(retry_after=3)
+    await limiter.acquire()
+    assert clock.now >= 1000 + 3
+
+
+def test_throttling_slows_everyone_then_recovers(clock):
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    limiter.throttled()
+    assert limiter.rate == pytest.approx(14)
+    limiter.throttled()  # same instant: many in-flight 429s count as one signal
+    assert limiter.rate == pytest.approx(14)
+    clock.now += 1
+    limiter.throttled()
+    assert limiter.rate == pytest.approx(9.8)
+    for _ in range(1000):
+        limiter.succeeded()
+    assert limiter.rate == 20
