@@ -76,15 +76,17 @@ class RetryPolicy:
         delay(n) = max(retry_after, uniform(0, min(cap, base * 2 ** (n - 1))))
 
     where retry_after is what a 429 said (0 if nothing; at most `MAX_RETRY_AFTER`). We stop
-    after `max_attempts` attempts in all, or when the next wait would end more than
-    `max_elapsed` seconds after the first attempt, whichever comes first. Retried: 429, 5xx,
-    connection errors and timeouts, broken archives (see `is_retryable`); everything else
-    is final at once.
+    after `max_attempts` attempts in all (`throttled_attempts` when the latest failure was a
+    429: being told to slow down is not the server failing, and the shared limiter is already
+    slowing everyone), or when the next wait would end more than `max_elapsed` seconds after
+    the first attempt, whichever comes first. Retried: 429, 5xx, connection errors and
+    timeouts, broken archives (see `is_retryable`); everything else is final at once.
     """
 
     base: float = 1.0
     cap: float = 60.0
     max_attempts: int = 8
+    throttled_attempts: int = 30
     max_elapsed: float = 900.0
     random: Callable[[], float] = field(default=_random.random, repr=False, compare=False)
 
@@ -95,9 +97,12 @@ class RetryPolicy:
 
     def next_delay(self, exc: BaseException, attempt: int, elapsed: float) -> float | None:
         """The wait before attempt `attempt + 1`, or None if `exc` after `attempt` tries is final."""
-        if not is_retryable(exc) or attempt >= self.max_attempts:
+        if not is_retryable(exc):
             return None
-        retry_after = exc.retry_after if isinstance(exc, ThrottledError) else None
+        throttled = isinstance(exc, ThrottledError)
+        if attempt >= (self.throttled_attempts if throttled else self.max_attempts):
+            return None
+        retry_after = exc.retry_after if throttled else None
         wait = self.delay(attempt, retry_after)
         if elapsed + wait > self.max_elapsed:
             return None

@@ -101,9 +101,13 @@ def test_final_outcomes_are_not_retried(exc):
 
 
 def test_attempts_and_elapsed_time_both_bound_retries():
-    policy = RetryPolicy(max_attempts=3, max_elapsed=100, random=lambda: 1.0)
-    assert policy.next_delay(throttled(), attempt=2, elapsed=0) is not None
-    assert policy.next_delay(throttled(), attempt=3, elapsed=0) is None
+    policy = RetryPolicy(max_attempts=3, throttled_attempts=6, max_elapsed=100, random=lambda: 1.0)
+    error = ServerError(500, operation="op")
+    assert policy.next_delay(error, attempt=2, elapsed=0) is not None
+    assert policy.next_delay(error, attempt=3, elapsed=0) is None
+    # 429s have their own, larger budget: the limiter is already slowing everyone down
+    assert policy.next_delay(throttled(), attempt=5, elapsed=0) is not None
+    assert policy.next_delay(throttled(), attempt=6, elapsed=0) is None
     assert policy.next_delay(throttled(retry_after=50), attempt=1, elapsed=60) is None
 
 

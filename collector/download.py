@@ -1,0 +1,339 @@
+"""Streaming one archive to its destination, and deciding whether the bytes are the archive.
+
+`fetch_archive` drives the transfer: stream in large chunks into a partial file, hash while
+writing, check the length against `Content-Length` (or, without one, read the gzip stream
+through to its trailer), check the gzip magic, then commit (fsync + atomic rename). A broken
+transfer is retried under the run's `RetryPolicy`, resuming with `Range` when the server
+advertised `Accept-Ranges` and answers it correctly, else from zero: never appending to
+bytes whose offset we cannot vouch for.
+
+Where the bytes go sits behind `Destination` (local folder today; object storage later).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import aiofiles
+import aiohttp
+import anyio
+
+from collector.api import ArchiveResponse, CloudDC, OnRetry
+from collector.errors import ArchiveError, ArchiveTooLarge, ProtocolError, RequestError
+from collector.throttle import RetryPolicy, retrying
+
+log = logging.getLogger(__name__)
+
+GZIP_MAGIC = b"\x1f\x8b"
+READ_CHUNK = 256 * 1024
+WRITE_CHUNK = 1024 * 1024  # buffer reads into large writes: one thread hop per MiB
+
+
+def archive_name(project_id: str, server_id: str) -> str:
+    """The archive's path relative to the output root. Always from our own ids, never the server's."""
+    return f"{project_id}/{server_id}-dump.tar.gz"
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    name: str  # relative to the destination root
+    size: int
+    sha256: str
+
+
+class PartialFile(Protocol):
+    size: int
+
+    async def write(self, data: bytes) -> None: ...
+    async def truncate(self) -> None: ...
+    async def commit(self) -> Archive: ...
+    async def discard(self) -> None: ...
+    def sha256(self) -> str: ...
+
+
+class Destination(Protocol):
+    async def open_partial(self, name: str) -> PartialFile: ...
+    async def check(self, name: str, size: int, sha256: str | None) -> bool: ...
+
+
+class LocalPartial:
+    """`<name>.part` beside the final file; created with O_EXCL|O_NOFOLLOW, mode 0600."""
+
+    def __init__(self, root: Path, name: str) -> None:
+        self.name = name
+        self.final = root / name
+        self.part = self.final.with_name(self.final.name + ".part")
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._file = None
+
+    async def _open(self) -> None:
+        def create() -> int:
+            self.final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                os.unlink(self.part)  # removes a planted symlink itself, never its target
+            except FileNotFoundError:
+                pass
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+            return os.open(self.part, flags, 0o600)
+
+        fd = await anyio.to_thread.run_sync(create)
+        self._file = await aiofiles.open(fd, "wb", closefd=True)
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    async def write(self, data: bytes) -> None:
+        await self._file.write(data)
+        self._hash.update(data)
+        self.size += len(data)
+
+    async def truncate(self) -> None:
+        """Start again from zero."""
+        await self._close()
+        await self._open()
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    async def commit(self) -> Archive:
+        await self._file.flush()
+        await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
+        await self._close()
+
+        def publish() -> None:
+            # os.replace swaps the name atomically and replaces a symlink at the final path
+            # rather than following it.
+            os.replace(self.part, self.final)
+            dir_fd = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+        await anyio.to_thread.run_sync(publish)
+        return Archive(self.name, self.size, self.sha256())
+
+    async def discard(self) -> None:
+        await self._close()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_unlink_quietly, self.part)
+
+    async def _close(self) -> None:
+        if self._file is not None:
+            file, self._file = self._file, None
+            with anyio.CancelScope(shield=True):
+                await file.close()
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class LocalDestination:
+    """Archives under a local folder: `ROOT/<project_id>/<server_id>-dump.tar.gz`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    async def open_partial(self, name: str) -> LocalPartial:
+        partial = LocalPartial(self.root, name)
+        await partial._open()
+        return partial
+
+    async def check(self, name: str, size: int, sha256: str | None) -> bool:
+        """Is the archive there with this size (and, if given, this sha256)?"""
+        return await anyio.to_thread.run_sync(_check_file, self.root / name, size, sha256)
+
+
+def _check_file(path: Path, size: int, sha256: str | None) -> bool:
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != size:
+            return False
+    except OSError:
+        return False
+    if sha256 is None:
+        return True
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(WRITE_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == sha256
+
+
+_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
+
+
+class GzipChecker:
+    """Reads a gzip stream through as it arrives, to know whether it ended properly."""
+
+    def __init__(self) -> None:
+        self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+
+    def feed(self, data: bytes) -> None:
+        try:
+            while data and not self._inflate.eof:
+                self._inflate.decompress(data, 64 * 1024)
+                data = self._inflate.unconsumed_tail
+        except zlib.error as exc:
+            raise ArchiveError(f"archive is not valid gzip: {exc}") from exc
+
+    @property
+    def complete(self) -> bool:
+        return self._inflate.eof
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    max_bytes: int = 8 * 1024**3
+    policy: RetryPolicy = RetryPolicy()
+
+
+async def fetch_archive(
+    api: CloudDC,
+    server_id: str,
+    export_id: str,
+    destination: Destination,
+    name: str,
+    options: DownloadOptions,
+    *,
+    on_retry: OnRetry | None = None,
+) -> tuple[Archive, int]:
+    """Download one archive to `destination/name`. Returns it and the attempts it took.
+
+    On failure the partial file is removed and the last error is raised, carrying
+    `.attempts`.
+    """
+    transfer = _Transfer(api, server_id, export_id, await destination.open_partial(name), options.max_bytes)
+    try:
+        _, attempts = await retrying(transfer.attempt, options.policy, on_retry=on_retry)
+        return await transfer.partial.commit(), attempts
+    except BaseException:
+        await transfer.partial.discard()
+        raise
+
+
+class _Transfer:
+    """The state one archive's attempts share: the partial file, its gzip check, resumability."""
+
+    def __init__(self, api: CloudDC, server_id: str, export_id: str, partial: PartialFile, max_bytes: int) -> None:
+        self.api = api
+        self.server_id = server_id
+        self.export_id = export_id
+        self.partial = partial
+        self.max_bytes = max_bytes
+        self.resumable = False
+        self.gzip = GzipChecker()
+        self.warned_disposition = False
+
+    async def restart(self) -> None:
+        await self.partial.truncate()
+        self.gzip = GzipChecker()
+
+    async def attempt(self) -> None:
+        offset = self.partial.size if self.resumable else 0
+        if not offset and self.partial.size:
+            await self.restart()
+        async with self.api.open_archive(self.server_id, self.export_id, offset=offset) as response:
+            self._note_disposition(response.content_disposition)
+            if offset and not _continues_at(response, offset):
+                # A 200 to a range request, or a range that starts elsewhere: the bytes we hold
+                # cannot be trusted to line up with these. Start over, never append.
+                log.info(
+                    "%s: resume from byte %d answered %s %s; restarting from zero",
+                    self.server_id, offset, response.status, response.content_range or "",
+                )
+                await self.restart()
+                self.resumable = False
+                offset = 0
+            self.resumable = response.accept_ranges and response.status in (200, 206)
+            total = _expected_total(response, offset)
+            if total is not None and total > self.max_bytes:
+                raise ArchiveTooLarge(f"archive is {total} bytes, more than the limit of {self.max_bytes} (--max-archive-bytes)")
+            await self._stream(response, check_gzip=total is None)
+            self._verify(total)
+
+    async def _stream(self, response: ArchiveResponse, *, check_gzip: bool) -> None:
+        partial = self.partial
+        buffer = bytearray()
+
+        async def flush() -> None:
+            if partial.size == 0 and not buffer.startswith(GZIP_MAGIC):
+                raise ArchiveError(f"not a gzip archive: starts with {bytes(buffer[:16])!r}")
+            if check_gzip:
+                self.gzip.feed(bytes(buffer))
+            await partial.write(bytes(buffer))
+            self.api.stats.bytes_downloaded += len(buffer)
+            buffer.clear()
+
+        try:
+            async for chunk in response.content.iter_chunked(READ_CHUNK):
+                if partial.size + len(buffer) + len(chunk) > self.max_bytes:
+                    raise ArchiveTooLarge(
+                        f"archive is larger than the limit of {self.max_bytes} bytes (--max-archive-bytes)"
+                    )
+                buffer += chunk
+                if len(buffer) >= WRITE_CHUNK:
+                    await flush()
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            got = partial.size + len(buffer)
+            if buffer and self.resumable:
+                # Keep what arrived: the next attempt continues from here with Range.
+                with anyio.CancelScope(shield=True):
+                    await flush()
+            if isinstance(exc, asyncio.TimeoutError):
+                raise RequestError(f"download stalled: no data within the read timeout, after {got} bytes") from exc
+            if isinstance(exc, aiohttp.ClientPayloadError):
+                raise ArchiveError(f"transfer cut off after {got} bytes ({exc})") from exc
+            raise RequestError(f"transfer failed after {got} bytes: {type(exc).__name__}: {exc}") from exc
+        if buffer:
+            await flush()
+
+    def _verify(self, total: int | None) -> None:
+        size = self.partial.size
+        if total is not None and size != total:
+            raise ArchiveError(f"archive is short: got {size} of {total} bytes")
+        if size == 0:
+            raise ArchiveError("archive is empty")
+        if total is None and not self.gzip.complete:
+            raise ArchiveError(f"transfer ended after {size} bytes before the gzip stream did")
+
+    def _note_disposition(self, disposition: str | None) -> None:
+        """We never take a file name from the server; say so once if it tried something odd."""
+        if not disposition or self.warned_disposition:
+            return
+        expected = f"{self.server_id}-dump.tar.gz"
+        match = re.search(r'filename\*?=(?:UTF-8\'\')?"?([^";]*)"?', disposition, re.IGNORECASE)
+        if match and match.group(1) != expected:
+            self.warned_disposition = True
+            log.warning(
+                "%s: ignoring server-suggested file name %r; saving as %s",
+                self.server_id, match.group(1), expected,
+            )
+
+
+def _continues_at(response: ArchiveResponse, offset: int) -> bool:
+    if response.status != 206 or not response.content_range:
+        return False
+    match = _CONTENT_RANGE.match(response.content_range)
+    return bool(match) and int(match.group(1)) == offset
+
+
+def _expected_total(response: ArchiveResponse, offset: int) -> int | None:
+    if response.status == 206 and response.content_range:
+        match = _CONTENT_RANGE.match(response.content_range)
+        if match and match.group(3) != "*":
+            return int(match.group(3))
+    if response.content_length is not None:
+        return offset + response.content_length
+    return None

@@ -1,0 +1,56 @@
+"""Progress events: what the sweep says happened, for whoever listens.
+
+The sweep emits one `PhaseChanged` per step of each server and nothing else; the live
+display, the log lines, the journal and (later) metrics subscribe. A listener may be a plain
+function or a coroutine function; the sweep awaits `emit`, so a listener that must be
+durable (the journal) is done before the sweep moves on.
+"""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+
+class Phase(enum.Enum):
+    PENDING = "pending"
+    EXPORTING = "exporting"
+    POLLING = "polling"
+    DOWNLOADING = "downloading"
+    COLLECTED = "collected"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Phase.COLLECTED, Phase.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseChanged:
+    project_id: str
+    server_id: str
+    phase: Phase
+    previous: Phase
+    export_id: str | None = None
+    error: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+
+
+Listener = Callable[[PhaseChanged], Awaitable[None] | None]
+
+
+class Events:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+
+    def subscribe(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    async def emit(self, event: PhaseChanged) -> None:
+        for listener in self._listeners:
+            outcome = listener(event)
+            if inspect.isawaitable(outcome):
+                await outcome

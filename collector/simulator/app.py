@@ -1,0 +1,320 @@
+"""The simulated CloudDC API: the aiohttp application and its handlers.
+
+Every API request goes through the same gate, in this order:
+
+1. authentication (``X-Auth-Token``), 401 ``APIGW.0301``;
+2. the gateway's token bucket, 429 ``APIGW.0308``;
+3. the project id and server id in the path, 404;
+4. the next scripted fault for this (operation, server), else a seeded random 500;
+5. the operation itself: export (202), status (200), download (200/206), list (200).
+
+Responses carry the documented quirks: the 202 is JSON labelled octet-stream, statuses and
+percentages are spelled per server, and some servers label their JSON as octet-stream too.
+Handlers do a few dict lookups and one small JSON dump, so thousands of servers fit on a core.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from collector.simulator.config import SimConfig
+from collector.simulator.exports import COMPLETED, FAILED, RUNNING, Export, ExportBook
+from collector.simulator.faults import DOWNLOAD, EXPORT, LIST, STATUS, FaultScript, chance
+from collector.simulator.fleet import Fleet, ServerProfile
+from collector.simulator.gateway import TokenBucket, retry_after_header
+from collector.simulator.recorder import Recorder, SeenRequest
+from collector.simulator.responses import (
+    JSON_TYPE,
+    OCTET_TYPE,
+    Abandoned,
+    error_response,
+    json_response,
+    redirect,
+    reset_connection,
+)
+from collector.simulator.storage import StorageOrigin
+from collector.simulator.transfer import ArchiveSender
+
+MAX_LIST_LIMIT = 1000
+DEFAULT_LIST_LIMIT = 100
+
+_NOT_GZIP_PAGE = (
+    b"<html><head><title>502 Bad Gateway</title></head><body>"
+    b"<h1>502 Bad Gateway</h1><p>The log service is temporarily unavailable.</p>"
+    b"</body></html>\n"
+)
+
+# (request, server or None for ListServers, fault, now, request id) -> response
+Respond = Callable[..., Awaitable[web.StreamResponse]]
+
+
+class CloudDC:
+    """State and handlers of the API origin. `Simulator` owns one and serves `app()`."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        *,
+        fleet: Fleet,
+        sender: ArchiveSender,
+        storage: StorageOrigin,
+        script: FaultScript,
+        recorder: Recorder,
+        clock: Callable[[], float],
+    ) -> None:
+        self.config = config
+        self.fleet = fleet
+        self.sender = sender
+        self.storage = storage
+        self.script = script
+        self.recorder = recorder
+        self.clock = clock
+        self.token = config.token
+        self.book = ExportBook(ttl=config.export_ttl)
+        self.t0 = 0.0
+        self._bucket: TokenBucket | None = None
+        self._attempts: Counter[tuple[str, str]] = Counter()
+        self._request_ids = random.Random(f"{config.seed}:request-ids")
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        servers = "/v1/{project_id}/physicalservers"
+        exports = servers + "/{server_id}/logs/exports"
+        app.router.add_get(servers, self._list)
+        app.router.add_post(exports, self._export)
+        app.router.add_get(exports + "/{export_id}", self._status)
+        app.router.add_get(exports + "/{export_id}/content", self._download)
+        app.router.add_route("*", "/{tail:.*}", self._no_route)
+        return app
+
+    def started(self) -> None:
+        """Start the clocks: the timeline's zero and a full token bucket."""
+        self.t0 = self.clock()
+        if self.config.rate_limit is not None:
+            self._bucket = TokenBucket(self.config.rate_limit, self.t0)
+
+    def request_id(self) -> str:
+        return f"{self._request_ids.getrandbits(128):032x}"
+
+    # Routes: each names its operation and hands over to `_handle`.
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, LIST, self._list_servers)
+
+    async def _export(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, EXPORT, self._start_export)
+
+    async def _status(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, STATUS, self._show_status)
+
+    async def _download(self, request: web.Request) -> web.StreamResponse:
+        return await self._handle(request, DOWNLOAD, self._send_archive)
+
+    async def _no_route(self, request: web.Request) -> web.StreamResponse:
+        self.recorder.record(self.clock() - self.t0, "other", 404)
+        return error_response(404, "CLOUDDC.0404", f"no API at {request.path}", self.request_id())
+
+    # The gate.
+
+    async def _handle(self, request: web.Request, operation: str, respond: Respond) -> web.StreamResponse:
+        now = self.clock()
+        rid = self.request_id()
+        sid = request.match_info.get("server_id")
+        if operation == DOWNLOAD:
+            self.recorder.download_requests.append(
+                SeenRequest(request.method, request.path_qs, CIMultiDict(request.headers), sid)
+            )
+        response = self._refuse(request, now, rid)
+        server = None if sid is None else self.fleet.get(sid)
+        if response is None and sid is not None and server is None:
+            response = error_response(404, "CLOUDDC.0404", f"physical server {sid} not found", rid)
+        if response is None:
+            fault = self._fault(operation, sid)
+            response = self._common_fault(request, fault, rid)
+            if response is None:
+                response = await respond(request, server, fault, now, rid)
+        status = response.sent_status if isinstance(response, Abandoned) else response.status
+        self.recorder.record(now - self.t0, operation, status, sid)
+        return response
+
+    def _refuse(self, request: web.Request, now: float, rid: str) -> web.Response | None:
+        """The gateway's answers: bad token, throttled, wrong project."""
+        if request.headers.get("X-Auth-Token") != self.token:
+            return error_response(
+                401,
+                "APIGW.0301",
+                "Incorrect IAM authentication information: the X-Auth-Token is missing, invalid or expired",
+                rid,
+            )
+        if self._bucket is not None:
+            wait = self._bucket.take(now)
+            if wait:
+                return self._throttled(rid, wait, f"limit:{self.config.rate_limit:g} per second")
+        if request.match_info["project_id"] != self.config.project_id:
+            message = f"project {request.match_info['project_id']} not found"
+            return error_response(404, "CLOUDDC.0404", message, rid)
+        return None
+
+    def _fault(self, operation: str, sid: str | None) -> str | None:
+        key = sid or ""
+        self._attempts[operation, key] += 1
+        fault = self.script.next(operation, key) if sid is not None else None
+        probability = self.config.fault_500
+        if fault is None and probability:
+            if chance(self.config.seed, "500", operation, key, self._attempts[operation, key]) < probability:
+                fault = "500"
+        return fault
+
+    def _common_fault(self, request: web.Request, fault: str | None, rid: str) -> web.StreamResponse | None:
+        """Answer the faults any call can meet; None for the rest (and for no fault)."""
+        if fault is None:
+            return None
+        if fault == "500":
+            return error_response(500, "CLOUDDC.0500", "Internal error", rid)
+        if fault == "503":
+            return error_response(503, "CLOUDDC.0503", "Service unavailable, try again later", rid)
+        if fault == "429":
+            return self._throttled(rid, self.config.retry_after_seconds, "scripted")
+        if fault == "429-no-retry-after":
+            return self._throttled(rid, None, "scripted")
+        if fault == "401":
+            message = "Incorrect IAM authentication information: token expired"
+            return error_response(401, "APIGW.0301", message, rid)
+        if fault == "404":
+            return error_response(404, "CLOUDDC.0404", "resource not found", rid)
+        if fault == "reset":
+            reset_connection(request)
+            return Abandoned(0)
+        if fault == "redirect":
+            return redirect(self.storage.url + request.path_qs, rid)
+        return None
+
+    def _throttled(self, rid: str, wait: float | None, detail: str) -> web.Response:
+        headers = {}
+        if wait is not None and self.config.retry_after:
+            headers["Retry-After"] = retry_after_header(wait)
+        message = f"The throttling threshold has been reached: {detail}"
+        return error_response(429, "APIGW.0308", message, rid, headers)
+
+    # The operations.
+
+    async def _list_servers(
+        self, request: web.Request, _server: None, _fault: str | None, _now: float, rid: str
+    ) -> web.StreamResponse:
+        try:
+            limit = int(request.query.get("limit", DEFAULT_LIST_LIMIT))
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIST_LIMIT:
+            return error_response(400, "CLOUDDC.0400", f"limit must be 1..{MAX_LIST_LIMIT}", rid)
+        try:
+            page, next_marker = self.fleet.page(limit, request.query.get("marker") or None)
+        except KeyError:
+            return error_response(400, "CLOUDDC.0400", "marker is not a server id", rid)
+        page_info: dict[str, object] = {"current_count": len(page)}
+        if next_marker is not None:
+            page_info["next_marker"] = next_marker
+        body = {
+            "servers": [server.listing() for server in page],
+            "page_info": page_info,
+            "count": len(self.fleet),
+        }
+        return json_response(200, body, rid)
+
+    async def _start_export(
+        self, _request: web.Request, server: ServerProfile, _fault: str | None, now: float, rid: str
+    ) -> web.StreamResponse:
+        cap = self.config.max_concurrent_exports
+        if cap is not None and self.book.running(now) >= cap:
+            next_end = self.book.next_end(now)
+            wait = self.config.retry_after_seconds if next_end is None else next_end - now
+            return self._throttled(rid, wait, f"at most {cap} concurrent exports")
+        export = self.book.start(server, now, _created_at(server))
+        self.recorder.exports_started[server.id] += 1
+        state, percentage = export.phase(now)
+        export.last_percentage = percentage
+        headers = {
+            "Content-Transfer-Encoding": "binary",
+            "Content-Disposition": f"attachment; filename={server.id}-dump.tar.gz",
+        }
+        body = _export_body(export, state, percentage)
+        return json_response(202, body, rid, content_type=OCTET_TYPE, headers=headers)
+
+    async def _show_status(
+        self, request: web.Request, server: ServerProfile, fault: str | None, now: float, rid: str
+    ) -> web.StreamResponse:
+        export = self.book.get(request.match_info["export_id"], server.id, now)
+        if export is None:
+            return _no_export(request, rid)
+        if fault == "failed":
+            self.book.fail(export, now)
+        state, percentage = export.phase(now)
+        word = None
+        if fault == "backwards":
+            state, percentage = RUNNING, max(0, export.last_percentage) // 2
+        elif fault == "unknown":
+            word = "Exploding"
+        export.last_percentage = percentage
+        body = _export_body(export, state, percentage, word)
+        content_type = JSON_TYPE if server.status_is_json else OCTET_TYPE
+        return json_response(200, body, rid, content_type=content_type)
+
+    async def _send_archive(
+        self, request: web.Request, server: ServerProfile, fault: str | None, now: float, rid: str
+    ) -> web.StreamResponse:
+        export = self.book.get(request.match_info["export_id"], server.id, now)
+        if export is None:
+            return _no_export(request, rid)
+        state, percentage = export.phase(now)
+        if state == FAILED:
+            return error_response(409, "CLOUDDC.0409", f"export task {export.export_id} failed", rid)
+        if state != COMPLETED:
+            message = f"export task {export.export_id} is not completed ({percentage}%)"
+            return error_response(409, "CLOUDDC.0409", message, rid)
+        if fault == "redirect_storage" or (fault is None and self.config.redirect_downloads):
+            return redirect(self.storage.url + self.storage.presigned_path(server.id), rid)
+        if fault == "not_gzip":
+            headers = {"X-Request-Id": rid}
+            return web.Response(status=200, body=_NOT_GZIP_PAGE, content_type="text/html", headers=headers)
+        probability = self.config.fault_truncate
+        if fault is None and probability:
+            attempt = self._attempts[DOWNLOAD, server.id]
+            if chance(self.config.seed, "truncate", server.id, attempt) < probability:
+                fault = "truncate"
+        size = self.config.oversize_bytes if fault == "oversize" else server.archive_bytes
+        filename = "../../x" if fault == "evil_disposition" else f"{server.id}-dump.tar.gz"
+        headers = {
+            "X-Request-Id": rid,
+            "Content-Type": OCTET_TYPE,
+            "Content-Disposition": f"attachment; filename={filename}",
+        }
+        return await self.sender.send(request, server.id, size, headers, fault)
+
+
+def _created_at(server: ServerProfile) -> str:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ") if server.zulu else now.isoformat()
+
+
+def _export_body(export: Export, state: str, percentage: int, word: str | None = None) -> dict[str, object]:
+    server = export.server
+    if word is None:
+        words = {RUNNING: server.running_word, COMPLETED: server.completed_word, FAILED: server.failed_word}
+        word = words[state]
+    return {
+        "export_id": export.export_id,
+        "status": word,
+        "percentage": server.percentage(percentage),
+        "created_at": export.created_at,
+    }
+
+
+def _no_export(request: web.Request, rid: str) -> web.Response:
+    message = f"export task {request.match_info['export_id']} not found or expired"
+    return error_response(404, "CLOUDDC.0404", message, rid)

@@ -1,0 +1,87 @@
+"""The simulator's settings: one frozen dataclass, validated when it is made.
+
+`SimConfig` is everything that shapes the simulated CloudDC fleet and its misbehaviour. It is
+built by tests directly and by `collector simulate` from flags; both get the same checks, so a
+bad value fails before a socket is opened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from collector.simulator.archive import MIN_ARCHIVE_BYTES
+
+DEFAULT_PROJECT_ID = "0a5f3c2e9b8d47e1a6c4f2b7d9e31c80"
+DEFAULT_TOKEN = "MIIsimulated-clouddc-token-0000"
+MAX_SERVERS = 1_000_000  # server ids end in six decimal digits
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How the simulated CloudDC behaves. Ranges are inclusive ``(lo, hi)`` pairs."""
+
+    servers: int = 10
+    project_id: str = DEFAULT_PROJECT_ID
+    token: str = DEFAULT_TOKEN
+    seed: int = 0
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    # Export lifecycle, drawn per server from the seed.
+    export_seconds: tuple[float, float] = (0.1, 0.3)
+    archive_bytes: tuple[int, int] = (16384, 65536)
+    stuck: int = 0  # servers whose export never finishes
+    failing: int = 0  # servers whose export ends "failed"
+    export_ttl: float | None = None  # seconds a finished export stays visible
+
+    # The API gateway.
+    rate_limit: float | None = None  # requests per second over all API calls
+    retry_after: bool = True  # send Retry-After with every 429
+    retry_after_seconds: int = 1  # the Retry-After of a scripted 429
+    max_concurrent_exports: int | None = None
+
+    # Random faults, decided per (operation, server, attempt) from the seed.
+    fault_500: float = 0.0
+    fault_truncate: float = 0.0
+
+    # Downloads.
+    accept_ranges: bool = False
+    redirect_downloads: bool = False
+    oversize_bytes: int = 4 * 1024 * 1024
+    chunk_bytes: int = 256 * 1024
+    stall_seconds: float = 3600.0  # how long a "stall" fault holds the connection
+
+    def __post_init__(self) -> None:
+        # Accept lists (from YAML or JSON) but keep the frozen instance hashable.
+        object.__setattr__(self, "export_seconds", tuple(map(float, self.export_seconds)))
+        object.__setattr__(self, "archive_bytes", tuple(map(int, self.archive_bytes)))
+        _check(0 <= self.servers <= MAX_SERVERS, f"servers must be 0..{MAX_SERVERS}")
+        _check(bool(self.project_id) and "/" not in self.project_id, "project_id must be a path segment")
+        _check(bool(self.token), "token must not be empty")
+        lo, hi = self.export_seconds
+        _check(0 <= lo <= hi, "export_seconds must be (lo, hi) with 0 <= lo <= hi")
+        lo, hi = self.archive_bytes
+        _check(
+            MIN_ARCHIVE_BYTES <= lo <= hi,
+            f"archive_bytes must be (lo, hi) with {MIN_ARCHIVE_BYTES} <= lo <= hi",
+        )
+        _check(self.oversize_bytes >= MIN_ARCHIVE_BYTES, f"oversize_bytes must be >= {MIN_ARCHIVE_BYTES}")
+        _check(self.stuck >= 0 and self.failing >= 0, "stuck and failing must be >= 0")
+        _check(self.stuck + self.failing <= self.servers, "stuck + failing must not exceed servers")
+        _check(self.export_ttl is None or self.export_ttl > 0, "export_ttl must be > 0")
+        _check(self.rate_limit is None or self.rate_limit > 0, "rate_limit must be > 0")
+        _check(self.retry_after_seconds >= 1, "retry_after_seconds must be >= 1")
+        _check(
+            self.max_concurrent_exports is None or self.max_concurrent_exports >= 1,
+            "max_concurrent_exports must be >= 1",
+        )
+        _check(0.0 <= self.fault_500 <= 1.0, "fault_500 must be a probability")
+        _check(0.0 <= self.fault_truncate <= 1.0, "fault_truncate must be a probability")
+        _check(self.chunk_bytes >= 1024, "chunk_bytes must be >= 1024")
+        _check(self.stall_seconds >= 0, "stall_seconds must be >= 0")
+        _check(0 <= self.port <= 65535, "port must be 0..65535")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)

@@ -1,0 +1,86 @@
+"""Which faults exist, scripted faults per server, and seeded random faults.
+
+Scripted faults are how tests make one server misbehave on cue::
+
+    sim.script(sid, status=[None, "backwards"], download=["truncate", None])
+
+Each list is a queue for that (operation, server): every request of that kind for that server
+that gets past authentication and throttling takes the next item, None meaning "answer
+normally". When a queue is empty the server behaves normally (random faults still apply).
+
+Random faults are decided by hashing (seed, operation, server, attempt number), not by a shared
+random stream, so the same server's n-th request meets the same fault whatever order the
+fleet's requests arrive in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import deque
+from collections.abc import Iterable
+
+EXPORT, STATUS, DOWNLOAD, LIST, STORAGE = "export", "status", "download", "list", "storage"
+
+ANY_CALL = frozenset({"500", "503", "429", "429-no-retry-after", "401", "404", "reset", "redirect"})
+STATUS_ONLY = frozenset({"backwards", "unknown", "failed"})
+DOWNLOAD_ONLY = frozenset(
+    {
+        "truncate",
+        "reset_mid",
+        "chunked_cut",
+        "no_length_eof",
+        "not_gzip",
+        "gzip_encoding",
+        "stall",
+        "evil_disposition",
+        "redirect_storage",
+        "oversize",
+        "range_ignored",
+        "range_wrong_offset",
+    }
+)
+FAULTS = {
+    EXPORT: ANY_CALL,
+    STATUS: ANY_CALL | STATUS_ONLY,
+    DOWNLOAD: ANY_CALL | DOWNLOAD_ONLY,
+}
+
+
+class FaultScript:
+    """Queues of scripted faults, per (operation, server id)."""
+
+    def __init__(self) -> None:
+        self._queues: dict[tuple[str, str], deque[str | None]] = {}
+
+    def add(self, operation: str, server_id: str, faults: Iterable[str | None]) -> None:
+        """Append `faults` to the queue. Raises ValueError for a fault the operation lacks."""
+        faults = list(faults)
+        allowed = FAULTS[operation]
+        for fault in faults:
+            if fault is not None and fault not in allowed:
+                raise ValueError(f"{fault!r} is not a {operation} fault; choose from {sorted(allowed)}")
+        if faults:
+            self._queues.setdefault((operation, server_id), deque()).extend(faults)
+
+    def next(self, operation: str, server_id: str) -> str | None:
+        """The fault for this request, consuming it; None for a normal answer."""
+        if not self._queues:
+            return None
+        key = (operation, server_id)
+        queue = self._queues.get(key)
+        if queue is None:
+            return None
+        fault = queue.popleft()
+        if not queue:
+            del self._queues[key]
+        return fault
+
+    def pending(self, operation: str, server_id: str) -> list[str | None]:
+        """What is still queued, for tests that check a script was used up."""
+        return list(self._queues.get((operation, server_id), ()))
+
+
+def chance(seed: int, *key: object) -> float:
+    """A uniform number in [0, 1) fixed by the seed and the key."""
+    digest = hashlib.blake2b(repr((seed, *key)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest) / 2**64

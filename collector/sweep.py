@@ -1,0 +1,300 @@
+"""The per-server pipeline and the fan-out over the fleet.
+
+`Sweep.collect` is the whole story for one server: export, wait for the export, download,
+verify. Everything around it sits beside it: `run` fans out under the limits, turns each
+server's outcome into a `ServerResult`, and stops early on rejected credentials or a signal;
+the rate limiter and retries live in `collector.throttle` (via the API client); progress,
+logs and the journal listen to `collector.events`.
+
+Limits, all shared by the whole run:
+- `concurrency`: servers between their export and the end of their download. Exports run on
+  the servers' side, so many can be in flight; this also bounds the tasks we hold, so 10,000
+  servers never means 10,000 of anything heavy.
+- `downloads`: archive transfers at a time.
+- `rate`: requests per second per endpoint, through one `RateLimiter` each.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+import anyio
+import anyio.lowlevel
+
+from collector.api import CallStats, CloudDC, ExportState, ExportStatus
+from collector.download import Archive, Destination, DownloadOptions, archive_name, fetch_archive
+from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
+from collector.events import Events, Phase, PhaseChanged
+from collector.inventory import Inventory, Project, Server
+from collector.polling import PollSchedule
+from collector.throttle import RateLimiter, RetryPolicy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything `collector run` can be told, with the defaults users get."""
+
+    concurrency: int = 256
+    downloads: int = 16
+    rate: float = 20.0
+    poll_interval: float = 5.0
+    poll_max: float = 60.0
+    export_timeout: float = 1800.0
+    read_timeout: float = 60.0
+    connect_timeout: float = 30.0
+    max_archive_bytes: int = 8 * 1024**3
+    grace: float = 20.0
+    policy: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    project: Project
+    server: Server
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.project.project_id, self.server.id)
+
+
+@dataclass
+class ServerResult:
+    """One server's line in the report."""
+
+    project_id: str
+    server_id: str
+    name: str | None
+    state: str = Phase.PENDING.value  # collected | failed | pending (run stopped before it finished)
+    file: str | None = None
+    bytes: int | None = None
+    sha256: str | None = None
+    export_id: str | None = None
+    attempts: int = 0
+    duration_s: float | None = None
+    error: str | None = None
+    reason: str | None = field(default=None, repr=False)  # short grouping key for the summary
+
+
+class _Progress:
+    """One server's journey: which phase, which export, how many tries. Emits as it moves."""
+
+    def __init__(self, target: Target, events: Events, result: ServerResult) -> None:
+        self.target = target
+        self.events = events
+        self.result = result
+        self.phase = Phase.PENDING
+        self.scope = anyio.CancelScope()
+
+    def retried(self, exc: BaseException, attempt: int, wait: float) -> None:
+        self.result.attempts += 1
+        log.info("%s: %s; retry %d in %.1f s", self.target.server.id, exc, attempt, wait)
+
+    async def enter(self, phase: Phase, **details) -> None:
+        previous, self.phase = self.phase, phase
+        await self.events.emit(
+            PhaseChanged(self.target.project.project_id, self.target.server.id, phase, previous, **details)
+        )
+
+
+class Sweep:
+    def __init__(
+        self,
+        inventory: Inventory,
+        settings: Settings,
+        destination: Destination,
+        session: aiohttp.ClientSession,
+        events: Events | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.settings = settings
+        self.destination = destination
+        self.events = events or Events()
+        self.stats = CallStats()
+        limiters: dict[str, RateLimiter] = {}
+        # Keyed by the project entry itself: two entries may name the same project id.
+        self.clients: dict[int, CloudDC] = {}
+        for project in inventory.projects:
+            limiter = limiters.setdefault(project.endpoint, RateLimiter(settings.rate))
+            self.clients[id(project)] = CloudDC(
+                session,
+                project.endpoint,
+                project.project_id,
+                project.credentials,
+                limiter=limiter,
+                policy=settings.policy,
+                stats=self.stats,
+            )
+        self.download_options = DownloadOptions(max_bytes=settings.max_archive_bytes, policy=settings.policy)
+        # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
+        self._in_flight = anyio.Semaphore(settings.concurrency)
+        self._downloads = anyio.CapacityLimiter(settings.downloads)
+        self._scope: anyio.CancelScope | None = None
+        self.stopping: str | None = None  # why we start nothing new: a signal's name
+        self.auth_error: AuthError | None = None
+        self._active: set[_Progress] = set()
+
+    # -- the pipeline ---------------------------------------------------------------------
+
+    async def collect(self, target: Target, progress: _Progress, export_id: str | None = None) -> Archive:
+        """Export -> poll -> download -> verify, for one server.
+
+        A 404 while polling or downloading means the export expired or vanished: we ask for
+        one new export, once per server per run.
+        """
+        api = self.clients[id(target.project)]
+        server_id = target.server.id
+        renewals_left = 1
+        while True:
+            if export_id is None:
+                await progress.enter(Phase.EXPORTING)
+                export_id = await self.start_export(api, server_id, progress)
+            progress.result.export_id = export_id
+            await progress.enter(Phase.POLLING, export_id=export_id)
+            try:
+                await self.wait_for_export(api, server_id, export_id, progress)
+                async with self._downloads:
+                    if self.stopping:  # ready, but we are shutting down: leave it for the next run
+                        progress.scope.cancel()
+                        await anyio.lowlevel.checkpoint()
+                    await progress.enter(Phase.DOWNLOADING, export_id=export_id)
+                    archive, _ = await fetch_archive(
+                        api, server_id, export_id, self.destination,
+                        archive_name(target.project.project_id, server_id), self.download_options,
+                        on_retry=progress.retried,
+                    )
+                return archive
+            except NotFoundError as exc:
+                if not renewals_left:
+                    raise ExportFailed(f"export {export_id} vanished twice (404); last: {exc}") from exc
+                log.info("%s: export %s is gone (%s); asking for a new one", server_id, export_id, exc)
+                renewals_left -= 1
+                export_id = None
+
+    async def start_export(self, api: CloudDC, server_id: str, progress: _Progress) -> str:
+        status = await api.export(server_id, on_retry=progress.retried)
+        if status.state is ExportState.FAILED:
+            raise ExportFailed(f"export {status.export_id} failed at once (status {status.status!r})")
+        return status.export_id
+
+    async def wait_for_export(self, api: CloudDC, server_id: str, export_id: str, progress: _Progress) -> ExportStatus:
+        """Poll until the export completes; raise `ExportFailed` if it fails or takes too long."""
+        timeout = self.settings.export_timeout
+        schedule = PollSchedule(
+            first=self.settings.poll_interval,
+            longest=self.settings.poll_max,
+            shortest=min(1.0, self.settings.poll_interval),
+            started=anyio.current_time(),
+        )
+        delay = schedule.first_delay()
+        with anyio.move_on_after(timeout):
+            while True:
+                await anyio.sleep(delay)
+                status = await api.status(server_id, export_id, on_retry=progress.retried)
+                if status.state is ExportState.COMPLETED:
+                    return status
+                if status.state is ExportState.FAILED:
+                    at = f" at {status.percentage}%" if status.percentage is not None else ""
+                    raise ExportFailed(f"export {export_id} failed{at} (status {status.status!r})")
+                delay = schedule.next_delay(status, anyio.current_time())
+        raise ExportFailed(schedule.failure_reason(timeout))
+
+    # -- the fan-out ----------------------------------------------------------------------
+
+    def targets(self) -> Iterable[Target]:
+        for project, server in self.inventory.targets():
+            yield Target(project, server)
+
+    async def run(self, targets: Iterable[Target] | None = None) -> list[ServerResult]:
+        """Collect every target; one result per target, in inventory order, whatever happens."""
+        targets = list(self.targets() if targets is None else targets)
+        results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
+        with anyio.CancelScope() as self._scope:
+            async with anyio.create_task_group() as tasks:
+                for target, result in zip(targets, results):
+                    await self._in_flight.acquire()
+                    if self.stopping or self.auth_error:
+                        self._in_flight.release()
+                        break
+                    tasks.start_soon(self._run_one, target, result)
+        for result in results:
+            if result.state == Phase.PENDING.value and result.error is None:
+                if self.auth_error is not None:
+                    result.state = Phase.FAILED.value
+                    result.error = f"not collected: run stopped, credentials rejected ({self.auth_error})"
+                    result.reason = "run stopped: credentials rejected"
+                else:
+                    result.error = f"not collected: run stopped by {self.stopping or 'cancellation'}"
+                    result.reason = "run stopped"
+        return results
+
+    async def _run_one(self, target: Target, result: ServerResult) -> None:
+        progress = _Progress(target, self.events, result)
+        result.attempts = 1
+        started = time.monotonic()
+        self._active.add(progress)
+        try:
+            with progress.scope:
+                archive = await self.collect(target, progress)
+            if progress.scope.cancelled_caught:
+                return  # stopped by `stop()`: stays pending
+        except AuthError as exc:
+            await self._fail(progress, exc, "credentials rejected")
+            self._stop_for_auth(exc)
+        except CollectorError as exc:
+            await self._fail(progress, exc, _reason(exc))
+        else:
+            result.state = Phase.COLLECTED.value
+            result.file, result.bytes, result.sha256 = archive.name, archive.size, archive.sha256
+            await progress.enter(Phase.COLLECTED, export_id=result.export_id, size=archive.size, sha256=archive.sha256)
+        finally:
+            self._active.discard(progress)
+            result.duration_s = round(time.monotonic() - started, 3)
+            self._in_flight.release()
+
+    async def _fail(self, progress: _Progress, exc: CollectorError, reason: str) -> None:
+        result = progress.result
+        result.state = Phase.FAILED.value
+        result.error = str(exc)
+        result.reason = reason
+        log.warning("%s/%s: failed: %s", result.project_id, result.server_id, exc)
+        await progress.enter(Phase.FAILED, export_id=result.export_id, error=result.error)
+
+    def _stop_for_auth(self, exc: AuthError) -> None:
+        if self.auth_error is None:
+            self.auth_error = exc
+            log.error("credentials rejected: %s; stopping the run", exc)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def stop(self, why: str) -> None:
+        """Start nothing new; let transfers already running finish (the caller bounds how long).
+
+        Servers still exporting or polling stop now: their export id is known (and journalled),
+        so the next run picks them up without asking for a new export.
+        """
+        self.stopping = why
+        for progress in list(self._active):
+            if progress.phase is not Phase.DOWNLOADING:
+                progress.scope.cancel()
+
+    def cancel(self) -> None:
+        """Stop everything now."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+def _reason(exc: CollectorError) -> str:
+    """A grouping key for the summary: similar failures on many servers count as one line."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str):
+        return reason
+    text = str(exc)
+    # Drop numbers (ids, byte counts, percentages) so the same failure groups together.
+    return re.sub(r"\d+(\.\d+)?", "N", text.split(" (request id")[0])[:120]

@@ -1,0 +1,91 @@
+"""The command line as a user meets it: real processes, real files, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from collector.errors import ExitCode
+
+
+def collector(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "collector", *args],
+        capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+GOOD = """\
+endpoint: http://127.0.0.1:9
+project_id: p1
+auth: {token_env: CLOUDDC_TEST_TOKEN}
+servers:
+  - id: 2102313YJK10N1000123
+    name: db-01
+  - 2102313YJK10N1000124
+"""
+
+
+def test_validate_lists_servers_per_project(tmp_path):
+    inventory = write(tmp_path / "inv.yaml", GOOD)
+    done = collector("validate", "-i", str(inventory), env={"CLOUDDC_TEST_TOKEN": "t"})
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "p1" in done.stdout and "2 servers" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "expected"),
+    [
+        (GOOD.replace("servers:", "servrs:"), {"CLOUDDC_TEST_TOKEN": "t"}, "servrs"),
+        (GOOD, {}, "CLOUDDC_TEST_TOKEN"),
+        (GOOD.replace("2102313YJK10N1000124", "../../etc"), {"CLOUDDC_TEST_TOKEN": "t"}, "servers[1]"),
+        (GOOD + "  - 2102313YJK10N1000123\n", {"CLOUDDC_TEST_TOKEN": "t"}, "listed twice"),
+        (GOOD.replace("http://127.0.0.1:9", "ftp://x"), {"CLOUDDC_TEST_TOKEN": "t"}, "endpoint"),
+        ("servers: [\n", {}, "inv.yaml:"),
+    ],
+    ids=["unknown-key", "unset-token", "unsafe-id", "duplicate", "bad-endpoint", "yaml-syntax"],
+)
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_bad_inventory_exits_2_with_one_line_and_sends_nothing(tmp_path, text, env, expected, command):
+    inventory = write(tmp_path / "inv.yaml", text)
+    out = tmp_path / "out"
+    args = [command, "-i", str(inventory)] + (["-o", str(out)] if command == "run" else [])
+    done = collector(*args, env=env)
+    assert done.returncode == ExitCode.USAGE
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert "inv.yaml" in lines[0] and expected in lines[0]
+    assert "Traceback" not in done.stderr
+    assert not out.exists()  # nothing written: the inventory is checked first
+
+
+def test_missing_inventory_file_exits_2(tmp_path):
+    done = collector("run", "-i", str(tmp_path / "nope.yaml"), "-o", str(tmp_path / "out"))
+    assert done.returncode == ExitCode.USAGE
+    assert len(done.stderr.strip().splitlines()) == 1 and "nope.yaml" in done.stderr
+
+
+def test_unwritable_output_folder_exits_2_before_any_request(tmp_path):
+    inventory = write(tmp_path / "inv.yaml", GOOD)
+    blocker = write(tmp_path / "file", "not a folder")
+    done = collector("run", "-i", str(inventory), "-o", str(blocker / "out"), env={"CLOUDDC_TEST_TOKEN": "t"})
+    assert done.returncode == ExitCode.USAGE
+    assert "not writable" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("flag", [["--concurrency", "0"], ["--rate", "-1"], ["--max-archive-bytes", "lots"]])
+def test_bad_flag_values_exit_2(tmp_path, flag):
+    inventory = write(tmp_path / "inv.yaml", GOOD)
+    done = collector("run", "-i", str(inventory), "-o", str(tmp_path / "out"), *flag)
+    assert done.returncode == ExitCode.USAGE
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,141 @@
+"""End-to-end sweeps against the simulator over real loopback HTTP, files in a temp folder."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from collector.cli import Outcome, exit_code, sweep_fleet
+from collector.errors import ExitCode
+from collector.inventory import load_inventory
+from collector.simulator import SimConfig, Simulator
+from collector.sweep import Settings
+
+pytestmark = pytest.mark.anyio
+
+
+async def sweep(sim: Simulator, tmp_path: Path, settings: Settings, *, then=None) -> Outcome:
+    """Write an inventory for `sim`, call `then()` if given, and sweep it in-process."""
+    inventory_path = tmp_path / "inventory.yaml"
+    sim.write_inventory(inventory_path)
+    if then is not None:
+        then()
+    out = tmp_path / "out"
+    out.mkdir(exist_ok=True)
+    return await sweep_fleet(load_inventory(inventory_path), settings, out, live=False)
+
+
+def archive_path(tmp_path: Path, sim: Simulator, server_id: str) -> Path:
+    return tmp_path / "out" / sim.project_id / f"{server_id}-dump.tar.gz"
+
+
+def assert_exact(tmp_path: Path, sim: Simulator, server_ids) -> None:
+    for sid in server_ids:
+        assert archive_path(tmp_path, sim, sid).read_bytes() == sim.expected_archive(sid), sid
+
+
+def no_partials(tmp_path: Path) -> list[Path]:
+    return [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".part")]
+
+
+def by_id(outcome: Outcome):
+    return {r.server_id: r for r in outcome.results}
+
+
+@pytest.mark.timeout(120)
+async def test_200_servers_collected_byte_for_byte(tmp_path, fast_settings):
+    config = SimConfig(servers=200, export_seconds=(0.05, 0.4), archive_bytes=(4096, 64 * 1024), seed=3)
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sum(sim.exports_started.values()) == 200
+    assert exit_code(outcome) is ExitCode.OK
+    assert no_partials(tmp_path) == []
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["totals"] == {"servers": 200, "collected": 200, "failed": 0, "pending": 0,
+                                "bytes": sum(r["bytes"] for r in report["servers"])}
+    first = report["servers"][0]
+    assert first["state"] == "collected" and first["error"] is None
+    assert first["file"] == f"{sim.project_id}/{first['server_id']}-dump.tar.gz"
+    assert len(first["sha256"]) == 64 and first["export_id"]
+
+
+@pytest.mark.parametrize("retry_after", [True, False], ids=["with-retry-after", "without-retry-after"])
+async def test_throttled_sweep_backs_off_and_completes(tmp_path, fast_settings, retry_after):
+    config = SimConfig(servers=30, export_seconds=(0.05, 0.2), archive_bytes=(4096, 8192),
+                       rate_limit=40, retry_after=retry_after, seed=4)
+    settings = Settings(**{**fast_settings.__dict__, "rate": 200})  # well over the gateway's 40/s
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        throttled = sim.count(status=429)
+    assert exit_code(outcome) is ExitCode.OK
+    assert throttled > 0
+    assert outcome.throttled == throttled
+
+
+async def test_500s_are_retried(tmp_path, fast_settings):
+    config = SimConfig(servers=20, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), fault_500=0.2, seed=5)
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert sim.count(status=500) > 0
+        assert_exact(tmp_path, sim, sim.server_ids)
+    assert exit_code(outcome) is ExitCode.OK
+    assert any(r.attempts > 1 for r in outcome.results)
+
+
+async def test_truncated_download_is_retried_and_exact(tmp_path, fast_settings):
+    config = SimConfig(servers=3, export_seconds=(0.05, 0.1), archive_bytes=(300_000, 400_000), seed=6)
+    async with Simulator(config) as sim:
+        target = sim.server_ids[1]
+        sim.script(target, download=["truncate"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sim.count(operation="download", server_id=target) == 2
+    assert exit_code(outcome) is ExitCode.OK
+    assert by_id(outcome)[target].attempts == 2
+
+
+async def test_stuck_and_failed_exports_fail_with_reasons_others_collected(tmp_path, fast_settings):
+    config = SimConfig(servers=10, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), stuck=1, failing=1, seed=7)
+    settings = Settings(**{**fast_settings.__dict__, "export_timeout": 1.0})
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, settings)
+        stuck, failing = sim.stuck_ids[0], sim.failing_ids[0]
+        good = [s for s in sim.server_ids if s not in (stuck, failing)]
+        assert_exact(tmp_path, sim, good)
+    results = by_id(outcome)
+    assert results[stuck].state == "failed" and "stuck at" in results[stuck].error
+    assert results[failing].state == "failed" and "failed" in results[failing].error
+    assert not archive_path(tmp_path, sim, stuck).exists()
+    assert exit_code(outcome) is ExitCode.PARTIAL
+    assert any("2 failed" in line for line in outcome.summary)
+
+
+async def test_content_disposition_path_is_ignored(tmp_path, fast_settings):
+    config = SimConfig(servers=2, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=8)
+    async with Simulator(config) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["evil_disposition"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+    assert exit_code(outcome) is ExitCode.OK
+    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+    names = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert names == sorted([f"{s}-dump.tar.gz" for s in sim.server_ids] + ["report.json"])
+
+
+async def test_rejected_token_stops_the_run_early_and_writes_the_report(tmp_path, fast_settings):
+    config = SimConfig(servers=100, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=9)
+    settings = Settings(**{**fast_settings.__dict__, "concurrency": 8})
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, settings, then=sim.revoke_token)
+        rejected = sim.count(status=401)
+    assert exit_code(outcome) is ExitCode.AUTH
+    assert rejected <= 8  # at most the requests already in flight, not one per server
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["totals"]["collected"] == 0 and report["totals"]["servers"] == 100
+    assert "credentials rejected" in report["run"]["stopped"]
