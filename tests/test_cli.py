@@ -89,3 +89,68 @@ def test_bad_flag_values_exit_2(tmp_path, flag):
     done = collector("run", "-i", str(inventory), "-o", str(tmp_path / "out"), *flag)
     assert done.returncode == ExitCode.USAGE
     assert "Traceback" not in done.stderr
+
+
+# -- whole runs: `collector simulate` and `collector run` as real processes -------------------
+
+
+class SimulatorProcess:
+    """`collector simulate` in its own process, on a free loopback port."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.inventory = tmp_path / "inventory.yaml"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "collector", "simulate", "--port", "0",
+             "--write-inventory", str(self.inventory), *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        line = self.process.stdout.readline()
+        assert line.startswith("simulator listening on"), line + self.process.stderr.read()
+        self.url = line.split()[3]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.communicate(timeout=10)
+
+
+@pytest.fixture
+def simulator(tmp_path):
+    started: list[SimulatorProcess] = []
+
+    def start(*args: str) -> SimulatorProcess:
+        started.append(SimulatorProcess(tmp_path, *args))
+        return started[-1]
+
+    yield start
+    for sim in started:
+        sim.stop()
+
+
+FAST_FLAGS = ["--poll-interval", "0.1", "--no-progress"]
+
+
+def test_run_exits_0_when_every_server_is_collected(tmp_path, simulator):
+    sim = simulator("--servers", "20", "--export-seconds", "0.1-0.3")
+    out = tmp_path / "out"
+    done = collector("run", "-i", str(sim.inventory), "-o", str(out), *FAST_FLAGS)
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "20/20 servers collected" in done.stderr
+    assert len(list(out.glob("*/*-dump.tar.gz"))) == 20
+    assert (out / "report.json").exists()
+
+
+def test_run_exits_1_when_some_servers_fail(tmp_path, simulator):
+    sim = simulator("--servers", "6", "--export-seconds", "0.1-0.2", "--failing", "2")
+    done = collector("run", "-i", str(sim.inventory), "-o", str(tmp_path / "out"), *FAST_FLAGS)
+    assert done.returncode == ExitCode.PARTIAL, done.stderr
+    assert "4/6 servers collected" in done.stderr and "2 failed" in done.stderr
+
+
+def test_run_exits_3_when_the_token_is_rejected(tmp_path, simulator):
+    sim = simulator("--servers", "50", "--export-seconds", "0.1-0.2", "--token", "the-real-one")
+    sim.inventory.with_suffix(".token").write_text("an-expired-one\n")
+    done = collector("run", "-i", str(sim.inventory), "-o", str(tmp_path / "out"), *FAST_FLAGS)
+    assert done.returncode == ExitCode.AUTH, done.stderr
+    assert "credentials were rejected" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert (tmp_path / "out" / "report.json").exists()
