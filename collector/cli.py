@@ -29,6 +29,7 @@ from collector.progress import Tally, show_progress
 from collector.report import build_report, summary, write_report
 from collector.sweep import ServerResult, Settings, Sweep
 from collector.download import LocalDestination
+from collector.journal import Journal, JournalError, summarize
 
 log = logging.getLogger("collector")
 
@@ -96,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="collect the log bundles of every server in an inventory")
     run.add_argument("-i", "--inventory", required=True, type=Path, help="YAML fleet inventory")
     run.add_argument("-o", "--output", required=True, type=Path, help="folder for archives and report.json")
+    run.add_argument("--fresh", action="store_true", help="ignore what earlier runs into this folder recorded")
+    run.add_argument("--verify", action="store_true", help="rehash archives earlier runs collected before skipping them")
     _add_run_flags(run)
 
     validate = commands.add_parser("validate", help="check an inventory without sending any request")
@@ -137,6 +140,8 @@ def settings_from(args: argparse.Namespace, inventory: Inventory | None) -> Sett
         value = getattr(args, name, None)
         if value is not None:
             chosen[name] = value
+    if getattr(args, "verify", False):
+        chosen["verify"] = True
     known = {f.name for f in fields(Settings)}
     return replace(Settings(), **{k: v for k, v in chosen.items() if k in known})
 
@@ -242,19 +247,33 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
     )
 
 
-async def sweep_fleet(inventory: Inventory, settings: Settings, out_dir: Path, *, live: bool) -> Outcome:
+async def sweep_fleet(
+    inventory: Inventory, settings: Settings, out_dir: Path, *, live: bool, fresh: bool = False
+) -> Outcome:
     started = datetime.now(timezone.utc)
     clock_start = anyio.current_time()
     outcome = Outcome(results=[])
-    async with _session(settings) as session:
-        sweep = Sweep(inventory, settings, LocalDestination(out_dir), session)
-        tally = Tally(inventory.server_count)
-        sweep.events.subscribe(tally)
-        async with anyio.create_task_group() as helpers:
-            helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live))
-            helpers.start_soon(_watch_signals, sweep, settings.grace, outcome)
-            outcome.results = await sweep.run()
-            helpers.cancel_scope.cancel()
+    journal = Journal.open(out_dir, fresh=fresh)
+    prior = journal.entries()
+    if prior:
+        log.info("resuming from %s: %s", journal.path, summarize(prior))
+    try:
+        async with anyio.create_task_group() as journalling, _session(settings) as session:
+            journalling.start_soon(journal.writer)
+            sweep = Sweep(inventory, settings, LocalDestination(out_dir), session, prior=prior)
+            tally = Tally(inventory.server_count)
+            sweep.events.subscribe(journal.record)
+            sweep.events.subscribe(tally)
+            try:
+                async with anyio.create_task_group() as helpers:
+                    helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live))
+                    helpers.start_soon(_watch_signals, sweep, settings.grace, outcome)
+                    outcome.results = await sweep.run()
+                    helpers.cancel_scope.cancel()
+            finally:
+                journal.close()  # the writer commits what is left, then returns
+    finally:
+        journal.shutdown()
     finished = datetime.now(timezone.utc)
     outcome.auth_failed = sweep.auth_error is not None
     outcome.requests, outcome.throttled = sweep.stats.requests, sweep.stats.throttled
@@ -309,7 +328,7 @@ def _run(args: argparse.Namespace, inventory: Inventory, out_dir: Path) -> ExitC
     log_format = args.log_format or inventory.settings.get("log_format", "text")
     configure_logging(log_format, args.verbose)
     live = not args.no_progress and inventory.settings.get("progress", True) and sys.stderr.isatty()
-    outcome = anyio.run(functools.partial(sweep_fleet, inventory, settings, out_dir, live=live))
+    outcome = anyio.run(functools.partial(sweep_fleet, inventory, settings, out_dir, live=live, fresh=args.fresh))
     _print_summary(outcome, out_dir)
     code = exit_code(outcome)
     if code is ExitCode.AUTH:
@@ -346,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         from collector.simulator import cli as simulator_cli
 
         return int(simulator_cli.main(args))
-    except UsageError as exc:
+    except (UsageError, JournalError) as exc:
         print(f"collector: error: {exc}", file=sys.stderr)
         return int(ExitCode.USAGE)
     except KeyboardInterrupt:

@@ -43,7 +43,8 @@ async def _demo(servers: int, args: argparse.Namespace, out_dir: Path, live: boo
                 f"{DEMO_RATE_LIMIT:g} requests/s, a few injected faults",
                 file=sys.stderr,
             )
-            return await sweep_fleet(inventory, settings_from(args, inventory), out_dir, live=live)
+            # A new simulator each time: nothing to resume.
+            return await sweep_fleet(inventory, settings_from(args, inventory), out_dir, live=live, fresh=True)
 
 
 def run_demo(args: argparse.Namespace) -> ExitCode:

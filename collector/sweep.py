@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -31,6 +31,7 @@ from collector.download import Archive, Destination, DownloadOptions, archive_na
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.events import Events, Phase, PhaseChanged
 from collector.inventory import Inventory, Project, Server
+from collector.journal import Entry
 from collector.polling import PollSchedule
 from collector.throttle import RateLimiter, RetryPolicy
 
@@ -51,6 +52,7 @@ class Settings:
     connect_timeout: float = 30.0
     max_archive_bytes: int = 8 * 1024**3
     grace: float = 20.0
+    verify: bool = False  # on resume, rehash archives the journal says are collected
     policy: RetryPolicy = RetryPolicy()
 
 
@@ -111,8 +113,10 @@ class Sweep:
         destination: Destination,
         session: aiohttp.ClientSession,
         events: Events | None = None,
+        prior: Mapping[tuple[str, str], Entry] | None = None,
     ) -> None:
         self.inventory = inventory
+        self.prior = prior or {}  # what earlier runs reached, from the journal
         self.settings = settings
         self.destination = destination
         self.events = events or Events()
@@ -240,8 +244,11 @@ class Sweep:
         started = time.monotonic()
         self._active.add(progress)
         try:
+            prior = self.prior.get(target.key)
+            if prior is not None and await self._already_collected(target, prior, progress):
+                return
             with progress.scope:
-                archive = await self.collect(target, progress)
+                archive = await self.collect(target, progress, export_id=_resumable_export(prior))
             if progress.scope.cancelled_caught:
                 return  # stopped by `stop()`: stays pending
         except AuthError as exc:
@@ -257,6 +264,21 @@ class Sweep:
             self._active.discard(progress)
             result.duration_s = round(time.monotonic() - started, 3)
             self._in_flight.release()
+
+    async def _already_collected(self, target: Target, prior: Entry, progress: _Progress) -> bool:
+        """Is this server's archive on disk from an earlier run, as the journal recorded it?"""
+        if prior.phase is not Phase.COLLECTED or prior.bytes is None:
+            return False
+        name = archive_name(*target.key)
+        if not await self.destination.check(name, prior.bytes, prior.sha256 if self.settings.verify else None):
+            log.warning("%s: archive from an earlier run is missing or changed; collecting it again", name)
+            return False
+        result = progress.result
+        result.state = Phase.COLLECTED.value
+        result.file, result.bytes, result.sha256 = name, prior.bytes, prior.sha256
+        result.export_id, result.attempts = prior.export_id, 0
+        await progress.enter(Phase.COLLECTED, export_id=prior.export_id, size=prior.bytes, sha256=prior.sha256)
+        return True
 
     async def _fail(self, progress: _Progress, exc: CollectorError, reason: str) -> None:
         result = progress.result
@@ -288,6 +310,16 @@ class Sweep:
         """Stop everything now."""
         if self._scope is not None:
             self._scope.cancel()
+
+
+def _resumable_export(prior: Entry | None) -> str | None:
+    """An export an earlier run asked for and did not finish with: poll it, don't ask again.
+
+    A failed server starts over with a new export; whatever failed may have been the export.
+    """
+    if prior is None or prior.phase not in (Phase.POLLING, Phase.DOWNLOADING):
+        return None
+    return prior.export_id
 
 
 def _reason(exc: CollectorError) -> str:

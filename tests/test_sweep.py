@@ -124,7 +124,7 @@ async def test_content_disposition_path_is_ignored(tmp_path, fast_settings):
         assert_exact(tmp_path, sim, sim.server_ids)
     assert exit_code(outcome) is ExitCode.OK
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
-    names = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file())
+    names = sorted(p.name for p in (tmp_path / "out").rglob("*") if p.is_file() and ".collector" not in p.parts)
     assert names == sorted([f"{s}-dump.tar.gz" for s in sim.server_ids] + ["report.json"])
 
 
