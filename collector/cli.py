@@ -34,7 +34,7 @@ from collector.journal import Journal, JournalError, summarize
 log = logging.getLogger("collector")
 
 # Flags that may also be set in the inventory's `collector:` section (flags win).
-SETTING_FLAGS = ("concurrency", "downloads", "rate", "poll_interval", "export_timeout", "read_timeout",
+SETTING_FLAGS = ("concurrency", "downloads", "rate", "max_rate", "poll_interval", "export_timeout", "read_timeout",
                  "grace", "max_archive_bytes")
 
 
@@ -121,7 +121,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("limits and timing (defaults may also come from the inventory's `collector:`)")
     g.add_argument("--concurrency", type=_positive_int, help=f"servers between export and download (default {d.concurrency})")
     g.add_argument("--downloads", type=_positive_int, help=f"archive transfers at a time (default {d.downloads})")
-    g.add_argument("--rate", type=_positive_float, help=f"requests per second per endpoint (default {d.rate:g})")
+    g.add_argument("--rate", type=_positive_float,
+                   help=f"starting requests per second per endpoint; adapts to the API's budget (default {d.rate:g})")
+    g.add_argument("--max-rate", type=_positive_float, help="never more requests per second than this (default: no cap)")
     g.add_argument("--poll-interval", type=_positive_float, help=f"seconds before the first status poll (default {d.poll_interval:g})")
     g.add_argument("--export-timeout", type=_positive_float, help=f"seconds an export may take (default {d.export_timeout:g})")
     g.add_argument("--read-timeout", type=_positive_float, help=f"seconds without data before a transfer is retried (default {d.read_timeout:g})")

@@ -18,6 +18,8 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -27,7 +29,7 @@ import aiohttp
 import anyio
 
 from collector.api import ArchiveResponse, CloudDC, OnRetry
-from collector.errors import ArchiveError, ArchiveTooLarge, ProtocolError, RequestError
+from collector.errors import ArchiveError, ArchiveTooLarge, CollectorError, ProtocolError, RequestError
 from collector.throttle import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -35,6 +37,27 @@ log = logging.getLogger(__name__)
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK = 256 * 1024
 WRITE_CHUNK = 1024 * 1024  # buffer reads into large writes: one thread hop per MiB
+
+
+class StorageError(CollectorError):
+    """The archive cannot be stored: disk full, no permission, I/O error. Not retried.
+
+    `reason` groups it in the summary without the archive's name.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@contextmanager
+def _storing(name: str) -> Iterator[None]:
+    """Translate the destination's `OSError` into a `StorageError` for this server's result."""
+    try:
+        yield
+    except OSError as exc:
+        what = exc.strerror or str(exc)
+        raise StorageError(f"cannot store {name}: {what}", reason=f"cannot store archive: {what}") from exc
 
 
 def archive_name(project_id: str, server_id: str) -> str:
@@ -122,7 +145,8 @@ class LocalPartial:
         return Archive(self.name, self.size, self.sha256())
 
     async def discard(self) -> None:
-        await self._close()
+        with suppress(OSError):  # closing flushes, which fails again on a full disk; remove it anyway
+            await self._close()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_unlink_quietly, self.part)
 
@@ -214,10 +238,13 @@ async def fetch_archive(
     On failure the partial file is removed and the last error is raised, carrying
     `.attempts`.
     """
-    transfer = _Transfer(api, server_id, export_id, await destination.open_partial(name), options.max_bytes)
+    with _storing(name):
+        partial = await destination.open_partial(name)
+    transfer = _Transfer(api, server_id, export_id, partial, options.max_bytes, name)
     try:
         _, attempts = await retrying(transfer.attempt, options.policy, on_retry=on_retry)
-        return await transfer.partial.commit(), attempts
+        with _storing(name):
+            return await transfer.partial.commit(), attempts
     except BaseException:
         await transfer.partial.discard()
         raise
@@ -226,18 +253,22 @@ async def fetch_archive(
 class _Transfer:
     """The state one archive's attempts share: the partial file, its gzip check, resumability."""
 
-    def __init__(self, api: CloudDC, server_id: str, export_id: str, partial: PartialFile, max_bytes: int) -> None:
+    def __init__(
+        self, api: CloudDC, server_id: str, export_id: str, partial: PartialFile, max_bytes: int, name: str
+    ) -> None:
         self.api = api
         self.server_id = server_id
         self.export_id = export_id
         self.partial = partial
+        self.name = name
         self.max_bytes = max_bytes
         self.resumable = False
         self.gzip = GzipChecker()
         self.warned_disposition = False
 
     async def restart(self) -> None:
-        await self.partial.truncate()
+        with _storing(self.name):
+            await self.partial.truncate()
         self.gzip = GzipChecker()
 
     async def attempt(self) -> None:
@@ -256,6 +287,13 @@ class _Transfer:
                 await self.restart()
                 self.resumable = False
                 offset = 0
+            if response.status == 206 and not _continues_at(response, offset):
+                # Bytes from elsewhere in the archive do not fit at zero either (and may well
+                # start like a gzip file): never write them; the next attempt asks for everything.
+                raise ArchiveError(
+                    f"partial answer {response.content_range or 'without Content-Range'} "
+                    f"does not start at byte {offset}"
+                )
             self.resumable = response.accept_ranges and response.status in (200, 206)
             total = _expected_total(response, offset)
             if total is not None and total > self.max_bytes:
@@ -272,7 +310,8 @@ class _Transfer:
                 raise ArchiveError(f"not a gzip archive: starts with {bytes(buffer[:16])!r}")
             if check_gzip:
                 self.gzip.feed(bytes(buffer))
-            await partial.write(bytes(buffer))
+            with _storing(self.name):
+                await partial.write(bytes(buffer))
             self.api.stats.bytes_downloaded += len(buffer)
             buffer.clear()
 

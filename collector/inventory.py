@@ -103,6 +103,7 @@ _SETTINGS = {
     "concurrency": "count",
     "downloads": "count",
     "rate": "positive",
+    "max_rate": "positive",
     "poll_interval": "positive",
     "export_timeout": "positive",
     "read_timeout": "positive",

@@ -1,21 +1,52 @@
 """When to ask about an export next.
 
-Polling is most of the requests a sweep sends, so it is worth being deliberate: the first
-poll comes after `first` seconds; without better knowledge each later wait is 1.5 times the
-last, up to `longest`. Once an export has reported progress twice, we estimate when it will
-reach 100 % from the rate between those reports and aim the next poll just after that
-estimate (never sooner than `shortest`, never later than the backoff would be). So a 10 s
-export is fetched soon after it is ready, and a 20 min export is not polled 240 times.
+Polls are most of the requests a sweep sends, and when the API's request budget is the
+limit, every poll that finds an export still running delays the whole fleet. So:
 
-Also tracks what the failure reason should say if the export never completes: stuck at a
+- The first poll of an export comes when most exports of this run have finished by then:
+  the 90th percentile of the durations seen so far (`ExportDurations`), measured from the
+  export's `created_at`. Until a few exports have been seen, `first` seconds (--poll-interval).
+- After a poll that reports progress, we estimate when the export reaches 100 % from its
+  percentage history (rate between the two latest reports, or since it started) and aim just
+  after that.
+- Without an estimate (no percentage, or it did not move), each wait is 1.5 times the last.
+  Every wait stays between `shortest` and `longest` seconds, whatever the estimate says.
+
+Polling a little late costs that one server a few seconds; polling early costs a request
+for everyone. The makespan of a sweep is set by its slowest exports and its request budget,
+so we lean late.
+
+Also tracks what the failure reason should say if an export never completes: stuck at a
 percentage, went backwards, or a status we do not understand.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.api import ExportState, ExportStatus
+
+
+class ExportDurations:
+    """How long exports of this run take: a bounded sample of recent estimates, in seconds."""
+
+    MIN_SAMPLES = 5
+
+    def __init__(self, size: int = 512) -> None:
+        self._recent: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        if seconds > 0:
+            self._recent.append(seconds)
+
+    def quantile(self, q: float) -> float | None:
+        if len(self._recent) < self.MIN_SAMPLES:
+            return None
+        ordered = sorted(self._recent)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 @dataclass
@@ -24,33 +55,64 @@ class PollSchedule:
     shortest: float = 1.0
     longest: float = 60.0
     growth: float = 1.5
-    started: float = 0.0  # clock time the export began (its POST returned)
+    started: float = 0.0  # clock time the export began, as far as we know
+    resumed: bool = False  # an earlier run asked for it: `started` is only when we took it up
+    durations: ExportDurations | None = None  # shared by every export of the run
+    wall: Callable[[], float] = field(default=time.time, repr=False)
 
     _wait: float = field(default=0.0, init=False)
     _samples: list[tuple[float, int]] = field(default_factory=list, init=False)
+    _polls: int = field(default=0, init=False)
+    _anchored: bool = field(default=False, init=False)
     went_backwards: tuple[int, int] | None = field(default=None, init=False)
     last: ExportStatus | None = field(default=None, init=False)
 
-    def first_delay(self) -> float:
-        self._wait = self.first
-        return self.first
+    def first_delay(self, now: float) -> float:
+        """How long after `now` to poll first."""
+        typical = self.durations.quantile(0.9) if self.durations is not None else None
+        if typical is None:
+            wait = self.first
+        else:
+            wait = typical * 1.05 - (now - self.started)
+        self._wait = min(self.longest, max(self.shortest, wait))
+        return self._wait
 
     def next_delay(self, status: ExportStatus, now: float) -> float:
         """Record a poll answer seen at clock time `now`; return how long to wait before the next."""
         self.last = status
+        self._polls += 1
+        self._anchor(status, now)
         if status.percentage is not None:
             if self._samples and status.percentage < self._samples[-1][1]:
                 self.went_backwards = (self._samples[-1][1], status.percentage)
                 self._samples.clear()
             self._samples.append((now, status.percentage))
             del self._samples[:-2]
-        backoff = min(self.longest, max(self.shortest, self._wait * self.growth))
-        self._wait = backoff
+            if self.durations is not None and 0 < status.percentage < 100:
+                self.durations.add((now - self.started) * 100 / status.percentage)
         eta = self._eta(now)
         if eta is None:
-            return backoff
-        # Aim a little after the estimate: polling too early costs a request and a retry.
-        return min(backoff, max(self.shortest, eta * 1.1 + 0.2))
+            self._wait = min(self.longest, max(self.shortest, self._wait * self.growth))
+        else:
+            # Aim a little after the estimate: polling too early costs a request, and another.
+            self._wait = min(self.longest, max(self.shortest, eta * 1.1 + 0.2))
+        return self._wait
+
+    def completed(self, now: float) -> None:
+        """The export was found complete at `now`: at most this long, a sample for the fleet."""
+        if self.durations is not None and self._polls <= 1:
+            self.durations.add(now - self.started)
+
+    def _anchor(self, status: ExportStatus, now: float) -> None:
+        """For an export an earlier run asked for, take its start from `created_at`, once.
+
+        For our own exports the POST's return is the better witness: no clock skew.
+        """
+        if not self.resumed or self._anchored or status.created_at is None:
+            return
+        self._anchored = True
+        age = self.wall() - status.created_at.timestamp()
+        self.started = min(now, now - age)
 
     def _eta(self, now: float) -> float | None:
         """Seconds until 100 %, from the two latest samples (or the start and the latest)."""

@@ -32,8 +32,8 @@ from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundEr
 from collector.events import Events, Phase, PhaseChanged
 from collector.inventory import Inventory, Project, Server
 from collector.journal import Entry
-from collector.polling import PollSchedule
-from collector.throttle import RateLimiter, RetryPolicy
+from collector.polling import ExportDurations, PollSchedule
+from collector.throttle import ExportGate, RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class Settings:
 
     concurrency: int = 256
     downloads: int = 16
-    rate: float = 20.0
+    rate: float = 20.0  # starting rate; the limiter learns the API's budget from there
+    max_rate: float | None = None  # a hard ceiling on that, if the operator wants one
     poll_interval: float = 5.0
     poll_max: float = 60.0
     export_timeout: float = 1800.0
@@ -121,20 +122,26 @@ class Sweep:
         self.destination = destination
         self.events = events or Events()
         self.stats = CallStats()
-        limiters: dict[str, RateLimiter] = {}
+        # One rate limiter and one export gate per endpoint, shared by its projects.
+        governors: dict[str, tuple[RateLimiter, ExportGate]] = {}
         # Keyed by the project entry itself: two entries may name the same project id.
         self.clients: dict[int, CloudDC] = {}
         for project in inventory.projects:
-            limiter = limiters.setdefault(project.endpoint, RateLimiter(settings.rate))
+            if project.endpoint not in governors:
+                governors[project.endpoint] = (RateLimiter(settings.rate, max_rate=settings.max_rate), ExportGate())
+            limiter, exports = governors[project.endpoint]
             self.clients[id(project)] = CloudDC(
                 session,
                 project.endpoint,
                 project.project_id,
                 project.credentials,
                 limiter=limiter,
+                exports=exports,
                 policy=settings.policy,
                 stats=self.stats,
             )
+        self.limiters = [limiter for limiter, _ in governors.values()]
+        self.durations = ExportDurations()
         self.download_options = DownloadOptions(max_bytes=settings.max_archive_bytes, policy=settings.policy)
         # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
         self._in_flight = anyio.Semaphore(settings.concurrency)
@@ -156,13 +163,18 @@ class Sweep:
         server_id = target.server.id
         renewals_left = 1
         while True:
-            if export_id is None:
+            resumed = export_id is not None
+            if not resumed:
                 await progress.enter(Phase.EXPORTING)
                 export_id = await self.start_export(api, server_id, progress)
             progress.result.export_id = export_id
             await progress.enter(Phase.POLLING, export_id=export_id)
             try:
-                await self.wait_for_export(api, server_id, export_id, progress)
+                try:
+                    await self.wait_for_export(api, server_id, export_id, progress, resumed=resumed)
+                finally:
+                    if not resumed:
+                        api.export_ended()
                 async with self._downloads:
                     if self.stopping:  # ready, but we are shutting down: leave it for the next run
                         progress.scope.cancel()
@@ -182,31 +194,40 @@ class Sweep:
                 export_id = None
 
     async def start_export(self, api: CloudDC, server_id: str, progress: _Progress) -> str:
+        """Ask for an export; it holds one of the endpoint's export slots until it ends."""
         status = await api.export(server_id, on_retry=progress.retried)
         if status.state is ExportState.FAILED:
+            api.export_ended()
             raise ExportFailed(f"export {status.export_id} failed at once (status {status.status!r})")
         return status.export_id
 
-    async def wait_for_export(self, api: CloudDC, server_id: str, export_id: str, progress: _Progress) -> ExportStatus:
+    async def wait_for_export(
+        self, api: CloudDC, server_id: str, export_id: str, progress: _Progress, *, resumed: bool = False
+    ) -> ExportStatus:
         """Poll until the export completes; raise `ExportFailed` if it fails or takes too long."""
         timeout = self.settings.export_timeout
+        now = anyio.current_time()
         schedule = PollSchedule(
             first=self.settings.poll_interval,
             longest=self.settings.poll_max,
             shortest=min(1.0, self.settings.poll_interval),
-            started=anyio.current_time(),
+            started=now,
+            resumed=resumed,
+            durations=self.durations,
         )
-        delay = schedule.first_delay()
+        delay = schedule.first_delay(now)
         with anyio.move_on_after(timeout):
             while True:
                 await anyio.sleep(delay)
                 status = await api.status(server_id, export_id, on_retry=progress.retried)
+                now = anyio.current_time()
                 if status.state is ExportState.COMPLETED:
+                    schedule.completed(now)
                     return status
                 if status.state is ExportState.FAILED:
                     at = f" at {status.percentage}%" if status.percentage is not None else ""
                     raise ExportFailed(f"export {export_id} failed{at} (status {status.status!r})")
-                delay = schedule.next_delay(status, anyio.current_time())
+                delay = schedule.next_delay(status, now)
         raise ExportFailed(schedule.failure_reason(timeout))
 
     # -- the fan-out ----------------------------------------------------------------------

@@ -110,65 +110,170 @@ class RetryPolicy:
 
 
 class RateLimiter:
-    """A shared pace for one endpoint: at most `rate` requests per second, in bursts of `burst`.
+    """A shared, adaptive pace for one endpoint: it learns the API's request budget.
 
-    Each caller reserves the next free slot (virtual scheduling, like GCRA), so waiting
-    callers are served in order and nothing loops. A throttled request (`throttled()`)
-    cuts the rate for everyone by `backoff` (multiplicative decrease) and, if the API said
-    `Retry-After`, holds every caller until then. Successes (`succeeded()`) win the rate
-    back slowly (additive increase), never beyond the configured rate.
+    Pacing: each caller reserves the next free slot at `rate` per second (virtual scheduling,
+    like GCRA), with up to `burst_seconds` of unused rate allowed at once after a lull, so
+    waiting callers are served in order and nothing loops.
+
+    Adapting, after CUBIC (RFC 9438) as botocore's "adaptive" retry mode applies it to request
+    rates. CUBIC rather than plain AIMD because it returns quickly to the rate that last
+    worked and then probes carefully around it, where AIMD's linear climb would spend most of
+    a sweep below the budget. On a 429 (`throttled()`):
+
+        w_max = rate;  rate = beta * rate;  K = cbrt(w_max * (1 - beta) / C)
+
+    and on each success, t seconds after that 429:
+
+        rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
+
+    where `measured` is the smoothed rate of successful requests: we never send faster than
+    twice what we saw getting through. Before any 429, w_max is the starting rate and K = 0,
+    so the limiter probes upwards from `--rate`. A 429 whose request was sent before the last
+    decrease says nothing new (the decrease already answered it) and is ignored, so a burst of
+    429s from requests in flight counts once. A `Retry-After` holds every caller until then.
     """
 
     def __init__(
         self,
         rate: float,
         *,
-        burst: int | None = None,
+        max_rate: float | None = None,
         min_rate: float = 0.5,
-        backoff: float = 0.7,
-        recovery: float = 0.05,
+        beta: float = 0.7,
+        scale: float = 0.4,
+        burst_seconds: float = 0.25,
         clock: Clock = anyio.current_time,
         sleep: Sleep = anyio.sleep,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
-        self.max_rate = rate
-        self.rate = rate
-        self.min_rate = min(min_rate, rate)
-        self.burst = burst if burst is not None else max(1, math.ceil(rate))
-        self.backoff = backoff
-        self.recovery = recovery
+        self.max_rate = max_rate if max_rate is not None else math.inf
+        self.rate = min(rate, self.max_rate)
+        self.min_rate = min(min_rate, self.rate)
+        self.beta = beta
+        self.scale = scale
+        self.burst_seconds = burst_seconds
         self._clock = clock
         self._sleep = sleep
         self._next_slot = -math.inf
         self._paused_until = -math.inf
+        now = clock()
+        self._w_max = self.rate
+        self._epoch = now  # when the current CUBIC curve started: the last decrease, or now
+        self._k = 0.0
         self._last_decrease = -math.inf
+        self._last_throttled = -math.inf
+        self.measured = _MeasuredRate(now, floor=self.rate / 2)
+        self.decreases = 0
 
-    async def acquire(self) -> None:
-        """Wait for this caller's turn."""
+    @property
+    def backlog(self) -> float:
+        """Seconds of reserved slots ahead of a new caller: > 0 means we are rate-bound."""
+        return max(0.0, self._next_slot - self._clock())
+
+    async def acquire(self) -> float:
+        """Wait for this caller's turn; returns the clock time it was sent at."""
         while True:
             now = self._clock()
             interval = 1.0 / self.rate
-            slot = max(self._next_slot, now - (self.burst - 1) * interval, self._paused_until)
+            slot = max(self._next_slot, now - self.burst_seconds, self._paused_until)
             self._next_slot = slot + interval
             if slot > now:
                 await self._sleep(slot - now)
-            if self._clock() >= self._paused_until:
-                return
+            now = self._clock()
+            if now >= self._paused_until:
+                return now
             # A Retry-After arrived while we slept: take a new slot after the pause.
 
-    def throttled(self, retry_after: float | None = None) -> None:
+    def recently_throttled(self, within: float = 1.0) -> bool:
+        return self._clock() - self._last_throttled < within
+
+    def throttled(self, retry_after: float | None = None, *, sent_at: float | None = None) -> None:
         now = self._clock()
+        self._last_throttled = now
         if retry_after:
             self._paused_until = max(self._paused_until, now + retry_after)
-        # Many requests in flight get their 429s together: count them as one signal.
-        if now - self._last_decrease >= 1.0 / self.rate:
-            self.rate = max(self.min_rate, self.rate * self.backoff)
-            self._last_decrease = now
+        if sent_at is not None and sent_at < self._last_decrease:
+            return  # sent at the old rate; the decrease already answered it
+        self._w_max = self.rate
+        self.rate = max(self.min_rate, self.rate * self.beta)
+        self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
+        self._epoch = self._last_decrease = now
+        self.decreases += 1
 
     def succeeded(self) -> None:
-        if self.rate < self.max_rate:
-            self.rate = min(self.max_rate, self.rate + self.recovery)
+        now = self._clock()
+        self.measured.add(now)
+        t = now - self._epoch
+        cubic = self.scale * (t - self._k) ** 3 + self._w_max
+        self.rate = max(self.min_rate, min(cubic, 2 * self.measured.rate, self.max_rate))
+
+
+class _MeasuredRate:
+    """Successful requests per second, over half-second buckets, exponentially smoothed."""
+
+    BUCKET = 0.5
+    SMOOTHING = 0.8  # weight of the newest bucket
+
+    def __init__(self, now: float, *, floor: float) -> None:
+        self.rate = floor  # until measured, as if half the starting rate got through
+        self._bucket_start = now
+        self._count = 0
+
+    def add(self, now: float) -> None:
+        elapsed = now - self._bucket_start
+        if elapsed >= self.BUCKET:
+            latest = self._count / elapsed
+            self.rate = self.SMOOTHING * latest + (1 - self.SMOOTHING) * self.rate
+            self._bucket_start, self._count = now, 0
+        self._count += 1
+
+
+class ExportGate:
+    """How many exports may run at once on one endpoint, learned from 429s on the POST.
+
+    An API that caps concurrent exports refuses the next POST with 429 while the rest of the
+    API is fine. So POSTs wait here, apart from the shared rate limiter: polls and downloads
+    keep flowing while exports wait. On a refused POST the limit becomes the number of exports
+    running when it was refused (what the API evidently allows); every `limit` accepted POSTs
+    at the limit probe one more (additive increase). A slot is held from the POST until the
+    export ends (`release()`): completed, failed, or given up.
+    """
+
+    def __init__(self, limit: float = math.inf) -> None:
+        self.limit = limit
+        self.running = 0
+        self._freed = anyio.Event()
+        self._accepted_at_limit = 0
+        self._paused_until = -math.inf
+
+    async def acquire(self) -> None:
+        while self.running >= self.limit or anyio.current_time() < self._paused_until:
+            if self.running < self.limit:
+                await anyio.sleep(self._paused_until - anyio.current_time())
+                continue
+            await self._freed.wait()
+        self.running += 1
+
+    def release(self) -> None:
+        self.running -= 1
+        self._freed.set()
+        self._freed = anyio.Event()
+
+    def refused(self, retry_after: float | None = None) -> None:
+        """The POST holding one slot got 429: the others running are what the API allows."""
+        self.limit = max(1, self.running - 1)
+        self._accepted_at_limit = 0
+        if retry_after:
+            self._paused_until = max(self._paused_until, anyio.current_time() + retry_after)
+
+    def accepted(self) -> None:
+        if self.running >= self.limit:
+            self._accepted_at_limit += 1
+            if self._accepted_at_limit >= self.limit:
+                self.limit += 1
+                self._accepted_at_limit = 0
 
 
 async def retrying(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import pytest
 
 from collector.api import ExportState, ExportStatus
-from collector.polling import PollSchedule
+from collector.polling import ExportDurations, PollSchedule
 
 
 def status(percentage, state=ExportState.RUNNING, raw="Running"):
@@ -14,7 +16,7 @@ def status(percentage, state=ExportState.RUNNING, raw="Running"):
 
 def test_backoff_grows_to_the_longest_interval_without_progress_information():
     schedule = PollSchedule(first=5, longest=60, started=0)
-    delays = [schedule.first_delay()]
+    delays = [schedule.first_delay(0)]
     now = 0.0
     for _ in range(12):
         now += delays[-1]
@@ -25,7 +27,7 @@ def test_backoff_grows_to_the_longest_interval_without_progress_information():
 
 def test_poll_aims_just_after_the_estimated_completion():
     schedule = PollSchedule(first=5, longest=60, started=0)
-    schedule.first_delay()
+    schedule.first_delay(0)
     # 50 % after 5 s: done at about 10 s, so the next poll is about 5 s later, not 7.5
     delay = schedule.next_delay(status(50), now=5)
     assert 5 <= delay <= 6
@@ -33,14 +35,14 @@ def test_poll_aims_just_after_the_estimated_completion():
 
 def test_poll_never_sooner_than_the_shortest_interval():
     schedule = PollSchedule(first=5, shortest=1, started=0)
-    schedule.first_delay()
+    schedule.first_delay(0)
     assert schedule.next_delay(status(99), now=5) == 1
 
 
-def test_slow_export_is_polled_at_the_backoff_not_the_far_estimate():
+def test_a_far_estimate_is_capped_at_the_longest_interval():
     schedule = PollSchedule(first=5, longest=60, started=0)
-    schedule.first_delay()
-    assert schedule.next_delay(status(1), now=5) == 7.5
+    schedule.first_delay(0)
+    assert schedule.next_delay(status(1), now=5) == 60  # 1 % in 5 s: about 500 s to go
 
 
 @pytest.mark.parametrize(
@@ -54,10 +56,55 @@ def test_slow_export_is_polled_at_the_backoff_not_the_far_estimate():
 )
 def test_failure_reason_says_which(samples, words):
     schedule = PollSchedule(started=0)
-    schedule.first_delay()
+    schedule.first_delay(0)
     for i, sample in enumerate(samples):
         schedule.next_delay(sample, now=5 + i)
     reason = schedule.failure_reason(1800)
     for word in words:
         assert word in reason
     assert "1800 s" in reason
+
+
+def test_first_poll_waits_until_most_exports_of_the_run_are_done():
+    durations = ExportDurations()
+    for seconds in [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]:
+        durations.add(seconds)
+    schedule = PollSchedule(first=5, longest=60, started=100, durations=durations)
+    # the 90th percentile, measured from the export's start, a little after
+    assert schedule.first_delay(now=100) == pytest.approx(14 * 1.05)
+    late = PollSchedule(first=5, longest=60, started=100, durations=durations)
+    assert late.first_delay(now=110) == pytest.approx(14 * 1.05 - 10)
+
+
+def test_first_poll_uses_the_interval_until_enough_exports_are_seen():
+    durations = ExportDurations()
+    durations.add(30)
+    assert PollSchedule(first=5, durations=durations).first_delay(0) == 5
+
+
+def test_polls_teach_the_fleet_estimate():
+    durations = ExportDurations()
+    for start in range(5):
+        schedule = PollSchedule(started=0, durations=durations)
+        schedule.first_delay(0)
+        schedule.next_delay(status(25), now=5)  # 25 % after 5 s: about 20 s in all
+    assert durations.quantile(0.5) == pytest.approx(20)
+
+
+def test_resumed_export_is_timed_from_its_created_at():
+    wall_now = 1_700_000_000.0
+    created = datetime.fromtimestamp(wall_now - 30, timezone.utc)
+    schedule = PollSchedule(started=500, resumed=True, wall=lambda: wall_now)
+    schedule.first_delay(500)
+    # 50 % reached 30 s after it was created: another 30 s to go, not 0.5 s
+    delay = schedule.next_delay(ExportStatus("1", ExportState.RUNNING, "Running", 50, created), now=500)
+    assert 30 <= delay <= 34
+
+
+def test_our_own_export_ignores_a_skewed_created_at():
+    wall_now = 1_700_000_000.0
+    skewed = datetime.fromtimestamp(wall_now - 3600, timezone.utc)  # server clock an hour behind
+    schedule = PollSchedule(started=500, wall=lambda: wall_now)
+    schedule.first_delay(500)
+    delay = schedule.next_delay(ExportStatus("1", ExportState.RUNNING, "Running", 50, skewed), now=505)
+    assert 5 <= delay <= 7

@@ -7,7 +7,9 @@ import email.utils
 import pytest
 
 from collector.errors import APIError, ArchiveTooLarge, AuthError, NotFoundError, RequestError, ServerError, ThrottledError
-from collector.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
+import anyio
+
+from collector.throttle import MAX_RETRY_AFTER, ExportGate, RateLimiter, RetryPolicy, parse_retry_after, retrying
 
 
 class FakeClock:
@@ -143,33 +145,91 @@ async def test_retrying_returns_result_and_attempts(clock):
 
 
 @pytest.mark.anyio
-async def test_limiter_paces_to_the_rate_after_the_burst(clock):
-    limiter = RateLimiter(10, burst=5, clock=clock, sleep=clock.sleep)
+async def test_limiter_paces_to_the_rate_after_a_short_burst(clock):
+    limiter = RateLimiter(10, burst_seconds=0.25, clock=clock, sleep=clock.sleep)
     start = clock.now
     for _ in range(25):
         await limiter.acquire()
-    # 5 at once, then one every 0.1 s
-    assert clock.now - start == pytest.approx(2.0)
+    # slots every 0.1 s, the first 0.25 s of them available at once
+    assert clock.now - start == pytest.approx(2.15)
 
 
 @pytest.mark.anyio
 async def test_retry_after_pauses_every_caller(clock):
-    limiter = RateLimiter(100, burst=1, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
     await limiter.acquire()
     limiter.throttled(retry_after=3)
     await limiter.acquire()
     assert clock.now >= 1000 + 3
 
 
-def test_throttling_slows_everyone_then_recovers(clock):
-    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
-    limiter.throttled()
-    assert limiter.rate == pytest.approx(14)
-    limiter.throttled()  # same instant: many in-flight 429s count as one signal
-    assert limiter.rate == pytest.approx(14)
-    clock.now += 1
-    limiter.throttled()
-    assert limiter.rate == pytest.approx(9.8)
-    for _ in range(1000):
+def succeed_at(limiter, clock, per_second, seconds):
+    for _ in range(int(per_second * seconds)):
+        clock.now += 1 / per_second
         limiter.succeeded()
-    assert limiter.rate == 20
+
+
+def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    sent_earlier = clock.now
+    clock.now += 0.5
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(70)
+    limiter.throttled(sent_at=sent_earlier)  # sent at the old rate: already answered
+    assert limiter.rate == pytest.approx(70)
+    clock.now += 0.1
+    limiter.throttled(sent_at=clock.now)  # sent after the cut: a new signal
+    assert limiter.rate == pytest.approx(49)
+
+
+def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(clock):
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    succeed_at(limiter, clock, 100, 2)
+    w_max = limiter.rate  # it has probed a little above 100 already
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(0.7 * w_max)
+    k = (w_max * 0.3 / 0.4) ** (1 / 3)  # about 4.3 s back to w_max
+    succeed_at(limiter, clock, 100, k / 2)
+    assert 0.7 * w_max < limiter.rate < w_max
+    succeed_at(limiter, clock, 100, k / 2)
+    assert limiter.rate == pytest.approx(w_max, abs=1)
+    succeed_at(limiter, clock, 100, 3)
+    assert limiter.rate == pytest.approx(0.4 * 27 + w_max, abs=2)
+
+
+def test_never_faster_than_twice_what_gets_through(clock):
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    succeed_at(limiter, clock, 5, 20)  # only 5/s get through (the rest is demand we don't have)
+    assert limiter.rate == pytest.approx(10, abs=0.5)
+
+
+def test_probing_stops_at_max_rate(clock):
+    limiter = RateLimiter(20, max_rate=30, clock=clock, sleep=clock.sleep)
+    succeed_at(limiter, clock, 100, 20)
+    assert limiter.rate == 30
+
+
+def test_rate_never_falls_below_the_floor(clock):
+    limiter = RateLimiter(2, min_rate=0.5, clock=clock, sleep=clock.sleep)
+    for _ in range(20):
+        clock.now += 1
+        limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == 0.5
+
+
+@pytest.mark.anyio
+async def test_export_gate_learns_the_concurrent_export_cap():
+    gate = ExportGate()
+    for _ in range(5):
+        await gate.acquire()
+    gate.refused()  # the fifth POST was refused: four run at once
+    gate.release()
+    assert gate.limit == 4
+    with anyio.move_on_after(0.05) as waited:
+        await gate.acquire()
+    assert waited.cancelled_caught  # a fifth waits...
+    gate.release()
+    await gate.acquire()  # ...until one ends
+    for _ in range(4):
+        gate.accepted()  # a window of POSTs accepted at the limit: probe one more
+    assert gate.limit == 5

@@ -2,7 +2,8 @@
 
 Every API request goes through the same gate, in this order:
 
-1. authentication (``X-Auth-Token``), 401 ``APIGW.0301``;
+1. authentication (``X-Auth-Token``, or an AK/SK ``SDK-HMAC-SHA256`` signature checked by
+   `collector.simulator.signing`), 401 ``APIGW.0301``;
 2. the gateway's token bucket, 429 ``APIGW.0308``;
 3. the project id and server id in the path, 404;
 4. the next scripted fault for this (operation, server), else a seeded random 500;
@@ -11,11 +12,15 @@ Every API request goes through the same gate, in this order:
 Responses carry the documented quirks: the 202 is JSON labelled octet-stream, statuses and
 percentages are spelled per server, and some servers label their JSON as octet-stream too.
 Handlers do a few dict lookups and one small JSON dump, so thousands of servers fit on a core.
+
+``GET /_sim/stats`` is outside the API: no authentication, not rate limited, not recorded. It
+answers `CloudDC.snapshot` as JSON, for benchmarks that run the simulator in another process.
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -38,6 +43,7 @@ from collector.simulator.responses import (
     redirect,
     reset_connection,
 )
+from collector.simulator.signing import SignatureError, is_signed, verify
 from collector.simulator.storage import StorageOrigin
 from collector.simulator.transfer import ArchiveSender
 
@@ -67,6 +73,7 @@ class CloudDC:
         script: FaultScript,
         recorder: Recorder,
         clock: Callable[[], float],
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.fleet = fleet
@@ -75,12 +82,14 @@ class CloudDC:
         self.script = script
         self.recorder = recorder
         self.clock = clock
+        self.wall_clock = wall_clock  # for X-Sdk-Date, which is UTC wall time
         self.token = config.token
         self.book = ExportBook(ttl=config.export_ttl)
         self.t0 = 0.0
         self._bucket: TokenBucket | None = None
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._request_ids = random.Random(f"{config.seed}:request-ids")
+        self._exports: list[Export] = []  # every export started, for the snapshot's spans
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -90,6 +99,7 @@ class CloudDC:
         app.router.add_post(exports, self._export)
         app.router.add_get(exports + "/{export_id}", self._status)
         app.router.add_get(exports + "/{export_id}/content", self._download)
+        app.router.add_get("/_sim/stats", self._stats)
         app.router.add_route("*", "/{tail:.*}", self._no_route)
         return app
 
@@ -120,6 +130,42 @@ class CloudDC:
         self.recorder.record(self.clock() - self.t0, "other", 404)
         return error_response(404, "CLOUDDC.0404", f"no API at {request.path}", self.request_id())
 
+    async def _stats(self, request: web.Request) -> web.StreamResponse:
+        with_timeline = request.query.get("timeline", "1") not in ("0", "false", "no")
+        return json_response(200, self.snapshot(timeline=with_timeline), self.request_id())
+
+    def snapshot(self, *, timeline: bool = True) -> dict[str, object]:
+        """What the simulator received so far, as JSON-able values.
+
+        ``requests`` counts by operation and status; ``export_spans`` are ``[start, end]`` of
+        every export (seconds since start; a running one ends now), and
+        ``peak_running_exports`` is the most that ran at once. With `timeline`, also every
+        request as ``[t, operation, status]`` and the spans; without, only the counts.
+        """
+        now = self.clock()
+        requests: dict[str, dict[str, int]] = {}
+        for (operation, status), n in sorted(self.recorder.stats.items()):
+            requests.setdefault(operation, {})[str(status)] = n
+        started = self.recorder.exports_started
+        spans = [(export.started - self.t0, min(export.ends, now) - self.t0) for export in self._exports]
+        snapshot: dict[str, object] = {
+            "servers": len(self.fleet),
+            "uptime_s": round(now - self.t0, 6),
+            "rate_limit": self.config.rate_limit,
+            "max_concurrent_exports": self.config.max_concurrent_exports,
+            "requests": requests,
+            "requests_total": sum(self.recorder.stats.values()),
+            "exports_started": sum(started.values()),
+            "exports_started_max_per_server": max(started.values(), default=0),
+            "servers_exported": len(started),
+            "running_exports": self.book.running(now),
+            "peak_running_exports": _peak(spans),
+        }
+        if timeline:
+            snapshot["timeline"] = [[round(t, 6), op, status] for t, op, status in self.recorder.timeline]
+            snapshot["export_spans"] = [[round(start, 6), round(end, 6)] for start, end in spans]
+        return snapshot
+
     # The gate.
 
     async def _handle(self, request: web.Request, operation: str, respond: Respond) -> web.StreamResponse:
@@ -130,7 +176,7 @@ class CloudDC:
             self.recorder.download_requests.append(
                 SeenRequest(request.method, request.path_qs, CIMultiDict(request.headers), sid)
             )
-        response = self._refuse(request, now, rid)
+        response = await self._refuse(request, now, rid)
         server = None if sid is None else self.fleet.get(sid)
         if response is None and sid is not None and server is None:
             response = error_response(404, "CLOUDDC.0404", f"physical server {sid} not found", rid)
@@ -143,9 +189,15 @@ class CloudDC:
         self.recorder.record(now - self.t0, operation, status, sid)
         return response
 
-    def _refuse(self, request: web.Request, now: float, rid: str) -> web.Response | None:
-        """The gateway's answers: bad token, throttled, wrong project."""
-        if request.headers.get("X-Auth-Token") != self.token:
+    async def _refuse(self, request: web.Request, now: float, rid: str) -> web.Response | None:
+        """The gateway's answers: bad token or signature, throttled, wrong project."""
+        if is_signed(request.headers.get("Authorization")):
+            try:
+                await self._check_signature(request)
+            except SignatureError as exc:
+                message = f"Incorrect IAM authentication information: verify aksk signature fail: {exc}"
+                return error_response(401, "APIGW.0301", message, rid)
+        elif request.headers.get("X-Auth-Token") != self.token:
             return error_response(
                 401,
                 "APIGW.0301",
@@ -160,6 +212,19 @@ class CloudDC:
             message = f"project {request.match_info['project_id']} not found"
             return error_response(404, "CLOUDDC.0404", message, rid)
         return None
+
+    async def _check_signature(self, request: web.Request) -> None:
+        body = await request.read() if request.body_exists else b""
+        verify(
+            request.method,
+            request.rel_url.raw_path,
+            request.rel_url.raw_query_string,
+            request.headers,
+            body,
+            access_key=self.config.access_key,
+            secret_key=self.config.secret_key,
+            now=self.wall_clock(),
+        )
 
     def _fault(self, operation: str, sid: str | None) -> str | None:
         key = sid or ""
@@ -236,6 +301,7 @@ class CloudDC:
             wait = self.config.retry_after_seconds if next_end is None else next_end - now
             return self._throttled(rid, wait, f"at most {cap} concurrent exports")
         export = self.book.start(server, now, _created_at(server))
+        self._exports.append(export)
         self.recorder.exports_started[server.id] += 1
         state, percentage = export.phase(now)
         export.last_percentage = percentage
@@ -313,6 +379,16 @@ def _export_body(export: Export, state: str, percentage: int, word: str | None =
         "percentage": server.percentage(percentage),
         "created_at": export.created_at,
     }
+
+
+def _peak(spans: list[tuple[float, float]]) -> int:
+    """The most spans that overlap at any instant (an end at t comes before a start at t)."""
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, step in events:
+        running += step
+        peak = max(peak, running)
+    return peak
 
 
 def _no_export(request: web.Request, rid: str) -> web.Response:

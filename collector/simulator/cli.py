@@ -16,7 +16,13 @@ import signal
 import sys
 
 from collector.errors import ExitCode
-from collector.simulator.config import DEFAULT_PROJECT_ID, DEFAULT_TOKEN, SimConfig
+from collector.simulator.config import (
+    DEFAULT_ACCESS_KEY,
+    DEFAULT_PROJECT_ID,
+    DEFAULT_SECRET_KEY,
+    DEFAULT_TOKEN,
+    SimConfig,
+)
 from collector.simulator.server import Simulator
 
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmg]?)(?:i?b)?", re.IGNORECASE)
@@ -97,6 +103,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--servers", type=_int_at_least(0), default=defaults.servers, help="fleet size (%(default)s)")
     add("--project-id", default=DEFAULT_PROJECT_ID, help="project id in the API paths")
     add("--token", default=DEFAULT_TOKEN, help="the X-Auth-Token the API accepts")
+    add("--access-key", default=DEFAULT_ACCESS_KEY, help="the AK of SDK-HMAC-SHA256 signed requests")
+    add("--secret-key", default=DEFAULT_SECRET_KEY, help="the SK of SDK-HMAC-SHA256 signed requests")
     add(
         "--export-seconds",
         type=seconds_range,
@@ -136,6 +144,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         servers=args.servers,
         project_id=args.project_id,
         token=args.token,
+        access_key=args.access_key,
+        secret_key=args.secret_key,
         seed=args.seed,
         host=args.host,
         port=args.port,

@@ -13,6 +13,8 @@ from collector.simulator.archive import MIN_ARCHIVE_BYTES
 
 DEFAULT_PROJECT_ID = "0a5f3c2e9b8d47e1a6c4f2b7d9e31c80"
 DEFAULT_TOKEN = "MIIsimulated-clouddc-token-0000"
+DEFAULT_ACCESS_KEY = "SIMAK"
+DEFAULT_SECRET_KEY = "SIMSK"
 MAX_SERVERS = 1_000_000  # server ids end in six decimal digits
 
 
@@ -23,6 +25,8 @@ class SimConfig:
     servers: int = 10
     project_id: str = DEFAULT_PROJECT_ID
     token: str = DEFAULT_TOKEN
+    access_key: str = DEFAULT_ACCESS_KEY  # AK/SK for SDK-HMAC-SHA256 signed requests
+    secret_key: str = DEFAULT_SECRET_KEY
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0
@@ -58,6 +62,7 @@ class SimConfig:
         _check(0 <= self.servers <= MAX_SERVERS, f"servers must be 0..{MAX_SERVERS}")
         _check(bool(self.project_id) and "/" not in self.project_id, "project_id must be a path segment")
         _check(bool(self.token), "token must not be empty")
+        _check(bool(self.access_key) and bool(self.secret_key), "access_key and secret_key must not be empty")
         lo, hi = self.export_seconds
         _check(0 <= lo <= hi, "export_seconds must be (lo, hi) with 0 <= lo <= hi")
         lo, hi = self.archive_bytes

@@ -3,7 +3,8 @@
 It serves two origins on loopback: the API (`url`) and an object store (`storage_url`) that
 downloads may be redirected to. It knows the answers (`expected_archive`), can be told to
 misbehave (`script`, `token`), and records what it received (`stats`, `calls`,
-`exports_started`, `timeline`, `storage_requests`, `download_requests`)::
+`exports_started`, `timeline`, `storage_requests`, `download_requests`; `snapshot` sums it up,
+and the API origin serves that at ``GET /_sim/stats`` for out-of-process readers)::
 
     async with Simulator(SimConfig(servers=200, seed=0)) as sim:
         sim.script(sim.server_ids[0], download=["truncate", None])
@@ -218,6 +219,10 @@ class Simulator:
     @property
     def download_requests(self) -> list[SeenRequest]:
         return self.recorder.download_requests
+
+    def snapshot(self, *, timeline: bool = True) -> dict[str, object]:
+        """Counts, peaks and (with `timeline`) every request: what ``GET /_sim/stats`` answers."""
+        return self._api.snapshot(timeline=timeline)
 
     def count(
         self, operation: str | None = None, status: int | None = None, server_id: str | None = None
