@@ -37,7 +37,7 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.throttle import ExportGate, RateLimiter, RetryPolicy, parse_retry_after, retrying
+from collector.throttle import RateLimiter, RetryPolicy, parse_retry_after, retrying
 
 EXPORT = "ExportServerLogs"
 STATUS = "ShowLogsExportStatus"
@@ -194,7 +194,7 @@ class CloudDC:
         credentials: Credentials,
         *,
         limiter: RateLimiter,
-        exports: ExportGate | None = None,
+        export_limiter: RateLimiter | None = None,
         policy: RetryPolicy,
         stats: CallStats | None = None,
     ) -> None:
@@ -202,7 +202,7 @@ class CloudDC:
         self.project_id = project_id
         self.credentials = credentials
         self.limiter = limiter
-        self.exports = exports if exports is not None else ExportGate()
+        self.export_limiter = export_limiter
         self.policy = policy
         self.stats = stats if stats is not None else CallStats()
         self._base = URL(endpoint.rstrip("/")) / "v1" / project_id / "physicalservers"
@@ -214,27 +214,9 @@ class CloudDC:
         return url
 
     async def export(self, server_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
-        """Start an export and return its first status. Retried under the policy.
-
-        Takes one of the endpoint's export slots (`ExportGate`); the caller gives it back
-        with `export_ended()` once the export has completed, failed or been given up.
-        """
+        """Start an export and return its first status. Retried under the policy."""
         url = self._export_url(server_id)
-
-        async def attempt() -> ExportStatus:
-            await self.exports.acquire()
-            try:
-                status = await self._json_call(EXPORT, "POST", url)
-            except BaseException:
-                self.exports.release()
-                raise
-            self.exports.accepted()
-            return status
-
-        return await self._retrying(attempt, on_retry)
-
-    def export_ended(self) -> None:
-        self.exports.release()
+        return await self._retrying(lambda: self._json_call(EXPORT, "POST", url), on_retry)
 
     async def status(self, server_id: str, export_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
         url = self._export_url(server_id, export_id)
@@ -251,6 +233,11 @@ class CloudDC:
 
     async def _send(self, operation: str, method: str, url: URL, **kwargs) -> aiohttp.ClientResponse:
         """One request through the limiter, errors translated; the caller reads and releases."""
+        # POSTs start exports, which the API may cap apart from its request rate: they pass
+        # their own limiter first, so a refused export slows exports, not polls and downloads.
+        governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
+        if governor is not self.limiter:
+            await governor.acquire()
         sent_at = await self.limiter.acquire()
         headers = dict(await self.credentials.headers(method, str(url)))
         headers.update(kwargs.pop("headers", {}))
@@ -271,18 +258,12 @@ class CloudDC:
             error = error_for(response.status, operation, body, response.headers)
             if isinstance(error, ThrottledError):
                 self.stats.throttled += 1
-                self._throttled(method, error, sent_at)
+                governor.throttled(error.retry_after, sent_at=sent_at)
             raise error
-        self.limiter.succeeded()
+        governor.succeeded()
+        if governor is not self.limiter:
+            self.limiter.succeeded()
         return response
-
-    def _throttled(self, method: str, error: ThrottledError, sent_at: float) -> None:
-        """Tell the right governor. A POST refused while nothing else is being throttled
-        means too many exports are running, not too many requests: only exports wait."""
-        if method == "POST" and not self.limiter.recently_throttled():
-            self.exports.refused(error.retry_after)
-        else:
-            self.limiter.throttled(error.retry_after, sent_at=sent_at)
 
     async def _json_call(self, operation: str, method: str, url: URL, export_id: str | None = None) -> ExportStatus:
         response = await self._send(operation, method, url, headers={"Accept": "application/json"})

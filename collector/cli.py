@@ -234,7 +234,7 @@ def prepare_output(out_dir: Path) -> Path:
 
 def _session(settings: Settings) -> aiohttp.ClientSession:
     # Enough connections for the transfers plus the API calls the rate allows in flight.
-    api_connections = max(16, math.ceil(settings.rate * 2))
+    api_connections = max(64, math.ceil(settings.rate * 2))
     connector = aiohttp.TCPConnector(
         limit=settings.downloads + min(api_connections, settings.concurrency),
         limit_per_host=0,

@@ -33,7 +33,7 @@ from collector.events import Events, Phase, PhaseChanged
 from collector.inventory import Inventory, Project, Server
 from collector.journal import Entry
 from collector.polling import ExportDurations, PollSchedule
-from collector.throttle import ExportGate, RateLimiter, RetryPolicy
+from collector.throttle import RateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 class Settings:
     """Everything `collector run` can be told, with the defaults users get."""
 
-    concurrency: int = 256
+    concurrency: int = 1024
     downloads: int = 16
     rate: float = 20.0  # starting rate; the limiter learns the API's budget from there
     max_rate: float | None = None  # a hard ceiling on that, if the operator wants one
@@ -122,25 +122,28 @@ class Sweep:
         self.destination = destination
         self.events = events or Events()
         self.stats = CallStats()
-        # One rate limiter and one export gate per endpoint, shared by its projects.
-        governors: dict[str, tuple[RateLimiter, ExportGate]] = {}
+        # Per endpoint, shared by its projects: one limiter for every request, and one that
+        # POSTs pass first (an API may cap running exports apart from its request rate).
+        governors: dict[str, tuple[RateLimiter, RateLimiter]] = {}
         # Keyed by the project entry itself: two entries may name the same project id.
         self.clients: dict[int, CloudDC] = {}
         for project in inventory.projects:
             if project.endpoint not in governors:
-                governors[project.endpoint] = (RateLimiter(settings.rate, max_rate=settings.max_rate), ExportGate())
-            limiter, exports = governors[project.endpoint]
+                governors[project.endpoint] = (
+                    RateLimiter(settings.rate, max_rate=settings.max_rate),
+                    RateLimiter(settings.rate, max_rate=settings.max_rate),
+                )
+            limiter, export_limiter = governors[project.endpoint]
             self.clients[id(project)] = CloudDC(
                 session,
                 project.endpoint,
                 project.project_id,
                 project.credentials,
                 limiter=limiter,
-                exports=exports,
+                export_limiter=export_limiter,
                 policy=settings.policy,
                 stats=self.stats,
             )
-        self.limiters = [limiter for limiter, _ in governors.values()]
         self.durations = ExportDurations()
         self.download_options = DownloadOptions(max_bytes=settings.max_archive_bytes, policy=settings.policy)
         # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
@@ -170,11 +173,7 @@ class Sweep:
             progress.result.export_id = export_id
             await progress.enter(Phase.POLLING, export_id=export_id)
             try:
-                try:
-                    await self.wait_for_export(api, server_id, export_id, progress, resumed=resumed)
-                finally:
-                    if not resumed:
-                        api.export_ended()
+                await self.wait_for_export(api, server_id, export_id, progress, resumed=resumed)
                 async with self._downloads:
                     if self.stopping:  # ready, but we are shutting down: leave it for the next run
                         progress.scope.cancel()
@@ -194,10 +193,8 @@ class Sweep:
                 export_id = None
 
     async def start_export(self, api: CloudDC, server_id: str, progress: _Progress) -> str:
-        """Ask for an export; it holds one of the endpoint's export slots until it ends."""
         status = await api.export(server_id, on_retry=progress.retried)
         if status.state is ExportState.FAILED:
-            api.export_ended()
             raise ExportFailed(f"export {status.export_id} failed at once (status {status.status!r})")
         return status.export_id
 

@@ -112,9 +112,8 @@ class RetryPolicy:
 class RateLimiter:
     """A shared, adaptive pace for one endpoint: it learns the API's request budget.
 
-    Pacing: each caller reserves the next free slot at `rate` per second (virtual scheduling,
-    like GCRA), with up to `burst_seconds` of unused rate allowed at once after a lull, so
-    waiting callers are served in order and nothing loops.
+    Pacing: callers take the next free slot at `rate` per second in turn (virtual scheduling,
+    like GCRA), with up to `burst_seconds` of unused rate allowed at once after a lull.
 
     Adapting, after CUBIC (RFC 9438) as botocore's "adaptive" retry mode applies it to request
     rates. CUBIC rather than plain AIMD because it returns quickly to the rate that last
@@ -158,40 +157,33 @@ class RateLimiter:
         self._sleep = sleep
         self._next_slot = -math.inf
         self._paused_until = -math.inf
+        self._turn = anyio.Lock()
         now = clock()
         self._w_max = self.rate
         self._epoch = now  # when the current CUBIC curve started: the last decrease, or now
         self._k = 0.0
         self._last_decrease = -math.inf
-        self._last_throttled = -math.inf
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
         self.decreases = 0
 
-    @property
-    def backlog(self) -> float:
-        """Seconds of reserved slots ahead of a new caller: > 0 means we are rate-bound."""
-        return max(0.0, self._next_slot - self._clock())
-
     async def acquire(self) -> float:
-        """Wait for this caller's turn; returns the clock time it was sent at."""
-        while True:
-            now = self._clock()
-            interval = 1.0 / self.rate
-            slot = max(self._next_slot, now - self.burst_seconds, self._paused_until)
-            self._next_slot = slot + interval
-            if slot > now:
-                await self._sleep(slot - now)
-            now = self._clock()
-            if now >= self._paused_until:
-                return now
-            # A Retry-After arrived while we slept: take a new slot after the pause.
+        """Wait for this caller's turn; returns the clock time it was sent at.
 
-    def recently_throttled(self, within: float = 1.0) -> bool:
-        return self._clock() - self._last_throttled < within
+        Waiters queue on a fair lock and only the first one sleeps, so a slot is computed at
+        the rate in force when it comes due: a thousand waiters do not book a thousand slots
+        at a rate the limiter has since raised (or cut).
+        """
+        async with self._turn:
+            while True:
+                now = self._clock()
+                slot = max(self._next_slot, now - self.burst_seconds, self._paused_until)
+                if slot <= now:
+                    self._next_slot = slot + 1.0 / self.rate
+                    return now
+                await self._sleep(slot - now)
 
     def throttled(self, retry_after: float | None = None, *, sent_at: float | None = None) -> None:
         now = self._clock()
-        self._last_throttled = now
         if retry_after:
             self._paused_until = max(self._paused_until, now + retry_after)
         if sent_at is not None and sent_at < self._last_decrease:
@@ -228,52 +220,6 @@ class _MeasuredRate:
             self.rate = self.SMOOTHING * latest + (1 - self.SMOOTHING) * self.rate
             self._bucket_start, self._count = now, 0
         self._count += 1
-
-
-class ExportGate:
-    """How many exports may run at once on one endpoint, learned from 429s on the POST.
-
-    An API that caps concurrent exports refuses the next POST with 429 while the rest of the
-    API is fine. So POSTs wait here, apart from the shared rate limiter: polls and downloads
-    keep flowing while exports wait. On a refused POST the limit becomes the number of exports
-    running when it was refused (what the API evidently allows); every `limit` accepted POSTs
-    at the limit probe one more (additive increase). A slot is held from the POST until the
-    export ends (`release()`): completed, failed, or given up.
-    """
-
-    def __init__(self, limit: float = math.inf) -> None:
-        self.limit = limit
-        self.running = 0
-        self._freed = anyio.Event()
-        self._accepted_at_limit = 0
-        self._paused_until = -math.inf
-
-    async def acquire(self) -> None:
-        while self.running >= self.limit or anyio.current_time() < self._paused_until:
-            if self.running < self.limit:
-                await anyio.sleep(self._paused_until - anyio.current_time())
-                continue
-            await self._freed.wait()
-        self.running += 1
-
-    def release(self) -> None:
-        self.running -= 1
-        self._freed.set()
-        self._freed = anyio.Event()
-
-    def refused(self, retry_after: float | None = None) -> None:
-        """The POST holding one slot got 429: the others running are what the API allows."""
-        self.limit = max(1, self.running - 1)
-        self._accepted_at_limit = 0
-        if retry_after:
-            self._paused_until = max(self._paused_until, anyio.current_time() + retry_after)
-
-    def accepted(self) -> None:
-        if self.running >= self.limit:
-            self._accepted_at_limit += 1
-            if self._accepted_at_limit >= self.limit:
-                self.limit += 1
-                self._accepted_at_limit = 0
 
 
 async def retrying(

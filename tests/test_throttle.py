@@ -7,9 +7,7 @@ import email.utils
 import pytest
 
 from collector.errors import APIError, ArchiveTooLarge, AuthError, NotFoundError, RequestError, ServerError, ThrottledError
-import anyio
-
-from collector.throttle import MAX_RETRY_AFTER, ExportGate, RateLimiter, RetryPolicy, parse_retry_after, retrying
+from collector.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
 
 
 class FakeClock:
@@ -215,21 +213,3 @@ def test_rate_never_falls_below_the_floor(clock):
         clock.now += 1
         limiter.throttled(sent_at=clock.now)
     assert limiter.rate == 0.5
-
-
-@pytest.mark.anyio
-async def test_export_gate_learns_the_concurrent_export_cap():
-    gate = ExportGate()
-    for _ in range(5):
-        await gate.acquire()
-    gate.refused()  # the fifth POST was refused: four run at once
-    gate.release()
-    assert gate.limit == 4
-    with anyio.move_on_after(0.05) as waited:
-        await gate.acquire()
-    assert waited.cancelled_caught  # a fifth waits...
-    gate.release()
-    await gate.acquire()  # ...until one ends
-    for _ in range(4):
-        gate.accepted()  # a window of POSTs accepted at the limit: probe one more
-    assert gate.limit == 5

@@ -139,8 +139,10 @@ class CloudDC:
 
         ``requests`` counts by operation and status; ``export_spans`` are ``[start, end]`` of
         every export (seconds since start; a running one ends now), and
-        ``peak_running_exports`` is the most that ran at once. With `timeline`, also every
-        request as ``[t, operation, status]`` and the spans; without, only the counts.
+        ``peak_running_exports`` is the most that ran at once. ``clock_t0`` is the clock at
+        start: `time.monotonic()` seconds under the default (event loop) clock, so another process
+        can place these times on its own clock. With `timeline`, also every request as
+        ``[t, operation, status]`` and the spans; without, only the counts.
         """
         now = self.clock()
         requests: dict[str, dict[str, int]] = {}
@@ -151,6 +153,7 @@ class CloudDC:
         snapshot: dict[str, object] = {
             "servers": len(self.fleet),
             "uptime_s": round(now - self.t0, 6),
+            "clock_t0": self.t0,
             "rate_limit": self.config.rate_limit,
             "max_concurrent_exports": self.config.max_concurrent_exports,
             "requests": requests,
