@@ -29,7 +29,7 @@ import aiohttp
 import anyio
 
 from collector.api import ArchiveResponse, CloudDC, OnRetry
-from collector.errors import ArchiveError, ArchiveTooLarge, CollectorError, ProtocolError, RequestError
+from collector.errors import ArchiveError, ArchiveTooLarge, RequestError, StorageError
 from collector.throttle import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
@@ -37,17 +37,6 @@ log = logging.getLogger(__name__)
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK = 256 * 1024
 WRITE_CHUNK = 1024 * 1024  # buffer reads into large writes: one thread hop per MiB
-
-
-class StorageError(CollectorError):
-    """The archive cannot be stored: disk full, no permission, I/O error. Not retried.
-
-    `reason` groups it in the summary without the archive's name.
-    """
-
-    def __init__(self, message: str, *, reason: str) -> None:
-        super().__init__(message)
-        self.reason = reason
 
 
 @contextmanager
@@ -235,8 +224,7 @@ async def fetch_archive(
 ) -> tuple[Archive, int]:
     """Download one archive to `destination/name`. Returns it and the attempts it took.
 
-    On failure the partial file is removed and the last error is raised, carrying
-    `.attempts`.
+    On failure the partial file is removed and the last error is raised.
     """
     with _storing(name):
         partial = await destination.open_partial(name)

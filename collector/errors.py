@@ -11,8 +11,9 @@
     │   └── ServerError ....... 5xx
     ├── ProtocolError ......... a 2xx that makes no sense (bad JSON, a refused redirect)
     ├── ExportFailed .......... the export itself ended badly (failed, stuck, timed out)
-    └── ArchiveError .......... the downloaded bytes are not the archive (short, not gzip)
-        └── ArchiveTooLarge ... larger than --max-archive-bytes; not retried
+    ├── ArchiveError .......... the downloaded bytes are not the archive (short, not gzip)
+    │   └── ArchiveTooLarge ... larger than --max-archive-bytes; not retried
+    └── StorageError .......... the archive cannot be stored (disk full, permissions); not retried
 
 aiohttp's exceptions are translated once, in `collector.api`, with ``raise ... from exc``.
 Per-server errors end up as that server's result; only `AuthError` and `UsageError` end a run.
@@ -142,3 +143,14 @@ class ArchiveError(CollectorError):
 
 class ArchiveTooLarge(ArchiveError):
     """The archive is larger than the configured limit. Not retried."""
+
+
+class StorageError(CollectorError):
+    """The archive cannot be stored: disk full, no permission, I/O error. Not retried.
+
+    `reason` groups it in the summary without the archive's name.
+    """
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason

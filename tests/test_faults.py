@@ -1,0 +1,693 @@
+"""Every way a download or an export can go wrong, one at a time, over real loopback sockets.
+
+Most tests script one fault for one server of a small simulated fleet and sweep it in-process:
+the server is then either collected byte-for-byte (`sim.expected_archive`) or failed with a
+reason that says why, and the others are collected either way. The few things the simulator
+cannot do (TLS, odd `Content-Disposition` names, a full disk) get a tiny server or a test
+double here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gzip
+import logging
+import os
+import re
+import shutil
+import ssl
+import stat
+import subprocess
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import aiofiles
+import aiohttp
+import pytest
+import trustme
+from aiohttp import web
+
+from collector import cli
+from collector.api import CloudDC
+from collector.cli import Outcome, exit_code, sweep_fleet
+from collector.credentials import StaticToken
+from collector.download import (
+    DownloadOptions,
+    LocalDestination,
+    LocalPartial,
+    archive_name,
+    fetch_archive,
+)
+from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
+from collector.inventory import load_inventory
+from collector.simulator import SimConfig, Simulator
+from collector.simulator.archive import build_archive
+from collector.sweep import ServerResult, Settings
+from collector.throttle import RateLimiter, RetryPolicy
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
+
+SMALL = dict(export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))
+# Large enough that a fault "about half way" leaves a real partial body behind.
+LARGE = dict(export_seconds=(0.05, 0.1), archive_bytes=(300_000, 400_000))
+
+
+# -- sweeping the simulator ---------------------------------------------------------------------
+
+
+async def sweep(sim: Simulator, tmp_path: Path, settings: Settings) -> Outcome:
+    inventory_path = tmp_path / "inventory.yaml"
+    sim.write_inventory(inventory_path)
+    out = tmp_path / "out"
+    out.mkdir(mode=0o700, exist_ok=True)
+    return await sweep_fleet(load_inventory(inventory_path), settings, out, live=False)
+
+
+def archive_path(tmp_path: Path, sim: Simulator, server_id: str) -> Path:
+    return tmp_path / "out" / archive_name(sim.project_id, server_id)
+
+
+def assert_exact(tmp_path: Path, sim: Simulator, server_ids) -> None:
+    for sid in server_ids:
+        assert archive_path(tmp_path, sim, sid).read_bytes() == sim.expected_archive(sid), sid
+
+
+def partials(tmp_path: Path) -> list[Path]:
+    return [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
+
+
+def by_id(outcome: Outcome) -> dict[str, ServerResult]:
+    return {r.server_id: r for r in outcome.results}
+
+
+def others(sim: Simulator, server_id: str) -> list[str]:
+    return [sid for sid in sim.server_ids if sid != server_id]
+
+
+def assert_failed_alone(tmp_path: Path, sim: Simulator, outcome: Outcome, server_id: str) -> ServerResult:
+    """`server_id` failed and left nothing behind; every other server was collected exactly."""
+    result = by_id(outcome)[server_id]
+    assert result.state == "failed", result
+    assert not archive_path(tmp_path, sim, server_id).exists()
+    assert partials(tmp_path) == []
+    assert_exact(tmp_path, sim, others(sim, server_id))
+    assert exit_code(outcome) is ExitCode.PARTIAL
+    return result
+
+
+# -- tiny servers for what the simulator does not do -------------------------------------------
+
+PROJECT = "0123456789abcdef0123456789abcdef"
+SERVER = "2102313YJK10N1000001"
+OTHER_SERVER = "2102313YJK10N1000002"
+CONTENT = f"/v1/{PROJECT}/physicalservers/{SERVER}/logs/exports/1/content"
+
+
+@asynccontextmanager
+async def serving(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
+        host, port = runner.addresses[0][:2]
+        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+def api_client(session: aiohttp.ClientSession, endpoint: str, policy: RetryPolicy) -> CloudDC:
+    credentials = StaticToken("test-token", "test")
+    return CloudDC(session, endpoint, PROJECT, credentials, limiter=RateLimiter(1000), policy=policy)
+
+
+def plain_session(**kwargs) -> aiohttp.ClientSession:
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
+    return aiohttp.ClientSession(auto_decompress=False, timeout=timeout, **kwargs)
+
+
+def raw_answer(body: bytes, status: str = "200 OK", **headers: str) -> bytes:
+    """An answer written by hand, Content-Length and all, whatever `body` really holds."""
+    fields = {"Content-Type": "application/octet-stream", "Content-Length": str(len(body))}
+    fields.update((name.replace("_", "-"), value) for name, value in headers.items())
+    head = f"HTTP/1.1 {status}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+    return (head + "Connection: close\r\n\r\n").encode("latin-1") + body
+
+
+@asynccontextmanager
+async def raw_http(respond: Callable[[bytes], bytes]) -> AsyncIterator[str]:
+    """Answer each connection's request with `respond(request head)`, verbatim, then close it.
+
+    aiohttp's own server rightly refuses to send control characters in headers or a body
+    shorter than its Content-Length; servers in the wild do both.
+    """
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(respond(await reader.readuntil(b"\r\n\r\n")))
+            await writer.drain()
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    try:
+        yield "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+# -- broken transfers ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fault", ["truncate", "reset_mid", "chunked_cut", "no_length_eof"])
+async def test_broken_transfer_is_retried_and_exact(tmp_path, fast_settings, fault):
+    async with Simulator(SimConfig(servers=3, seed=11, **LARGE)) as sim:
+        target = sim.server_ids[1]
+        sim.script(target, download=[fault])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sim.count("download", server_id=target) == 2
+    assert exit_code(outcome) is ExitCode.OK
+    assert by_id(outcome)[target].attempts == 2
+    assert partials(tmp_path) == []
+
+
+async def test_html_page_answered_200_is_retried_and_exact(tmp_path, fast_settings):
+    async with Simulator(SimConfig(servers=2, seed=12, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["not_gzip"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sim.count("download", server_id=target) == 2
+    assert exit_code(outcome) is ExitCode.OK
+
+
+async def test_html_page_on_every_attempt_fails_the_server_without_leftovers(tmp_path, fast_settings):
+    attempts = fast_settings.policy.max_attempts
+    async with Simulator(SimConfig(servers=2, seed=12, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["not_gzip"] * attempts)
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        result = assert_failed_alone(tmp_path, sim, outcome, target)
+        assert sim.count("download", server_id=target) == attempts
+    assert "gzip" in result.error
+
+
+async def test_gzip_content_encoding_is_stored_as_served_not_decoded(tmp_path, fast_settings):
+    async with Simulator(SimConfig(servers=2, seed=13, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["gzip_encoding"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sim.count("download", server_id=target) == 1
+        stored = archive_path(tmp_path, sim, target).read_bytes()
+    assert stored.startswith(b"\x1f\x8b")
+    assert exit_code(outcome) is ExitCode.OK
+
+
+# -- size limit ---------------------------------------------------------------------------------
+
+
+async def test_archive_over_the_size_limit_fails_that_server_others_collected(tmp_path, fast_settings):
+    settings = replace(fast_settings, max_archive_bytes=100_000)
+    async with Simulator(SimConfig(servers=3, seed=14, oversize_bytes=300_000, **SMALL)) as sim:
+        target = sim.server_ids[1]
+        sim.script(target, download=["oversize"])
+        outcome = await sweep(sim, tmp_path, settings)
+        result = assert_failed_alone(tmp_path, sim, outcome, target)
+        assert sim.count("download", server_id=target) == 1  # not retried
+    assert "limit of 100000" in result.error and "--max-archive-bytes" in result.error
+
+
+async def test_archive_without_length_is_cut_off_at_the_size_limit(tmp_path, fast_settings):
+    settings = replace(fast_settings, max_archive_bytes=100_000)
+    async with Simulator(SimConfig(servers=1, seed=15, **LARGE)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["no_length_eof"])  # no Content-Length; half is > 100 kB
+        outcome = await sweep(sim, tmp_path, settings)
+        assert sim.count("download", server_id=target) == 1
+    result = by_id(outcome)[target]
+    assert result.state == "failed"
+    assert "limit of 100000" in result.error and "--max-archive-bytes" in result.error
+    assert not archive_path(tmp_path, sim, target).exists() and partials(tmp_path) == []
+
+
+# -- resuming with Range ------------------------------------------------------------------------
+
+
+def download_requests(sim: Simulator, server_id: str):
+    return [r for r in sim.download_requests if r.server_id == server_id]
+
+
+async def test_reset_transfer_resumes_with_range_from_the_bytes_kept(tmp_path, fast_settings):
+    async with Simulator(SimConfig(servers=2, seed=16, accept_ranges=True, **LARGE)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["reset_mid"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        first, second = download_requests(sim, target)
+        assert sim.count("download", 206, target) == 1
+    assert "Range" not in first.headers
+    resumed_at = re.fullmatch(r"bytes=(\d+)-", second.headers["Range"])
+    assert resumed_at and 0 < int(resumed_at[1]) < sim.archive_size(target)
+    assert exit_code(outcome) is ExitCode.OK
+
+
+@pytest.mark.parametrize("fault", ["range_ignored", "range_wrong_offset"])
+async def test_wrong_answer_to_a_range_restarts_from_zero_never_appends(tmp_path, fast_settings, fault):
+    async with Simulator(SimConfig(servers=2, seed=17, accept_ranges=True, **LARGE)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["reset_mid", fault])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        requests = download_requests(sim, target)
+    assert "Range" in requests[1].headers
+    # After the bad answer we ask for everything again (or, for a 200 to a range, keep it all).
+    assert all("Range" not in r.headers for r in requests[2:])
+    assert len(requests) == (2 if fault == "range_ignored" else 3)
+    assert exit_code(outcome) is ExitCode.OK
+
+
+async def test_range_answered_from_another_offset_is_never_written(tmp_path):
+    """A 206 from the wrong offset, even one that starts like a gzip file, restarts from zero."""
+    # Log bundles hold rotated .gz logs; stored in the outer gzip, their magic shows up inside it.
+    archive = gzip.compress(b"log line\n" * 2000 + gzip.compress(b"rotated log\n") + b"log line\n" * 2000,
+                            compresslevel=0, mtime=0)
+    wrong = archive.index(b"\x1f\x8b", 2)
+    size = len(archive)
+    ranges: list[str | None] = []
+
+    def respond(head: bytes) -> bytes:
+        asked = re.search(rb"\r\nRange: bytes=(\d+)-\r\n", head, re.IGNORECASE)
+        ranges.append(asked and asked[1].decode())
+        if len(ranges) == 1:  # cut off half way
+            return raw_answer(archive, Accept_Ranges="bytes")[: -size // 2]
+        if len(ranges) == 2:  # the rest asked for; bytes from elsewhere sent, labelled as such
+            return raw_answer(archive[wrong:], "206 Partial Content", Accept_Ranges="bytes",
+                              Content_Range=f"bytes {wrong}-{size - 1}/{size}")
+        if asked:
+            start = int(asked[1])
+            return raw_answer(archive[start:], "206 Partial Content", Accept_Ranges="bytes",
+                              Content_Range=f"bytes {start}-{size - 1}/{size}")
+        return raw_answer(archive, Accept_Ranges="bytes")
+
+    async with raw_http(respond) as url, plain_session() as session:
+        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=5))
+        stored, _ = await fetch_archive(api, SERVER, "1", LocalDestination(tmp_path), archive_name(PROJECT, SERVER),
+                                        DownloadOptions(policy=api.policy))
+    assert (tmp_path / stored.name).read_bytes() == archive
+    assert ranges[0] is None and ranges[1] is not None and ranges[2] is None, ranges
+
+
+async def test_stalled_transfer_times_out_and_is_retried_exact(tmp_path, fast_settings):
+    settings = replace(fast_settings, read_timeout=0.5)
+    async with Simulator(SimConfig(servers=2, seed=18, **LARGE)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["stall"])
+        outcome = await sweep(sim, tmp_path, settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sim.count("download", server_id=target) == 2
+    assert exit_code(outcome) is ExitCode.OK
+
+
+# -- exports that never complete ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("stuck", r"export stuck at \d+%: not completed within 0.6 s"),
+        ("backwards", r"export progress went backwards \(\d+% -> \d+%\) and did not complete within 0.6 s"),
+        ("unknown", r"export status 'Exploding' not understood after 0.6 s"),
+    ],
+    ids=["stuck", "backwards", "unknown"],
+)
+async def test_export_that_never_completes_fails_with_a_reason_saying_why(tmp_path, fast_settings, case, expected):
+    settings = replace(fast_settings, export_timeout=0.6)
+    # Exports of 3 s cannot complete within the 0.6 s allowed, whatever the scripted faults.
+    config = SimConfig(servers=2, seed=19, export_seconds=(3, 3), archive_bytes=(4096, 8192),
+                       stuck=1 if case == "stuck" else 0)
+    async with Simulator(config) as sim:
+        target = sim.stuck_ids[0] if case == "stuck" else sim.server_ids[0]
+        if case == "backwards":
+            sim.script(target, status=[None, None] + ["backwards"] * 40)
+        elif case == "unknown":
+            sim.script(target, status=["unknown"] * 40)
+        outcome = await sweep(sim, tmp_path, settings)
+        assert sim.exports_started[target] == 1
+    result = by_id(outcome)[target]
+    assert result.state == "failed"
+    assert re.search(expected, result.error), result.error
+    assert not archive_path(tmp_path, sim, target).exists()
+
+
+# -- exports that vanish ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("where", ["status", "download"])
+async def test_vanished_export_is_asked_for_again_and_collected(tmp_path, fast_settings, where):
+    async with Simulator(SimConfig(servers=2, seed=20, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, **{where: ["404"]})
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert sim.exports_started[target] == 2
+        assert sim.count(where, 404, target) == 1
+        assert_exact(tmp_path, sim, sim.server_ids)
+    assert exit_code(outcome) is ExitCode.OK
+
+
+async def test_export_vanishing_on_every_poll_fails_after_one_renewal(tmp_path, fast_settings):
+    async with Simulator(SimConfig(servers=2, seed=21, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, status=["404"] * 10)
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        result = assert_failed_alone(tmp_path, sim, outcome, target)
+        assert sim.exports_started[target] == 2
+    assert "vanished" in result.error
+
+
+# -- redirects ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["redirect_storage", "redirect", "redirect_downloads"])
+async def test_download_redirected_to_storage_is_followed_without_credentials(tmp_path, fast_settings, how):
+    config = SimConfig(servers=2, seed=22, redirect_downloads=how == "redirect_downloads", **SMALL)
+    async with Simulator(config) as sim:
+        target = sim.server_ids[0]
+        if how != "redirect_downloads":
+            sim.script(target, download=[how])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        seen = sim.storage_requests
+    assert {r.server_id for r in seen} >= {target}
+    for request in seen:
+        assert "X-Auth-Token" not in request.headers and "Authorization" not in request.headers, request
+    assert exit_code(outcome) is ExitCode.OK
+
+
+@pytest.mark.parametrize("where", ["export", "status"])
+async def test_redirect_on_export_or_status_fails_the_server_and_is_not_followed(tmp_path, fast_settings, where):
+    async with Simulator(SimConfig(servers=2, seed=23, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, **{where: ["redirect"]})
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        result = assert_failed_alone(tmp_path, sim, outcome, target)
+        assert sim.storage_requests == []
+    assert "redirect" in result.error
+
+
+async def test_https_download_redirected_to_http_is_refused(tmp_path):
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    archive = build_archive(SERVER, 8192, seed=0)
+    plain_hits: list[str] = []
+
+    async def plain(request: web.Request) -> web.Response:
+        plain_hits.append(request.path)
+        return web.Response(body=archive)
+
+    plain_app = web.Application()
+    plain_app.router.add_get("/{tail:.*}", plain)
+    async with serving(plain_app) as plain_url:
+
+        async def downgrade(request: web.Request) -> web.Response:
+            return web.Response(status=302, headers={"Location": f"{plain_url}/bucket/x.tar.gz"})
+
+        tls_app = web.Application()
+        tls_app.router.add_get(CONTENT, downgrade)
+        async with serving(tls_app, server_tls) as tls_url, \
+                plain_session(connector=aiohttp.TCPConnector(ssl=client_tls)) as session:
+            api = api_client(session, tls_url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
+            with pytest.raises(ProtocolError, match="refused redirect from https to http"):
+                await fetch_archive(api, SERVER, "1", LocalDestination(tmp_path), archive_name(PROJECT, SERVER),
+                                    DownloadOptions(policy=api.policy))
+    assert plain_hits == []
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+@pytest.mark.parametrize("cut", [False, True], ids=["whole-body", "body-cut-short"])
+async def test_storage_refusing_a_redirected_download_fails_that_download_not_the_run(tmp_path, cut):
+    """Object storage's 403 (an expired presigned URL) is not our credentials being rejected."""
+    refusal = raw_answer(b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired"
+                         b"</Message></Error>", "403 Forbidden", Content_Type="application/xml")
+    async with raw_http(lambda head: refusal[:-20] if cut else refusal) as storage_url:
+
+        async def to_storage(request: web.Request) -> web.Response:
+            return web.Response(status=302, headers={"Location": f"{storage_url}/bucket/x?X-Signature=old"})
+
+        app = web.Application()
+        app.router.add_get(CONTENT, to_storage)
+        async with serving(app) as url, plain_session() as session:
+            api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
+            with pytest.raises(APIError) as refused:
+                await fetch_archive(api, SERVER, "1", LocalDestination(tmp_path), archive_name(PROJECT, SERVER),
+                                    DownloadOptions(policy=api.policy))
+    assert refused.value.status == 403 and not isinstance(refused.value, AuthError)
+    assert "redirected to 127.0.0.1" in str(refused.value)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+# -- names and paths on our side ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "disposition",
+    [
+        'attachment; filename="../../x"',
+        'attachment; filename="{outside}"',
+        'attachment; filename="x\x01y\x1b[2J.tar.gz"',
+        f"attachment; filename={OTHER_SERVER}-dump.tar.gz",
+        "attachment; filename*=UTF-8''..%2F..%2Fx%00.tar.gz",
+    ],
+    ids=["parent-dirs", "absolute", "control-chars", "other-server", "rfc5987-nul"],
+)
+async def test_server_suggested_file_name_is_ignored_and_warned_once(tmp_path, caplog, disposition):
+    """The name comes from our ids; the server's suggestion is logged once per transfer."""
+    outside = tmp_path / "outside"
+    disposition = disposition.replace("{outside}", str(outside))
+    archive = build_archive(SERVER, 8192, seed=0)
+    out = tmp_path / "out"
+    other_file = out / archive_name(PROJECT, OTHER_SERVER)
+    other_file.parent.mkdir(mode=0o700, parents=True)
+    other_file.write_bytes(b"the other server's archive")
+    caplog.set_level(logging.WARNING, logger="collector.download")
+    # Both answers suggest the name: an HTML page (retried), then the archive.
+    bodies = iter([b"<html>busy</html>", archive])
+
+    def respond(head: bytes) -> bytes:
+        return raw_answer(next(bodies), Content_Disposition=disposition)
+
+    async with raw_http(respond) as url, plain_session() as session:
+        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
+        archive_info, attempts = await fetch_archive(
+            api, SERVER, "1", LocalDestination(out), archive_name(PROJECT, SERVER), DownloadOptions(policy=api.policy)
+        )
+    assert attempts == 2
+    assert archive_info.name == archive_name(PROJECT, SERVER)
+    assert (out / archive_info.name).read_bytes() == archive
+    assert other_file.read_bytes() == b"the other server's archive"
+    files = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if not p.is_dir())
+    assert files == sorted(f"out/{archive_name(PROJECT, sid)}" for sid in (SERVER, OTHER_SERVER))
+    warnings = [r.getMessage() for r in caplog.records if "server-suggested file name" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].endswith(f"saving as {SERVER}-dump.tar.gz")
+    assert warnings[0].isprintable()  # no control characters reach the log
+
+
+async def test_content_disposition_path_from_the_simulator_is_ignored(tmp_path, fast_settings, caplog):
+    caplog.set_level(logging.WARNING, logger="collector.download")
+    async with Simulator(SimConfig(servers=2, seed=24, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["evil_disposition"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+    assert exit_code(outcome) is ExitCode.OK
+    assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+    assert [r.getMessage() for r in caplog.records if "server-suggested" in r.getMessage()] == [
+        f"{target}: ignoring server-suggested file name '../../x'; saving as {target}-dump.tar.gz"
+    ]
+
+
+async def test_symlinks_planted_at_part_and_final_paths_are_not_followed(tmp_path, fast_settings):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    victim_part, victim_final = outside / "part-victim", outside / "final-victim"
+    victim_part.write_bytes(b"precious 1")
+    victim_final.write_bytes(b"precious 2")
+    async with Simulator(SimConfig(servers=2, seed=25, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        final = archive_path(tmp_path, sim, target)
+        final.parent.mkdir(mode=0o700, parents=True)
+        final.with_name(final.name + ".part").symlink_to(victim_part)
+        final.symlink_to(victim_final)
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+    assert exit_code(outcome) is ExitCode.OK
+    assert victim_part.read_bytes() == b"precious 1" and victim_final.read_bytes() == b"precious 2"
+    assert not final.is_symlink() and stat.S_ISREG(final.lstat().st_mode)
+    assert not os.path.lexists(final.with_name(final.name + ".part"))
+
+
+@contextmanager
+def umask(mask: int) -> Iterator[None]:
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+async def test_archives_are_0600_in_a_0700_project_folder_whatever_the_umask(tmp_path, fast_settings):
+    async with Simulator(SimConfig(servers=2, seed=26, **SMALL)) as sim:
+        with umask(0):
+            outcome = await sweep(sim, tmp_path, fast_settings)
+        folder = tmp_path / "out" / sim.project_id
+        files = [archive_path(tmp_path, sim, sid) for sid in sim.server_ids]
+    assert exit_code(outcome) is ExitCode.OK
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert [stat.S_IMODE(f.stat().st_mode) for f in files] == [0o600, 0o600]
+
+
+# -- retried API errors -------------------------------------------------------------------------
+
+
+async def test_500s_on_download_are_retried_then_exact(tmp_path, fast_settings):
+    async with Simulator(SimConfig(servers=2, seed=27, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, download=["500", "500"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sim.count("download", 500, target) == 2 and sim.count("download", 200, target) == 1
+    assert exit_code(outcome) is ExitCode.OK
+    assert by_id(outcome)[target].attempts == 3
+
+
+async def test_429_on_export_waits_at_least_retry_after_then_collects(tmp_path, fast_settings, caplog):
+    caplog.set_level(logging.INFO, logger="collector.sweep")
+    async with Simulator(SimConfig(servers=2, seed=28, retry_after_seconds=1, **SMALL)) as sim:
+        target = sim.server_ids[0]
+        sim.script(target, export=["429"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        assert sim.count("export", 429, target) == 1 and sim.exports_started[target] == 1
+    assert exit_code(outcome) is ExitCode.OK
+    assert by_id(outcome)[target].attempts == 2
+    assert outcome.throttled == 1
+    # The wait the retry policy chose (not a measured time): Retry-After is its floor.
+    waits = [float(m[1]) for r in caplog.records if (m := re.search(r"retry 1 in ([\d.]+) s", r.getMessage()))]
+    assert waits and min(waits) >= 1.0
+
+
+# -- a full disk --------------------------------------------------------------------------------
+
+
+class FillingPartial:
+    """A `LocalPartial` on a disk that is full after `room` bytes."""
+
+    def __init__(self, inner, room: int) -> None:
+        self.inner = inner
+        self.room = room
+
+    @property
+    def size(self) -> int:
+        return self.inner.size
+
+    async def write(self, data: bytes) -> None:
+        if self.inner.size + len(data) > self.room:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.inner.part))
+        await self.inner.write(data)
+
+    async def truncate(self) -> None:
+        await self.inner.truncate()
+
+    async def commit(self):
+        return await self.inner.commit()
+
+    async def discard(self) -> None:
+        await self.inner.discard()
+
+    def sha256(self) -> str:
+        return self.inner.sha256()
+
+
+class FillingDestination:
+    """`LocalDestination` whose archive `full_for` runs out of space after `room` bytes."""
+
+    def __init__(self, inner: LocalDestination, full_for: str, room: int) -> None:
+        self.inner = inner
+        self.full_for = full_for
+        self.room = room
+
+    async def open_partial(self, name: str):
+        partial = await self.inner.open_partial(name)
+        return FillingPartial(partial, self.room) if name == self.full_for else partial
+
+    async def check(self, name: str, size: int, sha256: str | None) -> bool:
+        return await self.inner.check(name, size, sha256)
+
+
+@contextmanager
+def small_tmpfs(path: Path, size: str) -> Iterator[bool]:
+    """Mount a tmpfs of `size` at `path` if this process may (root, mount works); yields whether it did."""
+    path.mkdir(mode=0o700, exist_ok=True)
+    mount, umount = shutil.which("mount"), shutil.which("umount")
+    mounted = False
+    if os.geteuid() == 0 and mount and umount:
+        done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+                              capture_output=True, check=False)
+        mounted = done.returncode == 0 and os.path.ismount(path)
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run([umount, str(path)], capture_output=True, check=True)
+
+
+async def test_full_disk_fails_that_server_removes_its_part_and_the_run_goes_on(tmp_path, fast_settings, monkeypatch):
+    """A real 1 MiB tmpfs where we may mount one; else a destination that fills up after 256 KiB."""
+    config = SimConfig(servers=3, seed=29, oversize_bytes=2 * 1024 * 1024, **SMALL)
+    async with Simulator(config) as sim:
+        target = sim.server_ids[1]
+        sim.script(target, download=["oversize"])  # 2 MiB: more than the disk holds
+        with small_tmpfs(tmp_path / "out", "1m") as on_tmpfs:
+            if not on_tmpfs:
+                name = archive_name(sim.project_id, target)
+                monkeypatch.setattr(cli, "LocalDestination",
+                                    lambda root: FillingDestination(LocalDestination(root), name, 256 * 1024))
+            outcome = await sweep(sim, tmp_path, fast_settings)
+            result = assert_failed_alone(tmp_path, sim, outcome, target)
+        assert sim.count("download", server_id=target) == 1  # a full disk is not the server's fault
+    assert "No space left on device" in result.error
+
+
+class DevFullPartial(LocalPartial):
+    """A `LocalPartial` whose bytes go to /dev/full: every write that reaches the disk fails."""
+
+    async def _open(self) -> None:
+        await super()._open()  # the .part is created as usual, so its removal can be checked
+        await self._file.close()
+        self._file = await aiofiles.open("/dev/full", "wb")
+
+
+class DevFullDestination(LocalDestination):
+    async def open_partial(self, name: str) -> DevFullPartial:
+        partial = DevFullPartial(self.root, name)
+        await partial._open()
+        return partial
+
+
+async def test_full_disk_at_commit_removes_the_part_and_says_why(tmp_path):
+    """A small archive waits in the file's buffer until commit: that is where the full disk shows."""
+    archive = gzip.compress(b"one short log line\n", mtime=0)
+    async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
+        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
+        with pytest.raises(StorageError, match="No space left on device"):
+            await fetch_archive(api, SERVER, "1", DevFullDestination(tmp_path), archive_name(PROJECT, SERVER),
+                                DownloadOptions(policy=api.policy))
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
