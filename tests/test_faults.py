@@ -650,17 +650,23 @@ def small_tmpfs(path: Path, size: str) -> Iterator[bool]:
 
 
 async def test_full_disk_fails_that_server_removes_its_part_and_the_run_goes_on(tmp_path, fast_settings, monkeypatch):
-    """A real 1 MiB tmpfs where we may mount one; else a destination that fills up after 256 KiB."""
+    """A real 1 MiB tmpfs where we may mount one; else a destination that fills up after 256 KiB.
+
+    The tmpfs holds the project's archives only (the journal stays on the big disk), and one
+    transfer runs at a time, so the other archives fit once the big one's `.part` is gone.
+    """
     config = SimConfig(servers=3, seed=29, oversize_bytes=2 * 1024 * 1024, **SMALL)
+    settings = replace(fast_settings, downloads=1)
     async with Simulator(config) as sim:
         target = sim.server_ids[1]
         sim.script(target, download=["oversize"])  # 2 MiB: more than the disk holds
-        with small_tmpfs(tmp_path / "out", "1m") as on_tmpfs:
+        (tmp_path / "out").mkdir(mode=0o700)
+        with small_tmpfs(tmp_path / "out" / sim.project_id, "1m") as on_tmpfs:
             if not on_tmpfs:
                 name = archive_name(sim.project_id, target)
                 monkeypatch.setattr(cli, "LocalDestination",
                                     lambda root: FillingDestination(LocalDestination(root), name, 256 * 1024))
-            outcome = await sweep(sim, tmp_path, fast_settings)
+            outcome = await sweep(sim, tmp_path, settings)
             result = assert_failed_alone(tmp_path, sim, outcome, target)
         assert sim.count("download", server_id=target) == 1  # a full disk is not the server's fault
     assert "No space left on device" in result.error
