@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections import Counter
+from collections import Counter, deque
 
 import anyio
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.progress_bar import ProgressBar
+from rich.table import Table
 from rich.text import Text
 
 from collector.api import CallStats
@@ -40,31 +41,48 @@ class Tally:
 
 
 class _Rates:
-    """Requests/s and bytes/s over the last refresh interval."""
+    """Requests/s and bytes/s over the last few seconds, so bursts do not make them flicker."""
+
+    WINDOW = 5.0
 
     def __init__(self, stats: CallStats) -> None:
         self.stats = stats
-        self._last = (anyio.current_time(), stats.requests, stats.bytes_downloaded)
+        self._samples: deque[tuple[float, int, int]] = deque()
         self.requests_per_s = 0.0
         self.bytes_per_s = 0.0
+        self.update()
 
     def update(self) -> None:
         now = anyio.current_time()
-        then, requests, size = self._last
-        elapsed = max(now - then, 1e-6)
-        self.requests_per_s = (self.stats.requests - requests) / elapsed
-        self.bytes_per_s = (self.stats.bytes_downloaded - size) / elapsed
-        self._last = (now, self.stats.requests, self.stats.bytes_downloaded)
+        self._samples.append((now, self.stats.requests, self.stats.bytes_downloaded))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.WINDOW:
+            self._samples.popleft()
+        then, requests, size = self._samples[0]
+        elapsed = now - then
+        if elapsed > 0:
+            self.requests_per_s = (self.stats.requests - requests) / elapsed
+            self.bytes_per_s = (self.stats.bytes_downloaded - size) / elapsed
+
+
+def _counts(tally: Tally) -> str:
+    c = tally.counts
+    return f"{tally.finished}/{tally.total} done ({c[Phase.COLLECTED]} collected, {c[Phase.FAILED]} failed)"
+
+
+def _phases(tally: Tally) -> str:
+    c = tally.counts
+    return f"exporting {c[Phase.EXPORTING]}, polling {c[Phase.POLLING]}, downloading {c[Phase.DOWNLOADING]}"
+
+
+def _traffic(stats: CallStats, rates: _Rates) -> str:
+    return (
+        f"{human_bytes(stats.bytes_downloaded)} at {human_bytes(rates.bytes_per_s)}/s, "
+        f"{rates.requests_per_s:.0f} req/s, {stats.throttled} throttled, {stats.retries} retries"
+    )
 
 
 def status_line(tally: Tally, stats: CallStats, rates: _Rates) -> str:
-    c = tally.counts
-    return (
-        f"{tally.finished}/{tally.total} done ({c[Phase.COLLECTED]} collected, {c[Phase.FAILED]} failed) | "
-        f"exporting {c[Phase.EXPORTING]}, polling {c[Phase.POLLING]}, downloading {c[Phase.DOWNLOADING]} | "
-        f"{human_bytes(stats.bytes_downloaded)} at {human_bytes(rates.bytes_per_s)}/s | "
-        f"{rates.requests_per_s:.0f} req/s, {stats.throttled} throttled, {stats.retries} retries"
-    )
+    return f"{_counts(tally)} | {_phases(tally)} | {_traffic(stats, rates)}"
 
 
 async def show_progress(tally: Tally, stats: CallStats, *, live: bool, interval: float = 10.0) -> None:
@@ -77,9 +95,12 @@ async def show_progress(tally: Tally, stats: CallStats, *, live: bool, interval:
             log.info("progress: %s", status_line(tally, stats, rates))
     console = Console(file=sys.stderr)
 
-    def render() -> Group:
-        bar = ProgressBar(total=max(tally.total, 1), completed=tally.finished, width=40)
-        return Group(bar, Text(status_line(tally, stats, rates)))
+    def render() -> Table:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_row(ProgressBar(total=max(tally.total, 1), completed=tally.finished, width=40), Text(_counts(tally)))
+        grid.add_row(Text(""), Text(_phases(tally)))
+        grid.add_row(Text(""), Text(_traffic(stats, rates)))
+        return grid
 
     with Live(render(), console=console, auto_refresh=False, transient=False) as display:
         try:
