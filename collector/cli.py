@@ -264,8 +264,8 @@ async def sweep_fleet(
             journalling.start_soon(journal.writer)
             sweep = Sweep(inventory, settings, LocalDestination(out_dir), session, prior=prior)
             tally = Tally(inventory.server_count)
+            sweep.events.subscribe(tally)  # first: the display need not wait for the disk
             sweep.events.subscribe(journal.record)
-            sweep.events.subscribe(tally)
             try:
                 async with anyio.create_task_group() as helpers:
                     helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live))

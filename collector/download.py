@@ -77,7 +77,12 @@ class Destination(Protocol):
 
 
 class LocalPartial:
-    """`<name>.part` beside the final file; created with O_EXCL|O_NOFOLLOW, mode 0600."""
+    """`<name>.part` beside the final file; created with O_EXCL|O_NOFOLLOW, mode 0600.
+
+    The file is created lazily: an archive that arrives as one chunk (most log bundles, and
+    every small one) is created, written, fsynced and renamed in a single trip to a worker
+    thread. Larger ones stream through aiofiles, one write per chunk.
+    """
 
     def __init__(self, root: Path, name: str) -> None:
         self.name = name
@@ -86,23 +91,52 @@ class LocalPartial:
         self.size = 0
         self._hash = hashlib.sha256()
         self._file = None
+        self._first: bytes | None = None  # the first chunk, while the file does not exist yet
 
-    async def _open(self) -> None:
-        def create() -> int:
-            self.final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            try:
-                os.unlink(self.part)  # removes a planted symlink itself, never its target
-            except FileNotFoundError:
-                pass
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-            return os.open(self.part, flags, 0o600)
+    def _create_fd(self) -> int:
+        """Create the `.part` afresh and return a descriptor to write it. In a worker thread."""
+        self.final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _unlink_quietly(self.part)  # removes a planted symlink itself, never its target
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        return os.open(self.part, flags, 0o600)
 
-        fd = await anyio.to_thread.run_sync(create)
-        self._file = await aiofiles.open(fd, "wb", closefd=True)
-        self.size = 0
-        self._hash = hashlib.sha256()
+    def _publish(self) -> None:
+        """Rename the `.part` to the final name and make the rename durable. In a worker thread.
+
+        os.replace swaps the name atomically, and replaces a symlink at the final path rather
+        than following it.
+        """
+        os.replace(self.part, self.final)
+        dir_fd = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def _store_whole(self, data: bytes) -> None:
+        """Create, write, fsync and publish in one go. In a worker thread."""
+        fd = self._create_fd()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._publish()
 
     async def write(self, data: bytes) -> None:
+        if self._file is None:
+            if self._first is None and not self.size:
+                self._first = data
+                self._hash.update(data)
+                self.size += len(data)
+                return
+            fd = await anyio.to_thread.run_sync(self._create_fd)
+            self._file = await aiofiles.open(fd, "wb", closefd=True)
+            if self._first:
+                first, self._first = self._first, None
+                await self._file.write(first)
         await self._file.write(data)
         self._hash.update(data)
         self.size += len(data)
@@ -110,30 +144,26 @@ class LocalPartial:
     async def truncate(self) -> None:
         """Start again from zero."""
         await self._close()
-        await self._open()
+        self._first = None
+        self.size = 0
+        self._hash = hashlib.sha256()
 
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
     async def commit(self) -> Archive:
-        await self._file.flush()
-        await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
-        await self._close()
-
-        def publish() -> None:
-            # os.replace swaps the name atomically and replaces a symlink at the final path
-            # rather than following it.
-            os.replace(self.part, self.final)
-            dir_fd = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-
-        await anyio.to_thread.run_sync(publish)
+        if self._file is None:
+            await anyio.to_thread.run_sync(self._store_whole, self._first or b"")
+            self._first = None
+        else:
+            await self._file.flush()
+            await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
+            await self._close()
+            await anyio.to_thread.run_sync(self._publish)
         return Archive(self.name, self.size, self.sha256())
 
     async def discard(self) -> None:
+        self._first = None
         with suppress(OSError):  # closing flushes, which fails again on a full disk; remove it anyway
             await self._close()
         with anyio.CancelScope(shield=True):
@@ -160,9 +190,7 @@ class LocalDestination:
         self.root = Path(root)
 
     async def open_partial(self, name: str) -> LocalPartial:
-        partial = LocalPartial(self.root, name)
-        await partial._open()
-        return partial
+        return LocalPartial(self.root, name)
 
     async def check(self, name: str, size: int, sha256: str | None) -> bool:
         """Is the archive there with this size (and, if given, this sha256)?"""

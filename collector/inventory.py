@@ -130,6 +130,22 @@ _KINDS = {_INT: "the integer", _FLOAT: "the number", _BOOL: "the boolean", _TIME
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
+def _compose_text(text: str) -> yaml.Node | None:
+    """Compose with libyaml where PyYAML has it (three times faster on a 10,000-server file).
+
+    libyaml refuses a few corners the pure-Python parser accepts (``{tags:}``), and words its
+    errors differently; so on any complaint the pure-Python parser decides, and its message
+    is the one the user sees.
+    """
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.compose(text, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
+
+
 def _compose(path: Path) -> yaml.Node:
     """The file's YAML node tree; every way of not getting one is an `InventoryError`."""
     try:
@@ -152,7 +168,7 @@ def _compose(path: Path) -> yaml.Node:
             path, "not UTF-8 text", line=line, hint="save the file as UTF-8"
         ) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = _compose_text(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         detail = ", ".join(part for part in (exc.context, exc.problem) if part).replace("\n", " ")

@@ -675,17 +675,14 @@ async def test_full_disk_fails_that_server_removes_its_part_and_the_run_goes_on(
 class DevFullPartial(LocalPartial):
     """A `LocalPartial` whose bytes go to /dev/full: every write that reaches the disk fails."""
 
-    async def _open(self) -> None:
-        await super()._open()  # the .part is created as usual, so its removal can be checked
-        await self._file.close()
-        self._file = await aiofiles.open("/dev/full", "wb")
+    def _create_fd(self) -> int:
+        os.close(super()._create_fd())  # the .part is created as usual, so its removal can be checked
+        return os.open("/dev/full", os.O_WRONLY)
 
 
 class DevFullDestination(LocalDestination):
     async def open_partial(self, name: str) -> DevFullPartial:
-        partial = DevFullPartial(self.root, name)
-        await partial._open()
-        return partial
+        return DevFullPartial(self.root, name)
 
 
 async def test_full_disk_at_commit_removes_the_part_and_says_why(tmp_path):
