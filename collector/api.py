@@ -231,19 +231,31 @@ class CloudDC:
         result, _ = await retrying(call, self.policy, on_retry=count)
         return result
 
-    async def _send(self, operation: str, method: str, url: URL, **kwargs) -> aiohttp.ClientResponse:
-        """One request through the limiter, errors translated; the caller reads and releases."""
+    async def _send(self, operation: str, method: str, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """One request to the API: through the limiters, with credentials. Caller releases it."""
         # POSTs start exports, which the API may cap apart from its request rate: they pass
         # their own limiter first, so a refused export slows exports, not polls and downloads.
         governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
         if governor is not self.limiter:
             await governor.acquire()
         sent_at = await self.limiter.acquire()
-        headers = dict(await self.credentials.headers(method, str(url)))
-        headers.update(kwargs.pop("headers", {}))
+        headers = {**await self.credentials.headers(method, str(url)), **headers}
+        try:
+            response = await self._request(operation, method, url, headers)
+        except ThrottledError as error:
+            self.stats.throttled += 1
+            governor.throttled(error.retry_after, sent_at=sent_at)
+            raise
+        governor.succeeded()
+        if governor is not self.limiter:
+            self.limiter.succeeded()
+        return response
+
+    async def _request(self, operation: str, method: str, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
+        """One request, aiohttp's errors translated, an error status raised as `APIError`."""
         self.stats.requests += 1
         try:
-            response = await self.session.request(method, url, headers=headers, allow_redirects=False, **kwargs)
+            response = await self.session.request(method, url, headers=headers, allow_redirects=False)
         except asyncio.TimeoutError as exc:
             raise RequestError(f"{operation}: timed out waiting for {url.host}") from exc
         except aiohttp.ClientError as exc:
@@ -252,17 +264,10 @@ class CloudDC:
             try:
                 body = await response.read()
             except (aiohttp.ClientError, asyncio.TimeoutError):
-                body = b""
+                body = b""  # the status says enough
             finally:
                 response.release()
-            error = error_for(response.status, operation, body, response.headers)
-            if isinstance(error, ThrottledError):
-                self.stats.throttled += 1
-                governor.throttled(error.retry_after, sent_at=sent_at)
-            raise error
-        governor.succeeded()
-        if governor is not self.limiter:
-            self.limiter.succeeded()
+            raise error_for(response.status, operation, body, response.headers)
         return response
 
     async def _json_call(self, operation: str, method: str, url: URL, export_id: str | None = None) -> ExportStatus:
@@ -342,28 +347,13 @@ class CloudDC:
 
     async def _plain_get(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """A GET to another origin (object storage): no credentials, no rate limit of the API's."""
-        self.stats.requests += 1
+        operation = f"{DOWNLOAD} (redirected to {url.host})"
         try:
-            response = await self.session.get(url, headers=headers, allow_redirects=False)
-        except asyncio.TimeoutError as exc:
-            raise RequestError(f"{DOWNLOAD}: timed out waiting for {url.host}") from exc
-        except aiohttp.ClientError as exc:
-            raise RequestError(f"{DOWNLOAD}: {type(exc).__name__}: {exc}") from exc
-        if response.status >= 400:
-            try:
-                body = await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                body = b""
-            finally:
-                response.release()
-            operation = f"{DOWNLOAD} (redirected to {url.host})"
-            error = error_for(response.status, operation, body, response.headers)
-            if isinstance(error, AuthError):
-                # We sent that origin no credentials: its 401/403 (an expired presigned URL, say)
-                # fails this download, it does not mean the API rejected our token.
-                error = APIError(
-                    response.status, operation=operation, error_code=error.error_code,
-                    error_msg=error.error_msg, request_id=error.request_id,
-                )
-            raise error
-        return response
+            return await self._request(operation, "GET", url, headers)
+        except AuthError as error:
+            # We sent that origin no credentials: its 401/403 (an expired presigned URL, say)
+            # fails this download, it does not mean the API rejected our token.
+            raise APIError(
+                error.status, operation=operation, error_code=error.error_code,
+                error_msg=error.error_msg, request_id=error.request_id,
+            ) from error
