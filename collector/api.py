@@ -47,6 +47,11 @@ MAX_REDIRECTS = 5
 
 OnRetry = Callable[[BaseException, int, float], None]
 
+# Who goes first when requests queue for the endpoint's rate: a download holds one of few
+# transfer slots and finishes a server; an export starts work on the server's side; a poll
+# only asks whether that work is done.
+_PRIORITY = {DOWNLOAD: 0, EXPORT: 1, STATUS: 2}
+
 
 class ExportState(enum.Enum):
     RUNNING = "running"
@@ -238,7 +243,7 @@ class CloudDC:
         governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
         if governor is not self.limiter:
             await governor.acquire()
-        sent_at = await self.limiter.acquire()
+        sent_at = await self.limiter.acquire(_PRIORITY[operation])
         headers = {**await self.credentials.headers(method, str(url)), **headers}
         try:
             response = await self._request(operation, method, url, headers)

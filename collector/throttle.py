@@ -11,6 +11,8 @@ Two pieces, both with injectable time and randomness so tests run in millisecond
 from __future__ import annotations
 
 import email.utils
+import heapq
+import itertools
 import math
 import random as _random
 import time
@@ -113,7 +115,9 @@ class RateLimiter:
     """A shared, adaptive pace for one endpoint: it learns the API's request budget.
 
     Pacing: callers take the next free slot at `rate` per second in turn (virtual scheduling,
-    like GCRA), with up to `burst_seconds` of unused rate allowed at once after a lull.
+    like GCRA), with up to `burst_seconds` of unused rate allowed at once after a lull. The
+    turn goes by priority: a download holds one of few transfer slots and an export starts
+    work on the server, so both go before polls, which only ask whether work is done.
 
     Adapting, after CUBIC (RFC 9438) as botocore's "adaptive" retry mode applies it to request
     rates. CUBIC rather than plain AIMD because it returns quickly to the rate that last
@@ -127,8 +131,9 @@ class RateLimiter:
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
     where `measured` is the smoothed rate of successful requests: we never send faster than
-    twice what we saw getting through. Before any 429, w_max is the starting rate and K = 0,
-    so the limiter probes upwards from `--rate`. A 429 whose request was sent before the last
+    twice what we saw getting through. Before the first 429 the limiter is in slow start, as
+    TCP is: the rate is twice what got through, so it doubles about every second from
+    `--rate` until the API pushes back. A 429 whose request was sent before the last
     decrease says nothing new (the decrease already answered it) and is ignored, so a burst of
     429s from requests in flight counts once. A `Retry-After` holds every caller until then.
     """
@@ -157,7 +162,9 @@ class RateLimiter:
         self._sleep = sleep
         self._next_slot = -math.inf
         self._paused_until = -math.inf
-        self._turn = anyio.Lock()
+        self._busy = False  # someone holds the turn (is taking or waiting for the next slot)
+        self._waiting: list[_Waiter] = []
+        self._arrivals = itertools.count()
         now = clock()
         self._w_max = self.rate
         self._epoch = now  # when the current CUBIC curve started: the last decrease, or now
@@ -166,14 +173,26 @@ class RateLimiter:
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
         self.decreases = 0
 
-    async def acquire(self) -> float:
+    async def acquire(self, priority: int = 0) -> float:
         """Wait for this caller's turn; returns the clock time it was sent at.
 
-        Waiters queue on a fair lock and only the first one sleeps, so a slot is computed at
-        the rate in force when it comes due: a thousand waiters do not book a thousand slots
-        at a rate the limiter has since raised (or cut).
+        Waiters queue by `priority` (lower first), then in arrival order, and only the first
+        sleeps, so a slot is computed at the rate in force when it comes due: a thousand
+        waiters do not book a thousand slots at a rate the limiter has since changed.
         """
-        async with self._turn:
+        if self._busy:
+            waiter = _Waiter(priority, next(self._arrivals))
+            heapq.heappush(self._waiting, waiter)
+            try:
+                await waiter.turn.wait()
+            except BaseException:
+                if waiter.turn.is_set():
+                    self._pass_turn()  # we were handed the turn as we were cancelled
+                else:
+                    waiter.cancelled = True
+                raise
+        self._busy = True
+        try:
             while True:
                 now = self._clock()
                 slot = max(self._next_slot, now - self.burst_seconds, self._paused_until)
@@ -181,6 +200,16 @@ class RateLimiter:
                     self._next_slot = slot + 1.0 / self.rate
                     return now
                 await self._sleep(slot - now)
+        finally:
+            self._pass_turn()
+
+    def _pass_turn(self) -> None:
+        while self._waiting:
+            waiter = heapq.heappop(self._waiting)
+            if not waiter.cancelled:
+                waiter.turn.set()
+                return
+        self._busy = False
 
     def throttled(self, retry_after: float | None = None, *, sent_at: float | None = None) -> None:
         now = self._clock()
@@ -197,9 +226,21 @@ class RateLimiter:
     def succeeded(self) -> None:
         now = self._clock()
         self.measured.add(now)
+        if not self.decreases:
+            # Slow start: until the API first says 429, twice what gets through.
+            self.rate = max(self._w_max, min(2 * self.measured.rate, self.max_rate))
+            return
         t = now - self._epoch
         cubic = self.scale * (t - self._k) ** 3 + self._w_max
         self.rate = max(self.min_rate, min(cubic, 2 * self.measured.rate, self.max_rate))
+
+
+@dataclass(order=True)
+class _Waiter:
+    priority: int
+    arrival: int
+    turn: anyio.Event = field(default_factory=anyio.Event, compare=False)
+    cancelled: bool = field(default=False, compare=False)
 
 
 class _MeasuredRate:

@@ -7,6 +7,8 @@ import email.utils
 import pytest
 
 from collector.errors import APIError, ArchiveTooLarge, AuthError, NotFoundError, RequestError, ServerError, ThrottledError
+import anyio
+
 from collector.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
 
 
@@ -180,10 +182,23 @@ def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     assert limiter.rate == pytest.approx(49)
 
 
+def test_slow_start_doubles_what_gets_through_until_the_first_429(clock):
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    succeed_at(limiter, clock, 20, 2)  # the measured rate is smoothed: a second or two to settle
+    assert limiter.rate == pytest.approx(40, rel=0.1)
+    succeed_at(limiter, clock, 40, 2)
+    assert limiter.rate == pytest.approx(80, rel=0.1)
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(0.7 * 80, rel=0.1)
+    succeed_at(limiter, clock, 50, 1)
+    assert limiter.rate < 80  # after a 429: CUBIC, not doubling
+
+
 def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(clock):
-    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter = RateLimiter(100, max_rate=100, clock=clock, sleep=clock.sleep)
     succeed_at(limiter, clock, 100, 2)
-    w_max = limiter.rate  # it has probed a little above 100 already
+    limiter.max_rate = float("inf")
+    w_max = limiter.rate
     limiter.throttled(sent_at=clock.now)
     assert limiter.rate == pytest.approx(0.7 * w_max)
     k = (w_max * 0.3 / 0.4) ** (1 / 3)  # about 4.3 s back to w_max
@@ -197,6 +212,7 @@ def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(cloc
 
 def test_never_faster_than_twice_what_gets_through(clock):
     limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    limiter.throttled(sent_at=clock.now)  # past slow start
     succeed_at(limiter, clock, 5, 20)  # only 5/s get through (the rest is demand we don't have)
     assert limiter.rate == pytest.approx(10, abs=0.5)
 
@@ -213,3 +229,35 @@ def test_rate_never_falls_below_the_floor(clock):
         clock.now += 1
         limiter.throttled(sent_at=clock.now)
     assert limiter.rate == 0.5
+
+
+@pytest.mark.anyio
+async def test_queued_callers_are_served_by_priority_then_arrival():
+    limiter = RateLimiter(50)  # real clock: slots 20 ms apart
+    served: list[str] = []
+
+    async def call(name: str, priority: int) -> None:
+        await limiter.acquire(priority)
+        served.append(name)
+
+    async with anyio.create_task_group() as tasks:
+        for i in range(30):
+            await limiter.acquire()  # use up the burst so the callers below queue
+        tasks.start_soon(call, "poll-1", 2)
+        tasks.start_soon(call, "poll-2", 2)
+        tasks.start_soon(call, "export", 1)
+        tasks.start_soon(call, "download", 0)
+    # the first poll already held the turn; then downloads, exports, polls
+    assert served == ["poll-1", "download", "export", "poll-2"]
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_waiter_does_not_stall_the_queue():
+    limiter = RateLimiter(50)
+    for _ in range(30):
+        await limiter.acquire()
+    with anyio.move_on_after(0.001):
+        await limiter.acquire()
+    with anyio.fail_after(2):
+        for _ in range(3):
+            await limiter.acquire()
