@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 class Settings:
     """Everything `collector run` can be told, with the defaults users get."""
 
-    concurrency: int = 1024
+    concurrency: int = 4096
     downloads: int = 16
     rate: float = 20.0  # starting rate; the limiter learns the API's budget from there
     max_rate: float | None = None  # a hard ceiling on that, if the operator wants one

@@ -131,9 +131,10 @@ class RateLimiter:
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
     where `measured` is the smoothed rate of successful requests: we never send faster than
-    twice what we saw getting through. Before the first 429 the limiter is in slow start, as
-    TCP is: the rate is twice what got through, so it doubles about every second from
-    `--rate` until the API pushes back. A 429 whose request was sent before the last
+    twice what we saw getting through. Before any 429, w_max is the starting rate and K = 0,
+    so the limiter probes upwards from `--rate`. (A TCP-like slow start, doubling until the
+    first 429, was tried and measured worse: it overshoots into bursts of 429s.) A 429 whose
+    request was sent before the last
     decrease says nothing new (the decrease already answered it) and is ignored, so a burst of
     429s from requests in flight counts once. A `Retry-After` holds every caller until then.
     """
@@ -226,10 +227,6 @@ class RateLimiter:
     def succeeded(self) -> None:
         now = self._clock()
         self.measured.add(now)
-        if not self.decreases:
-            # Slow start: until the API first says 429, twice what gets through.
-            self.rate = max(self._w_max, min(2 * self.measured.rate, self.max_rate))
-            return
         t = now - self._epoch
         cubic = self.scale * (t - self._k) ** 3 + self._w_max
         self.rate = max(self.min_rate, min(cubic, 2 * self.measured.rate, self.max_rate))

@@ -182,18 +182,6 @@ def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     assert limiter.rate == pytest.approx(49)
 
 
-def test_slow_start_doubles_what_gets_through_until_the_first_429(clock):
-    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
-    succeed_at(limiter, clock, 20, 2)  # the measured rate is smoothed: a second or two to settle
-    assert limiter.rate == pytest.approx(40, rel=0.1)
-    succeed_at(limiter, clock, 40, 2)
-    assert limiter.rate == pytest.approx(80, rel=0.1)
-    limiter.throttled(sent_at=clock.now)
-    assert limiter.rate == pytest.approx(0.7 * 80, rel=0.1)
-    succeed_at(limiter, clock, 50, 1)
-    assert limiter.rate < 80  # after a 429: CUBIC, not doubling
-
-
 def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(clock):
     limiter = RateLimiter(100, max_rate=100, clock=clock, sleep=clock.sleep)
     succeed_at(limiter, clock, 100, 2)
