@@ -319,30 +319,35 @@ class _Transfer:
 
     async def _stream(self, response: ArchiveResponse, *, check_gzip: bool) -> None:
         partial = self.partial
-        buffer = bytearray()
+        chunks: list[bytes] = []  # joined once per write: no bytearray growing and copying
+        pending = 0
 
         async def flush() -> None:
-            if partial.size == 0 and not buffer.startswith(GZIP_MAGIC):
-                raise ArchiveError(f"not a gzip archive: starts with {bytes(buffer[:16])!r}")
+            nonlocal pending
+            data = b"".join(chunks)
+            chunks.clear()
+            pending = 0
+            if partial.size == 0 and not data.startswith(GZIP_MAGIC):
+                raise ArchiveError(f"not a gzip archive: starts with {data[:16]!r}")
             if check_gzip:
-                self.gzip.feed(bytes(buffer))
+                self.gzip.feed(data)
             with _storing(self.name):
-                await partial.write(bytes(buffer))
-            self.api.stats.bytes_downloaded += len(buffer)
-            buffer.clear()
+                await partial.write(data)
+            self.api.stats.bytes_downloaded += len(data)
 
         try:
             async for chunk in response.content.iter_chunked(READ_CHUNK):
-                if partial.size + len(buffer) + len(chunk) > self.max_bytes:
+                if partial.size + pending + len(chunk) > self.max_bytes:
                     raise ArchiveTooLarge(
                         f"archive is larger than the limit of {self.max_bytes} bytes (--max-archive-bytes)"
                     )
-                buffer += chunk
-                if len(buffer) >= WRITE_CHUNK:
+                chunks.append(chunk)
+                pending += len(chunk)
+                if pending >= WRITE_CHUNK:
                     await flush()
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
-            got = partial.size + len(buffer)
-            if buffer and self.resumable:
+            got = partial.size + pending
+            if chunks and self.resumable:
                 # Keep what arrived: the next attempt continues from here with Range.
                 with anyio.CancelScope(shield=True):
                     await flush()
@@ -351,7 +356,7 @@ class _Transfer:
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ArchiveError(f"transfer cut off after {got} bytes ({exc})") from exc
             raise RequestError(f"transfer failed after {got} bytes: {type(exc).__name__}: {exc}") from exc
-        if buffer:
+        if chunks:
             await flush()
 
     def _verify(self, total: int | None) -> None:
