@@ -11,7 +11,8 @@ Limits, all shared by the whole run:
   the servers' side, so many can be in flight; this also bounds the tasks we hold, so 10,000
   servers never means 10,000 of anything heavy.
 - `downloads`: archive transfers at a time.
-- `rate`: requests per second per endpoint, through one `RateLimiter` each.
+- `rate`: where each endpoint's adaptive `RateLimiter` starts; export POSTs also pass a
+  second one of their own, so an API that caps running exports slows only exports.
 """
 
 from __future__ import annotations
@@ -159,49 +160,53 @@ class Sweep:
     async def collect(self, target: Target, progress: _Progress, export_id: str | None = None) -> Archive:
         """Export -> poll -> download -> verify, for one server.
 
+        `export_id` is an export an earlier run asked for: we poll it rather than ask again.
         A 404 while polling or downloading means the export expired or vanished: we ask for
         one new export, once per server per run.
         """
         api = self.clients[id(target.project)]
-        server_id = target.server.id
         renewals_left = 1
         while True:
             resumed = export_id is not None
             if not resumed:
-                await progress.enter(Phase.EXPORTING)
-                export_id = await self.start_export(api, server_id, progress)
-            progress.result.export_id = export_id
-            await progress.enter(Phase.POLLING, export_id=export_id)
+                export_id = await self.start_export(api, target, progress)
             try:
-                await self.wait_for_export(api, server_id, export_id, progress, resumed=resumed)
-                async with self._downloads:
-                    if self.stopping:  # ready, but we are shutting down: leave it for the next run
-                        progress.scope.cancel()
-                        await anyio.lowlevel.checkpoint()
-                    await progress.enter(Phase.DOWNLOADING, export_id=export_id)
-                    archive, _ = await fetch_archive(
-                        api, server_id, export_id, self.destination,
-                        archive_name(target.project.project_id, server_id), self.download_options,
-                        on_retry=progress.retried,
-                    )
-                return archive
+                await self.wait_for_export(api, target, export_id, progress, resumed=resumed)
+                return await self.download(api, target, export_id, progress)
             except NotFoundError as exc:
                 if not renewals_left:
                     raise ExportFailed(f"export {export_id} vanished twice (404); last: {exc}") from exc
-                log.info("%s: export %s is gone (%s); asking for a new one", server_id, export_id, exc)
+                log.info("%s: export %s is gone (%s); asking for a new one", target.server.id, export_id, exc)
                 renewals_left -= 1
                 export_id = None
 
-    async def start_export(self, api: CloudDC, server_id: str, progress: _Progress) -> str:
-        status = await api.export(server_id, on_retry=progress.retried)
+    async def start_export(self, api: CloudDC, target: Target, progress: _Progress) -> str:
+        await progress.enter(Phase.EXPORTING)
+        status = await api.export(target.server.id, on_retry=progress.retried)
         if status.state is ExportState.FAILED:
             raise ExportFailed(f"export {status.export_id} failed at once (status {status.status!r})")
         return status.export_id
 
+    async def download(self, api: CloudDC, target: Target, export_id: str, progress: _Progress) -> Archive:
+        """Fetch and verify the archive, once one of the `downloads` transfer slots is free."""
+        async with self._downloads:
+            if self.stopping:  # ready, but we are shutting down: leave it for the next run
+                progress.scope.cancel()
+                await anyio.lowlevel.checkpoint()
+            await progress.enter(Phase.DOWNLOADING, export_id=export_id)
+            archive, _ = await fetch_archive(
+                api, target.server.id, export_id, self.destination,
+                archive_name(*target.key), self.download_options, on_retry=progress.retried,
+            )
+            return archive
+
     async def wait_for_export(
-        self, api: CloudDC, server_id: str, export_id: str, progress: _Progress, *, resumed: bool = False
+        self, api: CloudDC, target: Target, export_id: str, progress: _Progress, *, resumed: bool = False
     ) -> ExportStatus:
         """Poll until the export completes; raise `ExportFailed` if it fails or takes too long."""
+        progress.result.export_id = export_id
+        await progress.enter(Phase.POLLING, export_id=export_id)
+        server_id = target.server.id
         timeout = self.settings.export_timeout
         now = anyio.current_time()
         schedule = PollSchedule(
