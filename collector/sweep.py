@@ -244,7 +244,7 @@ class Sweep:
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
         with anyio.CancelScope() as self._scope:
             async with anyio.create_task_group() as tasks:
-                for target, result in zip(targets, results):
+                for target, result in zip(targets, results, strict=True):
                     await self._in_flight.acquire()
                     if self.stopping or self.auth_error:
                         self._in_flight.release()

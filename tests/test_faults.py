@@ -24,7 +24,6 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import aiofiles
 import aiohttp
 import pytest
 import trustme

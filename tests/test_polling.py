@@ -84,7 +84,7 @@ def test_first_poll_uses_the_interval_until_enough_exports_are_seen():
 
 def test_polls_teach_the_fleet_estimate():
     durations = ExportDurations()
-    for start in range(5):
+    for _ in range(5):
         schedule = PollSchedule(started=0, durations=durations)
         schedule.first_delay(0)
         schedule.next_delay(status(25), now=5)  # 25 % after 5 s: about 20 s in all

@@ -229,7 +229,7 @@ async def test_queued_callers_are_served_by_priority_then_arrival():
         served.append(name)
 
     async with anyio.create_task_group() as tasks:
-        for i in range(30):
+        for _ in range(30):
             await limiter.acquire()  # use up the burst so the callers below queue
         tasks.start_soon(call, "poll-1", 2)
         tasks.start_soon(call, "poll-2", 2)
