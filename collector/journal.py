@@ -14,8 +14,10 @@ until it is.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import math
+import os
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -91,9 +93,10 @@ class Journal:
 
     GATHER = 0.02  # seconds a batch waits for more rows before it is committed
 
-    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, connection: sqlite3.Connection, path: Path, lock_fd: int) -> None:
         self._db = connection
         self.path = path
+        self._lock_fd = lock_fd
         send, receive = anyio.create_memory_object_stream[tuple[dict, anyio.Event]](math.inf)
         self._send: ObjectSendStream = send
         self._receive: ObjectReceiveStream = receive
@@ -105,6 +108,10 @@ class Journal:
         path = folder / JOURNAL_NAME
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise JournalError(f"cannot create {folder}: {exc.strerror or exc}") from exc
+        lock_fd = _lock_folder(folder, out_dir)
+        try:
             connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit is on disk when it returns. We rely on it for export ids.
@@ -113,8 +120,9 @@ class Journal:
             if fresh:
                 connection.execute("DELETE FROM servers")
         except (OSError, sqlite3.Error) as exc:
+            os.close(lock_fd)
             raise JournalError(f"cannot open the journal {path}: {exc}") from exc
-        return cls(connection, path)
+        return cls(connection, path, lock_fd)
 
     def entries(self) -> dict[tuple[str, str], Entry]:
         """Everything earlier runs recorded, by (project_id, server_id)."""
@@ -189,8 +197,33 @@ class Journal:
         self._send.close()
 
     def shutdown(self) -> None:
-        """Close the database (after the writer has returned)."""
+        """Close the database and let the folder go (after the writer has returned)."""
+        self._send.close()
+        self._receive.close()
         self._db.close()
+        os.close(self._lock_fd)
+
+
+def _lock_folder(folder: Path, out_dir: Path) -> int:
+    """Hold the output folder for this run: two runs into one folder would race for every
+    `.part` file, and one could rename the other's half-written bytes into place."""
+    lock_path = folder / "lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise JournalError(f"cannot create {lock_path}: {exc.strerror or exc}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise JournalError(
+            f"{out_dir} is in use by another collector run (pid {holder}); "
+            "wait for it to finish, or choose another folder with -o"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def summarize(entries: Mapping[tuple[str, str], Entry]) -> str:

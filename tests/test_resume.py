@@ -15,7 +15,7 @@ from collector.errors import ExitCode
 from collector.inventory import load_inventory
 from collector.download import LocalDestination
 from collector.events import Events, Phase
-from collector.journal import Journal
+from collector.journal import Journal, JournalError
 from collector.simulator import SimConfig, Simulator
 from collector.sweep import Sweep
 
@@ -137,3 +137,14 @@ async def test_rejected_token_keeps_the_journal_and_a_rerun_resumes(tmp_path, fa
         assert exit_code(second) is ExitCode.OK
         for sid in collected_first:
             assert sim.exports_started[sid] == 1, sid
+
+
+def test_a_second_run_into_the_same_folder_is_refused(out_dir):
+    """Two runs would race for every .part file; the second one is told, not let in."""
+    first = Journal.open(out_dir)
+    try:
+        with pytest.raises(JournalError, match=r"in use by another collector run \(pid \d+\)"):
+            Journal.open(out_dir)
+    finally:
+        first.shutdown()
+    Journal.open(out_dir).shutdown()  # free again once the first has finished
