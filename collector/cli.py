@@ -186,6 +186,7 @@ def configure_logging(log_format: str, verbose: int) -> None:
     root.propagate = False
     root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
     logging.getLogger("collector.progress").setLevel(logging.INFO)
+    logging.getLogger("collector.summary").setLevel(logging.INFO)
 
 
 # -- running ----------------------------------------------------------------------------------
@@ -313,10 +314,22 @@ async def _cancel_after(sweep: Sweep, grace: float) -> None:
     sweep.cancel()
 
 
-def _print_summary(outcome: Outcome, out_dir: Path) -> None:
-    for line in outcome.summary:
-        print(line, file=sys.stderr)
-    print(f"archives in {out_dir}/<project_id>/, report in {outcome.report_path}", file=sys.stderr)
+def _print_summary(outcome: Outcome, out_dir: Path, log_format: str = "text") -> None:
+    lines = [*outcome.summary, f"archives in {out_dir}/<project_id>/, report in {outcome.report_path}"]
+    if exit_code(outcome) is ExitCode.AUTH:
+        lines.append("credentials were rejected (HTTP 401/403): refresh the token and run the same "
+                     "command again to resume")
+    _tell(lines, log_format)
+
+
+def _tell(lines: list[str], log_format: str) -> None:
+    """Lines for the person at the end of a run: plain text, or log records when logs are JSON
+    (so a log shipper reading stderr sees nothing but JSON)."""
+    for line in lines:
+        if log_format == "json":
+            logging.getLogger("collector.summary").info(line)
+        else:
+            print(line, file=sys.stderr)
 
 
 def command_run(args: argparse.Namespace) -> ExitCode:
@@ -330,12 +343,8 @@ def _run(args: argparse.Namespace, inventory: Inventory, out_dir: Path) -> ExitC
     configure_logging(log_format, args.verbose)
     live = not args.no_progress and inventory.settings.get("progress", True) and sys.stderr.isatty()
     outcome = anyio.run(functools.partial(sweep_fleet, inventory, settings, out_dir, live=live, fresh=args.fresh))
-    _print_summary(outcome, out_dir)
-    code = exit_code(outcome)
-    if code is ExitCode.AUTH:
-        print("credentials were rejected (HTTP 401/403): refresh the token and run the same command again "
-              "to resume", file=sys.stderr)
-    return code
+    _print_summary(outcome, out_dir, log_format)
+    return exit_code(outcome)
 
 
 def command_validate(args: argparse.Namespace) -> ExitCode:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -154,3 +155,15 @@ def test_run_exits_3_when_the_token_is_rejected(tmp_path, simulator):
     assert "credentials were rejected" in done.stderr
     assert "Traceback" not in done.stderr
     assert (tmp_path / "out" / "report.json").exists()
+
+
+def test_json_logs_keep_stderr_all_json(tmp_path, simulator):
+    """An unattended run ships stderr to a log pipeline: every line must parse, summary included."""
+    sim = simulator("--servers", "6", "--export-seconds", "0.1-0.2", "--failing", "1")
+    done = collector("run", "-i", str(sim.inventory), "-o", str(tmp_path / "out"), *FAST_FLAGS,
+                     "--log-format", "json")
+    assert done.returncode == ExitCode.PARTIAL, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    messages = [r["msg"] for r in records]
+    assert any("5/6 servers collected" in m for m in messages)
+    assert any(r["level"] == "warning" and "failed" in r["msg"] for r in records)
