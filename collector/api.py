@@ -182,7 +182,6 @@ class ArchiveResponse:
     content_length: int | None
     content_range: str | None
     accept_ranges: bool
-    content_encoding: str | None
     content_disposition: str | None
     request_id: str | None
     content: aiohttp.StreamReader
@@ -342,7 +341,6 @@ class CloudDC:
                 content_length=response.content_length,
                 content_range=response.headers.get("Content-Range"),
                 accept_ranges="bytes" in response.headers.get("Accept-Ranges", "").lower(),
-                content_encoding=response.headers.get("Content-Encoding"),
                 content_disposition=response.headers.get("Content-Disposition"),
                 request_id=response.headers.get("X-Request-Id"),
                 content=response.content,

@@ -172,7 +172,6 @@ class RateLimiter:
         self._k = 0.0
         self._last_decrease = -math.inf
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
-        self.decreases = 0
 
     async def acquire(self, priority: int = 0) -> float:
         """Wait for this caller's turn; returns the clock time it was sent at.
@@ -222,7 +221,6 @@ class RateLimiter:
         self.rate = max(self.min_rate, self.rate * self.beta)
         self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
-        self.decreases += 1
 
     def succeeded(self) -> None:
         now = self._clock()
