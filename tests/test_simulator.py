@@ -557,3 +557,23 @@ def test_cli_prints_ready_line_and_exits_0_on_sigterm(tmp_path: Path):
     assert ready.rstrip().endswith(f"(3 servers, project {DEFAULT_PROJECT_ID})")
     assert written.strip() == f"inventory written to {inventory}"
     assert inventory.exists()
+
+
+async def test_stats_endpoint_counts_what_it_received_without_counting_itself():
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        sid = sim.server_ids[0]
+        await start_export(session, sim, sid)
+        await start_export(session, sim, sid)
+        async with session.get(f"{sim.url}/v1/{sim.project_id}/physicalservers/{sid}/logs/exports/nope") as r:
+            assert r.status == 404
+        async with aiohttp.ClientSession() as anonymous:  # no token needed
+            async with anonymous.get(f"{sim.url}/_sim/stats?timeline=0") as response:
+                counts = await response.json()
+            async with anonymous.get(f"{sim.url}/_sim/stats") as response:
+                full = await response.json()
+    assert counts["requests"] == {"export": {"202": 2}, "status": {"404": 1}}
+    assert counts["requests_total"] == 3  # the stats calls are not recorded
+    assert counts["exports_started"] == 2 and counts["exports_started_max_per_server"] == 2
+    assert "timeline" not in counts
+    assert [op for _, op, _ in full["timeline"]] == ["export", "export", "status"]
+    assert len(full["export_spans"]) == 2
