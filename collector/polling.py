@@ -5,9 +5,7 @@ limit, every poll that finds an export still running delays the whole fleet. So:
 
 - The first poll of an export comes when most exports of this run have finished by then:
   the 90th percentile of the durations seen so far (`ExportDurations`), measured from the
-  export's `created_at`; at the median already if the endpoint has requests to spare then
-  (the sweep decides that). Until a few exports have been seen, `first` seconds
-  (--poll-interval).
+  export's `created_at`. Until a few exports have been seen, `first` seconds (--poll-interval).
 - After a poll that reports progress, we estimate when the export reaches 100 % from its
   percentage history (rate between the two latest reports, or since it started) and aim just
   after that.
@@ -69,9 +67,9 @@ class PollSchedule:
     went_backwards: tuple[int, int] | None = field(default=None, init=False)
     last: ExportStatus | None = field(default=None, init=False)
 
-    def first_delay(self, now: float, quantile: float = 0.9) -> float:
-        """How long after `now` to poll first: when `quantile` of the run's exports are done."""
-        typical = self.durations.quantile(quantile) if self.durations is not None else None
+    def first_delay(self, now: float) -> float:
+        """How long after `now` to poll first."""
+        typical = self.durations.quantile(0.9) if self.durations is not None else None
         if typical is None:
             wait = self.first
         else:

@@ -217,9 +217,10 @@ class Sweep:
             resumed=resumed,
             durations=self.durations,
         )
+        delay = schedule.first_delay(now)
         with anyio.move_on_after(timeout):
-            await self._until_first_poll(api, schedule, now)
             while True:
+                await anyio.sleep(delay)
                 status = await api.status(server_id, export_id, on_retry=progress.retried)
                 now = anyio.current_time()
                 if status.state is ExportState.COMPLETED:
@@ -228,18 +229,8 @@ class Sweep:
                 if status.state is ExportState.FAILED:
                     at = f" at {status.percentage}%" if status.percentage is not None else ""
                     raise ExportFailed(f"export {export_id} failed{at} (status {status.status!r})")
-                await anyio.sleep(schedule.next_delay(status, now))
+                delay = schedule.next_delay(status, now)
         raise ExportFailed(schedule.failure_reason(timeout))
-
-    async def _until_first_poll(self, api: CloudDC, schedule: PollSchedule, now: float) -> None:
-        """Wait until half the run's exports would be done; then, unless the endpoint has
-        requests to spare, on until nine in ten would be. A poll that finds the export still
-        running costs the whole fleet a request only when the budget is in use."""
-        early = schedule.first_delay(now, quantile=0.5)
-        late = schedule.first_delay(now, quantile=0.9)
-        await anyio.sleep(early)
-        if late > early and not api.limiter.idle:
-            await anyio.sleep(late - early)
 
     # -- the fan-out ----------------------------------------------------------------------
 

@@ -173,11 +173,6 @@ class RateLimiter:
         self._last_decrease = -math.inf
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
 
-    @property
-    def idle(self) -> bool:
-        """Nobody is waiting for a slot: a request now would go at once."""
-        return not self._busy
-
     async def acquire(self, priority: int = 0) -> float:
         """Wait for this caller's turn; returns the clock time it was sent at.
 

@@ -108,11 +108,3 @@ def test_our_own_export_ignores_a_skewed_created_at():
     schedule.first_delay(500)
     delay = schedule.next_delay(ExportStatus("1", ExportState.RUNNING, "Running", 50, skewed), now=505)
     assert 5 <= delay <= 7
-
-
-def test_first_poll_at_another_quantile_of_the_fleet():
-    durations = ExportDurations()
-    for seconds in [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]:
-        durations.add(seconds)
-    schedule = PollSchedule(first=5, longest=60, started=0, durations=durations)
-    assert schedule.first_delay(now=0, quantile=0.5) == pytest.approx(10 * 1.05)

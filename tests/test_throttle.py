@@ -249,16 +249,3 @@ async def test_a_cancelled_waiter_does_not_stall_the_queue():
     with anyio.fail_after(2):
         for _ in range(3):
             await limiter.acquire()
-
-
-@pytest.mark.anyio
-async def test_limiter_is_idle_only_when_nobody_waits_for_a_slot():
-    limiter = RateLimiter(50)
-    assert limiter.idle
-    for _ in range(30):
-        await limiter.acquire()  # the burst is used up: the next caller must wait
-    async with anyio.create_task_group() as tasks:
-        tasks.start_soon(limiter.acquire)
-        await anyio.sleep(0.005)
-        assert not limiter.idle
-    assert limiter.idle
