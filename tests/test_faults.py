@@ -31,7 +31,7 @@ from aiohttp import web
 
 from collector import cli
 from collector.api import CloudDC
-from collector.cli import Outcome, exit_code, sweep_fleet
+from collector.cli import Outcome, exit_code
 from collector.credentials import StaticToken
 from collector.download import (
     DownloadOptions,
@@ -41,10 +41,10 @@ from collector.download import (
     fetch_archive,
 )
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
-from collector.inventory import load_inventory
 from collector.simulator import SimConfig, Simulator
+from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from collector.simulator.archive import build_archive
-from collector.sweep import ServerResult, Settings
+from collector.sweep import ServerResult
 from collector.throttle import RateLimiter, RetryPolicy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
@@ -55,31 +55,6 @@ LARGE = dict(export_seconds=(0.05, 0.1), archive_bytes=(300_000, 400_000))
 
 
 # -- sweeping the simulator ---------------------------------------------------------------------
-
-
-async def sweep(sim: Simulator, tmp_path: Path, settings: Settings) -> Outcome:
-    inventory_path = tmp_path / "inventory.yaml"
-    sim.write_inventory(inventory_path)
-    out = tmp_path / "out"
-    out.mkdir(mode=0o700, exist_ok=True)
-    return await sweep_fleet(load_inventory(inventory_path), settings, out, live=False)
-
-
-def archive_path(tmp_path: Path, sim: Simulator, server_id: str) -> Path:
-    return tmp_path / "out" / archive_name(sim.project_id, server_id)
-
-
-def assert_exact(tmp_path: Path, sim: Simulator, server_ids) -> None:
-    for sid in server_ids:
-        assert archive_path(tmp_path, sim, sid).read_bytes() == sim.expected_archive(sid), sid
-
-
-def partials(tmp_path: Path) -> list[Path]:
-    return [p for p in tmp_path.rglob("*") if p.name.endswith(".part")]
-
-
-def by_id(outcome: Outcome) -> dict[str, ServerResult]:
-    return {r.server_id: r for r in outcome.results}
 
 
 def others(sim: Simulator, server_id: str) -> list[str]:

@@ -10,25 +10,19 @@ import aiohttp
 import anyio
 import pytest
 
-from collector.cli import exit_code, sweep_fleet
+from collector.cli import exit_code
 from collector.errors import ExitCode
 from collector.inventory import load_inventory
 from collector.download import LocalDestination
 from collector.events import Events, Phase
 from collector.journal import Journal, JournalError
 from collector.simulator import SimConfig, Simulator
+from _fleet import sweep
 from collector.sweep import Sweep
 
 pytestmark = pytest.mark.anyio
 
 CONFIG = SimConfig(servers=12, export_seconds=(0.05, 0.15), archive_bytes=(4096, 16384), seed=11)
-
-
-async def sweep(sim, tmp_path, settings, **kwargs):
-    inventory = tmp_path / "inventory.yaml"
-    if not inventory.exists():
-        sim.write_inventory(inventory)
-    return await sweep_fleet(load_inventory(inventory), settings, tmp_path / "out", live=False, **kwargs)
 
 
 def journal_rows(tmp_path):

@@ -3,45 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
-from collector.cli import Outcome, exit_code, sweep_fleet
+from collector.cli import exit_code
 from collector.errors import ExitCode
-from collector.inventory import load_inventory
 from collector.simulator import SimConfig, Simulator
+from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from collector.sweep import Settings
 
 pytestmark = pytest.mark.anyio
-
-
-async def sweep(sim: Simulator, tmp_path: Path, settings: Settings, *, then=None) -> Outcome:
-    """Write an inventory for `sim`, call `then()` if given, and sweep it in-process."""
-    inventory_path = tmp_path / "inventory.yaml"
-    sim.write_inventory(inventory_path)
-    if then is not None:
-        then()
-    out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
-    return await sweep_fleet(load_inventory(inventory_path), settings, out, live=False)
-
-
-def archive_path(tmp_path: Path, sim: Simulator, server_id: str) -> Path:
-    return tmp_path / "out" / sim.project_id / f"{server_id}-dump.tar.gz"
-
-
-def assert_exact(tmp_path: Path, sim: Simulator, server_ids) -> None:
-    for sid in server_ids:
-        assert archive_path(tmp_path, sim, sid).read_bytes() == sim.expected_archive(sid), sid
-
-
-def no_partials(tmp_path: Path) -> list[Path]:
-    return [p for p in (tmp_path / "out").rglob("*") if p.name.endswith(".part")]
-
-
-def by_id(outcome: Outcome):
-    return {r.server_id: r for r in outcome.results}
 
 
 @pytest.mark.timeout(120)
@@ -52,7 +23,7 @@ async def test_200_servers_collected_byte_for_byte(tmp_path, fast_settings):
         assert_exact(tmp_path, sim, sim.server_ids)
         assert sum(sim.exports_started.values()) == 200
     assert exit_code(outcome) is ExitCode.OK
-    assert no_partials(tmp_path) == []
+    assert partials(tmp_path) == []
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["totals"] == {"servers": 200, "collected": 200, "failed": 0, "pending": 0,
                                 "bytes": sum(r["bytes"] for r in report["servers"])}
