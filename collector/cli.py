@@ -23,6 +23,7 @@ import aiohttp
 import anyio
 
 from collector import __version__
+from collector.allocator import keep_heap_headroom
 from collector.errors import ExitCode, UsageError
 from collector.inventory import Inventory, load_inventory
 from collector.progress import Tally, show_progress
@@ -365,6 +366,8 @@ def command_demo(args: argparse.Namespace) -> ExitCode:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command in ("run", "demo"):
+        keep_heap_headroom()  # streaming archives churns the heap; see collector.allocator
     try:
         if args.command == "run":
             return int(command_run(args))

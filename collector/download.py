@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-import aiofiles
 import aiohttp
 import anyio
 
@@ -64,7 +63,7 @@ class Archive:
 class PartialFile(Protocol):
     size: int
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, chunks: list[bytes]) -> None: ...
     async def truncate(self) -> None: ...
     async def commit(self) -> Archive: ...
     async def discard(self) -> None: ...
@@ -81,7 +80,11 @@ class LocalPartial:
 
     The file is created lazily: an archive that arrives as one chunk (most log bundles, and
     every small one) is created, written, fsynced and renamed in a single trip to a worker
-    thread. Larger ones stream through aiofiles, one write per chunk.
+    thread. Larger ones stream: a worker thread writes each batch of chunks with one writev
+    while the event loop hashes it and receives the next (one write in flight), and every
+    `WRITEBACK_BYTES` the kernel is asked to start writing the file out, so the final fsync
+    waits for the tail only. (Measured on a 2 GiB archive: hashing in the writer thread instead
+    made the writer the bottleneck, 5.3-6.1 s against 3.6-4.2 s.)
     """
 
     def __init__(self, root: Path, name: str) -> None:
@@ -90,8 +93,11 @@ class LocalPartial:
         self.part = self.final.with_name(self.final.name + ".part")
         self.size = 0
         self._hash = hashlib.sha256()
-        self._file = None
-        self._first: bytes | None = None  # the first chunk, while the file does not exist yet
+        self._fd: int | None = None
+        self._first: list[bytes] | None = None  # the first chunks, while the file does not exist yet
+        self._writing: asyncio.Future[None] | None = None  # the write in flight
+        self._written = 0  # bytes on the file (worker thread's count)
+        self._flushed = 0  # bytes handed to writeback
 
     def _create_fd(self) -> int:
         """Create the `.part` afresh and return a descriptor to write it. In a worker thread."""
@@ -113,33 +119,55 @@ class LocalPartial:
         finally:
             os.close(dir_fd)
 
-    def _store_whole(self, data: bytes) -> None:
+    def _store_whole(self, chunks: list[bytes]) -> None:
         """Create, write, fsync and publish in one go. In a worker thread."""
+        for chunk in chunks:
+            self._hash.update(chunk)
         fd = self._create_fd()
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, chunks)
             os.fsync(fd)
         finally:
             os.close(fd)
         self._publish()
 
-    async def write(self, data: bytes) -> None:
-        if self._file is None:
+    def _append(self, fd: int, chunks: list[bytes]) -> None:
+        """Write chunks; start writeback of what piled up. In a worker thread."""
+        _write_all(fd, chunks)
+        for chunk in chunks:
+            self._written += len(chunk)
+        if _FADVISE and self._written - self._flushed >= WRITEBACK_BYTES:
+            # DONTNEED on dirty pages starts their writeback without waiting for it.
+            os.posix_fadvise(fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed = self._written
+
+    async def write(self, chunks: list[bytes]) -> None:
+        """Write these chunks, in order, after what was written before. Takes over the list."""
+        size = sum(map(len, chunks))
+        if self._fd is None:
             if self._first is None and not self.size:
-                self._first = data
-                self._hash.update(data)
-                self.size += len(data)
+                self._first = chunks
+                self.size += size
                 return
-            fd = await anyio.to_thread.run_sync(self._create_fd)
-            self._file = await aiofiles.open(fd, "wb", closefd=True)
+            self._fd = await anyio.to_thread.run_sync(self._create_fd)
+            self._written = self._flushed = 0
             if self._first:
                 first, self._first = self._first, None
-                await self._file.write(first)
-        await self._file.write(data)
-        self._hash.update(data)
-        self.size += len(data)
+                self._writing = _in_thread(self._append, self._fd, first)
+                for chunk in first:
+                    self._hash.update(chunk)
+        await self._settle()
+        self._writing = _in_thread(self._append, self._fd, chunks)
+        for chunk in chunks:
+            self._hash.update(chunk)
+        self.size += size
+
+    async def _settle(self) -> None:
+        """Wait for the write in flight and raise its error."""
+        if self._writing is not None:
+            # Shielded: cancelling this wait must not forget a thread still writing (see _close).
+            await asyncio.shield(self._writing)
+            self._writing = None
 
     async def truncate(self) -> None:
         """Start again from zero."""
@@ -152,28 +180,59 @@ class LocalPartial:
         return self._hash.hexdigest()
 
     async def commit(self) -> Archive:
-        if self._file is None:
-            await anyio.to_thread.run_sync(self._store_whole, self._first or b"")
-            self._first = None
+        if self._fd is None:
+            first, self._first = self._first or [], None
+            await anyio.to_thread.run_sync(self._store_whole, first)
         else:
-            await self._file.flush()
-            await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
+            await self._settle()
+            await anyio.to_thread.run_sync(os.fsync, self._fd)
             await self._close()
             await anyio.to_thread.run_sync(self._publish)
         return Archive(self.name, self.size, self.sha256())
 
     async def discard(self) -> None:
         self._first = None
-        with suppress(OSError):  # closing flushes, which fails again on a full disk; remove it anyway
+        with suppress(OSError):  # the write in flight may have failed too (a full disk); remove it anyway
             await self._close()
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_unlink_quietly, self.part)
 
     async def _close(self) -> None:
-        if self._file is not None:
-            file, self._file = self._file, None
+        """Close the file once no thread writes to it any more (else its number could be reused)."""
+        if self._fd is None:
+            return
+        fd, writing = self._fd, self._writing
+        self._fd = self._writing = None
+        if writing is not None:
             with anyio.CancelScope(shield=True):
-                await file.close()
+                await asyncio.wait({writing})
+            if not writing.cancelled():
+                writing.exception()  # an error there is this file's, now unwanted; mark it seen
+        os.close(fd)
+
+
+_FADVISE = hasattr(os, "posix_fadvise")
+_IOV_MAX = 512  # under every platform's IOV_MAX (1024 on Linux)
+WRITEBACK_BYTES = 16 * 1024 * 1024
+
+
+def _in_thread(func, *args) -> asyncio.Future[None]:
+    return asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write the chunks in order with as few system calls as the kernel allows."""
+    for start in range(0, len(chunks), _IOV_MAX):
+        batch = chunks[start:start + _IOV_MAX]
+        done = os.writev(fd, batch)
+        for chunk in batch:  # after a short write, the rest one chunk at a time
+            if done >= len(chunk):
+                done -= len(chunk)
+                continue
+            view = memoryview(chunk)[done:]
+            done = 0
+            while view:
+                view = view[os.write(fd, view):]
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -319,21 +378,23 @@ class _Transfer:
 
     async def _stream(self, response: ArchiveResponse, *, check_gzip: bool) -> None:
         partial = self.partial
-        chunks: list[bytes] = []  # joined once per write: no bytearray growing and copying
+        chunks: list[bytes] = []  # handed to the file as they came: one writev, no copying
         pending = 0
 
         async def flush() -> None:
-            nonlocal pending
-            data = b"".join(chunks)
-            chunks.clear()
-            pending = 0
-            if partial.size == 0 and not data.startswith(GZIP_MAGIC):
-                raise ArchiveError(f"not a gzip archive: starts with {data[:16]!r}")
+            nonlocal chunks, pending
+            batch, size = chunks, pending
+            chunks, pending = [], 0
+            if partial.size == 0:
+                head = b"".join(batch)[:16] if len(batch[0]) < 16 else batch[0][:16]
+                if not head.startswith(GZIP_MAGIC):
+                    raise ArchiveError(f"not a gzip archive: starts with {head!r}")
             if check_gzip:
-                self.gzip.feed(data)
+                for chunk in batch:
+                    self.gzip.feed(chunk)
             with _storing(self.name):
-                await partial.write(data)
-            self.api.stats.bytes_downloaded += len(data)
+                await partial.write(batch)
+            self.api.stats.bytes_downloaded += size
 
         try:
             async for chunk in response.content.iter_chunked(READ_CHUNK):
@@ -343,7 +404,7 @@ class _Transfer:
                     )
                 chunks.append(chunk)
                 pending += len(chunk)
-                if pending >= WRITE_CHUNK:
+                if pending >= WRITE_CHUNK or len(chunks) >= _IOV_MAX:
                     await flush()
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             got = partial.size + pending

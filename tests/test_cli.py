@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from collector.allocator import keep_heap_headroom
 from collector.errors import ExitCode
 
 
@@ -167,3 +169,14 @@ def test_json_logs_keep_stderr_all_json(tmp_path, simulator):
     messages = [r["msg"] for r in records]
     assert any("5/6 servers collected" in m for m in messages)
     assert any(r["level"] == "warning" and "failed" in r["msg"] for r in records)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the tuning is glibc's mallopt")
+def test_heap_headroom_is_set_on_glibc():
+    # Process-wide, but harmless to this test process: it only keeps freed memory for reuse.
+    assert keep_heap_headroom() is True
+
+
+def test_heap_headroom_is_left_alone_off_glibc(monkeypatch):
+    monkeypatch.setattr(platform, "libc_ver", lambda: ("musl", "1.2"))
+    assert keep_heap_headroom() is False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gzip
+import hashlib
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ import ssl
 import stat
 import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,7 +30,7 @@ import pytest
 import trustme
 from aiohttp import web
 
-from collector import cli
+from collector import cli, download
 from collector.api import CloudDC
 from collector.cli import Outcome, exit_code
 from collector.credentials import StaticToken
@@ -572,10 +573,10 @@ class FillingPartial:
     def size(self) -> int:
         return self.inner.size
 
-    async def write(self, data: bytes) -> None:
-        if self.inner.size + len(data) > self.room:
+    async def write(self, chunks: list[bytes]) -> None:
+        if self.inner.size + sum(map(len, chunks)) > self.room:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.inner.part))
-        await self.inner.write(data)
+        await self.inner.write(chunks)
 
     async def truncate(self) -> None:
         await self.inner.truncate()
@@ -668,3 +669,102 @@ async def test_full_disk_at_commit_removes_the_part_and_says_why(tmp_path):
             await fetch_archive(api, SERVER, "1", DevFullDestination(tmp_path), archive_name(PROJECT, SERVER),
                                 DownloadOptions(policy=api.policy))
     assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+
+
+async def test_full_disk_while_streaming_removes_the_part_and_says_why(tmp_path):
+    """A big archive is written one batch behind the socket: the failed write still ends the transfer."""
+    archive = build_archive(SERVER, 5 * 1024 * 1024, seed=3)
+    async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
+        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
+        with pytest.raises(StorageError, match="No space left on device"):
+            await fetch_archive(api, SERVER, "1", DevFullDestination(tmp_path), archive_name(PROJECT, SERVER),
+                                DownloadOptions(policy=api.policy))
+    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+
+
+# -- streaming to disk --------------------------------------------------------------------------
+
+
+def files_open_under(folder: Path) -> list[str]:
+    """What this process holds open in `folder` (also files removed since)."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{fd}")
+            if target.startswith(str(folder)):
+                found.append(target)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to count descriptors")
+async def test_cancelled_transfer_waits_for_the_write_in_flight_then_closes_and_removes(tmp_path):
+    """Cancelled mid-body (a second signal, say): no `.part`, no descriptor left open."""
+    archive = build_archive(SERVER, 6 * 1024 * 1024, seed=4)
+    released = asyncio.Event()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(raw_answer(archive)[: 4 * 1024 * 1024])  # then hold the rest back
+        await writer.drain()
+        await released.wait()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    url = "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+    destination = LocalDestination(tmp_path)
+    name = archive_name(PROJECT, SERVER)
+    part = tmp_path / (name + ".part")
+    try:
+        async with plain_session() as session:
+            api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=1))
+            task = asyncio.ensure_future(
+                fetch_archive(api, SERVER, "1", destination, name, DownloadOptions(policy=api.policy))
+            )
+            for _ in range(500):  # until the .part exists and holds a few MiB: writes are under way
+                await asyncio.sleep(0.01)
+                if part.exists() and part.stat().st_size >= 2 * 1024 * 1024:
+                    break
+            assert files_open_under(tmp_path) == [str(part)]  # the check can see what it looks for
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        released.set()
+        server.close()
+        await server.wait_closed()
+    assert not part.exists() and not (tmp_path / name).exists()
+    assert files_open_under(tmp_path) == []
+
+
+async def test_archive_streamed_across_many_writes_and_writeback_hints_is_exact(tmp_path, fast_settings):
+    """More than `WRITEBACK_BYTES`, so the file is written in batches with writeback started as it goes."""
+    size = download.WRITEBACK_BYTES + 3 * download.WRITE_CHUNK + 12345
+    config = SimConfig(servers=2, seed=31, export_seconds=(0.05, 0.1), archive_bytes=(size, size))
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, sim.server_ids)
+        for result in outcome.results:
+            assert result.sha256 == hashlib.sha256(sim.expected_archive(result.server_id)).hexdigest()
+    assert exit_code(outcome) is ExitCode.OK
+
+
+def test_short_writes_are_continued_where_they_stopped(tmp_path, monkeypatch):
+    """`writev` may write less than asked (a signal, a nearly full disk): the rest follows, in order."""
+    real_writev = os.writev
+    calls = []
+
+    def short_writev(fd, buffers):
+        calls.append(len(buffers))
+        first = bytes(buffers[0])
+        return real_writev(fd, [first[: len(first) // 2 + 1]])  # half of the first buffer only
+
+    monkeypatch.setattr(os, "writev", short_writev)
+    chunks = [bytes([n % 251]) * (1000 + n) for n in range(download._IOV_MAX + 7)]  # two batches
+    path = tmp_path / "file"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    try:
+        download._write_all(fd, chunks)
+    finally:
+        os.close(fd)
+    assert calls == [download._IOV_MAX, 7]
+    assert path.read_bytes() == b"".join(chunks)
