@@ -29,7 +29,7 @@ from collector.inventory import Inventory, load_inventory
 from collector.progress import Tally, show_progress
 from collector.report import build_report, summary, write_report
 from collector.sweep import ServerResult, Settings, Sweep
-from collector.download import LocalDestination
+from collector.storage import LocalDestination
 from collector.journal import Journal, JournalError, summarize
 
 log = logging.getLogger("collector")

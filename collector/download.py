@@ -7,21 +7,19 @@ transfer is retried under the run's `RetryPolicy`, resuming with `Range` when th
 advertised `Accept-Ranges` and answers it correctly, else from zero: never appending to
 bytes whose offset we cannot vouch for.
 
-Where the bytes go sits behind `Destination` (local folder today; object storage later).
+Where the bytes go sits behind `Destination`: a local folder (`collector.storage`) today,
+object storage later.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
 import re
 import zlib
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -35,7 +33,8 @@ log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
 READ_CHUNK = 256 * 1024
-WRITE_CHUNK = 1024 * 1024  # buffer reads into large writes: one thread hop per MiB
+WRITE_CHUNK = 1024 * 1024  # received chunks go to the destination in batches of this many bytes
+WRITE_BATCH = 512  # or of this many chunks (one writev takes at most IOV_MAX, 1024 on Linux)
 
 
 @contextmanager
@@ -63,7 +62,7 @@ class Archive:
 class PartialFile(Protocol):
     size: int
 
-    async def write(self, chunks: list[bytes]) -> None: ...
+    async def write(self, chunks: list[bytes]) -> None: ...  # in order, after what came before
     async def truncate(self) -> None: ...
     async def commit(self) -> Archive: ...
     async def discard(self) -> None: ...
@@ -73,202 +72,6 @@ class PartialFile(Protocol):
 class Destination(Protocol):
     async def open_partial(self, name: str) -> PartialFile: ...
     async def check(self, name: str, size: int, sha256: str | None) -> bool: ...
-
-
-class LocalPartial:
-    """`<name>.part` beside the final file; created with O_EXCL|O_NOFOLLOW, mode 0600.
-
-    The file is created lazily: an archive that arrives as one chunk (most log bundles, and
-    every small one) is created, written, fsynced and renamed in a single trip to a worker
-    thread. Larger ones stream: a worker thread writes each batch of chunks with one writev
-    while the event loop hashes it and receives the next (one write in flight), and every
-    `WRITEBACK_BYTES` the kernel is asked to start writing the file out, so the final fsync
-    waits for the tail only. (Measured on a 2 GiB archive: hashing in the writer thread instead
-    made the writer the bottleneck, 5.3-6.1 s against 3.6-4.2 s.)
-    """
-
-    def __init__(self, root: Path, name: str) -> None:
-        self.name = name
-        self.final = root / name
-        self.part = self.final.with_name(self.final.name + ".part")
-        self.size = 0
-        self._hash = hashlib.sha256()
-        self._fd: int | None = None
-        self._first: list[bytes] | None = None  # the first chunks, while the file does not exist yet
-        self._writing: asyncio.Future[None] | None = None  # the write in flight
-        self._written = 0  # bytes on the file (worker thread's count)
-        self._flushed = 0  # bytes handed to writeback
-
-    def _create_fd(self) -> int:
-        """Create the `.part` afresh and return a descriptor to write it. In a worker thread."""
-        self.final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        _unlink_quietly(self.part)  # removes a planted symlink itself, never its target
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-        return os.open(self.part, flags, 0o600)
-
-    def _publish(self) -> None:
-        """Rename the `.part` to the final name and make the rename durable. In a worker thread.
-
-        os.replace swaps the name atomically, and replaces a symlink at the final path rather
-        than following it.
-        """
-        os.replace(self.part, self.final)
-        dir_fd = os.open(self.final.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-
-    def _store_whole(self, chunks: list[bytes]) -> None:
-        """Create, write, fsync and publish in one go. In a worker thread."""
-        for chunk in chunks:
-            self._hash.update(chunk)
-        fd = self._create_fd()
-        try:
-            _write_all(fd, chunks)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        self._publish()
-
-    def _append(self, fd: int, chunks: list[bytes]) -> None:
-        """Write chunks; start writeback of what piled up. In a worker thread."""
-        _write_all(fd, chunks)
-        for chunk in chunks:
-            self._written += len(chunk)
-        if _FADVISE and self._written - self._flushed >= WRITEBACK_BYTES:
-            # DONTNEED on dirty pages starts their writeback without waiting for it.
-            os.posix_fadvise(fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED)
-            self._flushed = self._written
-
-    async def write(self, chunks: list[bytes]) -> None:
-        """Write these chunks, in order, after what was written before. Takes over the list."""
-        size = sum(map(len, chunks))
-        if self._fd is None:
-            if self._first is None and not self.size:
-                self._first = chunks
-                self.size += size
-                return
-            self._fd = await anyio.to_thread.run_sync(self._create_fd)
-            self._written = self._flushed = 0
-            if self._first:
-                first, self._first = self._first, None
-                self._writing = _in_thread(self._append, self._fd, first)
-                for chunk in first:
-                    self._hash.update(chunk)
-        await self._settle()
-        self._writing = _in_thread(self._append, self._fd, chunks)
-        for chunk in chunks:
-            self._hash.update(chunk)
-        self.size += size
-
-    async def _settle(self) -> None:
-        """Wait for the write in flight and raise its error."""
-        if self._writing is not None:
-            # Shielded: cancelling this wait must not forget a thread still writing (see _close).
-            await asyncio.shield(self._writing)
-            self._writing = None
-
-    async def truncate(self) -> None:
-        """Start again from zero."""
-        await self._close()
-        self._first = None
-        self.size = 0
-        self._hash = hashlib.sha256()
-
-    def sha256(self) -> str:
-        return self._hash.hexdigest()
-
-    async def commit(self) -> Archive:
-        if self._fd is None:
-            first, self._first = self._first or [], None
-            await anyio.to_thread.run_sync(self._store_whole, first)
-        else:
-            await self._settle()
-            await anyio.to_thread.run_sync(os.fsync, self._fd)
-            await self._close()
-            await anyio.to_thread.run_sync(self._publish)
-        return Archive(self.name, self.size, self.sha256())
-
-    async def discard(self) -> None:
-        self._first = None
-        with suppress(OSError):  # the write in flight may have failed too (a full disk); remove it anyway
-            await self._close()
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_unlink_quietly, self.part)
-
-    async def _close(self) -> None:
-        """Close the file once no thread writes to it any more (else its number could be reused)."""
-        if self._fd is None:
-            return
-        fd, writing = self._fd, self._writing
-        self._fd = self._writing = None
-        if writing is not None:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({writing})
-            if not writing.cancelled():
-                writing.exception()  # an error there is this file's, now unwanted; mark it seen
-        os.close(fd)
-
-
-_FADVISE = hasattr(os, "posix_fadvise")
-_IOV_MAX = 512  # under every platform's IOV_MAX (1024 on Linux)
-WRITEBACK_BYTES = 16 * 1024 * 1024
-
-
-def _in_thread(func, *args) -> asyncio.Future[None]:
-    return asyncio.get_running_loop().run_in_executor(None, func, *args)
-
-
-def _write_all(fd: int, chunks: list[bytes]) -> None:
-    """Write the chunks in order with as few system calls as the kernel allows."""
-    for start in range(0, len(chunks), _IOV_MAX):
-        batch = chunks[start:start + _IOV_MAX]
-        done = os.writev(fd, batch)
-        for chunk in batch:  # after a short write, the rest one chunk at a time
-            if done >= len(chunk):
-                done -= len(chunk)
-                continue
-            view = memoryview(chunk)[done:]
-            done = 0
-            while view:
-                view = view[os.write(fd, view):]
-
-
-def _unlink_quietly(path: Path) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-class LocalDestination:
-    """Archives under a local folder: `ROOT/<project_id>/<server_id>-dump.tar.gz`."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    async def open_partial(self, name: str) -> LocalPartial:
-        return LocalPartial(self.root, name)
-
-    async def check(self, name: str, size: int, sha256: str | None) -> bool:
-        """Is the archive there with this size (and, if given, this sha256)?"""
-        return await anyio.to_thread.run_sync(_check_file, self.root / name, size, sha256)
-
-
-def _check_file(path: Path, size: int, sha256: str | None) -> bool:
-    try:
-        if path.is_symlink() or not path.is_file() or path.stat().st_size != size:
-            return False
-    except OSError:
-        return False
-    if sha256 is None:
-        return True
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(WRITE_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest() == sha256
 
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
@@ -404,7 +207,7 @@ class _Transfer:
                     )
                 chunks.append(chunk)
                 pending += len(chunk)
-                if pending >= WRITE_CHUNK or len(chunks) >= _IOV_MAX:
+                if pending >= WRITE_CHUNK or len(chunks) >= WRITE_BATCH:
                     await flush()
         except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
             got = partial.size + pending

@@ -30,19 +30,14 @@ import pytest
 import trustme
 from aiohttp import web
 
-from collector import cli, download
+from collector import cli, download, storage
 from collector.api import CloudDC
 from collector.cli import Outcome, exit_code
 from collector.credentials import StaticToken
-from collector.download import (
-    DownloadOptions,
-    LocalDestination,
-    LocalPartial,
-    archive_name,
-    fetch_archive,
-)
+from collector.download import DownloadOptions, archive_name, fetch_archive
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
 from collector.simulator import SimConfig, Simulator
+from collector.storage import LocalDestination, LocalPartial
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from collector.simulator.archive import build_archive
 from collector.sweep import ServerResult
@@ -738,7 +733,7 @@ async def test_cancelled_transfer_waits_for_the_write_in_flight_then_closes_and_
 
 async def test_archive_streamed_across_many_writes_and_writeback_hints_is_exact(tmp_path, fast_settings):
     """More than `WRITEBACK_BYTES`, so the file is written in batches with writeback started as it goes."""
-    size = download.WRITEBACK_BYTES + 3 * download.WRITE_CHUNK + 12345
+    size = storage.WRITEBACK_BYTES + 3 * download.WRITE_CHUNK + 12345
     config = SimConfig(servers=2, seed=31, export_seconds=(0.05, 0.1), archive_bytes=(size, size))
     async with Simulator(config) as sim:
         outcome = await sweep(sim, tmp_path, fast_settings)
@@ -759,12 +754,12 @@ def test_short_writes_are_continued_where_they_stopped(tmp_path, monkeypatch):
         return real_writev(fd, [first[: len(first) // 2 + 1]])  # half of the first buffer only
 
     monkeypatch.setattr(os, "writev", short_writev)
-    chunks = [bytes([n % 251]) * (1000 + n) for n in range(download._IOV_MAX + 7)]  # two batches
+    chunks = [bytes([n % 251]) * (1000 + n) for n in range(storage._IOV_MAX + 7)]  # two batches
     path = tmp_path / "file"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
-        download._write_all(fd, chunks)
+        storage._write_all(fd, chunks)
     finally:
         os.close(fd)
-    assert calls == [download._IOV_MAX, 7]
+    assert calls == [storage._IOV_MAX, 7]
     assert path.read_bytes() == b"".join(chunks)

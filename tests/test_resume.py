@@ -13,7 +13,7 @@ import pytest
 from collector.cli import exit_code
 from collector.errors import ExitCode
 from collector.inventory import load_inventory
-from collector.download import LocalDestination
+from collector.storage import LocalDestination
 from collector.events import Events, Phase
 from collector.journal import Journal, JournalError
 from collector.simulator import SimConfig, Simulator

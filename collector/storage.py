@@ -1,0 +1,303 @@
+"""Archives on a local disk: written beside their final name, made durable, renamed into place.
+
+`LocalDestination` is the `Destination` a run writes to: `ROOT/<project_id>/<server_id>-dump.tar.gz`.
+Each archive grows as `<name>.part` (created with O_EXCL|O_NOFOLLOW, mode 0600) and is
+published by fsync, rename, and an fsync of its folder, so a crash leaves either the whole
+archive or no archive under the final name.
+
+Where the time goes, and what is done about it:
+
+- Most log bundles arrive as one batch of chunks: nothing touches the disk until `commit`,
+  which creates, writes, fsyncs and renames the file in one go.
+- Larger ones stream: a worker thread writes each batch with one `writev` while the event
+  loop hashes it and reads the next (one write in flight), and every `WRITEBACK_BYTES` the
+  kernel is asked to start writing the file out, so the final fsync waits for the tail only.
+  Hashing in the writer thread instead made the writer the bottleneck (one 2 GiB archive:
+  5.3-6.1 s against 3.6-4.2 s).
+- Commits are grouped (`_GroupCommit`): one worker-thread trip per batch of archives and one
+  fsync per folder per batch, instead of a trip and two fsyncs per archive. Each system call
+  in a worker thread hands the GIL back and forth with the busy event loop; per archive that
+  handover and the journal commits of ext4 cost more than the transfer itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from collections.abc import Callable
+from contextlib import suppress
+from pathlib import Path
+
+import anyio
+
+from collector.download import Archive
+
+READ_CHUNK = 1024 * 1024  # rereading an archive to check its sha256
+WRITEBACK_BYTES = 16 * 1024 * 1024
+_IOV_MAX = 512  # under every platform's IOV_MAX (1024 on Linux)
+_FADVISE = hasattr(os, "posix_fadvise")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class LocalDestination:
+    """Archives under a local folder: `ROOT/<project_id>/<server_id>-dump.tar.gz`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._commits = _GroupCommit()
+
+    async def open_partial(self, name: str) -> LocalPartial:
+        return LocalPartial(self.root, name, self._commits)
+
+    async def check(self, name: str, size: int, sha256: str | None) -> bool:
+        """Is the archive there with this size (and, if given, this sha256)?"""
+        return await anyio.to_thread.run_sync(_check_file, self.root / name, size, sha256)
+
+
+class LocalPartial:
+    """One archive on its way to `ROOT/name`: see the module's docstring."""
+
+    def __init__(self, root: Path, name: str, commits: _GroupCommit | None = None) -> None:
+        self.name = name
+        self.final = root / name
+        self.part = self.final.with_name(self.final.name + ".part")
+        self.size = 0
+        self._commits = commits or _GroupCommit()
+        self._hash = hashlib.sha256()
+        self._fd: int | None = None
+        self._first: list[bytes] | None = None  # the first chunks, while the file does not exist yet
+        self._writing: asyncio.Future[None] | None = None  # the write in flight
+        self._written = 0  # bytes on the file (worker thread's count)
+        self._flushed = 0  # bytes handed to writeback
+
+    # -- in the event loop -------------------------------------------------------------------
+
+    async def write(self, chunks: list[bytes]) -> None:
+        """Write these chunks, in order, after what was written before. Takes over the list."""
+        for chunk in chunks:
+            self._hash.update(chunk)
+        size = sum(map(len, chunks))
+        if self._fd is None:
+            if self._first is None and not self.size:
+                self._first = chunks
+                self.size += size
+                return
+            self._fd = await anyio.to_thread.run_sync(self._create_fd)
+            self._written = self._flushed = 0
+            if self._first:
+                first, self._first = self._first, None
+                self._writing = _in_thread(self._append, self._fd, first)
+        await self._settle()
+        self._writing = _in_thread(self._append, self._fd, chunks)
+        self.size += size
+
+    async def truncate(self) -> None:
+        """Start again from zero."""
+        await self._close()
+        self._first = None
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    async def commit(self) -> Archive:
+        """Make the archive durable under its final name. Not cancellable once begun."""
+        if self._fd is None:
+            first, self._first = self._first or [], None
+            await self._commits.run(lambda: self._store_whole(first))
+        else:
+            await self._settle()
+            fd, self._fd = self._fd, None  # the commit closes it
+            await self._commits.run(lambda: self._finish(fd))
+        return Archive(self.name, self.size, self.sha256())
+
+    async def discard(self) -> None:
+        self._first = None
+        with suppress(OSError):  # the write in flight may have failed too (a full disk); remove it anyway
+            await self._close()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_unlink_quietly, self.part)
+
+    async def _settle(self) -> None:
+        """Wait for the write in flight and raise its error."""
+        if self._writing is not None:
+            # Shielded: cancelling this wait must not forget a thread still writing (see _close).
+            await asyncio.shield(self._writing)
+            self._writing = None
+
+    async def _close(self) -> None:
+        """Close the file once no thread writes to it any more (else its number could be reused)."""
+        if self._fd is None:
+            return
+        fd, writing = self._fd, self._writing
+        self._fd = self._writing = None
+        if writing is not None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({writing})
+            if not writing.cancelled():
+                writing.exception()  # an error there is this file's, now unwanted; mark it seen
+        os.close(fd)
+
+    # -- in a worker thread ------------------------------------------------------------------
+
+    def _create_fd(self) -> int:
+        """Create the `.part` afresh and return a descriptor to write it."""
+        try:
+            return os.open(self.part, _CREATE, 0o600)
+        except FileNotFoundError:
+            self.final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except FileExistsError:
+            _unlink_quietly(self.part)  # left by a killed run, or a planted symlink: removed, never followed
+        return os.open(self.part, _CREATE, 0o600)
+
+    def _append(self, fd: int, chunks: list[bytes]) -> None:
+        """Write chunks; start writeback of what piled up."""
+        _write_all(fd, chunks)
+        for chunk in chunks:
+            self._written += len(chunk)
+        if _FADVISE and self._written - self._flushed >= WRITEBACK_BYTES:
+            # DONTNEED on dirty pages starts their writeback without waiting for it.
+            os.posix_fadvise(fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED)
+            self._flushed = self._written
+
+    def _store_whole(self, chunks: list[bytes]) -> Path:
+        """Create, write, fsync and rename; returns the folder whose fsync makes it durable."""
+        fd = self._create_fd()
+        try:
+            _write_all(fd, chunks)
+        except BaseException:
+            os.close(fd)
+            raise
+        return self._finish(fd)
+
+    def _finish(self, fd: int) -> Path:
+        """fsync and close `fd`, rename the `.part` into place; returns the folder to fsync.
+
+        os.replace swaps the name atomically, and replaces a symlink at the final path rather
+        than following it.
+        """
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(self.part, self.final)
+        return self.final.parent
+
+
+class _GroupCommit:
+    """Commits archives in batches: one worker-thread trip and one fsync per folder per batch.
+
+    Group commit, as databases do for their logs: a leader task takes the waiting commits to
+    a worker thread, then the ones that arrived meanwhile, until none wait. The leader is a
+    task of its own, so no caller's cancellation can strand the others' outcomes; and a caller
+    waits for its own step even when cancelled, so it never races a thread that is renaming
+    its file (the cancellation lands once the step is done).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: list[tuple[Callable[[], Path], asyncio.Future[None]]] = []
+        self._leader: asyncio.Task[None] | None = None
+
+    async def run(self, step: Callable[[], Path]) -> None:
+        """Run `step` (in a worker thread; it returns the folder to fsync) as part of a batch."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((step, done))
+        if self._leader is None:
+            self._leader = asyncio.ensure_future(self._lead())
+        with anyio.CancelScope(shield=True):
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                if not done.done():  # a plain asyncio cancel() got past anyio's shield: finish first
+                    await asyncio.wait({done})
+                    if not done.cancelled():
+                        done.exception()  # mark an error as seen: the cancellation wins
+                raise
+
+    async def _lead(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    outcomes = await anyio.to_thread.run_sync(_commit_batch, [step for step, _ in batch])
+                except BaseException:  # the loop is shutting down under us
+                    for _, done in batch:
+                        done.cancel()
+                    raise
+                for (_, done), outcome in zip(batch, outcomes, strict=True):
+                    if outcome is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(outcome)
+        finally:
+            self._leader = None
+
+
+def _commit_batch(steps: list[Callable[[], Path]]) -> list[BaseException | None]:
+    """Run each step, then fsync each folder they renamed into once. One outcome per step."""
+    outcomes: list[BaseException | None] = []
+    folders: dict[Path, list[int]] = {}
+    for index, step in enumerate(steps):
+        try:
+            folders.setdefault(step(), []).append(index)
+            outcomes.append(None)
+        except Exception as exc:  # noqa: BLE001 - it belongs to that step's caller
+            outcomes.append(exc)
+    for folder, indices in folders.items():
+        try:
+            _fsync_folder(folder)
+        except OSError as exc:
+            for index in indices:
+                outcomes[index] = exc
+    return outcomes
+
+
+def _fsync_folder(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _in_thread(func, *args) -> asyncio.Future[None]:
+    return asyncio.get_running_loop().run_in_executor(None, func, *args)
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write the chunks in order with as few system calls as the kernel allows."""
+    for start in range(0, len(chunks), _IOV_MAX):
+        batch = chunks[start:start + _IOV_MAX]
+        done = os.writev(fd, batch)
+        for chunk in batch:  # after a short write, the rest one chunk at a time
+            if done >= len(chunk):
+                done -= len(chunk)
+                continue
+            view = memoryview(chunk)[done:]
+            done = 0
+            while view:
+                view = view[os.write(fd, view):]
+
+
+def _unlink_quietly(path: Path) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+def _check_file(path: Path, size: int, sha256: str | None) -> bool:
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size != size:
+            return False
+    except OSError:
+        return False
+    if sha256 is None:
+        return True
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest() == sha256
