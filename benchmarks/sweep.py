@@ -188,7 +188,10 @@ def _last_json(text: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.runs < 1 and (args.peer or args.plot):
+        parser.error("--peer and --plot need at least one collector run (--runs 1 or more)")
     if args.quick:
         args.servers, args.export_seconds, args.archive_bytes = 60, "0.5-1.5", "16K-64K"
         args.runs = 1
@@ -217,10 +220,13 @@ def main(argv: list[str] | None = None) -> int:
             emit(record)
             records.append(record)
             failed |= not record["correct"]
-        ours = {"bench": "sweep", "tool": "collector", "kind": "median", "runs": len(records),
-                "servers": config.servers, "collector_args": extra, "lower_bound_s": round(bound["lower_bound_s"], 4),
-                "all_correct": all(r["correct"] for r in records), **median_record(records, MEDIAN_KEYS)}
-        emit(ours)
+        ours = None
+        if records:  # --runs 0: only the profile, or only the peer
+            ours = {"bench": "sweep", "tool": "collector", "kind": "median", "runs": len(records),
+                    "servers": config.servers, "collector_args": extra,
+                    "lower_bound_s": round(bound["lower_bound_s"], 4),
+                    "all_correct": all(r["correct"] for r in records), **median_record(records, MEDIAN_KEYS)}
+            emit(ours)
         if args.plot and stats is not None:
             from plot import plot_sweep
 

@@ -34,7 +34,7 @@ from collector.events import Events, Phase, PhaseChanged
 from collector.inventory import Inventory, Project, Server
 from collector.journal import Entry
 from collector.polling import ExportDurations, PollSchedule
-from collector.throttle import RateLimiter, RetryPolicy
+from collector.throttle import RateLimiter, RetryPolicy, monotonic, sleep
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class Sweep:
         self.durations = ExportDurations()
         self.download_options = DownloadOptions(max_bytes=settings.max_archive_bytes, policy=settings.policy)
         # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
-        self._in_flight = anyio.Semaphore(settings.concurrency)
+        self._in_flight = anyio.Semaphore(settings.concurrency, fast_acquire=True)
         self._downloads = anyio.CapacityLimiter(settings.downloads)
         self._scope: anyio.CancelScope | None = None
         self.stopping: str | None = None  # why we start nothing new: a signal's name
@@ -208,7 +208,7 @@ class Sweep:
         await progress.enter(Phase.POLLING, export_id=export_id)
         server_id = target.server.id
         timeout = self.settings.export_timeout
-        now = anyio.current_time()
+        now = monotonic()
         schedule = PollSchedule(
             first=self.settings.poll_interval,
             longest=self.settings.poll_max,
@@ -220,9 +220,9 @@ class Sweep:
         delay = schedule.first_delay(now)
         with anyio.move_on_after(timeout):
             while True:
-                await anyio.sleep(delay)
+                await sleep(delay)
                 status = await api.status(server_id, export_id, on_retry=progress.retried)
-                now = anyio.current_time()
+                now = monotonic()
                 if status.state is ExportState.COMPLETED:
                     schedule.completed(now)
                     return status

@@ -10,6 +10,7 @@ Two pieces, both with injectable time and randomness so tests run in millisecond
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import heapq
 import itertools
@@ -19,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-import anyio
 
 from collector.errors import (
     APIError,
@@ -34,6 +34,14 @@ MAX_RETRY_AFTER = 600.0  # never sleep longer than 10 minutes on a server's say-
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+
+# The clock and sleep of the hot paths (every request passes the limiter and `retrying`).
+# asyncio's loop clock is time.monotonic, and anyio.current_time/anyio.sleep call into it
+# after looking up the running async library on every call: about 5 % of the event loop's
+# time at 10,000 servers. aiohttp ties the collector to asyncio anyway. Cancellation is
+# unchanged: anyio's cancel scopes cancel an asyncio.sleep like any other await.
+monotonic: Clock = time.monotonic
+sleep: Sleep = asyncio.sleep
 
 
 def parse_retry_after(value: str | None, *, now: Clock = time.time) -> float | None:
@@ -148,8 +156,8 @@ class RateLimiter:
         beta: float = 0.7,
         scale: float = 0.4,
         burst_seconds: float = 0.25,
-        clock: Clock = anyio.current_time,
-        sleep: Sleep = anyio.sleep,
+        clock: Clock = monotonic,
+        sleep: Sleep = sleep,
     ) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -234,7 +242,7 @@ class RateLimiter:
 class _Waiter:
     priority: int
     arrival: int
-    turn: anyio.Event = field(default_factory=anyio.Event, compare=False)
+    turn: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
     cancelled: bool = field(default=False, compare=False)
 
 
@@ -263,8 +271,8 @@ async def retrying(
     policy: RetryPolicy,
     *,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
-    clock: Clock = anyio.current_time,
-    sleep: Sleep = anyio.sleep,
+    clock: Clock = monotonic,
+    sleep: Sleep = sleep,
 ):
     """Run `call` until it succeeds or `policy` says the failure is final; re-raise that one.
 
