@@ -23,7 +23,7 @@ import aiohttp
 import anyio
 
 from collector import __version__
-from collector.allocator import keep_heap_headroom
+from collector.tuning import calm_garbage_collector, keep_heap_headroom
 from collector.errors import ExitCode, UsageError
 from collector.inventory import Inventory, load_inventory
 from collector.progress import Tally, show_progress
@@ -343,6 +343,7 @@ def _run(args: argparse.Namespace, inventory: Inventory, out_dir: Path) -> ExitC
     log_format = args.log_format or inventory.settings.get("log_format", "text")
     configure_logging(log_format, args.verbose)
     live = not args.no_progress and inventory.settings.get("progress", True) and sys.stderr.isatty()
+    calm_garbage_collector()  # the inventory is loaded: see collector.tuning
     outcome = anyio.run(functools.partial(sweep_fleet, inventory, settings, out_dir, live=live, fresh=args.fresh))
     _print_summary(outcome, out_dir, log_format)
     return exit_code(outcome)
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("run", "demo"):
-        keep_heap_headroom()  # streaming archives churns the heap; see collector.allocator
+        keep_heap_headroom()  # streaming archives churns the heap; see collector.tuning
     try:
         if args.command == "run":
             return int(command_run(args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.allocator import keep_heap_headroom
+from collector.tuning import GC_YOUNG_THRESHOLD, calm_garbage_collector, keep_heap_headroom
 from collector.errors import ExitCode
 
 
@@ -180,3 +181,14 @@ def test_heap_headroom_is_set_on_glibc():
 def test_heap_headroom_is_left_alone_off_glibc(monkeypatch):
     monkeypatch.setattr(platform, "libc_ver", lambda: ("musl", "1.2"))
     assert keep_heap_headroom() is False
+
+
+def test_calming_the_collector_freezes_what_exists_and_collects_young_objects_less_often():
+    before = gc.get_threshold()
+    try:
+        calm_garbage_collector()
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
