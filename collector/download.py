@@ -32,7 +32,6 @@ from collector.throttle import RetryPolicy, retrying
 log = logging.getLogger(__name__)
 
 GZIP_MAGIC = b"\x1f\x8b"
-READ_CHUNK = 256 * 1024
 WRITE_CHUNK = 1024 * 1024  # received chunks go to the destination in batches of this many bytes
 WRITE_BATCH = 512  # or of this many chunks (one writev takes at most IOV_MAX, 1024 on Linux)
 
@@ -200,7 +199,9 @@ class _Transfer:
             self.api.stats.bytes_downloaded += size
 
         try:
-            async for chunk in response.content.iter_chunked(READ_CHUNK):
+            # Each piece as the parser delivered it (up to one socket read): iter_chunked(n)
+            # would slice and rejoin pieces to size n, copying every byte once more.
+            async for chunk, _ in response.content.iter_chunks():
                 if partial.size + pending + len(chunk) > self.max_bytes:
                     raise ArchiveTooLarge(
                         f"archive is larger than the limit of {self.max_bytes} bytes (--max-archive-bytes)"
