@@ -138,13 +138,13 @@ class RateLimiter:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
-    where `measured` is the smoothed rate of successful requests: we never send faster than
-    twice what we saw getting through. Before any 429, w_max is the starting rate and K = 0,
-    so the limiter probes upwards from `--rate`. (A TCP-like slow start, doubling until the
-    first 429, was tried and measured worse: it overshoots into bursts of 429s.) A 429 whose
-    request was sent before the last
-    decrease says nothing new (the decrease already answered it) and is ignored, so a burst of
-    429s from requests in flight counts once. A `Retry-After` holds every caller until then.
+    where `measured` is the smoothed rate of successful requests while they flow (lulls are
+    left out): we never send faster than twice what we saw getting through. Before any 429,
+    w_max is the starting rate and K = 0, so the limiter probes upwards from `--rate`. (A
+    TCP-like slow start, doubling until the first 429, was tried and measured worse: it
+    overshoots into bursts of 429s.) A 429 whose request was sent before the last decrease
+    says nothing new (the decrease already answered it) and is ignored, so a burst of 429s
+    from requests in flight counts once. A `Retry-After` holds every caller until then.
     """
 
     def __init__(
@@ -247,23 +247,33 @@ class _Waiter:
 
 
 class _MeasuredRate:
-    """Successful requests per second, over half-second buckets, exponentially smoothed."""
+    """Successful requests per second while requests flow: half-second buckets, smoothed.
+
+    A lull (no success for `IDLE` seconds: every server waiting for its export, say) measures
+    our demand, not the API's capacity, so it is left out: the bucket it would have ended is
+    dropped and counting starts afresh. Otherwise the cap of twice the measured rate falls
+    towards the floor during each lull, and the polls and downloads after it start over
+    from there.
+    """
 
     BUCKET = 0.5
+    IDLE = 1.0
     SMOOTHING = 0.8  # weight of the newest bucket
 
     def __init__(self, now: float, *, floor: float) -> None:
         self.rate = floor  # until measured, as if half the starting rate got through
-        self._bucket_start = now
+        self._bucket_start = self._last = now
         self._count = 0
 
     def add(self, now: float) -> None:
-        elapsed = now - self._bucket_start
-        if elapsed >= self.BUCKET:
+        if now - self._last >= self.IDLE:
+            self._bucket_start, self._count = now, 0
+        elif (elapsed := now - self._bucket_start) >= self.BUCKET:
             latest = self._count / elapsed
             self.rate = self.SMOOTHING * latest + (1 - self.SMOOTHING) * self.rate
             self._bucket_start, self._count = now, 0
         self._count += 1
+        self._last = now
 
 
 async def retrying(

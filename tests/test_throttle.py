@@ -249,3 +249,16 @@ async def test_a_cancelled_waiter_does_not_stall_the_queue():
     with anyio.fail_after(2):
         for _ in range(3):
             await limiter.acquire()
+
+
+def test_a_lull_does_not_pull_the_measured_rate_down(clock):
+    """While every server waits for its export nothing is sent; that says nothing of the API."""
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    limiter.throttled(sent_at=clock.now)
+    succeed_at(limiter, clock, 40, 10)
+    before = limiter.measured.rate
+    assert before == pytest.approx(40, rel=0.05)
+    clock.now += 8  # the lull
+    succeed_at(limiter, clock, 40, 0.25)  # the first answers after it
+    assert limiter.measured.rate == pytest.approx(before, rel=0.05)
+    assert limiter.rate >= 40
