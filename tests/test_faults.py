@@ -655,20 +655,16 @@ class DevFullDestination(LocalDestination):
         return DevFullPartial(self.root, name)
 
 
-async def test_full_disk_at_commit_removes_the_part_and_says_why(tmp_path):
-    """A small archive waits in the file's buffer until commit: that is where the full disk shows."""
-    archive = gzip.compress(b"one short log line\n", mtime=0)
-    async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
-        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
-        with pytest.raises(StorageError, match="No space left on device"):
-            await fetch_archive(api, SERVER, "1", DevFullDestination(tmp_path), archive_name(PROJECT, SERVER),
-                                DownloadOptions(policy=api.policy))
-    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
-
-
-async def test_full_disk_while_streaming_removes_the_part_and_says_why(tmp_path):
-    """A big archive is written one batch behind the socket: the failed write still ends the transfer."""
-    archive = build_archive(SERVER, 5 * 1024 * 1024, seed=3)
+@pytest.mark.parametrize(
+    "archive",
+    [
+        # A small archive waits in memory until commit: that is where the full disk shows.
+        pytest.param(gzip.compress(b"one short log line\n", mtime=0), id="at-commit"),
+        # A big one is written one batch behind the socket: the failed write still ends it.
+        pytest.param(build_archive(SERVER, 5 * 1024 * 1024, seed=3), id="while-streaming"),
+    ],
+)
+async def test_full_disk_removes_the_part_and_says_why(tmp_path, archive):
     async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
         with pytest.raises(StorageError, match="No space left on device"):
