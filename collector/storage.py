@@ -263,6 +263,8 @@ def _fsync_folder(folder: Path) -> None:
 
 
 def _in_thread(func, *args) -> asyncio.Future[None]:
+    """Start `func` in the loop's executor and return its future, to await later: unlike
+    anyio.to_thread, this lets the write run while the event loop receives the next batch."""
     return asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
