@@ -23,7 +23,6 @@ import aiohttp
 import anyio
 
 from collector import __version__
-from collector.tuning import calm_garbage_collector, keep_heap_headroom
 from collector.errors import ExitCode, UsageError
 from collector.inventory import Inventory, load_inventory
 from collector.progress import Tally, show_progress
@@ -31,6 +30,7 @@ from collector.report import build_report, summary, write_report
 from collector.sweep import ServerResult, Settings, Sweep
 from collector.storage import LocalDestination
 from collector.journal import Journal, JournalError, summarize
+from collector.tuning import calm_garbage_collector, keep_heap_headroom
 
 log = logging.getLogger("collector")
 
