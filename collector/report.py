@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from collector import __version__
+from collector.storage import write_all
 from collector.sweep import ServerResult
 
 REPORT_NAME = "report.json"
@@ -59,7 +60,7 @@ def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
     data = json.dumps(report, indent=1).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:
-        os.write(fd, data)
+        write_all(fd, [data])  # a single os.write may stop short
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -154,7 +154,7 @@ class LocalPartial:
 
     def _append(self, fd: int, chunks: list[bytes]) -> None:
         """Write chunks; start writeback of what piled up."""
-        _write_all(fd, chunks)
+        write_all(fd, chunks)
         for chunk in chunks:
             self._written += len(chunk)
         if _FADVISE and self._written - self._flushed >= WRITEBACK_BYTES:
@@ -166,7 +166,7 @@ class LocalPartial:
         """Create, write, fsync and rename; returns the folder whose fsync makes it durable."""
         fd = self._create_fd()
         try:
-            _write_all(fd, chunks)
+            write_all(fd, chunks)
         except BaseException:
             os.close(fd)
             raise
@@ -268,7 +268,7 @@ def _in_thread(func, *args) -> asyncio.Future[None]:
     return asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
-def _write_all(fd: int, chunks: list[bytes]) -> None:
+def write_all(fd: int, chunks: list[bytes]) -> None:
     """Write the chunks in order with as few system calls as the kernel allows."""
     for start in range(0, len(chunks), _IOV_MAX):
         batch = chunks[start:start + _IOV_MAX]

@@ -754,7 +754,7 @@ def test_short_writes_are_continued_where_they_stopped(tmp_path, monkeypatch):
     path = tmp_path / "file"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
-        storage._write_all(fd, chunks)
+        storage.write_all(fd, chunks)
     finally:
         os.close(fd)
     assert calls == [storage._IOV_MAX, 7]
