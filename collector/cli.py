@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import logging
 import math
 import signal
@@ -25,6 +24,7 @@ import anyio
 from collector import __version__
 from collector.errors import ExitCode, UsageError
 from collector.inventory import Inventory, load_inventory
+from collector.logs import configure_logging
 from collector.progress import Tally, show_progress
 from collector.report import build_report, summary, write_report
 from collector.sweep import ServerResult, Settings, Sweep
@@ -149,45 +149,6 @@ def settings_from(args: argparse.Namespace, inventory: Inventory | None) -> Sett
 
 
 # -- logging ----------------------------------------------------------------------------------
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is now, so a live display can interleave log lines."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry)
-
-
-def configure_logging(log_format: str, verbose: int) -> None:
-    handler = _StderrHandler()
-    if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S"))
-    root = logging.getLogger("collector")
-    root.handlers[:] = [handler]
-    root.propagate = False
-    root.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("collector.progress").setLevel(logging.INFO)
-    logging.getLogger("collector.summary").setLevel(logging.INFO)
 
 
 # -- running ----------------------------------------------------------------------------------

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import anyio
 
-from collector.cli import _print_summary, configure_logging, exit_code, prepare_output, settings_from, sweep_fleet
+from collector.cli import _print_summary, exit_code, prepare_output, settings_from, sweep_fleet
+from collector.logs import configure_logging
 from collector.errors import ExitCode
 from collector.inventory import load_inventory
 from collector.simulator import SimConfig, Simulator

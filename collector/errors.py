@@ -3,7 +3,13 @@
     CollectorError
     ├── UsageError ............ bad flags or environment; nothing was sent        (exit 2)
     │   └── InventoryError .... the inventory file is wrong (file, key, line)     (exit 2)
-    ├── RequestError .......... the request failed on the way: connect, reset, timeout
+    ├── RequestError .......... no answer came back; `sent` says whether the request may
+    │   │                       have reached the server (it matters for a POST)
+    │   ├── ConnectRefused .... nothing listens there (never sent)
+    │   ├── NameNotResolved ... DNS has no such host (never sent)
+    │   ├── TLSFailed ......... the certificate did not verify, or the handshake failed (never sent)
+    │   ├── RequestTimeout .... no answer in time (maybe sent)
+    │   └── ConnectionReset ... the connection broke, or the body was cut off (maybe sent)
     ├── APIError .............. the API answered with an error status
     │   ├── ThrottledError .... 429; carries the Retry-After it gave, if any
     │   ├── AuthError ......... 401/403: credentials rejected                      (exit 3)
@@ -17,6 +23,10 @@
 
 aiohttp's exceptions are translated once, in `collector.api`, with ``raise ... from exc``.
 Per-server errors end up as that server's result; only `AuthError` and `UsageError` end a run.
+
+Every error has a `kind`: a short, stable word ("refused", "dns", "tls", "timeout", "reset",
+"http", "protocol", "export", "archive", "storage", ...) that the summary groups by, with the
+HTTP status and the API's error_code where there is one.
 """
 
 from __future__ import annotations
@@ -32,6 +42,9 @@ class ExitCode(enum.IntEnum):
     PARTIAL = 1  # the run finished, some servers failed
     USAGE = 2  # bad flags or inventory; no request was sent
     AUTH = 3  # the API rejected our credentials; the run stopped early
+    UNREACHABLE = 4  # the API could not be reached (dead endpoint, or an outage outlasted --outage-timeout)
+    TOO_MANY_FAILURES = 5  # the error budget (--max-failures) ran out; the rest is pending
+    INTERNAL = 70  # a bug in collector itself (sysexits EX_SOFTWARE); the report is still written
     SIGINT = 130
     SIGTERM = 143
 
@@ -39,9 +52,13 @@ class ExitCode(enum.IntEnum):
 class CollectorError(Exception):
     """Root of every error collector raises on purpose."""
 
+    kind = "error"
+
 
 class UsageError(CollectorError):
     """The user asked for something that cannot work. One line, with a hint."""
+
+    kind = "usage"
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -76,11 +93,57 @@ class InventoryError(UsageError):
 
 
 class RequestError(CollectorError):
-    """The request did not get an answer: connection refused or reset, timeout, cut-off body."""
+    """The request did not get an answer: connection refused or reset, timeout, cut-off body.
+
+    `sent` is False only when the request certainly never reached the server (no connection
+    was made): a POST can then be retried without any chance of starting a second export.
+    """
+
+    kind = "network"
+    sent = True
+
+    def __init__(self, message: str, *, host: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+
+
+class ConnectRefused(RequestError):
+    """Nothing accepted the connection (or the host is unreachable)."""
+
+    kind = "refused"
+    sent = False
+
+
+class NameNotResolved(RequestError):
+    """The endpoint's host name does not resolve."""
+
+    kind = "dns"
+    sent = False
+
+
+class TLSFailed(RequestError):
+    """The TLS handshake failed: most often a certificate that does not verify."""
+
+    kind = "tls"
+    sent = False
+
+
+class RequestTimeout(RequestError):
+    """No answer (or no more data) within the timeout."""
+
+    kind = "timeout"
+
+
+class ConnectionReset(RequestError):
+    """The connection broke: reset, closed early, or the body was cut off."""
+
+    kind = "reset"
 
 
 class APIError(CollectorError):
     """The API answered with an error status."""
+
+    kind = "http"
 
     def __init__(
         self,
@@ -130,15 +193,22 @@ class ServerError(APIError):
 
 
 class ProtocolError(CollectorError):
-    """The API answered success but with something we cannot use."""
+    """The API answered with something we cannot use: bad JSON, too large, an unsafe export id,
+    a refused redirect."""
+
+    kind = "protocol"
 
 
 class ExportFailed(CollectorError):
     """The export task ended without an archive: failed, stuck, went backwards, timed out."""
 
+    kind = "export"
+
 
 class ArchiveError(CollectorError):
     """The bytes downloaded are not a complete archive. Retried."""
+
+    kind = "archive"
 
 
 class ArchiveTooLarge(ArchiveError):
@@ -150,6 +220,8 @@ class StorageError(CollectorError):
 
     `reason` groups it in the summary without the archive's name.
     """
+
+    kind = "storage"
 
     def __init__(self, message: str, *, reason: str) -> None:
         super().__init__(message)

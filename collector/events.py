@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 import inspect
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class Phase(enum.Enum):
@@ -34,9 +35,13 @@ class PhaseChanged:
     phase: Phase
     previous: Phase
     export_id: str | None = None
-    error: str | None = None
+    error: str | None = None  # the full message, for a failed server
     size: int | None = None
     sha256: str | None = None
+    ts: float = field(default_factory=time.time)  # wall clock, for logs and metrics
+    endpoint: str | None = None
+    attempt: int = 0  # attempts so far for this server (1 + retries)
+    reason: str | None = None  # why it failed or stopped: a short grouping key
 
 
 Listener = Callable[[PhaseChanged], Awaitable[None] | None]

@@ -27,7 +27,8 @@ import aiohttp
 import anyio
 import anyio.lowlevel
 
-from collector.api import CallStats, CloudDC, ExportState, ExportStatus
+from collector.api import CallStats, CloudDC
+from collector.replies import ExportState, ExportStatus
 from collector.download import Archive, Destination, DownloadOptions, archive_name, fetch_archive
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.events import Events, Phase, PhaseChanged
@@ -83,6 +84,12 @@ class ServerResult:
     attempts: int = 0
     duration_s: float | None = None
     error: str | None = None
+    error_kind: str | None = None  # the error's `kind`: "timeout", "http", "archive", ...
+    status: int | None = None  # the HTTP status of the final error, if any
+    error_code: str | None = None  # the API's error_code of the final error, if any
+    request_id: str | None = None  # of the final error, for support
+    exports: int = 0  # exports this run asked for (a POST retried after a timeout counts again)
+    collected_earlier: bool = False  # collected by an earlier run into this folder
     reason: str | None = field(default=None, repr=False)  # short grouping key for the summary
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict
 
-from collector.api import ExportState, ExportStatus, error_for, parse_percentage, parse_state, parse_timestamp
+from collector.replies import ExportState, ExportStatus, error_for, parse_percentage, parse_state, parse_timestamp
 from collector.errors import AuthError, NotFoundError, ProtocolError, ServerError, ThrottledError
 
 

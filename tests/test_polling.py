@@ -6,7 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from collector.api import ExportState, ExportStatus
+from collector.replies import ExportState, ExportStatus
 from collector.polling import ExportDurations, PollSchedule
 
 
