@@ -12,24 +12,40 @@ What the answers mean is decided in `collector.replies`.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
+import anyio
 from yarl import URL
 
 from collector.credentials import Credentials
-from collector.errors import APIError, AuthError, ProtocolError, RequestError, ThrottledError
-from collector.replies import ExportStatus, error_for
-from collector.throttle import RateLimiter, RetryPolicy, retrying
+from collector.endpoint import EndpointHealth
+from collector.errors import (
+    APIError,
+    AuthError,
+    CollectorError,
+    ConnectionReset,
+    ConnectRefused,
+    NameNotResolved,
+    ProtocolError,
+    RequestError,
+    RequestTimeout,
+    ServerError,
+    ThrottledError,
+    TLSFailed,
+)
+from collector.replies import ExportStatus, clean_text, error_for, parse_json, safe_export_id
+from collector.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
 
 EXPORT = "ExportServerLogs"
 STATUS = "ShowLogsExportStatus"
 DOWNLOAD = "DownloadServerLogs"
 
 MAX_REDIRECTS = 5
+MAX_JSON_BYTES = 1024 * 1024  # an export status is a few hundred bytes
+MAX_ERROR_BYTES = 64 * 1024
 
 OnRetry = Callable[[BaseException, int, float], None]
 
@@ -76,26 +92,54 @@ class CloudDC:
         export_limiter: RateLimiter | None = None,
         policy: RetryPolicy,
         stats: CallStats | None = None,
+        health: EndpointHealth | None = None,
+        quota: RetryQuota | None = None,
+        call_timeout: float = 60.0,
     ) -> None:
         self.session = session
+        self.endpoint = endpoint
         self.project_id = project_id
         self.credentials = credentials
         self.limiter = limiter
         self.export_limiter = export_limiter
         self.policy = policy
         self.stats = stats if stats is not None else CallStats()
+        self.health = health if health is not None else EndpointHealth(endpoint)
+        self.quota = quota
+        self.call_timeout = call_timeout
         self._base = URL(endpoint.rstrip("/")) / "v1" / project_id / "physicalservers"
 
-    def _export_url(self, server_id: str, *rest: str) -> URL:
+    def _export_url(self, server_id: str, export_id: str | None = None, *, content: bool = False) -> URL:
         url = self._base / server_id / "logs" / "exports"
-        for part in rest:
-            url = url / part
-        return url
+        if export_id is not None:
+            # Checked where it entered; again here, for an id an older journal kept unchecked.
+            url = url / safe_export_id(export_id, operation="export id")
+        return url / "content" if content else url
 
-    async def export(self, server_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
-        """Start an export and return its first status. Retried under the policy."""
+    async def export(
+        self, server_id: str, *, on_retry: OnRetry | None = None, on_sent: Callable[[], None] | None = None
+    ) -> ExportStatus:
+        """Start an export and return its first status. Retried under the policy.
+
+        There is no way to ask whether a POST that timed out or was cut off started an
+        export, so it is retried like the rest; `on_sent` is called for every POST that may
+        have reached the server (all but those that could not connect), so the report can
+        say how many exports were asked for.
+        """
         url = self._export_url(server_id)
-        return await self._retrying(lambda: self._json_call(EXPORT, "POST", url), on_retry)
+
+        async def post() -> ExportStatus:
+            try:
+                status = await self._json_call(EXPORT, "POST", url)
+            except (RequestError, ServerError, ProtocolError) as exc:
+                if getattr(exc, "sent", True) and on_sent is not None:
+                    on_sent()  # it may have reached the server, and started an export there
+                raise
+            if on_sent is not None:
+                on_sent()
+            return status
+
+        return await self._retrying(post, on_retry)
 
     async def status(self, server_id: str, export_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
         url = self._export_url(server_id, export_id)
@@ -107,73 +151,86 @@ class CloudDC:
             if on_retry is not None:
                 on_retry(exc, attempt, wait)
 
-        result, _ = await retrying(call, self.policy, on_retry=count)
+        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota)
         return result
 
-    async def _send(self, operation: str, method: str, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """One request to the API: through the limiters, with credentials. Caller releases it."""
-        # POSTs start exports, which the API may cap apart from its request rate: they pass
-        # their own limiter first, so a refused export slows exports, not polls and downloads.
-        governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
-        if governor is not self.limiter:
-            await governor.acquire()
-        sent_at = await self.limiter.acquire(_PRIORITY[operation])
-        headers = {**await self.credentials.headers(method, str(url)), **headers}
-        try:
-            response = await self._request(operation, method, url, headers)
-        except ThrottledError as error:
-            self.stats.throttled += 1
-            governor.throttled(error.retry_after, sent_at=sent_at)
-            raise
-        governor.succeeded()
-        if governor is not self.limiter:
-            self.limiter.succeeded()
-        return response
+    async def _send(
+        self, operation: str, method: str, url: URL, headers: dict[str, str], *, read: bool
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """One request to the API: past the endpoint's gate and the limiters, with credentials.
 
-    async def _request(self, operation: str, method: str, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
-        """One request, aiohttp's errors translated, an error status raised as `APIError`."""
+        With `read`, the body is read (bounded, under a total deadline) and the response
+        released; without, the caller streams the body and releases the response.
+        """
+        async with self.health.admit() as probe:
+            # POSTs start exports, which the API may cap apart from its request rate: they
+            # pass their own limiter first, so a refused export slows exports, not the rest.
+            governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
+            if governor is not self.limiter:
+                await governor.acquire()
+            sent_at = await self.limiter.acquire(_PRIORITY[operation])
+            headers = {**await self.credentials.headers(method, str(url)), **headers}
+            try:
+                result = await self._request(operation, method, url, headers, read=read)
+            except ThrottledError as error:
+                self.health.answered(probe)
+                self.stats.throttled += 1
+                governor.throttled(error.retry_after, sent_at=sent_at)
+                raise
+            except CollectorError as error:
+                self.health.failed(error, probe)
+                if self.health.overloaded(error):
+                    self.stats.throttled += 1
+                    governor.throttled(getattr(error, "retry_after", None), sent_at=sent_at)
+                raise
+            self.health.answered(probe)
+            governor.succeeded()
+            if governor is not self.limiter:
+                self.limiter.succeeded()
+            return result
+
+    async def _request(
+        self, operation: str, method: str, url: URL, headers: dict[str, str], *, read: bool
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """One request, aiohttp's errors translated, an error status raised as `APIError`.
+
+        A JSON call (`read`) has a total deadline, `call_timeout`: an answer trickled one
+        byte a second never trips the per-read timeout, and must not hold a server forever.
+        """
         self.stats.requests += 1
         try:
-            response = await self.session.request(method, url, headers=headers, allow_redirects=False)
-        except asyncio.TimeoutError as exc:
-            raise RequestError(f"{operation}: timed out waiting for {url.host}") from exc
-        except aiohttp.ClientError as exc:
-            raise RequestError(f"{operation}: {type(exc).__name__}: {exc}") from exc
-        if response.status >= 400:
-            try:
-                body = await response.read()
-            except (aiohttp.ClientError, asyncio.TimeoutError):
-                body = b""  # the status says enough
-            finally:
-                response.release()
-            raise error_for(response.status, operation, body, response.headers)
-        return response
+            with anyio.fail_after(self.call_timeout if read else None):
+                response = await self.session.request(method, url, headers=headers, allow_redirects=False)
+                try:
+                    if response.status >= 400:
+                        # The status decides; the body only adds detail: cut, not refused, and
+                        # a body that breaks off still leaves the status to act on.
+                        try:
+                            body = await read_bounded(response, MAX_ERROR_BYTES, operation, cut=True)
+                        except (aiohttp.ClientError, asyncio.TimeoutError):
+                            body = b""
+                        raise error_for(response.status, operation, body, response.headers)
+                    body = None
+                    if read and not 300 <= response.status < 400:
+                        body = await read_bounded(response, MAX_JSON_BYTES, operation)
+                except BaseException:
+                    response.release()
+                    raise
+                if read:
+                    response.release()
+                return response, body
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise translate(exc, operation, url) from exc
 
     async def _json_call(self, operation: str, method: str, url: URL, export_id: str | None = None) -> ExportStatus:
-        response = await self._send(operation, method, url, headers={"Accept": "application/json"})
-        try:
-            if 300 <= response.status < 400:
-                raise ProtocolError(
-                    f"{operation}: refused redirect (HTTP {response.status}) to "
-                    f"{response.headers.get('Location', '?')}"
-                )
-            try:
-                body = await response.read()
-            except asyncio.TimeoutError as exc:
-                raise RequestError(f"{operation}: timed out reading the answer") from exc
-            except aiohttp.ClientError as exc:
-                raise RequestError(f"{operation}: {type(exc).__name__}: {exc}") from exc
-        finally:
-            response.release()
-        # The 202 of ExportServerLogs is documented as octet-stream; trust the bytes, not the label.
-        try:
-            parsed = json.loads(body)
-        except ValueError as exc:
-            request_id = response.headers.get("X-Request-Id")
+        response, body = await self._send(operation, method, url, {"Accept": "application/json"}, read=True)
+        if body is None:
             raise ProtocolError(
-                f"{operation}: answer is not JSON (HTTP {response.status}"
-                + (f", request id {request_id})" if request_id else ")")
-            ) from exc
+                f"{operation}: refused redirect (HTTP {response.status}) to "
+                f"{clean_text(response.headers.get('Location', '?'))}"
+            )
+        # The 202 of ExportServerLogs is documented as octet-stream; trust the bytes, not the label.
+        parsed = parse_json(body, operation=operation, request_id=response.headers.get("X-Request-Id"))
         return ExportStatus.from_body(parsed, operation=operation, export_id=export_id)
 
     @asynccontextmanager
@@ -184,12 +241,12 @@ class CloudDC:
         redirects ourselves: credentials go only to the API's own origin, never to another
         one (a presigned object-storage URL needs none), and https is never downgraded.
         """
-        url = self._export_url(server_id, export_id, "content")
+        url = self._export_url(server_id, export_id, content=True)
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         origin = url.origin()
-        response = await self._send(DOWNLOAD, "GET", url, headers=headers)
+        response, _ = await self._send(DOWNLOAD, "GET", url, headers, read=False)
         for _ in range(MAX_REDIRECTS):
             if not 300 <= response.status < 400:
                 break
@@ -197,14 +254,12 @@ class CloudDC:
             response.release()
             if not location:
                 raise ProtocolError(f"{DOWNLOAD}: HTTP {response.status} redirect without a Location")
-            target = url.join(URL(location))
+            target = redirect_target(url, location)
             if url.scheme == "https" and target.scheme != "https":
                 raise ProtocolError(f"{DOWNLOAD}: refused redirect from https to {target.scheme}: {target.host}")
-            if target.scheme not in ("http", "https"):
-                raise ProtocolError(f"{DOWNLOAD}: refused redirect to a {target.scheme!r} URL")
             url = target
             if url.origin() == origin:
-                response = await self._send(DOWNLOAD, "GET", url, headers=headers)
+                response, _ = await self._send(DOWNLOAD, "GET", url, headers, read=False)
             else:
                 response = await self._plain_get(url, headers)
         else:
@@ -227,7 +282,8 @@ class CloudDC:
         """A GET to another origin (object storage): no credentials, no rate limit of the API's."""
         operation = f"{DOWNLOAD} (redirected to {url.host})"
         try:
-            return await self._request(operation, "GET", url, headers)
+            response, _ = await self._request(operation, "GET", url, headers, read=False)
+            return response
         except AuthError as error:
             # We sent that origin no credentials: its 401/403 (an expired presigned URL, say)
             # fails this download, it does not mean the API rejected our token.
@@ -235,3 +291,62 @@ class CloudDC:
                 error.status, operation=operation, error_code=error.error_code,
                 error_msg=error.error_msg, request_id=error.request_id,
             ) from error
+
+
+def redirect_target(url: URL, location: str) -> URL:
+    """Where a redirect's `Location` points, resolved against `url`; only http(s) with a host."""
+    try:
+        target = url.join(URL(location))
+        host = target.host
+    except (ValueError, TypeError) as exc:
+        raise ProtocolError(f"{DOWNLOAD}: redirect to an invalid URL {clean_text(location)}") from exc
+    if target.scheme not in ("http", "https") or not host:
+        raise ProtocolError(f"{DOWNLOAD}: refused redirect to {clean_text(location)}: not an http(s) URL")
+    return target
+
+
+async def read_bounded(response: aiohttp.ClientResponse, limit: int, operation: str, *, cut: bool = False) -> bytes:
+    """The body, at most `limit` bytes: past that a `ProtocolError`, or (`cut`) the first `limit`."""
+    declared = response.content_length
+    if declared is not None and declared > limit and not cut:
+        raise ProtocolError(f"{operation}: answer of {declared} bytes is larger than {limit}")
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await response.content.read(limit + 1 - size):
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            if cut:
+                return b"".join(chunks)[:limit]
+            raise ProtocolError(f"{operation}: answer is larger than {limit} bytes")
+    return b"".join(chunks)
+
+
+def translate(exc: BaseException, operation: str, url: URL) -> CollectorError:
+    """aiohttp's exceptions (and timeouts) as collector's: the one place this happens."""
+    host = url.host
+    where = f"{host}:{url.port}" if url.port else str(host)
+    error: CollectorError
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = TLSFailed(
+            f"{operation}: certificate verify failed for {host}: give a CA bundle "
+            f"(tls: {{ca_bundle: PATH}} in the inventory)", host=host
+        )
+    elif isinstance(exc, aiohttp.ClientSSLError):
+        error = TLSFailed(f"{operation}: TLS handshake with {where} failed: {clean_text(str(exc))}", host=host)
+    elif isinstance(exc, aiohttp.ClientConnectorDNSError):
+        error = NameNotResolved(f"{operation}: cannot resolve the host name {host}", host=host)
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError):
+        error = RequestTimeout(f"{operation}: no connection to {where} within the connect timeout", host=host)
+        error.sent = False
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        error = ConnectRefused(f"{operation}: cannot connect to {where}: {exc.strerror or exc.os_error}", host=host)
+    elif isinstance(exc, TimeoutError):
+        error = RequestTimeout(f"{operation}: no answer from {where} in time", host=host)
+    elif isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+        error = ConnectionReset(f"{operation}: connection to {where} broke: {clean_text(str(exc))}", host=host)
+    elif isinstance(exc, (aiohttp.InvalidURL, ValueError)):
+        error = ProtocolError(f"{operation}: invalid URL: {clean_text(str(exc))}")
+    else:
+        error = RequestError(f"{operation}: {type(exc).__name__}: {clean_text(str(exc))}", host=host)
+    return error

@@ -159,6 +159,7 @@ class Outcome:
     results: list[ServerResult]
     signal: int | None = None
     auth_failed: bool = False
+    unreachable: str | None = None  # why an endpoint was given up, if one was
     requests: int = 0
     throttled: int = 0
     duration_s: float = 0.0
@@ -174,6 +175,8 @@ def exit_code(outcome: Outcome) -> ExitCode:
         return ExitCode.SIGTERM
     if outcome.auth_failed:
         return ExitCode.AUTH
+    if outcome.unreachable:
+        return ExitCode.UNREACHABLE
     if all(r.state == "collected" for r in outcome.results):
         return ExitCode.OK
     return ExitCode.PARTIAL
@@ -240,9 +243,10 @@ async def sweep_fleet(
         journal.shutdown()
     finished = datetime.now(timezone.utc)
     outcome.auth_failed = sweep.auth_error is not None
+    outcome.unreachable = sweep.unreachable
     outcome.requests, outcome.throttled = sweep.stats.requests, sweep.stats.throttled
     outcome.duration_s = anyio.current_time() - clock_start
-    stopped = signal.Signals(outcome.signal).name if outcome.signal else ("credentials rejected" if outcome.auth_failed else None)
+    stopped = signal.Signals(outcome.signal).name if outcome.signal else (sweep.stop_reason or sweep.unreachable)
     report = build_report(outcome.results, started_at=started, finished_at=finished,
                           inventory=str(inventory.path), stopped=stopped)
     outcome.report_path = write_report(out_dir, report)

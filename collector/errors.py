@@ -189,7 +189,11 @@ class NotFoundError(APIError):
 
 
 class ServerError(APIError):
-    """5xx from the API."""
+    """5xx from the API; a 503 may say when to come back (`retry_after`)."""
+
+    def __init__(self, *args, retry_after: float | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.retry_after = retry_after
 
 
 class ProtocolError(CollectorError):

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import enum
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+
+
+log = logging.getLogger(__name__)
 
 
 class Phase(enum.Enum):
@@ -48,14 +52,27 @@ Listener = Callable[[PhaseChanged], Awaitable[None] | None]
 
 
 class Events:
+    """Listeners of the sweep. A listener's exception never reaches the pipeline: it is logged
+    (with its traceback the first time) and the other listeners still hear the event."""
+
     def __init__(self) -> None:
         self._listeners: list[Listener] = []
+        self._broken: set[int] = set()
 
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)
 
     async def emit(self, event: PhaseChanged) -> None:
         for listener in self._listeners:
-            outcome = listener(event)
-            if inspect.isawaitable(outcome):
-                await outcome
+            try:
+                outcome = listener(event)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as exc:  # noqa: BLE001 - see the class docstring
+                first = id(listener) not in self._broken
+                self._broken.add(id(listener))
+                log.error(
+                    "internal error in event listener %s: %s: %s",
+                    getattr(listener, "__qualname__", type(listener).__name__), type(exc).__name__, exc,
+                    exc_info=first, extra={"event": "internal_error", "fields": {"error": f"{type(exc).__name__}: {exc}"}},
+                )

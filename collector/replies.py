@@ -133,7 +133,41 @@ def error_for(status: int, operation: str, body: bytes, headers) -> APIError:
     if status == 404:
         return NotFoundError(status, **kwargs)
     if status >= 500:
-        return ServerError(status, **kwargs)
+        retry_after = parse_retry_after(headers.get("Retry-After")) if status == 503 else None
+        return ServerError(status, retry_after=retry_after, **kwargs)
     return APIError(status, **kwargs)
 
 
+
+
+# -- interim versions, to be replaced by the hardened parsers --------------------------------
+
+_UNSAFE = frozenset("/\\")
+
+
+def clean_text(text: object, limit: int = 200) -> str:
+    """Server-supplied text made safe for one line of a message: escaped, bounded."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = str(text)
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def parse_json(body: bytes, *, operation: str, request_id: str | None = None) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        where = f", request id {clean_text(request_id, 80)}" if request_id else ""
+        raise ProtocolError(f"{operation}: answer is not JSON{where}") from exc
+
+
+def safe_export_id(value: object, *, operation: str) -> str:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if (
+        not isinstance(value, str) or not 0 < len(value) <= 128 or ".." in value
+        or value in (".",) or any(c in _UNSAFE or not c.isprintable() or c.isspace() for c in value)
+    ):
+        raise ProtocolError(f"{operation}: unsafe export_id {clean_text(repr(value), 60)}")
+    return value

@@ -30,14 +30,18 @@ import anyio.lowlevel
 from collector.api import CallStats, CloudDC
 from collector.replies import ExportState, ExportStatus
 from collector.download import Archive, Destination, DownloadOptions, archive_name, fetch_archive
+from collector.endpoint import EndpointHealth, Unreachable
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.events import Events, Phase, PhaseChanged
+from collector.logs import ev
 from collector.inventory import Inventory, Project, Server
 from collector.journal import Entry
 from collector.polling import ExportDurations, PollSchedule
-from collector.throttle import RateLimiter, RetryPolicy, monotonic, sleep
+from collector.throttle import RateLimiter, RetryPolicy, RetryQuota, monotonic, sleep
 
 log = logging.getLogger(__name__)
+
+MAX_TRACEBACKS = 3  # internal errors logged with their traceback; later ones in one line
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,8 @@ class Settings:
     connect_timeout: float = 30.0
     max_archive_bytes: int = 8 * 1024**3
     grace: float = 20.0
+    outage_timeout: float = 600.0  # an endpoint that answered before may be down this long
+    dead_after: float = 30.0  # an endpoint that never answered is given up this long after its first request
     verify: bool = False  # on resume, rehash archives the journal says are collected
     policy: RetryPolicy = RetryPolicy()
 
@@ -105,12 +111,30 @@ class _Progress:
 
     def retried(self, exc: BaseException, attempt: int, wait: float) -> None:
         self.result.attempts += 1
-        log.info("%s: %s; retry %d in %.1f s", self.target.server.id, exc, attempt, wait)
+        log.info(
+            "%s: %s; retry %d in %.1f s", self.target.server.id, exc, attempt, wait,
+            extra=ev("retry", **self.where(), attempt=attempt, wait_s=round(wait, 3), **error_fields(exc)),
+        )
+
+    def export_sent(self) -> None:
+        self.result.exports += 1
+
+    def where(self) -> dict[str, str | None]:
+        """The fields that say which server a log line is about."""
+        return {
+            "project_id": self.target.project.project_id,
+            "server_id": self.target.server.id,
+            "export_id": self.result.export_id,
+            "endpoint": self.target.project.endpoint,
+        }
 
     async def enter(self, phase: Phase, **details) -> None:
         previous, self.phase = self.phase, phase
         await self.events.emit(
-            PhaseChanged(self.target.project.project_id, self.target.server.id, phase, previous, **details)
+            PhaseChanged(
+                self.target.project.project_id, self.target.server.id, phase, previous,
+                endpoint=self.target.project.endpoint, attempt=self.result.attempts, **details,
+            )
         )
 
 
@@ -133,6 +157,11 @@ class Sweep:
         # Per endpoint, shared by its projects: one limiter for every request, and one that
         # POSTs pass first (an API may cap running exports apart from its request rate).
         governors: dict[str, tuple[RateLimiter, RateLimiter]] = {}
+        # Per endpoint too: whether it answers at all (see collector.endpoint), and the
+        # budget of retries its requests share.
+        self.health: dict[str, EndpointHealth] = {}
+        quotas: dict[str, RetryQuota] = {}
+
         # Keyed by the project entry itself: two entries may name the same project id.
         self.clients: dict[int, CloudDC] = {}
         for project in inventory.projects:
@@ -141,6 +170,10 @@ class Sweep:
                     RateLimiter(settings.rate, max_rate=settings.max_rate),
                     RateLimiter(settings.rate, max_rate=settings.max_rate),
                 )
+                self.health[project.endpoint] = EndpointHealth(
+                    project.endpoint, outage_timeout=settings.outage_timeout, dead_after=settings.dead_after
+                )
+                quotas[project.endpoint] = RetryQuota()
             limiter, export_limiter = governors[project.endpoint]
             self.clients[id(project)] = CloudDC(
                 session,
@@ -151,6 +184,9 @@ class Sweep:
                 export_limiter=export_limiter,
                 policy=settings.policy,
                 stats=self.stats,
+                health=self.health[project.endpoint],
+                quota=quotas[project.endpoint],
+                call_timeout=settings.read_timeout,
             )
         self.durations = ExportDurations()
         self.download_options = DownloadOptions(max_bytes=settings.max_archive_bytes, policy=settings.policy)
@@ -161,6 +197,7 @@ class Sweep:
         self.stopping: str | None = None  # why we start nothing new: a signal's name
         self.auth_error: AuthError | None = None
         self._active: set[_Progress] = set()
+        self._internal_errors = 0
 
     # -- the pipeline ---------------------------------------------------------------------
 
@@ -189,7 +226,7 @@ class Sweep:
 
     async def start_export(self, api: CloudDC, target: Target, progress: _Progress) -> str:
         await progress.enter(Phase.EXPORTING)
-        status = await api.export(target.server.id, on_retry=progress.retried)
+        status = await api.export(target.server.id, on_retry=progress.retried, on_sent=progress.export_sent)
         if status.state is ExportState.FAILED:
             raise ExportFailed(f"export {status.export_id} failed at once (status {status.status!r})")
         return status.export_id
@@ -257,16 +294,31 @@ class Sweep:
                         self._in_flight.release()
                         break
                     tasks.start_soon(self._run_one, target, result)
+        why = self.stop_reason or "cancellation"
         for result in results:
             if result.state == Phase.PENDING.value and result.error is None:
-                if self.auth_error is not None:
-                    result.state = Phase.FAILED.value
-                    result.error = f"not collected: run stopped, credentials rejected ({self.auth_error})"
-                    result.reason = "run stopped: credentials rejected"
-                else:
-                    result.error = f"not collected: run stopped by {self.stopping or 'cancellation'}"
-                    result.reason = "run stopped"
+                result.error = f"not collected: run stopped ({why})"
+                result.reason = f"run stopped: {why}"
         return results
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why some endpoint was given up, if one was: its servers are pending (exit 4)."""
+        for health in self.health.values():
+            if health.given_up is not None:
+                return str(health.given_up)
+        return None
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the run stopped before it had tried every server, if it did."""
+        if self.stopping:
+            return self.stopping
+        if self.auth_error is not None:
+            return "credentials rejected"
+        if self.unreachable is not None and all(h.given_up for h in self.health.values()):
+            return "API unreachable"
+        return None
 
     async def _run_one(self, target: Target, result: ServerResult) -> None:
         progress = _Progress(target, self.events, result)
@@ -281,11 +333,25 @@ class Sweep:
                 archive = await self.collect(target, progress, export_id=_resumable_export(prior))
             if progress.scope.cancelled_caught:
                 return  # stopped by `stop()`: stays pending
+        except Unreachable as exc:
+            # Not this server's failure: the endpoint was given up. Pending, and no log line
+            # per server (the endpoint said it once).
+            result.error = f"not collected: {exc}"
+            result.reason = "API unreachable"
+            result.error_kind = exc.kind
         except AuthError as exc:
             await self._fail(progress, exc, "credentials rejected")
             self._stop_for_auth(exc)
         except CollectorError as exc:
             await self._fail(progress, exc, _reason(exc))
+        except Exception as exc:  # noqa: BLE001 - a bug fails this server, never the fleet
+            self._internal_errors += 1
+            log.error(
+                "%s/%s: internal error: %s: %s", result.project_id, result.server_id, type(exc).__name__, exc,
+                exc_info=self._internal_errors <= MAX_TRACEBACKS,
+                extra=ev("internal_error", **progress.where(), error=f"{type(exc).__name__}: {exc}"),
+            )
+            await self._fail(progress, exc, f"internal error: {type(exc).__name__}")
         else:
             result.state = Phase.COLLECTED.value
             result.file, result.bytes, result.sha256 = archive.name, archive.size, archive.sha256
@@ -307,16 +373,29 @@ class Sweep:
         result.state = Phase.COLLECTED.value
         result.file, result.bytes, result.sha256 = name, prior.bytes, prior.sha256
         result.export_id, result.attempts = prior.export_id, 0
+        result.collected_earlier = True
         await progress.enter(Phase.COLLECTED, export_id=prior.export_id, size=prior.bytes, sha256=prior.sha256)
         return True
 
-    async def _fail(self, progress: _Progress, exc: CollectorError, reason: str) -> None:
+    async def _fail(self, progress: _Progress, exc: Exception, reason: str) -> None:
         result = progress.result
         result.state = Phase.FAILED.value
-        result.error = str(exc)
+        if isinstance(exc, CollectorError):
+            result.error = str(exc)
+            result.error_kind = exc.kind
+        else:
+            result.error = f"internal error: {type(exc).__name__}: {exc}"
+            result.error_kind = "internal"
         result.reason = reason
-        log.warning("%s/%s: failed: %s", result.project_id, result.server_id, exc)
-        await progress.enter(Phase.FAILED, export_id=result.export_id, error=result.error)
+        result.status = getattr(exc, "status", None)
+        result.error_code = getattr(exc, "error_code", None)
+        result.request_id = getattr(exc, "request_id", None)
+        if not isinstance(exc, AuthError):  # that one is told once, as the run stops
+            log.warning(
+                "%s/%s: failed: %s", result.project_id, result.server_id, result.error,
+                extra=ev("server_failed", **progress.where(), **error_fields(exc), reason=reason),
+            )
+        await progress.enter(Phase.FAILED, export_id=result.export_id, error=result.error, reason=reason)
 
     def _stop_for_auth(self, exc: AuthError) -> None:
         if self.auth_error is None:
@@ -340,6 +419,17 @@ class Sweep:
         """Stop everything now."""
         if self._scope is not None:
             self._scope.cancel()
+
+
+def error_fields(exc: BaseException) -> dict[str, object]:
+    """What a log line or an event says about an error."""
+    return {
+        "error": str(exc) if isinstance(exc, CollectorError) else f"{type(exc).__name__}: {exc}",
+        "error_kind": getattr(exc, "kind", "internal"),
+        "status": getattr(exc, "status", None),
+        "error_code": getattr(exc, "error_code", None),
+        "request_id": getattr(exc, "request_id", None),
+    }
 
 
 def _resumable_export(prior: Entry | None) -> str | None:

@@ -26,6 +26,7 @@ from collector.errors import (
     ArchiveError,
     ArchiveTooLarge,
     RequestError,
+    RequestTimeout,
     ServerError,
     ThrottledError,
 )
@@ -85,7 +86,7 @@ class RetryPolicy:
 
         delay(n) = max(retry_after, uniform(0, min(cap, base * 2 ** (n - 1))))
 
-    where retry_after is what a 429 said (0 if nothing; at most `MAX_RETRY_AFTER`). We stop
+    where retry_after is what a 429 or a 503 said (0 if nothing; at most `MAX_RETRY_AFTER`). We stop
     after `max_attempts` attempts in all (`throttled_attempts` when the latest failure was a
     429: being told to slow down is not the server failing, and the shared limiter is already
     slowing everyone), or when the next wait would end more than `max_elapsed` seconds after
@@ -112,8 +113,7 @@ class RetryPolicy:
         throttled = isinstance(exc, ThrottledError)
         if attempt >= (self.throttled_attempts if throttled else self.max_attempts):
             return None
-        retry_after = exc.retry_after if throttled else None
-        wait = self.delay(attempt, retry_after)
+        wait = self.delay(attempt, getattr(exc, "retry_after", None))
         if elapsed + wait > self.max_elapsed:
             return None
         return wait
@@ -276,15 +276,49 @@ class _MeasuredRate:
         self._last = now
 
 
+class RetryQuota:
+    """A budget of retries shared by every task of one endpoint, as botocore's retry quota.
+
+    Each retry takes `cost` tokens (`timeout_cost` after a timeout, which held a connection
+    for long), each success gives `refund` back, up to `capacity`. When the budget is spent,
+    failures are final until successes refill it: a failing API sees a few hundred retries
+    from the whole fleet, not eight from every one of thousands of servers. Being throttled
+    (429) costs nothing: the rate limiter answers that.
+    """
+
+    def __init__(self, capacity: int = 500, *, cost: int = 5, timeout_cost: int = 10, refund: int = 1) -> None:
+        self.capacity = capacity
+        self.tokens = capacity
+        self.cost = cost
+        self.timeout_cost = timeout_cost
+        self.refund_amount = refund
+        self.spent = False  # the budget ran out at least once (for the summary)
+
+    def take(self, exc: BaseException) -> bool:
+        if isinstance(exc, ThrottledError):
+            return True
+        cost = self.timeout_cost if isinstance(exc, RequestTimeout) else self.cost
+        if cost > self.tokens:
+            self.spent = True
+            return False
+        self.tokens -= cost
+        return True
+
+    def refund(self) -> None:
+        self.tokens = min(self.capacity, self.tokens + self.refund_amount)
+
+
 async def retrying(
     call: Callable[[], Awaitable],
     policy: RetryPolicy,
     *,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
+    quota: RetryQuota | None = None,
     clock: Clock = monotonic,
     sleep: Sleep = sleep,
 ):
-    """Run `call` until it succeeds or `policy` says the failure is final; re-raise that one.
+    """Run `call` until it succeeds or `policy` (or the shared `quota`) says the failure is
+    final; re-raise that one.
 
     Returns `(result, attempts)`. Only collector's own errors are considered; cancellation
     and bugs pass straight through.
@@ -294,11 +328,18 @@ async def retrying(
     while True:
         attempt += 1
         try:
-            return await call(), attempt
+            result = await call()
         except (APIError, RequestError, ArchiveError) as exc:
             wait = policy.next_delay(exc, attempt, clock() - started)
             if wait is None:
                 raise
+            if quota is not None and not quota.take(exc):
+                exc.add_note("the endpoint's retry budget is spent: not retried")
+                raise
             if on_retry is not None:
                 on_retry(exc, attempt, wait)
+        else:
+            if quota is not None:
+                quota.refund()
+            return result, attempt
         await sleep(wait)
