@@ -151,7 +151,7 @@ class CloudDC:
             if on_retry is not None:
                 on_retry(exc, attempt, wait)
 
-        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota)
+        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota, sleep=self.health.backoff)
         return result
 
     async def _send(
@@ -162,32 +162,36 @@ class CloudDC:
         With `read`, the body is read (bounded, under a total deadline) and the response
         released; without, the caller streams the body and releases the response.
         """
-        async with self.health.admit() as probe:
-            # POSTs start exports, which the API may cap apart from its request rate: they
-            # pass their own limiter first, so a refused export slows exports, not the rest.
-            governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
-            if governor is not self.limiter:
-                await governor.acquire()
-            sent_at = await self.limiter.acquire(_PRIORITY[operation])
-            headers = {**await self.credentials.headers(method, str(url)), **headers}
-            try:
-                result = await self._request(operation, method, url, headers, read=read)
-            except ThrottledError as error:
-                self.health.answered(probe)
-                self.stats.throttled += 1
-                governor.throttled(error.retry_after, sent_at=sent_at)
-                raise
-            except CollectorError as error:
-                self.health.failed(error, probe)
-                if self.health.overloaded(error):
+        governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
+        while True:
+            async with self.health.admit() as probe:
+                # POSTs start exports, which the API may cap apart from its request rate: they
+                # pass their own limiter first, so a refused export slows exports, not the rest.
+                with self.health.queued(probe) as queue:
+                    if governor is not self.limiter:
+                        await governor.acquire()
+                    sent_at = await self.limiter.acquire(_PRIORITY[operation])
+                if queue.cancelled_caught or (self.health.paused and not probe):
+                    continue  # the endpoint stopped answering while we queued: back to the gate
+                headers = {**await self.credentials.headers(method, str(url)), **headers}
+                try:
+                    result = await self._request(operation, method, url, headers, read=read)
+                except ThrottledError as error:
+                    self.health.answered(probe)
                     self.stats.throttled += 1
-                    governor.throttled(getattr(error, "retry_after", None), sent_at=sent_at)
-                raise
-            self.health.answered(probe)
-            governor.succeeded()
-            if governor is not self.limiter:
-                self.limiter.succeeded()
-            return result
+                    governor.throttled(error.retry_after, sent_at=sent_at)
+                    raise
+                except CollectorError as error:
+                    self.health.failed(error, probe)
+                    if self.health.overloaded(error):
+                        self.stats.throttled += 1
+                        governor.throttled(getattr(error, "retry_after", None), sent_at=sent_at)
+                    raise
+                self.health.answered(probe)
+                governor.succeeded()
+                if governor is not self.limiter:
+                    self.limiter.succeeded()
+                return result
 
     async def _request(
         self, operation: str, method: str, url: URL, headers: dict[str, str], *, read: bool

@@ -32,8 +32,10 @@ import asyncio
 import logging
 import random as _random
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import anyio
 
 from collector.errors import CollectorError, RequestError, RequestTimeout, ServerError
 from collector.logs import ev
@@ -92,6 +94,8 @@ class EndpointHealth:
         self._probing = False
         self._last_error: BaseException | None = None
         self._change = asyncio.Event()
+        self._gone = asyncio.Event()  # set when given up
+        self._queued: set[anyio.CancelScope] = set()  # requests let through, waiting for the rate
         self._overload_signals: deque[float] = deque()
 
     @property
@@ -140,6 +144,35 @@ class EndpointHealth:
             change = self._change
             await change.wait()
 
+    @contextmanager
+    def queued(self, probe: bool) -> Iterator[anyio.CancelScope]:
+        """Scope a request's wait for the rate limiter: if the endpoint pauses meanwhile, the
+        wait is cancelled (`cancelled_caught`) and the request goes back to the gate.
+
+        Otherwise requests let through before the pause would each still spend a slot of
+        the rate on a dead endpoint, and a probe would queue behind all of them.
+        """
+        scope = anyio.CancelScope()
+        if not probe:
+            self._queued.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._queued.discard(scope)
+
+    async def backoff(self, seconds: float) -> None:
+        """A retry's wait before its next try at this endpoint; ends early if it is given up.
+
+        Without this, servers waiting out a backoff of up to a minute would keep a run
+        against a dead endpoint going long after it was given up.
+        """
+        if self.given_up is None:
+            with anyio.move_on_after(seconds):
+                await self._gone.wait()
+        if self.given_up is not None:
+            raise Unreachable(str(self.given_up))
+
     def answered(self, probe: bool = False) -> None:
         """An HTTP answer came back (any status but a gateway failure)."""
         self.answered_once = True
@@ -162,6 +195,8 @@ class EndpointHealth:
             self.answered(probe)  # a 404, a 500, bad JSON: the endpoint is there
             return
         now = self._clock()
+        if self._first_request is None:
+            self._first_request = now
         self._last_error = exc
         self._failures_in_row += 1
         if not self.paused:
@@ -191,6 +226,9 @@ class EndpointHealth:
         return len(signals) >= OVERLOAD_BURST
 
     def _pause(self, now: float, exc: BaseException) -> None:
+        for scope in self._queued:
+            scope.cancel()
+        self._queued.clear()
         self.paused_since = now
         self._next_probe = now
         self._probes_failed = 0
@@ -224,6 +262,7 @@ class EndpointHealth:
     def give_up(self, reason: str) -> None:
         if self.given_up is None:
             self.given_up = Unreachable(reason)
+            self._gone.set()
             log.error("%s; its servers stay pending", reason,
                       extra=ev("endpoint_given_up", endpoint=self.url, reason=reason))
             self._notify()
