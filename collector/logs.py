@@ -38,6 +38,39 @@ _UNSAFE = re.compile(f"[{_UNSAFE_CHARS}]")
 _PIECES = re.compile(f"[{_UNSAFE_CHARS}]|[^{_UNSAFE_CHARS}]+")
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
+# Every event name a call site may pass to `ev`, with who logs it, at what level, and its
+# fields; tests/test_logs.py holds the code to it. Common fields, wherever they apply:
+# project_id, server_id, export_id, endpoint, attempt, wait_s, error (the full message),
+# error_kind (the error's `kind`), status, error_code, request_id, bytes, reason.
+EVENTS: dict[str, str] = {
+    "log": "any record made without `ev`; has `logger`",
+    "run_started": "runner, collector.run, info: servers, projects, endpoints, collected_earlier, output, "
+                   "resumed, concurrency, downloads, rate, version",
+    "progress": "collector.progress, info: see progress.Snapshot.fields",
+    "summary": "runner through report.emit_summary, collector.summary, info: see report.summary_record",
+    "run_stopping": "runner, collector.run, warning, first signal: reason (SIGTERM), wait_s (the grace)",
+    "run_cancelled": "runner, collector.run, warning, second signal or grace over: reason",
+    "retry": "sweep on_retry, info: project_id, server_id, export_id, endpoint, operation, attempt, wait_s, "
+             "error, error_kind, status, error_code, request_id",
+    "export_renewed": "sweep, info, a 404 for a known export: project_id, server_id, export_id, error, status, "
+                      "request_id",
+    "server_collected": "sweep, info: project_id, server_id, export_id, bytes, attempt, duration_s",
+    "server_skipped": "sweep, debug, collected by an earlier run: project_id, server_id, bytes",
+    "archive_recollected": "sweep, warning, an earlier archive is missing or changed: project_id, server_id, reason",
+    "server_failed": "sweep, warning: project_id, server_id, export_id, endpoint, attempt, error, error_kind, "
+                     "status, error_code, request_id, reason",
+    "internal_error": "sweep, error, with exc_info: project_id, server_id, error",
+    "credentials_rejected": "sweep, error, the run stops: project_id, endpoint, status, error_code, request_id, error",
+    "endpoint_unreachable": "api or runner, error, nothing answers at all (dns, refused, tls): endpoint, error, "
+                            "error_kind, attempt, wait_s",
+    "endpoint_outage": "api, warning, the endpoint stopped answering: endpoint, error, error_kind, status, "
+                       "error_code, reason, wait_s",
+    "endpoint_recovered": "api, warning, answers again: endpoint, outage_s, reason",
+    "download_restarted": "download, info, a resume was refused: project_id, server_id, export_id, status, bytes",
+    "file_name_ignored": "download, warning: project_id, server_id, reason (the name the server suggested)",
+    "journal_failed": "journal, error: error, reason",
+}
+
 # The keys every JSON line starts with; a field of the same name is renamed, never lost.
 _RESERVED = frozenset({"ts", "level", "event", "message", "logger", "traceback", "stack"})
 
@@ -188,5 +221,6 @@ def configure_logging(log_format: str, verbose: int) -> None:
     ours.setLevel(logging.DEBUG if verbose >= 2 else logging.INFO if verbose else logging.WARNING)
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)] + [handler]
-    logging.getLogger("collector.progress").setLevel(logging.INFO)
-    logging.getLogger("collector.summary").setLevel(logging.INFO)
+    # Whatever -v says, the run's beginning, progress, stops and end are shown.
+    for name in ("collector.run", "collector.progress", "collector.summary"):
+        logging.getLogger(name).setLevel(logging.INFO)

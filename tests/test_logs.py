@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from collector.logs import (
+    EVENTS,
     FIELD_LIMIT,
     MESSAGE_LIMIT,
     JsonFormatter,
@@ -181,3 +182,19 @@ def test_text_mode_shows_retries_at_v1(restore_logging, capsys):
     logging.getLogger("collector.sweep").debug("debug only at -vv")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].endswith("INFO    retry")
+
+
+def test_every_event_a_call_site_names_is_snake_case_and_listed():
+    """Log pipelines match on event names: a new one is added to `EVENTS`, a typo fails here."""
+    package = Path(__file__).parents[1] / "collector"
+    used = {m for path in package.rglob("*.py") for m in re.findall(r"\bev\(\s*[\"']([^\"']+)", path.read_text())}
+    assert {"progress", "summary"} <= used
+    assert used <= set(EVENTS), used - set(EVENTS)
+    assert all(re.fullmatch(r"[a-z][a-z0-9]*(_[a-z0-9]+)*", name) for name in EVENTS)
+
+
+def test_run_events_show_at_the_default_level(restore_logging, capsys):
+    configure_logging("json", 0)
+    logging.getLogger("collector.run").info("collecting 3 servers", extra=ev("run_started", servers=3))
+    [line] = capsys.readouterr().err.splitlines()
+    assert json.loads(line)["event"] == "run_started"
