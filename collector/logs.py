@@ -111,17 +111,27 @@ def clean(text: str, limit: int = FIELD_LIMIT) -> str:
     return "".join(out) + f"... [{len(text) - taken} more characters]"
 
 
-def _clean_block(text: str, limit: int) -> str:
-    """A multi-line text (a traceback) with each line cleaned, newlines kept, its end kept."""
-    if len(text) > limit:
-        text = f"[{len(text) - limit} characters before]\n" + text[-limit:]
-    return "\n".join(clean(line, limit) for line in text.splitlines())
+def _clean_block(text: str, limit: int = TRACEBACK_LIMIT) -> str:
+    """A multi-line text (a traceback): each line cleaned, newlines kept, at most `limit`
+    characters, cut at the start: a traceback's end is where the error is."""
+    lines = [clean(line, MESSAGE_LIMIT) for line in text[-4 * limit :].split("\n")]
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        if size + len(line) + 1 > limit:
+            kept.append("[the start is cut]")
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(reversed(kept))
 
 
 def clean_value(value: Any, limit: int = FIELD_LIMIT, depth: int = 0) -> Any:
     """A field's value as JSON can hold it, every string in it cleaned and bounded."""
-    if value is None or isinstance(value, (bool, int)):
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, int):  # Python will not even print a 5,000-digit one
+        return value if value.bit_length() <= 64 else f"<a {value.bit_length()}-bit integer>"
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)  # NaN is not JSON
     if isinstance(value, str):
@@ -151,7 +161,7 @@ def _message(record: logging.LogRecord) -> str:
 
 def event_of(record: logging.LogRecord) -> str:
     event = getattr(record, "event", None)
-    return event if isinstance(event, str) and event else "log"
+    return clean(event, 64) if isinstance(event, str) and event else "log"
 
 
 def fields_of(record: logging.LogRecord) -> Mapping[str, Any]:
@@ -171,7 +181,7 @@ class TextFormatter(logging.Formatter):
         if record.stack_info:
             extra.append(self.formatStack(record.stack_info))
         for block in extra:
-            line += "\n" + "\n".join("    " + part for part in _clean_block(block, TRACEBACK_LIMIT).splitlines())
+            line += "\n" + "\n".join("    " + part for part in _clean_block(block).split("\n"))
         return line
 
 
@@ -179,6 +189,13 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line, ASCII only."""
 
     def format(self, record: logging.LogRecord) -> str:
+        try:
+            return self._format(record)
+        except Exception as exc:  # logging's own error report would be lines of plain text
+            return json.dumps({"ts": None, "level": "error", "event": "log", "logger": "collector.logs",
+                               "message": f"could not format a log record: {type(exc).__name__}"})
+
+    def _format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, timezone.utc)
         entry: dict[str, Any] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
@@ -187,14 +204,14 @@ class JsonFormatter(logging.Formatter):
             "message": _message(record),
         }
         if "event" not in record.__dict__:
-            entry["logger"] = record.name  # where a record without an event came from
+            entry["logger"] = clean(record.name, 100)  # where a record without an event came from
         for key, value in fields_of(record).items():
             key = clean(str(key), 64)
             entry[f"field_{key}" if key in _RESERVED else key] = clean_value(value)
         if record.exc_info:
-            entry["traceback"] = _clean_block(self.formatException(record.exc_info), TRACEBACK_LIMIT)
+            entry["traceback"] = _clean_block(self.formatException(record.exc_info))
         if record.stack_info:
-            entry["stack"] = _clean_block(self.formatStack(record.stack_info), TRACEBACK_LIMIT)
+            entry["stack"] = _clean_block(self.formatStack(record.stack_info))
         return json.dumps(entry, default=str)
 
 

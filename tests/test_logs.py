@@ -16,6 +16,7 @@ from collector.logs import (
     EVENTS,
     FIELD_LIMIT,
     MESSAGE_LIMIT,
+    TRACEBACK_LIMIT,
     JsonFormatter,
     TextFormatter,
     clean,
@@ -72,9 +73,11 @@ def test_a_field_named_like_a_reserved_key_is_renamed_not_lost():
 
 
 def test_fields_json_cannot_hold_are_written_as_text():
-    extra = ev("x", path=Path("/a/b"), error=ValueError("bad"), nan=float("nan"), nested={"k": [1, "\x1b"]})
+    extra = ev("x", path=Path("/a/b"), error=ValueError("bad"), nan=float("nan"), nested={"k": [1, "\x1b"]},
+               huge=10**5000, many=list(range(10_000)))
     entry = json.loads(JsonFormatter().format(record(extra=extra)))
     assert entry["path"] == "/a/b" and entry["error"] == "bad" and entry["nan"] == "nan"
+    assert entry["huge"] == "<a 16610-bit integer>" and len(entry["many"]) == 51
     assert entry["nested"] == {"k": [1, "\\x1b"]}
 
 
@@ -113,6 +116,12 @@ def failing_record(message: str) -> logging.LogRecord:
         raise RuntimeError(message)
     except RuntimeError:
         return record("internal error", level=logging.ERROR, exc_info=sys.exc_info())
+
+
+def test_a_huge_traceback_keeps_its_end_within_the_bound():
+    entry = json.loads(JsonFormatter().format(failing_record("\n".join(["\x1b[31m" * 50] * 2000) + "\nTHE END")))
+    assert len(entry["traceback"]) <= TRACEBACK_LIMIT
+    assert entry["traceback"].startswith("[the start is cut]") and entry["traceback"].endswith("THE END")
 
 
 def test_json_puts_the_traceback_in_a_field_on_the_same_line():
