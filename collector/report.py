@@ -53,7 +53,6 @@ def build_report(
         "collected": states["collected"],
         "failed": states["failed"],
         "pending": states["pending"],
-        "collected_earlier": sum(1 for r in results if r.collected_earlier),
         "bytes": sum(r.bytes or 0 for r in results if r.state == "collected"),
     }
     servers = []

@@ -6,13 +6,11 @@ from __future__ import annotations
 import io
 import json
 import logging
-from datetime import datetime, timezone
 
 import pytest
 
 from collector.logs import JsonFormatter
 from collector.report import (
-    build_report,
     emit_summary,
     human_bytes,
     human_duration,
@@ -169,12 +167,6 @@ def test_text_mode_prints_the_lines():
     record = summary_record([collected(), timeout(3)], duration_s=4)
     emit_summary(record, "text", stream=stream)
     assert stream.getvalue().splitlines() == summary_lines(record)
-
-
-def test_report_totals_count_servers_earlier_runs_collected():
-    now = datetime.now(timezone.utc)
-    report = build_report([collected(earlier=True), collected()], started_at=now, finished_at=now, inventory="i")
-    assert report["totals"]["collected_earlier"] == 1 and report["totals"]["collected"] == 2
 
 
 @pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1024**2 - 1, "1.0 MiB"),
