@@ -61,11 +61,10 @@ EVENTS: dict[str, str] = {
                      "status, error_code, request_id, reason",
     "internal_error": "sweep, error, with exc_info: project_id, server_id, error",
     "credentials_rejected": "sweep, error, the run stops: project_id, endpoint, status, error_code, request_id, error",
-    "endpoint_unreachable": "api or runner, error, nothing answers at all (dns, refused, tls): endpoint, error, "
-                            "error_kind, attempt, wait_s",
-    "endpoint_outage": "api, warning, the endpoint stopped answering: endpoint, error, error_kind, status, "
-                       "error_code, reason, wait_s",
-    "endpoint_recovered": "api, warning, answers again: endpoint, outage_s, reason",
+    "endpoint_unreachable": "endpoint, warning, never answered yet; probing: endpoint, error, reason (its kind)",
+    "endpoint_outage": "endpoint, warning, answered before, stopped; probing: endpoint, error, reason (its kind)",
+    "endpoint_recovered": "endpoint, warning, answers again: endpoint, wait_s (how long it did not)",
+    "endpoint_given_up": "endpoint, error, its servers stay pending: endpoint, reason",
     "download_restarted": "download, info, a resume was refused: project_id, server_id, export_id, status, bytes",
     "file_name_ignored": "download, warning: project_id, server_id, reason (the name the server suggested)",
     "journal_failed": "journal, error: error, reason",

@@ -6,7 +6,7 @@ of one, even if the run is killed while writing it.
 The summary is computed once, as a record (`summary_record`), and shown either as lines for
 people (`summary_lines`) or as one `summary` JSON log line (`emit_summary` does either).
 Failures are grouped by what the errors say in their structured fields (kind, HTTP status,
-the API's error_code, and the sweep's short `reason`), never by matching message text.
+the API's error_code), never by matching message text; unfinished servers by why they stopped.
 """
 
 from __future__ import annotations
@@ -100,7 +100,8 @@ def _seconds(seconds: float) -> str:
 
 TOP_GROUPS = 10  # groups shown; the report has every server
 
-# How a failure reads when the sweep gave no `reason` and there is no HTTP status.
+# How a group of failures reads when its servers do not share one `reason` and there is no
+# HTTP status.
 KIND_LABELS = {
     "refused": "connection refused",
     "dns": "host name not found",
@@ -116,11 +117,7 @@ KIND_LABELS = {
 }
 
 
-def failure_label(result: ServerResult) -> str:
-    """What a group of failures is called: the sweep's reason, else `HTTP 500 SVC.0001`,
-    else the error's kind in words."""
-    if result.reason:
-        return result.reason
+def _structured_label(result: ServerResult) -> str:
     if result.status is not None:
         return f"HTTP {result.status}" + (f" {result.error_code}" if result.error_code else "")
     if result.error_kind:
@@ -128,32 +125,41 @@ def failure_label(result: ServerResult) -> str:
     return "unknown error"
 
 
-def pending_label(result: ServerResult) -> str:
-    return result.reason or result.error or "run stopped before this server finished"
-
-
 def _failure_key(result: ServerResult) -> Hashable:
-    # The reason is part of the key: it is the sweep's own short grouping phrase, and it
-    # separates, say, a stuck export from a failed one, which share the kind "export".
-    return (result.error_kind, result.status, result.error_code, result.reason)
+    return (result.error_kind, result.status, result.error_code)
+
+
+def _failure_label(group: list[ServerResult]) -> str:
+    """The sweep's reason when the whole group shares it (`archive damaged on the server`),
+    else what the structured fields say (`HTTP 500 SVC.0001`, `timeout`)."""
+    reasons = {r.reason for r in group}
+    if len(reasons) == 1 and group[0].reason:
+        return group[0].reason
+    return _structured_label(group[0])
 
 
 def _pending_key(result: ServerResult) -> Hashable:
-    return pending_label(result)
+    return _pending_label([result])
+
+
+def _pending_label(group: list[ServerResult]) -> str:
+    return group[0].reason or group[0].error or "run stopped before this server finished"
 
 
 def _groups(
-    results: list[ServerResult], key: Callable[[ServerResult], Hashable], label: Callable[[ServerResult], str]
+    results: list[ServerResult],
+    key: Callable[[ServerResult], Hashable],
+    label: Callable[[list[ServerResult]], str],
 ) -> list[dict[str, Any]]:
     """Groups, largest first; each with its count, a label and its first server as the example."""
     members: dict[Hashable, list[ServerResult]] = {}
     for result in results:
         members.setdefault(key(result), []).append(result)
-    ordered = sorted(members.values(), key=lambda group: (-len(group), label(group[0])))
+    labelled = sorted(((label(group), group) for group in members.values()), key=lambda lg: (-len(lg[1]), lg[0]))
     return [
         {
             "count": len(group),
-            "label": label(group[0]),
+            "label": name,
             "kind": group[0].error_kind,
             "status": group[0].status,
             "error_code": group[0].error_code,
@@ -164,7 +170,7 @@ def _groups(
                 "request_id": group[0].request_id,
             },
         }
-        for group in ordered
+        for name, group in labelled
     ]
 
 
@@ -189,8 +195,8 @@ def summary_record(
     collected = [r for r in results if r.state == "collected"]
     failed = [r for r in results if r.state == "failed"]
     pending = [r for r in results if r.state == "pending"]
-    failures = _groups(failed, _failure_key, failure_label)
-    waiting = _groups(pending, _pending_key, pending_label)
+    failures = _groups(failed, _failure_key, _failure_label)
+    waiting = _groups(pending, _pending_key, _pending_label)
     record: dict[str, Any] = {
         "servers": len(results),
         "collected": states["collected"],

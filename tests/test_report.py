@@ -73,13 +73,14 @@ def test_failures_group_by_kind_status_and_code_whatever_the_wording():
     assert (second["status"], second["error_code"], second["example"]["server_id"]) == (500, "SVC.0001", "first-500")
 
 
-def test_the_sweeps_reason_separates_failures_of_one_kind():
+def test_a_reason_the_group_shares_is_its_label_and_mixed_reasons_fall_back_to_the_kind():
     results = [
-        server("failed", error="export 7 stuck at 40% for 1800 s", error_kind="export", reason="export stuck"),
-        server("failed", error="export 8 failed at 10%", error_kind="export", reason="export failed on the server"),
-        server("failed", error="export 9 failed at 90%", error_kind="export", reason="export failed on the server"),
+        server("failed", error="export 7 stuck at 40% for 1800 s", error_kind="export", reason="export N stuck"),
+        server("failed", error="export 8 failed at 10%", error_kind="export", reason="export N failed at N%"),
+        server("failed", error="damaged", error_kind="archive", reason="archive damaged on the server"),
+        server("failed", error="damaged too", error_kind="archive", reason="archive damaged on the server"),
     ]
-    assert groups(summary_record(results, duration_s=1)) == {"export failed on the server": 2, "export stuck": 1}
+    assert groups(summary_record(results, duration_s=1)) == {"archive damaged on the server": 2, "export failed": 2}
 
 
 def test_summary_lines_show_count_label_and_one_example_per_group():
