@@ -1,17 +1,22 @@
 """Showing a run as it goes: a live display on a terminal, a periodic log line elsewhere.
 
 Both read the same `Tally` (servers per phase, fed by sweep events) and the client's
-`CallStats` (requests, 429s, bytes); neither reaches into the sweep.
+`CallStats` (requests, 429s, bytes) through one `Snapshot`; neither reaches into the sweep.
+Time comes from an injected clock and waits from an injected sleep, so tests need neither.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections import Counter, deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -19,25 +24,57 @@ from rich.text import Text
 
 from collector.api import CallStats
 from collector.events import Phase, PhaseChanged
-from collector.report import human_bytes
+from collector.logs import ev
+from collector.report import human_bytes, human_duration
 
 log = logging.getLogger("collector.progress")
 
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+BAR_WIDTH = 24  # with the text beside it, the first line fits 80 columns
+
 
 class Tally:
-    """Servers per phase, kept current from `PhaseChanged` events."""
+    """Servers per phase, kept current from `PhaseChanged` events, and when they finished.
 
-    def __init__(self, total: int) -> None:
+    A server an earlier run collected goes straight from pending to collected; it counts as
+    done, but not in the finish rate the ETA comes from: skipping it took no time.
+    """
+
+    WINDOW = 120.0  # seconds of finishes the rate is measured over
+
+    def __init__(self, total: int, *, clock: Clock = time.monotonic) -> None:
         self.total = total
         self.counts: Counter[Phase] = Counter({Phase.PENDING: total})
+        self.earlier = 0
+        self.clock = clock
+        self.started = clock()
+        self._finishes: deque[float] = deque()  # clock() of this run's finishes, in the window
 
     def __call__(self, event: PhaseChanged) -> None:
         self.counts[event.previous] -= 1
         self.counts[event.phase] += 1
+        if event.phase is Phase.COLLECTED and event.previous is Phase.PENDING:
+            self.earlier += 1
+        elif event.phase.finished:
+            self._finishes.append(self.clock())
 
     @property
     def finished(self) -> int:
         return self.counts[Phase.COLLECTED] + self.counts[Phase.FAILED]
+
+    def eta(self, now: float) -> float | None:
+        """Seconds until every server is done at the recent finish rate; None until known."""
+        remaining = self.total - self.finished
+        if remaining <= 0:
+            return 0.0
+        while len(self._finishes) > 2 and now - self._finishes[0] > self.WINDOW:
+            self._finishes.popleft()
+        if len(self._finishes) < 2 or now <= self._finishes[0]:
+            return None
+        rate = (len(self._finishes) - 1) / (now - self._finishes[0])
+        return remaining / rate
 
 
 class _Rates:
@@ -45,15 +82,16 @@ class _Rates:
 
     WINDOW = 5.0
 
-    def __init__(self, stats: CallStats) -> None:
+    def __init__(self, stats: CallStats, clock: Clock = time.monotonic) -> None:
         self.stats = stats
+        self.clock = clock
         self._samples: deque[tuple[float, int, int]] = deque()
         self.requests_per_s = 0.0
         self.bytes_per_s = 0.0
         self.update()
 
     def update(self) -> None:
-        now = anyio.current_time()
+        now = self.clock()
         self._samples.append((now, self.stats.requests, self.stats.bytes_downloaded))
         while len(self._samples) > 2 and now - self._samples[1][0] >= self.WINDOW:
             self._samples.popleft()
@@ -64,49 +102,144 @@ class _Rates:
             self.bytes_per_s = (self.stats.bytes_downloaded - size) / elapsed
 
 
-def _counts(tally: Tally) -> str:
+@dataclass(frozen=True)
+class Snapshot:
+    """The run at one moment: what the display draws and the `progress` event carries."""
+
+    elapsed_s: float
+    servers: int
+    collected: int  # including those earlier runs collected
+    collected_earlier: int
+    failed: int
+    not_started: int
+    exporting: int
+    polling: int
+    downloading: int
+    eta_s: float | None
+    bytes: int
+    bytes_per_s: float
+    requests: int
+    requests_per_s: float
+    throttled: int
+    retries: int
+
+    @property
+    def finished(self) -> int:
+        return self.collected + self.failed
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.finished / self.servers if self.servers else 100.0
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "elapsed_s": round(self.elapsed_s, 1),
+            "percent": round(self.percent, 1),
+            "eta_s": None if self.eta_s is None else round(self.eta_s),
+            "servers": self.servers,
+            "collected": self.collected,
+            "collected_earlier": self.collected_earlier,
+            "failed": self.failed,
+            "not_started": self.not_started,
+            "exporting": self.exporting,
+            "polling": self.polling,
+            "downloading": self.downloading,
+            "bytes": self.bytes,
+            "bytes_per_s": round(self.bytes_per_s),
+            "requests": self.requests,
+            "requests_per_s": round(self.requests_per_s, 1),
+            "throttled": self.throttled,
+            "retries": self.retries,
+        }
+
+
+def snapshot(tally: Tally, stats: CallStats, rates: _Rates) -> Snapshot:
+    now = tally.clock()
     c = tally.counts
-    return f"{tally.finished}/{tally.total} done ({c[Phase.COLLECTED]} collected, {c[Phase.FAILED]} failed)"
-
-
-def _phases(tally: Tally) -> str:
-    c = tally.counts
-    return f"exporting {c[Phase.EXPORTING]}, polling {c[Phase.POLLING]}, downloading {c[Phase.DOWNLOADING]}"
-
-
-def _traffic(stats: CallStats, rates: _Rates) -> str:
-    return (
-        f"{human_bytes(stats.bytes_downloaded)} at {human_bytes(rates.bytes_per_s)}/s, "
-        f"{rates.requests_per_s:.0f} req/s, {stats.throttled} throttled, {stats.retries} retries"
+    return Snapshot(
+        elapsed_s=now - tally.started,
+        servers=tally.total,
+        collected=c[Phase.COLLECTED],
+        collected_earlier=tally.earlier,
+        failed=c[Phase.FAILED],
+        not_started=c[Phase.PENDING],
+        exporting=c[Phase.EXPORTING],
+        polling=c[Phase.POLLING],
+        downloading=c[Phase.DOWNLOADING],
+        eta_s=tally.eta(now),
+        bytes=stats.bytes_downloaded,
+        bytes_per_s=rates.bytes_per_s,
+        requests=stats.requests,
+        requests_per_s=rates.requests_per_s,
+        throttled=stats.throttled,
+        retries=stats.retries,
     )
 
 
-def status_line(tally: Tally, stats: CallStats, rates: _Rates) -> str:
-    return f"{_counts(tally)} | {_phases(tally)} | {_traffic(stats, rates)}"
+def _clock_line(s: Snapshot) -> str:
+    eta = "--" if s.eta_s is None else human_duration(s.eta_s)
+    return f"{s.percent:3.0f}% {s.finished}/{s.servers}, elapsed {human_duration(s.elapsed_s)}, ETA {eta}"
 
 
-async def show_progress(tally: Tally, stats: CallStats, *, live: bool, interval: float = 10.0) -> None:
-    """Run until cancelled: a rich live display if `live`, else a log line every `interval` s."""
-    rates = _Rates(stats)
+def _done_line(s: Snapshot) -> str:
+    earlier = f" ({s.collected_earlier} by earlier runs)" if s.collected_earlier else ""
+    return f"{s.collected} collected{earlier}, {s.failed} failed, {s.not_started} not started"
+
+
+def _flight_line(s: Snapshot) -> str:
+    return f"in flight: {s.exporting} exporting, {s.polling} polling, {s.downloading} downloading"
+
+
+def _traffic_line(s: Snapshot) -> str:
+    return (
+        f"{human_bytes(s.bytes)} at {human_bytes(s.bytes_per_s)}/s, {s.requests_per_s:.0f} req/s, "
+        f"{s.throttled} throttled, {s.retries} retries"
+    )
+
+
+def progress_line(s: Snapshot) -> str:
+    """The whole snapshot on one line, for the log."""
+    return f"{_clock_line(s).lstrip()}; {_done_line(s)}; {_flight_line(s)}; {_traffic_line(s)}"
+
+
+def render(s: Snapshot) -> RenderableType:
+    """Four lines, none wider than 80 columns; on a narrower terminal they are cut, not wrapped."""
+
+    def line(text: str) -> Text:
+        return Text(text, no_wrap=True, overflow="ellipsis")
+
+    top = Table.grid(padding=(0, 1))
+    top.add_column(width=BAR_WIDTH, no_wrap=True)
+    top.add_column(no_wrap=True, overflow="ellipsis")
+    top.add_row(ProgressBar(total=max(s.servers, 1), completed=s.finished, width=BAR_WIDTH), line(_clock_line(s)))
+    return Group(top, line(_done_line(s)), line(_flight_line(s)), line(_traffic_line(s)))
+
+
+async def show_progress(
+    tally: Tally,
+    stats: CallStats,
+    *,
+    live: bool,
+    interval: float = 10.0,
+    refresh: float = 0.5,
+    sleep: Sleep = anyio.sleep,
+    console: Console | None = None,
+) -> None:
+    """Run until cancelled: a rich live display if `live`, else a `progress` log line at
+    once and then every `interval` s (with the numbers as fields, for JSON logs)."""
+    rates = _Rates(stats, tally.clock)
     if not live:
         while True:
-            await anyio.sleep(interval)
             rates.update()
-            log.info("progress: %s", status_line(tally, stats, rates))
-    console = Console(file=sys.stderr)
-
-    def render() -> Table:
-        grid = Table.grid(padding=(0, 1))
-        grid.add_row(ProgressBar(total=max(tally.total, 1), completed=tally.finished, width=40), Text(_counts(tally)))
-        grid.add_row(Text(""), Text(_phases(tally)))
-        grid.add_row(Text(""), Text(_traffic(stats, rates)))
-        return grid
-
-    with Live(render(), console=console, auto_refresh=False, transient=False) as display:
+            now = snapshot(tally, stats, rates)
+            log.info("progress: %s", progress_line(now), extra=ev("progress", **now.fields()))
+            await sleep(interval)
+    console = console or Console(file=sys.stderr)
+    with Live(render(snapshot(tally, stats, rates)), console=console, auto_refresh=False, transient=False) as display:
         try:
             while True:
-                await anyio.sleep(0.5)
+                await sleep(refresh)
                 rates.update()
-                display.update(render(), refresh=True)
+                display.update(render(snapshot(tally, stats, rates)), refresh=True)
         finally:
-            display.update(render(), refresh=True)
+            display.update(render(snapshot(tally, stats, rates)), refresh=True)

@@ -167,9 +167,9 @@ def test_json_logs_keep_stderr_all_json(tmp_path, simulator):
                      "--log-format", "json")
     assert done.returncode == ExitCode.PARTIAL, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines()]
-    messages = [r["msg"] for r in records]
+    messages = [r["message"] for r in records]
     assert any("5/6 servers collected" in m for m in messages)
-    assert any(r["level"] == "warning" and "failed" in r["msg"] for r in records)
+    assert any(r["level"] == "warning" and "failed" in r["message"] for r in records)
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the tuning is glibc's mallopt")
