@@ -18,7 +18,6 @@ Limits, all shared by the whole run:
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -220,7 +219,10 @@ class Sweep:
             except NotFoundError as exc:
                 if not renewals_left:
                     raise ExportFailed(f"export {export_id} vanished twice (404); last: {exc}") from exc
-                log.info("%s: export %s is gone (%s); asking for a new one", target.server.id, export_id, exc)
+                log.info(
+                    "%s: export %s is gone (%s); asking for a new one", target.server.id, export_id, exc,
+                    extra=ev("export_renewed", **progress.where(), **error_fields(exc)),
+                )
                 renewals_left -= 1
                 export_id = None
 
@@ -341,9 +343,9 @@ class Sweep:
             result.error_kind = exc.kind
         except AuthError as exc:
             await self._fail(progress, exc, "credentials rejected")
-            self._stop_for_auth(exc)
+            self._stop_for_auth(exc, progress)
         except CollectorError as exc:
-            await self._fail(progress, exc, _reason(exc))
+            await self._fail(progress, exc, getattr(exc, "reason", None))
         except Exception as exc:  # noqa: BLE001 - a bug fails this server, never the fleet
             self._internal_errors += 1
             log.error(
@@ -355,6 +357,11 @@ class Sweep:
         else:
             result.state = Phase.COLLECTED.value
             result.file, result.bytes, result.sha256 = archive.name, archive.size, archive.sha256
+            log.info(
+                "%s/%s: collected, %d bytes", result.project_id, result.server_id, archive.size,
+                extra=ev("server_collected", **progress.where(), bytes=archive.size, attempt=result.attempts,
+                         duration_s=round(time.monotonic() - started, 3)),
+            )
             await progress.enter(Phase.COLLECTED, export_id=result.export_id, size=archive.size, sha256=archive.sha256)
         finally:
             self._active.discard(progress)
@@ -367,7 +374,10 @@ class Sweep:
             return False
         name = archive_name(*target.key)
         if not await self.destination.check(name, prior.bytes, prior.sha256 if self.settings.verify else None):
-            log.warning("%s: archive from an earlier run is missing or changed; collecting it again", name)
+            log.warning(
+                "%s: archive from an earlier run is missing or changed; collecting it again", name,
+                extra=ev("archive_recollected", **progress.where(), reason="missing or changed"),
+            )
             return False
         result = progress.result
         result.state = Phase.COLLECTED.value
@@ -377,7 +387,7 @@ class Sweep:
         await progress.enter(Phase.COLLECTED, export_id=prior.export_id, size=prior.bytes, sha256=prior.sha256)
         return True
 
-    async def _fail(self, progress: _Progress, exc: Exception, reason: str) -> None:
+    async def _fail(self, progress: _Progress, exc: Exception, reason: str | None) -> None:
         result = progress.result
         result.state = Phase.FAILED.value
         if isinstance(exc, CollectorError):
@@ -397,10 +407,14 @@ class Sweep:
             )
         await progress.enter(Phase.FAILED, export_id=result.export_id, error=result.error, reason=reason)
 
-    def _stop_for_auth(self, exc: AuthError) -> None:
+    def _stop_for_auth(self, exc: AuthError, progress: _Progress) -> None:
         if self.auth_error is None:
             self.auth_error = exc
-            log.error("credentials rejected: %s; stopping the run", exc)
+            log.error(
+                "credentials rejected: %s; stopping the run", exc,
+                extra=ev("credentials_rejected", project_id=progress.target.project.project_id,
+                         endpoint=progress.target.project.endpoint, **error_fields(exc)),
+            )
         if self._scope is not None:
             self._scope.cancel()
 
@@ -440,13 +454,3 @@ def _resumable_export(prior: Entry | None) -> str | None:
     if prior is None or prior.phase not in (Phase.POLLING, Phase.DOWNLOADING):
         return None
     return prior.export_id
-
-
-def _reason(exc: CollectorError) -> str:
-    """A grouping key for the summary: similar failures on many servers count as one line."""
-    reason = getattr(exc, "reason", None)
-    if isinstance(reason, str):
-        return reason
-    text = str(exc)
-    # Drop numbers (ids, byte counts, percentages) so the same failure groups together.
-    return re.sub(r"\d+(\.\d+)?", "N", text.split(" (request id")[0])[:120]

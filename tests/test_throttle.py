@@ -240,15 +240,52 @@ async def test_queued_callers_are_served_by_priority_then_arrival():
 
 
 @pytest.mark.anyio
-async def test_a_cancelled_waiter_does_not_stall_the_queue():
-    limiter = RateLimiter(50)
-    for _ in range(30):
+async def test_a_cancelled_waiter_does_not_stall_the_queue(clock):
+    """A holds the turn (asleep until its slot), B queues behind it and is cancelled, C queues
+    behind B: when A's slot comes, the turn must skip B and reach C."""
+    due = anyio.Event()
+
+    async def sleep_until_due(seconds: float) -> None:
+        await due.wait()
+        clock.now += seconds
+
+    limiter = RateLimiter(1, burst_seconds=0, clock=clock, sleep=sleep_until_due)
+    await limiter.acquire()  # the free slot; the next one is a second away
+    got: list[str] = []
+
+    async def take(name: str) -> None:
         await limiter.acquire()
-    with anyio.move_on_after(0.001):
-        await limiter.acquire()
-    with anyio.fail_after(2):
-        for _ in range(3):
-            await limiter.acquire()
+        got.append(name)
+
+    b = anyio.CancelScope()
+
+    async def b_waits() -> None:
+        with b:
+            await take("B")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(take, "A")
+        await wait_until(lambda: limiter._busy)
+        tasks.start_soon(b_waits)
+        await wait_until(lambda: len(limiter._waiting) == 1)
+        tasks.start_soon(take, "C")
+        await wait_until(lambda: len(limiter._waiting) == 2)
+        b.cancel()
+        await wait_until(lambda: b.cancelled_caught)
+        due.set()
+        with anyio.fail_after(2):
+            await wait_until(lambda: len(got) == 2)
+    assert sorted(got) == ["A", "C"]
+    assert not limiter._busy and not limiter._waiting
+
+
+async def wait_until(condition) -> None:
+    """Let other tasks run until `condition()` holds (no wall-clock waiting)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await anyio.sleep(0)
+    raise AssertionError("condition never held")
 
 
 def test_a_lull_does_not_pull_the_measured_rate_down(clock):
