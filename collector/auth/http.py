@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
@@ -113,14 +113,18 @@ async def _read_capped(response: aiohttp.ClientResponse, max_body: int, operatio
     return bytes(data)
 
 
-def status_error(operation: str, answer: Answer) -> APIError:
-    """The error for a non-2xx answer of a credential source: 401/403 are `AuthError` (exit 3)."""
-    code, message = _error_fields(answer.body)
+def status_error(operation: str, answer: Answer, *, sent: Iterable[str] = ()) -> APIError:
+    """The error for a non-2xx answer of a credential source: 401/403 are `AuthError` (exit 3).
+
+    `sent` are the secrets the request carried: a source that echoes them back in its error
+    message does not get them into ours.
+    """
+    code, message = _error_fields(answer.body, [secret for secret in sent if secret])
     kwargs: dict[str, Any] = dict(
         operation=operation,
         error_code=code,
         error_msg=message,
-        request_id=answer.headers.get("X-Request-Id") or answer.headers.get("X-IAM-Trace-Id"),
+        request_id=_clean(answer.headers.get("X-Request-Id") or answer.headers.get("X-IAM-Trace-Id"), 80),
     )
     if answer.status in (401, 403):
         return AuthError(answer.status, **kwargs)
@@ -136,26 +140,31 @@ def status_error(operation: str, answer: Answer) -> APIError:
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
-def _clean(value: object, limit: int = 200) -> str | None:
-    if value is None or isinstance(value, (dict, list)):
-        return None
-    text = _UNPRINTABLE.sub(" ", str(value)).strip()
-    return text[:limit] or None
-
-
-def _error_fields(body: bytes) -> tuple[str | None, str | None]:
+def _error_fields(body: bytes, secrets: list[str]) -> tuple[str | None, str | None]:
     """IAM answers ``{"error": {"code", "message"}}`` or ``{"error_code", "error_msg"}``."""
+    text = body.decode("utf-8", "replace")
     try:
-        parsed = json.loads(body)
+        parsed = json.loads(text)
     except ValueError:
-        return None, _clean(body[:200].decode("utf-8", "replace"))
+        return None, _clean(text[:4096], 200, secrets)
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         parsed = parsed["error"]
     if not isinstance(parsed, dict):
         return None, None
     code = parsed.get("error_code", parsed.get("code"))
     message = parsed.get("error_msg", parsed.get("message"))
-    return _clean(code, 40), _clean(message)
+    return _clean(code, 40, secrets), _clean(message, 200, secrets)
+
+
+def _clean(value: object, limit: int, secrets: Iterable[str] = ()) -> str | None:
+    """One printable line of at most `limit` characters, secrets masked before it is cut."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    text = _UNPRINTABLE.sub(" ", text).strip()
+    return text[:limit] or None
 
 
 def json_object(answer: Answer, operation: str) -> dict[str, Any]:

@@ -134,7 +134,7 @@ class IamPassword:
             max_body=_MAX_ANSWER,
         )
         if answer.status not in (200, 201):
-            raise status_error(operation, answer)
+            raise status_error(operation, answer, sent=(self._password.value,))
         return _token(answer, operation), _expires_at(answer, operation)
 
 

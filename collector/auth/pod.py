@@ -53,7 +53,7 @@ class PodIdentity:
             timeout=self._timeout,
         )
         if not 200 <= answer.status < 300:
-            raise status_error(OPERATION, answer)
+            raise status_error(OPERATION, answer, sent=(token,))
         return parse_temporary(json_object(answer, OPERATION), OPERATION)
 
 
