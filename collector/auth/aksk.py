@@ -41,7 +41,8 @@ class AkSk:
     async def apply(self, request: Request) -> object:
         lease = await self._keys.get()
         keys = lease.value
-        set_headers(request.headers, sign(request, keys.access, keys.secret, self._clock(), security_token=keys.security_token))
+        signed = sign(request, keys.access, keys.secret, self._clock(), security_token=keys.security_token)
+        set_headers(request.headers, signed)
         return lease.generation
 
     async def rejected(self, generation: object) -> bool:

@@ -141,18 +141,21 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]+")
 
 
 def _error_fields(body: bytes, secrets: list[str]) -> tuple[str | None, str | None]:
-    """IAM answers ``{"error": {"code", "message"}}`` or ``{"error_code", "error_msg"}``."""
+    """IAM answers ``{"error": {"code", "message"}}`` or ``{"error_code", "error_msg"}``; other
+    sources plain text or JSON of their own, which is then the message."""
     text = body.decode("utf-8", "replace")
     try:
         parsed = json.loads(text)
     except ValueError:
-        return None, _clean(text[:4096], 200, secrets)
+        parsed = None
     if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
         parsed = parsed["error"]
-    if not isinstance(parsed, dict):
-        return None, None
-    code = parsed.get("error_code", parsed.get("code"))
-    message = parsed.get("error_msg", parsed.get("message"))
+    code = message = None
+    if isinstance(parsed, dict):
+        code = parsed.get("error_code", parsed.get("code"))
+        message = parsed.get("error_msg", parsed.get("message"))
+    if not isinstance(message, str):
+        message = text[:4096]
     return _clean(code, 40, secrets), _clean(message, 200, secrets)
 
 

@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 
 import yarl
 
-from collector.auth.http import DEFAULT_TIMEOUT, Answer, SessionFactory, default_session, exchange, json_object, status_error
+from collector.auth.http import (
+    DEFAULT_TIMEOUT,
+    Answer,
+    SessionFactory,
+    default_session,
+    exchange,
+    json_object,
+    status_error,
+)
 from collector.auth.keys import is_word, parse_time
 from collector.auth.protocol import Request, set_headers
 from collector.auth.refresh import Clock, Refresher, RefreshPolicy

@@ -74,7 +74,9 @@ def pod_identity_from_env(
         )
     url = yarl.URL(uri)
     if url.scheme not in ("http", "https") or not url.host:
-        raise CredentialsUnavailable(f"{FULL_URI_ENV} is not an http(s) URL", hint="it is set by CCE; check the pod's spec")
+        raise CredentialsUnavailable(
+            f"{FULL_URI_ENV} is not an http(s) URL", hint="it is set by CCE; check the pod's spec"
+        )
     read_token_file(Path(file), what="pod identity token")  # fail now, not at the first request
     source = PodIdentity(uri, Path(file), session_factory=session_factory)
     description = f"temporary AK/SK from CCE pod identity ({url.host})"

@@ -102,4 +102,5 @@ def read_profile(path: Path, section: str = DEFAULT_SECTION, *, option: str | No
 
 
 def _error(message: str, option: str | None) -> CredentialsUnavailable:
-    return CredentialsUnavailable(message, hint="the file is in the SDK's INI form: [basic], then ak = ..., sk = ...", option=option)
+    hint = "the file is in the SDK's INI form: [basic], then ak = ..., sk = ..."
+    return CredentialsUnavailable(message, hint=hint, option=option)

@@ -76,7 +76,8 @@ def sign(request: Request, ak: str, sk: str, now: float, *, security_token: str 
         request.method, request.url.raw_path, request.url.raw_query_string,
         {lower: headers[lower][1] for lower in signed}, payload,
     )
-    signature = hmac.new(sk.encode(), string_to_sign(canonical, added["X-Sdk-Date"]).encode(), hashlib.sha256).hexdigest()
+    text = string_to_sign(canonical, added["X-Sdk-Date"])
+    signature = hmac.new(sk.encode(), text.encode(), hashlib.sha256).hexdigest()
     added["Authorization"] = f"{ALGORITHM} Access={ak}, SignedHeaders={';'.join(signed)}, Signature={signature}"
     return added
 
@@ -93,7 +94,8 @@ def payload_hash(content_sha256: str | None, body: bytes) -> str:
 def canonical_request(method: str, raw_path: str, raw_query: str, signed: Mapping[str, str], payload: str) -> str:
     """The text whose hash is signed. `signed` maps lower-case names, sorted, to raw values."""
     lines = "".join(f"{name}:{value.strip()}\n" for name, value in signed.items())
-    return "\n".join((method.upper(), canonical_uri(raw_path), canonical_query(raw_query), lines, ";".join(signed), payload))
+    parts = (method.upper(), canonical_uri(raw_path), canonical_query(raw_query), lines, ";".join(signed), payload)
+    return "\n".join(parts)
 
 
 def canonical_uri(raw_path: str) -> str:

@@ -75,7 +75,8 @@ def check_env_name(name: str, *, what: str, option: str | None = None) -> None:
     if not ENV_NAME.fullmatch(name):
         raise CredentialsUnavailable(
             "not a valid environment variable name",
-            hint=f"give the variable's name, like CLOUDDC_TOKEN, without '$' (the {what} itself never goes in the inventory)",
+            hint=f"give the variable's name, like CLOUDDC_TOKEN, without '$'"
+            f" (the {what} itself never goes in the inventory)",
             option=option,
         )
 
