@@ -11,7 +11,7 @@ import json
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
@@ -65,14 +65,24 @@ async def _seen(request: web.Request) -> Seen:
     return Seen(request.method, request.path, dict(request.query), CIMultiDict(request.headers), await request.read())
 
 
-@dataclass
 class Gate:
-    """Holds answers until opened: lets a test have every task waiting before one answer."""
+    """Holds answers until opened: lets a test have every task waiting before one answer, and
+    wait until a given number of requests have reached the server."""
 
-    opened: anyio.Event = field(default_factory=anyio.Event)
+    def __init__(self) -> None:
+        self.opened = anyio.Event()
+        self.arrived = 0
+        self._arrival = anyio.Event()
 
     async def passed(self) -> None:
+        self.arrived += 1
+        self._arrival.set()
+        self._arrival = anyio.Event()
         await self.opened.wait()
+
+    async def reached(self, count: int) -> None:
+        while self.arrived < count:
+            await self._arrival.wait()
 
 
 class IamServer:

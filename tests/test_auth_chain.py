@@ -93,6 +93,10 @@ async def test_aksk_from_named_variables_and_a_401_is_final():
     provider = spec("aksk", {"ak_env": "MY_AK", "sk_env": "MY_SK", "security_token_env": "MY_TOKEN"},
                     {"MY_AK": AK, "MY_SK": SK, "MY_TOKEN": TOKEN})
     assert provider.describe() == "temporary AK/SK from $MY_AK"
+    # Named variables do not pick up the SDK's security token, which belongs to the SDK's keys.
+    named = spec("aksk", {"ak_env": "MY_AK", "sk_env": "MY_SK"},
+                 {"MY_AK": AK, "MY_SK": SK, "HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN})
+    assert named.describe() == "AK/SK from $MY_AK"
     url = yarl.URL("https://clouddc.example/v1/p1/x")
     generation = await provider.apply(Request("GET", url, {"Host": "clouddc.example"}))
     assert await provider.rejected(generation) is False

@@ -159,6 +159,34 @@ async def test_failed_early_refresh_keeps_the_current_token_until_it_really_ends
         assert (await token_of(iam))[0] == server.issued[-1] != first
 
 
+async def test_a_cancelled_refresh_leaves_the_next_task_to_fetch():
+    clock = FakeClock()
+    server = IamServer(clock, domain=DOMAIN, user=USER, password=PASSWORD)
+    server.gate = Gate()
+    tokens: list[str] = []
+    async with serving(server.app()) as url:
+        iam = provider(url, clock)
+
+        async def waiter() -> None:
+            tokens.append((await token_of(iam))[0])
+
+        async with anyio.create_task_group() as tg:
+            leader = anyio.CancelScope()
+
+            async def first() -> None:
+                with leader:
+                    await token_of(iam)
+
+            tg.start_soon(first)
+            await server.gate.reached(1)
+            tg.start_soon(waiter)
+            await anyio.wait_all_tasks_blocked()  # the waiter waits for the first task's fetch
+            leader.cancel()
+            await server.gate.reached(2)  # and, that one cancelled, makes its own
+            server.gate.opened.set()
+    assert tokens == [server.issued[-1]]
+
+
 async def test_a_rejected_token_is_refreshed_once_for_every_task_that_reports_it():
     clock = FakeClock()
     server = IamServer(clock, domain=DOMAIN, user=USER, password=PASSWORD)

@@ -62,19 +62,21 @@ class AkSk:
 def keys_from_env(
     environ: Mapping[str, str],
     *,
-    ak_env: str = AK_ENV,
-    sk_env: str = SK_ENV,
+    ak_env: str | None = None,
+    sk_env: str | None = None,
     security_token_env: str | None = None,
     clock: Clock = time.time,
 ) -> AkSk:
-    """Keys from variables. The security token's variable must be set if named, except the
-    SDK's default one, which is used when set (as the SDK does)."""
+    """Keys from the SDK's variables, or from the variables named. A security token variable
+    that is named must be set; the SDK's own is used when set, with the SDK's AK/SK only."""
+    sdk_names = ak_env is None and sk_env is None
+    ak_env, sk_env = ak_env or AK_ENV, sk_env or SK_ENV
     ak = env_value(ak_env, environ, what="access key", option="ak_env")
     sk = env_value(sk_env, environ, what="secret key", option="sk_env")
     token = None
     if security_token_env is not None:
         token = env_value(security_token_env, environ, what="security token", option="security_token_env")
-    elif environ.get(SECURITY_TOKEN_ENV, "").strip():
+    elif sdk_names and environ.get(SECURITY_TOKEN_ENV, "").strip():
         token = env_value(SECURITY_TOKEN_ENV, environ, what="security token", option="security_token_env")
     kind = "temporary AK/SK" if token else "AK/SK"
     return AkSk.fixed(AccessKeys(ak, sk, token), f"{kind} from ${ak_env}", clock=clock)
