@@ -29,6 +29,7 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from collector.errors import CollectorError
 from collector.events import Phase, PhaseChanged
+from collector.logs import ev
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,10 @@ class Journal:
     def _fail(self, exc: BaseException) -> None:
         if self.failure is None:
             self.failure = JournalError(f"cannot write the journal {self.path}: {exc}")
-            log.error("%s; the run goes on, but a re-run may repeat work", self.failure)
+            log.error(
+                "%s; the run goes on, but a re-run may repeat work", self.failure,
+                extra=ev("journal_failed", error=str(self.failure), reason="journal not written"),
+            )
 
     def close(self) -> None:
         """No more rows; the writer finishes what it has and returns."""
