@@ -20,7 +20,8 @@ import aiohttp
 import anyio
 from yarl import URL
 
-from collector.credentials import Credentials
+from collector.auth import Credentials, Request
+from collector.auth.protocol import host_header
 from collector.endpoint import EndpointHealth
 from collector.errors import (
     APIError,
@@ -159,27 +160,37 @@ class CloudDC:
     ) -> tuple[aiohttp.ClientResponse, bytes | None]:
         """One request to the API: past the endpoint's gate and the limiters, with credentials.
 
+        Credentials are applied last, to the finished request (every header, `Host`
+        included), which is what signing needs. On a 401 the credentials are refreshed once
+        for every task that used them, and the request sent again, once; a 401 after that,
+        or from credentials that cannot be refreshed, is final.
+
         With `read`, the body is read (bounded, under a total deadline) and the response
         released; without, the caller streams the body and releases the response.
         """
+        # POSTs start exports, which the API may cap apart from its request rate: they pass
+        # their own limiter first, so a refused export slows exports, not polls and downloads.
         governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
+        resent = False
         while True:
             async with self.health.admit() as probe:
-                # POSTs start exports, which the API may cap apart from its request rate: they
-                # pass their own limiter first, so a refused export slows exports, not the rest.
-                with self.health.queued(probe) as queue:
-                    if governor is not self.limiter:
-                        await governor.acquire()
-                    sent_at = await self.limiter.acquire(_PRIORITY[operation])
-                if queue.cancelled_caught or (self.health.paused and not probe):
+                sent_at = await self._take_turn(governor, operation, probe)
+                if sent_at is None:
                     continue  # the endpoint stopped answering while we queued: back to the gate
-                headers = {**await self.credentials.headers(method, str(url)), **headers}
+                request = Request(method, url, {"Host": host_header(url), **headers}, project_id=self.project_id)
+                generation = await self.credentials.apply(request)
                 try:
-                    result = await self._request(operation, method, url, headers, read=read)
+                    result = await self._request(operation, request, read=read)
                 except ThrottledError as error:
                     self.health.answered(probe)
                     self.stats.throttled += 1
                     governor.throttled(error.retry_after, sent_at=sent_at)
+                    raise
+                except AuthError as error:
+                    self.health.answered(probe)
+                    if error.status == 401 and not resent and await self.credentials.rejected(generation):
+                        resent = True
+                        continue
                     raise
                 except CollectorError as error:
                     self.health.failed(error, probe)
@@ -193,8 +204,18 @@ class CloudDC:
                     self.limiter.succeeded()
                 return result
 
+    async def _take_turn(self, governor: RateLimiter, operation: str, probe: bool) -> float | None:
+        """Wait for this request's slot of the rate; None if the endpoint paused meanwhile."""
+        with self.health.queued(probe) as queue:
+            if governor is not self.limiter:
+                await governor.acquire()
+            sent_at = await self.limiter.acquire(_PRIORITY[operation])
+        if queue.cancelled_caught or (self.health.paused and not probe):
+            return None
+        return sent_at
+
     async def _request(
-        self, operation: str, method: str, url: URL, headers: dict[str, str], *, read: bool
+        self, operation: str, request: Request, *, read: bool
     ) -> tuple[aiohttp.ClientResponse, bytes | None]:
         """One request, aiohttp's errors translated, an error status raised as `APIError`.
 
@@ -202,9 +223,12 @@ class CloudDC:
         byte a second never trips the per-read timeout, and must not hold a server forever.
         """
         self.stats.requests += 1
+        url = request.url
         try:
             with anyio.fail_after(self.call_timeout if read else None):
-                response = await self.session.request(method, url, headers=headers, allow_redirects=False)
+                response = await self.session.request(
+                    request.method, url, headers=request.headers, data=request.body or None, allow_redirects=False
+                )
                 try:
                     if response.status >= 400:
                         # The status decides; the body only adds detail: cut, not refused, and
@@ -286,7 +310,7 @@ class CloudDC:
         """A GET to another origin (object storage): no credentials, no rate limit of the API's."""
         operation = f"{DOWNLOAD} (redirected to {url.host})"
         try:
-            response, _ = await self._request(operation, "GET", url, headers, read=False)
+            response, _ = await self._request(operation, Request("GET", url, dict(headers)), read=False)
             return response
         except AuthError as error:
             # We sent that origin no credentials: its 401/403 (an expired presigned URL, say)
