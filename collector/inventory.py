@@ -34,6 +34,7 @@ from collector.credentials import (
     token_from_file,
 )
 from collector.errors import InventoryError
+from collector.names import check_file_name
 
 __all__ = ["Inventory", "Project", "Server", "load_inventory"]
 
@@ -114,7 +115,6 @@ _SETTINGS = {
 }
 _LOG_FORMATS = ("text", "json")
 
-_MAX_ID_LENGTH = 128
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _EXAMPLE_ENDPOINT = "https://clouddc.cn-east-3.myhuaweicloud.com"
@@ -376,7 +376,7 @@ class _Loader:
 
     def server_id(self, node: yaml.Node, key: str) -> str:
         server_id = self.string(node, key)
-        problem = _file_name_problem(server_id)
+        problem = check_file_name(server_id)
         if problem:
             raise self.error(
                 node,
@@ -601,23 +601,6 @@ def _given(fields: Mapping[str, _Entry], name: str) -> yaml.Node | None:
     """
     entry = fields.get(name)
     return None if entry is None or entry.value.tag == _NULL else entry.value
-
-
-def _file_name_problem(name: str) -> str | None:
-    """Why `name` is unsafe as a file name on its own, or None if it is safe."""
-    if not name:
-        return "it is empty"
-    if len(name) > _MAX_ID_LENGTH:
-        return f"it is longer than {_MAX_ID_LENGTH} characters"
-    if "/" in name or "\\" in name:
-        return "it contains a slash"
-    if ".." in name:  # covers ".." itself
-        return "it contains '..'"
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
-        return "it contains a control character"
-    if name[0] in "-.":  # covers "." itself
-        return f"it starts with {name[0]!r}"
-    return None
 
 
 def _url_problem(url: str) -> str | None:
