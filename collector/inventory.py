@@ -433,6 +433,9 @@ class _Loader:
         if not value:
             raise self.error(entry.value, child, "is empty", hint=f"write {_AUTH_EXAMPLE}")
         if kind == "token_file":
+            if "\x00" in value or not _encodable(value):  # open() and expanduser() would raise
+                hint = "give the path of the file holding the token"
+                raise self.error(entry.value, child, "not a usable path (a NUL or lone surrogate)", hint=hint)
             token_path = Path(os.path.expanduser(value))
             value = str(token_path if token_path.is_absolute() else self.path.parent / token_path)
         return _AuthSpec(kind, value, child, entry.value)
@@ -547,7 +550,10 @@ class _Loader:
     def number(self, node: yaml.Node, key: str, *, zero_allowed: bool) -> float:
         bound = "0 or more" if zero_allowed else "more than 0"
         hint = f"give a number, {bound}"
-        value = float(self.typed(node, key, (_INT, _FLOAT), "a number", hint=hint))
+        try:
+            value = float(self.typed(node, key, (_INT, _FLOAT), "a number", hint=hint))
+        except OverflowError:  # an integer beyond float's range, 0xfff...: refused below
+            value = math.inf
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
             raise self.error(node, key, f"must be a number {bound}, got {node.value}", hint=hint)
         return value
@@ -601,6 +607,14 @@ def _given(fields: Mapping[str, _Entry], name: str) -> yaml.Node | None:
     """
     entry = fields.get(name)
     return None if entry is None or entry.value.tag == _NULL else entry.value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _url_problem(url: str) -> str | None:
