@@ -177,8 +177,9 @@ def clean_text(text: object, limit: int = 200) -> str:
     a terminal or log reader could act on is escaped as Python would write it (`\\x1b`,
     `\\n`, `\\u202e`): controls, format characters (bidi overrides, zero-width), surrogates,
     private-use and unassigned code points, and every space but the plain one. Longer results
-    end in "...". Other values (None, numbers, containers) are shown briefly. Never raises;
-    reads no more of `text` than it can show.
+    end in "...". Other values (None, numbers, containers) are shown briefly. Printable
+    letters of any script stay as they are: CloudDC's messages may well be in Chinese.
+    Never raises for any `text`; escapes no more of it than it can show.
     """
     if limit < len(_ELLIPSIS) + 1:
         raise ValueError(f"limit must be at least {len(_ELLIPSIS) + 1}")
