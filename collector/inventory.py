@@ -34,6 +34,7 @@ from collector.credentials import (
     token_from_file,
 )
 from collector.errors import InventoryError
+from collector.names import check_file_name
 
 __all__ = ["Inventory", "Project", "Server", "load_inventory"]
 
@@ -114,7 +115,6 @@ _SETTINGS = {
 }
 _LOG_FORMATS = ("text", "json")
 
-_MAX_ID_LENGTH = 128
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
 _EXAMPLE_ENDPOINT = "https://clouddc.cn-east-3.myhuaweicloud.com"
@@ -376,7 +376,7 @@ class _Loader:
 
     def server_id(self, node: yaml.Node, key: str) -> str:
         server_id = self.string(node, key)
-        problem = _file_name_problem(server_id)
+        problem = check_file_name(server_id)
         if problem:
             raise self.error(
                 node,
@@ -433,6 +433,9 @@ class _Loader:
         if not value:
             raise self.error(entry.value, child, "is empty", hint=f"write {_AUTH_EXAMPLE}")
         if kind == "token_file":
+            if "\x00" in value or not _encodable(value):  # open() and expanduser() would raise
+                hint = "give the path of the file holding the token"
+                raise self.error(entry.value, child, "not a usable path (a NUL or lone surrogate)", hint=hint)
             token_path = Path(os.path.expanduser(value))
             value = str(token_path if token_path.is_absolute() else self.path.parent / token_path)
         return _AuthSpec(kind, value, child, entry.value)
@@ -547,7 +550,10 @@ class _Loader:
     def number(self, node: yaml.Node, key: str, *, zero_allowed: bool) -> float:
         bound = "0 or more" if zero_allowed else "more than 0"
         hint = f"give a number, {bound}"
-        value = float(self.typed(node, key, (_INT, _FLOAT), "a number", hint=hint))
+        try:
+            value = float(self.typed(node, key, (_INT, _FLOAT), "a number", hint=hint))
+        except OverflowError:  # an integer beyond float's range, 0xfff...: refused below
+            value = math.inf
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
             raise self.error(node, key, f"must be a number {bound}, got {node.value}", hint=hint)
         return value
@@ -603,21 +609,12 @@ def _given(fields: Mapping[str, _Entry], name: str) -> yaml.Node | None:
     return None if entry is None or entry.value.tag == _NULL else entry.value
 
 
-def _file_name_problem(name: str) -> str | None:
-    """Why `name` is unsafe as a file name on its own, or None if it is safe."""
-    if not name:
-        return "it is empty"
-    if len(name) > _MAX_ID_LENGTH:
-        return f"it is longer than {_MAX_ID_LENGTH} characters"
-    if "/" in name or "\\" in name:
-        return "it contains a slash"
-    if ".." in name:  # covers ".." itself
-        return "it contains '..'"
-    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
-        return "it contains a control character"
-    if name[0] in "-.":  # covers "." itself
-        return f"it starts with {name[0]!r}"
-    return None
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _url_problem(url: str) -> str | None:

@@ -4,6 +4,18 @@ What servers really send is wider than the reference says (see clouddc-api.md in
 notes): JSON labelled `application/octet-stream`, `status` as `Running`, `processing` or
 `COMPLETED`, percentages as `"30%"`, `"30"` or `30`. The parsers below accept all of that and
 never mistake an unknown status for success.
+
+They are also the boundary against answers that are merely odd, or built to hurt: every
+function here returns a typed, bounded value or raises `ProtocolError`, nothing else, and none
+does more than linear work in what it is given.
+
+- `parse_json` is the one JSON decoder for API answers: size, nesting, numbers and strings
+  are bounded before anything downstream sees them.
+- `safe_export_id` admits an export id only if it stays one path segment in a URL.
+- `clean_text` is how server text (error messages, status spellings, header values) gets
+  into our messages: control and format characters escaped, length capped.
+- `parse_percentage` and `parse_timestamp` give None for what they cannot read, and only
+  values that later arithmetic cannot trip over.
 """
 
 from __future__ import annotations
@@ -11,8 +23,10 @@ from __future__ import annotations
 import enum
 import json
 import re
+import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from collector.errors import (
@@ -33,15 +47,203 @@ class ExportState(enum.Enum):
     UNKNOWN = "unknown"
 
 
+# -- JSON ------------------------------------------------------------------------------------
+
+MAX_JSON_BYTES = 1024 * 1024  # a status answer is ~100 bytes; an error page a few KiB
+MAX_JSON_DEPTH = 32  # the answers are flat objects; json's C scanner recurses per level
+MAX_NUMBER_CHARS = 40  # as written, sign and exponent included; ids and percentages are short
+
+_TO_SQUARE = bytes.maketrans(b"{}", b"[]")
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+# Cheap pre-check for an escaped UTF-16 surrogate (`\ud800`): only then are strings walked.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Refused(Exception):
+    """Raised by the decoder's hooks; becomes a `ProtocolError` in `parse_json`."""
+
+
+def parse_json(body: bytes, *, operation: str, request_id: str | None = None) -> object:
+    """Decode an API answer's JSON, refusing anything unbounded, with `ProtocolError` only.
+
+    Refused: more than `MAX_JSON_BYTES`, invalid UTF-8, nesting deeper than
+    `MAX_JSON_DEPTH`, a number longer than `MAX_NUMBER_CHARS` or not finite (`1e400`,
+    `NaN`, `Infinity`), and a lone UTF-16 surrogate escaped in any string (it would fail
+    later, when the id is written to the journal or a log). `request_id`, the answer's
+    X-Request-Id, goes into the message for the API's support to trace.
+    """
+    where = f" (request id {clean_text(request_id, MAX_CODE_CHARS)})" if request_id else ""
+
+    def refused(problem: str) -> ProtocolError:
+        return ProtocolError(f"{operation}: answer {problem}{where}")
+
+    body = bytes(body)
+    if len(body) > MAX_JSON_BYTES:
+        raise refused(f"is larger than {MAX_JSON_BYTES} bytes")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise refused(f"is not UTF-8 (byte {exc.start})") from None
+    if not _depth_within(body, MAX_JSON_DEPTH):
+        raise refused(f"is not JSON, or nested deeper than {MAX_JSON_DEPTH} levels")
+    try:
+        value = json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+        )
+    except _Refused as exc:
+        raise refused(f"has {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise refused(f"is not JSON ({exc.msg} at character {exc.pos})") from None
+    except (ValueError, RecursionError) as exc:  # not expected after the checks above
+        raise refused(f"is not usable JSON ({type(exc).__name__})") from None
+    if _SURROGATE_ESCAPE.search(body) and _has_surrogate(value):
+        raise refused("has a string with a lone UTF-16 surrogate")
+    return value
+
+
+def _depth_within(body: bytes, limit: int) -> bool:
+    """Whether the brackets of `body`, outside strings, nest at most `limit` deep.
+
+    Without recursion, and in C-speed passes over bytes (UTF-8 continuation bytes are never
+    ASCII, so bytes are enough): drop escaped backslashes, then escaped quotes, then every
+    string (the odd pieces between quotes), then everything but brackets, with both kinds
+    made one. Each `replace` pass then removes exactly the innermost level of pairs; what is
+    left after `limit` passes nested deeper, or was unbalanced, which is not JSON anyway.
+    Where the text stops being JSON, json stops reading, and the text before agrees with
+    this view of it, so json never nests deeper than this allows. Costs: see
+    benchmarks/parse_json.py; an answer with few brackets skips it after two counts.
+    """
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return True
+    plain = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    brackets = b"".join(plain.split(b'"')[::2]).translate(_TO_SQUARE, _NOT_BRACKET)
+    for _ in range(limit):
+        if not brackets:
+            return True
+        shorter = brackets.replace(b"[]", b"")
+        if len(shorter) == len(brackets):
+            return False
+        brackets = shorter
+    return not brackets
+
+
+def _parse_int(text: str) -> int:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Refused(f"a number of {len(text)} digits")
+    return int(text)
+
+
+def _parse_float(text: str) -> float:
+    if len(text) > MAX_NUMBER_CHARS:
+        raise _Refused(f"a number of {len(text)} characters")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise _Refused(f"a number out of range ({text})")
+    return value
+
+
+def _refuse_constant(name: str) -> float:
+    raise _Refused(f"{name}, which is not a JSON number")
+
+
+def _has_surrogate(value: object) -> bool:
+    """Whether any string in `value`, key or value, holds a UTF-16 surrogate. No recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+# -- text from the server, for our messages -------------------------------------------------
+
+_ELLIPSIS = "..."
+_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+MAX_CODE_CHARS = 64  # error_code and request id: short tokens, shown in every summary line
+
+
+def clean_text(text: object, limit: int = 200) -> str:
+    """Server-supplied `text` made safe to print in one line of at most `limit` characters.
+
+    Bytes are read as UTF-8 (bad bytes become U+FFFD). Outer whitespace goes. Every character
+    a terminal or log reader could act on is escaped as Python would write it (`\\x1b`,
+    `\\n`, `\\u202e`): controls, format characters (bidi overrides, zero-width), surrogates,
+    private-use and unassigned code points, and every space but the plain one. Longer results
+    end in "...". Other values (None, numbers, containers) are shown briefly. Printable
+    letters of any script stay as they are: CloudDC's messages may well be in Chinese.
+    Never raises for any `text`; escapes no more of it than it can show.
+    """
+    if limit < len(_ELLIPSIS) + 1:
+        raise ValueError(f"limit must be at least {len(_ELLIPSIS) + 1}")
+    if isinstance(text, (bytes, bytearray, memoryview)):
+        # Each character is at most 4 bytes: a prefix this long still shows that it was cut.
+        data = bytes(text).lstrip()[: 4 * limit + 4]
+        text = data.decode("utf-8", "replace")
+    elif not isinstance(text, str):
+        text = _brief(text, limit)
+    text = text.strip()
+    pieces: list[str] = []
+    used = 0
+    for char in text:
+        piece = char if char == " " or char.isprintable() else _escape(char)
+        pieces.append(piece)
+        used += len(piece)
+        if used > limit:
+            break
+    else:
+        return "".join(pieces)
+    while used > limit - len(_ELLIPSIS):
+        used -= len(pieces.pop())
+    return "".join(pieces).rstrip() + _ELLIPSIS
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED_ESCAPES:
+        return _NAMED_ESCAPES[char]
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _brief(value: object, limit: int) -> str:
+    """A short rendering of a non-text value; never `str()` of a huge int (ValueError)."""
+    if value is None or isinstance(value, (bool, float)):
+        return str(value)
+    if isinstance(value, int):
+        if value.bit_length() > 4 * limit:
+            return f"<an integer of {value.bit_length()} bits>"
+        return str(value)
+    return f"<{type(value).__name__}>"
+
+
+def _quoted(value: object, limit: int = 40) -> str:
+    """`value` for a message about what is wrong with it: quoted, escaped, cut short."""
+    return f"'{clean_text(value, limit)}'" if isinstance(value, str) else clean_text(value, limit)
+
+
+# -- the fields of a status answer ---------------------------------------------------------
+
 # Spellings seen in the reference, its examples and real exports. Matched case-insensitively.
 # Anything else is UNKNOWN, which is never success.
 _RUNNING = {"running", "processing", "pending", "queued", "waiting", "exporting", "in_progress", "init"}
 _COMPLETED = {"completed"}
 _FAILED = {"failed", "failure", "error", "errored", "cancelled", "canceled", "aborted", "timeout"}
+_MAX_STATE_CHARS = 64
 
 
 def parse_state(value: object) -> ExportState:
-    if not isinstance(value, str):
+    if not isinstance(value, str) or len(value) > _MAX_STATE_CHARS:
         return ExportState.UNKNOWN
     word = value.strip().lower().replace("-", "_").replace(" ", "_")
     if word in _COMPLETED:
@@ -53,121 +255,200 @@ def parse_state(value: object) -> ExportState:
     return ExportState.UNKNOWN
 
 
-_PERCENT = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%?\s*$")
+_MAX_PERCENT_CHARS = 32  # "  99.999999 %  " and then some
 
 
 def parse_percentage(value: object) -> int | None:
-    """`"30%"`, `"30"`, `30` or `30.0` -> 30, clamped to 0..100; anything else -> None."""
+    """`"30%"`, `"30"`, `30` or `30.0` -> 30, clamped to 0..100; anything else -> None.
+
+    Strings are read with plain string operations, no regex: a long value costs one look at
+    its length. Numbers of any size clamp; NaN and non-ASCII digits give None.
+    """
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        number = float(value)
-    elif isinstance(value, str) and (match := _PERCENT.match(value)):
-        number = float(match.group(1))
-    else:
+    if isinstance(value, int):
+        return min(max(value, 0), 100)
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return None
+        return int(min(max(value, 0.0), 100.0))
+    if not isinstance(value, str) or len(value) > _MAX_PERCENT_CHARS:
         return None
-    if number != number:  # NaN
+    text = value.strip()
+    if text.endswith("%"):
+        text = text[:-1].rstrip()
+    whole, dot, fraction = text.partition(".")
+    if not _ascii_digits(whole) or (dot and not _ascii_digits(fraction)):
         return None
-    return int(min(max(number, 0.0), 100.0))
+    return min(int(whole), 100)  # the fraction never changes the whole percent, which we keep
+
+
+def _ascii_digits(text: str) -> bool:
+    # str.isdigit alone admits "²" and "٣", which int() refuses or reads differently.
+    return text.isascii() and text.isdigit()
+
+
+EARLIEST_YEAR = 2000
+LATEST_YEAR = 2100
+_MAX_TIMESTAMP_CHARS = 64
 
 
 def parse_timestamp(value: object) -> datetime | None:
-    """ISO 8601 as the API writes it (`...+00:00` or `...Z`); None if absent or unreadable."""
-    if not isinstance(value, str):
+    """ISO 8601 as the API writes it (`...+00:00` or `...Z`), in UTC; None if unusable.
+
+    Only years `EARLIEST_YEAR`..`LATEST_YEAR` are believed: anything else is a placeholder
+    (`0001-01-01`) or garbage, and near the ends of datetime's range arithmetic on it
+    overflows. A timestamp without an offset is taken as UTC, as every one the API documents
+    is: reading it as the collector host's local time would make the poll schedule depend on
+    where the collector runs.
+    """
+    if not isinstance(value, str) or len(value) > _MAX_TIMESTAMP_CHARS:
         return None
     try:
-        return datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    except ValueError:
+        when = datetime.fromisoformat(value.strip())
+    except (ValueError, OverflowError):
         return None
+    if not EARLIEST_YEAR <= when.year <= LATEST_YEAR:  # also keeps astimezone() from overflowing
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    when = when.astimezone(timezone.utc)
+    return when if EARLIEST_YEAR <= when.year <= LATEST_YEAR else None
+
+
+# -- export ids --------------------------------------------------------------------------------
+
+MAX_EXPORT_ID_CHARS = 128
+_MAX_INT_ID_BITS = 420  # 2**420 has 127 digits: str() of anything larger is refused unread
+
+
+def safe_export_id(value: object, *, operation: str | None = None) -> str:
+    """`value` as an export id that stays one path segment, or `ProtocolError` saying why not.
+
+    The id goes into `.../exports/{export_id}/content` with our token. yarl resolves `..`
+    and `.` segments and splits on `/`, so `"../../x"` would send the token to another path.
+    Refused: anything but a string or integer; empty or longer than `MAX_EXPORT_ID_CHARS`;
+    slashes and backslashes; `.` alone or `..` anywhere; whitespace; control characters
+    (C0, DEL, C1), format characters (bidi overrides, zero-width), surrogates, private-use
+    and unassigned code points.
+    """
+    prefix = f"{operation}: " if operation else ""
+    problem = _export_id_problem(value)
+    if problem:
+        raise ProtocolError(f"{prefix}unsafe export_id {_quoted(value)}: {problem}")
+    return value if isinstance(value, str) else str(value)
+
+
+def _export_id_problem(value: object) -> str | None:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > _MAX_INT_ID_BITS:
+            return f"it is longer than {MAX_EXPORT_ID_CHARS} characters"
+        value = str(value)
+    if not isinstance(value, str):
+        return f"it is {_a(value)}, not a string"
+    if not value:
+        return "it is empty"
+    if len(value) > MAX_EXPORT_ID_CHARS:
+        return f"it is longer than {MAX_EXPORT_ID_CHARS} characters"
+    if "/" in value or "\\" in value:
+        return "it contains a slash"
+    if value == "." or ".." in value:
+        return "it is '.' or contains '..'"
+    for char in value:
+        problem = _character_problem(char)
+        if problem:
+            return f"it contains {problem}"
+    return None
+
+
+def _a(value: object) -> str:
+    names = {dict: "an object", list: "a list", float: "a number", bool: "a boolean"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _character_problem(char: str) -> str | None:
+    """What is wrong with `char` in an export id, in words, or None."""
+    if char.isprintable() and not char.isspace():
+        return None
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return "a control character"
+    if category == "Cf":
+        return "a format character (bidi or zero-width)"
+    if category == "Cs":
+        return "a lone surrogate"
+    if char.isspace() or category.startswith("Z"):
+        return "whitespace"
+    return "a character that is not printable"
+
+
+# -- answers -----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class ExportStatus:
-    export_id: str
+    export_id: str  # checked by `safe_export_id`
     state: ExportState
-    status: str  # as the API spelled it, for messages
+    status: str  # as the API spelled it, cleaned for messages
     percentage: int | None
-    created_at: datetime | None
+    created_at: datetime | None  # UTC, years 2000..2100
 
     @classmethod
     def from_body(cls, body: Any, *, operation: str, export_id: str | None = None) -> ExportStatus:
+        """The status in a decoded answer; `export_id` stands in where the answer has none."""
         if not isinstance(body, dict):
-            raise ProtocolError(f"{operation}: expected a JSON object, got {type(body).__name__}")
+            raise ProtocolError(f"{operation}: expected a JSON object, got {_a(body)}")
         found = body.get("export_id", export_id)
-        if isinstance(found, int) and not isinstance(found, bool):
-            found = str(found)
-        if not isinstance(found, str) or not found:
+        if found is None:
             raise ProtocolError(f"{operation}: answer has no export_id")
         raw_status = body.get("status")
         return cls(
-            export_id=found,
+            export_id=safe_export_id(found, operation=operation),
             state=parse_state(raw_status),
-            status=str(raw_status),
+            status=clean_text(raw_status, _MAX_STATE_CHARS),
             percentage=parse_percentage(body.get("percentage")),
             created_at=parse_timestamp(body.get("created_at")),
         )
 
 
-def error_for(status: int, operation: str, body: bytes, headers) -> APIError:
-    """The `APIError` subclass for an error answer, with whatever the body tells."""
+def error_for(status: int, operation: str, body: bytes, headers: Mapping[str, str]) -> APIError:
+    """The `APIError` subclass for an error answer, with whatever the body tells.
+
+    Never raises: a body we cannot read only means the error has no detail. Everything the
+    server said goes through `clean_text`.
+    """
     code = message = None
     try:
-        parsed = json.loads(body)
-    except ValueError:
+        parsed = parse_json(body, operation=operation)
+    except ProtocolError:
         parsed = None
     if isinstance(parsed, dict):
         code = parsed.get("error_code") or parsed.get("code")
         message = parsed.get("error_msg") or parsed.get("message")
     elif body:
-        message = body[:200].decode("utf-8", "replace").strip() or None
+        message = body
+    retry_after = headers.get("Retry-After")
     kwargs = dict(
         operation=operation,
-        error_code=str(code) if code is not None else None,
-        error_msg=str(message) if message is not None else None,
-        request_id=headers.get("X-Request-Id"),
+        error_code=_cleaned(code, MAX_CODE_CHARS),
+        error_msg=_cleaned(message, 200),
+        request_id=_cleaned(headers.get("X-Request-Id"), MAX_CODE_CHARS),
     )
     if status == 429:
-        return ThrottledError(status, retry_after=parse_retry_after(headers.get("Retry-After")), **kwargs)
+        seconds = parse_retry_after(retry_after) if isinstance(retry_after, str) else None
+        return ThrottledError(status, retry_after=seconds, **kwargs)
     if status in (401, 403):
         return AuthError(status, **kwargs)
     if status == 404:
         return NotFoundError(status, **kwargs)
     if status >= 500:
-        retry_after = parse_retry_after(headers.get("Retry-After")) if status == 503 else None
-        return ServerError(status, retry_after=retry_after, **kwargs)
+        seconds = parse_retry_after(retry_after) if status == 503 and isinstance(retry_after, str) else None
+        return ServerError(status, retry_after=seconds, **kwargs)
     return APIError(status, **kwargs)
 
 
-
-
-# -- interim versions, to be replaced by the hardened parsers --------------------------------
-
-_UNSAFE = frozenset("/\\")
-
-
-def clean_text(text: object, limit: int = 200) -> str:
-    """Server-supplied text made safe for one line of a message: escaped, bounded."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    text = str(text)
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[: limit + 1])
-    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
-
-
-def parse_json(body: bytes, *, operation: str, request_id: str | None = None) -> Any:
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        where = f", request id {clean_text(request_id, 80)}" if request_id else ""
-        raise ProtocolError(f"{operation}: answer is not JSON{where}") from exc
-
-
-def safe_export_id(value: object, *, operation: str) -> str:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if (
-        not isinstance(value, str) or not 0 < len(value) <= 128 or ".." in value
-        or value in (".",) or any(c in _UNSAFE or not c.isprintable() or c.isspace() for c in value)
-    ):
-        raise ProtocolError(f"{operation}: unsafe export_id {clean_text(repr(value), 60)}")
-    return value
+def _cleaned(value: object, limit: int) -> str | None:
+    """`clean_text` of `value`, or None if there is nothing to show."""
+    if value is None:
+        return None
+    return clean_text(value, limit) or None

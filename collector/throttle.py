@@ -61,7 +61,7 @@ def parse_retry_after(value: str | None, *, now: Clock = time.time) -> float | N
     except ValueError:
         try:
             when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
+        except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year past 2**31
             return None
         if when is None or when.tzinfo is None:
             return None

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import datetime, timezone
+
 import pytest
 from multidict import CIMultiDict
+from yarl import URL
 
-from collector.replies import ExportState, ExportStatus, error_for, parse_percentage, parse_state, parse_timestamp
+from collector import replies
 from collector.errors import AuthError, NotFoundError, ProtocolError, ServerError, ThrottledError
+from collector.polling import PollSchedule
+from collector.replies import (
+    MAX_JSON_BYTES,
+    MAX_JSON_DEPTH,
+    ExportState,
+    ExportStatus,
+    clean_text,
+    error_for,
+    parse_json,
+    parse_percentage,
+    parse_state,
+    parse_timestamp,
+    safe_export_id,
+)
 
 
 @pytest.mark.parametrize("value", ["Running", "running", "RUNNING", "processing", "Processing", " processing "])
@@ -78,3 +97,184 @@ def test_429_with_plain_string_body_and_retry_after():
     assert isinstance(error, ThrottledError)
     assert error.retry_after == 4
     assert "the request is overloaded" in str(error)
+
+
+# -- what a fuzzer found: each of these once crashed a whole run (issue 8) ----------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"[" * 100_000 + b"]" * 100_000, id="deep-lists"),
+        pytest.param(b'{"a":' * 100_000 + b"1" + b"}" * 100_000, id="deep-objects"),
+        pytest.param(b"[" * 1_000_000, id="unclosed"),
+        pytest.param(b"[" * (MAX_JSON_DEPTH + 1) + b"]" * (MAX_JSON_DEPTH + 1), id="one-too-deep"),
+    ],
+)
+def test_deeply_nested_json_is_a_protocol_error_not_a_recursion_error(body):
+    with pytest.raises(ProtocolError, match="nested deeper than 32 levels"):
+        parse_json(body, operation="op")
+
+
+def test_nesting_up_to_the_limit_and_brackets_in_strings_are_fine():
+    body = b"[" * MAX_JSON_DEPTH + b'"[[[{{{\\"\\\\"' + b"]" * MAX_JSON_DEPTH
+    value = parse_json(body, operation="op")
+    for _ in range(MAX_JSON_DEPTH):
+        [value] = value
+    assert value == '[[[{{{"\\'
+    assert parse_json(b'{"a": "' + b"[" * 10_000 + b'"}', operation="op") == {"a": "[" * 10_000}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        pytest.param(b'{"percentage": 1' + b"0" * 400 + b"}", "a number of 401 digits", id="400-digit-int"),
+        pytest.param(b'{"percentage": 1' + b"0" * 5000 + b"}", "a number of 5001 digits", id="past-int-max-str-digits"),
+        pytest.param(b'{"percentage": 1e400}', "out of range", id="float-overflow"),
+        pytest.param(b'{"percentage": NaN}', "NaN", id="nan"),
+        pytest.param(b'{"percentage": -Infinity}', "-Infinity", id="infinity"),
+        pytest.param(b'{"export_id": "\\ud800"}', "lone UTF-16 surrogate", id="lone-surrogate-value"),
+        pytest.param(b'{"\\udfff": 1}', "lone UTF-16 surrogate", id="lone-surrogate-key"),
+        pytest.param(b'{"export_id": "\xed\xa0\x80"}', "not UTF-8", id="raw-surrogate"),
+        pytest.param(b'{"export_id": "\xff"}', "not UTF-8", id="bad-utf-8"),
+        pytest.param(b" " * (MAX_JSON_BYTES + 1), "larger than 1048576 bytes", id="too-large"),
+        pytest.param(b'{"a": 1', "not JSON", id="truncated"),
+    ],
+)
+def test_unbounded_json_is_refused_with_a_protocol_error(body, fragment):
+    with pytest.raises(ProtocolError, match=re.escape(fragment)):
+        parse_json(body, operation="op")
+
+
+def test_paired_surrogate_escapes_and_a_byte_order_mark_are_fine():
+    assert parse_json(b'\xef\xbb\xbf{"s": "\\ud83d\\ude00"}', operation="op") == {"s": "\U0001f600"}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [(10**400, 100), (-(10**400), 0), (float("inf"), 100), (float("-inf"), 0), (float("nan"), None),
+     ("1" * 400, None), ("1" * 60_000 + "%", None), ("²", None), ("٣٠", None), ("30.", None), (".5", None)],
+)
+def test_absurd_percentages_clamp_or_give_none(value, expected):
+    assert parse_percentage(value) == expected
+
+
+def test_percentage_parser_uses_no_regex():
+    """A 60 KB value froze the event loop for 8 s in a backtracking regex; plain string
+    operations over a length-capped value cannot."""
+    for function in (replies.parse_percentage, replies._ascii_digits):
+        for name in function.__code__.co_names:
+            assert name != "re" and not isinstance(getattr(replies, name, None), re.Pattern), name
+    assert parse_percentage(" 7" * 30_000 + "%") is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0001-01-01T00:00:00+00:00", "1999-12-31T23:59:59Z", "2101-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
+     "2100-12-31T23:00:00-05:00", "2025-13-01T00:00:00Z", "2" * 100, "", 1742438886],
+)
+def test_implausible_timestamps_give_none(value):
+    assert parse_timestamp(value) is None
+
+
+def test_naive_timestamp_is_taken_as_utc_and_offsets_become_utc():
+    assert parse_timestamp("2025-03-20T02:48:06") == datetime(2025, 3, 20, 2, 48, 6, tzinfo=timezone.utc)
+    assert parse_timestamp("2025-03-20T10:48:06+08:00") == datetime(2025, 3, 20, 2, 48, 6, tzinfo=timezone.utc)
+
+
+def test_resumed_export_created_in_year_one_polls_on_the_normal_schedule():
+    body = {"export_id": "7", "status": "Running", "percentage": 10, "created_at": "0001-01-01T00:00:00+00:00"}
+    status = ExportStatus.from_body(body, operation="op")
+    assert status.created_at is None
+    schedule = PollSchedule(resumed=True, started=50.0, wall=lambda: 1.7e9)
+    schedule.first_delay(50.0)
+    assert schedule.shortest <= schedule.next_delay(status, now=55.0) <= schedule.longest
+    assert schedule.started == 50.0  # not re-anchored on a date it cannot believe
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        pytest.param("../../../../x", "contains a slash", id="traversal"),
+        pytest.param("..", "'..'", id="dotdot"),
+        pytest.param(".", "'..'", id="dot"),
+        pytest.param("a..b", "'..'", id="inner-dotdot"),
+        pytest.param("a\\b", "contains a slash", id="backslash"),
+        pytest.param("\ud800", "lone surrogate", id="surrogate"),
+        pytest.param("a\x1b[2Jb", "control character", id="escape"),
+        pytest.param("a\x85b", "control character", id="c1"),
+        pytest.param("a\x7fb", "control character", id="delete"),
+        pytest.param("abc\u202etxt", "format character", id="bidi-override"),
+        pytest.param("a\u200bb", "format character", id="zero-width"),
+        pytest.param("a b", "whitespace", id="space"),
+        pytest.param("a\u3000b", "whitespace", id="ideographic-space"),
+        pytest.param("", "empty", id="empty"),
+        pytest.param("7" * 129, "longer than 128", id="long"),
+        pytest.param(10**200, "longer than 128", id="huge-int"),
+        pytest.param(True, "a boolean, not a string", id="bool"),
+        pytest.param(["1"], "a list, not a string", id="list"),
+        pytest.param(1.5, "a number, not a string", id="float"),
+    ],
+)
+def test_unsafe_export_id_is_refused_naming_the_problem(value, fragment):
+    with pytest.raises(ProtocolError, match=re.escape(fragment)) as caught:
+        ExportStatus.from_body({"export_id": value, "status": "Running"}, operation="ShowLogsExportStatus")
+    message = str(caught.value)
+    assert message.startswith("ShowLogsExportStatus: unsafe export_id")
+    assert message.isprintable() and len(message) < 160
+
+
+def test_traversal_export_id_would_have_left_the_export_path():
+    """Why the check exists: yarl resolves the dots, and the token goes to another path."""
+    assert (URL("https://api/v1/p/physicalservers/S/logs/exports") / "../../../../x").path == "/v1/p/x"
+    with pytest.raises(ProtocolError):
+        safe_export_id("../../../../x")
+
+
+@pytest.mark.parametrize("value", ["1", "0a1b-2c3d_4e5f", "export:42", "é", 7, "7" * 128, "a.b", "%2e%2e"])
+def test_ordinary_export_ids_pass(value):
+    assert safe_export_id(value) == str(value)
+
+
+def test_error_body_with_terminal_escapes_is_escaped_and_bounded():
+    body = b"\x1b]0;owned\x07\x1b[2J\r\nServer on fire " + b"\x9b31m" * 20_000
+    error = error_for(502, "ExportServerLogs", body, CIMultiDict({"X-Request-Id": "r\x1b[1m" * 100}))
+    text = str(error)
+    assert "\x1b" not in text and "\r" not in text and "\n" not in text and "\x9b" not in text
+    assert "\\x1b]0;owned\\x07\\x1b[2J\\r\\nServer on fire" in text
+    assert len(error.error_msg) <= 200 and error.error_msg.endswith("...")
+    assert len(error.request_id) <= 64
+    assert text.isprintable()
+
+
+def test_json_error_fields_are_cleaned_and_code_and_request_id_kept_short():
+    body = json.dumps({"error_code": "E" * 10_000, "error_msg": "bad\u202eevil\nline"}).encode()
+    error = error_for(400, "op", body, CIMultiDict({"X-Request-Id": "x" * 10_000}))
+    assert len(error.error_code) <= 64 and len(error.request_id) <= 64
+    assert error.error_msg == "bad\\u202eevil\\nline"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"[" * 100_000, b'{"error_code": 1' + b"0" * 5000 + b"}", b'{"error_msg": "\\ud800"}', b"\xff\xfe", b"NaN"],
+)
+def test_error_answer_with_an_unreadable_body_still_gives_its_api_error(body):
+    error = error_for(503, "op", body, CIMultiDict())
+    assert isinstance(error, ServerError) and error.error_code is None
+    assert str(error).isprintable()
+
+
+def test_retry_after_with_a_year_past_2_to_the_31_gives_no_wait_rather_than_a_crash():
+    error = error_for(429, "op", b"", CIMultiDict({"Retry-After": "0 JAN 2147483648 0:0 GMT"}))
+    assert isinstance(error, ThrottledError) and error.retry_after is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("\x1b[31mred", "\\x1b[31mred"), ("a\nb\tc", "a\\nb\\tc"), ("rtl\u202e", "rtl\\u202e"),
+     ("\ud800", "\\ud800"), ("  padded  ", "padded"), (b"caf\xc3\xa9 \xff", "café \ufffd"),
+     ("x" * 300, "x" * 197 + "..."), (None, "None"), ({}, "<dict>"),
+     pytest.param(10**5000, "<an integer of 16610 bits>", id="huge-int")],
+)
+def test_clean_text_escapes_controls_and_truncates(text, expected):
+    assert clean_text(text) == expected
