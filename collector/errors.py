@@ -12,7 +12,8 @@
     │   └── ConnectionReset ... the connection broke, or the body was cut off (maybe sent)
     ├── APIError .............. the API answered with an error status
     │   ├── ThrottledError .... 429; carries the Retry-After it gave, if any
-    │   ├── AuthError ......... 401/403: credentials rejected                      (exit 3)
+    │   ├── AuthError ......... 401: credentials rejected, even fresh ones         (exit 3)
+    │   ├── Forbidden ......... 403: these credentials may not do this; fails that server
     │   ├── NotFoundError ..... 404: export expired, vanished or never existed
     │   └── ServerError ....... 5xx
     ├── ProtocolError ......... a 2xx that makes no sense (bad JSON, a refused redirect)
@@ -181,7 +182,17 @@ class ThrottledError(APIError):
 
 
 class AuthError(APIError):
-    """401 or 403: the credentials are wrong or expired. Ends the run with exit 3."""
+    """401: the credentials are wrong or expired, and a fresh one (where the kind can be
+    refreshed) was refused too. Ends the run with exit 3."""
+
+    kind = "auth"
+
+
+class Forbidden(APIError):
+    """403: the credentials are good but may not do this (a policy, another project's server).
+    Fails that server; the other servers and projects go on."""
+
+    kind = "forbidden"
 
 
 class NotFoundError(APIError):

@@ -32,6 +32,7 @@ from typing import Any
 from collector.errors import (
     APIError,
     AuthError,
+    Forbidden,
     NotFoundError,
     ProtocolError,
     ServerError,
@@ -437,8 +438,10 @@ def error_for(status: int, operation: str, body: bytes, headers: Mapping[str, st
     if status == 429:
         seconds = parse_retry_after(retry_after) if isinstance(retry_after, str) else None
         return ThrottledError(status, retry_after=seconds, **kwargs)
-    if status in (401, 403):
+    if status == 401:
         return AuthError(status, **kwargs)
+    if status == 403:
+        return Forbidden(status, **kwargs)
     if status == 404:
         return NotFoundError(status, **kwargs)
     if status >= 500:

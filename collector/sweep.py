@@ -342,7 +342,11 @@ class Sweep:
             result.reason = "API unreachable"
             result.error_kind = exc.kind
         except AuthError as exc:
-            await self._fail(progress, exc, "credentials rejected")
+            # Not this server's failure either: the run stops, and a re-run with fresh
+            # credentials picks this server up where the journal says.
+            result.error = f"not collected: run stopped, credentials rejected ({exc})"
+            result.reason = "run stopped: credentials rejected"
+            result.error_kind, result.status = exc.kind, exc.status
             self._stop_for_auth(exc, progress)
         except CollectorError as exc:
             await self._fail(progress, exc, getattr(exc, "reason", None))
@@ -400,11 +404,10 @@ class Sweep:
         result.status = getattr(exc, "status", None)
         result.error_code = getattr(exc, "error_code", None)
         result.request_id = getattr(exc, "request_id", None)
-        if not isinstance(exc, AuthError):  # that one is told once, as the run stops
-            log.warning(
-                "%s/%s: failed: %s", result.project_id, result.server_id, result.error,
-                extra=ev("server_failed", **progress.where(), **error_fields(exc), reason=reason),
-            )
+        log.warning(
+            "%s/%s: failed: %s", result.project_id, result.server_id, result.error,
+            extra=ev("server_failed", **progress.where(), **error_fields(exc), reason=reason),
+        )
         await progress.enter(Phase.FAILED, export_id=result.export_id, error=result.error, reason=reason)
 
     def _stop_for_auth(self, exc: AuthError, progress: _Progress) -> None:

@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from collector import replies
-from collector.errors import AuthError, NotFoundError, ProtocolError, ServerError, ThrottledError
+from collector.errors import AuthError, Forbidden, NotFoundError, ProtocolError, ServerError, ThrottledError
 from collector.polling import PollSchedule
 from collector.replies import (
     MAX_JSON_BYTES,
@@ -86,7 +86,7 @@ def test_error_message_quotes_status_code_message_and_request_id():
 
 
 @pytest.mark.parametrize(
-    ("status", "kind"), [(401, AuthError), (403, AuthError), (404, NotFoundError), (503, ServerError), (429, ThrottledError)]
+    ("status", "kind"), [(401, AuthError), (403, Forbidden), (404, NotFoundError), (503, ServerError), (429, ThrottledError)]
 )
 def test_error_kinds(status, kind):
     assert type(error_for(status, "op", b"", CIMultiDict())) is kind

@@ -109,3 +109,20 @@ async def test_rejected_token_stops_the_run_early_and_writes_the_report(tmp_path
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["totals"]["collected"] == 0 and report["totals"]["servers"] == 100
     assert "credentials rejected" in report["run"]["stopped"]
+    # Stopped is not failed: every server is left for the re-run with a fresh token.
+    assert report["totals"]["pending"] == 100 and report["totals"]["failed"] == 0
+    assert all("credentials rejected" in s["error"] for s in report["servers"])
+
+
+async def test_a_403_fails_that_server_and_the_run_goes_on(tmp_path, fast_settings):
+    config = SimConfig(servers=4, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=9)
+    async with Simulator(config) as sim:
+        refused = sim.server_ids[2]
+        sim.script(refused, export=["403"])
+        outcome = await sweep(sim, tmp_path, fast_settings)
+        assert_exact(tmp_path, sim, [sid for sid in sim.server_ids if sid != refused])
+        assert sim.count("export", server_id=refused) == 1  # not retried
+    result = by_id(outcome)[refused]
+    assert result.state == "failed" and result.status == 403 and result.error_kind == "forbidden"
+    assert "Forbidden" in result.error
+    assert exit_code(outcome) is ExitCode.PARTIAL

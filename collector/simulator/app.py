@@ -254,6 +254,8 @@ class CloudDC:
         if fault == "401":
             message = "Incorrect IAM authentication information: token expired"
             return error_response(401, "APIGW.0301", message, rid)
+        if fault == "403":
+            return error_response(403, "CLOUDDC.0403", "Forbidden: the policy does not allow this action", rid)
         if fault == "404":
             return error_response(404, "CLOUDDC.0404", "resource not found", rid)
         if fault == "reset":

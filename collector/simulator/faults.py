@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 EXPORT, STATUS, DOWNLOAD, LIST, STORAGE = "export", "status", "download", "list", "storage"
 
-ANY_CALL = frozenset({"500", "503", "429", "429-no-retry-after", "401", "404", "reset", "redirect"})
+ANY_CALL = frozenset({"500", "503", "429", "429-no-retry-after", "401", "403", "404", "reset", "redirect"})
 STATUS_ONLY = frozenset({"backwards", "unknown", "failed"})
 DOWNLOAD_ONLY = frozenset(
     {
