@@ -57,6 +57,7 @@ class PollSchedule:
     growth: float = 1.5
     started: float = 0.0  # clock time the export began, as far as we know
     resumed: bool = False  # an earlier run asked for it: `started` is only when we took it up
+    max_age: float = 1800.0  # a `created_at` further back than this (--export-timeout) is not believed
     durations: ExportDurations | None = None  # shared by every export of the run
     wall: Callable[[], float] = field(default=time.time, repr=False)
 
@@ -112,6 +113,10 @@ class PollSchedule:
             return
         self._anchored = True
         age = self.wall() - status.created_at.timestamp()
+        if age > self.max_age:
+            # A clock far off, or an export long forgotten: as a start it would make every
+            # estimate (and the fleet's, through `durations`) absurdly long. Keep ours.
+            return
         self.started = min(now, now - age)
 
     def _eta(self, now: float) -> float | None:

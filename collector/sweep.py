@@ -261,6 +261,7 @@ class Sweep:
             shortest=min(1.0, self.settings.poll_interval),
             started=now,
             resumed=resumed,
+            max_age=timeout,
             durations=self.durations,
         )
         delay = schedule.first_delay(now)

@@ -108,3 +108,16 @@ def test_our_own_export_ignores_a_skewed_created_at():
     schedule.first_delay(500)
     delay = schedule.next_delay(ExportStatus("1", ExportState.RUNNING, "Running", 50, skewed), now=505)
     assert 5 <= delay <= 7
+
+
+def test_a_resumed_export_created_longer_ago_than_any_export_may_take_is_not_believed():
+    """A created_at from years ago (a clock far off): timing from it would make this export's
+    estimate, and through `durations` the fleet's, absurdly long."""
+    wall_now = 1_700_000_000.0
+    ancient = datetime.fromtimestamp(wall_now - 5 * 365 * 86400, timezone.utc)
+    durations = ExportDurations()
+    schedule = PollSchedule(started=500, resumed=True, max_age=1800, durations=durations, wall=lambda: wall_now)
+    schedule.first_delay(500)
+    delay = schedule.next_delay(ExportStatus("1", ExportState.RUNNING, "Running", 50, ancient), now=505)
+    assert 5 <= delay <= 7  # timed from when we took it up, 5 s ago
+    assert durations.quantile(0.5) is None or durations.quantile(0.5) < 60
