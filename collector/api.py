@@ -12,6 +12,7 @@ What the answers mean is decided in `collector.replies`.
 from __future__ import annotations
 
 import asyncio
+import ssl as ssl_
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from collector.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
 EXPORT = "ExportServerLogs"
 STATUS = "ShowLogsExportStatus"
 DOWNLOAD = "DownloadServerLogs"
+LIST = "ListServers"
 
 MAX_REDIRECTS = 5
 MAX_JSON_BYTES = 1024 * 1024  # an export status is a few hundred bytes
@@ -53,7 +55,8 @@ OnRetry = Callable[[BaseException, int, float], None]
 # Who goes first when requests queue for the endpoint's rate: a download holds one of few
 # transfer slots and finishes a server; an export starts work on the server's side; a poll
 # only asks whether that work is done.
-_PRIORITY = {DOWNLOAD: 0, EXPORT: 1, STATUS: 2}
+# Discovery runs before the sweep, so its place hardly matters.
+_PRIORITY = {DOWNLOAD: 0, EXPORT: 1, LIST: 1, STATUS: 2}
 
 
 @dataclass
@@ -96,6 +99,7 @@ class CloudDC:
         health: EndpointHealth | None = None,
         quota: RetryQuota | None = None,
         call_timeout: float = 60.0,
+        ssl: ssl_.SSLContext | bool = True,
     ) -> None:
         self.session = session
         self.endpoint = endpoint
@@ -108,6 +112,7 @@ class CloudDC:
         self.health = health if health is not None else EndpointHealth(endpoint)
         self.quota = quota
         self.call_timeout = call_timeout
+        self.ssl = ssl  # the project's CA bundle, or False for `tls: {verify: false}`
         self._base = URL(endpoint.rstrip("/")) / "v1" / project_id / "physicalservers"
 
     def _export_url(self, server_id: str, export_id: str | None = None, *, content: bool = False) -> URL:
@@ -141,6 +146,20 @@ class CloudDC:
             return status
 
         return await self._retrying(post, on_retry)
+
+    async def list_servers_page(self, marker: str | None = None, *, limit: int = 1000) -> bytes:
+        """One page of ListServers, as the raw JSON body `collector.discovery` parses.
+
+        Retried, rate limited and authenticated like every other call.
+        """
+        query = {"limit": str(limit), **({"marker": marker} if marker else {})}
+        url = self._base.with_query(query)
+
+        async def page() -> bytes:
+            _, body = await self._call(LIST, "GET", url)
+            return body
+
+        return await self._retrying(page, None)
 
     async def status(self, server_id: str, export_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
         url = self._export_url(server_id, export_id)
@@ -227,7 +246,8 @@ class CloudDC:
         try:
             with anyio.fail_after(self.call_timeout if read else None):
                 response = await self.session.request(
-                    request.method, url, headers=request.headers, data=request.body or None, allow_redirects=False
+                    request.method, url, headers=request.headers, data=request.body or None,
+                    allow_redirects=False, ssl=self.ssl,
                 )
                 try:
                     if response.status >= 400:
@@ -250,13 +270,19 @@ class CloudDC:
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise translate(exc, operation, url) from exc
 
-    async def _json_call(self, operation: str, method: str, url: URL, export_id: str | None = None) -> ExportStatus:
+    async def _call(self, operation: str, method: str, url: URL) -> tuple[aiohttp.ClientResponse, bytes]:
+        """A JSON call's answer and its body; a redirect is refused (it could lead our
+        credentials anywhere)."""
         response, body = await self._send(operation, method, url, {"Accept": "application/json"}, read=True)
         if body is None:
             raise ProtocolError(
                 f"{operation}: refused redirect (HTTP {response.status}) to "
                 f"{clean_text(response.headers.get('Location', '?'))}"
             )
+        return response, body
+
+    async def _json_call(self, operation: str, method: str, url: URL, export_id: str | None = None) -> ExportStatus:
+        response, body = await self._call(operation, method, url)
         # The 202 of ExportServerLogs is documented as octet-stream; trust the bytes, not the label.
         parsed = parse_json(body, operation=operation, request_id=response.headers.get("X-Request-Id"))
         return ExportStatus.from_body(parsed, operation=operation, export_id=export_id)
