@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 
 from _moto import FaultyProxy, MotoServer, moto_server, new_bucket_name, raw_client  # noqa: F401 - fixture
@@ -130,6 +131,24 @@ async def test_discard_aborts_the_upload_and_leaves_no_object(moto_server, bucke
         assert partial.upload_id is not None
         assert await open_uploads(moto_server.url, bucket) == [f"p/{NAME}"]
         await partial.discard()
+        assert destination.buffered == 0
+    assert await open_uploads(moto_server.url, bucket) == []
+    assert await keys(moto_server.url, bucket) == []
+
+
+async def test_cancelled_transfer_is_discarded_with_its_upload_aborted(moto_server, bucket):
+    """As fetch_archive does on the way out of a cancellation: discard runs shielded."""
+    async with S3Destination(bucket, "p", endpoint_url=moto_server.url, part_size=PART) as destination:
+        partial = await destination.open_partial(NAME)
+        with anyio.CancelScope() as scope:
+            try:
+                await write_in_batches(partial, payload(11 * MiB))  # a part in flight
+                scope.cancel()
+                await partial.commit()
+            except BaseException:
+                await partial.discard()
+                raise
+        assert scope.cancelled_caught
         assert destination.buffered == 0
     assert await open_uploads(moto_server.url, bucket) == []
     assert await keys(moto_server.url, bucket) == []
@@ -371,11 +390,19 @@ def test_endpoint_comes_from_the_option_then_the_standard_variables():
 
 def test_obs_is_s3_with_a_required_endpoint():
     obs = parse_destination("obs://logs/p", endpoint_url="https://obs.cn-north-4.myhuaweicloud.com", env={})
-    assert obs == S3Location("logs", "p", "https://obs.cn-north-4.myhuaweicloud.com", None, "obs")
+    assert obs == S3Location("logs", "p", "https://obs.cn-north-4.myhuaweicloud.com", "cn-north-4", "obs")
     assert obs.url == "obs://logs/p"
     with pytest.raises(UsageError, match="obs:// needs the OBS endpoint") as caught:
         parse_destination("obs://logs/p", env={})
     assert "myhuaweicloud.com" in caught.value.hint
+
+
+def test_an_obs_endpoint_names_the_region_unless_one_is_set():
+    endpoint = "https://obs.cn-north-4.myhuaweicloud.com"
+    assert parse_destination("obs://logs", endpoint_url=endpoint, env={}).region == "cn-north-4"
+    assert parse_destination("obs://logs", endpoint_url=endpoint, region="ap-southeast-1", env={}).region == "ap-southeast-1"
+    assert parse_destination("obs://logs", endpoint_url=endpoint, env={"AWS_DEFAULT_REGION": "cn-east-3"}).region is None
+    assert parse_destination("s3://logs", endpoint_url="https://minio.example", env={}).region is None
 
 
 def test_plain_paths_are_local_folders():

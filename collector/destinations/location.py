@@ -13,7 +13,8 @@ shares it.
 The endpoint is, in order: the `endpoint_url` given (a command-line option), then the
 standard `AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL` (as the AWS SDKs read them, unless
 `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is true), else AWS's own. Credentials and region are
-left to botocore's usual chain. This module does not import aiobotocore: a local run never
+left to botocore's usual chain, except that an OBS endpoint
+(`https://obs.REGION.myhuaweicloud.com`) gives the region when none is set. This module does not import aiobotocore: a local run never
 loads it.
 """
 
@@ -44,6 +45,7 @@ _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _FORMATS = {"date": "%Y-%m-%d", "datetime": "%Y-%m-%dT%H%MZ"}
 _URL_FORMS = "s3://BUCKET/PREFIX or obs://BUCKET/PREFIX"
+_OBS_HOST = re.compile(r"^obs\.([a-z0-9-]+)\.myhuaweicloud\.com$")
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ def parse_destination(
             "obs:// needs the OBS endpoint of the bucket's region",
             hint=f"give {ENDPOINT_OPTION} https://obs.REGION.myhuaweicloud.com or set AWS_ENDPOINT_URL_S3",
         )
+    if region is None and not env.get("AWS_DEFAULT_REGION") and endpoint is not None:
+        region = _obs_region(endpoint)
     return S3Location(bucket, prefix, endpoint, region, scheme)
 
 
@@ -187,6 +191,13 @@ def _check_endpoint(url: str, source: str) -> str:
         raise UsageError(f"{source}: the object-storage endpoint cannot have a query or fragment",
                          hint="give it as https://HOST[:PORT]")
     return url.rstrip("/")
+
+
+def _obs_region(endpoint: str) -> str | None:
+    """OBS signs with the region its endpoint names (obs.cn-north-4.myhuaweicloud.com); botocore
+    would otherwise sign for us-east-1 and be refused."""
+    match = _OBS_HOST.match(urlsplit(endpoint).hostname or "")
+    return match.group(1) if match else None
 
 
 def _printable(text: str) -> str:
