@@ -181,9 +181,11 @@ class FaultyProxy:
             ) as answer:
                 payload = await answer.read()
                 self.seen.append((op, answer.status))
-                skip = ("content-length", "transfer-encoding", "content-encoding", "connection")
+                skip = ("transfer-encoding", "content-encoding", "connection")
+                if request.method != "HEAD":  # a HEAD answer keeps the length of the object
+                    skip += ("content-length",)
                 return web.Response(
-                    status=answer.status, body=payload,
+                    status=answer.status, body=payload or None,
                     headers={k: v for k, v in answer.headers.items() if k.lower() not in skip},
                 )
         finally:

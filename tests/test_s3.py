@@ -254,6 +254,19 @@ async def test_throttling_past_the_attempts_fails_the_archive_and_aborts_its_upl
     assert await keys(moto_server.url, bucket) == []
 
 
+async def test_failed_stamp_leaves_no_object_that_check_takes_for_committed(moto_server, bucket):
+    data = payload(6 * MiB, seed=4)
+    async with FaultyProxy(moto_server.url, faults={"CopyObject": 100}).running() as proxy:
+        async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART, max_attempts=1) as destination:
+            partial = await destination.open_partial(NAME)
+            await write_in_batches(partial, data)
+            with pytest.raises(StorageError, match="cannot set the metadata of"):
+                await partial.commit()
+            await partial.discard()
+            assert not await destination.check(NAME, len(data), hashlib.sha256(data).hexdigest())
+    assert await open_uploads(moto_server.url, bucket) == []
+
+
 async def test_missing_bucket_is_a_storage_error_that_says_so(moto_server):
     async with S3Destination("no-such-bucket-here", "p", endpoint_url=moto_server.url) as destination:
         with pytest.raises(StorageError) as caught:

@@ -20,7 +20,8 @@ How an archive gets there, and why:
   A multipart upload's metadata is fixed when it starts, before the hash is known, so after
   completing it the object is copied onto itself with the metadata set (server-side, no bytes
   through us; above 5 GiB as a multipart copy). An object under our key without `sha256`
-  was therefore never vouched for: a crash between the two steps, at worst.
+  was never vouched for: a crash or a failure between the two steps, at worst (its bytes
+  are the checked archive all the same). A versioned bucket keeps both versions.
 - **Throttling** (SlowDown, 503) is botocore's to retry: adaptive mode, so a SlowDown slows
   every transfer of the run through the client's shared rate limiter, the way the CloudDC
   limiter does (README, *Rate*). Errors that remain become `StorageError`
@@ -233,7 +234,6 @@ class S3Partial:
         self._sending: asyncio.Task[None] | None = None
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
-        self._completed = False  # the object may exist under our key without its sha256 yet
 
     def __repr__(self) -> str:
         return f"S3Partial({self.destination.where(self.key)!r}, size={self.size})"
@@ -291,7 +291,6 @@ class S3Partial:
         if self._filling:
             await self._start_part()
             await self._settle()
-        self._completed = True
         with translating(f"complete {where}"):
             done = await client.complete_multipart_upload(
                 Bucket=destination.bucket, Key=self.key, UploadId=self._upload_id,
@@ -299,23 +298,20 @@ class S3Partial:
             )
         self._upload_id, self._parts = None, []
         await self._stamp(done["ETag"], digest)
-        self._completed = False
         return Archive(self.name, self.size, digest)
 
     async def discard(self) -> None:
-        """Abort the upload, and remove the object if a failed commit had completed it.
+        """Abort the upload (or the copy that stamps the sha256), keeping nothing in memory.
 
         Runs on the way out of a failure or a cancellation: shielded, time-boxed, and never
-        raising over the error that brought us here (a leftover is logged instead).
+        raising over the error that brought us here (a leftover is logged instead). An object
+        completed before a failed stamp stays: its bytes are the checked archive, and without
+        `sha256` nobody takes it for a committed one (deleting it could only lose data).
         """
         self._drop_buffer()
         with anyio.move_on_after(CLEANUP_SECONDS, shield=True) as scope:
             try:
                 await self._abandon()
-                if self._completed:
-                    with translating(f"remove {self.destination.where(self.key)}"):
-                        await self.destination.client.delete_object(Bucket=self.destination.bucket, Key=self.key)
-                    self._completed = False
             except StorageError as exc:
                 log.warning("%s: could not clean up after a failed transfer: %s", self.key, exc)
         if scope.cancelled_caught:
