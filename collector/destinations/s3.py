@@ -1,0 +1,449 @@
+"""Archives in object storage (AWS S3, Huawei OBS, MinIO, Ceph): `-o s3://BUCKET/PREFIX`.
+
+`S3Destination` is a `collector.download.Destination`: archive `name` becomes the object
+`PREFIX/name`. One aiobotocore client serves a whole run (`async with S3Destination(...)`):
+botocore signs, finds credentials along its usual chain, and retries; aiohttp carries it.
+
+How an archive gets there, and why:
+
+- **Streamed, never staged on disk, memory bounded.** Bytes from the download gather in
+  memory until they make a part (`part_size`, 8 MiB; S3's minimum is 5 MiB). The first full
+  part starts a multipart upload; each part uploads while the next one fills, and a transfer
+  whose next part is full waits for the one uploading. So one transfer holds at most about
+  two parts, whatever the archive's size (`S3Partial.peak_buffered` keeps the figure).
+- **Small archives are one PutObject** at commit: most log bundles are smaller than a part,
+  and one request is both cheaper and atomic.
+- **Nothing partial under the final key.** A multipart upload is invisible until it is
+  completed, which happens only in `commit`, after the download checked length and gzip.
+  `truncate` (a restart from zero), `discard` and any failure abort the upload.
+- **sha256 in the object's metadata** (`x-amz-meta-sha256`). A single PutObject carries it.
+  A multipart upload's metadata is fixed when it starts, before the hash is known, so after
+  completing it the object is copied onto itself with the metadata set (server-side, no bytes
+  through us; above 5 GiB as a multipart copy). An object under our key without `sha256`
+  was never vouched for: a crash or a failure between the two steps, at worst (its bytes
+  are the checked archive all the same). A versioned bucket keeps both versions.
+- **Throttling** (SlowDown, 503) is botocore's to retry: adaptive mode, so a SlowDown slows
+  every transfer of the run through the client's shared rate limiter, the way the CloudDC
+  limiter does (README, *Rate*). Errors that remain become `StorageError`
+  (`collector.destinations.s3errors`), which the download loop does not retry.
+- **Checksums only when required** (`request_checksum_calculation`): botocore's default
+  CRC32 trailers are refused by several S3-compatible stores. Over HTTPS the connection
+  protects the bytes; over plain HTTP SigV4 signs each body's sha256.
+
+An upload left behind by a killed process is invisible but billed: give the bucket a
+lifecycle rule that aborts incomplete multipart uploads after a day.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
+
+from collector.destinations.s3errors import http_status, translating
+from collector.download import Archive
+from collector.errors import StorageError
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MIN_PART = 5 * MiB  # S3's smallest part but the last
+DEFAULT_PART = 8 * MiB
+MAX_PARTS = 10_000  # S3's most parts in one upload
+MAX_COPY = 5 * 1024 * MiB  # the largest object one CopyObject copies
+COPY_PART = 512 * MiB  # parts of a multipart copy, for larger ones
+CLEANUP_SECONDS = 30  # what aborting an upload may take when a transfer is given up
+CONTENT_TYPE = "application/gzip"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What a HEAD says about an object: its size, and the sha256 we stamped on it (or None)."""
+
+    name: str
+    size: int
+    sha256: str | None
+
+
+class S3Destination:
+    """Archives as objects `PREFIX/<project_id>/<server_id>-dump.tar.gz` in one bucket.
+
+    Use as ``async with S3Destination(bucket, prefix, ...) as destination``: the client and its
+    connection pool live for the block. `max_connections` bounds the pool (one per transfer
+    uploading, plus checks); `max_attempts` and `retry_mode` are botocore's retry settings.
+    """
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        part_size: int = DEFAULT_PART,
+        max_connections: int = 32,
+        max_attempts: int = 10,
+        retry_mode: str = "adaptive",
+        connect_timeout: float = 10.0,
+        read_timeout: float = 60.0,
+        addressing_style: str | None = None,
+        copy_part_size: int = COPY_PART,
+        max_copy: int = MAX_COPY,
+    ) -> None:
+        if part_size < MIN_PART:
+            raise ValueError(f"part_size must be at least {MIN_PART} bytes (S3's minimum part)")
+        if not MIN_PART <= copy_part_size <= max_copy:
+            raise ValueError("copy_part_size must be between 5 MiB and max_copy")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.part_size = part_size
+        self.copy_part_size = copy_part_size
+        self.max_copy = max_copy
+        self._config = AioConfig(
+            retries={"mode": retry_mode, "total_max_attempts": max_attempts},  # the first one included
+            max_pool_connections=max_connections,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+            s3={"addressing_style": addressing_style} if addressing_style else None,
+        )
+        self._stack: AsyncExitStack | None = None
+        self._client: Any = None
+        self.buffered = 0  # bytes held by every transfer, filling or uploading
+        self.peak_buffered = 0
+
+    def __repr__(self) -> str:
+        return f"S3Destination({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    async def __aenter__(self) -> S3Destination:
+        stack = AsyncExitStack()
+        async with stack:
+            self._client = await stack.enter_async_context(
+                get_session().create_client(
+                    "s3", region_name=self.region, endpoint_url=self.endpoint_url, config=self._config
+                )
+            )
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            raise RuntimeError("S3Destination is used outside its `async with` block")
+        return self._client
+
+    def key(self, name: str) -> str:
+        """The object key of archive (or report) `name`. Names are ours, checked all the same."""
+        parts = name.split("/")
+        if not name or any(part in ("", ".", "..") for part in parts):
+            raise ValueError(f"not a relative object name: {name!r}")
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def where(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    # -- the Destination protocol ------------------------------------------------------------
+
+    async def open_partial(self, name: str) -> S3Partial:
+        return S3Partial(self, name)
+
+    async def check(self, name: str, size: int, sha256: str | None) -> bool:
+        """Is the object there with this size (and, if given, this sha256 in its metadata)?"""
+        stored = await self.stat(name)
+        if stored is None or stored.size != size:
+            return False
+        return sha256 is None or stored.sha256 == sha256
+
+    # -- more ----------------------------------------------------------------------------------
+
+    async def stat(self, name: str) -> StoredObject | None:
+        """HEAD the object: None if there is none. A run without its journal asks this."""
+        key = self.key(name)
+        with translating(f"look up {self.where(key)}"):
+            try:
+                head = await self.client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if http_status(exc) == 404:
+                    return None
+                raise
+        return StoredObject(name, int(head["ContentLength"]), head.get("Metadata", {}).get("sha256"))
+
+    async def write_text(self, name: str, text: str, *, content_type: str = "application/json") -> None:
+        """Put a small document (report.json) in one PutObject: readers see all of it or the old one."""
+        body = text.encode()
+        key = self.key(name)
+        with translating(f"store {self.where(key)}"):
+            await self.client.put_object(
+                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+                Metadata={"sha256": hashlib.sha256(body).hexdigest()},
+            )
+
+    async def check_bucket(self) -> None:
+        """Fail early, with a clear reason, if the bucket is missing or our credentials are refused.
+
+        Lists at most one key under the prefix: unlike HeadBucket, a refusal then comes with
+        its error code (InvalidAccessKeyId or AccessDenied). Needs s3:ListBucket.
+        """
+        with translating(f"open {self.url}"):
+            await self.client.list_objects_v2(
+                Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1
+            )
+
+    def _holding(self, delta: int) -> None:
+        self.buffered += delta
+        self.peak_buffered = max(self.peak_buffered, self.buffered)
+
+
+class S3Partial:
+    """One archive on its way to `PREFIX/name`: see the module's docstring."""
+
+    def __init__(self, destination: S3Destination, name: str) -> None:
+        self.destination = destination
+        self.name = name
+        self.key = destination.key(name)
+        self.size = 0
+        self.peak_buffered = 0  # the most bytes this transfer held at once
+        self._hash = hashlib.sha256()
+        self._chunks: list[bytes] = []  # the part filling
+        self._filling = 0
+        self._held = 0  # bytes filling, uploading, or being put
+        self._in_flight = 0  # bytes of the part uploading
+        self._sending: asyncio.Task[None] | None = None
+        self._upload_id: str | None = None
+        self._parts: list[dict[str, Any]] = []
+
+    def __repr__(self) -> str:
+        return f"S3Partial({self.destination.where(self.key)!r}, size={self.size})"
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    @property
+    def buffered(self) -> int:
+        """Bytes this transfer holds in memory now: the part filling and any being sent."""
+        return self._held
+
+    @property
+    def upload_id(self) -> str | None:
+        """The multipart upload under way, if one was started."""
+        return self._upload_id
+
+    async def write(self, chunks: list[bytes]) -> None:
+        """Take these chunks after what came before; upload a part once enough is here."""
+        size = 0
+        for chunk in chunks:
+            self._hash.update(chunk)
+            size += len(chunk)
+        self._chunks.extend(chunks)
+        self.size += size
+        self._hold(size)
+        if self._filling >= self.destination.part_size:
+            await self._settle()  # the part before it is done: at most one uploading
+            await self._start_part()
+
+    async def truncate(self) -> None:
+        """Start again from zero: the upload under way is aborted, a new one starts when needed."""
+        self._drop_buffer()
+        await self._abandon()
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    async def commit(self) -> Archive:
+        """Put the object under its final key, with its sha256 in the metadata."""
+        destination, client = self.destination, self.destination.client
+        digest = self.sha256()
+        where = destination.where(self.key)
+        if self._upload_id is None:
+            body = self._take_part()
+            try:
+                with translating(f"store {where}"):
+                    await client.put_object(
+                        Bucket=destination.bucket, Key=self.key, Body=body,
+                        ContentType=CONTENT_TYPE, Metadata={"sha256": digest},
+                    )
+            finally:
+                self._release(len(body))
+            return Archive(self.name, self.size, digest)
+        await self._settle()
+        if self._filling:
+            await self._start_part()
+            await self._settle()
+        with translating(f"complete {where}"):
+            done = await client.complete_multipart_upload(
+                Bucket=destination.bucket, Key=self.key, UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._upload_id, self._parts = None, []
+        await self._stamp(done["ETag"], digest)
+        return Archive(self.name, self.size, digest)
+
+    async def discard(self) -> None:
+        """Abort the upload (or the copy that stamps the sha256), keeping nothing in memory.
+
+        Runs on the way out of a failure or a cancellation: shielded, time-boxed, and never
+        raising over the error that brought us here (a leftover is logged instead). An object
+        completed before a failed stamp stays: its bytes are the checked archive, and without
+        `sha256` nobody takes it for a committed one (deleting it could only lose data).
+        """
+        self._drop_buffer()
+        with anyio.move_on_after(CLEANUP_SECONDS, shield=True) as scope:
+            try:
+                await self._abandon()
+            except StorageError as exc:
+                log.warning("%s: could not clean up after a failed transfer: %s", self.key, exc)
+        if scope.cancelled_caught:
+            log.warning("%s: cleaning up after a failed transfer took over %d s; gave up", self.key, CLEANUP_SECONDS)
+
+    # -- parts ---------------------------------------------------------------------------------
+
+    async def _start_part(self) -> None:
+        """Send what has filled as the next part, in a task of its own; `_settle` awaits it."""
+        destination = self.destination
+        if len(self._parts) >= MAX_PARTS:
+            raise StorageError(
+                f"cannot store {destination.where(self.key)}: more than {MAX_PARTS} parts of "
+                f"{destination.part_size} bytes",
+                reason="archive too large for a multipart upload at this part size",
+            )
+        if self._upload_id is None:
+            with translating(f"start uploading {destination.where(self.key)}"):
+                started = await destination.client.create_multipart_upload(
+                    Bucket=destination.bucket, Key=self.key, ContentType=CONTENT_TYPE
+                )
+            self._upload_id = started["UploadId"]
+        body = self._take_part()
+        self._in_flight = len(body)
+        self._sending = asyncio.ensure_future(self._upload_part(self._upload_id, len(self._parts) + 1, body))
+
+    async def _upload_part(self, upload_id: str, number: int, body: bytes) -> None:
+        destination = self.destination
+        try:
+            with translating(f"upload part {number} of {destination.where(self.key)}"):
+                sent = await destination.client.upload_part(
+                    Bucket=destination.bucket, Key=self.key, UploadId=upload_id, PartNumber=number, Body=body
+                )
+            self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
+        finally:
+            self._part_done()
+
+    def _part_done(self) -> None:
+        """Stop counting the part that was in flight (a task cancelled before it ran never gets here)."""
+        size, self._in_flight = self._in_flight, 0
+        self._release(size)
+
+    async def _settle(self) -> None:
+        """Wait for the part in flight and raise its error."""
+        if self._sending is not None:
+            # Shielded: a cancelled caller must not cancel the upload behind `_abandon`'s back.
+            await asyncio.shield(self._sending)
+            self._sending = None
+
+    async def _abandon(self) -> None:
+        """Stop the part in flight and abort the upload. Raises `StorageError` if S3 refuses."""
+        sending, self._sending = self._sending, None
+        if sending is not None:
+            sending.cancel()
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({sending})
+            if not sending.cancelled():
+                sending.exception()  # this part's failure is moot now: mark it seen
+            self._part_done()
+        upload_id, self._upload_id = self._upload_id, None
+        self._parts = []
+        if upload_id is None:
+            return
+        destination = self.destination
+        with translating(f"abort the upload of {destination.where(self.key)}"):
+            try:
+                await destination.client.abort_multipart_upload(
+                    Bucket=destination.bucket, Key=self.key, UploadId=upload_id
+                )
+            except ClientError as exc:
+                if http_status(exc) != 404:  # NoSuchUpload: gone already (completed or aborted)
+                    self._upload_id = upload_id  # still there: `discard` tries again
+                    raise
+
+    async def _stamp(self, etag: str, digest: str) -> None:
+        """Copy the completed object onto itself with its sha256 in the metadata.
+
+        `CopySourceIfMatch` makes sure it is the object we completed, not a newer one.
+        """
+        destination, client = self.destination, self.destination.client
+        source = {"Bucket": destination.bucket, "Key": self.key}
+        where = destination.where(self.key)
+        metadata = {"sha256": digest}
+        if self.size <= destination.max_copy:
+            with translating(f"set the metadata of {where}"):
+                await client.copy_object(
+                    Bucket=destination.bucket, Key=self.key, CopySource=source, CopySourceIfMatch=etag,
+                    MetadataDirective="REPLACE", Metadata=metadata, ContentType=CONTENT_TYPE,
+                )
+            return
+        with translating(f"set the metadata of {where}"):
+            started = await client.create_multipart_upload(
+                Bucket=destination.bucket, Key=self.key, ContentType=CONTENT_TYPE, Metadata=metadata
+            )
+        self._upload_id = started["UploadId"]  # aborted by `discard` if the copy fails
+        step = destination.copy_part_size
+        for number, start in enumerate(range(0, self.size, step), 1):
+            end = min(start + step, self.size) - 1
+            with translating(f"copy part {number} of {where}"):
+                copied = await client.upload_part_copy(
+                    Bucket=destination.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number,
+                    CopySource=source, CopySourceIfMatch=etag, CopySourceRange=f"bytes={start}-{end}",
+                )
+            self._parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
+        with translating(f"set the metadata of {where}"):
+            await client.complete_multipart_upload(
+                Bucket=destination.bucket, Key=self.key, UploadId=self._upload_id,
+                MultipartUpload={"Parts": self._parts},
+            )
+        self._upload_id = None
+        self._parts = []
+
+    # -- the bytes held --------------------------------------------------------------------------
+
+    def _take_part(self) -> bytes:
+        """The chunks filled so far as one body; still counted until `_release`."""
+        body = b"".join(self._chunks)
+        self._chunks = []
+        self._filling = 0
+        return body
+
+    def _hold(self, size: int) -> None:
+        self._filling += size
+        self._held += size
+        self.peak_buffered = max(self.peak_buffered, self._held)
+        self.destination._holding(size)
+
+    def _release(self, size: int) -> None:
+        self._held -= size
+        self.destination._holding(-size)
+
+    def _drop_buffer(self) -> None:
+        self._chunks = []
+        self._release(self._filling)
+        self._filling = 0
