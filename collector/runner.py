@@ -186,7 +186,8 @@ async def run_sweep(
             log.error("the report could not be written either: %s", exc, extra=ev("report_failed", error=str(exc)))
     if outcome.crash is not None:
         outcome.crash_file = crash.save(crash.folder_for(out_dir), outcome.crash)
-    outcome.summary = _summary(outcome)
+    outcome.summary = summary_lines(outcome.results, outcome.duration_s, requests=outcome.requests,
+                                    throttled=outcome.throttled)
     return outcome
 
 
@@ -251,9 +252,10 @@ def _stopped(outcome: Outcome) -> str | None:
     return None
 
 
-def _summary(outcome: Outcome) -> list[str]:
-    lines = summary(outcome.results, outcome.duration_s, requests=outcome.requests, throttled=outcome.throttled)
-    earlier = sum(1 for r in outcome.results if r.collected_earlier and r.state == Phase.COLLECTED.value)
+def summary_lines(results: list[ServerResult], duration_s: float, *, requests: int, throttled: int) -> list[str]:
+    """The report's summary, and how many of the servers collected earlier runs had done."""
+    lines = summary(results, duration_s, requests=requests, throttled=throttled)
+    earlier = sum(1 for r in results if r.collected_earlier and r.state == Phase.COLLECTED.value)
     if earlier:
         lines.insert(1, f"{earlier} of them collected by earlier runs into this folder")
     return lines
