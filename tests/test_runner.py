@@ -99,7 +99,8 @@ async def test_a_run_starts_with_one_line_before_any_request(tmp_path, fast_sett
         handler = Snapshot(sim)
         logger = logging.getLogger("collector")
         logger.addHandler(handler)
-        level, logger.level = logger.level, logging.INFO
+        level = logger.level
+        logger.setLevel(logging.INFO)  # (setLevel, not .level =: loggers cache what is enabled)
         try:
             await sweep(sim, tmp_path, fast_settings)
         finally:
