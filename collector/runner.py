@@ -20,10 +20,11 @@ import math
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -34,18 +35,17 @@ from collector.download import Destination, archive_name
 from collector.errors import ExitCode, UsageError
 from collector.events import Listener, Phase, PhaseChanged
 from collector.inventory import Inventory
-from collector.journal import Journal, JournalError, summarize
+from collector.journal import Entry, Journal, JournalError, summarize
 from collector.logs import ev
 from collector.progress import Tally, show_progress
-from collector.report import build_report, summary, write_report
+from collector.report import build_report, emit_summary, summary_lines, summary_record, write_report
 from collector.settings import Settings
 from collector.storage import LocalDestination
 from collector.sweep import ServerResult, Sweep
 
-log = logging.getLogger("collector.runner")
-# Lines for the person running it, shown at the default log level: the start line, and the
-# summary when logs are JSON.
-say = logging.getLogger("collector.summary")
+# The run's own records (its start, stops and end) show at the default level: see
+# collector.logs.configure_logging.
+log = logging.getLogger("collector.run")
 
 
 @dataclass
@@ -64,7 +64,8 @@ class Outcome:
     throttled: int = 0
     duration_s: float = 0.0
     report_path: Path | None = None
-    summary: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)  # report.summary_record
+    summary: list[str] = field(default_factory=list)  # its lines
 
 
 def exit_code(outcome: Outcome) -> ExitCode:
@@ -145,10 +146,8 @@ async def run_sweep(
     ledger = _Ledger()
     results: list[ServerResult] | None = None
     try:
-        _announce(inventory, settings, out_dir)
         prior = journal.entries()
-        if prior:
-            log.info("resuming from %s: %s", journal.path, summarize(prior))
+        _announce(inventory, settings, out_dir, prior)
         async with anyio.create_task_group() as journalling, _session(settings) as session:
             journalling.start_soon(journal.writer)
             sweep = Sweep(inventory, settings, destination or LocalDestination(out_dir), session, prior=prior)
@@ -170,24 +169,30 @@ async def run_sweep(
         journal.shutdown()
     outcome.results = results if results is not None else ledger.results(inventory)
     finished = datetime.now(timezone.utc)
+    retries = 0
     if sweep is not None:
         outcome.auth_failed = sweep.auth_error is not None
-        outcome.unreachable = getattr(sweep, "unreachable", None)
+        outcome.unreachable = sweep.unreachable
         outcome.requests, outcome.throttled = sweep.stats.requests, sweep.stats.throttled
+        retries = sweep.stats.retries
     outcome.duration_s = anyio.current_time() - clock_start
     try:
         report = build_report(outcome.results, started_at=started, finished_at=finished,
-                              inventory=str(inventory.path), stopped=_stopped(outcome))
+                              inventory=str(inventory.path), stopped=_stopped(outcome, sweep))
         outcome.report_path = write_report(out_dir, report)
     except Exception as exc:
         if outcome.crash is None:
             outcome.crash = exc
         else:
-            log.error("the report could not be written either: %s", exc, extra=ev("report_failed", error=str(exc)))
+            log.error("the report could not be written either: %s: %s", type(exc).__name__, exc)
     if outcome.crash is not None:
         outcome.crash_file = crash.save(crash.folder_for(out_dir), outcome.crash)
-    outcome.summary = summary_lines(outcome.results, outcome.duration_s, requests=outcome.requests,
-                                    throttled=outcome.throttled)
+    outcome.record = summary_record(
+        outcome.results, duration_s=outcome.duration_s, requests=outcome.requests, throttled=outcome.throttled,
+        retries=retries, exit_code=exit_code(outcome), stopped=_stopped(outcome, sweep),
+        report_path=outcome.report_path,
+    )
+    outcome.summary = summary_lines(outcome.record)
     return outcome
 
 
@@ -233,32 +238,21 @@ class _Ledger:
                     result.error = event.error
                     result.reason = event.reason or event.error
             if result.state == Phase.PENDING.value:
-                result.error = "not collected: run stopped by an internal error"
-                result.reason = "run stopped"
+                result.error = "not collected: run stopped (internal error)"
+                result.reason = "run stopped: internal error"
             results.append(result)
         return results
 
 
-def _stopped(outcome: Outcome) -> str | None:
-    """Why the run stopped early, for the report; in the order `exit_code` decides."""
+def _stopped(outcome: Outcome, sweep: Sweep | None) -> str | None:
+    """Why the run stopped early, for the report; a crash and a signal first, as in `exit_code`."""
     if outcome.crash is not None:
         return f"internal error: {type(crash.cause(outcome.crash)).__name__}"
     if outcome.signal:
         return signal.Signals(outcome.signal).name
-    if outcome.auth_failed:
-        return "credentials rejected"
-    if outcome.unreachable is not None:
-        return f"API unreachable: {outcome.unreachable}"
+    if sweep is not None:
+        return sweep.stop_reason or sweep.unreachable
     return None
-
-
-def summary_lines(results: list[ServerResult], duration_s: float, *, requests: int, throttled: int) -> list[str]:
-    """The report's summary, and how many of the servers collected earlier runs had done."""
-    lines = summary(results, duration_s, requests=requests, throttled=throttled)
-    earlier = sum(1 for r in results if r.collected_earlier and r.state == Phase.COLLECTED.value)
-    if earlier:
-        lines.insert(1, f"{earlier} of them collected by earlier runs into this folder")
-    return lines
 
 
 # -- what the person sees ---------------------------------------------------------------------
@@ -276,12 +270,16 @@ def start_line(inventory: Inventory, settings: Settings, out_dir: Path) -> str:
             f"project{'s' * (projects != 1)} at {at}, into {out_dir}, starting at {rate}")
 
 
-def _announce(inventory: Inventory, settings: Settings, out_dir: Path) -> None:
+def _announce(inventory: Inventory, settings: Settings, out_dir: Path, prior: Mapping[Any, Entry]) -> None:
     """The start line, at once and before any request; a warning for each plain-http endpoint."""
     endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
-    say.info(start_line(inventory, settings, out_dir), extra=ev(
-        "run_started", version=__version__, servers=inventory.server_count, projects=len(inventory.projects),
-        endpoints=endpoints, output=str(out_dir), rate=settings.rate, max_rate=settings.max_rate))
+    earlier = sum(1 for entry in prior.values() if entry.phase is Phase.COLLECTED)
+    log.info(start_line(inventory, settings, out_dir), extra=ev(
+        "run_started", servers=inventory.server_count, projects=len(inventory.projects), endpoints=endpoints,
+        collected_earlier=earlier, output=str(out_dir), resumed=bool(prior), concurrency=settings.concurrency,
+        downloads=settings.downloads, rate=settings.rate, version=__version__))
+    if prior:
+        log.debug("resuming from the journal: %s", summarize(prior))
     for endpoint in endpoints:
         if urlsplit(endpoint).scheme.lower() == "http":
             log.warning("%s is plain http: credentials travel in clear text", endpoint,
@@ -289,15 +287,12 @@ def _announce(inventory: Inventory, settings: Settings, out_dir: Path) -> None:
 
 
 def closing_lines(outcome: Outcome) -> list[str]:
-    """What to tell the person at the end: the summary, where things are, what to do next."""
-    lines = list(outcome.summary)
+    """What a person needs after the summary: where the archives are, what to do next."""
     out = outcome.output
     if len(outcome.projects) == 1:
-        archives = f"{out}/{outcome.projects[0]}/"
+        lines = [f"archives in {out}/{outcome.projects[0]}/"]
     else:
-        archives = f"{out}/ (a folder per project)"
-    report = f"report in {outcome.report_path}" if outcome.report_path else "no report written"
-    lines.append(f"archives in {archives}, {report}")
+        lines = [f"archives in {out}/ (a folder per project)"]
     code = exit_code(outcome)
     if code is ExitCode.AUTH:
         lines.append("credentials were rejected (HTTP 401/403): refresh the token and run the same "
@@ -309,27 +304,25 @@ def closing_lines(outcome: Outcome) -> list[str]:
 
 
 def finish(outcome: Outcome, log_format: str) -> ExitCode:
-    """Tell the person how the run ended (the crash, if any, last and on one line); the exit code."""
-    tell(closing_lines(outcome), log_format)
+    """Tell how the run ended, and return its exit code.
+
+    Text: the summary, then `closing_lines`, then a crash's one line. JSON: the summary
+    record, and a crash's record (so stderr stays all JSON).
+    """
+    emit_summary(outcome.record, log_format)
+    if log_format != "json":
+        for line in closing_lines(outcome):
+            print(line, file=sys.stderr)
     if outcome.crash is not None:
-        tell_error(crash.line(outcome.crash, outcome.crash_file), log_format, outcome.crash, outcome.crash_file)
+        tell_crash(outcome.crash, outcome.crash_file, log_format)
     return exit_code(outcome)
 
 
-def tell(lines: list[str], log_format: str) -> None:
-    """Lines for the person at the end of a run: plain text, or log records when logs are JSON
-    (so a log shipper reading stderr sees nothing but JSON)."""
-    for line in lines:
-        if log_format == "json":
-            say.info(line, extra=ev("summary"))
-        else:
-            print(line, file=sys.stderr)
-
-
-def tell_error(line: str, log_format: str, exc: BaseException, crash_file: Path | None) -> None:
+def tell_crash(exc: BaseException, crash_file: Path | None, log_format: str) -> None:
     """The one line of an internal error; in JSON, an error record naming the crash file."""
+    line = crash.line(exc, crash_file)
     if log_format == "json":
-        say.error(line, extra=ev("internal_error", error_type=type(crash.cause(exc)).__name__,
+        log.error(line, extra=ev("run_crashed", error=f"{type(crash.cause(exc)).__name__}: {crash.cause(exc)}",
                                  crash_file=str(crash_file) if crash_file else None))
     else:
         print(line, file=sys.stderr)
@@ -343,22 +336,23 @@ async def _watch_signals(sweep: Sweep, grace: float, outcome: Outcome) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if outcome.signal is not None:
-                log.warning("second signal: stopping now")
+                log.warning("second signal: stopping now", extra=ev("run_cancelled", reason="second signal"))
                 sweep.cancel()
                 return
             outcome.signal = signum
             name = signal.Signals(signum).name
-            log.warning("%s: starting nothing new; running downloads get %g s to finish", name, grace)
+            log.warning("%s: starting nothing new; running downloads get %g s to finish", name, grace,
+                        extra=ev("run_stopping", reason=name, wait_s=grace))
             sweep.stop(name)
             async with anyio.create_task_group() as timer:
                 timer.start_soon(_cancel_after, sweep, grace)
                 async for _ in signals:
-                    log.warning("second signal: stopping now")
+                    log.warning("second signal: stopping now", extra=ev("run_cancelled", reason="second signal"))
                     sweep.cancel()
                     return
 
 
 async def _cancel_after(sweep: Sweep, grace: float) -> None:
     await anyio.sleep(grace)
-    log.warning("grace period over: stopping running downloads")
+    log.warning("grace period over: stopping running downloads", extra=ev("run_cancelled", reason="grace over"))
     sweep.cancel()

@@ -218,7 +218,8 @@ def test_run_starts_with_one_line_naming_servers_endpoint_output_and_rate(tmp_pa
         f"collector 0.1.0: 5 servers in 1 project at {sim.url}, into {out.resolve()}, starting at 40 req/s"
     ), lines[0]
     assert lines[1].endswith(f"{sim.url} is plain http: credentials travel in clear text"), lines[1]
-    assert f"archives in {out.resolve()}/" in done.stderr and "<project_id>" not in done.stderr
+    [project] = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert f"\narchives in {out.resolve()}/{project}/\n" in done.stderr and "<project_id>" not in done.stderr
 
 
 def test_every_inventory_problem_is_printed_at_once_and_nothing_is_sent(tmp_path):
@@ -284,6 +285,7 @@ def test_demo_names_the_real_output_folder(tmp_path):
                      timeout=120)
     assert done.returncode == ExitCode.OK, done.stderr
     [project] = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    assert f"archives in {out.resolve()}/{project}/, report in {out.resolve()}/report.json" in done.stderr
+    assert f"\narchives in {out.resolve()}/{project}/\n" in done.stderr
+    assert f"report: {out.resolve()}/report.json" in done.stderr
     assert "collector 0.1.0: 3 servers in 1 project at http://127.0.0.1:" in done.stderr
     assert "demo finished with exit code 0 (OK)" in done.stderr
