@@ -1,8 +1,9 @@
 """`collector demo`: a real sweep of a simulated fleet, to see what collector does in a minute.
 
 Starts the simulator on loopback (200 servers, exports of a few seconds, a gateway limit below
-collector's default rate so throttling shows, and a few 500s and cut-off downloads to retry), writes an inventory for it, and runs the same
-sweep `collector run` does, with the same defaults.
+collector's default rate so throttling shows, and a few 500s and cut-off downloads to retry),
+writes an inventory for it, and calls the same runner `collector run` does, with the same
+defaults.
 """
 
 from __future__ import annotations
@@ -15,16 +16,17 @@ from pathlib import Path
 
 import anyio
 
-from collector.cli import _print_summary, exit_code, prepare_output, settings_from, sweep_fleet
-from collector.logs import configure_logging
 from collector.errors import ExitCode
 from collector.inventory import load_inventory
+from collector.logs import configure_logging
+from collector.runner import Outcome, finish, prepare_output, run_sweep
+from collector.settings import Settings, given, resolve
 from collector.simulator import SimConfig, Simulator
 
 DEMO_RATE_LIMIT = 15.0  # requests/s the simulated gateway allows: below our default 20
 
 
-async def _demo(servers: int, args: argparse.Namespace, out_dir: Path, live: bool):
+async def _demo(servers: int, settings: Settings, output: Path, live: bool) -> Outcome:
     config = SimConfig(
         servers=servers,
         export_seconds=(1.0, 6.0),
@@ -45,15 +47,15 @@ async def _demo(servers: int, args: argparse.Namespace, out_dir: Path, live: boo
                 file=sys.stderr,
             )
             # A new simulator each time: nothing to resume.
-            return await sweep_fleet(inventory, settings_from(args, inventory), out_dir, live=live, fresh=True)
+            return await run_sweep(inventory, settings, output, fresh=True, live=live)
 
 
 def run_demo(args: argparse.Namespace) -> ExitCode:
-    out_dir = prepare_output(args.output)
-    configure_logging(args.log_format or "text", args.verbose)
-    live = not args.no_progress and sys.stderr.isatty()
-    outcome = anyio.run(functools.partial(_demo, args.servers, args, out_dir, live))
-    _print_summary(outcome, out_dir)
-    code = exit_code(outcome)
+    prepare_output(args.output)  # a folder we cannot write to is said before the simulator starts
+    settings = resolve(given(args))
+    configure_logging(settings.log_format, args.verbose or 0)
+    live = settings.progress and sys.stderr.isatty()
+    outcome = anyio.run(functools.partial(_demo, args.servers, settings, args.output, live))
+    code = finish(outcome, settings.log_format)
     print(f"demo finished with exit code {int(code)} ({code.name})", file=sys.stderr)
     return code

@@ -3,6 +3,7 @@
     CollectorError
     ├── UsageError ............ bad flags or environment; nothing was sent        (exit 2)
     │   └── InventoryError .... the inventory file is wrong (file, key, line)     (exit 2)
+    │       └── InventoryErrors  several things are wrong: `problems`, one line each
     ├── RequestError .......... no answer came back; `sent` says whether the request may
     │   │                       have reached the server (it matters for a POST)
     │   ├── ConnectRefused .... nothing listens there (never sent)
@@ -37,7 +38,7 @@ from pathlib import Path
 
 
 class ExitCode(enum.IntEnum):
-    """The process exit codes, listed in the README. Decided only in `collector.cli`."""
+    """The process exit codes, listed in the README. Decided only in `collector.runner`."""
 
     OK = 0  # every server collected
     PARTIAL = 1  # the run finished, some servers failed
@@ -91,6 +92,30 @@ class InventoryError(UsageError):
         self.path = Path(path)
         self.key = key
         self.line = line
+
+
+class InventoryErrors(InventoryError):
+    """Several things are wrong with the inventory, all reported at once (in file order).
+
+    Its own key, line and message are the first problem's; `lines()` is what to print.
+    """
+
+    SHOWN = 20  # lines printed before "... and N more"
+
+    def __init__(self, problems: list[InventoryError]) -> None:
+        first = problems[0]
+        UsageError.__init__(self, first.message, first.hint)
+        self.path, self.key, self.line = first.path, first.key, first.line
+        self.problems = tuple(problems)
+
+    def lines(self) -> list[str]:
+        shown = [str(problem) for problem in self.problems[: self.SHOWN]]
+        if len(self.problems) > self.SHOWN:
+            shown.append(f"... and {len(self.problems) - self.SHOWN} more")
+        return shown
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
 
 
 class RequestError(CollectorError):

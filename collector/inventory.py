@@ -2,8 +2,12 @@
 
 The inventory is a YAML file; configs/example-inventory.yaml shows every key. The CLI loads it
 once, before the event loop starts, into the frozen dataclasses below, and the sweep consumes
-them. Everything is checked first: the first problem raises `InventoryError` naming the file,
-the key path (``projects[1].servers[3].id``) and the line, with a hint, and nothing is sent.
+them. Everything is checked first, and every problem is reported at once: each names the
+file, the line and the key path (``projects[1].servers[3].id``), with a hint, and nothing is
+sent. A problem stops the check of its own part of the file only (one server, one setting, one
+project's endpoint), so a bad server id does not hide the next one; a mapping's keys are
+checked before its values, since a misspelt key makes its values meaningless. The tokens the
+inventory names are looked at once the file itself is right.
 
 The file is composed into YAML nodes and walked here rather than handed to ``yaml.safe_load``:
 nodes keep their line numbers for the errors, duplicate keys can be refused (a constructed dict
@@ -18,11 +22,11 @@ import difflib
 import math
 import os
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -33,8 +37,10 @@ from collector.credentials import (
     token_from_env,
     token_from_file,
 )
-from collector.errors import InventoryError
+from collector.errors import InventoryError, InventoryErrors
 from collector.names import check_file_name
+from collector.settings import BY_KEY as _SETTINGS
+from collector.settings import Kind, size_in_bytes
 
 __all__ = ["Inventory", "Project", "Server", "load_inventory"]
 
@@ -82,7 +88,8 @@ class Inventory:
 def load_inventory(
     path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
 ) -> Inventory:
-    """Read and check the inventory at `path`, raising `InventoryError` at the first problem.
+    """Read and check the inventory at `path`; raise `InventoryError` for a problem, or
+    `InventoryErrors` holding every problem when there are several.
 
     A ``token_env`` is looked up in `environ` (``os.environ`` by default) and a relative
     ``token_file`` is found next to the inventory. Tokens are read only for the auth settings
@@ -90,7 +97,15 @@ def load_inventory(
     """
     path = Path(path)
     root = _compose(path)
-    return _Loader(path, os.environ if environ is None else environ).inventory(root)
+    loader = _Loader(path, os.environ if environ is None else environ)
+    try:
+        return loader.inventory(root)
+    except InventoryError as exc:
+        loader.problems.append(exc)
+    except _Stopped:
+        pass
+    problems = sorted(loader.problems, key=lambda problem: problem.line or 0)
+    raise problems[0] if len(problems) == 1 else InventoryErrors(problems)
 
 
 # Keys allowed in each kind of mapping, in the order the hints list them.
@@ -99,21 +114,7 @@ _PROJECT_KEYS = ("project_id", "endpoint", "auth", "servers")
 _SERVER_KEYS = ("id", "name", "tags")
 _AUTH_KEYS = ("token_env", "token_file")
 
-# The `collector:` section: defaults for `collector run` flags, and the kind of value each takes.
-_SETTINGS = {
-    "concurrency": "count",
-    "downloads": "count",
-    "rate": "positive",
-    "max_rate": "positive",
-    "poll_interval": "positive",
-    "export_timeout": "positive",
-    "read_timeout": "positive",
-    "grace": "non-negative",
-    "max_archive_bytes": "count",
-    "log_format": "log format",
-    "progress": "flag",
-}
-_LOG_FORMATS = ("text", "json")
+# The `collector:` section's keys and kinds are the settings' own: see collector.settings.
 
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -218,14 +219,35 @@ class _ProjectDraft:
     servers: tuple[Server, ...]
 
 
+class _Stopped(Exception):
+    """A part of the file has problems, already recorded: stop checking that part."""
+
+
+class _Broken:
+    """What a part of the file stands for once it has a problem, so later checks stay quiet
+    about it (a project whose default endpoint is wrong is not also "missing" one)."""
+
+    def __repr__(self) -> str:
+        return "<broken>"
+
+
+_BROKEN: Any = _Broken()
+_T = TypeVar("_T")
+
+
 class _Loader:
-    """Walks the node tree, checking as it goes. A `key` is a path like ``servers[3].id``."""
+    """Walks the node tree, checking as it goes. A `key` is a path like ``servers[3].id``.
+
+    A check raises `InventoryError` at the first problem in its part of the file; `part`
+    records it and goes on with the next part.
+    """
 
     def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
         self.path = path
         self.environ = environ
         self.seen: dict[tuple[str, str], tuple[str, int]] = {}  # (project, id) -> first key, line
         self.providers: dict[tuple[str, str], Credentials] = {}
+        self.problems: list[InventoryError] = []
 
     def error(
         self, node: yaml.Node | None, key: str | None, message: str, hint: str
@@ -233,13 +255,45 @@ class _Loader:
         line = None if node is None else _line(node)
         return InventoryError(self.path, message, key=key or None, line=line, hint=hint)
 
+    def part(self, check: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """`check(...)`, or `_BROKEN` once its problems are recorded."""
+        try:
+            return check(*args, **kwargs)
+        except InventoryError as exc:
+            self.problems.append(exc)
+        except _Stopped:
+            pass
+        return _BROKEN
+
+    def stop_if_any(self) -> None:
+        if self.problems:
+            raise _Stopped
+
     # -- the inventory's structure --------------------------------------------------------------
 
     def inventory(self, root: yaml.Node) -> Inventory:
         hint = "the inventory is a mapping, as in configs/example-inventory.yaml"
         top = self.mapping(root, "", _TOP_KEYS, hint=hint)
-        endpoint = self.endpoint(top["endpoint"].value, "endpoint") if "endpoint" in top else None
-        auth = self.auth(top["auth"].value, "auth") if "auth" in top else None
+        endpoint = self.part(self.endpoint, top["endpoint"].value, "endpoint") if "endpoint" in top else None
+        auth = self.part(self.auth, top["auth"].value, "auth") if "auth" in top else None
+        drafts = self.part(self.drafts, top, endpoint, auth)
+        collector = _given(top, "collector")
+        settings = {} if collector is None else self.part(self.settings, collector)
+        self.stop_if_any()
+        # Tokens last: a broken file is reported before a missing environment variable.
+        for spec in {(draft.auth.kind, draft.auth.value): draft.auth for draft in drafts}.values():
+            self.part(self.credentials, spec)
+        self.stop_if_any()
+        projects = tuple(
+            Project(draft.project_id, draft.endpoint, self.credentials(draft.auth), draft.servers)
+            for draft in drafts
+        )
+        return Inventory(self.path, projects, MappingProxyType(settings))
+
+    def drafts(
+        self, top: Mapping[str, _Entry], endpoint: str | None, auth: _AuthSpec | None
+    ) -> list[_ProjectDraft]:
+        """Every project, from `projects:` or from the top level's own project_id and servers."""
         if "projects" in top:
             for name in ("project_id", "servers"):
                 if name in top:
@@ -249,22 +303,13 @@ class _Loader:
                         "cannot be used together with projects",
                         hint="move it into an entry under projects, or drop projects",
                     )
-            drafts = self.projects(top["projects"].value, endpoint, auth)
-        elif "project_id" in top or "servers" in top:
+            return self.projects(top["projects"].value, endpoint, auth)
+        if "project_id" in top or "servers" in top:
             # The top level is itself the only project; its endpoint and auth are parsed above.
             own = {name: top[name] for name in ("project_id", "servers") if name in top}
-            drafts = [self.project_fields(own, None, "", endpoint, auth)]
-        else:
-            hint = "give project_id and servers, or a list of projects"
-            raise self.error(None, None, "no servers listed", hint=hint)
-        collector = _given(top, "collector")
-        settings = {} if collector is None else self.settings(collector)
-        # Tokens last: a broken file is reported before a missing environment variable.
-        projects = tuple(
-            Project(draft.project_id, draft.endpoint, self.credentials(draft.auth), draft.servers)
-            for draft in drafts
-        )
-        return Inventory(self.path, projects, MappingProxyType(settings))
+            return [self.project_fields(own, None, "", endpoint, auth)]
+        hint = "give project_id and servers, or a list of projects"
+        raise self.error(None, None, "no servers listed", hint=hint)
 
     def projects(
         self, node: yaml.Node, endpoint: str | None, auth: _AuthSpec | None
@@ -273,12 +318,17 @@ class _Loader:
         items = self.sequence(node, "projects", hint=hint)
         if not items:
             raise self.error(node, "projects", "the list is empty", hint=hint)
-        drafts = []
-        for index, item in enumerate(items):
-            key = f"projects[{index}]"
-            fields = self.mapping(item, key, _PROJECT_KEYS, hint=hint)
-            drafts.append(self.project_fields(fields, item, key, endpoint, auth))
+        drafts = [self.part(self.project, item, f"projects[{index}]", endpoint, auth)
+                  for index, item in enumerate(items)]
+        self.stop_if_any()
         return drafts
+
+    def project(
+        self, node: yaml.Node, key: str, endpoint: str | None, auth: _AuthSpec | None
+    ) -> _ProjectDraft:
+        hint = "projects is a list of mappings, each with project_id and servers"
+        fields = self.mapping(node, key, _PROJECT_KEYS, hint=hint)
+        return self.project_fields(fields, node, key, endpoint, auth)
 
     def project_fields(
         self,
@@ -288,33 +338,59 @@ class _Loader:
         default_endpoint: str | None,
         default_auth: _AuthSpec | None,
     ) -> _ProjectDraft:
-        """One project from its fields; `node` is None for the single project at the top level."""
+        """One project from its fields; `node` is None for the single project at the top level.
+
+        Its id, endpoint, auth and servers are checked apart: a problem in one does not hide
+        a problem in another.
+        """
         where = "here or at the top level" if node is not None else "at the top level"
+        project_id = self.part(self.project_id_field, fields, node, key)
+        endpoint = self.part(self.endpoint_field, fields, node, key, default_endpoint, where)
+        auth = self.part(self.auth_field, fields, node, key, default_auth, where)
+        # Duplicates are found within a project; a broken id makes a project of its own.
+        within = project_id if project_id is not _BROKEN else f"\0{key}"
+        servers = self.part(self.servers_field, fields, node, key, within)
+        if _BROKEN in (project_id, endpoint, auth, servers):
+            raise _Stopped
+        return _ProjectDraft(project_id, endpoint, auth, servers)
+
+    def project_id_field(self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str) -> str:
         hint = "give the project's ID, project_id: <id>"
         id_node = self.required(fields, node, key, "project_id", hint=hint)
-        project_id = self.project_id(id_node, _join(key, "project_id"))
+        return self.project_id(id_node, _join(key, "project_id"))
+
+    def endpoint_field(
+        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str, default: str | None,
+        where: str,
+    ) -> str:
         if "endpoint" in fields:
-            endpoint = self.endpoint(fields["endpoint"].value, _join(key, "endpoint"))
-        elif default_endpoint is None:
+            return self.endpoint(fields["endpoint"].value, _join(key, "endpoint"))
+        if default is None:
             raise self.error(
                 node,
                 _join(key, "endpoint"),
                 "required but missing",
                 hint=f"give the API's base URL, like endpoint: {_EXAMPLE_ENDPOINT}, {where}",
             )
-        else:
-            endpoint = default_endpoint
+        return default
+
+    def auth_field(
+        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str,
+        default: _AuthSpec | None, where: str,
+    ) -> _AuthSpec:
         if "auth" in fields:
-            auth = self.auth(fields["auth"].value, _join(key, "auth"))
-        elif default_auth is None:
+            return self.auth(fields["auth"].value, _join(key, "auth"))
+        if default is None:
             hint = f"add {_AUTH_EXAMPLE} {where}"
             raise self.error(node, _join(key, "auth"), "required but missing", hint=hint)
-        else:
-            auth = default_auth
+        return default
+
+    def servers_field(
+        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str, project_id: str
+    ) -> tuple[Server, ...]:
         hint = "list the ids of the servers to collect"
         servers_node = self.required(fields, node, key, "servers", hint=hint)
-        servers = self.servers(servers_node, _join(key, "servers"), project_id)
-        return _ProjectDraft(project_id, endpoint, auth, servers)
+        return self.servers(servers_node, _join(key, "servers"), project_id)
 
     def servers(self, node: yaml.Node, key: str, project_id: str) -> tuple[Server, ...]:
         hint = "servers is a list of server ids, one '- <id>' per line"
@@ -322,55 +398,67 @@ class _Loader:
         if not items:
             hint = "list at least one server, or remove the project"
             raise self.error(node, key, "the list is empty", hint=hint)
-        servers = []
-        for index, item in enumerate(items):
-            item_key = f"{key}[{index}]"
-            server = self.server(item, item_key)
-            first = self.seen.get((project_id, server.id))
-            if first is not None:
-                raise self.error(
-                    item,
-                    item_key,
-                    f"server {server.id} is listed twice in project {project_id}"
-                    f" (first at {first[0]}, line {first[1]})",
-                    hint="remove one of the two entries",
-                )
-            self.seen[project_id, server.id] = (item_key, _line(item))
-            servers.append(server)
+        servers = [self.part(self.listed_server, item, f"{key}[{index}]", project_id)
+                   for index, item in enumerate(items)]
+        if _BROKEN in servers:
+            raise _Stopped
         return tuple(servers)
+
+    def listed_server(self, node: yaml.Node, key: str, project_id: str) -> Server:
+        """One entry of a servers list, checked, and not listed before in its project."""
+        server = self.server(node, key)
+        first = self.seen.get((project_id, server.id))
+        if first is not None:
+            shown = "this project" if project_id.startswith("\0") else f"project {project_id}"
+            raise self.error(
+                node,
+                key,
+                f"server {server.id} is listed twice in {shown}"
+                f" (first at {first[0]}, line {first[1]})",
+                hint="remove one of the two entries",
+            )
+        self.seen[project_id, server.id] = (key, _line(node))
+        return server
 
     def server(self, node: yaml.Node, key: str) -> Server:
         if isinstance(node, yaml.ScalarNode):
             return Server(self.server_id(node, key))
         hint = "write a server as '- <id>' or '- {id: <id>, name: <name>, tags: {...}}'"
         fields = self.mapping(node, key, _SERVER_KEYS, hint=hint)
-        id_node = self.required(fields, node, key, "id", hint=hint)
-        server_id = self.server_id(id_node, _join(key, "id"))
+        id_node = self.part(self.required, fields, node, key, "id", hint=hint)
+        server_id = _BROKEN if id_node is _BROKEN else self.part(self.server_id, id_node, _join(key, "id"))
         name, tags = _given(fields, "name"), _given(fields, "tags")
-        return Server(
-            server_id,
-            None if name is None else self.string(name, _join(key, "name")),
-            _NO_TAGS if tags is None else self.tags(tags, _join(key, "tags")),
-        )
+        name = None if name is None else self.part(self.string, name, _join(key, "name"))
+        tags = _NO_TAGS if tags is None else self.part(self.tags, tags, _join(key, "tags"))
+        if _BROKEN in (server_id, name, tags):
+            raise _Stopped
+        return Server(server_id, name, tags)
 
     def settings(self, node: yaml.Node) -> dict[str, Any]:
         hint = "collector is a mapping of options, like concurrency: 64"
         fields = self.mapping(node, "collector", _SETTINGS, hint=hint)
-        return {name: self.setting(name, entry.value) for name, entry in fields.items()}
+        settings = {name: self.part(self.setting, name, entry.value) for name, entry in fields.items()}
+        if _BROKEN in settings.values():
+            raise _Stopped
+        return settings
 
     def setting(self, name: str, node: yaml.Node) -> Any:
         key = _join("collector", name)
-        match _SETTINGS[name]:
-            case "count":
+        option = _SETTINGS[name]
+        match option.kind:
+            case Kind.COUNT:
                 return self.integer(node, key, minimum=1)
-            case "positive":
+            case Kind.POSITIVE:
                 return self.number(node, key, zero_allowed=False)
-            case "non-negative":
+            case Kind.NON_NEGATIVE:
                 return self.number(node, key, zero_allowed=True)
-            case "log format":
-                return self.choice(node, key, _LOG_FORMATS)
-            case "flag":
+            case Kind.SIZE:
+                return self.size(node, key)
+            case Kind.CHOICE:
+                return self.choice(node, key, option.choices)
+            case Kind.SWITCH:
                 return self.boolean(node, key)
+        raise AssertionError(f"no way to read a {option.kind} from YAML")
 
     # -- single values -------------------------------------------------------------------------
 
@@ -494,32 +582,52 @@ class _Loader:
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, key, f"expected a mapping, got {_got(node)}", hint=hint)
         entries: dict[str, _Entry] = {}
+        problems = []
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE:
-                raise self.error(
-                    key_node,
-                    _join(key, "<<"),
-                    "merge keys are not supported",
-                    hint="write the keys out (an alias, *name, can still stand for a whole value)",
-                )
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise self.error(
-                    key_node, key, f"expected a name as key, got {_got(key_node)}", hint=hint
-                )
-            self.plain(key_node, key)
-            name = key_node.value
-            child = _join(key, name)
-            if name in entries:
-                raise self.error(
-                    key_node,
-                    child,
-                    f"duplicate key, first given on line {_line(entries[name].key)}",
-                    hint="keep only one of them",
-                )
-            if allowed is not None and name not in allowed:
-                raise self.error(key_node, child, "unknown key", hint=_did_you_mean(name, allowed))
+            try:
+                name = self.entry_name(key_node, key, entries, allowed, hint=hint)
+            except InventoryError as exc:
+                problems.append(exc)  # every key of this mapping is checked, then we stop
+                continue
             entries[name] = _Entry(key_node, value_node)
+        if problems:
+            self.problems.extend(problems)
+            raise _Stopped
         return entries
+
+    def entry_name(
+        self,
+        key_node: yaml.Node,
+        key: str,
+        entries: Mapping[str, _Entry],
+        allowed: Collection[str] | None,
+        *,
+        hint: str,
+    ) -> str:
+        if key_node.tag == _MERGE:
+            raise self.error(
+                key_node,
+                _join(key, "<<"),
+                "merge keys are not supported",
+                hint="write the keys out (an alias, *name, can still stand for a whole value)",
+            )
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise self.error(
+                key_node, key, f"expected a name as key, got {_got(key_node)}", hint=hint
+            )
+        self.plain(key_node, key)
+        name = key_node.value
+        child = _join(key, name)
+        if name in entries:
+            raise self.error(
+                key_node,
+                child,
+                f"duplicate key, first given on line {_line(entries[name].key)}",
+                hint="keep only one of them",
+            )
+        if allowed is not None and name not in allowed:
+            raise self.error(key_node, child, "unknown key", hint=_did_you_mean(name, allowed))
+        return name
 
     def sequence(self, node: yaml.Node, key: str, *, hint: str) -> list[yaml.Node]:
         self.plain(node, key)
@@ -556,6 +664,21 @@ class _Loader:
             value = math.inf
         if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
             raise self.error(node, key, f"must be a number {bound}, got {node.value}", hint=hint)
+        return value
+
+    def size(self, node: yaml.Node, key: str) -> int:
+        """Bytes, as a whole number or as on the command line: ``512M``, ``8G``."""
+        hint = "give a number of bytes, or a size like 512M or 8G"
+        self.plain(node, key)
+        if node.tag == _STR:
+            value = size_in_bytes(node.value)
+            if value is None:
+                message = f"expected a size like 512M or 8G, got {_got(node)}"
+                raise self.error(node, key, message, hint=hint)
+        else:
+            value = self.typed(node, key, (_INT,), "a number of bytes or a size like 8G", hint=hint)
+        if value < 1:
+            raise self.error(node, key, f"must be at least 1, got {node.value}", hint=hint)
         return value
 
     def boolean(self, node: yaml.Node, key: str) -> bool:

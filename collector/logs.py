@@ -46,10 +46,12 @@ EVENTS: dict[str, str] = {
     "log": "any record made without `ev`; has `logger`",
     "run_started": "runner, collector.run, info: servers, projects, endpoints, collected_earlier, output, "
                    "resumed, concurrency, downloads, rate, version",
+    "cleartext_endpoint": "runner, collector.run, warning, an http:// endpoint: endpoint",
     "progress": "collector.progress, info: see progress.Snapshot.fields",
     "summary": "runner through report.emit_summary, collector.summary, info: see report.summary_record",
     "run_stopping": "runner, collector.run, warning, first signal: reason (SIGTERM), wait_s (the grace)",
     "run_cancelled": "runner, collector.run, warning, second signal or grace over: reason",
+    "run_crashed": "runner, collector.run, error, JSON logs only, a bug ended the run (exit 70): error, crash_file",
     "retry": "sweep on_retry, info: project_id, server_id, export_id, endpoint, operation, attempt, wait_s, "
              "error, error_kind, status, error_code, request_id",
     "export_renewed": "sweep, info, a 404 for a known export: project_id, server_id, export_id, error, status, "

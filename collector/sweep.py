@@ -36,32 +36,12 @@ from collector.logs import ev
 from collector.inventory import Inventory, Project, Server
 from collector.journal import Entry
 from collector.polling import ExportDurations, PollSchedule
+from collector.settings import Settings
 from collector.throttle import RateLimiter, RetryPolicy, RetryQuota, monotonic, sleep
 
 log = logging.getLogger(__name__)
 
 MAX_TRACEBACKS = 3  # internal errors logged with their traceback; later ones in one line
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything `collector run` can be told, with the defaults users get."""
-
-    concurrency: int = 4096
-    downloads: int = 16
-    rate: float = 20.0  # starting rate; the limiter learns the API's budget from there
-    max_rate: float | None = None  # a hard ceiling on that, if the operator wants one
-    poll_interval: float = 5.0
-    poll_max: float = 60.0
-    export_timeout: float = 1800.0
-    read_timeout: float = 60.0
-    connect_timeout: float = 30.0
-    max_archive_bytes: int = 8 * 1024**3
-    grace: float = 20.0
-    outage_timeout: float = 600.0  # an endpoint that answered before may be down this long
-    dead_after: float = 30.0  # an endpoint that never answered is given up this long after its first request
-    verify: bool = False  # on resume, rehash archives the journal says are collected
-    policy: RetryPolicy = RetryPolicy()
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,22 +4,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collector.cli import Outcome, sweep_fleet
 from collector.download import archive_name
 from collector.inventory import load_inventory
+from collector.runner import Outcome, run_sweep
+from collector.settings import Settings
 from collector.simulator import Simulator
-from collector.sweep import ServerResult, Settings
+from collector.sweep import ServerResult
 
 
 async def sweep(sim: Simulator, tmp_path: Path, settings: Settings, *, then=None, **kwargs) -> Outcome:
-    """Write an inventory for `sim`, call `then()` if given, and sweep it into `tmp_path/out`."""
+    """Write an inventory for `sim`, call `then()` if given, and sweep it into `tmp_path/out`
+    with the runner `collector run` uses; `kwargs` go to `run_sweep`."""
     inventory_path = tmp_path / "inventory.yaml"
     sim.write_inventory(inventory_path)
     if then is not None:
         then()
     out = tmp_path / "out"
     out.mkdir(mode=0o700, exist_ok=True)
-    return await sweep_fleet(load_inventory(inventory_path), settings, out, live=False, **kwargs)
+    return await run_sweep(load_inventory(inventory_path), settings, out, **kwargs)
 
 
 def archive_path(tmp_path: Path, sim: Simulator, server_id: str) -> Path:

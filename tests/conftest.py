@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.sweep import Settings
+from collector.settings import Settings
 from collector.throttle import RetryPolicy
 
 

@@ -192,3 +192,100 @@ def test_calming_the_collector_freezes_what_exists_and_collects_young_objects_le
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# -- one runner, many doors ---------------------------------------------------------------------
+
+
+def test_collector_run_never_imports_the_simulator():
+    script = (
+        "import sys, collector.cli, collector.runner\n"
+        "collector.cli.build_parser().parse_known_args(['run', '-i', 'x.yaml', '-o', 'out'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('collector.simulator') or m == 'collector.demo')\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_run_starts_with_one_line_naming_servers_endpoint_output_and_rate(tmp_path, simulator):
+    sim = simulator("--servers", "5", "--export-seconds", "0.1-0.2")
+    out = tmp_path / "out"
+    done = collector("run", "-i", str(sim.inventory), "-o", str(out), *FAST_FLAGS, "--rate", "40")
+    assert done.returncode == ExitCode.OK, done.stderr
+    lines = done.stderr.splitlines()
+    assert lines[0].endswith(
+        f"collector 0.1.0: 5 servers in 1 project at {sim.url}, into {out.resolve()}, starting at 40 req/s"
+    ), lines[0]
+    assert lines[1].endswith(f"{sim.url} is plain http: credentials travel in clear text"), lines[1]
+    [project] = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert f"\narchives in {out.resolve()}/{project}/\n" in done.stderr and "<project_id>" not in done.stderr
+
+
+def test_every_inventory_problem_is_printed_at_once_and_nothing_is_sent(tmp_path):
+    bad = GOOD + "".join(f"  - ../x{n}\n" for n in range(24)) + "collector: {rate: 0}\n"
+    inventory = write(tmp_path / "inv.yaml", bad)
+    out = tmp_path / "out"
+    done = collector("run", "-i", str(inventory), "-o", str(out), env={"CLOUDDC_TEST_TOKEN": "t"})
+    assert done.returncode == ExitCode.USAGE
+    lines = done.stderr.splitlines()
+    assert len(lines) == 21 and all(line.startswith("collector: error: ") for line in lines)
+    assert lines[0] == (f"collector: error: {inventory}:8: servers[2]: server id '../x0' cannot be a file name: "
+                        "it contains a slash; server ids are used as file names: give the id exactly as CloudDC lists it")
+    assert lines[-1] == "collector: error: ... and 5 more"  # 24 ids and the rate
+    assert not out.exists()
+
+
+def test_a_crash_in_a_real_run_prints_one_line_keeps_the_traceback_and_exits_70(tmp_path, simulator):
+    """report.json cannot be written (a folder stands in its place): nothing in collector
+    expects that, so it is a crash, not a traceback on the operator's screen."""
+    sim = simulator("--servers", "4", "--export-seconds", "0.1-0.2")
+    out = tmp_path / "out"
+    (out / "report.json").mkdir(parents=True)
+    done = collector("run", "-i", str(sim.inventory), "-o", str(out), *FAST_FLAGS)
+    assert done.returncode == ExitCode.INTERNAL, done.stderr
+    assert "Traceback" not in done.stderr
+    [saved] = (out / ".collector").glob("crash-*.txt")
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith("collector: internal error: IsADirectoryError: ")
+    assert last.endswith(f"; details in {saved}; please report it")
+    assert "write_report" in saved.read_text()
+    assert len(list(out.glob("*/*-dump.tar.gz"))) == 4  # the run itself was not lost
+
+
+@pytest.mark.parametrize("output_exists", [True, False])
+def test_main_turns_an_exception_from_the_runner_into_one_line_a_crash_file_and_70(tmp_path, output_exists):
+    inventory = write(tmp_path / "inv.yaml", GOOD)
+    out, temp = tmp_path / "out", tmp_path / "tmp"
+    temp.mkdir()
+    if output_exists:
+        out.mkdir()
+    script = (
+        "import sys, collector.cli\n"
+        "async def broken(*args, **kwargs):\n"
+        "    raise KeyError('no such thing')\n"
+        "collector.cli.run_sweep = broken\n"
+        "sys.exit(collector.cli.main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "run", "-i", str(inventory), "-o", str(out), "--no-progress"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "CLOUDDC_TEST_TOKEN": "t", "TMPDIR": str(temp)},
+    )
+    assert done.returncode == ExitCode.INTERNAL
+    [line] = done.stderr.splitlines()
+    [saved] = (out / ".collector" if output_exists else temp).glob("crash-*.txt")
+    assert line == f"collector: internal error: KeyError: 'no such thing'; details in {saved}; please report it"
+    assert "Traceback" in saved.read_text() and "KeyError: 'no such thing'" in saved.read_text()
+
+
+def test_demo_names_the_real_output_folder(tmp_path):
+    out = tmp_path / "demo"
+    done = collector("demo", "-o", str(out), "--servers", "3", "--no-progress", "--poll-interval", "0.5",
+                     timeout=120)
+    assert done.returncode == ExitCode.OK, done.stderr
+    [project] = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    assert f"\narchives in {out.resolve()}/{project}/\n" in done.stderr
+    assert f"report: {out.resolve()}/report.json" in done.stderr
+    assert "collector 0.1.0: 3 servers in 1 project at http://127.0.0.1:" in done.stderr
+    assert "demo finished with exit code 0 (OK)" in done.stderr

@@ -17,7 +17,7 @@ from collector.credentials import (
     token_from_env,
     token_from_file,
 )
-from collector.errors import InventoryError
+from collector.errors import InventoryError, InventoryErrors
 from collector.inventory import Inventory, Server, load_inventory
 
 TOKEN = "tok-3f9a0c"
@@ -850,7 +850,13 @@ def test_token_pasted_in_place_of_a_variable_name_is_not_echoed(tmp_path):
         pytest.param("concurrency: 1.5", "got the number 1.5", id="float-for-int"),
         pytest.param("downloads: -2", "must be at least 1", id="negative-downloads"),
         pytest.param("max_archive_bytes: 0", "must be at least 1", id="zero-max-archive"),
-        pytest.param("max_archive_bytes: 8G", "got the string '8G'", id="size-suffix"),
+        pytest.param(
+            "max_archive_bytes: lots",
+            "expected a size like 512M or 8G, got the string 'lots'",
+            id="size-not-a-size",
+        ),
+        pytest.param("max_archive_bytes: 1.5", "got the number 1.5", id="size-fraction-of-a-byte"),
+        pytest.param("max_archive_bytes: 0K", "must be at least 1, got 0K", id="size-zero-with-unit"),
         pytest.param("rate: 0", "must be a number more than 0", id="zero-rate"),
         pytest.param("rate: -1.5", "must be a number more than 0", id="negative-rate"),
         pytest.param("rate: yes", "expected a number, got the boolean yes", id="bool-for-number"),
@@ -919,3 +925,109 @@ def test_unusable_tokens_raise_without_the_secret(tmp_path):
     with pytest.raises(CredentialsUnavailable) as info:
         token_from_file(tmp_path / "absent")
     assert "does not exist" in str(info.value)
+
+
+# -- every problem at once ------------------------------------------------------------------------
+
+
+def problems_for(folder: Path, lines: list[str], environ: dict[str, str] = ENV) -> InventoryErrors:
+    path = write(folder, lines)
+    with pytest.raises(InventoryErrors) as info:
+        load_inventory(path, environ)
+    return info.value
+
+
+def test_every_bad_server_and_setting_is_reported_in_one_go_in_file_order(tmp_path):
+    error = problems_for(
+        tmp_path,
+        [
+            *HEAD,
+            "servers:",
+            "  - S1",
+            "  - ../x",
+            "  - {id: S2, nmae: db}",
+            "  - S3",
+            "  - S1",
+            "collector:",
+            "  concurrency: 0",
+            "  rate: 10",
+            "  grace: soon",
+        ],
+    )
+    where = [(p.key, p.line) for p in error.problems]
+    assert where == [
+        ("servers[1]", 6),
+        ("servers[2].nmae", 7),
+        ("servers[4]", 9),
+        ("collector.concurrency", 11),
+        ("collector.grace", 13),
+    ]
+    for problem in error.problems:
+        check(problem, problem.key, problem.line, "")
+    lines = str(error).splitlines()
+    assert lines == [str(p) for p in error.problems]
+    assert lines[2] == (
+        "inventory.yaml:9: servers[4]: server S1 is listed twice in project p1"
+        " (first at servers[0], line 5); remove one of the two entries"
+    ).replace("inventory.yaml", str(tmp_path / "inventory.yaml"))
+    # The error itself reads as its first problem, for whoever looks at one only.
+    assert (error.key, error.line) == ("servers[1]", 6)
+
+
+def test_problems_in_different_projects_are_all_reported(tmp_path):
+    lines = [
+        ENDPOINT,
+        AUTH,
+        "projects:",
+        "  - {project_id: p1, endpoint: ftp://x, servers: [S1]}",
+        "  - {project_id: 'p 2', servers: [S1, S1]}",
+        "  - {project_id: p3, auth: {token: x}, servers: ['-rf']}",
+    ]
+    where = [(p.key, p.line) for p in problems_for(tmp_path, lines).problems]
+    assert where == [
+        ("projects[0].endpoint", 4),
+        ("projects[1].project_id", 5),
+        ("projects[1].servers[1]", 5),
+        ("projects[2].auth.token", 6),
+        ("projects[2].servers[0]", 6),
+    ]
+
+
+def test_a_broken_default_is_reported_once_not_again_by_each_project_using_it(tmp_path):
+    lines = [
+        "endpoint: ftp://x",
+        "auth: {token: x}",
+        "projects:",
+        "  - {project_id: p1, servers: [S1]}",
+        "  - {project_id: p2, servers: [S2]}",
+    ]
+    assert [p.key for p in problems_for(tmp_path, lines).problems] == ["endpoint", "auth.token"]
+
+
+def test_every_unset_token_variable_is_reported_once_the_file_is_right(tmp_path):
+    lines = [
+        ENDPOINT,
+        "auth: {token_env: TOKEN_A}",
+        "projects:",
+        "  - {project_id: p1, servers: [S1]}",
+        "  - {project_id: p2, servers: [S2]}",
+        "  - {project_id: p3, auth: {token_env: TOKEN_B}, servers: [S3]}",
+    ]
+    problems = problems_for(tmp_path, lines, environ={}).problems
+    assert [(p.key, p.line) for p in problems] == [("auth.token_env", 2), ("projects[2].auth.token_env", 6)]
+
+
+def test_many_problems_print_twenty_lines_and_a_count(tmp_path):
+    error = problems_for(tmp_path, [*HEAD, "servers:", *(f"  - ../s{n}" for n in range(25))])
+    assert len(error.problems) == 25
+    lines = error.lines()
+    assert len(lines) == 21
+    assert lines[:20] == [str(p) for p in error.problems[:20]]
+    assert lines[20] == "... and 5 more"
+
+
+def test_sizes_in_the_collector_section_read_like_the_flag(tmp_path):
+    for text, value in [("8G", 8 * 1024**3), ("512M", 512 * 1024**2), ("1.5GiB", 3 * 512 * 1024**2),
+                        ("1048576", 1024**2), ("'65536'", 65536)]:
+        lines = [*HEAD, "servers: [S1]", "collector:", f"  max_archive_bytes: {text}"]
+        assert load(tmp_path, lines).settings["max_archive_bytes"] == value, text

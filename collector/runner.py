@@ -1,0 +1,358 @@
+"""One run, wired: the function every door calls (`collector run`, `collector demo`, the tests).
+
+`run_sweep` takes a checked inventory and resolved settings and puts the rest together: the
+output folder, the destination the archives go to (a local folder unless one is passed),
+the journal earlier runs left (the state a re-run resumes from), the listeners of the
+sweep's events (the progress display, the journal, any the caller adds), and the signal
+handling. It returns an `Outcome`, from which `exit_code`, the one place exit codes are
+decided, and `closing_lines` tell the scheduler and the person how it went.
+
+A bug in the orchestrator itself does not escape as a traceback: the report is written with
+the results there are (unfinished servers `pending`), the traceback is saved beside the
+journal (`collector.crash`), and the outcome carries it, to end in exit 70.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import signal
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+
+from collector import __version__, crash
+from collector.download import Destination, archive_name
+from collector.errors import ExitCode, UsageError
+from collector.events import Listener, Phase, PhaseChanged
+from collector.inventory import Inventory
+from collector.journal import Entry, Journal, JournalError, summarize
+from collector.logs import ev
+from collector.progress import Tally, show_progress
+from collector.report import build_report, emit_summary, summary_lines, summary_record, write_report
+from collector.settings import Settings
+from collector.storage import LocalDestination
+from collector.sweep import ServerResult, Sweep
+
+# The run's own records (its start, stops and end) show at the default level: see
+# collector.logs.configure_logging.
+log = logging.getLogger("collector.run")
+
+
+@dataclass
+class Outcome:
+    """What a run did, for the exit code, the summary and the tests."""
+
+    results: list[ServerResult]
+    output: Path | None = None  # the output folder, absolute
+    projects: tuple[str, ...] = ()  # project ids, each a folder of archives
+    signal: int | None = None
+    auth_failed: bool = False
+    unreachable: str | None = None  # why the API could not be reached, if that stopped the run
+    crash: BaseException | None = None  # a bug in the orchestrator ended the run
+    crash_file: Path | None = None  # where its traceback is
+    requests: int = 0
+    throttled: int = 0
+    duration_s: float = 0.0
+    report_path: Path | None = None
+    record: dict[str, Any] = field(default_factory=dict)  # report.summary_record
+    summary: list[str] = field(default_factory=list)  # its lines
+
+
+def exit_code(outcome: Outcome) -> ExitCode:
+    """The one place that turns a run into an exit code.
+
+    The first that applies wins:
+    - 70, a crash: whatever else happened, the run did not end the way it was built to, the
+      report may lack what the crash took with it, and there is a bug to report;
+    - 130/143, a signal: the operator asked it to stop, which explains whatever followed;
+    - 3, credentials rejected: the operator's to fix before anything else can work (and a
+      401 proves the endpoint answers);
+    - 4, the API could not be reached;
+    - 0 if every server was collected, else 1.
+    """
+    if outcome.crash is not None:
+        return ExitCode.INTERNAL
+    if outcome.signal == signal.SIGINT:
+        return ExitCode.SIGINT
+    if outcome.signal == signal.SIGTERM:
+        return ExitCode.SIGTERM
+    if outcome.auth_failed:
+        return ExitCode.AUTH
+    if outcome.unreachable is not None:
+        return ExitCode.UNREACHABLE
+    if all(r.state == Phase.COLLECTED.value for r in outcome.results):
+        return ExitCode.OK
+    return ExitCode.PARTIAL
+
+
+def error_exit_code(exc: BaseException) -> ExitCode:
+    """The exit code of a command that raised `exc` instead of returning an outcome."""
+    if isinstance(exc, (UsageError, JournalError)):
+        return ExitCode.USAGE  # nothing was sent (a journal that cannot be opened: before the run)
+    if isinstance(exc, KeyboardInterrupt):
+        return ExitCode.SIGINT  # before the sweep's own signal handling is in place, or after
+    return ExitCode.INTERNAL
+
+
+def prepare_output(out_dir: Path) -> Path:
+    """Create the output folder (0700) and prove we can write there, before any request."""
+    out_dir = Path(out_dir).expanduser()
+    try:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"output folder {out_dir} is not writable: {exc.strerror or exc}",
+            "choose another folder with -o, or fix its permissions",
+        ) from None
+    return out_dir.resolve()
+
+
+async def run_sweep(
+    inventory: Inventory,
+    settings: Settings,
+    output: Path,
+    *,
+    fresh: bool = False,
+    live: bool = False,
+    destination: Destination | None = None,
+    listeners: Sequence[Listener] = (),
+) -> Outcome:
+    """Collect every server of `inventory` into `output`, and write the report there.
+
+    `fresh` ignores what earlier runs into `output` recorded; `live` shows the rich display
+    (else a progress line every 10 s); `destination` is where archives go (by default
+    `output` itself); `listeners` hear every event after the journal has. A user error
+    (output not writable, folder in use) raises before anything is sent.
+    """
+    out_dir = prepare_output(output)
+    journal = Journal.open(out_dir, fresh=fresh)
+    outcome = Outcome(results=[], output=out_dir,
+                      projects=tuple(dict.fromkeys(p.project_id for p in inventory.projects)))
+    started = datetime.now(timezone.utc)
+    clock_start = anyio.current_time()
+    sweep: Sweep | None = None
+    ledger = _Ledger()
+    results: list[ServerResult] | None = None
+    try:
+        prior = journal.entries()
+        _announce(inventory, settings, out_dir, prior)
+        async with anyio.create_task_group() as journalling, _session(settings) as session:
+            journalling.start_soon(journal.writer)
+            sweep = Sweep(inventory, settings, destination or LocalDestination(out_dir), session, prior=prior)
+            tally = Tally(inventory.server_count)
+            # The display first: it need not wait for the disk.
+            for listener in (tally, journal.record, ledger, *listeners):
+                sweep.events.subscribe(listener)
+            try:
+                async with anyio.create_task_group() as helpers:
+                    helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live))
+                    helpers.start_soon(_watch_signals, sweep, settings.grace, outcome)
+                    results = await sweep.run()
+                    helpers.cancel_scope.cancel()
+            finally:
+                journal.close()  # the writer commits what is left, then returns
+    except Exception as exc:  # cancellation is a BaseException and passes
+        outcome.crash = exc
+    finally:
+        journal.shutdown()
+    outcome.results = results if results is not None else ledger.results(inventory)
+    finished = datetime.now(timezone.utc)
+    retries = 0
+    if sweep is not None:
+        outcome.auth_failed = sweep.auth_error is not None
+        outcome.unreachable = sweep.unreachable
+        outcome.requests, outcome.throttled = sweep.stats.requests, sweep.stats.throttled
+        retries = sweep.stats.retries
+    outcome.duration_s = anyio.current_time() - clock_start
+    try:
+        report = build_report(outcome.results, started_at=started, finished_at=finished,
+                              inventory=str(inventory.path), stopped=_stopped(outcome, sweep))
+        outcome.report_path = write_report(out_dir, report)
+    except Exception as exc:
+        if outcome.crash is None:
+            outcome.crash = exc
+        else:
+            log.error("the report could not be written either: %s: %s", type(exc).__name__, exc)
+    if outcome.crash is not None:
+        outcome.crash_file = crash.save(crash.folder_for(out_dir), outcome.crash)
+    outcome.record = summary_record(
+        outcome.results, duration_s=outcome.duration_s, requests=outcome.requests, throttled=outcome.throttled,
+        retries=retries, exit_code=exit_code(outcome), stopped=_stopped(outcome, sweep),
+        report_path=outcome.report_path,
+    )
+    outcome.summary = summary_lines(outcome.record)
+    return outcome
+
+
+def _session(settings: Settings) -> aiohttp.ClientSession:
+    # Enough connections for the transfers plus the API calls the rate allows in flight.
+    api_connections = max(64, math.ceil(settings.rate * 2))
+    connector = aiohttp.TCPConnector(
+        limit=settings.downloads + min(api_connections, settings.concurrency),
+        limit_per_host=0,
+        ttl_dns_cache=300,
+        enable_cleanup_closed=True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout),
+        auto_decompress=False,  # the bytes on disk are the bytes served
+        headers={"Accept-Encoding": "identity", "User-Agent": f"collector/{__version__}"},
+    )
+
+
+class _Ledger:
+    """Each server's latest event: the results to report when a crash took the sweep's own."""
+
+    def __init__(self) -> None:
+        self.last: dict[tuple[str, str], PhaseChanged] = {}
+
+    def __call__(self, event: PhaseChanged) -> None:
+        self.last[event.project_id, event.server_id] = event
+
+    def results(self, inventory: Inventory) -> list[ServerResult]:
+        results = []
+        for project, server in inventory.targets():
+            result = ServerResult(project.project_id, server.id, server.name)
+            event = self.last.get((project.project_id, server.id))
+            if event is not None:
+                result.export_id = event.export_id
+                if event.phase is Phase.COLLECTED:
+                    result.state = Phase.COLLECTED.value
+                    result.file = archive_name(project.project_id, server.id)
+                    result.bytes, result.sha256 = event.size, event.sha256
+                elif event.phase is Phase.FAILED:
+                    result.state = Phase.FAILED.value
+                    result.error = event.error
+                    result.reason = event.reason or event.error
+            if result.state == Phase.PENDING.value:
+                result.error = "not collected: run stopped (internal error)"
+                result.reason = "run stopped: internal error"
+            results.append(result)
+        return results
+
+
+def _stopped(outcome: Outcome, sweep: Sweep | None) -> str | None:
+    """Why the run stopped early, for the report; a crash and a signal first, as in `exit_code`."""
+    if outcome.crash is not None:
+        return f"internal error: {type(crash.cause(outcome.crash)).__name__}"
+    if outcome.signal:
+        return signal.Signals(outcome.signal).name
+    if sweep is not None:
+        return sweep.stop_reason or sweep.unreachable
+    return None
+
+
+# -- what the person sees ---------------------------------------------------------------------
+
+
+def start_line(inventory: Inventory, settings: Settings, out_dir: Path) -> str:
+    """``collector 0.1.0: 200 servers in 1 project at https://..., into /abs/out, starting at 20 req/s``"""
+    endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
+    servers, projects = inventory.server_count, len(inventory.projects)
+    at = ", ".join(endpoints[:3]) + (f" and {len(endpoints) - 3} more" if len(endpoints) > 3 else "")
+    rate = f"{settings.rate:g} req/s" + (" per endpoint" if len(endpoints) > 1 else "")
+    if settings.max_rate is not None:
+        rate += f" (at most {settings.max_rate:g})"
+    return (f"collector {__version__}: {servers} server{'s' * (servers != 1)} in {projects} "
+            f"project{'s' * (projects != 1)} at {at}, into {out_dir}, starting at {rate}")
+
+
+def _announce(inventory: Inventory, settings: Settings, out_dir: Path, prior: Mapping[Any, Entry]) -> None:
+    """The start line, at once and before any request; a warning for each plain-http endpoint."""
+    endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
+    earlier = sum(1 for entry in prior.values() if entry.phase is Phase.COLLECTED)
+    log.info(start_line(inventory, settings, out_dir), extra=ev(
+        "run_started", servers=inventory.server_count, projects=len(inventory.projects), endpoints=endpoints,
+        collected_earlier=earlier, output=str(out_dir), resumed=bool(prior), concurrency=settings.concurrency,
+        downloads=settings.downloads, rate=settings.rate, version=__version__))
+    if prior:
+        log.debug("resuming from the journal: %s", summarize(prior))
+    for endpoint in endpoints:
+        if urlsplit(endpoint).scheme.lower() == "http":
+            log.warning("%s is plain http: credentials travel in clear text", endpoint,
+                        extra=ev("cleartext_endpoint", endpoint=endpoint))
+
+
+def closing_lines(outcome: Outcome) -> list[str]:
+    """What a person needs after the summary: where the archives are, what to do next."""
+    out = outcome.output
+    if len(outcome.projects) == 1:
+        lines = [f"archives in {out}/{outcome.projects[0]}/"]
+    else:
+        lines = [f"archives in {out}/ (a folder per project)"]
+    code = exit_code(outcome)
+    if code is ExitCode.AUTH:
+        lines.append("credentials were rejected (HTTP 401/403): refresh the token and run the same "
+                     "command again to resume")
+    elif code is ExitCode.UNREACHABLE:
+        lines.append(f"the API could not be reached ({outcome.unreachable}): run the same command "
+                     "again to resume once it answers")
+    return lines
+
+
+def finish(outcome: Outcome, log_format: str) -> ExitCode:
+    """Tell how the run ended, and return its exit code.
+
+    Text: the summary, then `closing_lines`, then a crash's one line. JSON: the summary
+    record, and a crash's record (so stderr stays all JSON).
+    """
+    emit_summary(outcome.record, log_format)
+    if log_format != "json":
+        for line in closing_lines(outcome):
+            print(line, file=sys.stderr)
+    if outcome.crash is not None:
+        tell_crash(outcome.crash, outcome.crash_file, log_format)
+    return exit_code(outcome)
+
+
+def tell_crash(exc: BaseException, crash_file: Path | None, log_format: str) -> None:
+    """The one line of an internal error; in JSON, an error record naming the crash file."""
+    line = crash.line(exc, crash_file)
+    if log_format == "json":
+        log.error(line, extra=ev("run_crashed", error=f"{type(crash.cause(exc)).__name__}: {crash.cause(exc)}",
+                                 crash_file=str(crash_file) if crash_file else None))
+    else:
+        print(line, file=sys.stderr)
+
+
+# -- signals ----------------------------------------------------------------------------------
+
+
+async def _watch_signals(sweep: Sweep, grace: float, outcome: Outcome) -> None:
+    """First SIGINT/SIGTERM: start nothing new, give transfers `grace` s. Second: stop now."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if outcome.signal is not None:
+                log.warning("second signal: stopping now", extra=ev("run_cancelled", reason="second signal"))
+                sweep.cancel()
+                return
+            outcome.signal = signum
+            name = signal.Signals(signum).name
+            log.warning("%s: starting nothing new; running downloads get %g s to finish", name, grace,
+                        extra=ev("run_stopping", reason=name, wait_s=grace))
+            sweep.stop(name)
+            async with anyio.create_task_group() as timer:
+                timer.start_soon(_cancel_after, sweep, grace)
+                async for _ in signals:
+                    log.warning("second signal: stopping now", extra=ev("run_cancelled", reason="second signal"))
+                    sweep.cancel()
+                    return
+
+
+async def _cancel_after(sweep: Sweep, grace: float) -> None:
+    await anyio.sleep(grace)
+    log.warning("grace period over: stopping running downloads", extra=ev("run_cancelled", reason="grace over"))
+    sweep.cancel()

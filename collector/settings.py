@@ -1,0 +1,281 @@
+"""Every setting of a run, declared once.
+
+A setting is a field of `Settings` whose metadata (an `Option`) says how people give it: its
+kind, which decides how a flag's text and an inventory value are read and checked; its help;
+its flag; whether the inventory's ``collector:`` section may set it (under the field's name).
+Everything else is derived from these declarations, so nothing can drift:
+
+- the flags of ``collector run`` and ``collector demo`` (`add_flags`, `given`);
+- the check of the inventory's ``collector:`` section (`collector.inventory` reads `BY_KEY`
+  and `Kind`);
+- the order of precedence, defaults < inventory < flags (`resolve`);
+- the flag table in the README (`markdown_table`; a test keeps the README identical to it).
+
+Fields without an `Option` (`poll_max`, `policy`) are for tests and tuning, not for users.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from collector.throttle import RetryPolicy
+
+__all__ = ["BY_KEY", "OPTIONS", "Kind", "Option", "Settings", "add_flags", "given", "markdown_table",
+           "parse_size", "resolve", "size_in_bytes"]
+
+
+class Kind(enum.Enum):
+    """How a value is written and checked, on the command line and in the inventory alike."""
+
+    COUNT = "count"  # a whole number, at least 1
+    POSITIVE = "positive"  # a number above 0
+    NON_NEGATIVE = "non-negative"  # a number, 0 or more
+    SIZE = "size"  # bytes: 8589934592, or 512M, 8G (binary units)
+    CHOICE = "choice"  # one of `choices`
+    SWITCH = "switch"  # on or off; the flag sets the opposite of the default
+    REPEAT = "repeat"  # a flag counted each time it is given (-v, -vv)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """How one setting is given: see the module's docstring."""
+
+    kind: Kind
+    help: str  # one line; `backticks` are for the README and dropped from --help
+    default: Any = None
+    flags: tuple[str, ...] = ()  # empty: --name-with-dashes
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+    yaml: bool = True  # the inventory's `collector:` section may set it
+    run_only: bool = False  # a flag of `collector run` only, not of the demo
+    name: str = ""  # the Settings field and YAML key; filled in from the field
+
+    @property
+    def flag(self) -> str:
+        return self.flags[0] if self.flags else "--" + self.name.replace("_", "-")
+
+    def shown_default(self) -> str:
+        """The default as a person would type it; empty for a switch."""
+        if self.kind in (Kind.SWITCH, Kind.REPEAT):
+            return ""
+        if self.default is None:
+            return "none"
+        if self.kind is Kind.SIZE:
+            return format_size(self.default)
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+
+def _setting(default: Any, kind: Kind, help: str, **how: Any) -> Any:
+    """A `Settings` field declared with how people give it."""
+    return field(default=default, metadata={"option": Option(kind, help, default, **how)})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run can be told, with the defaults users get. See the module's docstring."""
+
+    verify: bool = _setting(
+        False, Kind.SWITCH, "rehash archives earlier runs collected before skipping them", run_only=True)
+    concurrency: int = _setting(
+        4096, Kind.COUNT, "servers between their export and the end of their download (exports run on "
+        "the servers' side; this bounds what we hold)", metavar="N")
+    downloads: int = _setting(16, Kind.COUNT, "archive transfers at a time", metavar="N")
+    rate: float = _setting(
+        20.0, Kind.POSITIVE, "starting requests per second per endpoint; the limiter then learns the "
+        "API's budget", metavar="R")
+    max_rate: float | None = _setting(
+        None, Kind.POSITIVE, "never more requests per second than this, whatever the limiter learns",
+        metavar="R")
+    poll_interval: float = _setting(
+        5.0, Kind.POSITIVE, "seconds before the first status poll, until the run has seen how long "
+        "exports take; then polls are aimed at each export's expected end", metavar="S")
+    export_timeout: float = _setting(
+        1800.0, Kind.POSITIVE, "seconds an export may take before the server is failed", metavar="S")
+    read_timeout: float = _setting(
+        60.0, Kind.POSITIVE, "seconds without a byte before a transfer is retried (there is no total "
+        "timeout)", metavar="S")
+    connect_timeout: float = _setting(
+        30.0, Kind.POSITIVE, "seconds to open a connection to the API or a download origin before the "
+        "attempt is retried", metavar="S")
+    outage_timeout: float = _setting(
+        600.0, Kind.POSITIVE, "seconds an endpoint that answered before may stay unreachable before "
+        "its servers are stopped as pending", metavar="S")
+    grace: float = _setting(
+        20.0, Kind.NON_NEGATIVE, "seconds running downloads get to finish after SIGINT/SIGTERM",
+        metavar="S")
+    max_archive_bytes: int = _setting(
+        8 * 1024**3, Kind.SIZE, "a larger archive fails that server; bytes, or a size like `512M`",
+        metavar="SIZE")
+    progress: bool = _setting(
+        True, Kind.SWITCH, "no live display; a progress line is logged every 10 s instead (always so "
+        "when stderr is not a terminal)", flags=("--no-progress",))
+    log_format: str = _setting(
+        "text", Kind.CHOICE, "`json` for one JSON object per log line", choices=("text", "json"))
+    # Not for users: tests scale these down.
+    poll_max: float = 60.0
+    dead_after: float = 30.0  # an endpoint that never answered is given up this long after its first request
+    policy: RetryPolicy = RetryPolicy()
+
+
+SETTINGS: tuple[Option, ...] = tuple(
+    replace(f.metadata["option"], name=f.name) for f in fields(Settings) if "option" in f.metadata
+)
+BY_KEY: Mapping[str, Option] = {option.name: option for option in SETTINGS if option.yaml}
+
+# Flags that are about this one invocation, not settings of the run.
+FRESH = Option(Kind.SWITCH, "ignore the journal of earlier runs into this folder", False, yaml=False,
+               run_only=True, name="fresh")
+VERBOSE = Option(Kind.REPEAT, "retries and more (`-vv` for debug)", 0, flags=("-v", "--verbose"),
+                 yaml=False, name="verbose")
+
+# Every flag `collector run` takes besides -i and -o, in the order --help and the README list them.
+OPTIONS: tuple[Option, ...] = (FRESH, *SETTINGS, VERBOSE)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def size_in_bytes(text: str) -> int | None:
+    """Bytes from ``8589934592``, ``512M``, ``8G``, ``1.5GiB`` (binary units); None if `text`
+    is not a size."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        return None
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[unit.lower()])
+
+
+def parse_size(text: str) -> int:
+    """`size_in_bytes`, at least 1, or ValueError saying what is wrong."""
+    value = size_in_bytes(text)
+    if value is None:
+        raise ValueError(f"expected a size like 512M or 8G, got {text!r}")
+    if value < 1:
+        raise ValueError(f"must be at least 1 byte, got {text!r}")
+    return value
+
+
+def format_size(value: int) -> str:
+    """``8G`` for 8 GiB: the largest binary unit that divides `value`."""
+    for unit in ("T", "G", "M", "K"):
+        if value % _UNITS[unit.lower()] == 0:
+            return f"{value // _UNITS[unit.lower()]}{unit}"
+    return str(value)
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _number(*, zero_allowed: bool):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+            bound = "0 or more" if zero_allowed else "more than 0"
+            raise argparse.ArgumentTypeError(f"must be a number {bound}, got {text}")
+        return value
+
+    return parse
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+_FLAG_TYPES = {
+    Kind.COUNT: _count,
+    Kind.POSITIVE: _number(zero_allowed=False),
+    Kind.NON_NEGATIVE: _number(zero_allowed=True),
+    Kind.SIZE: _size,
+}
+
+
+# -- the command line -----------------------------------------------------------------------
+
+
+def add_flags(parser: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    """The flags of `collector run` (or, with `demo`, of `collector demo`).
+
+    Every flag defaults to None, "not given", so that `resolve` can let the inventory's value
+    stand where no flag was given.
+    """
+    settings = parser.add_argument_group("settings (the inventory's collector: section may set these; flags win)")
+    invocation = parser.add_argument_group("this run")
+    for option in OPTIONS:
+        if demo and option.run_only:
+            continue
+        group = settings if option.yaml else invocation
+        shown = option.shown_default()
+        text = option.help.replace("`", "").replace("%", "%%") + (f" (default {shown})" if shown else "")
+        names = option.flags or (option.flag,)
+        if option.kind is Kind.SWITCH:
+            group.add_argument(*names, dest=option.name, action="store_const", const=not option.default,
+                               default=None, help=text)
+        elif option.kind is Kind.REPEAT:
+            group.add_argument(*names, dest=option.name, action="count", default=None, help=text)
+        elif option.kind is Kind.CHOICE:
+            group.add_argument(*names, dest=option.name, choices=option.choices, default=None, help=text)
+        else:
+            group.add_argument(*names, dest=option.name, type=_FLAG_TYPES[option.kind],
+                               metavar=option.metavar, default=None, help=text)
+
+
+def given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags, by name."""
+    return {o.name: getattr(args, o.name) for o in SETTINGS if getattr(args, o.name, None) is not None}
+
+
+def resolve(*layers: Mapping[str, Any], base: Settings | None = None) -> Settings:
+    """`base` (the defaults), then each layer in turn: the inventory's section, then the flags.
+
+    A layer holds only what was given; a later layer wins.
+    """
+    chosen: dict[str, Any] = {}
+    for layer in layers:
+        chosen.update(layer)
+    unknown = set(chosen) - {o.name for o in SETTINGS}
+    if unknown:
+        raise ValueError(f"not settings: {', '.join(sorted(unknown))}")
+    return replace(base or Settings(), **chosen)
+
+
+# -- the README -----------------------------------------------------------------------------
+
+
+def markdown_table() -> str:
+    """The README's flag table, rendered from the declarations (tests keep the README equal)."""
+    def row(*cells: str) -> str:
+        return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+
+    rows = [row("flag", "default", "in `collector:`", "meaning"), "|---|---|---|---|"]
+    for option in OPTIONS:
+        key = ""
+        if option.yaml:
+            # A switch's flag turns it one way; the key shows what the inventory writes for that.
+            key = f"`{option.name}: {str(not option.default).lower()}`" if option.kind is Kind.SWITCH \
+                else f"`{option.name}`"
+        rows.append(row(f"`{option.flag}`", option.shown_default(), key, option.help))
+    return "\n".join(rows) + "\n"
