@@ -40,7 +40,7 @@ from collector.credentials import (
 from collector.errors import InventoryError, InventoryErrors
 from collector.names import check_file_name
 from collector.settings import BY_KEY as _SETTINGS
-from collector.settings import Kind, size_in_bytes
+from collector.settings import FailureBudget, Kind, parse_budget, size_in_bytes
 
 __all__ = ["Inventory", "Project", "Server", "load_inventory"]
 
@@ -458,6 +458,13 @@ class _Loader:
                 return self.choice(node, key, option.choices)
             case Kind.SWITCH:
                 return self.boolean(node, key)
+            case Kind.BUDGET:
+                return self.budget(node, key)
+            case Kind.TEXT:
+                text = self.string(node, key)
+                if not text.strip():
+                    raise self.error(node, key, "is empty", hint="give a value, or remove it")
+                return text
         raise AssertionError(f"no way to read a {option.kind} from YAML")
 
     # -- single values -------------------------------------------------------------------------
@@ -680,6 +687,17 @@ class _Loader:
         if value < 1:
             raise self.error(node, key, f"must be at least 1, got {node.value}", hint=hint)
         return value
+
+    def budget(self, node: yaml.Node, key: str) -> FailureBudget:
+        """A count of servers (`5`) or a share of them (`"5%"`)."""
+        self.plain(node, key)
+        if isinstance(node, yaml.ScalarNode) and node.tag in (_INT, _STR):
+            try:
+                return parse_budget(node.value)
+            except ValueError:
+                pass
+        hint = "give a number of servers, like 5, or a share, like \"5%\""
+        raise self.error(node, key, f"expected a number or a share, got {_got(node)}", hint=hint)
 
     def boolean(self, node: yaml.Node, key: str) -> bool:
         return self.typed(node, key, (_BOOL,), "true or false", hint="write true or false")

@@ -58,6 +58,7 @@ class Outcome:
     signal: int | None = None
     auth_failed: bool = False
     unreachable: str | None = None  # why the API could not be reached, if that stopped the run
+    too_many_failures: bool = False  # the error budget (--max-failures) ran out
     crash: BaseException | None = None  # a bug in the orchestrator ended the run
     crash_file: Path | None = None  # where its traceback is
     requests: int = 0
@@ -78,6 +79,7 @@ def exit_code(outcome: Outcome) -> ExitCode:
     - 3, credentials rejected: the operator's to fix before anything else can work (and a
       401 proves the endpoint answers);
     - 4, the API could not be reached;
+    - 5, more servers failed than --max-failures allows (the rest are pending);
     - 0 if every server was collected, else 1.
     """
     if outcome.crash is not None:
@@ -90,6 +92,8 @@ def exit_code(outcome: Outcome) -> ExitCode:
         return ExitCode.AUTH
     if outcome.unreachable is not None:
         return ExitCode.UNREACHABLE
+    if outcome.too_many_failures:
+        return ExitCode.TOO_MANY_FAILURES
     if all(r.state == Phase.COLLECTED.value for r in outcome.results):
         return ExitCode.OK
     return ExitCode.PARTIAL
@@ -158,7 +162,8 @@ async def run_sweep(
             try:
                 async with anyio.create_task_group() as helpers:
                     helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live))
-                    helpers.start_soon(_watch_signals, sweep, settings.grace, outcome)
+                    helpers.start_soon(_watch_signals, sweep, outcome)
+                    helpers.start_soon(_grace_after_stop, sweep, settings.grace)
                     results = await sweep.run()
                     helpers.cancel_scope.cancel()
             finally:
@@ -173,6 +178,7 @@ async def run_sweep(
     if sweep is not None:
         outcome.auth_failed = sweep.auth_error is not None
         outcome.unreachable = sweep.unreachable
+        outcome.too_many_failures = sweep.budget_spent
         outcome.requests, outcome.throttled = sweep.stats.requests, sweep.stats.throttled
         retries = sweep.stats.retries
     outcome.duration_s = anyio.current_time() - clock_start
@@ -331,8 +337,9 @@ def tell_crash(exc: BaseException, crash_file: Path | None, log_format: str) -> 
 # -- signals ----------------------------------------------------------------------------------
 
 
-async def _watch_signals(sweep: Sweep, grace: float, outcome: Outcome) -> None:
-    """First SIGINT/SIGTERM: start nothing new, give transfers `grace` s. Second: stop now."""
+async def _watch_signals(sweep: Sweep, outcome: Outcome) -> None:
+    """First SIGINT/SIGTERM: start nothing new (`_grace_after_stop` bounds the rest). Second:
+    stop now."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if outcome.signal is not None:
@@ -341,18 +348,14 @@ async def _watch_signals(sweep: Sweep, grace: float, outcome: Outcome) -> None:
                 return
             outcome.signal = signum
             name = signal.Signals(signum).name
-            log.warning("%s: starting nothing new; running downloads get %g s to finish", name, grace,
-                        extra=ev("run_stopping", reason=name, wait_s=grace))
+            log.warning("%s: starting nothing new; running downloads get %g s to finish", name,
+                        sweep.settings.grace, extra=ev("run_stopping", reason=name, wait_s=sweep.settings.grace))
             sweep.stop(name)
-            async with anyio.create_task_group() as timer:
-                timer.start_soon(_cancel_after, sweep, grace)
-                async for _ in signals:
-                    log.warning("second signal: stopping now", extra=ev("run_cancelled", reason="second signal"))
-                    sweep.cancel()
-                    return
 
 
-async def _cancel_after(sweep: Sweep, grace: float) -> None:
+async def _grace_after_stop(sweep: Sweep, grace: float) -> None:
+    """Whatever stopped the run (a signal, the error budget), running downloads get `grace` s."""
+    await sweep.stopped.wait()
     await anyio.sleep(grace)
     log.warning("grace period over: stopping running downloads", extra=ev("run_cancelled", reason="grace over"))
     sweep.cancel()

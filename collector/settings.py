@@ -26,8 +26,8 @@ from typing import Any
 
 from collector.throttle import RetryPolicy
 
-__all__ = ["BY_KEY", "OPTIONS", "Kind", "Option", "Settings", "add_flags", "given", "markdown_table",
-           "parse_size", "resolve", "size_in_bytes"]
+__all__ = ["BY_KEY", "OPTIONS", "FailureBudget", "Kind", "Option", "Settings", "add_flags", "given",
+           "markdown_table", "parse_budget", "parse_size", "resolve", "size_in_bytes"]
 
 
 class Kind(enum.Enum):
@@ -40,6 +40,8 @@ class Kind(enum.Enum):
     CHOICE = "choice"  # one of `choices`
     SWITCH = "switch"  # on or off; the flag sets the opposite of the default
     REPEAT = "repeat"  # a flag counted each time it is given (-v, -vv)
+    BUDGET = "budget"  # a number of servers, 5, or a share of the run's servers, 2%
+    TEXT = "text"  # a non-empty string: a URL, a path
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,16 @@ class Settings:
         "when stderr is not a terminal)", flags=("--no-progress",))
     log_format: str = _setting(
         "text", Kind.CHOICE, "`json` for one JSON object per log line", choices=("text", "json"))
+    max_failures: FailureBudget | None = _setting(
+        None, Kind.BUDGET, "once more servers than this have failed (a number, or a share like `5%`), "
+        "start nothing new, let running downloads finish within --grace, leave the rest pending "
+        "and exit 5", metavar="N|P%")
+    s3_endpoint: str | None = _setting(
+        None, Kind.TEXT, "object storage endpoint for `-o s3://` or `obs://` (else `AWS_ENDPOINT_URL_S3` "
+        "or `AWS_ENDPOINT_URL`)", metavar="URL")
+    state_dir: str | None = _setting(
+        None, Kind.TEXT, "where the journal and lock of an `s3://` output live (default: a folder per "
+        "destination under `$XDG_STATE_HOME/collector`)", metavar="PATH")
     # Not for users: tests scale these down.
     poll_max: float = 60.0
     dead_after: float = 30.0  # an endpoint that never answered is given up this long after its first request
@@ -141,6 +153,41 @@ OPTIONS: tuple[Option, ...] = (FRESH, *SETTINGS, VERBOSE)
 
 
 # -- values ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FailureBudget:
+    """How many failed servers a run tolerates: a count, or a share of its servers (as
+    Ansible's max_fail_percentage and SSM's MaxErrors)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    def limit(self, servers: int) -> int:
+        """Failures allowed among `servers`; one more ends the run."""
+        if self.count is not None:
+            return self.count
+        return math.floor(servers * self.percent / 100)
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent:g}%"
+
+
+def parse_budget(text: str) -> FailureBudget:
+    """``5`` or ``2.5%``; ValueError saying what is wrong."""
+    cleaned = str(text).strip()
+    try:
+        if cleaned.endswith("%"):
+            percent = float(cleaned[:-1])
+            if not math.isfinite(percent) or not 0 <= percent <= 100:
+                raise ValueError
+            return FailureBudget(percent=percent)
+        count = int(cleaned)
+        if count < 0:
+            raise ValueError
+        return FailureBudget(count=count)
+    except ValueError:
+        raise ValueError(f"expected a number of servers or a share like 5%, got {text!r}") from None
 
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -205,7 +252,22 @@ def _size(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _budget(text: str) -> FailureBudget:
+    try:
+        return parse_budget(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _text(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 _FLAG_TYPES = {
+    Kind.BUDGET: _budget,
+    Kind.TEXT: _text,
     Kind.COUNT: _count,
     Kind.POSITIVE: _number(zero_allowed=False),
     Kind.NON_NEGATIVE: _number(zero_allowed=True),

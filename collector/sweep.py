@@ -37,7 +37,7 @@ from collector.inventory import Inventory, Project, Server
 from collector.journal import Entry
 from collector.polling import ExportDurations, PollSchedule
 from collector.settings import Settings
-from collector.throttle import RateLimiter, RetryPolicy, RetryQuota, monotonic, sleep
+from collector.throttle import RateLimiter, RetryQuota, monotonic, sleep
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,11 @@ class Sweep:
         self._in_flight = anyio.Semaphore(settings.concurrency, fast_acquire=True)
         self._downloads = anyio.CapacityLimiter(settings.downloads)
         self._scope: anyio.CancelScope | None = None
-        self.stopping: str | None = None  # why we start nothing new: a signal's name
+        self.stopping: str | None = None  # why we start nothing new: a signal's name, the error budget
+        self.stopped = anyio.Event()  # set by `stop()`: the runner then gives downloads --grace
+        self.failed = 0
+        self.failure_limit: int | None = None  # from --max-failures, once the run knows its size
+        self.budget_spent = False
         self.auth_error: AuthError | None = None
         self._active: set[_Progress] = set()
         self._internal_errors = 0
@@ -268,6 +272,8 @@ class Sweep:
     async def run(self, targets: Iterable[Target] | None = None) -> list[ServerResult]:
         """Collect every target; one result per target, in inventory order, whatever happens."""
         targets = list(self.targets() if targets is None else targets)
+        if self.settings.max_failures is not None:
+            self.failure_limit = self.settings.max_failures.limit(len(targets))
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
         with anyio.CancelScope() as self._scope:
             async with anyio.create_task_group() as tasks:
@@ -390,6 +396,16 @@ class Sweep:
             extra=ev("server_failed", **progress.where(), **error_fields(exc), reason=reason),
         )
         await progress.enter(Phase.FAILED, export_id=result.export_id, error=result.error, reason=reason)
+        self.failed += 1
+        if self.failure_limit is not None and self.failed > self.failure_limit and not self.stopping:
+            self.budget_spent = True
+            why = f"too many failures (more than {self.settings.max_failures} of the servers)"
+            log.error(
+                "%d servers failed, more than --max-failures %s: starting nothing new; running downloads "
+                "get %g s to finish", self.failed, self.settings.max_failures, self.settings.grace,
+                extra=ev("run_stopping", reason=why, wait_s=self.settings.grace),
+            )
+            self.stop(why)
 
     def _stop_for_auth(self, exc: AuthError, progress: _Progress) -> None:
         if self.auth_error is None:
@@ -409,6 +425,7 @@ class Sweep:
         so the next run picks them up without asking for a new export.
         """
         self.stopping = why
+        self.stopped.set()
         for progress in list(self._active):
             if progress.phase is not Phase.DOWNLOADING:
                 progress.scope.cancel()

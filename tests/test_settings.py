@@ -10,7 +10,7 @@ import pytest
 
 from collector.cli import build_parser
 from collector.inventory import load_inventory
-from collector.settings import BY_KEY, OPTIONS, SETTINGS, Kind, Settings, given, markdown_table, parse_size, resolve
+from collector.settings import FailureBudget, BY_KEY, OPTIONS, SETTINGS, Kind, Settings, given, markdown_table, parse_size, resolve
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -28,6 +28,8 @@ SAMPLES = {
     Kind.POSITIVE: ("2.5", "2.5", 2.5),
     Kind.NON_NEGATIVE: ("0", "0", 0.0),
     Kind.SIZE: ("1G", "1G", 1024**3),
+    Kind.BUDGET: ("5%", '"5%"', FailureBudget(percent=5.0)),
+    Kind.TEXT: ("https://obs.example", "https://obs.example", "https://obs.example"),
 }
 
 

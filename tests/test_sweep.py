@@ -11,6 +11,7 @@ from collector.errors import ExitCode
 from collector.simulator import SimConfig, Simulator
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from collector.sweep import Settings
+from collector.settings import parse_budget
 
 pytestmark = pytest.mark.anyio
 
@@ -126,3 +127,28 @@ async def test_a_403_fails_that_server_and_the_run_goes_on(tmp_path, fast_settin
     assert result.state == "failed" and result.status == 403 and result.error_kind == "forbidden"
     assert "Forbidden" in result.error
     assert exit_code(outcome) is ExitCode.PARTIAL
+
+
+async def test_the_error_budget_stops_the_run_leaves_the_rest_pending_and_exits_5(tmp_path, fast_settings):
+    """Ansible's max_fail_percentage: once more than 3 servers failed, nothing new starts."""
+    config = SimConfig(servers=60, failing=30, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=3)
+    settings = Settings(**{**fast_settings.__dict__, "concurrency": 4, "max_failures": parse_budget("3")})
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, settings)
+    states = [r.state for r in outcome.results]
+    assert states.count("failed") >= 4  # the 4th failure spends the budget; those running may add to it
+    assert states.count("failed") <= 4 + 4  # at most the servers already in flight
+    assert states.count("pending") > 0
+    assert exit_code(outcome) is ExitCode.TOO_MANY_FAILURES
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert "too many failures" in report["run"]["stopped"]
+    assert all("too many failures" in s["error"] for s in report["servers"] if s["state"] == "pending")
+
+
+def test_a_failure_budget_is_a_count_or_a_share_of_the_run():
+    assert parse_budget("5").limit(1000) == 5
+    assert parse_budget("2.5%").limit(1000) == 25
+    assert parse_budget("0").limit(10) == 0
+    for bad in ("-1", "101%", "five", "", "nan%"):
+        with pytest.raises(ValueError):
+            parse_budget(bad)
