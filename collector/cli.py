@@ -19,6 +19,7 @@ from pathlib import Path
 import anyio
 
 from collector import __version__, crash
+from collector.destinations.location import LocalLocation, parse_destination
 from collector.errors import ExitCode, InventoryErrors, UsageError
 from collector.inventory import load_inventory
 from collector.journal import JournalError
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="collect the log bundles of every server in an inventory")
     run.add_argument("-i", "--inventory", required=True, type=Path, help="YAML fleet inventory")
-    run.add_argument("-o", "--output", required=True, type=Path, help="folder for archives and report.json")
+    run.add_argument("-o", "--output", required=True, metavar="OUT",
+                     help="folder for archives and report.json, or s3://BUCKET/PREFIX (obs:// too); "
+                          "{date} and {datetime} become today's UTC date and time")
     add_flags(run)
 
     validate = commands.add_parser("validate", help="check an inventory without sending any request")
@@ -73,8 +76,10 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     configure_logging(settings.log_format, args.verbose or 0)
     live = settings.progress and sys.stderr.isatty()
     calm_garbage_collector()  # the inventory is loaded: see collector.tuning
+    location = parse_destination(args.output, endpoint_url=settings.s3_endpoint)
+    output = location.path if isinstance(location, LocalLocation) else location
     outcome = anyio.run(functools.partial(
-        run_sweep, inventory, settings, args.output, fresh=bool(args.fresh), live=live))
+        run_sweep, inventory, settings, output, fresh=bool(args.fresh), live=live))
     return finish(outcome, settings.log_format)
 
 

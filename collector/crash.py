@@ -28,11 +28,11 @@ def cause(exc: BaseException) -> BaseException:
     return exc
 
 
-def folder_for(output: Path | None) -> Path:
+def folder_for(output: Path | str | None) -> Path:
     """Where a crash file goes: the output folder's `.collector`, if there is an output folder
     yet, else the system's temporary folder."""
-    if output is not None and output.expanduser().is_dir():
-        return output.expanduser() / CRASH_DIR
+    if output is not None and Path(output).expanduser().is_dir():
+        return Path(output).expanduser() / CRASH_DIR
     return Path(tempfile.gettempdir())
 
 

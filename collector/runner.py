@@ -15,12 +15,16 @@ journal (`collector.crash`), and the outcome carries it, to end in exit 70.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
+import os
 import logging
 import math
 import signal
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,13 +36,14 @@ import anyio
 
 from collector import __version__, crash
 from collector.download import Destination, archive_name
-from collector.errors import ExitCode, UsageError
+from collector.destinations.location import S3Location
+from collector.errors import ExitCode, StorageError, UsageError
 from collector.events import Listener, Phase, PhaseChanged
 from collector.inventory import Inventory
 from collector.journal import Entry, Journal, JournalError, summarize
 from collector.logs import ev
 from collector.progress import Tally, show_progress
-from collector.report import build_report, emit_summary, summary_lines, summary_record, write_report
+from collector.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
 from collector.settings import Settings
 from collector.storage import LocalDestination
 from collector.sweep import ServerResult, Sweep
@@ -53,7 +58,7 @@ class Outcome:
     """What a run did, for the exit code, the summary and the tests."""
 
     results: list[ServerResult]
-    output: Path | None = None  # the output folder, absolute
+    output: Path | str | None = None  # the output folder, absolute, or the bucket's URL
     projects: tuple[str, ...] = ()  # project ids, each a folder of archives
     signal: int | None = None
     auth_failed: bool = False
@@ -126,7 +131,7 @@ def prepare_output(out_dir: Path) -> Path:
 async def run_sweep(
     inventory: Inventory,
     settings: Settings,
-    output: Path,
+    output: Path | S3Location,
     *,
     fresh: bool = False,
     live: bool = False,
@@ -135,14 +140,65 @@ async def run_sweep(
 ) -> Outcome:
     """Collect every server of `inventory` into `output`, and write the report there.
 
-    `fresh` ignores what earlier runs into `output` recorded; `live` shows the rich display
-    (else a progress line every 10 s); `destination` is where archives go (by default
-    `output` itself); `listeners` hear every event after the journal has. A user error
-    (output not writable, folder in use) raises before anything is sent.
+    `output` is a folder, or a bucket and prefix (`collector.destinations.location`); the
+    journal and lock of a bucket live in a local state folder (--state-dir). `fresh` ignores
+    what earlier runs recorded; `live` shows the rich display (else a progress line every
+    10 s); `destination` overrides where archives go; `listeners` hear every event after the
+    journal has. A user error (output not writable, folder in use, bucket refused) raises
+    before anything is sent to the API.
     """
-    out_dir = prepare_output(output)
+    async with AsyncExitStack() as stack:
+        if isinstance(output, S3Location):
+            state = prepare_output(state_dir_for(output, settings.state_dir))
+            if destination is None:
+                destination = await _open_bucket(stack, output)
+            shown: str | Path = output.url
+        else:
+            state = shown = prepare_output(output)
+        return await _run(inventory, settings, state, shown, fresh=fresh, live=live,
+                          destination=destination or LocalDestination(state), listeners=listeners)
+
+
+def state_dir_for(location: S3Location, given: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Where an object-storage output keeps its journal and lock: `given` (--state-dir), else a
+    folder per destination under `$XDG_STATE_HOME/collector` (`~/.local/state/collector`)."""
+    if given:
+        return Path(given).expanduser()
+    environ = os.environ if environ is None else environ
+    base = environ.get("XDG_STATE_HOME") or (environ.get("HOME") and f"{environ['HOME']}/.local/state")
+    if not base:
+        raise UsageError(
+            f"no folder for the journal of {location.url}: neither XDG_STATE_HOME nor HOME is set",
+            "give --state-dir PATH (in a container: a writable volume)",
+        )
+    digest = hashlib.sha256(location.url.encode()).hexdigest()[:12]
+    return Path(base) / "collector" / f"{location.bucket}-{digest}"
+
+
+async def _open_bucket(stack: AsyncExitStack, location: S3Location) -> Destination:
+    """The bucket as a destination, proven reachable with our credentials before any API call."""
+    bucket = await stack.enter_async_context(location.open())
+    try:
+        await bucket.check_bucket()
+    except StorageError as exc:
+        raise UsageError(f"-o {location.url}: {exc}", "check the bucket, the endpoint and the "
+                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or profile) it needs") from None
+    return bucket
+
+
+async def _run(
+    inventory: Inventory,
+    settings: Settings,
+    out_dir: Path,
+    shown: str | Path,
+    *,
+    fresh: bool,
+    live: bool,
+    destination: Destination,
+    listeners: Sequence[Listener],
+) -> Outcome:
     journal = Journal.open(out_dir, fresh=fresh)
-    outcome = Outcome(results=[], output=out_dir,
+    outcome = Outcome(results=[], output=shown,
                       projects=tuple(dict.fromkeys(p.project_id for p in inventory.projects)))
     started = datetime.now(timezone.utc)
     clock_start = anyio.current_time()
@@ -151,10 +207,10 @@ async def run_sweep(
     results: list[ServerResult] | None = None
     try:
         prior = journal.entries()
-        _announce(inventory, settings, out_dir, prior)
+        _announce(inventory, settings, shown, prior)
         async with anyio.create_task_group() as journalling, _session(settings) as session:
             journalling.start_soon(journal.writer)
-            sweep = Sweep(inventory, settings, destination or LocalDestination(out_dir), session, prior=prior)
+            sweep = Sweep(inventory, settings, destination, session, prior=prior, fresh=fresh)
             tally = Tally(inventory.server_count)
             # The display first: it need not wait for the disk.
             for listener in (tally, journal.record, ledger, *listeners):
@@ -186,6 +242,8 @@ async def run_sweep(
         report = build_report(outcome.results, started_at=started, finished_at=finished,
                               inventory=str(inventory.path), stopped=_stopped(outcome, sweep))
         outcome.report_path = write_report(out_dir, report)
+        if not isinstance(destination, LocalDestination) and hasattr(destination, "write_text"):
+            await destination.write_text(REPORT_NAME, json.dumps(report, indent=1))
     except Exception as exc:
         if outcome.crash is None:
             outcome.crash = exc
@@ -264,7 +322,7 @@ def _stopped(outcome: Outcome, sweep: Sweep | None) -> str | None:
 # -- what the person sees ---------------------------------------------------------------------
 
 
-def start_line(inventory: Inventory, settings: Settings, out_dir: Path) -> str:
+def start_line(inventory: Inventory, settings: Settings, out_dir: Path | str) -> str:
     """``collector 0.1.0: 200 servers in 1 project at https://..., into /abs/out, starting at 20 req/s``"""
     endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
     servers, projects = inventory.server_count, len(inventory.projects)
@@ -276,7 +334,7 @@ def start_line(inventory: Inventory, settings: Settings, out_dir: Path) -> str:
             f"project{'s' * (projects != 1)} at {at}, into {out_dir}, starting at {rate}")
 
 
-def _announce(inventory: Inventory, settings: Settings, out_dir: Path, prior: Mapping[Any, Entry]) -> None:
+def _announce(inventory: Inventory, settings: Settings, out_dir: Path | str, prior: Mapping[Any, Entry]) -> None:
     """The start line, at once and before any request; a warning for each plain-http endpoint."""
     endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
     earlier = sum(1 for entry in prior.values() if entry.phase is Phase.COLLECTED)

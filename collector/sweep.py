@@ -126,9 +126,11 @@ class Sweep:
         session: aiohttp.ClientSession,
         events: Events | None = None,
         prior: Mapping[tuple[str, str], Entry] | None = None,
+        fresh: bool = False,
     ) -> None:
         self.inventory = inventory
         self.prior = prior or {}  # what earlier runs reached, from the journal
+        self.fresh = fresh  # collect everything again, whatever earlier runs left
         self.settings = settings
         self.destination = destination
         self.events = events or Events()
@@ -318,6 +320,8 @@ class Sweep:
             prior = self.prior.get(target.key)
             if prior is not None and await self._already_collected(target, prior, progress):
                 return
+            if prior is None and await self._found_stored(target, progress):
+                return
             with progress.scope:
                 archive = await self.collect(target, progress, export_id=_resumable_export(prior))
             if progress.scope.cancelled_caught:
@@ -376,6 +380,24 @@ class Sweep:
         result.export_id, result.attempts = prior.export_id, 0
         result.collected_earlier = True
         await progress.enter(Phase.COLLECTED, export_id=prior.export_id, size=prior.bytes, sha256=prior.sha256)
+        return True
+
+    async def _found_stored(self, target: Target, progress: _Progress) -> bool:
+        """Without a journal entry (a new pod's first run into a bucket), is the archive already
+        stored, whole (its size and the sha256 we stamped on it)? Only destinations that can
+        say (`stat`) are asked, and not with --fresh."""
+        stat = getattr(self.destination, "stat", None)
+        if stat is None or self.fresh:
+            return False
+        name = archive_name(*target.key)
+        stored = await stat(name)  # a StorageError fails this server like any other
+        if stored is None or stored.sha256 is None:
+            return False
+        result = progress.result
+        result.state = Phase.COLLECTED.value
+        result.file, result.bytes, result.sha256 = name, stored.size, stored.sha256
+        result.attempts, result.collected_earlier = 0, True
+        await progress.enter(Phase.COLLECTED, size=stored.size, sha256=stored.sha256)
         return True
 
     async def _fail(self, progress: _Progress, exc: Exception, reason: str | None) -> None:

@@ -87,7 +87,7 @@ def parse_destination(
     if match is None:
         if endpoint_url:
             raise UsageError(f"{ENDPOINT_OPTION} is for object storage", hint=f"give -o as {_URL_FORMS}")
-        return LocalLocation(Path(text))
+        return LocalLocation(Path(_expand(text, now or datetime.now(timezone.utc))))
     scheme = match.group(1).lower()
     if scheme not in SCHEMES:
         raise UsageError(f"-o: unsupported URL scheme '{_printable(scheme)}:'", hint=f"give a folder, or {_URL_FORMS}")

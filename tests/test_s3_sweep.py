@@ -1,0 +1,82 @@
+"""A whole run into object storage (moto's S3 server), as a CronJob pod would do it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from collector.destinations.location import S3Location, parse_destination
+from collector.download import archive_name
+from collector.errors import ExitCode, UsageError
+from collector.inventory import load_inventory
+from collector.runner import exit_code, run_sweep, state_dir_for
+from collector.simulator import SimConfig, Simulator
+from _moto import MotoServer, moto_server, new_bucket_name, raw_client  # noqa: F401 - fixture
+from test_s3 import get, keys, open_uploads
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+async def bucket(moto_server: MotoServer) -> str:  # noqa: F811 - the fixture imported above
+    name = new_bucket_name()
+    async with raw_client(moto_server.url) as client:
+        await client.create_bucket(Bucket=name)
+    return name
+
+
+async def test_a_sweep_into_a_bucket_is_exact_and_a_new_pod_without_state_skips_what_is_stored(
+    tmp_path, fast_settings, moto_server, bucket
+):
+    config = SimConfig(servers=12, export_seconds=(0.05, 0.1), archive_bytes=(4096, 65536), seed=21)
+    location = parse_destination(f"s3://{bucket}/nightly/{{date}}", endpoint_url=moto_server.url)
+    assert isinstance(location, S3Location) and "{date}" not in location.prefix
+    async with Simulator(config) as sim:
+        inventory_path = tmp_path / "inventory.yaml"
+        sim.write_inventory(inventory_path)
+        inventory = load_inventory(inventory_path)
+        settings = fast_settings.__class__(**{**fast_settings.__dict__, "state_dir": str(tmp_path / "pod-1")})
+        first = await run_sweep(inventory, settings, location)
+        assert exit_code(first) is ExitCode.OK
+        for sid in sim.server_ids:
+            body, metadata = await get(moto_server.url, bucket, f"{location.prefix}/{archive_name(sim.project_id, sid)}")
+            assert body == sim.expected_archive(sid)
+            assert len(metadata["sha256"]) == 64
+        stored = await keys(moto_server.url, bucket)
+        assert f"{location.prefix}/report.json" in stored
+        assert not [k for k in stored if k.endswith(".part")]
+        assert await open_uploads(moto_server.url, bucket) == []
+        assert (tmp_path / "pod-1" / ".collector" / "journal.db").exists()  # state stays local
+        exports = sim.count("export")
+
+        # A new pod: no journal, a new state folder. The bucket says what is done.
+        fresh_pod = fast_settings.__class__(**{**fast_settings.__dict__, "state_dir": str(tmp_path / "pod-2")})
+        second = await run_sweep(inventory, fresh_pod, location)
+        assert exit_code(second) is ExitCode.OK
+        assert sim.count("export") == exports  # nothing asked for again
+    assert all(r.collected_earlier for r in second.results)
+    report, _ = await get(moto_server.url, bucket, f"{location.prefix}/report.json")
+    assert json.loads(report)["totals"]["collected"] == 12
+
+
+async def test_a_bucket_that_refuses_us_is_a_usage_error_before_any_api_request(tmp_path, fast_settings, moto_server):
+    location = parse_destination(f"s3://{new_bucket_name()}/x", endpoint_url=moto_server.url)  # never created
+    async with Simulator(SimConfig(servers=2)) as sim:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+        settings = fast_settings.__class__(**{**fast_settings.__dict__, "state_dir": str(tmp_path / "state")})
+        with pytest.raises(UsageError, match="-o s3://"):
+            await run_sweep(inventory, settings, location)
+        assert sim.count() == 0
+
+
+def test_the_state_folder_of_a_bucket_is_derived_from_it_or_refused_without_a_home():
+    location = S3Location("logs", "clouddc/2026-11-30")
+    assert state_dir_for(location, "/var/lib/collector") .as_posix() == "/var/lib/collector"
+    derived = state_dir_for(location, None, {"XDG_STATE_HOME": "/state"})
+    assert derived.parent.as_posix() == "/state/collector" and derived.name.startswith("logs-")
+    assert state_dir_for(S3Location("logs", "other"), None, {"XDG_STATE_HOME": "/state"}) != derived
+    assert state_dir_for(location, None, {"HOME": "/home/op"}).as_posix().startswith("/home/op/.local/state/collector/")
+    with pytest.raises(UsageError, match="--state-dir"):
+        state_dir_for(location, None, {})
