@@ -259,14 +259,14 @@ def test_a_reader_never_sees_part_of_a_textfile(tmp_path):
     versions = []
     for n in (1, 2):
         metrics = Metrics()
-        for i in range(2000):  # ~150 KB: writing takes long enough for a reader to land in it
+        for i in range(1500):  # ~110 KB: writing takes long enough for a reader to land in it
             metrics.request("status", str(100 + i * n))
         versions.append(metrics.text())
     write_atomically(path, versions[0])
     done = threading.Event()
 
     def writer():
-        for i in range(200):
+        for i in range(60):
             write_atomically(path, versions[i % 2])
         done.set()
 
