@@ -55,6 +55,9 @@ OnRetry = Callable[[BaseException, int, float], None]
 # Who goes first when requests queue for the endpoint's rate: a download holds one of few
 # transfer slots and finishes a server; an export starts work on the server's side; a poll
 # only asks whether that work is done.
+# How metrics name each call (`collector_requests_total{operation}`).
+METRIC_NAMES = {EXPORT: "export", STATUS: "status", DOWNLOAD: "download", LIST: "list"}
+
 # Discovery runs before the sweep, so its place hardly matters.
 _PRIORITY = {DOWNLOAD: 0, EXPORT: 1, LIST: 1, STATUS: 2}
 
@@ -100,6 +103,7 @@ class CloudDC:
         quota: RetryQuota | None = None,
         call_timeout: float = 60.0,
         ssl: ssl_.SSLContext | bool = True,
+        observe: Callable[[str, int | BaseException], None] | None = None,
     ) -> None:
         self.session = session
         self.endpoint = endpoint
@@ -113,6 +117,7 @@ class CloudDC:
         self.quota = quota
         self.call_timeout = call_timeout
         self.ssl = ssl  # the project's CA bundle, or False for `tls: {verify: false}`
+        self.observe = observe  # told each request's outcome (metrics): operation, status or error
         self._base = URL(endpoint.rstrip("/")) / "v1" / project_id / "physicalservers"
 
     def _export_url(self, server_id: str, export_id: str | None = None, *, content: bool = False) -> URL:
@@ -243,12 +248,15 @@ class CloudDC:
         """
         self.stats.requests += 1
         url = request.url
+        observed = METRIC_NAMES.get(operation.split(" ", 1)[0], "other")
         try:
             with anyio.fail_after(self.call_timeout if read else None):
                 response = await self.session.request(
                     request.method, url, headers=request.headers, data=request.body or None,
                     allow_redirects=False, ssl=self.ssl,
                 )
+                if self.observe is not None:
+                    self.observe(observed, response.status)
                 try:
                     if response.status >= 400:
                         # The status decides; the body only adds detail: cut, not refused, and
@@ -268,7 +276,10 @@ class CloudDC:
                     response.release()
                 return response, body
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise translate(exc, operation, url) from exc
+            error = translate(exc, operation, url)
+            if self.observe is not None:
+                self.observe(observed, error)
+            raise error from exc
 
     async def _call(self, operation: str, method: str, url: URL) -> tuple[aiohttp.ClientResponse, bytes]:
         """A JSON call's answer and its body; a redirect is refused (it could lead our

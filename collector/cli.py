@@ -24,6 +24,7 @@ from collector.errors import ExitCode, InventoryErrors, UsageError
 from collector.inventory import load_inventory
 from collector.journal import JournalError
 from collector.logs import configure_logging
+from collector.metrics import pushgateway_url
 from collector.runner import Outcome, error_exit_code, exit_code, finish, run_sweep
 from collector.settings import add_flags, given, resolve
 from collector.tuning import calm_garbage_collector, keep_heap_headroom
@@ -77,6 +78,8 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     live = settings.progress and sys.stderr.isatty()
     calm_garbage_collector()  # the inventory is loaded: see collector.tuning
     location = parse_destination(args.output, endpoint_url=settings.s3_endpoint)
+    if settings.pushgateway:
+        pushgateway_url(settings.pushgateway)  # a bad URL is a usage error now, not a failed push later
     output = location.path if isinstance(location, LocalLocation) else location
     outcome = anyio.run(functools.partial(
         run_sweep, inventory, settings, output, fresh=bool(args.fresh), live=live))

@@ -70,6 +70,8 @@ EVENTS: dict[str, str] = {
     "download_restarted": "download, info, a resume was refused: project_id, server_id, export_id, status, bytes",
     "file_name_ignored": "download, warning: project_id, server_id, reason (the name the server suggested)",
     "journal_failed": "journal, error: error, reason",
+    "metrics_failed": "metrics, warning, once per file or push: destination (path, or URL without credentials), "
+                      "error, error_kind, status",
 }
 
 # The keys every JSON line starts with; a field of the same name is renamed, never lost.

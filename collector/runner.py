@@ -42,6 +42,7 @@ from collector.events import Listener, Phase, PhaseChanged
 from collector.inventory import Inventory
 from collector.journal import Entry, Journal, JournalError, summarize
 from collector.logs import ev
+from collector.metrics import Metrics, push, write_textfile_every
 from collector.progress import Tally, show_progress
 from collector.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
 from collector.settings import Settings
@@ -155,8 +156,19 @@ async def run_sweep(
             shown: str | Path = output.url
         else:
             state = shown = prepare_output(output)
-        return await _run(inventory, settings, state, shown, fresh=fresh, live=live,
-                          destination=destination or LocalDestination(state), listeners=listeners)
+        metrics = Metrics() if settings.metrics_file or settings.pushgateway else None
+        async with anyio.create_task_group() as exporters:
+            if metrics is not None and settings.metrics_file:
+                exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
+            outcome = await _run(inventory, settings, state, shown, fresh=fresh, live=live,
+                                 destination=destination or LocalDestination(state), listeners=listeners,
+                                 metrics=metrics)
+            if metrics is not None:
+                metrics.finish(int(exit_code(outcome)), outcome.duration_s)
+            exporters.cancel_scope.cancel()  # the file's last write holds the exit code
+        if metrics is not None and settings.pushgateway:
+            await push(settings.pushgateway, metrics, job=settings.metrics_job)
+        return outcome
 
 
 def state_dir_for(location: S3Location, given: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -196,6 +208,7 @@ async def _run(
     live: bool,
     destination: Destination,
     listeners: Sequence[Listener],
+    metrics: Metrics | None,
 ) -> Outcome:
     journal = Journal.open(out_dir, fresh=fresh)
     outcome = Outcome(results=[], output=shown,
@@ -210,7 +223,13 @@ async def _run(
         _announce(inventory, settings, shown, prior)
         async with anyio.create_task_group() as journalling, _session(settings) as session:
             journalling.start_soon(journal.writer)
-            sweep = Sweep(inventory, settings, destination, session, prior=prior, fresh=fresh)
+            sweep = Sweep(inventory, settings, destination, session, prior=prior, fresh=fresh,
+                          observe=metrics.request if metrics is not None else None)
+            if metrics is not None:
+                metrics.set_servers(inventory.server_count)
+                metrics.observe_stats(sweep.stats)
+                metrics.observe_limiters({client.endpoint: client.limiter for client in sweep.clients.values()})
+                listeners = (*listeners, metrics.on_event)
             tally = Tally(inventory.server_count)
             # The display first: it need not wait for the disk.
             for listener in (tally, journal.record, ledger, *listeners):

@@ -128,6 +128,13 @@ class Settings:
     s3_endpoint: str | None = _setting(
         None, Kind.TEXT, "object storage endpoint for `-o s3://` or `obs://` (else `AWS_ENDPOINT_URL_S3` "
         "or `AWS_ENDPOINT_URL`)", metavar="URL")
+    metrics_file: str | None = _setting(
+        None, Kind.TEXT, "write Prometheus metrics to this file every 10 s and at the end (for "
+        "node_exporter's textfile collector)", metavar="PATH")
+    pushgateway: str | None = _setting(
+        None, Kind.TEXT, "push Prometheus metrics to this Pushgateway once, at the end (put a URL with "
+        "a password in the inventory, not on the command line)", metavar="URL")
+    metrics_job: str = _setting("collector", Kind.TEXT, "the Pushgateway job name", metavar="NAME")
     state_dir: str | None = _setting(
         None, Kind.TEXT, "where the journal and lock of an `s3://` output live (default: a folder per "
         "destination under `$XDG_STATE_HOME/collector`)", metavar="PATH")

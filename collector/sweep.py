@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -127,6 +127,7 @@ class Sweep:
         events: Events | None = None,
         prior: Mapping[tuple[str, str], Entry] | None = None,
         fresh: bool = False,
+        observe: Callable[[str, int | BaseException], None] | None = None,
     ) -> None:
         self.inventory = inventory
         self.prior = prior or {}  # what earlier runs reached, from the journal
@@ -168,6 +169,7 @@ class Sweep:
                 health=self.health[project.endpoint],
                 quota=quotas[project.endpoint],
                 call_timeout=settings.read_timeout,
+                observe=observe,
             )
         self.durations = ExportDurations()
         self.download_options = DownloadOptions(max_bytes=settings.max_archive_bytes, policy=settings.policy)

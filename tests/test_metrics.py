@@ -578,3 +578,46 @@ async def test_a_swept_fleet_shows_in_the_metrics(tmp_path, fast_settings, out_d
         sum(r.bytes or 0 for r in results)
     assert value(samples, "collector_retries_total", **shard) == sweep.stats.retries
     assert value(samples, "collector_rate_limit_per_second", endpoint=sim.url, **shard) == limiter.rate
+
+
+async def test_a_run_with_metrics_flags_writes_the_file_and_pushes_once_at_the_end(tmp_path, fast_settings):
+    """Through the runner, as `collector run --metrics-file F --pushgateway URL` does it."""
+    from collector.inventory import load_inventory
+    from collector.runner import run_sweep
+    from collector.simulator import SimConfig, Simulator
+
+    pushed: list[tuple[str, str, bytes]] = []
+
+    async def gateway(request: web.Request) -> web.Response:
+        pushed.append((request.method, request.path, await request.read()))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", gateway)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = "http://127.0.0.1:%d" % runner.addresses[0][1]
+    try:
+        config = SimConfig(servers=5, failing=1, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=4)
+        async with Simulator(config) as sim:
+            sim.write_inventory(tmp_path / "inventory.yaml")
+            settings = fast_settings.__class__(**{
+                **fast_settings.__dict__, "metrics_file": str(tmp_path / "collector.prom"), "pushgateway": url,
+                "metrics_job": "nightly"})
+            outcome = await run_sweep(load_inventory(tmp_path / "inventory.yaml"), settings, tmp_path / "out")
+    finally:
+        await runner.cleanup()
+    assert [r.state for r in outcome.results].count("failed") == 1
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families((tmp_path / "collector.prom").read_text())
+               for s in family.samples}
+    assert samples[("collector_servers", (("state", "collected"),))] == 4
+    assert samples[("collector_servers", (("state", "failed"),))] == 1
+    assert samples[("collector_exit_code", ())] == 1
+    assert ("collector_last_success_timestamp_seconds", ()) not in samples
+    assert samples[("collector_requests_total", (("code", "202"), ("operation", "export")))] == 5
+    assert samples[("collector_requests_total", (("code", "200"), ("operation", "download")))] == 4
+    assert len(pushed) == 1 and pushed[0][0] == "POST" and pushed[0][1] == "/metrics/job/nightly"
+    assert b"collector_exit_code 1" in pushed[0][2]
