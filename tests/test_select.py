@@ -118,7 +118,7 @@ def test_only_intersections_start_from_every_server():
 
 
 def test_two_intersections_must_both_hold():
-    assert chosen("*", "&tag:role=db", "&tag:rack=A13") == ["2102-A-002"]
+    assert chosen("*", "&name:*-0?", "&tag:role=*") == ["2102-A-001", "2102-A-002"]
 
 
 def test_the_targets_order_is_kept_whatever_the_terms_order():
@@ -132,10 +132,12 @@ def test_no_select_selects_everything():
     assert selection.describe(5, 5) == "5 of 5 servers (no --select)"
 
 
-# Random small fleets: ids and names from a tiny alphabet so globs hit and miss often.
-_CHARS = "ab1"
-_value = st.text(_CHARS, min_size=1, max_size=3)
-_glob = st.text(_CHARS + "*?", min_size=1, max_size=3) | st.sampled_from(["[ab]*", "[!a]?", "*1"])
+# Random small fleets: ids, names and tag values from a few short words, and globs over the
+# same letters, so that every term hits some servers and misses others.
+_value = st.sampled_from(["a", "b", "ab", "ba", "a1", "b1"])
+_glob = st.sampled_from(["a", "ab", "a*", "*b", "?", "??", "*", "*1", "[ab]", "[!a]*", "b?"]) | st.text(
+    "ab1*?", min_size=1, max_size=3
+)
 _server = st.builds(
     Server,
     _value,
@@ -144,6 +146,7 @@ _server = st.builds(
 )
 _fleet = st.lists(
     st.tuples(st.sampled_from([P("p1"), P("p2")]), _server),
+    min_size=3,
     max_size=8,
     unique_by=lambda target: (target[0].project_id, target[1].id),
 )
