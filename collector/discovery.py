@@ -34,7 +34,7 @@ from collector.errors import ProtocolError, UsageError
 from collector.inventory import Server
 from collector.names import check_file_name
 from collector.replies import clean_text, parse_json
-from collector.select import Glob, glob_problem
+from collector.select import GLOB_HINT, Glob, glob_problem
 
 __all__ = [
     "PAGE_LIMIT",
@@ -397,7 +397,7 @@ def _filter_glob(value: object, key: str) -> Glob:
         raise UsageError(f"{key}: expected a glob (a string), got {_kind(value)}", hint='quote it, like "db-*"')
     problem = glob_problem(value)
     if problem:
-        raise UsageError(f"{key}: {problem}", hint="close it with ']', or write '[[]' for a literal '['")
+        raise UsageError(f"{key}: {problem}", hint=GLOB_HINT)
     return Glob(value)
 
 

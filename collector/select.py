@@ -52,6 +52,7 @@ PREFIXES = ("id", "name", "tag", "project")
 MAX_FILE_BYTES = 16 * 1024 * 1024  # a pasted list of 100,000 ids is ~3 MB
 _WILDCARDS = frozenset("*?[")
 _TERMS = "id:GLOB, name:GLOB, tag:KEY=GLOB, project:GLOB or a bare GLOB (id or name)"
+GLOB_HINT = "close it with ']', or write '[[]' for a literal '['"  # for a `glob_problem`
 
 
 def glob_problem(text: str) -> str | None:
@@ -382,7 +383,7 @@ def _glob(text: str, fail: _Failure, prefix: str) -> Glob:
     try:
         return Glob(text)
     except ValueError as exc:
-        raise fail(str(exc), "close it with ']', or write '[[]' for a literal '['") from None
+        raise fail(str(exc), GLOB_HINT) from None
 
 
 def _file_lines(path: Path, name: str) -> list[tuple[int, str]]:
