@@ -32,6 +32,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
+
+import collector
 import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_schemas
@@ -444,6 +446,12 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
     token = secrets.token_urlsafe(24)
     config = SimConfig(servers=SERVERS, seed=SEED, token=token, export_seconds=(1.0, 3.0))
     env = pod_environment(token)
+    # The image holds its own copy of the package; so does this rehearsal, in a folder uid
+    # 65532 can read whatever the permissions of the checkout the tests run from.
+    app = open_folder / "app"
+    shutil.copytree(Path(collector.__file__).parent, app / "collector",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env["PYTHONPATH"] = str(app)
 
     # The simulator's own inventory and token file stay in a folder only root may enter:
     # the collector gets the token from its environment or not at all.
@@ -468,12 +476,14 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
 
         # Before the rehearsal proper: can uid 65532 import the package from this venv at all?
         with anyio.fail_after(60):
-            probe = await anyio.run_process(unprivileged([sys.executable, "-c", "import collector.cli"]), env=env,
+            probe = await anyio.run_process(unprivileged(
+                [sys.executable, "-c", "import collector.cli; print(collector.cli.__file__)"]), env=env,
                                             cwd="/", stdin=subprocess.DEVNULL, check=False)
         assert probe.returncode == 0, (
             f"uid {UID} cannot import collector from {sys.prefix} (every folder on the way to the venv "
-            f"and the source must be world-readable, o+rx):\n{probe.stderr.decode(errors='replace')}"
+            f"must be world-readable, o+rx):\n{probe.stderr.decode(errors='replace')}"
         )
+        assert probe.stdout.decode().startswith(str(app)), probe.stdout
 
         command = unprivileged([str(BIN / "collector"), "run", "-i", str(etc / "inventory.yaml"), "-o", str(out),
                                 *RUN_FLAGS])
