@@ -25,6 +25,7 @@ from collector.inventory import load_inventory
 from collector.journal import JournalError
 from collector.logs import configure_logging
 from collector.metrics import pushgateway_url
+from collector.select import parse_selection
 from collector.runner import Outcome, error_exit_code, exit_code, finish, run_sweep
 from collector.settings import add_flags, given, resolve
 from collector.tuning import calm_garbage_collector, keep_heap_headroom
@@ -42,6 +43,13 @@ def _servers(text: str) -> int:
     return value
 
 
+def _add_select(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--select", action="append", default=[], metavar="EXPR",
+        help="only these servers: id:GLOB, name:GLOB, tag:KEY=GLOB, project:GLOB or a bare GLOB; "
+             "',' for or, '&' and, '!' not; @FILE for a list (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="collector",
@@ -55,10 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--output", required=True, metavar="OUT",
                      help="folder for archives and report.json, or s3://BUCKET/PREFIX (obs:// too); "
                           "{date} and {datetime} become today's UTC date and time")
+    _add_select(run)
     add_flags(run)
 
     validate = commands.add_parser("validate", help="check an inventory without sending any request")
     validate.add_argument("-i", "--inventory", required=True, type=Path)
+    _add_select(validate)
 
     # Its flags belong to the simulator, parsed by `_simulate` only when this command is chosen.
     commands.add_parser("simulate", help="serve a simulated CloudDC API on loopback (simulate --help)",
@@ -81,13 +91,22 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     if settings.pushgateway:
         pushgateway_url(settings.pushgateway)  # a bad URL is a usage error now, not a failed push later
     output = location.path if isinstance(location, LocalLocation) else location
+    selection = parse_selection(args.select)
     outcome = anyio.run(functools.partial(
-        run_sweep, inventory, settings, output, fresh=bool(args.fresh), live=live))
+        run_sweep, inventory, settings, output, fresh=bool(args.fresh), live=live, selection=selection))
     return finish(outcome, settings.log_format)
 
 
 def command_validate(args: argparse.Namespace) -> ExitCode:
     inventory = load_inventory(args.inventory)
+    selection = parse_selection(args.select)
+    if not selection.everything:
+        chosen = selection.apply(inventory.targets())
+        print(selection.describe(len(chosen), inventory.server_count))
+        for project, server in chosen[:SHOWN]:
+            print(f"  {project.project_id}/{server.id}" + (f"  {server.name}" if server.name else ""))
+        if len(chosen) > SHOWN:
+            print(f"  ... and {len(chosen) - SHOWN:,} more")
     for project in inventory.projects:
         print(f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers  "
               f"({project.credentials.describe()})")
@@ -109,6 +128,8 @@ def _simulate(extra: list[str]) -> int:
     simulator_cli.add_arguments(parser)
     return int(simulator_cli.main(parser.parse_args(extra)))
 
+
+SHOWN = 10  # servers `validate --select` lists
 
 _COMMANDS = {"run": command_run, "validate": command_validate, "demo": command_demo}
 

@@ -23,9 +23,9 @@ import math
 import signal
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,12 @@ from collector.download import Destination, archive_name
 from collector.destinations.location import S3Location
 from collector.errors import ExitCode, StorageError, UsageError
 from collector.events import Listener, Phase, PhaseChanged
-from collector.inventory import Inventory
+from collector.inventory import Inventory, Project, Server
 from collector.journal import Entry, Journal, JournalError, summarize
 from collector.logs import ev
 from collector.metrics import Metrics, push, write_textfile_every
 from collector.progress import Tally, show_progress
+from collector.select import Selection
 from collector.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
 from collector.settings import Settings
 from collector.storage import LocalDestination
@@ -138,8 +139,10 @@ async def run_sweep(
     live: bool = False,
     destination: Destination | None = None,
     listeners: Sequence[Listener] = (),
+    selection: Selection | None = None,
 ) -> Outcome:
-    """Collect every server of `inventory` into `output`, and write the report there.
+    """Collect every server of `inventory` (those `selection` picks, if given) into `output`,
+    and write the report there.
 
     `output` is a folder, or a bucket and prefix (`collector.destinations.location`); the
     journal and lock of a bucket live in a local state folder (--state-dir). `fresh` ignores
@@ -148,6 +151,8 @@ async def run_sweep(
     journal has. A user error (output not writable, folder in use, bucket refused) raises
     before anything is sent to the API.
     """
+    if selection is not None and not selection.everything:
+        inventory = restricted(inventory, selection.apply(inventory.targets()))
     async with AsyncExitStack() as stack:
         if isinstance(output, S3Location):
             state = prepare_output(state_dir_for(output, settings.state_dir))
@@ -169,6 +174,15 @@ async def run_sweep(
         if metrics is not None and settings.pushgateway:
             await push(settings.pushgateway, metrics, job=settings.metrics_job)
         return outcome
+
+
+def restricted(inventory: Inventory, targets: Iterable[tuple[Project, Server]]) -> Inventory:
+    """`inventory` with only these (project, server) pairs; projects left with none are dropped."""
+    chosen: dict[int, list[Server]] = {}
+    for project, server in targets:
+        chosen.setdefault(id(project), []).append(server)
+    projects = tuple(replace(p, servers=tuple(chosen[id(p)])) for p in inventory.projects if id(p) in chosen)
+    return replace(inventory, projects=projects)
 
 
 def state_dir_for(location: S3Location, given: str | None, environ: Mapping[str, str] | None = None) -> Path:

@@ -400,3 +400,41 @@ def test_describe_counts_with_thousands_separators():
     selection = parse_selection(["name:node-1*"])
     assert selection.describe(12, 2500) == "12 of 2,500 servers match name:node-1*"
     assert selection.describe(1, 2500) == "1 of 2,500 servers matches name:node-1*"
+
+
+# -- through the command line -------------------------------------------------------------------
+
+
+def test_run_select_collects_exactly_the_matching_servers_and_reports_only_them(tmp_path):
+    """`collector run --select`, a real process against the simulator: the incident sweep."""
+    import json
+    import subprocess
+    import sys
+
+    import anyio
+    import yaml
+
+    from collector.simulator import SimConfig, Simulator
+
+    async def main() -> tuple[list[str], list[str], subprocess.CompletedProcess]:
+        async with Simulator(SimConfig(servers=30, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:
+            sim.write_inventory(tmp_path / "inventory.yaml")
+            listed = yaml.safe_load((tmp_path / "inventory.yaml").read_text())["servers"]
+            first = listed[0]["name"]
+            wanted = sorted(s["id"] for s in listed if s["name"] != first and s["name"] <= listed[9]["name"])
+            run = await anyio.run_process(
+                [sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "inventory.yaml"),
+                 "-o", str(tmp_path / "out"), "--select", ",".join(f"id:{sid}" for sid in wanted[:-1]),
+                 "--select", f"{wanted[-1]},{first}", "--select", f"!name:{first}",
+                 "--poll-interval", "0.1", "--no-progress"], check=False)
+            validate = await anyio.run_process(
+                [sys.executable, "-m", "collector", "validate", "-i", str(tmp_path / "inventory.yaml"),
+                 "--select", "name:nothing-like-this*"], check=False)
+        report = json.loads((tmp_path / "out" / "report.json").read_text())
+        assert run.returncode == 0, run.stderr.decode()
+        return wanted, sorted(s["server_id"] for s in report["servers"]), validate
+
+    wanted, reported, validate = anyio.run(main)
+    assert len(wanted) == 9 and reported == wanted
+    assert validate.returncode == 2
+    assert b"--select 'name:nothing-like-this*': none of the 30 servers matches" in validate.stderr
