@@ -269,6 +269,13 @@ def test_example_configs_load(name):
     assert inventory.server_count > 0
 
 
+def test_the_multi_project_example_discovers_in_a_region():
+    inventory = load_inventory(CONFIGS / "multi-project.yaml", {"CLOUDDC_TOKEN": "a", "CLOUDDC_TOKEN_AP": "b"})
+    last = inventory.projects[-1]
+    assert (last.endpoint, last.servers) == ("https://clouddc.la-south-2.myhuaweicloud.com", ())
+    assert last.discover is not None and last.discover.name == "db-*"
+
+
 # -- the file itself ------------------------------------------------------------------------------
 
 

@@ -85,7 +85,9 @@ def test_token_env_and_token_file_load_as_before(tmp_path):
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("auth", ["auth: {aksk: {}}", "auth: {aksk: }", "auth:\n  aksk:"], ids=["empty", "null", "bare"])
+@pytest.mark.parametrize(
+    "auth", ["auth: {aksk: {}}", "auth: {aksk: }", "auth:\n  aksk:"], ids=["empty", "null", "bare"]
+)
 async def test_aksk_without_options_reads_the_sdk_variables(tmp_path, auth):
     project = only(tmp_path, [ENDPOINT, PROJECT, auth, SERVERS], SDK_KEYS)
     assert isinstance(project.credentials, AkSk)
