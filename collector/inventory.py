@@ -669,8 +669,7 @@ class _Loader:
                 node,
                 key,
                 "no token given, nor keys or any other credentials",
-                hint="add token_env (an environment variable's name) or token_file (a path);"
-                " or aksk, iam, pod_identity, metadata as in configs/example-inventory.yaml",
+                hint=_AUTH_KINDS_HINT,
             )
         if len(fields) > 1:
             first, second = list(fields)[:2]
