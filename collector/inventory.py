@@ -6,14 +6,27 @@ them. Everything is checked first, and every problem is reported at once: each n
 file, the line and the key path (``projects[1].servers[3].id``), with a hint, and nothing is
 sent. A problem stops the check of its own part of the file only (one server, one setting, one
 project's endpoint), so a bad server id does not hide the next one; a mapping's keys are
-checked before its values, since a misspelt key makes its values meaningless. The tokens the
-inventory names are looked at once the file itself is right.
+checked before its values, since a misspelt key makes its values meaningless. The credentials
+and CA bundles the inventory names are looked at once the file itself is right.
 
 The file is composed into YAML nodes and walked here rather than handed to ``yaml.safe_load``:
 nodes keep their line numbers for the errors, duplicate keys can be refused (a constructed dict
 silently keeps the last one), and no tag beyond plain YAML can construct anything.
 
-This is the one place the tokens the inventory names are read, from ``environ`` or from files.
+How a project is reached comes from its own keys, else from the top level's:
+
+- ``endpoint``: the project's own ``endpoint``, else the one its own ``region`` gives
+  (``https://clouddc.<region>.myhuaweicloud.com``), else the top level's ``endpoint``, else the
+  one the top level's ``region`` gives. The nearer level wins; within a level, an explicit
+  endpoint wins over a region (a region still names IAM's endpoint then).
+- ``region``: the project's own, else the one in its own endpoint's host name, else the top
+  level's, else the one in the top level's endpoint. It names IAM's endpoint for ``auth: {iam:
+  ...}`` without one; None when nothing says.
+- ``auth``, ``tls``, ``discover``: the project's own replaces the top level's wholesale.
+  No ``auth`` anywhere leaves `Project.credentials` None: the run looks them up as the SDK does.
+
+This is the one place the credentials the inventory names are read, from ``environ`` or from
+files (`collector.auth.provider_from_spec`, which sends nothing).
 """
 
 from __future__ import annotations
@@ -22,6 +35,7 @@ import difflib
 import math
 import os
 import re
+import ssl as ssl_
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,20 +45,19 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from collector.credentials import (
-    Credentials,
-    CredentialsUnavailable,
-    token_from_env,
-    token_from_file,
-)
+from collector.auth import OPTIONS as _AUTH_OPTIONS
+from collector.auth import Credentials, CredentialsUnavailable, provider_from_spec, region_of
 from collector.errors import InventoryError, InventoryErrors
 from collector.names import check_file_name
 from collector.settings import BY_KEY as _SETTINGS
 from collector.settings import FailureBudget, Kind, parse_budget, size_in_bytes
 
-__all__ = ["Inventory", "Project", "Server", "load_inventory"]
+__all__ = ["RUN_TIME_LOOKUP", "DiscoverSpec", "Inventory", "Project", "Server", "load_inventory"]
 
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
+
+# What `collector validate` prints for a project without auth (`Project.describe_credentials`).
+RUN_TIME_LOOKUP = "looked up at run time: SDK environment, credentials file, pod identity, ECS metadata"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,13 +70,42 @@ class Server:
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoverSpec:
+    """Which servers of a project ListServers adds to the listed ones.
+
+    ``discover: true`` is ``DiscoverSpec()``: every server. Otherwise `name` is a glob the
+    server's name must match, and each of `tags` a glob its tag of that name must match (a
+    server without that name or tag does not). Globs are fnmatch's, as written.
+    """
+
+    name: str | None = None
+    tags: Mapping[str, str] = field(default_factory=lambda: _NO_TAGS, hash=False)
+
+
+@dataclass(frozen=True, slots=True)
 class Project:
-    """One CloudDC project: where its API is, how to authenticate, which servers to collect."""
+    """One CloudDC project: where its API is, how to authenticate, which servers to collect.
+
+    `credentials` None means the inventory gave no ``auth`` for it: look them up once at run
+    time, before the first request, in the SDK's order (`collector.auth.default_chain`).
+    `ssl` goes to every request (``ssl=`` of aiohttp): True verifies against the system's CAs,
+    an `ssl.SSLContext` against the project's ``tls.ca_bundle`` only, False not at all; then
+    `tls_verify` is False, and the run should say so. `servers` are the listed servers only;
+    `discover`, when set, adds what ListServers finds at run time.
+    """
 
     project_id: str
     endpoint: str  # absolute http(s) URL, no trailing slash
-    credentials: Credentials = field(hash=False)  # may be shared with other projects
+    credentials: Credentials | None = field(hash=False)  # may be shared with other projects
     servers: tuple[Server, ...]
+    region: str | None = None  # "cn-east-3": given, or read from the endpoint's host name
+    ssl: ssl_.SSLContext | bool = field(default=True, hash=False, compare=False)
+    tls_verify: bool = True  # False for `tls: {verify: false}`
+    discover: DiscoverSpec | None = None
+
+    def describe_credentials(self) -> str:
+        """Kind and source of the credentials, for `collector validate`; never a secret."""
+        return RUN_TIME_LOOKUP if self.credentials is None else self.credentials.describe()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +118,11 @@ class Inventory:
 
     @property
     def server_count(self) -> int:
+        """The servers listed in the file; those `discover` will find are not known yet."""
         return sum(len(project.servers) for project in self.projects)
 
     def targets(self) -> Iterator[tuple[Project, Server]]:
-        """Every (project, server) pair, in inventory order."""
+        """Every listed (project, server) pair, in inventory order."""
         for project in self.projects:
             for server in project.servers:
                 yield project, server
@@ -91,9 +134,10 @@ def load_inventory(
     """Read and check the inventory at `path`; raise `InventoryError` for a problem, or
     `InventoryErrors` holding every problem when there are several.
 
-    A ``token_env`` is looked up in `environ` (``os.environ`` by default) and a relative
-    ``token_file`` is found next to the inventory. Tokens are read only for the auth settings
-    some project uses, and after the rest of the file has been checked.
+    Environment variables the ``auth`` entries name are looked up in `environ` (``os.environ``
+    by default); relative paths (``token_file``, ``password_file``, ``ca_bundle``) start from
+    the inventory's folder, and ``~`` expands. Credentials and CA bundles are read only for the
+    settings some project uses, and after the rest of the file has been checked.
     """
     path = Path(path)
     root = _compose(path)
@@ -104,22 +148,38 @@ def load_inventory(
         loader.problems.append(exc)
     except _Stopped:
         pass
-    problems = sorted(loader.problems, key=lambda problem: problem.line or 0)
+    # A default shared by several projects may be resolved more than once (an IAM entry for
+    # each region): the same problem is reported once.
+    unique = {str(problem): problem for problem in loader.problems}.values()
+    problems = sorted(unique, key=lambda problem: problem.line or 0)
     raise problems[0] if len(problems) == 1 else InventoryErrors(problems)
 
 
 # Keys allowed in each kind of mapping, in the order the hints list them.
-_TOP_KEYS = ("endpoint", "auth", "project_id", "servers", "projects", "collector")
-_PROJECT_KEYS = ("project_id", "endpoint", "auth", "servers")
+_TOP_KEYS = ("endpoint", "region", "auth", "tls", "project_id", "servers", "discover", "projects", "collector")
+_PROJECT_KEYS = ("project_id", "endpoint", "region", "auth", "tls", "servers", "discover")
 _SERVER_KEYS = ("id", "name", "tags")
-_AUTH_KEYS = ("token_env", "token_file")
+_AUTH_KINDS = ("token_env", "token_file", "aksk", "iam", "pod_identity", "metadata")
+_AUTH_OPTION_ORDER = ("ak_env", "sk_env", "security_token_env", "profile", "endpoint", "domain", "user",
+                      "password_env", "password_file")
+_TLS_KEYS = ("ca_bundle", "verify")
+_DISCOVER_KEYS = ("name", "tags")
+# Kinds given as a single string, and the option of `provider_from_spec` that string is.
+_SCALAR_AUTH = {"token_env": "name", "token_file": "path"}
+_PATH_OPTIONS = frozenset({"password_file"})
 
 # The `collector:` section's keys and kinds are the settings' own: see collector.settings.
 
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_REGION = re.compile(r"[a-z]{2}-[a-z]+-\d+")
 _EXAMPLE_ENDPOINT = "https://clouddc.cn-east-3.myhuaweicloud.com"
 _AUTH_EXAMPLE = "auth: {token_env: CLOUDDC_TOKEN} or auth: {token_file: <path>}"
+_AUTH_KINDS_HINT = (
+    "give one of token_env, token_file, aksk, iam, pod_identity or metadata, as in"
+    " configs/example-inventory.yaml; or remove auth to look credentials up as the SDK does"
+)
+_DISCOVER_HINT = 'write discover: true, or discover: {name: "db-*", tags: {rack: "A1*"}}'
 
 _YAML = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_YAML + t for t in ("str", "int", "float", "bool", "null"))
@@ -131,6 +191,8 @@ _KINDS = {_INT: "the integer", _FLOAT: "the number", _BOOL: "the boolean", _TIME
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 
+def _endpoint_of(region: str) -> str:
+    return f"https://clouddc.{region}.myhuaweicloud.com"
 def _compose_text(text: str) -> yaml.Node | None:
     """Compose with libyaml where PyYAML has it (three times faster on a 10,000-server file).
 
@@ -196,6 +258,7 @@ def _compose(path: Path) -> yaml.Node:
     return root
 
 
+
 class _Entry(NamedTuple):
     key: yaml.Node
     value: yaml.Node
@@ -203,19 +266,51 @@ class _Entry(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class _AuthSpec:
-    """An auth mapping, checked but not yet turned into credentials."""
+    """An auth entry, checked but not yet turned into credentials."""
 
-    kind: str  # "token_env" or "token_file"
-    value: str  # the variable's name, or the file's path resolved against the inventory's folder
-    key: str  # "projects[1].auth.token_env"
-    node: yaml.Node
+    kind: str  # one of _AUTH_KINDS
+    options: tuple[tuple[str, str], ...]  # for provider_from_spec; paths resolved already
+    key: str  # "projects[1].auth.aksk"
+    node: yaml.Node  # where a problem with the entry as a whole points
+    option_keys: Mapping[str, yaml.Node] = field(hash=False, compare=False)  # each option's key
+
+    def where(self, option: str | None) -> tuple[str, yaml.Node]:
+        """The key path and node a problem with `option` points at."""
+        if option is None or self.kind in _SCALAR_AUTH:
+            return self.key, self.node
+        return _join(self.key, option), self.option_keys.get(option, self.node)
+
+
+@dataclass(frozen=True, slots=True)
+class _TlsSpec:
+    """A tls mapping, checked; the CA bundle not yet read."""
+
+    verify: bool
+    ca_bundle: str | None  # resolved against the inventory's folder
+    key: str  # "tls.ca_bundle"
+    node: yaml.Node | None
+
+
+class _Level(NamedTuple):
+    """What one level, the top or a project, says about reaching its API: None where it says
+    nothing, `_BROKEN` where what it says is wrong. `discover` is `_UNSET` when not given, as
+    ``discover: false`` (None) replaces the top level's."""
+
+    endpoint: Any = None
+    region: Any = None
+    auth: Any = None
+    tls: Any = None
+    discover: Any = None
 
 
 @dataclass(frozen=True, slots=True)
 class _ProjectDraft:
     project_id: str
     endpoint: str
-    auth: _AuthSpec
+    region: str | None
+    auth: _AuthSpec | None
+    tls: _TlsSpec | None
+    discover: DiscoverSpec | None
     servers: tuple[Server, ...]
 
 
@@ -232,7 +327,22 @@ class _Broken:
 
 
 _BROKEN: Any = _Broken()
+_UNSET: Any = object()
 _T = TypeVar("_T")
+
+
+def _first(*candidates: Any) -> Any:
+    """The first candidate that says something; `_Stopped` if that one is broken."""
+    for candidate in candidates:
+        if candidate is _BROKEN:
+            raise _Stopped
+        if candidate is not None:
+            return candidate
+    return None
+
+
+def _derived(region: Any, derive: Callable[[str], str | None]) -> Any:
+    return region if region is None or region is _BROKEN else derive(region)
 
 
 class _Loader:
@@ -244,9 +354,11 @@ class _Loader:
 
     def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
         self.path = path
+        self.folder = path.parent.absolute()
         self.environ = environ
         self.seen: dict[tuple[str, str], tuple[str, int]] = {}  # (project, id) -> first key, line
-        self.providers: dict[tuple[str, str], Credentials] = {}
+        self.providers: dict[tuple[Any, ...], Credentials] = {}
+        self.contexts: dict[str, ssl_.SSLContext] = {}  # CA bundle path -> its context
         self.problems: list[InventoryError] = []
 
     def error(
@@ -274,25 +386,64 @@ class _Loader:
     def inventory(self, root: yaml.Node) -> Inventory:
         hint = "the inventory is a mapping, as in configs/example-inventory.yaml"
         top = self.mapping(root, "", _TOP_KEYS, hint=hint)
-        endpoint = self.part(self.endpoint, top["endpoint"].value, "endpoint") if "endpoint" in top else None
-        auth = self.part(self.auth, top["auth"].value, "auth") if "auth" in top else None
-        drafts = self.part(self.drafts, top, endpoint, auth)
+        defaults = self.level(top, "")
+        drafts = self.part(self.drafts, top, defaults)
         collector = _given(top, "collector")
         settings = {} if collector is None else self.part(self.settings, collector)
         self.stop_if_any()
-        # Tokens last: a broken file is reported before a missing environment variable.
-        for spec in {(draft.auth.kind, draft.auth.value): draft.auth for draft in drafts}.values():
-            self.part(self.credentials, spec)
+        # Credentials and CA bundles last: a broken file is reported before a missing variable.
+        for draft in drafts:
+            if draft.auth is not None and self.provider_key(draft.auth, draft.region) not in self.providers:
+                self.part(self.credentials, draft.auth, draft.region)
+            if draft.tls is not None and draft.tls.ca_bundle is not None:
+                self.part(self.ssl_context, draft.tls)
         self.stop_if_any()
-        projects = tuple(
-            Project(draft.project_id, draft.endpoint, self.credentials(draft.auth), draft.servers)
-            for draft in drafts
-        )
+        projects = tuple(self.finished(draft) for draft in drafts)
         return Inventory(self.path, projects, MappingProxyType(settings))
 
-    def drafts(
-        self, top: Mapping[str, _Entry], endpoint: str | None, auth: _AuthSpec | None
-    ) -> list[_ProjectDraft]:
+    def finished(self, draft: _ProjectDraft) -> Project:
+        credentials = None if draft.auth is None else self.credentials(draft.auth, draft.region)
+        tls = draft.tls
+        if tls is None:
+            ssl, verify = True, True
+        elif not tls.verify:
+            ssl, verify = False, False
+        else:
+            ssl, verify = True if tls.ca_bundle is None else self.ssl_context(tls), True
+        return Project(draft.project_id, draft.endpoint, credentials, draft.servers, region=draft.region,
+                       ssl=ssl, tls_verify=verify, discover=draft.discover)
+
+    def level(self, fields: Mapping[str, _Entry], key: str) -> _Level:
+        """The endpoint, region, auth, tls and discover one level gives, each checked apart."""
+        endpoint = self.optional(fields, key, "endpoint", self.endpoint)
+        region = self.optional(fields, key, "region", self.region, null_is_absent=True)
+        if isinstance(endpoint, str) and isinstance(region, str):
+            region = self.part(self.same_region, fields, key, endpoint, region)
+        auth = self.optional(fields, key, "auth", self.auth)
+        tls = self.optional(fields, key, "tls", self.tls, null_is_absent=True)
+        discover = self.optional(fields, key, "discover", self.discover, null_is_absent=True, unset=_UNSET)
+        return _Level(endpoint, region, auth, tls, discover)
+
+    def optional(
+        self, fields: Mapping[str, _Entry], key: str, name: str, check: Callable[[yaml.Node, str], Any],
+        *, null_is_absent: bool = False, unset: Any = None,
+    ) -> Any:
+        node = _given(fields, name) if null_is_absent else fields[name].value if name in fields else None
+        return unset if node is None else self.part(check, node, _join(key, name))
+
+    def same_region(self, fields: Mapping[str, _Entry], key: str, endpoint: str, region: str) -> str:
+        """A region that contradicts the endpoint beside it is a mistake in one of them."""
+        named = region_of(endpoint)
+        if named is not None and named != region:
+            raise self.error(
+                fields["region"].value,
+                _join(key, "region"),
+                f"region {region} is not the region of the endpoint beside it ({named})",
+                hint="make them agree, or remove one: an endpoint wins over a region",
+            )
+        return region
+
+    def drafts(self, top: Mapping[str, _Entry], defaults: _Level) -> list[_ProjectDraft]:
         """Every project, from `projects:` or from the top level's own project_id and servers."""
         if "projects" in top:
             for name in ("project_id", "servers"):
@@ -303,56 +454,58 @@ class _Loader:
                         "cannot be used together with projects",
                         hint="move it into an entry under projects, or drop projects",
                     )
-            return self.projects(top["projects"].value, endpoint, auth)
+            return self.projects(top["projects"].value, defaults)
         if "project_id" in top or "servers" in top:
-            # The top level is itself the only project; its endpoint and auth are parsed above.
+            # The top level is itself the only project; its own keys are the defaults parsed above.
             own = {name: top[name] for name in ("project_id", "servers") if name in top}
-            return [self.project_fields(own, None, "", endpoint, auth)]
-        hint = "give project_id and servers, or a list of projects"
+            return [self.project_fields(own, None, "", _Level(discover=_UNSET), defaults)]
+        hint = "give project_id and servers (or discover), or a list of projects"
         raise self.error(None, None, "no servers listed", hint=hint)
 
-    def projects(
-        self, node: yaml.Node, endpoint: str | None, auth: _AuthSpec | None
-    ) -> list[_ProjectDraft]:
+    def projects(self, node: yaml.Node, defaults: _Level) -> list[_ProjectDraft]:
         hint = "projects is a list of mappings, each with project_id and servers"
         items = self.sequence(node, "projects", hint=hint)
         if not items:
             raise self.error(node, "projects", "the list is empty", hint=hint)
-        drafts = [self.part(self.project, item, f"projects[{index}]", endpoint, auth)
+        drafts = [self.part(self.project, item, f"projects[{index}]", defaults)
                   for index, item in enumerate(items)]
         self.stop_if_any()
         return drafts
 
-    def project(
-        self, node: yaml.Node, key: str, endpoint: str | None, auth: _AuthSpec | None
-    ) -> _ProjectDraft:
+    def project(self, node: yaml.Node, key: str, defaults: _Level) -> _ProjectDraft:
         hint = "projects is a list of mappings, each with project_id and servers"
         fields = self.mapping(node, key, _PROJECT_KEYS, hint=hint)
-        return self.project_fields(fields, node, key, endpoint, auth)
+        return self.project_fields(fields, node, key, self.level(fields, key), defaults)
 
     def project_fields(
         self,
         fields: Mapping[str, _Entry],
         node: yaml.Node | None,
         key: str,
-        default_endpoint: str | None,
-        default_auth: _AuthSpec | None,
+        own: _Level,
+        defaults: _Level,
     ) -> _ProjectDraft:
-        """One project from its fields; `node` is None for the single project at the top level.
+        """One project from its fields and its own level; `node` is None for the single project
+        at the top level, whose level is `defaults`.
 
         Its id, endpoint, auth and servers are checked apart: a problem in one does not hide
         a problem in another.
         """
         where = "here or at the top level" if node is not None else "at the top level"
         project_id = self.part(self.project_id_field, fields, node, key)
-        endpoint = self.part(self.endpoint_field, fields, node, key, default_endpoint, where)
-        auth = self.part(self.auth_field, fields, node, key, default_auth, where)
+        endpoint = self.part(self.endpoint_field, node, key, own, defaults, where)
+        region = self.part(_first, own.region, _derived(own.endpoint, region_of),
+                           defaults.region, _derived(defaults.endpoint, region_of))
+        auth = self.part(_first, own.auth if "auth" in fields else defaults.auth)
+        tls = self.part(_first, own.tls, defaults.tls)
+        discover = defaults.discover if own.discover is _UNSET else own.discover
+        discover = None if discover is _UNSET else discover
         # Duplicates are found within a project; a broken id makes a project of its own.
         within = project_id if project_id is not _BROKEN else f"\0{key}"
-        servers = self.part(self.servers_field, fields, node, key, within)
-        if _BROKEN in (project_id, endpoint, auth, servers):
+        servers = self.part(self.servers_field, fields, node, key, within, discover)
+        if _BROKEN in (project_id, endpoint, region, auth, tls, discover, servers):
             raise _Stopped
-        return _ProjectDraft(project_id, endpoint, auth, servers)
+        return _ProjectDraft(project_id, endpoint, region, auth, tls, discover, servers)
 
     def project_id_field(self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str) -> str:
         hint = "give the project's ID, project_id: <id>"
@@ -360,50 +513,48 @@ class _Loader:
         return self.project_id(id_node, _join(key, "project_id"))
 
     def endpoint_field(
-        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str, default: str | None,
-        where: str,
+        self, node: yaml.Node | None, key: str, own: _Level, defaults: _Level, where: str
     ) -> str:
-        if "endpoint" in fields:
-            return self.endpoint(fields["endpoint"].value, _join(key, "endpoint"))
-        if default is None:
+        endpoint = _first(own.endpoint, _derived(own.region, _endpoint_of),
+                          defaults.endpoint, _derived(defaults.region, _endpoint_of))
+        if endpoint is None:
             raise self.error(
                 node,
                 _join(key, "endpoint"),
                 "required but missing",
-                hint=f"give the API's base URL, like endpoint: {_EXAMPLE_ENDPOINT}, {where}",
+                hint=f"give the API's base URL, like endpoint: {_EXAMPLE_ENDPOINT}, or its region,"
+                f" like region: cn-east-3, {where}",
             )
-        return default
-
-    def auth_field(
-        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str,
-        default: _AuthSpec | None, where: str,
-    ) -> _AuthSpec:
-        if "auth" in fields:
-            return self.auth(fields["auth"].value, _join(key, "auth"))
-        if default is None:
-            hint = f"add {_AUTH_EXAMPLE} {where}"
-            raise self.error(node, _join(key, "auth"), "required but missing", hint=hint)
-        return default
+        return endpoint
 
     def servers_field(
-        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str, project_id: str
+        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str, project_id: str,
+        discover: DiscoverSpec | None,
     ) -> tuple[Server, ...]:
-        hint = "list the ids of the servers to collect"
+        if discover is _BROKEN and _given(fields, "servers") is None:
+            raise _Stopped  # whether servers may be left out is not known
+        if discover is not None and discover is not _BROKEN:
+            servers_node = _given(fields, "servers")
+            if servers_node is None:
+                return ()
+            return self.servers(servers_node, _join(key, "servers"), project_id, empty_allowed=True)
+        hint = "list the ids of the servers to collect, or set discover: true"
         servers_node = self.required(fields, node, key, "servers", hint=hint)
         return self.servers(servers_node, _join(key, "servers"), project_id)
 
-    def servers(self, node: yaml.Node, key: str, project_id: str) -> tuple[Server, ...]:
+    def servers(
+        self, node: yaml.Node, key: str, project_id: str, *, empty_allowed: bool = False
+    ) -> tuple[Server, ...]:
         hint = "servers is a list of server ids, one '- <id>' per line"
         items = self.sequence(node, key, hint=hint)
-        if not items:
-            hint = "list at least one server, or remove the project"
+        if not items and not empty_allowed:
+            hint = "list at least one server, set discover: true, or remove the project"
             raise self.error(node, key, "the list is empty", hint=hint)
         servers = [self.part(self.listed_server, item, f"{key}[{index}]", project_id)
                    for index, item in enumerate(items)]
         if _BROKEN in servers:
             raise _Stopped
         return tuple(servers)
-
     def listed_server(self, node: yaml.Node, key: str, project_id: str) -> Server:
         """One entry of a servers list, checked, and not listed before in its project."""
         server = self.server(node, key)
@@ -505,52 +656,173 @@ class _Loader:
             )
         return url.rstrip("/")
 
+    def region(self, node: yaml.Node, key: str) -> str:
+        region = self.string(node, key)
+        if not _REGION.fullmatch(region):
+            lower = region.strip().lower()
+            example = lower if _REGION.fullmatch(lower) else "cn-east-3"
+            raise self.error(
+                node,
+                key,
+                f"region {_show(region)} is not a region's ID",
+                hint=f"give the region's ID as in its endpoints' host names, like {example}",
+            )
+        return region
+
     def auth(self, node: yaml.Node, key: str) -> _AuthSpec:
-        fields = self.mapping(node, key, _AUTH_KEYS, hint=f"write {_AUTH_EXAMPLE}")
+        fields = self.mapping(node, key, _AUTH_KINDS, hint=f"write {_AUTH_EXAMPLE}")
         if not fields:
             raise self.error(
                 node,
                 key,
-                "no token given",
-                hint="add token_env (an environment variable's name) or token_file (a path)",
+                "no token given, nor keys or any other credentials",
+                hint=_AUTH_KINDS_HINT,
             )
         if len(fields) > 1:
-            second = list(fields)[1]
+            first, second = list(fields)[:2]
             raise self.error(
                 fields[second].key,
                 _join(key, second),
-                "give token_env or token_file, not both",
+                f"give {first} or {second}, not both",
                 hint="remove one of them",
             )
         [(kind, entry)] = fields.items()
         child = _join(key, kind)
-        value = self.string(entry.value, child)
-        if not value:
-            raise self.error(entry.value, child, "is empty", hint=f"write {_AUTH_EXAMPLE}")
-        if kind == "token_file":
-            if "\x00" in value or not _encodable(value):  # open() and expanduser() would raise
-                hint = "give the path of the file holding the token"
-                raise self.error(entry.value, child, "not a usable path (a NUL or lone surrogate)", hint=hint)
-            token_path = Path(os.path.expanduser(value))
-            value = str(token_path if token_path.is_absolute() else self.path.parent / token_path)
-        return _AuthSpec(kind, value, child, entry.value)
+        if kind in _SCALAR_AUTH:
+            value = self.string(entry.value, child)
+            if not value:
+                raise self.error(entry.value, child, "is empty", hint=f"write {_AUTH_EXAMPLE}")
+            if kind == "token_file":
+                value = self.file_path(entry.value, child, value, hint="give the path of the file holding the token")
+            return _AuthSpec(kind, ((_SCALAR_AUTH[kind], value),), child, entry.value, {})
+        options = {} if entry.value.tag == _NULL else self.auth_options(entry.value, child, kind)
+        option_keys = {name: option.key for name, option in options.items()}
+        values = {name: self.part(self.auth_option, option.value, _join(child, name), name)
+                  for name, option in options.items()}
+        if _BROKEN in values.values():
+            raise _Stopped
+        return _AuthSpec(kind, tuple(values.items()), child, entry.key, MappingProxyType(option_keys))
 
-    def credentials(self, spec: _AuthSpec) -> Credentials:
-        """The provider for `spec`, one per distinct spec, shared by the projects using it."""
-        cache_key = (spec.kind, spec.value)
+    def auth_options(self, node: yaml.Node, key: str, kind: str) -> dict[str, _Entry]:
+        allowed = [name for name in _AUTH_OPTION_ORDER if name in _AUTH_OPTIONS[kind]]
+        if allowed:
+            hint = f"{kind} is a mapping of its options: " + ", ".join(allowed)
+        else:
+            hint = f"{kind} takes no options: write {kind}: {{}}"
+        return self.mapping(node, key, allowed, hint=hint)
+
+    def auth_option(self, node: yaml.Node, key: str, name: str) -> str:
+        value = self.string(node, key)
+        if not value.strip():
+            raise self.error(node, key, "is empty", hint="give a value, or remove the option")
+        if name in _PATH_OPTIONS:
+            return self.file_path(node, key, value, hint="give the path of the file holding the password")
+        if "\x00" in value or not _encodable(value):
+            raise self.error(node, key, "not usable text (a NUL or lone surrogate)", hint="give the value as text")
+        return value
+
+    def file_path(self, node: yaml.Node, key: str, value: str, *, hint: str) -> str:
+        """`value` as an absolute path: ``~`` expanded, relative to the inventory's folder."""
+        if "\x00" in value or not _encodable(value):  # open() and expanduser() would raise
+            raise self.error(node, key, "not a usable path (a NUL or lone surrogate)", hint=hint)
+        path = Path(os.path.expanduser(value))
+        return str(path if path.is_absolute() else self.folder / path)
+
+    def provider_key(self, spec: _AuthSpec, region: str | None) -> tuple[Any, ...]:
+        """One provider per distinct entry; an IAM entry without its own endpoint per region too."""
+        uses_region = spec.kind == "iam" and "endpoint" not in dict(spec.options)
+        return (spec.kind, spec.options, region if uses_region else None)
+
+    def credentials(self, spec: _AuthSpec, region: str | None) -> Credentials:
+        """The provider for `spec` in `region`, shared by the projects using the same."""
+        cache_key = self.provider_key(spec, region)
         if cache_key not in self.providers:
+            options = dict(spec.options)
             try:
-                if spec.kind == "token_env":
-                    provider = token_from_env(spec.value, self.environ)
-                else:
-                    provider = token_from_file(Path(spec.value))
+                provider = provider_from_spec(
+                    spec.kind, options, environ=self.environ, base_dir=self.folder, region=region
+                )
             except CredentialsUnavailable as exc:
-                raise self.error(spec.node, spec.key, exc.message, hint=exc.hint) from None
+                key, node = spec.where(exc.option)
+                hint = exc.hint
+                if spec.kind == "iam" and exc.option == "endpoint" and "endpoint" not in options:
+                    hint = "give endpoint: https://iam.<region>.myhuaweicloud.com, or the project's region"
+                raise self.error(node, key, exc.message, hint=hint) from None
             self.providers[cache_key] = provider
         return self.providers[cache_key]
 
-    def tags(self, node: yaml.Node, key: str) -> Mapping[str, str]:
-        hint = "tags is a mapping of names to values, like {rack: A12}"
+    def tls(self, node: yaml.Node, key: str) -> _TlsSpec:
+        hint = "tls is a mapping: {ca_bundle: <path>} to trust a private CA, or {verify: false}"
+        fields = self.mapping(node, key, _TLS_KEYS, hint=hint)
+        verify_node, bundle_node = _given(fields, "verify"), _given(fields, "ca_bundle")
+        verify = True if verify_node is None else self.part(self.boolean, verify_node, _join(key, "verify"))
+        bundle = None if bundle_node is None else self.part(self.ca_bundle, bundle_node, _join(key, "ca_bundle"))
+        if _BROKEN in (verify, bundle):
+            raise _Stopped
+        if bundle is not None and not verify:
+            raise self.error(
+                fields["verify"].key,
+                _join(key, "verify"),
+                "verify: false leaves ca_bundle unused",
+                hint="remove ca_bundle to skip verification, or remove verify: false to verify against the bundle",
+            )
+        return _TlsSpec(verify, bundle, _join(key, "ca_bundle"), bundle_node)
+
+    def ca_bundle(self, node: yaml.Node, key: str) -> str:
+        hint = "give the path of a PEM file of CA certificates"
+        value = self.string(node, key)
+        if not value:
+            raise self.error(node, key, "is empty", hint=hint)
+        return self.file_path(node, key, value, hint=hint)
+
+    def ssl_context(self, spec: _TlsSpec) -> ssl_.SSLContext:
+        """A context that trusts the CA bundle only, one per bundle; every way of not getting
+        one is an error on the ca_bundle line."""
+        path = spec.ca_bundle
+        assert path is not None
+        if path not in self.contexts:
+            hint = "give the path of a PEM file of CA certificates (a relative path starts from the inventory's folder)"
+            try:
+                self.contexts[path] = ssl_.create_default_context(cafile=path)
+            except FileNotFoundError:
+                raise self.error(spec.node, spec.key, f"CA bundle {path} does not exist", hint=hint) from None
+            except IsADirectoryError:
+                raise self.error(spec.node, spec.key, f"CA bundle {path} is a directory", hint=hint) from None
+            except ssl_.SSLError as exc:
+                reason = exc.reason or type(exc).__name__
+                message = f"CA bundle {path} holds no usable PEM certificate ({reason})"
+                raise self.error(spec.node, spec.key, message, hint=hint) from None
+            except OSError as exc:
+                message = f"CA bundle {path} cannot be read ({exc.strerror or type(exc).__name__})"
+                raise self.error(spec.node, spec.key, message, hint="check the file's permissions") from None
+        return self.contexts[path]
+
+    def discover(self, node: yaml.Node, key: str) -> DiscoverSpec | None:
+        self.plain(node, key)
+        if node.tag == _BOOL:
+            return DiscoverSpec() if self.boolean(node, key) else None
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, key, f"expected true, false or a mapping, got {_got(node)}", hint=_DISCOVER_HINT)
+        fields = self.mapping(node, key, _DISCOVER_KEYS, hint=_DISCOVER_HINT)
+        name_node, tags_node = _given(fields, "name"), _given(fields, "tags")
+        name = None if name_node is None else self.part(self.glob, name_node, _join(key, "name"))
+        tags = _NO_TAGS
+        if tags_node is not None:
+            hint = 'tags is a mapping of tag names to globs, like {rack: "A1*"}'
+            tags = self.part(self.tags, tags_node, _join(key, "tags"), hint=hint)
+        if _BROKEN in (name, tags):
+            raise _Stopped
+        return DiscoverSpec(name, tags)
+
+    def glob(self, node: yaml.Node, key: str) -> str:
+        value = self.string(node, key)
+        if not value:
+            raise self.error(node, key, "is empty", hint='give a glob, like "db-*", or remove it')
+        return value
+
+    def tags(
+        self, node: yaml.Node, key: str, *, hint: str = "tags is a mapping of names to values, like {rack: A12}"
+    ) -> Mapping[str, str]:
         fields = self.mapping(node, key, None, hint=hint)
         return MappingProxyType(
             {name: self.tag_value(entry.value, _join(key, name)) for name, entry in fields.items()}
@@ -782,6 +1054,8 @@ def _did_you_mean(name: str, allowed: Collection[str]) -> str:
     close = difflib.get_close_matches(name, list(allowed), n=1)
     if close:
         return f"did you mean {close[0]}?"
+    if not allowed:
+        return "no keys are allowed here: write {}"
     return "the keys allowed here are " + ", ".join(allowed)
 
 

@@ -269,6 +269,13 @@ def test_example_configs_load(name):
     assert inventory.server_count > 0
 
 
+def test_the_multi_project_example_discovers_in_a_region():
+    inventory = load_inventory(CONFIGS / "multi-project.yaml", {"CLOUDDC_TOKEN": "a", "CLOUDDC_TOKEN_AP": "b"})
+    last = inventory.projects[-1]
+    assert (last.endpoint, last.servers) == ("https://clouddc.la-south-2.myhuaweicloud.com", ())
+    assert last.discover is not None and last.discover.name == "db-*"
+
+
 # -- the file itself ------------------------------------------------------------------------------
 
 
@@ -774,18 +781,18 @@ def test_bad_auth(tmp_path, auth, environ, key, fragment):
     assert "two words" not in str(error)
 
 
-def test_auth_missing_at_top_level(tmp_path):
-    check(
-        error_for(tmp_path, [ENDPOINT, PROJECT, "servers: [S1]"]),
-        "auth",
-        None,
-        "required but missing",
-    )
+def test_no_auth_at_all_leaves_the_credentials_to_the_run(tmp_path):
+    [project] = load(tmp_path, [ENDPOINT, PROJECT, "servers: [S1]"], environ={}).projects
+    assert project.credentials is None
+    assert project.describe_credentials().startswith("looked up at run time: SDK environment")
 
 
-def test_auth_missing_in_a_project_without_a_default(tmp_path):
-    lines = [ENDPOINT, "projects:", "  - project_id: p1", "    servers: [S1]"]
-    check(error_for(tmp_path, lines), "projects[0].auth", 3, "required but missing")
+def test_a_project_without_auth_and_without_a_default_leaves_them_to_the_run(tmp_path):
+    lines = [ENDPOINT, "projects:", "  - project_id: p1", "    servers: [S1]",
+             "  - {project_id: p2, auth: {token_env: CLOUDDC_TOKEN}, servers: [S2]}"]
+    p1, p2 = load(tmp_path, lines).projects
+    assert p1.credentials is None
+    assert p2.credentials == StaticToken(TOKEN, source="$CLOUDDC_TOKEN")
 
 
 def test_unset_variable_of_a_project_override_names_that_project(tmp_path):
