@@ -109,7 +109,7 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
             print(f"  ... and {len(chosen) - SHOWN:,} more")
     for project in inventory.projects:
         print(f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers  "
-              f"({project.credentials.describe()})")
+              f"({project.describe_credentials()})")
     print(f"{args.inventory}: OK, {inventory.server_count} servers in {len(inventory.projects)} project(s)")
     return ExitCode.OK
 

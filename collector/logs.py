@@ -70,6 +70,9 @@ EVENTS: dict[str, str] = {
     "download_restarted": "download, info, a resume was refused: project_id, server_id, export_id, status, bytes",
     "file_name_ignored": "download, warning: project_id, server_id, reason (the name the server suggested)",
     "journal_failed": "journal, error: error, reason",
+    "servers_discovered": "prepare, collector.run, info: project_id, endpoint, servers (listed by the API), "
+                          "chosen (by discover:)",
+    "credentials_found": "prepare, collector.run, info, no auth in the inventory: source (kind and where)",
     "metrics_failed": "metrics, warning, once per file or push: destination (path, or URL without credentials), "
                       "error, error_kind, status",
 }

@@ -23,9 +23,9 @@ import math
 import signal
 import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,11 +39,12 @@ from collector.download import Destination, archive_name
 from collector.destinations.location import S3Location
 from collector.errors import ExitCode, StorageError, UsageError
 from collector.events import Listener, Phase, PhaseChanged
-from collector.inventory import Inventory, Project, Server
+from collector.inventory import Inventory
 from collector.journal import Entry, Journal, JournalError, summarize
 from collector.logs import ev
 from collector.metrics import Metrics, push, write_textfile_every
 from collector.progress import Tally, show_progress
+from collector.prepare import Rejected, prepare
 from collector.select import Selection
 from collector.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
 from collector.settings import Settings
@@ -151,8 +152,6 @@ async def run_sweep(
     journal has. A user error (output not writable, folder in use, bucket refused) raises
     before anything is sent to the API.
     """
-    if selection is not None and not selection.everything:
-        inventory = restricted(inventory, selection.apply(inventory.targets()))
     async with AsyncExitStack() as stack:
         if isinstance(output, S3Location):
             state = prepare_output(state_dir_for(output, settings.state_dir))
@@ -167,22 +166,13 @@ async def run_sweep(
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
             outcome = await _run(inventory, settings, state, shown, fresh=fresh, live=live,
                                  destination=destination or LocalDestination(state), listeners=listeners,
-                                 metrics=metrics)
+                                 metrics=metrics, selection=selection)
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
         if metrics is not None and settings.pushgateway:
             await push(settings.pushgateway, metrics, job=settings.metrics_job)
         return outcome
-
-
-def restricted(inventory: Inventory, targets: Iterable[tuple[Project, Server]]) -> Inventory:
-    """`inventory` with only these (project, server) pairs; projects left with none are dropped."""
-    chosen: dict[int, list[Server]] = {}
-    for project, server in targets:
-        chosen.setdefault(id(project), []).append(server)
-    projects = tuple(replace(p, servers=tuple(chosen[id(p)])) for p in inventory.projects if id(p) in chosen)
-    return replace(inventory, projects=projects)
 
 
 def state_dir_for(location: S3Location, given: str | None, environ: Mapping[str, str] | None = None) -> Path:
@@ -223,19 +213,22 @@ async def _run(
     destination: Destination,
     listeners: Sequence[Listener],
     metrics: Metrics | None,
+    selection: Selection | None,
 ) -> Outcome:
     journal = Journal.open(out_dir, fresh=fresh)
-    outcome = Outcome(results=[], output=shown,
-                      projects=tuple(dict.fromkeys(p.project_id for p in inventory.projects)))
+    outcome = Outcome(results=[], output=shown)
     started = datetime.now(timezone.utc)
     clock_start = anyio.current_time()
     sweep: Sweep | None = None
     ledger = _Ledger()
     results: list[ServerResult] | None = None
+    rejected: list[Rejected] = []
     try:
         prior = journal.entries()
-        _announce(inventory, settings, shown, prior)
         async with anyio.create_task_group() as journalling, _session(settings) as session:
+            inventory, rejected = await prepare(inventory, settings, session, selection=selection)
+            outcome.projects = tuple(dict.fromkeys(p.project_id for p in inventory.projects))
+            _announce(inventory, settings, shown, prior)
             journalling.start_soon(journal.writer)
             sweep = Sweep(inventory, settings, destination, session, prior=prior, fresh=fresh,
                           observe=metrics.request if metrics is not None else None)
@@ -257,11 +250,14 @@ async def _run(
                     helpers.cancel_scope.cancel()
             finally:
                 journal.close()  # the writer commits what is left, then returns
+    except UsageError:
+        raise  # before the sweep: no credentials, a selection of nothing
     except Exception as exc:  # cancellation is a BaseException and passes
         outcome.crash = exc
     finally:
         journal.shutdown()
     outcome.results = results if results is not None else ledger.results(inventory)
+    outcome.results += [_rejected_result(r) for r in rejected]
     finished = datetime.now(timezone.utc)
     retries = 0
     if sweep is not None:
@@ -308,6 +304,12 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
         auto_decompress=False,  # the bytes on disk are the bytes served
         headers={"Accept-Encoding": "identity", "User-Agent": f"collector/{__version__}"},
     )
+
+
+def _rejected_result(rejected: Rejected) -> ServerResult:
+    """A discovered server we cannot collect: failed, with why, and nothing written for it."""
+    return ServerResult(rejected.project_id, rejected.server_id, rejected.name, state=Phase.FAILED.value,
+                        error=rejected.reason, error_kind="protocol", reason="listed with an unusable id")
 
 
 class _Ledger:

@@ -169,6 +169,7 @@ class Sweep:
                 health=self.health[project.endpoint],
                 quota=quotas[project.endpoint],
                 call_timeout=settings.read_timeout,
+                ssl=project.ssl,
                 observe=observe,
             )
         self.durations = ExportDurations()

@@ -16,6 +16,8 @@ second by default); call it inside the event loop, before the first API request.
 
 from __future__ import annotations
 
+import os
+
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -222,7 +224,7 @@ def _required(options: Mapping[str, str], name: str, example: str) -> str:
 
 
 def _path(value: str, base_dir: Path) -> Path:
-    path = Path(value.strip()).expanduser()
+    path = Path(os.path.expanduser(value.strip()))
     return path if path.is_absolute() else base_dir / path
 
 

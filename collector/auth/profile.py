@@ -19,6 +19,8 @@ so every error here is written anew and names lines and options only.
 
 from __future__ import annotations
 
+import os
+
 import configparser
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ class ProfileMissing(CredentialsUnavailable):
 def credentials_file(environ: Mapping[str, str]) -> Path | None:
     """Where the SDK looks: the variable if set and not empty, else ~/.huaweicloud/credentials."""
     if environ.get(FILE_ENV):
-        return Path(environ[FILE_ENV]).expanduser()
+        return Path(os.path.expanduser(environ[FILE_ENV]))
     home = environ.get("HOME")
     return Path(home) / ".huaweicloud" / "credentials" if home else None
 

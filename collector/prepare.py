@@ -1,0 +1,137 @@
+"""Before the sweep: credentials looked up, servers discovered, the selection applied.
+
+The inventory says what to do; some of it can only be settled in the event loop, with the
+run's session: projects without `auth` take the credentials the SDK would find (once, for
+all of them), projects with `discover` list their servers through ListServers (paged, through
+the same rate limiter, retries and credentials as every call), and `--select` then picks
+among listed and discovered servers alike. The sweep gets a plain inventory and the total is
+known before it starts, for the progress display.
+
+Discovered entries that cannot be collected (an id unsafe as a file name) are not dropped in
+silence: they come back as `Rejected`, and the runner reports them failed with the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+
+import aiohttp
+
+from collector.api import CloudDC
+from collector.auth import CredentialsUnavailable, default_chain
+from collector.discovery import (
+    PAGE_LIMIT,
+    DiscoveredServer,
+    PageCursor,
+    discover_filter,
+    merge_discovered,
+    parse_server_page,
+    unusable,
+)
+from collector.endpoint import EndpointHealth
+from collector.errors import UsageError
+from collector.inventory import Inventory, Project, Server
+from collector.logs import ev
+from collector.select import Selection
+from collector.settings import Settings
+from collector.throttle import RateLimiter
+
+log = logging.getLogger("collector.run")
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A discovered server that cannot be collected, and why."""
+
+    project_id: str
+    server_id: str  # a printable rendering, never a file name
+    name: str | None
+    reason: str
+
+
+async def prepare(
+    inventory: Inventory,
+    settings: Settings,
+    session: aiohttp.ClientSession,
+    *,
+    selection: Selection | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Inventory, list[Rejected]]:
+    """The inventory the sweep takes, and the discovered servers it cannot."""
+    inventory = await with_credentials(inventory, os.environ if environ is None else environ)
+    rejected: list[Rejected] = []
+    if any(project.discover is not None for project in inventory.projects):
+        projects = []
+        for project in inventory.projects:
+            if project.discover is None:
+                projects.append(project)
+                continue
+            found = await discover(project, settings, session)
+            wanted = chooser(project)
+            chosen = [server for server in found if wanted(server)]
+            projects.append(replace(project, servers=merge_discovered(project.servers, chosen)))
+            rejected += [Rejected(project.project_id, s.id, s.name, s.problem or "")
+                         for s in unusable(project.servers, chosen)]
+            log.info("%s: %d servers listed by the API, %d of them chosen by discover:",
+                     project.project_id, len(found), len(chosen),
+                     extra=ev("servers_discovered", project_id=project.project_id, endpoint=project.endpoint,
+                              servers=len(found), chosen=len(chosen)))
+        inventory = replace(inventory, projects=tuple(projects))
+    if selection is not None and not selection.everything:
+        chosen_pairs = selection.apply(inventory.targets())
+        inventory = restricted(inventory, chosen_pairs)
+        rejected = [r for r in rejected if _selected(selection, r)]
+    return inventory, rejected
+
+
+async def with_credentials(inventory: Inventory, environ: Mapping[str, str]) -> Inventory:
+    """Projects without `auth` get what the SDK's lookup finds, once for all of them."""
+    if all(project.credentials is not None for project in inventory.projects):
+        return inventory
+    try:
+        found = await default_chain(environ)
+    except CredentialsUnavailable as exc:
+        raise UsageError(f"no credentials: {exc.message}", exc.hint) from None
+    log.info("credentials: %s", found.describe(), extra=ev("credentials_found", source=found.describe()))
+    projects = tuple(p if p.credentials is not None else replace(p, credentials=found) for p in inventory.projects)
+    return replace(inventory, projects=projects)
+
+
+async def discover(project: Project, settings: Settings, session: aiohttp.ClientSession) -> list[DiscoveredServer]:
+    """Every server the project lists, page by page, following `next_marker`."""
+    client = CloudDC(
+        session, project.endpoint, project.project_id, project.credentials,
+        limiter=RateLimiter(settings.rate, max_rate=settings.max_rate), policy=settings.policy,
+        health=EndpointHealth(project.endpoint, dead_after=settings.dead_after,
+                              outage_timeout=settings.outage_timeout),
+        call_timeout=settings.read_timeout, ssl=project.ssl,
+    )
+    cursor = PageCursor()
+    found: list[DiscoveredServer] = []
+    while True:
+        page = parse_server_page(await client.list_servers_page(cursor.marker, limit=PAGE_LIMIT))
+        found += page.servers
+        if not cursor.advance(page):
+            return found
+
+
+def chooser(project: Project) -> Callable[[DiscoveredServer], bool]:
+    """The project's `discover:` as a predicate: `true`, or globs on the name and tags."""
+    spec = project.discover
+    return discover_filter({"name": spec.name, "tags": dict(spec.tags)} if spec.name or spec.tags else True)
+
+
+def restricted(inventory: Inventory, targets) -> Inventory:
+    """`inventory` with only these (project, server) pairs; projects left with none are dropped."""
+    chosen: dict[int, list] = {}
+    for project, server in targets:
+        chosen.setdefault(id(project), []).append(server)
+    projects = tuple(replace(p, servers=tuple(chosen[id(p)])) for p in inventory.projects if id(p) in chosen)
+    return replace(inventory, projects=projects)
+
+
+def _selected(selection: Selection, rejected: Rejected) -> bool:
+    return selection.matches(rejected.project_id, Server(rejected.server_id, rejected.name))
