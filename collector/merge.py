@@ -245,7 +245,8 @@ def _read_bounded(path: Path) -> bytes:
         with open(path, "rb") as file:
             return file.read(MAX_REPORT_BYTES + 1)
     except OSError as exc:
-        raise ReportError(str(path), f"cannot read it: {exc.strerror or exc}", hint="check its permissions") from exc
+        message = f"cannot read it: {exc.strerror or exc}"
+        raise ReportError(str(path), message, hint="check that it is a file this user can read") from exc
 
 
 def _decode(name: str, data: bytes) -> Any:

@@ -30,9 +30,10 @@ def collected(server_id: str, size: int = 1000, project_id: str = PROJECT) -> Se
                         bytes=size, sha256="0" * 64, export_id="17", attempts=1, duration_s=7.5)
 
 
-def failed(server_id: str, project_id: str = PROJECT) -> ServerResult:
+def failed(server_id: str, project_id: str = PROJECT, size: int | None = None) -> ServerResult:
+    """`size`: what a failed download had written before it failed, which counts for nothing."""
     return ServerResult(project_id, server_id, None, state="failed", error="export 17 failed at 40%",
-                        error_kind="export", attempts=1)
+                        error_kind="export", attempts=1, bytes=size)
 
 
 def pending(server_id: str, project_id: str = PROJECT) -> ServerResult:
@@ -99,7 +100,7 @@ def test_an_entry_keeps_every_field_its_shard_wrote():
 
 
 def test_totals_are_recomputed_from_the_servers_not_copied():
-    results = FLEET[:30] + [failed(f"F{n}") for n in range(4)] + [pending(f"P{n}") for n in range(3)]
+    results = FLEET[:30] + [failed(f"F{n}", size=500) for n in range(4)] + [pending(f"P{n}") for n in range(3)]
     reports = all_shards(3, results)
     for report in reports.values():
         report["totals"] = {"servers": 999, "collected": 999, "failed": 0, "pending": 0, "bytes": 1}
@@ -197,20 +198,23 @@ def test_reports_of_two_runs_with_different_counts_are_named():
     assert result.overlapping[0].reports[0].startswith("report.shard-") and len(result.overlapping[0].reports) == 2
 
 
-def test_a_server_in_two_reports_is_named_and_kept_once_as_the_one_that_got_furthest():
-    reports = all_shards(2, FLEET + [failed("twice")])
-    home = Shard(shard_of(PROJECT, "twice", 2), 2)
-    other = Shard(1 - home.index, 2)
-    reports[other.report_name]["servers"].append(json.loads(json.dumps(vars_of(collected("twice", 77)))))
+@pytest.mark.parametrize("collected_first", [True, False])
+def test_a_server_in_two_reports_is_named_and_kept_once_as_the_one_that_got_furthest(collected_first):
+    reports = all_shards(2)
+    entries = [vars_of(collected("twice", 77)), vars_of(failed("twice"))]
+    for name, entry in zip(["report.shard-0-of-2.json", "report.shard-1-of-2.json"],
+                           entries if collected_first else entries[::-1], strict=True):
+        reports[name]["servers"].append(entry)
     result = merge_reports(reports)
     [overlap] = result.overlapping
     assert (overlap.project_id, overlap.server_id) == (PROJECT, "twice")
-    assert overlap.reports == tuple(sorted([home.report_name, other.report_name]))
-    entry = next(s for s in result.report["servers"] if s["server_id"] == "twice")
+    assert overlap.reports == ("report.shard-0-of-2.json", "report.shard-1-of-2.json")
+    [entry] = [s for s in result.report["servers"] if s["server_id"] == "twice"]
     assert entry["state"] == "collected" and entry["bytes"] == 77
     assert result.report["run"]["shards"]["overlapping"] == [
         {"project_id": PROJECT, "server_id": "twice", "reports": list(overlap.reports)}]
-    assert any(f"{PROJECT}/twice in " in line for line in result.problems())
+    assert any(f"{PROJECT}/twice in report.shard-0-of-2.json, report.shard-1-of-2.json" in line
+               for line in result.problems())
     assert result.exit_code is ExitCode.PARTIAL
 
 
@@ -270,15 +274,20 @@ def test_json_that_is_not_a_report_is_named_with_what_is_wrong(tmp_path, data, s
     assert says in caught.value.message and "\n" not in str(caught.value)
 
 
+def server_entry(**fields) -> dict:
+    return {"project_id": "p", "server_id": "s", "state": "collected", **fields}
+
+
 @pytest.mark.parametrize(("entry", "says"), [
     ("not an object", "servers[0]: expected an object, got a string"),
     ({"server_id": "s", "state": "collected"}, "servers[0].project_id: missing"),
-    ({"project_id": "p", "server_id": 7, "state": "collected"}, "servers[0].server_id: expected a string, got 7"),
-    ({"project_id": "p", "server_id": "", "state": "collected"}, "servers[0].server_id: empty"),
-    ({"project_id": "p", "server_id": "s", "state": "done\x1b[2J"}, r"servers[0].state: expected one of collected, failed, pending, got 'done\\x1b[2J'"),
-    ({"project_id": "p", "server_id": "s", "state": "collected", "bytes": -1}, "servers[0].bytes: expected a whole number of bytes, got -1"),
-    ({"project_id": "p", "server_id": "s", "state": "collected", "bytes": True}, "servers[0].bytes: expected a whole number of bytes, got a boolean"),
-    ({"project_id": "p", "server_id": "s", "state": "collected", "bytes": 1.5}, "servers[0].bytes: expected a whole number of bytes, got 1.5"),
+    (server_entry(server_id=7), "servers[0].server_id: expected a string, got 7"),
+    (server_entry(server_id=""), "servers[0].server_id: empty"),
+    (server_entry(state="done\x1b[2J"),
+     r"servers[0].state: expected one of collected, failed, pending, got 'done\\x1b[2J'"),
+    (server_entry(bytes=-1), "servers[0].bytes: expected a whole number of bytes, got -1"),
+    (server_entry(bytes=True), "servers[0].bytes: expected a whole number of bytes, got a boolean"),
+    (server_entry(bytes=1.5), "servers[0].bytes: expected a whole number of bytes, got 1.5"),
 ])
 def test_a_server_entry_that_is_not_one_is_named_by_its_place(entry, says):
     report = shard_report(Shard(0, 1), [])
