@@ -221,13 +221,13 @@ def test_a_shard_out_of_range_cannot_be_built():
 
 @pytest.mark.anyio
 async def test_an_empty_shard_runs_and_reports_zero_servers(tmp_path, fast_settings):
-    from collector.cli import sweep_fleet
+    from collector.runner import run_sweep
 
     whole = inventory({"p": ["s"]})
     empty = Shard((shard_of("p", "s", 2) + 1) % 2, 2).select(whole)
     out = tmp_path / "out"
     out.mkdir(mode=0o700)
-    outcome = await sweep_fleet(empty, fast_settings, out, live=False)
+    outcome = await run_sweep(empty, fast_settings, out)
     assert outcome.results == []
     report = json.loads((out / "report.json").read_text())
     assert report["totals"]["servers"] == 0 and report["servers"] == []
