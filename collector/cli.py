@@ -25,7 +25,9 @@ from collector.inventory import load_inventory
 from collector.journal import JournalError
 from collector.logs import configure_logging
 from collector.metrics import pushgateway_url
+from collector.merge import merge_bucket, merge_folder
 from collector.select import parse_selection
+from collector.shards import Shard, parse_shard
 from collector.runner import Outcome, error_exit_code, exit_code, finish, run_sweep
 from collector.settings import add_flags, given, resolve
 from collector.tuning import calm_garbage_collector, keep_heap_headroom
@@ -41,6 +43,28 @@ def _servers(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _shard(text: str) -> Shard:
+    try:
+        return parse_shard(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def command_merge(args: argparse.Namespace) -> ExitCode:
+    location = parse_destination(args.output, endpoint_url=args.s3_endpoint)
+    if isinstance(location, LocalLocation):
+        result = merge_folder(location.path)
+    else:
+        result = anyio.run(merge_bucket, location)
+    for line in result.problems():
+        print(f"collector: {line}", file=sys.stderr)
+    totals = result.report["totals"]
+    print(f"{totals['servers']} servers from {len(result.found)} shard report(s): {totals['collected']} collected, "
+          f"{totals['failed']} failed, {totals['pending']} pending; report in {result.path or location.url}",
+          file=sys.stderr)
+    return result.exit_code
 
 
 def _add_select(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="folder for archives and report.json, or s3://BUCKET/PREFIX (obs:// too); "
                           "{date} and {datetime} become today's UTC date and time")
     _add_select(run)
+    run.add_argument("--shard", metavar="K/N", type=_shard,
+                     help="only shard K of N (0 <= K < N, as a Kubernetes Indexed Job's "
+                          "JOB_COMPLETION_INDEX counts): the servers whose sha256 of project_id/server_id "
+                          "mod N is K; starts at --rate/N; writes report.shard-K-of-N.json")
     add_flags(run)
 
     validate = commands.add_parser("validate", help="check an inventory without sending any request")
@@ -73,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     # Its flags belong to the simulator, parsed by `_simulate` only when this command is chosen.
     commands.add_parser("simulate", help="serve a simulated CloudDC API on loopback (simulate --help)",
                         add_help=False)
+
+    merge = commands.add_parser("merge", help="join the shards' reports of a run into report.json")
+    merge.add_argument("output", metavar="OUT", help="the folder or s3://BUCKET/PREFIX the shards wrote to")
+    merge.add_argument("--s3-endpoint", metavar="URL", help="object storage endpoint for s3:// or obs://")
 
     demo = commands.add_parser("demo", help="sweep a built-in simulated fleet of 200 servers")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="default: ./demo-output")
@@ -93,7 +125,8 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     output = location.path if isinstance(location, LocalLocation) else location
     selection = parse_selection(args.select)
     outcome = anyio.run(functools.partial(
-        run_sweep, inventory, settings, output, fresh=bool(args.fresh), live=live, selection=selection))
+        run_sweep, inventory, settings, output, fresh=bool(args.fresh), live=live, selection=selection,
+        shard=args.shard))
     return finish(outcome, settings.log_format)
 
 
@@ -131,7 +164,7 @@ def _simulate(extra: list[str]) -> int:
 
 SHOWN = 10  # servers `validate --select` lists
 
-_COMMANDS = {"run": command_run, "validate": command_validate, "demo": command_demo}
+_COMMANDS = {"merge": command_merge, "run": command_run, "validate": command_validate, "demo": command_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -104,8 +104,9 @@ class Journal:
         self.failure: JournalError | None = None
 
     @classmethod
-    def open(cls, out_dir: Path, *, fresh: bool = False) -> Journal:
-        folder = Path(out_dir) / JOURNAL_DIR
+    def open(cls, out_dir: Path, *, fresh: bool = False, folder: Path | None = None) -> Journal:
+        """The journal of the run into `out_dir`, in `OUT/.collector` (or `folder`: a shard's own)."""
+        folder = Path(out_dir) / JOURNAL_DIR if folder is None else Path(folder)
         path = folder / JOURNAL_NAME
         try:
             folder.mkdir(mode=0o700, parents=True, exist_ok=True)

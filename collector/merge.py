@@ -37,7 +37,8 @@ from typing import Any
 from collector import __version__
 from collector.errors import ExitCode, UsageError
 from collector.logs import clean
-from collector.report import write_report
+from collector.destinations.location import S3Location
+from collector.report import REPORT_NAME, write_report
 from collector.shards import Shard, parse_report_name, shard_of
 
 __all__ = [
@@ -400,3 +401,11 @@ def _run(parsed: list[_Parsed], result: MergeResult) -> dict[str, Any]:
         ],
     }
     return run
+
+
+async def merge_bucket(location: S3Location) -> MergeResult:
+    """Merge the shard reports under an object-storage prefix; write report.json there."""
+    async with location.open() as bucket:
+        result = merge_reports(await read_reports(bucket.list_names, bucket.read_bytes))
+        await bucket.write_text(REPORT_NAME, json.dumps(result.report, indent=1))
+    return result

@@ -37,6 +37,7 @@ from collector.inventory import Inventory, Project, Server
 from collector.logs import ev
 from collector.select import Selection
 from collector.settings import Settings
+from collector.shards import Shard
 from collector.throttle import RateLimiter
 
 log = logging.getLogger("collector.run")
@@ -58,9 +59,14 @@ async def prepare(
     session: aiohttp.ClientSession,
     *,
     selection: Selection | None = None,
+    shard: Shard | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> tuple[Inventory, list[Rejected]]:
-    """The inventory the sweep takes, and the discovered servers it cannot."""
+    """The inventory the sweep takes, and the discovered servers it cannot.
+
+    Every shard discovers the whole fleet and keeps its own part: the split depends only on
+    the servers' ids, so the shards agree without talking to each other.
+    """
     inventory = await with_credentials(inventory, os.environ if environ is None else environ)
     rejected: list[Rejected] = []
     if any(project.discover is not None for project in inventory.projects):
@@ -84,6 +90,9 @@ async def prepare(
         chosen_pairs = selection.apply(inventory.targets())
         inventory = restricted(inventory, chosen_pairs)
         rejected = [r for r in rejected if _selected(selection, r)]
+    if shard is not None:
+        inventory = shard.select(inventory)
+        rejected = [r for r in rejected if shard.owns(r.project_id, r.server_id)]
     return inventory, rejected
 
 

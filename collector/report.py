@@ -63,9 +63,9 @@ def build_report(
     return {"run": run, "totals": totals, "servers": servers}
 
 
-def write_report(out_dir: Path, report: dict[str, Any]) -> Path:
-    path = Path(out_dir) / REPORT_NAME
-    tmp = path.with_name(f".{REPORT_NAME}.tmp")
+def write_report(out_dir: Path, report: dict[str, Any], name: str = REPORT_NAME) -> Path:
+    path = Path(out_dir) / name
+    tmp = path.with_name(f".{name}.tmp")
     data = json.dumps(report, indent=1).encode()
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
     try:

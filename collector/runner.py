@@ -25,7 +25,7 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from collector.metrics import Metrics, push, write_textfile_every
 from collector.progress import Tally, show_progress
 from collector.prepare import Rejected, prepare
 from collector.select import Selection
+from collector.shards import Shard
 from collector.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
 from collector.settings import Settings
 from collector.storage import LocalDestination
@@ -141,17 +142,23 @@ async def run_sweep(
     destination: Destination | None = None,
     listeners: Sequence[Listener] = (),
     selection: Selection | None = None,
+    shard: Shard | None = None,
 ) -> Outcome:
     """Collect every server of `inventory` (those `selection` picks, if given) into `output`,
     and write the report there.
 
     `output` is a folder, or a bucket and prefix (`collector.destinations.location`); the
-    journal and lock of a bucket live in a local state folder (--state-dir). `fresh` ignores
+    journal and lock of a bucket live in a local state folder (--state-dir). With `shard`, only
+    that shard's servers are swept, from its share of the starting rate, with a journal and
+    lock of its own and the report `report.shard-K-of-N.json` (`collector merge` joins
+    them). `fresh` ignores
     what earlier runs recorded; `live` shows the rich display (else a progress line every
     10 s); `destination` overrides where archives go; `listeners` hear every event after the
     journal has. A user error (output not writable, folder in use, bucket refused) raises
     before anything is sent to the API.
     """
+    if shard is not None:
+        settings = replace(settings, rate=shard.rate(settings.rate))
     async with AsyncExitStack() as stack:
         if isinstance(output, S3Location):
             state = prepare_output(state_dir_for(output, settings.state_dir))
@@ -160,13 +167,14 @@ async def run_sweep(
             shown: str | Path = output.url
         else:
             state = shown = prepare_output(output)
-        metrics = Metrics() if settings.metrics_file or settings.pushgateway else None
+        metrics = Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway \
+            else None
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
             outcome = await _run(inventory, settings, state, shown, fresh=fresh, live=live,
                                  destination=destination or LocalDestination(state), listeners=listeners,
-                                 metrics=metrics, selection=selection)
+                                 metrics=metrics, selection=selection, shard=shard)
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
@@ -214,8 +222,10 @@ async def _run(
     listeners: Sequence[Listener],
     metrics: Metrics | None,
     selection: Selection | None,
+    shard: Shard | None,
 ) -> Outcome:
-    journal = Journal.open(out_dir, fresh=fresh)
+    journal = Journal.open(out_dir, fresh=fresh, folder=shard.state_dir(out_dir) if shard else None)
+    report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
     started = datetime.now(timezone.utc)
     clock_start = anyio.current_time()
@@ -226,7 +236,7 @@ async def _run(
     try:
         prior = journal.entries()
         async with anyio.create_task_group() as journalling, _session(settings) as session:
-            inventory, rejected = await prepare(inventory, settings, session, selection=selection)
+            inventory, rejected = await prepare(inventory, settings, session, selection=selection, shard=shard)
             outcome.projects = tuple(dict.fromkeys(p.project_id for p in inventory.projects))
             _announce(inventory, settings, shown, prior)
             journalling.start_soon(journal.writer)
@@ -270,9 +280,9 @@ async def _run(
     try:
         report = build_report(outcome.results, started_at=started, finished_at=finished,
                               inventory=str(inventory.path), stopped=_stopped(outcome, sweep))
-        outcome.report_path = write_report(out_dir, report)
+        outcome.report_path = write_report(out_dir, report, report_name)
         if not isinstance(destination, LocalDestination) and hasattr(destination, "write_text"):
-            await destination.write_text(REPORT_NAME, json.dumps(report, indent=1))
+            await destination.write_text(report_name, json.dumps(report, indent=1))
     except Exception as exc:
         if outcome.crash is None:
             outcome.crash = exc

@@ -80,3 +80,34 @@ def test_the_state_folder_of_a_bucket_is_derived_from_it_or_refused_without_a_ho
     assert state_dir_for(location, None, {"HOME": "/home/op"}).as_posix().startswith("/home/op/.local/state/collector/")
     with pytest.raises(UsageError, match="--state-dir"):
         state_dir_for(location, None, {})
+
+
+async def test_shards_into_one_prefix_then_collector_merge_writes_the_whole_report(
+    tmp_path, fast_settings, moto_server, bucket
+):
+    import os
+    import sys
+
+    import anyio
+
+    from collector.shards import parse_shard
+
+    config = SimConfig(servers=10, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=22)
+    location = parse_destination(f"s3://{bucket}/run", endpoint_url=moto_server.url)
+    async with Simulator(config) as sim:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+        for index in range(2):
+            settings = fast_settings.__class__(**{**fast_settings.__dict__, "state_dir": str(tmp_path / f"pod-{index}")})
+            outcome = await run_sweep(inventory, settings, location, shard=parse_shard(f"{index}/2"))
+            assert exit_code(outcome) is ExitCode.OK
+    stored = await keys(moto_server.url, bucket)
+    assert {"run/report.shard-0-of-2.json", "run/report.shard-1-of-2.json"} <= set(stored)
+    merge = await anyio.run_process(
+        [sys.executable, "-m", "collector", "merge", f"s3://{bucket}/run", "--s3-endpoint", moto_server.url],
+        check=False, env=dict(os.environ))
+    assert merge.returncode == 0, merge.stderr.decode()
+    report, _ = await get(moto_server.url, bucket, "run/report.json")
+    merged = json.loads(report)
+    assert merged["totals"]["collected"] == 10
+    assert sorted(s["server_id"] for s in merged["servers"]) == sorted(sim.server_ids)

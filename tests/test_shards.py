@@ -231,3 +231,55 @@ async def test_an_empty_shard_runs_and_reports_zero_servers(tmp_path, fast_setti
     assert outcome.results == []
     report = json.loads((out / "report.json").read_text())
     assert report["totals"]["servers"] == 0 and report["servers"] == []
+
+
+# -- shards of one run, side by side ------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_four_shards_into_one_folder_then_merge_collect_every_server_exactly_once(tmp_path, fast_settings):
+    import anyio
+
+    from collector.errors import ExitCode
+    from collector.inventory import load_inventory
+    from collector.merge import merge_folder
+    from collector.runner import exit_code, run_sweep
+    from collector.simulator import SimConfig, Simulator
+
+    config = SimConfig(servers=40, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=17)
+    out = tmp_path / "out"
+    outcomes = {}
+    async with Simulator(config) as sim:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+
+        async def shard(index: int) -> None:
+            outcomes[index] = await run_sweep(inventory, fast_settings, out, shard=parse_shard(f"{index}/4"))
+
+        async with anyio.create_task_group() as pods:
+            for index in range(4):
+                pods.start_soon(shard, index)
+        exports = sim.count("export")
+    assert all(exit_code(o) is ExitCode.OK for o in outcomes.values())
+    assert sum(len(o.results) for o in outcomes.values()) == 40
+    assert exports == 40  # no server in two shards
+    for index in range(4):
+        assert (out / f"report.shard-{index}-of-4.json").exists()
+        assert (out / ".collector" / f"shard-{index}-of-4" / "journal.db").exists()
+    merged = merge_folder(out)
+    assert merged.exit_code is ExitCode.OK and merged.complete
+    assert sorted(s["server_id"] for s in merged.report["servers"]) == sorted(sim.server_ids)
+    assert merged.report["totals"]["collected"] == 40
+    for sid in sim.server_ids:
+        assert (out / sim.project_id / f"{sid}-dump.tar.gz").read_bytes() == sim.expected_archive(sid)
+
+
+def test_a_shard_out_of_range_is_a_usage_error_on_the_command_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "inventory.yaml").write_text("endpoint: https://x\nproject_id: p\nauth: {token_env: T}\nservers: [a]\n")
+    run = subprocess.run([sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "inventory.yaml"),
+                          "-o", str(tmp_path / "out"), "--shard", "4/4"], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "--shard" in run.stderr and "Traceback" not in run.stderr

@@ -191,6 +191,24 @@ class S3Destination:
                 raise
         return StoredObject(name, int(head["ContentLength"]), head.get("Metadata", {}).get("sha256"))
 
+    async def list_names(self) -> list[str]:
+        """Every key under the prefix, relative to it (for `collector merge`)."""
+        names: list[str] = []
+        start = f"{self.prefix}/" if self.prefix else ""
+        with translating(f"list {self.url}"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
+                names += [item["Key"][len(start):] for item in page.get("Contents", [])]
+        return names
+
+    async def read_bytes(self, name: str, limit: int = 256 * 1024 * 1024) -> bytes:
+        """A small object's bytes (a shard's report), at most `limit` + 1 of them."""
+        key = self.key(name)
+        with translating(f"read {self.where(key)}"):
+            answer = await self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")
+            async with answer["Body"] as body:
+                return await body.read()
+
     async def write_text(self, name: str, text: str, *, content_type: str = "application/json") -> None:
         """Put a small document (report.json) in one PutObject: readers see all of it or the old one."""
         body = text.encode()
