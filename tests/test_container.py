@@ -551,3 +551,44 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         if os.geteuid() == 0:
             assert path.stat().st_uid == UID
+
+
+# What the manifests ask of the command line and the inventory format.
+
+
+def command_options(command: str) -> set[str] | None:
+    """The options `collector COMMAND --help` lists, short and long; None if there is no such
+    command."""
+    result = subprocess.run([str(BIN / "collector"), command, "--help"], capture_output=True, text=True,
+                            timeout=60, check=False)
+    if result.returncode != 0:
+        return None
+    return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
+
+
+def test_manifests_use_only_flags_collector_has():
+    options: dict[str, set[str] | None] = {}
+    unknown = []
+    for where, _job, _pod, container in containers():
+        command, *args = container["args"]
+        known = options[command] if command in options else options.setdefault(command, command_options(command))
+        if known is None:
+            unknown.append(f"{where}: collector has no command {command!r}")
+            continue
+        unknown += [f"{where}: collector {command} {arg}" for arg in args
+                    if arg.startswith("-") and arg.partition("=")[0] not in known]
+    assert not unknown, "\n".join(unknown)
+
+
+def test_the_configmaps_inventory_passes_collector_validate(tmp_path):
+    """`collector validate` sends nothing; the AK/SK it checks for are dummies here."""
+    for _path, document in manifest_documents():
+        if document["kind"] != "ConfigMap":
+            continue
+        for key, text in document["data"].items():
+            inventory = tmp_path / key
+            inventory.write_text(text)
+            env = {"PATH": os.environ.get("PATH", ""), "HUAWEICLOUD_SDK_AK": "AK" * 10, "HUAWEICLOUD_SDK_SK": "SK" * 20}
+            result = subprocess.run([str(BIN / "collector"), "validate", "-i", str(inventory)], env=env,
+                                    capture_output=True, text=True, timeout=60, check=False)
+            assert result.returncode == 0, f"{document['metadata']['name']}/{key}: {result.stdout}{result.stderr}"
