@@ -543,13 +543,6 @@ def test_bad_tls(tmp_path, ca, tls, key, fragment):
     check(error_for(tmp_path, [ENDPOINT, PROJECT, f"tls: {tls}", SERVERS]), key, 3, fragment)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_ca_bundle(tmp_path, ca):
-    ca_file(tmp_path, ca).chmod(0)
-    check(error_for(tmp_path, [ENDPOINT, PROJECT, "tls: {ca_bundle: ca.pem}", SERVERS]), "tls.ca_bundle", 3,
-          "cannot be read")
-
-
 def test_a_broken_ca_bundle_in_an_unused_default_is_not_read(tmp_path):
     lines = [ENDPOINT, "tls: {ca_bundle: missing.pem}", "projects:",
              "  - {project_id: p1, tls: {verify: true}, servers: [S1]}"]
