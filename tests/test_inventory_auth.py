@@ -6,7 +6,6 @@ Each inventory is a list of YAML lines, so the line an error must name is easy t
 
 from __future__ import annotations
 
-import os
 import ssl
 from pathlib import Path
 
