@@ -72,6 +72,7 @@ EVENTS: dict[str, str] = {
     "journal_failed": "journal, error: error, reason",
     "servers_discovered": "prepare, collector.run, info: project_id, endpoint, servers (listed by the API), "
                           "chosen (by discover:)",
+    "tls_unverified": "runner, collector.run, warning, every run: endpoint",
     "credentials_found": "prepare, collector.run, info, no auth in the inventory: source (kind and where)",
     "metrics_failed": "metrics, warning, once per file or push: destination (path, or URL without credentials), "
                       "error, error_kind, status",

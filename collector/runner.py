@@ -393,6 +393,10 @@ def _announce(inventory: Inventory, settings: Settings, out_dir: Path | str, pri
         if urlsplit(endpoint).scheme.lower() == "http":
             log.warning("%s is plain http: credentials travel in clear text", endpoint,
                         extra=ev("cleartext_endpoint", endpoint=endpoint))
+    for endpoint in dict.fromkeys(p.endpoint for p in inventory.projects if not p.tls_verify):
+        log.warning("%s: certificates are not verified (tls: {verify: false}): anyone on the way can "
+                    "read the credentials; give tls: {ca_bundle: PATH} instead", endpoint,
+                    extra=ev("tls_unverified", endpoint=endpoint))
 
 
 def closing_lines(outcome: Outcome) -> list[str]:

@@ -184,3 +184,22 @@ async def test_the_summary_of_a_rerun_says_what_earlier_runs_had_collected(tmp_p
         again = await sweep(sim, tmp_path, fast_settings)
     assert again.summary[0] == "12/12 servers collected, 12 of them by earlier runs into this folder"
     assert again.record["collected_earlier"] == 12
+
+
+@pytest.mark.anyio
+async def test_an_unverified_tls_project_draws_a_warning_on_every_run(tmp_path, fast_settings, caplog):
+    import logging
+    from dataclasses import replace as _replace
+
+    from collector.inventory import load_inventory
+    from collector.runner import run_sweep
+    from collector.simulator import SimConfig, Simulator
+
+    async with Simulator(SimConfig(servers=2, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+        inventory = _replace(inventory, projects=tuple(_replace(p, tls_verify=False, ssl=False)
+                                                       for p in inventory.projects))
+        with caplog.at_level(logging.WARNING, logger="collector.run"):
+            await run_sweep(inventory, fast_settings, tmp_path / "out")
+    assert any("certificates are not verified" in r.getMessage() for r in caplog.records)
