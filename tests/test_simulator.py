@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import io
 import json
 import os
@@ -22,6 +23,7 @@ import yaml
 from collector.simulator import DEFAULT_PROJECT_ID, DEFAULT_TOKEN, SimConfig, Simulator
 from collector.simulator.archive import build_archive
 from collector.simulator import hostile
+from collector.simulator.audit import audit_output
 from collector.simulator.cli import add_arguments, bytes_range, config_from_args, seconds_range
 from collector.simulator.fleet import COMPLETED_WORDS, FAILED_WORDS, RUNNING_WORDS
 
@@ -882,3 +884,86 @@ async def test_a_10000_character_export_id_in_the_url_is_answered_404():
         async with session.get(f"{exports_url(sim, sim.server_ids[0])}/{'7' * 10_000}") as response:
             assert response.status == 404
 
+
+def _true_output(tmp_path: Path, sim: Simulator) -> tuple[Path, dict]:
+    """An output folder as a correct run leaves it: servers 0 and 1 collected, 2 failed, 3 pending."""
+    out = tmp_path / "out"
+    folder = out / sim.project_id
+    folder.mkdir(parents=True)
+    entries = []
+    for sid in sim.server_ids[:2]:
+        data = sim.expected_archive(sid)
+        (folder / f"{sid}-dump.tar.gz").write_bytes(data)
+        entries.append({"server_id": sid, "state": "collected", "file": f"{sim.project_id}/{sid}-dump.tar.gz",
+                        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "error": None})
+    entries.append({"server_id": sim.server_ids[2], "state": "failed", "error": "not a gzip archive"})
+    entries.append({"server_id": sim.server_ids[3], "state": "pending", "error": "not collected: run stopped"})
+    report = {"totals": {"servers": 4, "collected": 2, "failed": 1, "pending": 1}, "servers": entries}
+    (out / "report.json").write_text(json.dumps(report))
+    return out, report
+
+
+def _rewrite_archive(out: Path, report: dict, data: bytes) -> None:
+    """Server 0's archive replaced by `data`, and report.json made to agree with it."""
+    entry = report["servers"][0]
+    (out / entry["file"]).write_bytes(data)
+    entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (out / "report.json").write_text(json.dumps(report))
+
+
+def _break_output(how: str, out: Path, report: dict, full: bytes) -> None:
+    if how == "truncated":
+        _rewrite_archive(out, report, full[: len(full) // 2])
+    elif how == "trailing":
+        _rewrite_archive(out, report, full + b"junk")
+    elif how == "bad_crc":
+        _rewrite_archive(out, report, full[:-8] + bytes(4) + full[-4:])
+    elif how == "size_lie":
+        report["servers"][0]["bytes"] += 1
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "missing_file":
+        (out / report["servers"][0]["file"]).unlink()
+    elif how == "foreign_archive":
+        entry = report["servers"].pop(0)
+        (out / entry["file"]).rename(out / "elsewhere-dump.tar.gz")
+        report["totals"]["collected"] -= 1
+        report["servers"].append({"server_id": entry["server_id"], "state": "failed", "error": "x"})
+        report["totals"]["failed"] += 1
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "part":
+        (out / report["servers"][0]["file"]).with_suffix(".gz.part").write_bytes(b"\x1f\x8b")
+    elif how == "totals":
+        report["totals"]["failed"] = 0
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "server_missing":
+        report["servers"].pop()
+        report["totals"]["pending"] = 0
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "no_report":
+        (out / "report.json").unlink()
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("truncated", "cut short"),
+        ("trailing", "bytes after the gzip stream"),
+        ("bad_crc", "incorrect data check"),
+        ("size_lie", "report.json says"),
+        ("missing_file", "is not there"),
+        ("foreign_archive", "an archive report.json does not call collected"),
+        ("part", "partial file left"),
+        ("totals", "report totals say 0 failed"),
+        ("server_missing", "listed 0 times"),
+        ("no_report", "report.json is missing"),
+    ],
+)
+def test_audit_accepts_a_true_output_and_names_each_broken_rule(tmp_path: Path, how: str, says: str):
+    config = SimConfig(servers=4, seed=3)
+    sim = Simulator(config)
+    out, report = _true_output(tmp_path, sim)
+    audit = audit_output(out, config)
+    assert audit.ok and audit.states == Counter(collected=2, failed=1, pending=1)
+    _break_output(how, out, report, sim.expected_archive(sim.server_ids[0]))
+    problems = audit_output(out, config).problems
+    assert any(says in problem for problem in problems), problems
