@@ -285,7 +285,7 @@ class CloudDC:
         if fault == "redirect":
             return redirect(self.storage.url + request.path_qs, rid)
         if fault in hostile.ANY_CALL:
-            return self.hostile.any_call(request, fault, rid)
+            return self.hostile.any_call(fault, rid)
         return None
 
     def _throttled(self, rid: str, wait: float | None, detail: str) -> web.Response:

@@ -182,7 +182,7 @@ class HostileReplies:
     def __init__(self, stopping: Callable[[], bool]) -> None:
         self.stopping = stopping
 
-    def any_call(self, request: web.Request, fault: str, rid: str) -> web.StreamResponse | None:
+    def any_call(self, fault: str, rid: str) -> web.Response | None:
         """The answer for an `ANY_CALL` entry (``burst_5xx`` is the caller's: it needs the script)."""
         headers = {"X-Request-Id": rid}
         if fault in REDIRECTS:
