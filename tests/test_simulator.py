@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import tarfile
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import aiohttp
@@ -18,6 +22,8 @@ import yaml
 
 from collector.simulator import DEFAULT_PROJECT_ID, DEFAULT_TOKEN, SimConfig, Simulator
 from collector.simulator.archive import build_archive
+from collector.simulator import hostile
+from collector.simulator.audit import audit_output
 from collector.simulator.cli import add_arguments, bytes_range, config_from_args, seconds_range
 from collector.simulator.fleet import COMPLETED_WORDS, FAILED_WORDS, RUNNING_WORDS
 
@@ -527,13 +533,15 @@ def test_cli_parses_ranges_and_rejects_bad_values():
     assert bytes_range("256K-1M") == (256 * 1024, 1024 * 1024) and bytes_range("4096") == (4096, 4096)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--servers", "9", "--archive-bytes", "8K-16K", "--no-retry-after"])
+    args = parser.parse_args(["--servers", "9", "--archive-bytes", "8K-16K", "--no-retry-after", "--hostile", "0.3"])
     config = config_from_args(args)
     assert config.servers == 9 and config.archive_bytes == (8192, 16384) and not config.retry_after
+    assert config.hostile == 0.3 and config_from_args(parser.parse_args([])).hostile == 0.0
     bad_values = [
         ("--export-seconds", "5-2"),
         ("--archive-bytes", "lots"),
         ("--fault-500", "2"),
+        ("--hostile", "1.5"),
         ("--servers", "-1"),
     ]
     for flag, value in bad_values:
@@ -577,3 +585,373 @@ async def test_stats_endpoint_counts_what_it_received_without_counting_itself():
     assert "timeline" not in counts
     assert [op for _, op, _ in full["timeline"]] == ["export", "export", "status"]
     assert len(full["export_spans"]) == 2
+
+
+# The hostile catalogue (issue 8): each entry served as its docstring says.
+
+HOSTILE_FIELDS = {
+    "percentage_400_digits": ("percentage", 10**400 - 1),
+    "percentage_backtrack": ("percentage", "9" * 60_000 + "x"),
+    "export_id_surrogate": ("export_id", "\ud800"),
+    "export_id_traversal": ("export_id", "../../../../x"),
+    "export_id_slash": ("export_id", "/"),
+    "export_id_control": ("export_id", "1\r\n\x00\x1b[31m\x07"),
+    "export_id_long": ("export_id", "7" * 10_000),
+    "created_at_year_1": ("created_at", "0001-01-01T00:00:00"),
+    "created_at_year_9999": ("created_at", "9999-12-31T23:59:59Z"),
+    "created_at_huge_year": ("created_at", "9" * 400 + "-01-01T00:00:00Z"),
+    "created_at_garbage": ("created_at", "2025-13-45T25:61:61+99:99\x00\ufffd"),
+    "status_null": ("status", None),
+    "status_list": ("status", ["completed"]),
+}
+HOSTILE_BODIES = ["json_deep", "body_8mib", "export_id_number", "export_id_missing", "status_huge"]
+HOSTILE_ERRORS = ["error_8mib", "error_control_bytes", "error_ansi_json", "503_retry_after"]
+HOSTILE_REDIRECTS = {
+    "redirect_bad_location": (307, "http://[::1"),
+    "redirect_no_location": (302, None),
+    "redirect_file": (302, "file:///etc/passwd"),
+    "redirect_dotdot": (307, "../../../../../../etc/passwd"),
+}
+HOSTILE_ARCHIVES = ["gzip_truncated_stream", "gzip_html_magic", "gzip_trailing_junk", "gzip_bad_crc"]
+HOSTILE_LENGTHS = ["length_short", "length_long", "length_conflicting"]
+HOSTILE_TESTED_ELSEWHERE = {"trickle", "slow_archive", "burst_5xx"}
+
+
+def test_every_hostile_entry_has_a_test_here():
+    tested = {*HOSTILE_FIELDS, *HOSTILE_BODIES, *HOSTILE_ERRORS, *HOSTILE_REDIRECTS, *HOSTILE_ARCHIVES}
+    tested |= {*HOSTILE_LENGTHS, *HOSTILE_TESTED_ELSEWHERE}
+    assert tested == hostile.ANY_CALL | hostile.JSON_REPLIES | hostile.DOWNLOAD_ONLY
+
+
+async def json_call_with_fault(sim: Simulator, session: aiohttp.ClientSession, call: str, fault: str):
+    """Script `fault` on one export or status call of server 0; (response status, raw body, export id)."""
+    sid = sim.server_ids[0]
+    if call == "export":
+        sim.script(sid, export=[fault])
+        async with session.post(exports_url(sim, sid)) as response:
+            return response.status, await response.read(), str(sum(sim.exports_started.values()))
+    export_id = await start_export(session, sim, sid)
+    sim.script(sid, status=[fault])
+    async with session.get(f"{exports_url(sim, sid)}/{export_id}") as response:
+        return response.status, await response.read(), export_id
+
+
+@pytest.mark.parametrize("call", ["export", "status"])
+@pytest.mark.parametrize("fault", sorted(HOSTILE_FIELDS))
+async def test_hostile_field_is_the_only_change_to_a_normal_answer(call, fault):
+    field, value = HOSTILE_FIELDS[fault]
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        status, raw, export_id = await json_call_with_fault(sim, session, call, fault)
+    assert status == (202 if call == "export" else 200)
+    body = json.loads(raw)
+    assert body[field] == value
+    normal = {"export_id": export_id, "status": "?", "percentage": "?", "created_at": "?"}
+    assert body.keys() == normal.keys()
+    if field != "export_id":
+        assert body["export_id"] == export_id
+    if fault == "export_id_surrogate":
+        assert b'"export_id":"\\ud800"' in raw  # the JSON escape of a lone surrogate, as sent
+
+
+@pytest.mark.parametrize("call", ["export", "status"])
+@pytest.mark.parametrize("fault", HOSTILE_BODIES)
+async def test_hostile_json_bodies(call, fault):
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        status, raw, export_id = await json_call_with_fault(sim, session, call, fault)
+    assert status == (202 if call == "export" else 200)
+    if fault == "json_deep":
+        assert b"[" * 100_000 + b"]" * 100_000 in raw
+        with pytest.raises(RecursionError):
+            json.loads(raw)
+        return
+    body = json.loads(raw)
+    if fault == "body_8mib":
+        assert len(raw) > 8 * 1024 * 1024 and len(body["padding"]) == 8 * 1024 * 1024
+        assert body["export_id"] == export_id and "status" in body
+    elif fault == "export_id_number":
+        assert body["export_id"] == int(export_id)
+    elif fault == "export_id_missing":
+        assert "export_id" not in body and "status" in body
+    else:
+        assert len(body["status"]) >= 1024 * 1024 and " " in body["status"].strip()
+        assert body["status"] not in COMPLETED_WORDS
+
+
+async def test_hostile_trickle_sends_headers_then_the_body_a_byte_at_a_time():
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        sid = sim.server_ids[0]
+        sim.script(sid, export=["trickle"])
+        async with session.post(exports_url(sim, sid)) as response:
+            assert response.status == 202
+            length = int(response.headers["Content-Length"])
+            received = b""
+            while len(received) < 2:
+                received += await response.content.readany()
+            assert received.strip(b" ") == b"" and not response.content.at_eof()
+        assert sim.exports_started[sid] == 1
+    assert hostile.TRICKLE_PADDING < length < hostile.TRICKLE_PADDING + 200  # spaces, then the JSON
+
+
+async def test_hostile_burst_answers_502_504_502_then_normally():
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        sid = sim.server_ids[0]
+        sim.script(sid, export=["burst_5xx", None])
+        statuses, types = [], []
+        for _ in range(4):
+            async with session.post(exports_url(sim, sid)) as response:
+                statuses.append(response.status)
+                types.append(response.content_type)
+                await response.read()
+        assert statuses == [502, 504, 502, 202]
+        assert types[:3] == ["text/html"] * 3
+        assert sim.pending_faults(sid)["export"] == []
+
+
+async def scripted_call(sim: Simulator, session: aiohttp.ClientSession, call: str, fault: str) -> tuple[str, str]:
+    """Complete an export of server 0, script `fault` on its next `call`: that call's (method, URL)."""
+    sid = sim.server_ids[0]
+    export_id = await completed_export(session, sim, sid)
+    sim.script(sid, **{call: [fault]})
+    if call == "export":
+        return "POST", exports_url(sim, sid)
+    if call == "status":
+        return "GET", f"{exports_url(sim, sid)}/{export_id}"
+    return "GET", content_url(sim, sid, export_id)
+
+
+@pytest.mark.parametrize("call", ["export", "status", "download"])
+@pytest.mark.parametrize("fault", sorted(HOSTILE_REDIRECTS))
+async def test_hostile_redirects(call, fault):
+    want_status, location = HOSTILE_REDIRECTS[fault]
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        method, url = await scripted_call(sim, session, call, fault)
+        async with session.request(method, url, allow_redirects=False) as response:
+            assert response.status == want_status
+            assert response.headers.get("Location") == location
+        assert sim.count(call, want_status) == 1
+
+
+@pytest.mark.parametrize("call", ["export", "status", "download"])
+@pytest.mark.parametrize("fault", HOSTILE_ERRORS)
+async def test_hostile_error_answers(call, fault):
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        method, url = await scripted_call(sim, session, call, fault)
+        async with session.request(method, url) as response:
+            status, headers, raw = response.status, response.headers, await response.read()
+    if fault == "503_retry_after":
+        assert status == 503 and headers["Retry-After"] == "2"
+        assert json.loads(raw)["error_code"] == "CLOUDDC.0503"
+        return
+    assert status == 500
+    if fault == "error_8mib":
+        assert len(json.loads(raw)["error_msg"]) == 8 * 1024 * 1024
+    elif fault == "error_control_bytes":
+        assert raw.startswith(b"\x1b[2J") and b"\x00" in raw[:64] and b"\x07" in raw[:64]
+        assert len(raw) >= 1024 * 1024
+        with pytest.raises(ValueError):
+            json.loads(raw)
+    else:
+        body = json.loads(raw)
+        assert body["error_code"].startswith("\x1b[31m") and body["error_msg"].startswith("\x1b[2J")
+        assert len(body["error_msg"]) > 1024 * 1024
+
+
+def inflate(data: bytes) -> zlib._Decompress:
+    """Decompress a gzip stream as far as it goes (raises zlib.error on bad data)."""
+    inflater = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
+    inflater.decompress(data)
+    return inflater
+
+
+@pytest.mark.parametrize("fault", HOSTILE_ARCHIVES)
+async def test_hostile_archives_are_complete_answers_that_are_not_the_archive(fault):
+    sim, status, body, error = await fetch_with_fault(fault)
+    full = sim.expected_archive(sim.server_ids[0])
+    assert status == 200 and error is None  # a complete answer: as long as its Content-Length says
+    assert body[:2] == b"\x1f\x8b"
+    if fault == "gzip_truncated_stream":
+        assert body == full[: len(full) // 2] and not inflate(body).eof
+    elif fault == "gzip_html_magic":
+        assert len(body) == 28 and body.startswith(b"\x1f\x8b<html>")
+    elif fault == "gzip_trailing_junk":
+        assert body.startswith(full) and len(body) > len(full)
+        assert inflate(body).unused_data == body[len(full) :]
+    else:
+        assert len(body) == len(full) and body[:-8] == full[:-8] and body[-4:] == full[-4:]
+        with pytest.raises(zlib.error, match="incorrect data check"):
+            inflate(body)
+
+
+async def raw_get(sim: Simulator, url: str) -> tuple[list[str], bytes]:
+    """GET `url` on a bare socket, to see what aiohttp's client refuses to parse: (header lines, the rest)."""
+    path = url.removeprefix(sim.url)
+    host, port = sim.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nX-Auth-Token: {sim.token}\r\n\r\n".encode())
+        data = await reader.read()  # these answers close the connection when done
+    finally:
+        writer.close()
+    head, _, rest = data.partition(b"\r\n\r\n")
+    return head.decode("latin-1").split("\r\n"), rest
+
+
+@pytest.mark.parametrize("fault", HOSTILE_LENGTHS)
+async def test_hostile_content_length_lies(fault):
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        sid = sim.server_ids[0]
+        full = sim.expected_archive(sid)
+        export_id = await completed_export(session, sim, sid)
+        sim.script(sid, download=[fault])
+        lines, body = await raw_get(sim, content_url(sim, sid, export_id))
+    lengths = [int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")]
+    assert lines[0] == "HTTP/1.1 200 OK" and body == full
+    assert lengths == {
+        "length_short": [len(full) // 2],
+        "length_long": [len(full) + 4096],
+        "length_conflicting": [len(full), len(full) + 1],
+    }[fault]
+
+
+async def test_hostile_slow_archive_trickles_the_real_archive():
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        sid = sim.server_ids[0]
+        full = sim.expected_archive(sid)
+        export_id = await completed_export(session, sim, sid)
+        sim.script(sid, download=["slow_archive"])
+        async with session.get(content_url(sim, sid, export_id)) as response:
+            assert response.status == 200 and response.content_length == len(full)
+            received = b"".join([await response.content.readany() for _ in range(3)])
+            assert received == full[: len(received)]
+            # Three pieces, a quarter of a second apart; this much only if the test stalled for seconds.
+            assert len(received) <= 8 * hostile.SLOW_ARCHIVE_BYTES_PER_SECOND
+            assert not response.content.at_eof()
+
+
+def test_script_rejects_hostile_entries_of_another_call():
+    sim = Simulator(SimConfig(servers=1))
+    sid = sim.server_ids[0]
+    with pytest.raises(ValueError):
+        sim.script(sid, export=["gzip_bad_crc"])
+    with pytest.raises(ValueError):
+        sim.script(sid, download=["json_deep"])
+    sim.script(sid, export=["json_deep"], status=["trickle"], download=["slow_archive", "error_8mib"])
+
+
+async def post_every_server(config: SimConfig, rounds: int) -> tuple[list[int], Counter[str]]:
+    """POST an export for every server `rounds` times, bodies unread: (statuses, faults drawn)."""
+    async with Simulator(config) as sim, client(sim) as session:
+        statuses = []
+        for sid in sim.server_ids * rounds:
+            try:
+                async with session.post(exports_url(sim, sid), allow_redirects=False) as response:
+                    statuses.append(response.status)
+            except aiohttp.ClientError:
+                statuses.append(0)  # a reset
+        assert sim.snapshot(timeline=False)["faults"] == dict(sorted(sim.recorder.faults.items()))
+        return statuses, Counter(sim.recorder.faults)
+
+
+async def test_hostile_draws_are_seeded_and_come_at_the_asked_rate():
+    config = SimConfig(servers=100, seed=3, hostile=0.3)
+    statuses, faults = await post_every_server(config, 2)
+    assert (statuses, faults) == await post_every_server(config, 2)
+    drawn = sum(n for name, n in faults.items() if name not in hostile.BURST_AFTER)  # not a burst's tail
+    assert 0.22 <= drawn / len(statuses) <= 0.38
+    assert set(faults) <= set(hostile.ANY_CALL | hostile.JSON_REPLIES | {"reset", "502", "504"})
+    assert len(faults) >= 10  # drawn from across the catalogue
+    _, other_seed = await post_every_server(SimConfig(servers=100, seed=4, hostile=0.3), 2)
+    assert other_seed != faults
+    calm, none = await post_every_server(SimConfig(servers=100, seed=3), 2)
+    assert calm == [202] * 200 and not none
+
+
+async def test_a_10000_character_export_id_in_the_url_is_answered_404():
+    """A collector that believed `export_id_long` sends it back in a URL: a 404, not a server error."""
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        async with session.get(f"{exports_url(sim, sim.server_ids[0])}/{'7' * 10_000}") as response:
+            assert response.status == 404
+
+
+def _true_output(tmp_path: Path, sim: Simulator) -> tuple[Path, dict]:
+    """An output folder as a correct run leaves it: servers 0 and 1 collected, 2 failed, 3 pending."""
+    out = tmp_path / "out"
+    folder = out / sim.project_id
+    folder.mkdir(parents=True)
+    entries = []
+    for sid in sim.server_ids[:2]:
+        data = sim.expected_archive(sid)
+        (folder / f"{sid}-dump.tar.gz").write_bytes(data)
+        entries.append({"server_id": sid, "state": "collected", "file": f"{sim.project_id}/{sid}-dump.tar.gz",
+                        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "error": None})
+    entries.append({"server_id": sim.server_ids[2], "state": "failed", "error": "not a gzip archive"})
+    entries.append({"server_id": sim.server_ids[3], "state": "pending", "error": "not collected: run stopped"})
+    report = {"totals": {"servers": 4, "collected": 2, "failed": 1, "pending": 1}, "servers": entries}
+    (out / "report.json").write_text(json.dumps(report))
+    return out, report
+
+
+def _rewrite_archive(out: Path, report: dict, data: bytes) -> None:
+    """Server 0's archive replaced by `data`, and report.json made to agree with it."""
+    entry = report["servers"][0]
+    (out / entry["file"]).write_bytes(data)
+    entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (out / "report.json").write_text(json.dumps(report))
+
+
+def _break_output(how: str, out: Path, report: dict, full: bytes) -> None:
+    if how == "truncated":
+        _rewrite_archive(out, report, full[: len(full) // 2])
+    elif how == "trailing":
+        _rewrite_archive(out, report, full + b"junk")
+    elif how == "bad_crc":
+        _rewrite_archive(out, report, full[:-8] + bytes(4) + full[-4:])
+    elif how == "size_lie":
+        report["servers"][0]["bytes"] += 1
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "missing_file":
+        (out / report["servers"][0]["file"]).unlink()
+    elif how == "foreign_archive":
+        entry = report["servers"].pop(0)
+        (out / entry["file"]).rename(out / "elsewhere-dump.tar.gz")
+        report["totals"]["collected"] -= 1
+        report["servers"].append({"server_id": entry["server_id"], "state": "failed", "error": "x"})
+        report["totals"]["failed"] += 1
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "part":
+        (out / report["servers"][0]["file"]).with_suffix(".gz.part").write_bytes(b"\x1f\x8b")
+    elif how == "totals":
+        report["totals"]["failed"] = 0
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "server_missing":
+        report["servers"].pop()
+        report["totals"]["pending"] = 0
+        (out / "report.json").write_text(json.dumps(report))
+    elif how == "no_report":
+        (out / "report.json").unlink()
+
+
+@pytest.mark.parametrize(
+    ("how", "says"),
+    [
+        ("truncated", "cut short"),
+        ("trailing", "bytes after the gzip stream"),
+        ("bad_crc", "incorrect data check"),
+        ("size_lie", "report.json says"),
+        ("missing_file", "is not there"),
+        ("foreign_archive", "an archive report.json does not call collected"),
+        ("part", "partial file left"),
+        ("totals", "report totals say 0 failed"),
+        ("server_missing", "listed 0 times"),
+        ("no_report", "report.json is missing"),
+    ],
+)
+def test_audit_accepts_a_true_output_and_names_each_broken_rule(tmp_path: Path, how: str, says: str):
+    config = SimConfig(servers=4, seed=3)
+    sim = Simulator(config)
+    out, report = _true_output(tmp_path, sim)
+    audit = audit_output(out, config)
+    assert audit.ok and audit.states == Counter(collected=2, failed=1, pending=1)
+    _break_output(how, out, report, sim.expected_archive(sim.server_ids[0]))
+    problems = audit_output(out, config).problems
+    assert any(says in problem for problem in problems), problems

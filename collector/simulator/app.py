@@ -6,7 +6,9 @@ Every API request goes through the same gate, in this order:
    `collector.simulator.signing`), 401 ``APIGW.0301``;
 2. the gateway's token bucket, 429 ``APIGW.0308``;
 3. the project id and server id in the path, 404;
-4. the next scripted fault for this (operation, server), else a seeded random 500;
+4. the next scripted fault for this (operation, server), else a seeded random 500, else
+   (with `SimConfig.hostile`) a seeded entry of the hostile catalogue
+   (`collector.simulator.hostile`);
 5. the operation itself: export (202), status (200), download (200/206), list (200).
 
 Responses carry the documented quirks: the 202 is JSON labelled octet-stream, statuses and
@@ -28,11 +30,13 @@ from datetime import UTC, datetime
 from aiohttp import web
 from multidict import CIMultiDict
 
+from collector.simulator import hostile
 from collector.simulator.config import SimConfig
 from collector.simulator.exports import COMPLETED, FAILED, RUNNING, Export, ExportBook
-from collector.simulator.faults import DOWNLOAD, EXPORT, LIST, STATUS, FaultScript, chance
+from collector.simulator.faults import DOWNLOAD, EXPORT, LIST, STATUS, FaultScript, chance, hostile_fault
 from collector.simulator.fleet import Fleet, ServerProfile
 from collector.simulator.gateway import TokenBucket, retry_after_header
+from collector.simulator.hostile import HostileReplies
 from collector.simulator.recorder import Recorder, SeenRequest
 from collector.simulator.responses import (
     JSON_TYPE,
@@ -81,6 +85,7 @@ class CloudDC:
         self.storage = storage
         self.script = script
         self.recorder = recorder
+        self.hostile = HostileReplies(lambda: sender.stopping)
         self.clock = clock
         self.wall_clock = wall_clock  # for X-Sdk-Date, which is UTC wall time
         self.token = config.token
@@ -139,7 +144,8 @@ class CloudDC:
 
         ``requests`` counts by operation and status; ``export_spans`` are ``[start, end]`` of
         every export (seconds since start; a running one ends now), and
-        ``peak_running_exports`` is the most that ran at once. ``clock_t0`` is the clock at
+        ``peak_running_exports`` is the most that ran at once; ``faults`` counts the faults
+        drawn by name (scripted, random, hostile). ``clock_t0`` is the clock at
         start: `time.monotonic()` seconds under the default (event loop) clock, so another process
         can place these times on its own clock. With `timeline`, also every request as
         ``[t, operation, status]`` and the spans; without, only the counts.
@@ -163,6 +169,8 @@ class CloudDC:
             "servers_exported": len(started),
             "running_exports": self.book.running(now),
             "peak_running_exports": _peak(spans),
+            "hostile": self.config.hostile,
+            "faults": dict(sorted(self.recorder.faults.items())),
         }
         if timeline:
             snapshot["timeline"] = [[round(t, 6), op, status] for t, op, status in self.recorder.timeline]
@@ -185,7 +193,9 @@ class CloudDC:
             response = error_response(404, "CLOUDDC.0404", f"physical server {sid} not found", rid)
         if response is None:
             fault = self._fault(operation, sid)
-            response = self._common_fault(request, fault, rid)
+            if fault is not None:
+                self.recorder.faults[fault] += 1
+            response = self._common_fault(request, operation, fault, rid)
             if response is None:
                 response = await respond(request, server, fault, now, rid)
         status = response.sent_status if isinstance(response, Abandoned) else response.status
@@ -233,20 +243,31 @@ class CloudDC:
         key = sid or ""
         self._attempts[operation, key] += 1
         fault = self.script.next(operation, key) if sid is not None else None
+        attempt = self._attempts[operation, key]
         probability = self.config.fault_500
         if fault is None and probability:
-            if chance(self.config.seed, "500", operation, key, self._attempts[operation, key]) < probability:
+            if chance(self.config.seed, "500", operation, key, attempt) < probability:
                 fault = "500"
+        if fault is None and self.config.hostile and sid is not None:
+            fault = hostile_fault(self.config.seed, self.config.hostile, operation, key, attempt)
         return fault
 
-    def _common_fault(self, request: web.Request, fault: str | None, rid: str) -> web.StreamResponse | None:
+    def _common_fault(
+        self, request: web.Request, operation: str, fault: str | None, rid: str
+    ) -> web.StreamResponse | None:
         """Answer the faults any call can meet; None for the rest (and for no fault)."""
         if fault is None:
             return None
+        if fault == "burst_5xx":
+            # A gateway having a bad minute: this call's next answers for this server fail too.
+            self.script.add_next(operation, request.match_info["server_id"], hostile.BURST_AFTER)
+            return hostile.gateway_page(502, rid)
         if fault == "500":
             return error_response(500, "CLOUDDC.0500", "Internal error", rid)
         if fault == "503":
             return error_response(503, "CLOUDDC.0503", "Service unavailable, try again later", rid)
+        if fault in ("502", "504"):
+            return hostile.gateway_page(int(fault), rid)
         if fault == "429":
             return self._throttled(rid, self.config.retry_after_seconds, "scripted")
         if fault == "429-no-retry-after":
@@ -263,6 +284,8 @@ class CloudDC:
             return Abandoned(0)
         if fault == "redirect":
             return redirect(self.storage.url + request.path_qs, rid)
+        if fault in hostile.ANY_CALL:
+            return self.hostile.any_call(fault, rid)
         return None
 
     def _throttled(self, rid: str, wait: float | None, detail: str) -> web.Response:
@@ -298,7 +321,7 @@ class CloudDC:
         return json_response(200, body, rid)
 
     async def _start_export(
-        self, _request: web.Request, server: ServerProfile, _fault: str | None, now: float, rid: str
+        self, request: web.Request, server: ServerProfile, fault: str | None, now: float, rid: str
     ) -> web.StreamResponse:
         cap = self.config.max_concurrent_exports
         if cap is not None and self.book.running(now) >= cap:
@@ -315,7 +338,7 @@ class CloudDC:
             "Content-Disposition": f"attachment; filename={server.id}-dump.tar.gz",
         }
         body = _export_body(export, state, percentage)
-        return json_response(202, body, rid, content_type=OCTET_TYPE, headers=headers)
+        return await self._json_reply(request, fault, 202, body, rid, content_type=OCTET_TYPE, headers=headers)
 
     async def _show_status(
         self, request: web.Request, server: ServerProfile, fault: str | None, now: float, rid: str
@@ -334,7 +357,25 @@ class CloudDC:
         export.last_percentage = percentage
         body = _export_body(export, state, percentage, word)
         content_type = JSON_TYPE if server.status_is_json else OCTET_TYPE
-        return json_response(200, body, rid, content_type=content_type)
+        return await self._json_reply(request, fault, 200, body, rid, content_type=content_type)
+
+    async def _json_reply(
+        self,
+        request: web.Request,
+        fault: str | None,
+        status: int,
+        body: dict[str, object],
+        rid: str,
+        *,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> web.StreamResponse:
+        """An export or status answer, unless a hostile entry spoils it."""
+        if fault in hostile.JSON_REPLIES:
+            return await self.hostile.json_reply(
+                request, fault, status, body, rid, content_type=content_type, headers=headers
+            )
+        return json_response(status, body, rid, content_type=content_type, headers=headers)
 
     async def _send_archive(
         self, request: web.Request, server: ServerProfile, fault: str | None, now: float, rid: str
@@ -365,6 +406,8 @@ class CloudDC:
             "Content-Type": OCTET_TYPE,
             "Content-Disposition": f"attachment; filename={filename}",
         }
+        if fault in hostile.DOWNLOAD_ONLY:
+            return await self.hostile.archive(request, fault, self.sender.store.data(server.id, size), headers)
         return await self.sender.send(request, server.id, size, headers, fault)
 
 

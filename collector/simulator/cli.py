@@ -130,6 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--export-ttl", type=_positive_float, metavar="SECONDS", help="finished exports vanish after this")
     add("--fault-500", type=probability, default=0.0, metavar="P", help="chance any call answers 500")
     add("--fault-truncate", type=probability, default=0.0, metavar="P", help="chance a download is cut")
+    add(
+        "--hostile",
+        type=probability,
+        default=0.0,
+        metavar="P",
+        help="chance any export, status or download call answers junk from the hostile catalogue",
+    )
     add("--stuck", type=_int_at_least(0), default=0, metavar="N", help="servers whose export never ends")
     add("--failing", type=_int_at_least(0), default=0, metavar="N", help="servers whose export fails")
     add("--accept-ranges", action="store_true", help="honour Range: bytes=N- on downloads")
@@ -159,6 +166,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         max_concurrent_exports=args.max_concurrent_exports,
         fault_500=args.fault_500,
         fault_truncate=args.fault_truncate,
+        hostile=args.hostile,
         accept_ranges=args.accept_ranges,
         redirect_downloads=args.redirect_downloads,
     )

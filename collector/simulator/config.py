@@ -47,6 +47,7 @@ class SimConfig:
     # Random faults, decided per (operation, server, attempt) from the seed.
     fault_500: float = 0.0
     fault_truncate: float = 0.0
+    hostile: float = 0.0  # chance of an answer from the hostile catalogue (collector.simulator.hostile)
 
     # Downloads.
     accept_ranges: bool = False
@@ -82,6 +83,7 @@ class SimConfig:
         )
         _check(0.0 <= self.fault_500 <= 1.0, "fault_500 must be a probability")
         _check(0.0 <= self.fault_truncate <= 1.0, "fault_truncate must be a probability")
+        _check(0.0 <= self.hostile <= 1.0, "hostile must be a probability")
         _check(self.chunk_bytes >= 1024, "chunk_bytes must be >= 1024")
         _check(self.stall_seconds >= 0, "stall_seconds must be >= 0")
         _check(0 <= self.port <= 65535, "port must be 0..65535")

@@ -10,7 +10,8 @@ normally". When a queue is empty the server behaves normally (random faults stil
 
 Random faults are decided by hashing (seed, operation, server, attempt number), not by a shared
 random stream, so the same server's n-th request meets the same fault whatever order the
-fleet's requests arrive in.
+fleet's requests arrive in. The hostile catalogue (`collector.simulator.hostile`) adds its
+entries to each operation's names here, and `hostile_fault` draws from them.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ import hashlib
 from collections import deque
 from collections.abc import Iterable
 
+from collector.simulator import hostile
+
 EXPORT, STATUS, DOWNLOAD, LIST, STORAGE = "export", "status", "download", "list", "storage"
 
-ANY_CALL = frozenset({"500", "503", "429", "429-no-retry-after", "401", "403", "404", "reset", "redirect"})
+ANY_CALL = frozenset(
+    {"500", "502", "503", "504", "429", "429-no-retry-after", "401", "403", "404", "reset", "redirect"}
+)
 STATUS_ONLY = frozenset({"backwards", "unknown", "failed"})
 DOWNLOAD_ONLY = frozenset(
     {
@@ -40,9 +45,15 @@ DOWNLOAD_ONLY = frozenset(
     }
 )
 FAULTS = {
-    EXPORT: ANY_CALL,
-    STATUS: ANY_CALL | STATUS_ONLY,
-    DOWNLOAD: ANY_CALL | DOWNLOAD_ONLY,
+    EXPORT: ANY_CALL | hostile.ANY_CALL | hostile.JSON_REPLIES,
+    STATUS: ANY_CALL | STATUS_ONLY | hostile.ANY_CALL | hostile.JSON_REPLIES,
+    DOWNLOAD: ANY_CALL | DOWNLOAD_ONLY | hostile.ANY_CALL | hostile.DOWNLOAD_ONLY,
+}
+# What `--hostile` draws from, per operation: the catalogue, and a reset before any header.
+HOSTILE_MENU = {
+    EXPORT: hostile.names(hostile.ANY_CALL, hostile.JSON_REPLIES, {"reset"}),
+    STATUS: hostile.names(hostile.ANY_CALL, hostile.JSON_REPLIES, {"reset"}),
+    DOWNLOAD: hostile.names(hostile.ANY_CALL, hostile.DOWNLOAD_ONLY, {"reset"}),
 }
 
 
@@ -61,6 +72,12 @@ class FaultScript:
                 raise ValueError(f"{fault!r} is not a {operation} fault; choose from {sorted(allowed)}")
         if faults:
             self._queues.setdefault((operation, server_id), deque()).extend(faults)
+
+    def add_next(self, operation: str, server_id: str, faults: Iterable[str | None]) -> None:
+        """Queue `faults` ahead of anything already queued (a burst that must come at once)."""
+        faults = list(faults)
+        if faults:
+            self._queues.setdefault((operation, server_id), deque()).extendleft(reversed(faults))
 
     def next(self, operation: str, server_id: str) -> str | None:
         """The fault for this request, consuming it; None for a normal answer."""
@@ -84,3 +101,11 @@ def chance(seed: int, *key: object) -> float:
     """A uniform number in [0, 1) fixed by the seed and the key."""
     digest = hashlib.blake2b(repr((seed, *key)).encode(), digest_size=8).digest()
     return int.from_bytes(digest) / 2**64
+
+
+def hostile_fault(seed: int, probability: float, operation: str, server_id: str, attempt: int) -> str | None:
+    """The hostile entry this request meets under ``--hostile probability``, or None."""
+    if chance(seed, "hostile", operation, server_id, attempt) >= probability:
+        return None
+    menu = HOSTILE_MENU[operation]
+    return menu[int(chance(seed, "hostile-pick", operation, server_id, attempt) * len(menu))]

@@ -30,6 +30,9 @@ class Recorder:
         # (operation, server id, status) -> requests; "" for requests without a server id
         self.by_server: Counter[tuple[str, str, int]] = Counter()
         self.exports_started: Counter[str] = Counter()  # server id -> exports started
+        # fault name -> requests it was drawn for, scripted or random (a request that then
+        # failed an earlier check, such as an unknown export id, still counts)
+        self.faults: Counter[str] = Counter()
         self.timeline: list[tuple[float, str, int]] = []  # (seconds since start, operation, status)
         self.storage_requests: list[SeenRequest] = []
         self.download_requests: list[SeenRequest] = []
@@ -63,6 +66,7 @@ class Recorder:
         self.stats.clear()
         self.by_server.clear()
         self.exports_started.clear()
+        self.faults.clear()
         self.timeline.clear()
         self.storage_requests.clear()
         self.download_requests.clear()

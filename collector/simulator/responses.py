@@ -13,7 +13,7 @@ import email.utils
 import json
 import socket
 import struct
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from http import HTTPStatus
 
@@ -56,11 +56,12 @@ def redirect(location: str, request_id: str) -> web.Response:
     return web.Response(status=302, headers={"Location": location, "X-Request-Id": request_id})
 
 
-def raw_head(status: int, headers: Mapping[str, str]) -> bytes:
-    """A status line and header block, serialized by hand."""
+def raw_head(status: int, headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> bytes:
+    """A status line and header block, serialized by hand. Pairs may repeat a header name."""
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
     lines.append(f"Date: {email.utils.formatdate(usegmt=True)}")
-    lines.extend(f"{name}: {value}" for name, value in headers.items())
+    lines.extend(f"{name}: {value}" for name, value in pairs)
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 

@@ -36,6 +36,9 @@ from collector.simulator.storage import StorageOrigin
 from collector.simulator.transfer import ArchiveSender
 
 SHUTDOWN_TIMEOUT = 0.5  # seconds a handler may run on after stop(); stalled downloads end sooner
+# aiohttp refuses request lines over 8190 bytes with a logged traceback; a client that puts a
+# hostile 10,000-character export id in its URL gets an ordinary 404 here instead.
+MAX_LINE_BYTES = 64 * 1024
 
 
 def _loop_time() -> float:
@@ -105,7 +108,9 @@ class Simulator:
         await self.stop()
 
     async def _serve(self, app: web.Application, host: str, port: int) -> str:
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, max_line_size=MAX_LINE_BYTES
+        )
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port)
