@@ -11,8 +11,13 @@ throws the output away, then asks at the end what zlib knows:
   1952 §2.2, `cat a.gz b.gz`); tar.gz from real systems has one, but accepting several costs
   nothing. Anything else after the end is damage.
 
-Output per call is bounded (`OUTPUT_BYTES`), so a gzip bomb costs time, not memory. zlib
-releases the GIL while it inflates, so `feed` may run in a worker thread.
+Output per call is bounded (`OUTPUT_BYTES`), so a gzip bomb costs time, not memory.
+
+`collector.download` feeds it in the event loop. zlib lets go of the GIL while it inflates,
+so a worker thread (one batch in flight) was tried, and measured no faster, on the
+simulator's archives (``benchmarks/download.py``: stored deflate blocks, inflated at several
+GB/s) nor on compressed ones over loopback, single and 16 at a time (issue 8): with two cores,
+the thread competes with the event loop and the sender for the same CPU.
 """
 
 from __future__ import annotations
