@@ -16,12 +16,17 @@ the harness starts the exports itself beforehand, so their phase is the same thi
     ``aria2c -j 16 -x 1`` over the same URLs (an input file with ``header=X-Auth-Token: ...``
     per URL).
 
+``--writer aiofiles`` runs the collector with its archives written through aiofiles
+(``benchmarks/aiofiles_writer.py``) instead of `collector.storage`; ``--writer both`` runs
+both in every run, one after the other, so they meet the same machine.
+
 Every file is checked against the simulator's bytes (size and sha256, regenerated here).
 Exits 1 if any collector result is wrong. Where the files go matters (fsync on a disk costs
 what the disk costs); ``--workdir /dev/shm`` measures without the disk.
 
     python benchmarks/download.py                 # (a) 2 GiB and (b) 200 x 8 MiB, 3 runs each
     python benchmarks/download.py --quick         # 64 MiB and 20 x 8 MiB, one run
+    python benchmarks/download.py --writer both   # collector.storage against aiofiles
 """
 
 from __future__ import annotations
@@ -73,7 +78,30 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aria2-jobs", type=int, default=16)
     parser.add_argument("--workdir", type=Path, help="where files are written (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (under 30 s)")
+    parser.add_argument("--writer", choices=("local", "aiofiles", "both"), default="local",
+                        help="how the collector writes archives: collector.storage, aiofiles, or both in turn")
     return parser
+
+
+AIOFILES_WRITER = Path(__file__).with_name("aiofiles_writer.py")
+
+
+def writer_command(inventory: Path, out_dir: Path, extra: list[str], writer: str) -> list[str]:
+    """`collector run`, or the same through the aiofiles writer's launcher."""
+    command = collector_command(inventory, out_dir, extra)
+    if writer == "aiofiles":
+        command[1:3] = [str(AIOFILES_WRITER)]  # python -m collector ... -> python aiofiles_writer.py ...
+    return command
+
+
+def writers(args: argparse.Namespace) -> list[str]:
+    return ["local", "aiofiles"] if args.writer == "both" else [args.writer]
+
+
+def in_turn(ours: dict[str, list[dict[str, Any]]], run: int) -> list[tuple[str, list[dict[str, Any]]]]:
+    """The writers of run `run`, the first one first every other run: neither always goes first."""
+    order = list(ours.items())
+    return order if run % 2 else order[::-1]
 
 
 def instant_fleet(servers: int, size: int) -> SimConfig:
@@ -86,19 +114,20 @@ def phase_start(stats: dict[str, Any]) -> float:
     return stats["clock_t0"] + first
 
 
-def run_collector(config: SimConfig, root: Path, extra: list[str], label: str) -> dict[str, Any]:
-    workdir = root / f"collector-{label}"
+def run_collector(config: SimConfig, root: Path, extra: list[str], label: str, writer: str = "local") -> dict[str, Any]:
+    workdir = root / f"collector-{label}-{writer}"
     out_dir = workdir / "out"
     workdir.mkdir(parents=True)
     with SimProcess(config, workdir) as sim:
-        measured = run_measured(collector_command(sim.inventory, out_dir, extra))
+        measured = run_measured(writer_command(sim.inventory, out_dir, extra, writer))
         stats = sim.stats()
     phase = measured.ended - phase_start(stats) if stats["requests"].get("download") else float("nan")
     total = config.servers * config.archive_bytes[0]
     check = check_archives(config, out_dir, report=load_report(out_dir))
     shutil.rmtree(workdir, ignore_errors=True)
     record = {
-        "tool": "collector",
+        "tool": "collector" if writer == "local" else f"collector ({writer} writer)",
+        "writer": writer,
         "exit_code": measured.exit_code,
         **check.summary(),
         "bytes": total,
@@ -199,12 +228,14 @@ def median(records: list[dict[str, Any]], key: str) -> float:
 
 def bench_big(args: argparse.Namespace, root: Path, extra: list[str]) -> bool:
     config = instant_fleet(1, args.big_size)
-    ours, curls = [], []
+    ours: dict[str, list[dict[str, Any]]] = {writer: [] for writer in writers(args)}
+    curls = []
     for run in range(1, args.runs + 1):
-        note(f"(a) one {args.big_size / MIB:.0f} MiB archive, run {run}: collector ...")
-        record = run_collector(config, root, extra, f"big-{run}")
-        emit(round_floats({"bench": "download", "case": "one_big", "run": run, **record}))
-        ours.append(record)
+        for writer, records in in_turn(ours, run):
+            note(f"(a) one {args.big_size / MIB:.0f} MiB archive, run {run}: collector ({writer} writer) ...")
+            record = run_collector(config, root, extra, f"big-{run}", writer)
+            emit(round_floats({"bench": "download", "case": "one_big", "run": run, **record}))
+            records.append(record)
         note(f"(a) run {run}: curl ...")
         record = run_curl(config, root, f"big-{run}")
         emit(round_floats({"bench": "download", "case": "one_big", "run": run, **record}))
@@ -212,27 +243,32 @@ def bench_big(args: argparse.Namespace, root: Path, extra: list[str]) -> bool:
     summary = {
         "bench": "download", "case": "one_big", "kind": "median", "runs": args.runs, "code": code_version(),
         "archive_MiB": args.big_size / MIB, "measured": PHASE, "workdir": str(root),
-        "collector_MiB_per_s": median(ours, "MiB_per_s"),
         "curl_MiB_per_s": median(curls, "MiB_per_s"),
         "curl_with_fsync_MiB_per_s": median(curls, "MiB_per_s_with_fsync"),
-        "collector_peak_rss_mb": median(ours, "peak_rss_mb"),
-        "collector_cpu_s": median(ours, "cpu_s"),
-        "all_correct": all(r["correct"] for r in ours + curls),
+        "all_correct": all(r["correct"] for records in ours.values() for r in records + curls),
     }
-    summary["ratio_vs_curl"] = summary["collector_MiB_per_s"] / summary["curl_MiB_per_s"]
-    summary["ratio_vs_curl_with_fsync"] = summary["collector_MiB_per_s"] / summary["curl_with_fsync_MiB_per_s"]
+    for writer, records in ours.items():
+        prefix = "collector" if writer == "local" else f"collector_{writer}"
+        summary[f"{prefix}_MiB_per_s"] = median(records, "MiB_per_s")
+        summary[f"{prefix}_peak_rss_mb"] = median(records, "peak_rss_mb")
+        summary[f"{prefix}_cpu_s"] = median(records, "cpu_s")
+        ratio = "ratio" if writer == "local" else f"{writer}_ratio"
+        summary[f"{ratio}_vs_curl"] = summary[f"{prefix}_MiB_per_s"] / summary["curl_MiB_per_s"]
+        summary[f"{ratio}_vs_curl_with_fsync"] = summary[f"{prefix}_MiB_per_s"] / summary["curl_with_fsync_MiB_per_s"]
     emit(round_floats(summary))
-    return all(r["correct"] for r in ours)
+    return all(r["correct"] for records in ours.values() for r in records)
 
 
 def bench_many(args: argparse.Namespace, root: Path, extra: list[str]) -> bool:
     config = instant_fleet(args.count, args.each)
-    ours, arias = [], []
+    ours: dict[str, list[dict[str, Any]]] = {writer: [] for writer in writers(args)}
+    arias = []
     for run in range(1, args.runs + 1):
-        note(f"(b) {args.count} x {args.each / MIB:.0f} MiB, run {run}: collector ...")
-        record = run_collector(config, root, extra, f"many-{run}")
-        emit(round_floats({"bench": "download", "case": "many", "run": run, **record}))
-        ours.append(record)
+        for writer, records in in_turn(ours, run):
+            note(f"(b) {args.count} x {args.each / MIB:.0f} MiB, run {run}: collector ({writer} writer) ...")
+            record = run_collector(config, root, extra, f"many-{run}", writer)
+            emit(round_floats({"bench": "download", "case": "many", "run": run, **record}))
+            records.append(record)
         note(f"(b) run {run}: aria2c ...")
         record = run_aria2(config, root, f"many-{run}", args.aria2_jobs)
         emit(round_floats({"bench": "download", "case": "many", "run": run, **record}))
@@ -240,15 +276,19 @@ def bench_many(args: argparse.Namespace, root: Path, extra: list[str]) -> bool:
     summary = {
         "bench": "download", "case": "many", "kind": "median", "runs": args.runs, "code": code_version(),
         "archives": args.count, "archive_MiB": args.each / MIB, "measured": PHASE, "workdir": str(root),
-        "collector_MiB_per_s": median(ours, "MiB_per_s"),
         "aria2c_MiB_per_s": median(arias, "MiB_per_s"),
-        "collector_makespan_s": median(ours, "makespan_s"),
-        "collector_peak_rss_mb": median(ours, "peak_rss_mb"),
-        "all_correct": all(r["correct"] for r in ours + arias),
+        "all_correct": all(r["correct"] for records in ours.values() for r in records + arias),
     }
-    summary["ratio_vs_aria2c"] = summary["collector_MiB_per_s"] / summary["aria2c_MiB_per_s"]
+    for writer, records in ours.items():
+        prefix = "collector" if writer == "local" else f"collector_{writer}"
+        summary[f"{prefix}_MiB_per_s"] = median(records, "MiB_per_s")
+        summary[f"{prefix}_makespan_s"] = median(records, "makespan_s")
+        summary[f"{prefix}_peak_rss_mb"] = median(records, "peak_rss_mb")
+        summary[f"{prefix}_cpu_s"] = median(records, "cpu_s")
+        ratio = "ratio" if writer == "local" else f"{writer}_ratio"
+        summary[f"{ratio}_vs_aria2c"] = summary[f"{prefix}_MiB_per_s"] / summary["aria2c_MiB_per_s"]
     emit(round_floats(summary))
-    return all(r["correct"] for r in ours)
+    return all(r["correct"] for records in ours.values() for r in records)
 
 
 def main(argv: list[str] | None = None) -> int:

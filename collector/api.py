@@ -83,6 +83,8 @@ class ArchiveResponse:
     content_disposition: str | None
     request_id: str | None
     content: aiohttp.StreamReader
+    etag: str | None = None  # validators, for If-Range on a resume
+    last_modified: str | None = None
 
 
 class CloudDC:
@@ -299,8 +301,13 @@ class CloudDC:
         return ExportStatus.from_body(parsed, operation=operation, export_id=export_id)
 
     @asynccontextmanager
-    async def open_archive(self, server_id: str, export_id: str, *, offset: int = 0) -> AsyncIterator[ArchiveResponse]:
+    async def open_archive(
+        self, server_id: str, export_id: str, *, offset: int = 0, if_range: str | None = None
+    ) -> AsyncIterator[ArchiveResponse]:
         """Open the archive download, following redirects by hand.
+
+        With `offset`, ask for the rest from there (`Range`); with `if_range` too (an ETag or
+        a Last-Modified date), only if the archive is still that one, else for all of it.
 
         aiohttp would forward our `X-Auth-Token` to wherever a redirect points, so we follow
         redirects ourselves: credentials go only to the API's own origin, never to another
@@ -310,6 +317,8 @@ class CloudDC:
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
+            if if_range:
+                headers["If-Range"] = if_range
         origin = url.origin()
         response, _ = await self._send(DOWNLOAD, "GET", url, headers, read=False)
         for _ in range(MAX_REDIRECTS):
@@ -339,6 +348,8 @@ class CloudDC:
                 content_disposition=response.headers.get("Content-Disposition"),
                 request_id=response.headers.get("X-Request-Id"),
                 content=response.content,
+                etag=response.headers.get("ETag"),
+                last_modified=response.headers.get("Last-Modified"),
             )
         finally:
             response.release()

@@ -1,11 +1,19 @@
 """Streaming one archive to its destination, and deciding whether the bytes are the archive.
 
 `fetch_archive` drives the transfer: stream in large chunks into a partial file, hash while
-writing, check the length against `Content-Length` (or, without one, read the gzip stream
-through to its trailer), check the gzip magic, then commit (fsync + atomic rename). A broken
-transfer is retried under the run's `RetryPolicy`, resuming with `Range` when the server
-advertised `Accept-Ranges` and answers it correctly, else from zero: never appending to
-bytes whose offset we cannot vouch for.
+writing, inflate while receiving (`collector.gzipcheck`), check the length against
+`Content-Length`, require whole gzip, then commit (fsync + atomic rename).
+
+Two kinds of failure, two answers:
+
+- A broken *transfer* (cut off, reset, no data for the read timeout, or slower than
+  `stall_floor` bytes/s over `stall_window` seconds) is retried under the run's
+  `RetryPolicy`, resuming with `Range` (and `If-Range`, when the server gave an ETag or
+  Last-Modified) when the server advertised `Accept-Ranges` and answers it correctly, else
+  from zero: never appending to bytes whose offset we cannot vouch for.
+- A whole transfer of a *damaged archive* (cut short with a matching length, a bad CRC, junk
+  after the end) is fetched once more from zero; a second damaged copy fails the server with
+  `ArchiveDamaged`: asking an eighth time would not mend the server's file.
 
 Where the bytes go sits behind `Destination`: a local folder (`collector.storage`) today,
 object storage later.
@@ -14,24 +22,25 @@ object storage later.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
 import re
-import zlib
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import aiohttp
 import anyio
 
 from collector.api import ArchiveResponse, CloudDC, OnRetry
-from collector.errors import ArchiveError, ArchiveTooLarge, RequestError, StorageError
+from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
+from collector.gzipcheck import GZIP_MAGIC, GzipCheck
 from collector.throttle import RetryPolicy, retrying
 
 log = logging.getLogger(__name__)
 
-GZIP_MAGIC = b"\x1f\x8b"
 WRITE_CHUNK = 1024 * 1024  # received chunks go to the destination in batches of this many bytes
 WRITE_BATCH = 512  # or of this many chunks (one writev takes at most IOV_MAX, 1024 on Linux)
 
@@ -76,29 +85,16 @@ class Destination(Protocol):
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
-class GzipChecker:
-    """Reads a gzip stream through as it arrives, to know whether it ended properly."""
-
-    def __init__(self) -> None:
-        self._inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
-
-    def feed(self, data: bytes) -> None:
-        try:
-            while data and not self._inflate.eof:
-                self._inflate.decompress(data, 64 * 1024)
-                data = self._inflate.unconsumed_tail
-        except zlib.error as exc:
-            raise ArchiveError(f"archive is not valid gzip: {exc}") from exc
-
-    @property
-    def complete(self) -> bool:
-        return self._inflate.eof
-
-
 @dataclass(frozen=True)
 class DownloadOptions:
     max_bytes: int = 8 * 1024**3
     policy: RetryPolicy = RetryPolicy()
+    # A transfer that averages fewer than `stall_floor` bytes/s over `stall_window` seconds is
+    # cut and retried: a server that trickles would otherwise hold a transfer slot for hours
+    # (the read timeout only catches silence), and a few such servers would hold them all.
+    stall_floor: float = 1024.0
+    stall_window: float = 60.0
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False, compare=False)
 
 
 async def fetch_archive(
@@ -117,7 +113,7 @@ async def fetch_archive(
     """
     with _storing(name):
         partial = await destination.open_partial(name)
-    transfer = _Transfer(api, server_id, export_id, partial, options.max_bytes, name)
+    transfer = _Transfer(api, server_id, export_id, partial, options, name)
     try:
         _, attempts = await retrying(transfer.attempt, options.policy, on_retry=on_retry)
         with _storing(name):
@@ -131,35 +127,41 @@ class _Transfer:
     """The state one archive's attempts share: the partial file, its gzip check, resumability."""
 
     def __init__(
-        self, api: CloudDC, server_id: str, export_id: str, partial: PartialFile, max_bytes: int, name: str
+        self, api: CloudDC, server_id: str, export_id: str, partial: PartialFile, options: DownloadOptions, name: str
     ) -> None:
         self.api = api
         self.server_id = server_id
         self.export_id = export_id
         self.partial = partial
         self.name = name
-        self.max_bytes = max_bytes
+        self.options = options
+        self.max_bytes = options.max_bytes
         self.resumable = False
-        self.gzip = GzipChecker()
+        self.validator: str | None = None  # the If-Range of a resume: the bytes we hold are of this archive
+        self.gzip = GzipCheck()  # has seen exactly the bytes handed to `partial`
+        self.damaged = 0  # whole transfers whose bytes were not whole gzip
         self.warned_disposition = False
 
     async def restart(self) -> None:
         with _storing(self.name):
             await self.partial.truncate()
-        self.gzip = GzipChecker()
+        self.gzip = GzipCheck()
 
     async def attempt(self) -> None:
-        offset = self.partial.size if self.resumable else 0
-        if not offset and self.partial.size:
+        offset = self.partial.size if self.resumable and self.gzip.fed == self.partial.size else 0
+        if not offset and (self.partial.size or self.gzip.fed):
             await self.restart()
-        async with self.api.open_archive(self.server_id, self.export_id, offset=offset) as response:
+        if_range = self.validator if offset else None
+        async with self.api.open_archive(self.server_id, self.export_id, offset=offset, if_range=if_range) as response:
             self._note_disposition(response.content_disposition)
             if offset and not _continues_at(response, offset):
-                # A 200 to a range request, or a range that starts elsewhere: the bytes we hold
-                # cannot be trusted to line up with these. Start over, never append.
+                # A 200 to a range request (with If-Range: the archive changed), or a range
+                # that starts elsewhere: the bytes we hold cannot be trusted to line up with
+                # these. Start over, never append.
                 log.info(
-                    "%s: resume from byte %d answered %s %s; restarting from zero",
-                    self.server_id, offset, response.status, response.content_range or "",
+                    "%s: resume from byte %d%s answered %s %s; restarting from zero",
+                    self.server_id, offset, f" if still {if_range}" if if_range else "",
+                    response.status, response.content_range or "",
                 )
                 await self.restart()
                 self.resumable = False
@@ -172,16 +174,32 @@ class _Transfer:
                     f"does not start at byte {offset}"
                 )
             self.resumable = response.accept_ranges and response.status in (200, 206)
+            if not offset:
+                self.validator = _validator(response)
             total = _expected_total(response, offset)
             if total is not None and total > self.max_bytes:
                 raise ArchiveTooLarge(f"archive is {total} bytes, more than the limit of {self.max_bytes} (--max-archive-bytes)")
-            await self._stream(response, check_gzip=total is None)
-            self._verify(total)
+            try:
+                await self._stream(response)
+                self._verify(total)
+            except ArchiveDamaged as exc:
+                self._damaged(exc)
 
-    async def _stream(self, response: ArchiveResponse, *, check_gzip: bool) -> None:
+    def _damaged(self, exc: ArchiveDamaged) -> None:
+        """The first damaged copy is fetched again from zero; the second is the server's fault."""
+        self.resumable = False
+        self.damaged += 1
+        if self.damaged > 1:
+            raise exc
+        raise ArchiveError(f"archive is not whole gzip: {exc.detail}; fetching it once more from zero") from exc
+
+    async def _stream(self, response: ArchiveResponse) -> None:
         partial = self.partial
         chunks: list[bytes] = []  # handed to the file as they came: one writev, no copying
         pending = 0
+        clock, floor, window = self.options.clock, self.options.stall_floor, self.options.stall_window
+        mark_at, mark_bytes = clock(), 0  # the start of the current rate window
+        received = 0
 
         async def flush() -> None:
             nonlocal chunks, pending
@@ -191,9 +209,7 @@ class _Transfer:
                 head = b"".join(batch)[:16] if len(batch[0]) < 16 else batch[0][:16]
                 if not head.startswith(GZIP_MAGIC):
                     raise ArchiveError(f"not a gzip archive: starts with {head!r}")
-            if check_gzip:
-                for chunk in batch:
-                    self.gzip.feed(chunk)
+            self.gzip.feed(batch)
             with _storing(self.name):
                 await partial.write(batch)
             self.api.stats.bytes_downloaded += size
@@ -208,16 +224,28 @@ class _Transfer:
                     )
                 chunks.append(chunk)
                 pending += len(chunk)
+                received += len(chunk)
+                now = clock()
+                if now - mark_at >= window:
+                    rate = (received - mark_bytes) / (now - mark_at)
+                    if rate < floor:
+                        raise RequestTimeout(
+                            f"download too slow: {rate:.0f} bytes/s over {now - mark_at:.0f} s, "
+                            f"under the floor of {floor:.0f} bytes/s"
+                        )
+                    mark_at, mark_bytes = now, received
                 if pending >= WRITE_CHUNK or len(chunks) >= WRITE_BATCH:
                     await flush()
-        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+        except (asyncio.TimeoutError, aiohttp.ClientError, RequestTimeout) as exc:
             got = partial.size + pending
             if chunks and self.resumable:
                 # Keep what arrived: the next attempt continues from here with Range.
                 with anyio.CancelScope(shield=True):
                     await flush()
+            if isinstance(exc, RequestTimeout):
+                raise RequestTimeout(f"{exc}, after {got} bytes") from exc
             if isinstance(exc, asyncio.TimeoutError):
-                raise RequestError(f"download stalled: no data within the read timeout, after {got} bytes") from exc
+                raise RequestTimeout(f"download stalled: no data within the read timeout, after {got} bytes") from exc
             if isinstance(exc, aiohttp.ClientPayloadError):
                 raise ArchiveError(f"transfer cut off after {got} bytes ({exc})") from exc
             raise RequestError(f"transfer failed after {got} bytes: {type(exc).__name__}: {exc}") from exc
@@ -231,7 +259,9 @@ class _Transfer:
         if size == 0:
             raise ArchiveError("archive is empty")
         if total is None and not self.gzip.complete:
+            # Without a length, an early end looks like a cut-off transfer: retried as one.
             raise ArchiveError(f"transfer ended after {size} bytes before the gzip stream did")
+        self.gzip.finish()
 
     def _note_disposition(self, disposition: str | None) -> None:
         """We never take a file name from the server; say so once if it tried something odd."""
@@ -245,7 +275,6 @@ class _Transfer:
                 "%s: ignoring server-suggested file name %r; saving as %s",
                 self.server_id, match.group(1), expected,
             )
-
 
 def _continues_at(response: ArchiveResponse, offset: int) -> bool:
     if response.status != 206 or not response.content_range:
@@ -261,4 +290,23 @@ def _expected_total(response: ArchiveResponse, offset: int) -> int | None:
             return int(match.group(3))
     if response.content_length is not None:
         return offset + response.content_length
+    return None
+
+
+# An ETag in If-Range must be strong (RFC 9110 §13.1.5); we send back only what we can
+# vouch is a well-formed one, never a server's header with control characters in it.
+_STRONG_ETAG = re.compile(r'"[\x21\x23-\x7e]{0,200}"')
+
+
+def _validator(response: ArchiveResponse) -> str | None:
+    """What a resume of this response's bytes sends as If-Range: a strong ETag, else Last-Modified."""
+    if response.etag and _STRONG_ETAG.fullmatch(response.etag.strip()):
+        return response.etag.strip()
+    date = (response.last_modified or "").strip()
+    if date and len(date) <= 64 and date.isascii() and date.isprintable():
+        try:
+            if email.utils.parsedate_to_datetime(date).tzinfo is not None:
+                return date
+        except (TypeError, ValueError, IndexError):
+            pass
     return None

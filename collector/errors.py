@@ -20,7 +20,8 @@
     ├── ProtocolError ......... a 2xx that makes no sense (bad JSON, a refused redirect)
     ├── ExportFailed .......... the export itself ended badly (failed, stuck, timed out)
     ├── ArchiveError .......... the downloaded bytes are not the archive (short, not gzip)
-    │   └── ArchiveTooLarge ... larger than --max-archive-bytes; not retried
+    │   ├── ArchiveTooLarge ... larger than --max-archive-bytes; not retried
+    │   └── ArchiveDamaged .... not whole gzip twice in a row: the server's copy is bad; not retried
     └── StorageError .......... the archive cannot be stored (disk full, permissions); not retried
 
 aiohttp's exceptions are translated once, in `collector.api`, with ``raise ... from exc``.
@@ -253,6 +254,20 @@ class ArchiveError(CollectorError):
 
 class ArchiveTooLarge(ArchiveError):
     """The archive is larger than the configured limit. Not retried."""
+
+
+class ArchiveDamaged(ArchiveError):
+    """The bytes arrived whole but are not whole gzip (cut short, bad CRC, junk after the end).
+
+    Raised by `collector.gzipcheck`; `collector.download` fetches the archive once more from
+    zero and raises it only when the second copy is bad too. Not retried after that.
+    """
+
+    reason = "archive damaged on the server"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"{self.reason}: {detail}")
+        self.detail = detail
 
 
 class StorageError(CollectorError):

@@ -9,11 +9,13 @@ Where the time goes, and what is done about it:
 
 - Most log bundles arrive as one batch of chunks: nothing touches the disk until `commit`,
   which creates, writes, fsyncs and renames the file in one go.
-- Larger ones stream: a worker thread writes each batch with one `writev` while the event
-  loop hashes it and reads the next (one write in flight), and every `WRITEBACK_BYTES` the
-  kernel is asked to start writing the file out, so the final fsync waits for the tail only.
-  Hashing in the writer thread instead made the writer the bottleneck (one 2 GiB archive:
-  5.3-6.1 s against 3.6-4.2 s).
+- Larger ones stream: a worker thread writes each batch, chunk by chunk, while the event
+  loop hashes it and reads the next (one write in flight). Hashing in the writer thread
+  instead made the writer the bottleneck (one 2 GiB archive: 5.3-6.1 s against 3.6-4.2 s).
+  One `writev` per batch and `posix_fadvise` writeback hints were dropped when they no
+  longer paid (``benchmarks/download.py``, issue 8): on ext4 a `writev` of several buffers
+  cost several times the system time of one `write` per buffer, and the hints bought
+  nothing measurable.
 - Commits are grouped (`_GroupCommit`): one worker-thread trip per batch of archives and one
   fsync per folder per batch, instead of a trip and two fsyncs per archive. Each system call
   in a worker thread hands the GIL back and forth with the busy event loop; per archive that
@@ -34,9 +36,6 @@ import anyio
 from collector.download import Archive
 
 READ_CHUNK = 1024 * 1024  # rereading an archive to check its sha256
-WRITEBACK_BYTES = 16 * 1024 * 1024
-_IOV_MAX = 512  # under every platform's IOV_MAX (1024 on Linux)
-_FADVISE = hasattr(os, "posix_fadvise")
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
@@ -68,8 +67,6 @@ class LocalPartial:
         self._fd: int | None = None
         self._first: list[bytes] | None = None  # the first chunks, while the file does not exist yet
         self._writing: asyncio.Future[None] | None = None  # the write in flight
-        self._written = 0  # bytes on the file (worker thread's count)
-        self._flushed = 0  # bytes handed to writeback
 
     # -- in the event loop -------------------------------------------------------------------
 
@@ -84,12 +81,11 @@ class LocalPartial:
                 self.size += size
                 return
             self._fd = await anyio.to_thread.run_sync(self._create_fd)
-            self._written = self._flushed = 0
             if self._first:
                 first, self._first = self._first, None
-                self._writing = _in_thread(self._append, self._fd, first)
+                self._writing = _in_thread(write_all, self._fd, first)
         await self._settle()
-        self._writing = _in_thread(self._append, self._fd, chunks)
+        self._writing = _in_thread(write_all, self._fd, chunks)
         self.size += size
 
     async def truncate(self) -> None:
@@ -151,16 +147,6 @@ class LocalPartial:
         except FileExistsError:
             _unlink_quietly(self.part)  # left by a killed run, or a planted symlink: removed, never followed
         return os.open(self.part, _CREATE, 0o600)
-
-    def _append(self, fd: int, chunks: list[bytes]) -> None:
-        """Write chunks; start writeback of what piled up."""
-        write_all(fd, chunks)
-        for chunk in chunks:
-            self._written += len(chunk)
-        if _FADVISE and self._written - self._flushed >= WRITEBACK_BYTES:
-            # DONTNEED on dirty pages starts their writeback without waiting for it.
-            os.posix_fadvise(fd, self._flushed, self._written - self._flushed, os.POSIX_FADV_DONTNEED)
-            self._flushed = self._written
 
     def _store_whole(self, chunks: list[bytes]) -> Path:
         """Create, write, fsync and rename; returns the folder whose fsync makes it durable."""
@@ -269,16 +255,11 @@ def _in_thread(func, *args) -> asyncio.Future[None]:
 
 
 def write_all(fd: int, chunks: list[bytes]) -> None:
-    """Write the chunks in order with as few system calls as the kernel allows."""
-    for start in range(0, len(chunks), _IOV_MAX):
-        batch = chunks[start:start + _IOV_MAX]
-        done = os.writev(fd, batch)
-        for chunk in batch:  # after a short write, the rest one chunk at a time
-            if done >= len(chunk):
-                done -= len(chunk)
-                continue
-            view = memoryview(chunk)[done:]
-            done = 0
+    """Write the chunks in order, one `write` each; after a short write, the rest of that chunk."""
+    for chunk in chunks:
+        written = os.write(fd, chunk)
+        if written < len(chunk):
+            view = memoryview(chunk)[written:]
             while view:
                 view = view[os.write(fd, view):]
 

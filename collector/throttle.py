@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from collector.errors import (
     APIError,
+    ArchiveDamaged,
     ArchiveError,
     ArchiveTooLarge,
     RequestError,
@@ -73,7 +74,7 @@ def parse_retry_after(value: str | None, *, now: Clock = time.time) -> float | N
 
 def is_retryable(exc: BaseException) -> bool:
     """The explicit list of outcomes worth another try."""
-    if isinstance(exc, ArchiveTooLarge):
+    if isinstance(exc, (ArchiveTooLarge, ArchiveDamaged)):
         return False
     return isinstance(exc, (ThrottledError, ServerError, RequestError, ArchiveError))
 

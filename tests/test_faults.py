@@ -727,9 +727,9 @@ async def test_cancelled_transfer_waits_for_the_write_in_flight_then_closes_and_
     assert files_open_under(tmp_path) == []
 
 
-async def test_archive_streamed_across_many_writes_and_writeback_hints_is_exact(tmp_path, fast_settings):
-    """More than `WRITEBACK_BYTES`, so the file is written in batches with writeback started as it goes."""
-    size = storage.WRITEBACK_BYTES + 3 * download.WRITE_CHUNK + 12345
+async def test_archive_streamed_across_many_writes_is_exact(tmp_path, fast_settings):
+    """Over 16 MiB, so the file is written in many batches, one in flight while the next arrives."""
+    size = 16 * 1024 * 1024 + 3 * download.WRITE_CHUNK + 12345
     config = SimConfig(servers=2, seed=31, export_seconds=(0.05, 0.1), archive_bytes=(size, size))
     async with Simulator(config) as sim:
         outcome = await sweep(sim, tmp_path, fast_settings)
@@ -740,22 +740,22 @@ async def test_archive_streamed_across_many_writes_and_writeback_hints_is_exact(
 
 
 def test_short_writes_are_continued_where_they_stopped(tmp_path, monkeypatch):
-    """`writev` may write less than asked (a signal, a nearly full disk): the rest follows, in order."""
-    real_writev = os.writev
+    """`write` may write less than asked (a signal, a nearly full disk): the rest follows, in order."""
+    real_write = os.write
     calls = []
 
-    def short_writev(fd, buffers):
-        calls.append(len(buffers))
-        first = bytes(buffers[0])
-        return real_writev(fd, [first[: len(first) // 2 + 1]])  # half of the first buffer only
+    def short_write(fd, data):
+        calls.append(len(data))
+        data = bytes(data)
+        return real_write(fd, data[: len(data) // 2 + 1])  # a little over half of what was asked
 
-    monkeypatch.setattr(os, "writev", short_writev)
-    chunks = [bytes([n % 251]) * (1000 + n) for n in range(storage._IOV_MAX + 7)]  # two batches
+    monkeypatch.setattr(os, "write", short_write)
+    chunks = [bytes([n % 251]) * (1000 + n) for n in range(7)]
     path = tmp_path / "file"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
     try:
         storage.write_all(fd, chunks)
     finally:
         os.close(fd)
-    assert calls == [storage._IOV_MAX, 7]
+    assert calls[:2] == [1000, 499]  # the first chunk's rest was asked for next, before the second chunk
     assert path.read_bytes() == b"".join(chunks)

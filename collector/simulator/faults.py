@@ -42,6 +42,12 @@ DOWNLOAD_ONLY = frozenset(
         "oversize",
         "range_ignored",
         "range_wrong_offset",
+        "damaged_short",
+        "damaged_header",
+        "damaged_trailing",
+        "damaged_crc",
+        "trickle",
+        "archive_changed",
     }
 )
 FAULTS = {

@@ -14,16 +14,32 @@ about half of the body and then:
 Ranges: with `accept_ranges`, ``Range: bytes=N-`` (also ``N-M`` and ``-K``) gets a 206 with
 Content-Range; ``range_ignored`` answers 200 with everything, and ``range_wrong_offset``
 answers 206 from another offset than asked, with a Content-Range that says so.
+
+Every archive carries a strong ``ETag`` and a ``Last-Modified``; a Range with an ``If-Range``
+that matches neither gets all of it (200). ``archive_changed`` answers as if the archive had
+been made again since: another ETag and date.
+
+Whole answers of a damaged archive, Content-Length matching what is sent (Range ignored):
+
+- ``damaged_short``: the first half of the archive;
+- ``damaged_header``: 28 bytes, the gzip magic then an HTML page;
+- ``damaged_trailing``: the archive, then an HTML fragment;
+- ``damaged_crc``: the archive with its CRC-32 field wrong.
+
+And ``trickle``: half the body at once, then 16 bytes every 50 ms (320 bytes/s), until the
+body is done, the client leaves, the simulator stops or `stall_seconds` pass.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hashlib
 import re
 
 from aiohttp import web
 
-from collector.simulator.archive import ArchiveStore
+from collector.simulator.archive import MTIME, ArchiveStore
 from collector.simulator.responses import (
     Abandoned,
     close_connection,
@@ -34,8 +50,34 @@ from collector.simulator.responses import (
 )
 
 BROKEN_BODIES = frozenset({"truncate", "reset_mid", "chunked_cut", "no_length_eof", "stall"})
+DAMAGED = frozenset({"damaged_short", "damaged_header", "damaged_trailing", "damaged_crc"})
 _STALL_POLL = 0.05  # seconds between checks whether a stall should end
+_TRICKLE_BYTES = 16  # sent every _STALL_POLL by a trickle
+_FAKE_GZIP = b"\x1f\x8b<html>busy. retry</html>\r\n"  # what a broken proxy sent: 28 bytes
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+def archive_etag(seed: int, server_id: str, size: int, generation: int = 1) -> str:
+    """The strong ETag of an archive; `generation` 2 is the same export made again."""
+    digest = hashlib.blake2b(f"{seed}:{server_id}:{size}:{generation}".encode(), digest_size=8).hexdigest()
+    return f'"{digest}"'
+
+
+def archive_last_modified(generation: int = 1) -> str:
+    return email.utils.formatdate(MTIME + 3600 * (generation - 1), usegmt=True)
+
+
+def damage(fault: str, archive: bytes) -> bytes:
+    """The bytes a `DAMAGED` fault sends instead of `archive`."""
+    if fault == "damaged_short":
+        return archive[: len(archive) // 2]
+    if fault == "damaged_header":
+        return _FAKE_GZIP
+    if fault == "damaged_trailing":
+        return archive + b"\n<html>trailing junk</html>\n"
+    if fault == "damaged_crc":
+        return archive[:-8] + bytes([archive[-8] ^ 0xFF]) + archive[-7:]
+    raise ValueError(fault)
 
 
 class Unsatisfiable(Exception):
@@ -88,9 +130,16 @@ class ArchiveSender:
         """Answer with the archive (or part of it) as `fault` says, adding to `headers`."""
         if self.accept_ranges:
             headers["Accept-Ranges"] = "bytes"
+        generation = 2 if fault == "archive_changed" else 1
+        etag = headers["ETag"] = archive_etag(self.store.seed, server_id, size, generation)
+        last_modified = headers["Last-Modified"] = archive_last_modified(generation)
+        if fault in DAMAGED:
+            body = damage(fault, self.store.data(server_id, size))
+            return web.Response(status=200, body=body, headers=headers)
         try:
             asked = None
-            if self.accept_ranges and fault != "range_ignored":
+            if_range = request.headers.get("If-Range")
+            if self.accept_ranges and fault != "range_ignored" and if_range in (None, etag, last_modified):
                 asked = parse_range(request.headers.get("Range"), size)
         except Unsatisfiable:
             return web.Response(status=416, headers={**headers, "Content-Range": f"bytes */{size}"})
@@ -111,8 +160,13 @@ class ArchiveSender:
         response.content_length = stop - start
         try:
             await response.prepare(request)
-            for chunk in self.store.chunks(server_id, size, start, stop):
-                await response.write(chunk)
+            if fault == "trickle":
+                if not await self._trickle(request, response, server_id, size, start, stop):
+                    close_connection(request)
+                    return Abandoned(status)
+            else:
+                for chunk in self.store.chunks(server_id, size, start, stop):
+                    await response.write(chunk)
             await response.write_eof()
         except ConnectionError:
             return Abandoned(status)  # the client left mid-body
@@ -156,6 +210,23 @@ class ArchiveSender:
                 await self._stall(request)
             close_connection(request)
         return Abandoned(status)
+
+    async def _trickle(
+        self, request: web.Request, response: web.StreamResponse, server_id: str, size: int, start: int, stop: int
+    ) -> bool:
+        """Half at once, then the rest slowly. False if it was given up before the end."""
+        cut = start + max(1, (stop - start) // 2)
+        for chunk in self.store.chunks(server_id, size, start, cut):
+            await response.write(chunk)
+        rest = b"".join(bytes(chunk) for chunk in self.store.chunks(server_id, size, cut, stop))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.stall_seconds
+        for offset in range(0, len(rest), _TRICKLE_BYTES):
+            if not connection_open(request) or self.stopping or loop.time() >= deadline:
+                return False
+            await response.write(rest[offset : offset + _TRICKLE_BYTES])
+            await asyncio.sleep(_STALL_POLL)
+        return True
 
     async def _stall(self, request: web.Request) -> None:
         loop = asyncio.get_running_loop()
