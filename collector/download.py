@@ -37,7 +37,7 @@ import anyio
 from collector.api import ArchiveResponse, CloudDC, OnRetry
 from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
 from collector.gzipcheck import GZIP_MAGIC, GzipCheck
-from collector.throttle import RetryPolicy, retrying
+from collector.throttle import RetryPolicy, Sleep, retrying
 
 log = logging.getLogger(__name__)
 
@@ -106,16 +106,21 @@ async def fetch_archive(
     options: DownloadOptions,
     *,
     on_retry: OnRetry | None = None,
+    sleep: Sleep | None = None,
 ) -> tuple[Archive, int]:
     """Download one archive to `destination/name`. Returns it and the attempts it took.
 
-    On failure the partial file is removed and the last error is raised.
+    Retries share the endpoint's retry budget and wait with `sleep` (by default the
+    endpoint's backoff, which ends early if the endpoint is given up; the sweep's also gives
+    its transfer slot back meanwhile). On failure the partial file is removed and the last
+    error is raised.
     """
     with _storing(name):
         partial = await destination.open_partial(name)
     transfer = _Transfer(api, server_id, export_id, partial, options, name)
     try:
-        _, attempts = await retrying(transfer.attempt, options.policy, on_retry=on_retry)
+        _, attempts = await retrying(transfer.attempt, options.policy, on_retry=on_retry, quota=api.quota,
+                                     sleep=sleep or api.health.backoff)
         with _storing(name):
             return await transfer.partial.commit(), attempts
     except BaseException:

@@ -17,9 +17,10 @@ Limits, all shared by the whole run:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -173,7 +174,10 @@ class Sweep:
                 observe=observe,
             )
         self.durations = ExportDurations()
-        self.download_options = DownloadOptions(max_bytes=settings.max_archive_bytes, policy=settings.policy)
+        # A transfer that trickles below the floor for as long as --read-timeout is stalled too.
+        self.download_options = DownloadOptions(
+            max_bytes=settings.max_archive_bytes, policy=settings.policy, stall_window=settings.read_timeout
+        )
         # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
         self._in_flight = anyio.Semaphore(settings.concurrency, fast_acquire=True)
         self._downloads = anyio.CapacityLimiter(settings.downloads)
@@ -224,7 +228,7 @@ class Sweep:
 
     async def download(self, api: CloudDC, target: Target, export_id: str, progress: _Progress) -> Archive:
         """Fetch and verify the archive, once one of the `downloads` transfer slots is free."""
-        async with self._downloads:
+        async with _Slot(self._downloads) as slot:
             if self.stopping:  # ready, but we are shutting down: leave it for the next run
                 progress.scope.cancel()
                 await anyio.lowlevel.checkpoint()
@@ -232,6 +236,7 @@ class Sweep:
             archive, _ = await fetch_archive(
                 api, target.server.id, export_id, self.destination,
                 archive_name(*target.key), self.download_options, on_retry=progress.retried,
+                sleep=functools.partial(slot.away, api.health.backoff),
             )
             return archive
 
@@ -459,6 +464,33 @@ class Sweep:
         """Stop everything now."""
         if self._scope is not None:
             self._scope.cancel()
+
+
+class _Slot:
+    """One of the `downloads` transfer slots, given back while its holder waits out a backoff
+    (up to a minute): a server that is not transferring must not keep another from it."""
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+        self._held = False
+
+    async def __aenter__(self) -> _Slot:
+        await self._limiter.acquire()
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        if self._held:
+            self._held = False
+            self._limiter.release()
+
+    async def away(self, sleep: Callable[[float], Awaitable[None]], seconds: float) -> None:
+        """`sleep(seconds)` without the slot, then queue for one again."""
+        self._held = False
+        self._limiter.release()
+        await sleep(seconds)
+        await self._limiter.acquire()
+        self._held = True
 
 
 def error_fields(exc: BaseException) -> dict[str, object]:
