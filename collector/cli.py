@@ -29,20 +29,10 @@ from collector.merge import merge_bucket, merge_folder
 from collector.select import parse_selection
 from collector.shards import Shard, parse_shard
 from collector.runner import Outcome, error_exit_code, exit_code, finish, run_sweep
-from collector.settings import add_flags, given, resolve
+from collector.settings import add_flags, given, parse_count, resolve
 from collector.tuning import calm_garbage_collector, keep_heap_headroom
 
 __all__ = ["Outcome", "build_parser", "exit_code", "main"]
-
-
-def _servers(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _shard(text: str) -> Shard:
@@ -108,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="sweep a built-in simulated fleet of 200 servers")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="default: ./demo-output")
-    demo.add_argument("--servers", type=_servers, default=200)
+    demo.add_argument("--servers", type=parse_count, default=200)
     add_flags(demo, demo=True)
     return parser
 

@@ -228,7 +228,7 @@ def format_size(value: int) -> str:
     return str(value)
 
 
-def _count(text: str) -> int:
+def parse_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -275,7 +275,7 @@ def _text(text: str) -> str:
 _FLAG_TYPES = {
     Kind.BUDGET: _budget,
     Kind.TEXT: _text,
-    Kind.COUNT: _count,
+    Kind.COUNT: parse_count,
     Kind.POSITIVE: _number(zero_allowed=False),
     Kind.NON_NEGATIVE: _number(zero_allowed=True),
     Kind.SIZE: _size,
