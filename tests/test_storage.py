@@ -29,10 +29,13 @@ def counting_folder_fsyncs(monkeypatch) -> list[Path]:
     return fsynced
 
 
-def renaming(folder: Path, name: str, gate: threading.Event | None = None):
-    """A commit step: waits for `gate` if given, then puts `name` in place; returns its folder."""
+def renaming(folder: Path, name: str, gate: threading.Event | None = None, entered: threading.Event | None = None):
+    """A commit step: says it has `entered` its worker thread, waits for `gate` if given, then
+    puts `name` in place; returns its folder."""
 
     def step() -> Path:
+        if entered is not None:
+            entered.set()
         if gate is not None:
             assert gate.wait(10)
         part = folder / f"{name}.part"
@@ -46,11 +49,11 @@ def renaming(folder: Path, name: str, gate: threading.Event | None = None):
 async def test_commits_arriving_during_a_batch_share_the_next_one(tmp_path, monkeypatch):
     fsynced = counting_folder_fsyncs(monkeypatch)
     commits = _GroupCommit()
-    gate = threading.Event()
-    first = asyncio.ensure_future(commits.run(renaming(tmp_path, "a", gate)))
-    await asyncio.sleep(0.05)  # the first batch is in its worker thread, held at the gate
+    gate, entered = threading.Event(), threading.Event()
+    first = asyncio.ensure_future(commits.run(renaming(tmp_path, "a", gate, entered)))
+    await anyio.to_thread.run_sync(entered.wait, 10)  # the first batch is in its worker thread, held at the gate
     rest = [asyncio.ensure_future(commits.run(renaming(tmp_path, name))) for name in "bcdef"]
-    await asyncio.sleep(0.05)
+    await until(lambda: len(commits._waiting) == 5)  # all five wait for the next batch
     gate.set()
     await asyncio.gather(first, *rest)
     assert sorted(p.name for p in tmp_path.iterdir()) == list("abcdef")
@@ -75,11 +78,12 @@ async def test_a_failed_step_fails_its_own_commit_only(tmp_path):
 async def test_a_cancelled_commit_finishes_before_the_cancellation_lands(tmp_path):
     """Its caller then removes nothing that a worker thread is about to rename."""
     commits = _GroupCommit()
-    gate = threading.Event()
-    task = asyncio.ensure_future(commits.run(renaming(tmp_path, "a", gate)))
-    await asyncio.sleep(0.05)
+    gate, entered = threading.Event(), threading.Event()
+    task = asyncio.ensure_future(commits.run(renaming(tmp_path, "a", gate, entered)))
+    await anyio.to_thread.run_sync(entered.wait, 10)  # its step is running in a worker thread
     task.cancel()
-    await asyncio.sleep(0.05)
+    for _ in range(20):  # let the cancellation be delivered, and give it every chance to end the task
+        await asyncio.sleep(0)
     assert not task.done()  # still waiting for its step
     gate.set()
     with pytest.raises(asyncio.CancelledError):
@@ -111,15 +115,30 @@ async def test_a_stale_part_from_a_killed_run_is_replaced(tmp_path):
 
 async def test_a_commit_cancelled_by_its_scope_finishes_first(tmp_path):
     commits = _GroupCommit()
-    gate = threading.Event()
-    opener = threading.Timer(0.3, gate.set)
-    opener.start()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    with anyio.move_on_after(0.05) as scope:
-        await commits.run(renaming(tmp_path, "a", gate))
-        finished = loop.time()
-        await anyio.sleep(0)  # where the cancellation lands
+    gate, entered = threading.Event(), threading.Event()
+    order: list[str] = []
+    with anyio.CancelScope() as scope:
+        async with anyio.create_task_group() as tasks:
+
+            async def cancel_when_running() -> None:
+                await anyio.to_thread.run_sync(entered.wait, 10)
+                scope.cancel()  # while the step is held in its worker thread
+                order.append("cancelled")
+                gate.set()  # now let the step finish
+
+            tasks.start_soon(cancel_when_running)
+            await commits.run(renaming(tmp_path, "a", gate, entered))
+            order.append("returned")
+            await anyio.sleep(0)  # where the cancellation lands
     assert scope.cancelled_caught
-    assert finished - started >= 0.25  # held until the step was done, not just 0.05 s
+    assert order == ["cancelled", "returned"]  # held until the step was done, though cancelled first
     assert (tmp_path / "a").read_bytes() == b"a"
+
+
+async def until(condition) -> None:
+    """Let other tasks run until `condition()` holds: no wall-clock waiting."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("condition never held")
