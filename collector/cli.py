@@ -13,23 +13,35 @@ from __future__ import annotations
 
 import argparse
 import functools
+import logging
+import os
 import sys
 from pathlib import Path
 
 import anyio
 
 from collector import __version__, crash
+from collector.check import (
+    DEFAULT_TIMEOUT,
+    Discovery,
+    ProjectCheck,
+    check_inventory,
+    describe_filter,
+    discover_inventory,
+    patient_for,
+)
+from collector.check import exit_code as check_exit_code
 from collector.destinations.location import LocalLocation, parse_destination
 from collector.errors import ExitCode, InventoryErrors, UsageError
-from collector.inventory import load_inventory
+from collector.inventory import Inventory, load_inventory
 from collector.journal import JournalError
 from collector.logs import configure_logging
 from collector.metrics import pushgateway_url
 from collector.merge import merge_bucket, merge_folder
 from collector.select import parse_selection
 from collector.shards import Shard, parse_shard
-from collector.runner import Outcome, error_exit_code, exit_code, finish, run_sweep
-from collector.settings import add_flags, given, parse_count, resolve
+from collector.runner import Outcome, open_session, error_exit_code, exit_code, finish, run_sweep
+from collector.settings import add_flags, given, parse_count, parse_positive, resolve
 from collector.tuning import calm_garbage_collector, keep_heap_headroom
 
 __all__ = ["Outcome", "build_parser", "exit_code", "main"]
@@ -87,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check an inventory without sending any request")
     validate.add_argument("-i", "--inventory", required=True, type=Path)
     _add_select(validate)
+    validate.add_argument("--discover", action="store_true",
+                          help="also list the servers of projects with discover: (sends ListServers, nothing else)")
+
+    check = commands.add_parser("check", help="ask each project's API once: reachable, credentials accepted, "
+                                              "servers visible")
+    check.add_argument("-i", "--inventory", required=True, type=Path)
+    check.add_argument("--timeout", type=parse_positive, default=DEFAULT_TIMEOUT, metavar="S",
+                       help=f"seconds an endpoint may take to answer at all (default {DEFAULT_TIMEOUT:g})")
+    check.add_argument("-v", "--verbose", action="count", default=0, help="retries and more (-vv for debug)")
 
     # Its flags belong to the simulator, parsed by `_simulate` only when this command is chosen.
     commands.add_parser("simulate", help="serve a simulated CloudDC API on loopback (simulate --help)",
@@ -123,6 +144,20 @@ def command_run(args: argparse.Namespace) -> ExitCode:
 def command_validate(args: argparse.Namespace) -> ExitCode:
     inventory = load_inventory(args.inventory)
     selection = parse_selection(args.select)
+    found: dict[tuple[str, str], Discovery] = {}
+    if args.discover and any(project.discover is not None for project in inventory.projects):
+        _quiet_machinery(0)
+        inventory, discoveries = anyio.run(_discover, inventory)
+        found = {(d.project.project_id, d.project.endpoint): d for d in discoveries}
+        code = check_exit_code(d.verdict for d in discoveries)
+        if code is not ExitCode.OK:
+            for discovery in discoveries:
+                print(discovery.line())
+            print(f"{args.inventory}: discovery failed for "
+                  f"{sum(d.error is not None for d in discoveries)} project(s)")
+            return code
+    elif args.discover:
+        print("--discover: no project has discover:, so nothing was sent")
     if not selection.everything:
         chosen = selection.apply(inventory.targets())
         print(selection.describe(len(chosen), inventory.server_count))
@@ -131,10 +166,51 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
         if len(chosen) > SHOWN:
             print(f"  ... and {len(chosen) - SHOWN:,} more")
     for project in inventory.projects:
-        print(f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers  "
-              f"({project.describe_credentials()})")
+        discovery = found.get((project.project_id, project.endpoint))
+        if discovery is None:
+            later = f" + what {describe_filter(project.discover)} finds (--discover)" if project.discover else ""
+            print(f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers{later}  "
+                  f"({project.describe_credentials()})")
+            continue
+        print(discovery.line())
+        for server in discovery.chosen[:FIRST]:
+            print(f"  {server.id}" + (f"  {server.name}" if server.name else ""))
+        if len(discovery.chosen) > FIRST:
+            print(f"  ... and {len(discovery.chosen) - FIRST:,} more")
+        for server in discovery.unusable:
+            print(f"  unusable: {server.id or '(no id)'}: {server.problem}")
     print(f"{args.inventory}: OK, {inventory.server_count} servers in {len(inventory.projects)} project(s)")
     return ExitCode.OK
+
+
+async def _discover(inventory: Inventory) -> tuple[Inventory, list[Discovery]]:
+    settings = patient_for(resolve(inventory.settings))
+    async with open_session(settings) as session:
+        return await discover_inventory(inventory, settings, session, environ=os.environ)
+
+
+def command_check(args: argparse.Namespace) -> ExitCode:
+    inventory = load_inventory(args.inventory)
+    _quiet_machinery(args.verbose)
+    checks = anyio.run(_check, inventory, args.timeout)
+    for result in checks:
+        print(result.line())
+    return check_exit_code(result.verdict for result in checks)
+
+
+async def _check(inventory: Inventory, timeout: float) -> list[ProjectCheck]:
+    settings = patient_for(resolve(inventory.settings), timeout)
+    async with open_session(settings) as session:
+        return await check_inventory(inventory, settings, session, environ=os.environ)
+
+
+def _quiet_machinery(verbose: int) -> None:
+    """A check's own lines say how each endpoint answered; without -v, the run's records of
+    the same (an endpoint probed, then given up with "its servers stay pending") stay out."""
+    configure_logging("text", verbose)
+    if not verbose:
+        for name in ("collector.endpoint", "collector.run"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def command_demo(args: argparse.Namespace) -> ExitCode:
@@ -154,7 +230,10 @@ def _simulate(extra: list[str]) -> int:
 
 SHOWN = 10  # servers `validate --select` lists
 
-_COMMANDS = {"merge": command_merge, "run": command_run, "validate": command_validate, "demo": command_demo}
+FIRST = 5  # servers `validate --discover` lists per project
+
+_COMMANDS = {"merge": command_merge, "run": command_run, "validate": command_validate, "check": command_check,
+             "demo": command_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,6 +47,9 @@ EVENTS: dict[str, str] = {
     "run_started": "runner, collector.run, info: servers, projects, endpoints, collected_earlier, output, "
                    "resumed, concurrency, downloads, rate, version",
     "cleartext_endpoint": "runner, collector.run, warning, an http:// endpoint: endpoint",
+    "proxy": "proxies, info, a proxy from the environment: scheme (of the requests it takes), proxy (its URL, "
+             "login masked)",
+    "netrc_default": "proxies, warning, a proxy is set and netrc has a default entry: path",
     "progress": "collector.progress, info: see progress.Snapshot.fields",
     "summary": "runner through report.emit_summary, collector.summary, info: see report.summary_record",
     "run_stopping": "runner, collector.run, warning, first signal: reason (SIGTERM), wait_s (the grace)",

@@ -45,6 +45,7 @@ from collector.logs import ev
 from collector.metrics import Metrics, push, write_textfile_every
 from collector.progress import Tally, show_progress
 from collector.prepare import Rejected, prepare
+from collector.proxies import environment_proxies
 from collector.select import Selection
 from collector.shards import Shard
 from collector.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
@@ -235,7 +236,7 @@ async def _run(
     rejected: list[Rejected] = []
     try:
         prior = journal.entries()
-        async with anyio.create_task_group() as journalling, _session(settings) as session:
+        async with anyio.create_task_group() as journalling, open_session(settings) as session:
             inventory, rejected = await prepare(inventory, settings, session, selection=selection, shard=shard)
             outcome.projects = tuple(dict.fromkeys(p.project_id for p in inventory.projects))
             _announce(inventory, settings, shown, prior)
@@ -299,7 +300,11 @@ async def _run(
     return outcome
 
 
-def _session(settings: Settings) -> aiohttp.ClientSession:
+def open_session(settings: Settings) -> aiohttp.ClientSession:
+    # HTTPS_PROXY/HTTP_PROXY/NO_PROXY for the API and redirected downloads; off (and ~/.netrc
+    # unread) when no proxy is set: see collector.proxies for what it brings. First: it may
+    # refuse a proxy, before anything needs closing.
+    trust_env = environment_proxies()
     # Enough connections for the transfers plus the API calls the rate allows in flight.
     api_connections = max(64, math.ceil(settings.rate * 2))
     connector = aiohttp.TCPConnector(
@@ -313,6 +318,7 @@ def _session(settings: Settings) -> aiohttp.ClientSession:
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout),
         auto_decompress=False,  # the bytes on disk are the bytes served
         headers={"Accept-Encoding": "identity", "User-Agent": f"collector/{__version__}"},
+        trust_env=trust_env,
     )
 
 

@@ -252,6 +252,9 @@ def _number(*, zero_allowed: bool):
     return parse
 
 
+parse_positive = _number(zero_allowed=False)  # a flag's number above 0: seconds, a rate
+
+
 def _size(text: str) -> int:
     try:
         return parse_size(text)
@@ -276,7 +279,7 @@ _FLAG_TYPES = {
     Kind.BUDGET: _budget,
     Kind.TEXT: _text,
     Kind.COUNT: parse_count,
-    Kind.POSITIVE: _number(zero_allowed=False),
+    Kind.POSITIVE: parse_positive,
     Kind.NON_NEGATIVE: _number(zero_allowed=True),
     Kind.SIZE: _size,
 }

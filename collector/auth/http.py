@@ -10,6 +10,13 @@ A `SessionFactory` returns an async context manager of a `ClientSession`, entere
 call: the default makes a small session per call (credential fetches happen once per hours,
 and nothing then outlives the call); a runner that wants to share its session passes
 ``lambda: contextlib.nullcontext(session)``.
+
+Proxies: each call goes through the one HTTPS_PROXY/HTTP_PROXY name for its URL unless
+NO_PROXY lists the host, and never for a link-local address (the metadata service, the pod
+identity agent): `collector.proxies.proxy_for`, passed as ``proxy=``. Sessions given here
+must leave ``trust_env`` off (the default, and `default_session`'s): with it on, aiohttp would
+choose a proxy itself for a call we send direct, link-local ones included, and add ~/.netrc
+logins to our requests.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from collector.errors import (
     ThrottledError,
     TLSFailed,
 )
+from collector.proxies import proxy_for
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[aiohttp.ClientSession]]
 
@@ -80,7 +88,8 @@ async def exchange(
         with anyio.fail_after(timeout):
             async with session_factory() as session:
                 async with session.request(
-                    method, url, headers=dict(headers or {}), data=body, allow_redirects=False
+                    method, url, headers=dict(headers or {}), data=body, allow_redirects=False,
+                    proxy=proxy_for(url),
                 ) as response:
                     data = await _read_capped(response, max_body, operation)
                     return Answer(response.status, response.headers, data)
