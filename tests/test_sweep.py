@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
 
 from collector.cli import exit_code
@@ -152,3 +153,76 @@ def test_a_failure_budget_is_a_count_or_a_share_of_the_run():
     for bad in ("-1", "101%", "five", "", "nan%"):
         with pytest.raises(ValueError):
             parse_budget(bad)
+
+
+class _Renewable:
+    """Credentials that can be renewed: a token the test swaps, counting renewals."""
+
+    def __init__(self, sim: Simulator, renewed: str | None = None) -> None:
+        self.sim = sim
+        self.current = sim.token
+        self.renewed = renewed  # what a renewal gives; None: what the API accepts by then
+        self.renewals = 0
+
+    async def apply(self, request) -> object:
+        request.headers["X-Auth-Token"] = self.current
+        return self.current
+
+    async def rejected(self, generation: object) -> bool:
+        if generation != self.current:
+            return True  # another task renewed it already
+        if self.renewals:
+            return False  # a fresh one was refused too
+        self.renewals += 1
+        self.current = self.renewed or self.sim.token
+        return True
+
+    def describe(self) -> str:
+        return "a renewable token (test)"
+
+
+async def test_a_401_renews_credentials_once_for_everyone_and_the_run_goes_on(tmp_path, fast_settings):
+    from dataclasses import replace as _replace
+
+    from collector.inventory import load_inventory
+    from collector.runner import run_sweep
+
+    config = SimConfig(servers=40, export_seconds=(0.2, 0.4), archive_bytes=(4096, 8192), seed=10)
+    async with Simulator(config) as sim:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+        credentials = _Renewable(sim)
+        inventory = _replace(inventory, projects=tuple(_replace(p, credentials=credentials) for p in inventory.projects))
+        outcome = None
+
+        async def rotate_mid_run() -> None:
+            while sim.count("export") < 20:
+                await anyio.sleep(0.01)
+            sim.revoke_token()  # every request with the old token is refused from now on
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(rotate_mid_run)
+            outcome = await run_sweep(inventory, fast_settings, tmp_path / "out")
+        assert_exact(tmp_path, sim, sim.server_ids)
+        refused = sim.count(status=401)
+    assert exit_code(outcome) is ExitCode.OK
+    assert credentials.renewals == 1  # one renewal served every task that met the 401
+    assert refused >= 1
+
+
+async def test_a_401_after_a_fresh_credential_ends_the_run_with_exit_3(tmp_path, fast_settings):
+    from dataclasses import replace as _replace
+
+    from collector.inventory import load_inventory
+    from collector.runner import run_sweep
+
+    config = SimConfig(servers=5, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=10)
+    async with Simulator(config) as sim:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+        credentials = _Renewable(sim, renewed="refused-as-well")
+        sim.revoke_token()
+        inventory = _replace(inventory, projects=tuple(_replace(p, credentials=credentials) for p in inventory.projects))
+        outcome = await run_sweep(inventory, fast_settings, tmp_path / "out")
+    assert exit_code(outcome) is ExitCode.AUTH
+    assert credentials.renewals == 1
