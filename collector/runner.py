@@ -43,6 +43,7 @@ from collector.inventory import Inventory
 from collector.journal import Entry, Journal, JournalError, summarize
 from collector.logs import ev
 from collector.metrics import Metrics, push, write_textfile_every
+from collector.transport import auth_requests
 from collector.progress import Tally, show_progress
 from collector.prepare import Rejected, prepare
 from collector.proxies import environment_proxies
@@ -170,6 +171,9 @@ async def run_sweep(
             state = shown = prepare_output(output)
         metrics = Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway \
             else None
+        # The credential sources' requests count too (see collector.transport), for this run only.
+        observing = auth_requests.set(metrics.request if metrics is not None else None)
+        stack.callback(auth_requests.reset, observing)
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)

@@ -621,3 +621,33 @@ async def test_a_run_with_metrics_flags_writes_the_file_and_pushes_once_at_the_e
     assert samples[("collector_requests_total", (("code", "200"), ("operation", "download")))] == 4
     assert len(pushed) == 1 and pushed[0][0] == "POST" and pushed[0][1] == "/metrics/job/nightly"
     assert b"collector_exit_code 1" in pushed[0][2]
+
+
+async def test_requests_of_credential_sources_count_as_auth_while_a_run_observes_them():
+    from collector.auth.http import default_session, exchange
+    from collector.errors import ConnectRefused
+    from collector.transport import auth_requests
+    from yarl import URL
+
+    async def token(request: web.Request) -> web.Response:
+        return web.Response(status=201, text="{}")
+
+    app = web.Application()
+    app.router.add_post("/v3/auth/tokens", token)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port = runner.addresses[0][1]
+    metrics = Metrics()
+    observing = auth_requests.set(metrics.request)
+    try:
+        await exchange(default_session, "POST", URL(f"http://127.0.0.1:{port}/v3/auth/tokens"), operation="IAM")
+        await runner.cleanup()
+        with pytest.raises(ConnectRefused):
+            await exchange(default_session, "POST", URL(f"http://127.0.0.1:{port}/v3/auth/tokens"), operation="IAM")
+    finally:
+        auth_requests.reset(observing)
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(metrics.text().decode()) for s in family.samples}
+    assert samples[("collector_requests_total", (("code", "201"), ("operation", "auth")))] == 1
+    assert samples[("collector_requests_total", (("code", "refused"), ("operation", "auth")))] == 1

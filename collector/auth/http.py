@@ -3,7 +3,7 @@
 Each call runs under its own deadline (whatever session it is given: the run's shared session
 has no total timeout, downloads need that), reads at most `max_body` bytes, never follows a
 redirect (a credential must not be sent, or fetched, elsewhere) and translates aiohttp's
-exceptions into `collector.errors` once, here. Messages name the source and its host, never a
+exceptions into `collector.errors` with `collector.transport`, as the API client does. Messages name the source and its host, never a
 header or a body we sent.
 
 A `SessionFactory` returns an async context manager of a `ClientSession`, entered for each
@@ -36,17 +36,12 @@ from multidict import CIMultiDictProxy
 from collector.errors import (
     APIError,
     AuthError,
-    ConnectionReset,
-    ConnectRefused,
-    NameNotResolved,
     ProtocolError,
-    RequestError,
-    RequestTimeout,
     ServerError,
     ThrottledError,
-    TLSFailed,
 )
 from collector.proxies import proxy_for
+from collector.transport import auth_requests, read_bounded, translate
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[aiohttp.ClientSession]]
 
@@ -91,35 +86,18 @@ async def exchange(
                     method, url, headers=dict(headers or {}), data=body, allow_redirects=False,
                     proxy=proxy_for(url),
                 ) as response:
-                    data = await _read_capped(response, max_body, operation)
+                    if (observe := auth_requests.get()) is not None:
+                        observe("auth", response.status)
+                    data = await read_bounded(response, max_body, operation)
                     return Answer(response.status, response.headers, data)
-    except TimeoutError as exc:
-        raise RequestTimeout(f"{operation}: no answer from {host} within {timeout:g} s", host=host) from exc
-    except aiohttp.ClientSSLError as exc:
-        raise TLSFailed(f"{operation}: TLS with {host} failed ({type(exc).__name__})", host=host) from exc
-    except aiohttp.ClientConnectorDNSError as exc:
-        raise NameNotResolved(f"{operation}: host name {host} does not resolve", host=host) from exc
-    except aiohttp.ClientConnectorError as exc:
-        reason = exc.os_error.strerror or type(exc.os_error).__name__
-        raise ConnectRefused(f"{operation}: cannot connect to {host}:{url.port} ({reason})", host=host) from exc
     except aiohttp.ClientResponseError:
         # Its request_info carries the headers we sent (a pod identity token): not kept.
         raise ProtocolError(f"{operation}: {host} sent an answer that is not valid HTTP") from None
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-        raise ConnectionReset(f"{operation}: the connection to {host} broke ({type(exc).__name__})", host=host) from exc
-    except aiohttp.ClientError as exc:
-        raise RequestError(f"{operation}: {type(exc).__name__} talking to {host}", host=host) from exc
-
-
-async def _read_capped(response: aiohttp.ClientResponse, max_body: int, operation: str) -> bytes:
-    if response.content_length is not None and response.content_length > max_body:
-        raise ProtocolError(f"{operation}: the answer is larger than {max_body} bytes")
-    data = bytearray()
-    while chunk := await response.content.read(max_body + 1 - len(data)):
-        data += chunk
-        if len(data) > max_body:
-            raise ProtocolError(f"{operation}: the answer is larger than {max_body} bytes")
-    return bytes(data)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        error = translate(exc, operation, url)
+        if (observe := auth_requests.get()) is not None:
+            observe("auth", error)
+        raise error from exc
 
 
 def status_error(operation: str, answer: Answer, *, sent: Iterable[str] = ()) -> APIError:
