@@ -109,6 +109,15 @@ def moto_server() -> Iterator[MotoServer]:
             server.stop()
 
 
+@pytest.fixture
+async def bucket(moto_server: MotoServer) -> str:
+    """A new, empty bucket on the session's moto server."""
+    name = new_bucket_name()
+    async with raw_client(moto_server.url) as client:
+        await client.create_bucket(Bucket=name)
+    return name
+
+
 _buckets = itertools.count()
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from _moto import bucket, moto_server  # noqa: F401 - fixtures for the object-storage tests
 from collector.settings import Settings
 from collector.throttle import RetryPolicy
 

@@ -38,6 +38,7 @@ from collector.download import DownloadOptions, archive_name, fetch_archive
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
 from collector.simulator import SimConfig, Simulator
 from collector.storage import LocalDestination, LocalPartial
+from _auth_servers import serving
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from collector.simulator.archive import build_archive
 from collector.sweep import ServerResult
@@ -74,19 +75,6 @@ PROJECT = "0123456789abcdef0123456789abcdef"
 SERVER = "2102313YJK10N1000001"
 OTHER_SERVER = "2102313YJK10N1000002"
 CONTENT = f"/v1/{PROJECT}/physicalservers/{SERVER}/logs/exports/1/content"
-
-
-@asynccontextmanager
-async def serving(app: web.Application, ssl_context: ssl.SSLContext | None = None) -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context).start()
-        host, port = runner.addresses[0][:2]
-        yield f"{'https' if ssl_context else 'http'}://{host}:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def api_client(session: aiohttp.ClientSession, endpoint: str, policy: RetryPolicy) -> CloudDC:

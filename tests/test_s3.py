@@ -16,7 +16,7 @@ import aiohttp
 import anyio
 import pytest
 
-from _moto import FaultyProxy, MotoServer, moto_server, new_bucket_name, raw_client  # noqa: F401 - fixture
+from _moto import FaultyProxy, MotoServer, raw_client
 from collector.api import CloudDC
 from collector.credentials import StaticToken
 from collector.destinations import LocalLocation, S3Location, parse_destination
@@ -42,14 +42,6 @@ async def write_in_batches(partial, data: bytes, chunk: int = 256 * 1024, batch:
     for start in range(0, len(data), batch):
         piece = data[start:start + batch]
         await partial.write([piece[i:i + chunk] for i in range(0, len(piece), chunk)])
-
-
-@pytest.fixture
-async def bucket(moto_server: MotoServer) -> str:  # noqa: F811 - the fixture imported above
-    name = new_bucket_name()
-    async with raw_client(moto_server.url) as client:
-        await client.create_bucket(Bucket=name)
-    return name
 
 
 async def get(url: str, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:

@@ -12,18 +12,10 @@ from collector.errors import ExitCode, UsageError
 from collector.inventory import load_inventory
 from collector.runner import exit_code, run_sweep, state_dir_for
 from collector.simulator import SimConfig, Simulator
-from _moto import MotoServer, moto_server, new_bucket_name, raw_client  # noqa: F401 - fixture
+from _moto import new_bucket_name
 from test_s3 import get, keys, open_uploads
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-
-@pytest.fixture
-async def bucket(moto_server: MotoServer) -> str:  # noqa: F811 - the fixture imported above
-    name = new_bucket_name()
-    async with raw_client(moto_server.url) as client:
-        await client.create_bucket(Bucket=name)
-    return name
 
 
 async def test_a_sweep_into_a_bucket_is_exact_and_a_new_pod_without_state_skips_what_is_stored(
