@@ -2,8 +2,10 @@
 
 Every API request goes through the same gate, in this order:
 
-1. authentication (``X-Auth-Token``, or an AK/SK ``SDK-HMAC-SHA256`` signature checked by
-   `collector.simulator.signing`), 401 ``APIGW.0301``;
+1. authentication (``X-Auth-Token``: the configured token or a live one IAM issued; or an AK/SK
+   ``SDK-HMAC-SHA256`` signature checked by `collector.simulator.signing`, with the configured
+   keys or live pod identity keys, and the security token temporary keys need), 401
+   ``APIGW.0301``;
 2. the gateway's token bucket, 429 ``APIGW.0308``;
 3. the project id and server id in the path, 404;
 4. the next scripted fault for this (operation, server), else a seeded random 500, else
@@ -14,6 +16,9 @@ Every API request goes through the same gate, in this order:
 Responses carry the documented quirks: the 202 is JSON labelled octet-stream, statuses and
 percentages are spelled per server, and some servers label their JSON as octet-stream too.
 Handlers do a few dict lookups and one small JSON dump, so thousands of servers fit on a core.
+
+IAM (``POST /v3/auth/tokens``) and the pod identity agent are served here too, outside the
+gate (`collector.simulator.identity`).
 
 ``GET /_sim/stats`` is outside the API: no authentication, not rate limited, not recorded. It
 answers `CloudDC.snapshot` as JSON, for benchmarks that run the simulator in another process.
@@ -37,6 +42,7 @@ from collector.simulator.faults import DOWNLOAD, EXPORT, LIST, STATUS, FaultScri
 from collector.simulator.fleet import Fleet, ServerProfile
 from collector.simulator.gateway import TokenBucket, retry_after_header
 from collector.simulator.hostile import HostileReplies
+from collector.simulator.identity import Identity, check_security_token
 from collector.simulator.recorder import Recorder, SeenRequest
 from collector.simulator.responses import (
     JSON_TYPE,
@@ -47,7 +53,7 @@ from collector.simulator.responses import (
     redirect,
     reset_connection,
 )
-from collector.simulator.signing import SignatureError, is_signed, verify
+from collector.simulator.signing import SignatureError, is_signed, parse_authorization, verify
 from collector.simulator.storage import StorageOrigin
 from collector.simulator.transfer import ArchiveSender
 
@@ -95,6 +101,7 @@ class CloudDC:
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._request_ids = random.Random(f"{config.seed}:request-ids")
         self._exports: list[Export] = []  # every export started, for the snapshot's spans
+        self.identity = Identity(config, wall_clock=wall_clock, request_id=self.request_id)
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -105,12 +112,15 @@ class CloudDC:
         app.router.add_get(exports + "/{export_id}", self._status)
         app.router.add_get(exports + "/{export_id}/content", self._download)
         app.router.add_get("/_sim/stats", self._stats)
+        self.identity.add_routes(app, lambda operation, status: self.recorder.record(
+            self.clock() - self.t0, operation, status))
         app.router.add_route("*", "/{tail:.*}", self._no_route)
         return app
 
     def started(self) -> None:
         """Start the clocks: the timeline's zero and a full token bucket."""
         self.t0 = self.clock()
+        self.identity.started()
         if self.config.rate_limit is not None:
             self._bucket = TokenBucket(self.config.rate_limit, self.t0)
 
@@ -171,6 +181,7 @@ class CloudDC:
             "peak_running_exports": _peak(spans),
             "hostile": self.config.hostile,
             "faults": dict(sorted(self.recorder.faults.items())),
+            "identity": self.identity.snapshot(timeline=timeline),
         }
         if timeline:
             snapshot["timeline"] = [[round(t, 6), op, status] for t, op, status in self.recorder.timeline]
@@ -211,12 +222,10 @@ class CloudDC:
                 message = f"Incorrect IAM authentication information: verify aksk signature fail: {exc}"
                 return error_response(401, "APIGW.0301", message, rid)
         elif request.headers.get("X-Auth-Token") != self.token:
-            return error_response(
-                401,
-                "APIGW.0301",
-                "Incorrect IAM authentication information: the X-Auth-Token is missing, invalid or expired",
-                rid,
-            )
+            reason = self.identity.token_refusal(request.headers.get("X-Auth-Token"))
+            if reason is not None:
+                message = f"Incorrect IAM authentication information: {reason}"
+                return error_response(401, "APIGW.0301", message, rid)
         if self._bucket is not None:
             wait = self._bucket.take(now)
             if wait:
@@ -227,6 +236,7 @@ class CloudDC:
         return None
 
     async def _check_signature(self, request: web.Request) -> None:
+        access_key, keys = self.identity.signing_keys(request.headers["Authorization"])
         body = await request.read() if request.body_exists else b""
         verify(
             request.method,
@@ -234,10 +244,13 @@ class CloudDC:
             request.rel_url.raw_query_string,
             request.headers,
             body,
-            access_key=self.config.access_key,
-            secret_key=self.config.secret_key,
+            access_key=access_key,
+            secret_key=keys.secret,
             now=self.wall_clock(),
         )
+        if keys.security_token is not None:
+            signed = parse_authorization(request.headers["Authorization"]).signed_headers
+            check_security_token(request.headers, signed, keys.security_token)
 
     def _fault(self, operation: str, sid: str | None) -> str | None:
         key = sid or ""

@@ -18,6 +18,10 @@ import sys
 from collector.errors import ExitCode
 from collector.simulator.config import (
     DEFAULT_ACCESS_KEY,
+    DEFAULT_IAM_DOMAIN,
+    DEFAULT_IAM_PASSWORD,
+    DEFAULT_IAM_USER,
+    DEFAULT_POD_TOKEN,
     DEFAULT_PROJECT_ID,
     DEFAULT_SECRET_KEY,
     DEFAULT_TOKEN,
@@ -105,6 +109,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--token", default=DEFAULT_TOKEN, help="the X-Auth-Token the API accepts")
     add("--access-key", default=DEFAULT_ACCESS_KEY, help="the AK of SDK-HMAC-SHA256 signed requests")
     add("--secret-key", default=DEFAULT_SECRET_KEY, help="the SK of SDK-HMAC-SHA256 signed requests")
+    add("--security-token", help="make --access-key/--secret-key temporary: signed requests must carry this "
+        "X-Security-Token")
+    add("--iam-domain", default=DEFAULT_IAM_DOMAIN, help="the account IAM (POST /v3/auth/tokens) knows")
+    add("--iam-user", default=DEFAULT_IAM_USER, help="the IAM user of that account")
+    add("--iam-password", default=DEFAULT_IAM_PASSWORD, help="that user's password")
+    add("--token-lifetime", type=_positive_float, default=defaults.token_lifetime, metavar="SECONDS",
+        help="how long a token IAM issues is accepted (default: %(default)g)")
+    add("--pod-token", default=DEFAULT_POD_TOKEN,
+        help="the service-account token the pod identity agent (/pod-identity/v1/credentials) expects")
+    add("--credential-lifetime", type=_positive_float, default=defaults.credential_lifetime, metavar="SECONDS",
+        help="how long temporary keys from pod identity are accepted (default: %(default)g)")
     add(
         "--export-seconds",
         type=seconds_range,
@@ -153,6 +168,13 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         token=args.token,
         access_key=args.access_key,
         secret_key=args.secret_key,
+        security_token=args.security_token,
+        iam_domain=args.iam_domain,
+        iam_user=args.iam_user,
+        iam_password=args.iam_password,
+        token_lifetime=args.token_lifetime,
+        pod_token=args.pod_token,
+        credential_lifetime=args.credential_lifetime,
         seed=args.seed,
         host=args.host,
         port=args.port,

@@ -15,6 +15,10 @@ DEFAULT_PROJECT_ID = "0a5f3c2e9b8d47e1a6c4f2b7d9e31c80"
 DEFAULT_TOKEN = "MIIsimulated-clouddc-token-0000"
 DEFAULT_ACCESS_KEY = "SIMAK"
 DEFAULT_SECRET_KEY = "SIMSK"
+DEFAULT_IAM_DOMAIN = "sim-account"
+DEFAULT_IAM_USER = "sim-collector"
+DEFAULT_IAM_PASSWORD = "sim-iam-password"
+DEFAULT_POD_TOKEN = "sim-pod-service-account-token"
 MAX_SERVERS = 1_000_000  # server ids end in six decimal digits
 
 
@@ -27,6 +31,9 @@ class SimConfig:
     token: str = DEFAULT_TOKEN
     access_key: str = DEFAULT_ACCESS_KEY  # AK/SK for SDK-HMAC-SHA256 signed requests
     secret_key: str = DEFAULT_SECRET_KEY
+    # With a security token the AK/SK above are temporary: signed requests must carry it in
+    # X-Security-Token (and sign it); without one they are permanent keys.
+    security_token: str | None = None
     seed: int = 0
     host: str = "127.0.0.1"
     port: int = 0
@@ -56,6 +63,15 @@ class SimConfig:
     chunk_bytes: int = 256 * 1024
     stall_seconds: float = 3600.0  # how long a "stall" fault holds the connection
 
+    # Identity (collector.simulator.identity): IAM password tokens and CCE pod identity keys,
+    # accepted by the gateway until they end.
+    iam_domain: str = DEFAULT_IAM_DOMAIN
+    iam_user: str = DEFAULT_IAM_USER
+    iam_password: str = DEFAULT_IAM_PASSWORD
+    token_lifetime: float = 86400.0  # seconds an IAM token is accepted (IAM's 24 h)
+    pod_token: str = DEFAULT_POD_TOKEN  # the service-account token the pod identity agent expects
+    credential_lifetime: float = 3600.0  # seconds temporary keys from pod identity are accepted
+
     def __post_init__(self) -> None:
         # Accept lists (from YAML or JSON) but keep the frozen instance hashable.
         object.__setattr__(self, "export_seconds", tuple(map(float, self.export_seconds)))
@@ -64,6 +80,13 @@ class SimConfig:
         _check(bool(self.project_id) and "/" not in self.project_id, "project_id must be a path segment")
         _check(bool(self.token), "token must not be empty")
         _check(bool(self.access_key) and bool(self.secret_key), "access_key and secret_key must not be empty")
+        _check(self.security_token is None or bool(self.security_token), "security_token must not be empty")
+        _check(
+            all(bool(value) for value in (self.iam_domain, self.iam_user, self.iam_password, self.pod_token)),
+            "iam_domain, iam_user, iam_password and pod_token must not be empty",
+        )
+        _check(self.token_lifetime > 0 and self.credential_lifetime > 0,
+               "token_lifetime and credential_lifetime must be > 0")
         lo, hi = self.export_seconds
         _check(0 <= lo <= hi, "export_seconds must be (lo, hi) with 0 <= lo <= hi")
         lo, hi = self.archive_bytes

@@ -12,12 +12,16 @@ and the API origin serves that at ``GET /_sim/stats`` for out-of-process readers
         assert sim.stats["download", 200] == 2
 
 Lifecycle timing uses the event loop's clock (or an injected `clock`), never the wall clock.
+The ends of IAM tokens and pod identity keys (`identity`, `iam_url`, `pod_identity_url`) and
+the signature's date check use the wall clock (or an injected `wall_clock`): clients compare
+those with their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -31,6 +35,7 @@ from collector.simulator.archive import ArchiveStore
 from collector.simulator.config import SimConfig
 from collector.simulator.faults import DOWNLOAD, EXPORT, STATUS, FaultScript
 from collector.simulator.fleet import Fleet, ServerProfile
+from collector.simulator.identity import POD_IDENTITY_PATH, Identity
 from collector.simulator.recorder import Recorder, SeenRequest
 from collector.simulator.storage import StorageOrigin
 from collector.simulator.transfer import ArchiveSender
@@ -46,7 +51,13 @@ def _loop_time() -> float:
 
 
 class Simulator:
-    def __init__(self, config: SimConfig | None = None, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        config: SimConfig | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
         self.config = config or SimConfig()
         self.fleet = Fleet(self.config)
         self.recorder = Recorder()
@@ -68,6 +79,7 @@ class Simulator:
             script=self._script,
             recorder=self.recorder,
             clock=clock,
+            wall_clock=wall_clock,
         )
         self._runners: list[web.AppRunner] = []
         self.url = ""
@@ -123,6 +135,22 @@ class Simulator:
     @property
     def storage_url(self) -> str:
         return self._storage.url
+
+    @property
+    def iam_url(self) -> str:
+        """IAM's endpoint, as an inventory's ``auth: {iam: {endpoint}}`` gives it."""
+        return self.url
+
+    @property
+    def pod_identity_url(self) -> str:
+        """What ``HC_CONTAINER_CREDENTIALS_FULL_URI`` is set to for pod identity."""
+        return self.url + POD_IDENTITY_PATH
+
+    @property
+    def identity(self) -> Identity:
+        """IAM and pod identity: credentials issued (``tokens_issued``, ``credentials_issued``),
+        refused, and API requests refused because theirs had ended (``expired_refused``)."""
+        return self._api.identity
 
     @property
     def project_id(self) -> str:
