@@ -104,8 +104,8 @@ async def test_token_is_refreshed_ahead_of_expiry_once_for_every_waiting_task():
     async with serving(server.app()) as url:
         iam = provider(url, clock)
         first, _ = await token_of(iam)
-        # 10 % of 24 h is more than 5 min: the refresh is due 2.4 h before the end.
-        clock.advance(24 * 3600 - 2.4 * 3600 - 1)
+        # 5 min is less than 10 % of 24 h: the refresh is due 5 min before the end.
+        clock.advance(24 * 3600 - 300 - 1)
         assert (await token_of(iam))[0] == first and len(server.seen) == 1
         clock.advance(2)
         server.gate = Gate()

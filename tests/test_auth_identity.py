@@ -78,7 +78,7 @@ async def test_pod_identity_keys_are_refreshed_before_they_end_and_the_rotated_t
     async with serving(server.app()) as url:
         provider = pod_identity_from_env(pod_env(url, token_file), clock=clock)
         first, _ = await signed_with(provider)
-        clock.advance(3600 - 6 * 60 - 1)  # margin: max(5 min, 10 % of 1 h) = 6 min
+        clock.advance(3600 - 5 * 60 - 1)  # margin: min(5 min, 10 % of 1 h) = 5 min
         assert access_of((await signed_with(provider))[0]) == access_of(first)
         token_file.write_text("rotated-by-the-kubelet")
         clock.advance(2)
@@ -172,7 +172,7 @@ async def test_metadata_without_the_token_api_asks_for_keys_without_a_token():
     async with serving(server.app()) as url:
         provider = metadata_credentials(MetadataService(url, clock=clock), clock=clock)
         await signed_with(provider)
-        clock.advance(400)  # past the refresh point (5 min of a 10 min lifetime)
+        clock.advance(560)  # past the refresh point (1 min of a 10 min lifetime: 10 % is less than 5 min)
         await signed_with(provider)
     assert server.count("PUT") == 1  # the token API is not asked again within a day
     assert server.count("GET") == 2

@@ -37,14 +37,23 @@ Fetch = Callable[[], Awaitable[tuple[T, float | None]]]
 
 @dataclass(frozen=True, slots=True)
 class RefreshPolicy:
+    """When an expiring credential is renewed: once less than `min_margin` (5 min) or
+    `fraction` (10 %) of its lifetime is left, whichever comes later.
+
+    Late, because each renewal is a request to IAM or the identity agent, and a run of T
+    seconds on credentials that live L should cost about T / L of them (issue 9: at most
+    T / L + 2); early enough that a clock a little off or a slow answer never lets a request
+    go out with an expired credential (the 401 path covers what slips through).
+    """
+
     min_margin: float = 300.0  # refresh when less than this is left...
-    fraction: float = 0.1  # ...or less than this share of the lifetime
+    fraction: float = 0.1  # ...or less than this share of the lifetime, whichever is less
     retry_interval: float = 30.0  # after a failed early refresh, keep the current one this long
     reject_window: float = 60.0  # a credential fetched after a 401 and rejected within this is final
 
     def refresh_at(self, issued_at: float, expires_at: float) -> float:
         lifetime = expires_at - issued_at
-        margin = min(max(self.min_margin, self.fraction * lifetime), lifetime / 2)
+        margin = min(self.min_margin, self.fraction * lifetime)
         return expires_at - margin
 
 
