@@ -75,6 +75,7 @@ EVENTS: dict[str, str] = {
     "journal_failed": "journal, error: error, reason",
     "servers_discovered": "prepare, collector.run, info: project_id, endpoint, servers (listed by the API), "
                           "chosen (by discover:)",
+    "discovery_failed": "prepare, collector.run, error: project_id, endpoint, error, error_kind",
     "tls_unverified": "runner, collector.run, warning, every run: endpoint",
     "credentials_found": "prepare, collector.run, info, no auth in the inventory: source (kind and where)",
     "metrics_failed": "metrics, warning, once per file or push: destination (path, or URL without credentials), "

@@ -32,7 +32,7 @@ from collector.discovery import (
     unusable,
 )
 from collector.endpoint import EndpointHealth
-from collector.errors import UsageError
+from collector.errors import CollectorError, UsageError
 from collector.inventory import Inventory, Project, Server
 from collector.logs import ev
 from collector.select import Selection
@@ -51,6 +51,7 @@ class Rejected:
     server_id: str  # a printable rendering, never a file name
     name: str | None
     reason: str
+    kind: str = "protocol"  # the error's kind, for the summary
 
 
 async def prepare(
@@ -75,7 +76,17 @@ async def prepare(
             if project.discover is None:
                 projects.append(project)
                 continue
-            found = await discover(project, settings, session)
+            try:
+                found = await discover(project, settings, session)
+            except CollectorError as exc:
+                # The project's listed servers are still swept; the report says what is missing.
+                log.error("%s: discovery failed: %s", project.project_id, exc,
+                          extra=ev("discovery_failed", project_id=project.project_id, endpoint=project.endpoint,
+                                   error=str(exc), error_kind=exc.kind))
+                rejected.append(Rejected(project.project_id, "(discovery)", None, f"discovery failed: {exc}",
+                                         exc.kind))
+                projects.append(project)
+                continue
             wanted = chooser(project)
             chosen = [server for server in found if wanted(server)]
             projects.append(replace(project, servers=merge_discovered(project.servers, chosen)))

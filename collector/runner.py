@@ -328,8 +328,9 @@ def open_session(settings: Settings) -> aiohttp.ClientSession:
 
 def _rejected_result(rejected: Rejected) -> ServerResult:
     """A discovered server we cannot collect: failed, with why, and nothing written for it."""
+    why = "discovery failed" if rejected.server_id == "(discovery)" else "listed with an unusable id"
     return ServerResult(rejected.project_id, rejected.server_id, rejected.name, state=Phase.FAILED.value,
-                        error=rejected.reason, error_kind="protocol", reason="listed with an unusable id")
+                        error=rejected.reason, error_kind=rejected.kind, reason=why)
 
 
 class _Ledger:

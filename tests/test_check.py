@@ -218,3 +218,24 @@ async def test_validate_discover_with_a_rejected_token_is_exit_3(tmp_path):
     assert code == ExitCode.AUTH, stdout + stderr
     assert f"{sim.project_id}  {sim.url}  discovery FAILED: ListServers: HTTP 401" in stdout
     assert stdout.splitlines()[-1] == f"{inventory}: discovery failed for 1 project(s)"
+
+
+async def test_a_discovery_the_api_refuses_is_reported_not_a_crash(tmp_path, fast_settings):
+    """ListServers answered 401: the run ends as any 401 does (exit 3), not as a bug (70), and
+    the report says discovery failed and why."""
+    from collector.errors import ExitCode
+    from collector.runner import exit_code, run_sweep
+    from collector.simulator import SimConfig, Simulator
+
+    async with Simulator(SimConfig(servers=3, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        data = yaml.safe_load((tmp_path / "inventory.yaml").read_text())
+        data["discover"] = True
+        (tmp_path / "inventory.yaml").write_text(yaml.safe_dump(data))
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+        sim.revoke_token()
+        outcome = await run_sweep(inventory, fast_settings, tmp_path / "out")
+    assert outcome.crash is None
+    assert exit_code(outcome) is ExitCode.AUTH
+    [failed] = [r for r in outcome.results if r.server_id == "(discovery)"]
+    assert failed.state == "failed" and "discovery failed" in failed.error and "401" in failed.error
