@@ -115,6 +115,8 @@ async def with_credentials(inventory: Inventory, environ: Mapping[str, str]) -> 
         found = await default_chain(environ)
     except CredentialsUnavailable as exc:
         raise UsageError(f"no credentials: {exc.message}", exc.hint) from None
+    except CollectorError as exc:  # a source that is there but refused us or did not answer
+        raise UsageError(f"no credentials: {exc}", "fix that source, or give auth: in the inventory") from None
     log.info("credentials: %s", found.describe(), extra=ev("credentials_found", source=found.describe()))
     projects = tuple(p if p.credentials is not None else replace(p, credentials=found) for p in inventory.projects)
     return replace(inventory, projects=projects)
