@@ -174,12 +174,16 @@ async def run_sweep(
         # The credential sources' requests count too (see collector.transport), for this run only.
         observing = auth_requests.set(metrics.request if metrics is not None else None)
         stack.callback(auth_requests.reset, observing)
+        session = await stack.enter_async_context(open_session(settings))
+        # Before any task group: a user error here (no credentials, a selection of nothing)
+        # must reach the caller as itself, not wrapped in an exception group.
+        inventory, rejected = await prepare(inventory, settings, session, selection=selection, shard=shard)
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
             outcome = await _run(inventory, settings, state, shown, fresh=fresh, live=live,
                                  destination=destination or LocalDestination(state), listeners=listeners,
-                                 metrics=metrics, selection=selection, shard=shard)
+                                 metrics=metrics, session=session, rejected=rejected, shard=shard)
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
@@ -226,7 +230,8 @@ async def _run(
     destination: Destination,
     listeners: Sequence[Listener],
     metrics: Metrics | None,
-    selection: Selection | None,
+    session: aiohttp.ClientSession,
+    rejected: list[Rejected],
     shard: Shard | None,
 ) -> Outcome:
     journal = Journal.open(out_dir, fresh=fresh, folder=shard.state_dir(out_dir) if shard else None)
@@ -237,13 +242,11 @@ async def _run(
     sweep: Sweep | None = None
     ledger = _Ledger()
     results: list[ServerResult] | None = None
-    rejected: list[Rejected] = []
     try:
         prior = journal.entries()
-        async with anyio.create_task_group() as journalling, open_session(settings) as session:
-            inventory, rejected = await prepare(inventory, settings, session, selection=selection, shard=shard)
-            outcome.projects = tuple(dict.fromkeys(p.project_id for p in inventory.projects))
-            _announce(inventory, settings, shown, prior)
+        outcome.projects = tuple(dict.fromkeys(p.project_id for p in inventory.projects))
+        _announce(inventory, settings, shown, prior)
+        async with anyio.create_task_group() as journalling:
             journalling.start_soon(journal.writer)
             sweep = Sweep(inventory, settings, destination, session, prior=prior, fresh=fresh,
                           observe=metrics.request if metrics is not None else None)
@@ -265,8 +268,6 @@ async def _run(
                     helpers.cancel_scope.cancel()
             finally:
                 journal.close()  # the writer commits what is left, then returns
-    except UsageError:
-        raise  # before the sweep: no credentials, a selection of nothing
     except Exception as exc:  # cancellation is a BaseException and passes
         outcome.crash = exc
     finally:

@@ -430,6 +430,12 @@ def test_run_select_collects_exactly_the_matching_servers_and_reports_only_them(
             validate = await anyio.run_process(
                 [sys.executable, "-m", "collector", "validate", "-i", str(tmp_path / "inventory.yaml"),
                  "--select", "name:nothing-like-this*"], check=False)
+            nothing = await anyio.run_process(
+                [sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "inventory.yaml"),
+                 "-o", str(tmp_path / "nothing"), "--select", "name:nothing-like-this*"], check=False)
+            assert nothing.returncode == 2, nothing.stderr.decode()
+            assert nothing.stderr.decode().startswith("collector: error: --select")
+            assert not list((tmp_path / "nothing").rglob("*"))  # checked writable, nothing written
         report = json.loads((tmp_path / "out" / "report.json").read_text())
         assert run.returncode == 0, run.stderr.decode()
         return wanted, sorted(s["server_id"] for s in report["servers"]), validate
