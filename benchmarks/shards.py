@@ -20,8 +20,9 @@ What is measured and checked:
 - makespan: from the first shard's start to the last shard's exit (and with the merge),
   against the lower bound of benchmarks/sweep.py (the slowest export plus a round trip;
   (3 x servers - burst) / rate limit; bytes / loopback bandwidth);
-- the share of API requests answered 429, requests per server, from the simulator's
-  ``/_sim/stats``; each process's peak RSS (``VmHWM``) and CPU seconds.
+- the share of API requests answered 429, requests per server, and where the makespan went
+  (startup, ramp to the limit, accepted requests/s, tail; see `makespan_split`), from the
+  simulator's ``/_sim/stats``; each process's peak RSS (``VmHWM``) and CPU seconds.
 
 JSON lines on stdout: a setup line with the bound, one line per shard, the sharded run's
 summary, the merge, the one-process run, a comparison. Exits 1 if coverage or any archive is
@@ -77,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--collector-args", default="", help='extra `collector run` flags for every process')
     parser.add_argument("--no-single", action="store_true", help="skip the one-process run of the same fleet")
-    parser.add_argument("--timeout", type=float, default=1800, help="seconds a collector process may take")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds a collector process may take before it is killed (default 900)")
     parser.add_argument("--workdir", type=Path, help="where runs write (default: a temporary folder, removed)")
     return parser
 
@@ -140,6 +142,39 @@ def load_report_file(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def makespan_split(stats: dict[str, Any], started: float, ended: float, rate_limit: float | None) -> dict[str, Any]:
+    """Where the makespan went, from the simulator's timeline of API requests.
+
+    `started` and `ended` are the clients' first start and last exit on time.monotonic(),
+    the simulator's clock too (see `SimProcess.stats`). Startup is until the first API
+    request (loading the inventory, opening the journal); the ramp until the first 5 s in
+    which the gateway accepted 90 % of its limit; the tail from the last export the gateway
+    accepted to the end (that export, its poll and its download); accepted requests per
+    second over the run and in 10 s windows from the first request.
+    """
+    t0 = started - stats["clock_t0"]
+    end = ended - stats["clock_t0"]
+    timeline = [(t, op, status) for t, op, status in stats["timeline"] if op != "storage"]
+    accepted = [t for t, _, status in timeline if status != 429]
+    if not accepted:
+        return {}
+    first = min(t for t, _, _ in timeline)
+    last_export = max((t for t, op, status in timeline if op == "export" and status == 202), default=first)
+    windows: dict[int, int] = {}
+    for t in accepted:
+        windows[int((t - first) // 10)] = windows.get(int((t - first) // 10), 0) + 1
+    per_10s = [round(windows.get(i, 0) / 10, 1) for i in range(max(windows) + 1)]
+    ramp = None
+    if rate_limit:
+        fives: dict[int, int] = {}
+        for t in accepted:
+            fives[int((t - first) // 5)] = fives.get(int((t - first) // 5), 0) + 1
+        ramp = next((i * 5.0 for i in sorted(fives) if fives[i] / 5 >= 0.9 * rate_limit), None)
+    return {"startup_s": first - t0, "ramp_s": ramp, "tail_s": end - last_export,
+            "accepted_per_s": len(accepted) / max(1e-9, max(accepted) - first),
+            "accepted_per_s_by_10s": per_10s}
+
+
 def archive_summary(check: Any) -> dict[str, Any]:
     return {"archives_correct": check.ok, "archives_checked": check.checked,
             "archive_problems": check.problems[:5], "archive_problem_count": len(check.problems)}
@@ -164,7 +199,7 @@ def run_sharded(config: SimConfig, args: argparse.Namespace, root: Path, extra: 
              f"{config.rate_limit or 0:g} req/s ...")
         with ThreadPoolExecutor(max_workers=args.shards) as pool:
             runs = list(pool.map(lambda command: run_measured(command, timeout=args.timeout), commands))
-        stats = sim.stats(timeline=False)
+        stats = sim.stats()
     records: list[dict[str, Any]] = [{
         "bench": "shards", "kind": "setup", "code": code_version(), "servers": config.servers,
         "shards": args.shards, "export_seconds": list(config.export_seconds),
@@ -177,7 +212,8 @@ def run_sharded(config: SimConfig, args: argparse.Namespace, root: Path, extra: 
         shard_report = load_report_file(out / f"report.shard-{index}-of-{args.shards}.json") or {}
         record = {"bench": "shards", "kind": "shard", "shard": f"{index}/{args.shards}", "exit_code": run.exit_code,
                   "wall_s": run.wall_s, "started_after_s": run.started - runs[0].started,
-                  "peak_rss_mb": run.peak_rss_mb, "cpu_s": run.cpu_s, "totals": shard_report.get("totals")}
+                  "peak_rss_mb": run.peak_rss_mb, "cpu_s": run.cpu_s, "totals": shard_report.get("totals"),
+                  "killed_at_timeout": run.wall_s >= args.timeout}
         if run.exit_code != 0:
             record["stderr_tail"] = run.stderr[-2000:]
         records.append(round_floats(record))
@@ -207,6 +243,7 @@ def run_sharded(config: SimConfig, args: argparse.Namespace, root: Path, extra: 
         "cpu_ms_per_server": sum(r.cpu_s for r in runs) * 1000 / max(1, config.servers),
         **metrics,
         "target_429_le_5pct": metrics["share_429"] <= 0.05,
+        **makespan_split(stats, min(r.started for r in runs), max(r.ended for r in runs), config.rate_limit),
     }
     records.append(round_floats(summary))
     return records, ok
@@ -221,7 +258,7 @@ def run_single(config: SimConfig, args: argparse.Namespace, root: Path, extra: l
         command = collector_command(sim.inventory, out, extra)
         note(f"one process, {config.servers} servers, same gateway limit ...")
         run = run_measured(command, timeout=args.timeout)
-        stats = sim.stats(timeline=False)
+        stats = sim.stats()
     note("checking every archive ...")
     report = load_report(out)
     archives = check_archives(config, out, report=report)
@@ -233,7 +270,8 @@ def run_single(config: SimConfig, args: argparse.Namespace, root: Path, extra: l
               **archive_summary(archives),
               "makespan_s": run.wall_s, "lower_bound_s": bound_s, "ratio": run.wall_s / bound_s,
               "peak_rss_mb": run.peak_rss_mb, "cpu_s": run.cpu_s,
-              "cpu_ms_per_server": run.cpu_s * 1000 / max(1, config.servers), **sweep_metrics(config, stats)}
+              "cpu_ms_per_server": run.cpu_s * 1000 / max(1, config.servers), **sweep_metrics(config, stats),
+              **makespan_split(stats, run.started, run.ended, config.rate_limit)}
     if run.exit_code != 0:
         record["stderr_tail"] = run.stderr[-2000:]
     return round_floats(record), ok
@@ -267,7 +305,9 @@ def main(argv: list[str] | None = None) -> int:
                   "sharded_peak_rss_mb_max": sharded["peak_rss_mb_max"],
                   "sharded_peak_rss_mb_sum": sharded["peak_rss_mb_sum"], "single_peak_rss_mb": single["peak_rss_mb"],
                   "sharded_cpu_ms_per_server": sharded["cpu_ms_per_server"],
-                  "single_cpu_ms_per_server": single["cpu_ms_per_server"]})
+                  "single_cpu_ms_per_server": single["cpu_ms_per_server"],
+                  **{f"{kind}_{key}": record.get(key) for kind, record in (("sharded", sharded), ("single", single))
+                     for key in ("startup_s", "ramp_s", "tail_s", "accepted_per_s")}})
         emit({"bench": "shards", "kind": "load", "before": load_before, "after": _load()})
     finally:
         if args.workdir is None:
