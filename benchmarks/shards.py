@@ -21,7 +21,7 @@ What is measured and checked:
   against the lower bound of benchmarks/sweep.py (the slowest export plus a round trip;
   (3 x servers - burst) / rate limit; bytes / loopback bandwidth);
 - the share of API requests answered 429, requests per server, and where the makespan went
-  (startup, ramp to the limit, accepted requests/s, tail; see `makespan_split`), from the
+  (startup, seconds at and below the gateway's limit; see `makespan_split`), from the
   simulator's ``/_sim/stats``; each process's peak RSS (``VmHWM``) and CPU seconds.
 
 JSON lines on stdout: a setup line with the bound, one line per shard, the sharded run's
@@ -146,11 +146,12 @@ def makespan_split(stats: dict[str, Any], started: float, ended: float, rate_lim
     """Where the makespan went, from the simulator's timeline of API requests.
 
     `started` and `ended` are the clients' first start and last exit on time.monotonic(),
-    the simulator's clock too (see `SimProcess.stats`). Startup is until the first API
-    request (loading the inventory, opening the journal); the ramp until the first 5 s in
-    which the gateway accepted 90 % of its limit; the tail from the last export the gateway
-    accepted to the end (that export, its poll and its download); accepted requests per
-    second over the run and in 10 s windows from the first request.
+    the simulator's clock too (see `SimProcess.stats`). The makespan is startup (until the
+    first API request: loading the inventory, opening the journal) + seconds at the limit
+    (1 s windows in which the gateway accepted at least 90 % of its limit) + seconds below it
+    (the ramp, lulls, and the end: the last exports, their polls and downloads). Also: the
+    ramp (until the first 5 s at 90 % of the limit), the time from the last accepted export
+    to the end, and accepted requests per second, over the run and in 10 s windows.
     """
     t0 = started - stats["clock_t0"]
     end = ended - stats["clock_t0"]
@@ -160,19 +161,24 @@ def makespan_split(stats: dict[str, Any], started: float, ended: float, rate_lim
         return {}
     first = min(t for t, _, _ in timeline)
     last_export = max((t for t, op, status in timeline if op == "export" and status == 202), default=first)
-    windows: dict[int, int] = {}
-    for t in accepted:
-        windows[int((t - first) // 10)] = windows.get(int((t - first) // 10), 0) + 1
-    per_10s = [round(windows.get(i, 0) / 10, 1) for i in range(max(windows) + 1)]
-    ramp = None
-    if rate_limit:
-        fives: dict[int, int] = {}
+
+    def per_window(width: float) -> dict[int, int]:
+        counts: dict[int, int] = {}
         for t in accepted:
-            fives[int((t - first) // 5)] = fives.get(int((t - first) // 5), 0) + 1
-        ramp = next((i * 5.0 for i in sorted(fives) if fives[i] / 5 >= 0.9 * rate_limit), None)
-    return {"startup_s": first - t0, "ramp_s": ramp, "tail_s": end - last_export,
-            "accepted_per_s": len(accepted) / max(1e-9, max(accepted) - first),
-            "accepted_per_s_by_10s": per_10s}
+            counts[int((t - first) // width)] = counts.get(int((t - first) // width), 0) + 1
+        return counts
+
+    tens = per_window(10)
+    split: dict[str, Any] = {"startup_s": first - t0}
+    if rate_limit:
+        seconds, fives = per_window(1), per_window(5)
+        at_limit = sum(1 for n in seconds.values() if n >= 0.9 * rate_limit)
+        split.update({"at_limit_s": float(at_limit), "below_limit_s": end - first - at_limit,
+                      "ramp_s": next((i * 5.0 for i in sorted(fives) if fives[i] / 5 >= 0.9 * rate_limit), None)})
+    split.update({"after_last_export_s": end - last_export,
+                  "accepted_per_s": len(accepted) / max(1e-9, max(accepted) - first),
+                  "accepted_per_s_by_10s": [round(tens.get(i, 0) / 10, 1) for i in range(max(tens) + 1)]})
+    return split
 
 
 def archive_summary(check: Any) -> dict[str, Any]:
@@ -307,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
                   "sharded_cpu_ms_per_server": sharded["cpu_ms_per_server"],
                   "single_cpu_ms_per_server": single["cpu_ms_per_server"],
                   **{f"{kind}_{key}": record.get(key) for kind, record in (("sharded", sharded), ("single", single))
-                     for key in ("startup_s", "ramp_s", "tail_s", "accepted_per_s")}})
+                     for key in ("startup_s", "ramp_s", "at_limit_s", "below_limit_s", "accepted_per_s")}})
         emit({"bench": "shards", "kind": "load", "before": load_before, "after": _load()})
     finally:
         if args.workdir is None:
