@@ -151,7 +151,8 @@ def makespan_split(stats: dict[str, Any], started: float, ended: float, rate_lim
     (1 s windows in which the gateway accepted at least 90 % of its limit) + seconds below it
     (the ramp, lulls, and the end: the last exports, their polls and downloads). Also: the
     ramp (until the first 5 s at 90 % of the limit), the time from the last accepted export
-    to the end, and accepted requests per second, over the run and in 10 s windows.
+    to the end, and accepted requests per second, over the run and in 10 s windows (all, and
+    by operation).
     """
     t0 = started - stats["clock_t0"]
     end = ended - stats["clock_t0"]
@@ -175,9 +176,15 @@ def makespan_split(stats: dict[str, Any], started: float, ended: float, rate_lim
         at_limit = sum(1 for n in seconds.values() if n >= 0.9 * rate_limit)
         split.update({"at_limit_s": float(at_limit), "below_limit_s": end - first - at_limit,
                       "ramp_s": next((i * 5.0 for i in sorted(fives) if fives[i] / 5 >= 0.9 * rate_limit), None)})
+    by_op: dict[str, list[float]] = {}
+    for t, op, status in timeline:
+        if status != 429:
+            row = by_op.setdefault(op, [0.0] * (max(tens) + 1))
+            row[int((t - first) // 10)] += 0.1
     split.update({"after_last_export_s": end - last_export,
                   "accepted_per_s": len(accepted) / max(1e-9, max(accepted) - first),
-                  "accepted_per_s_by_10s": [round(tens.get(i, 0) / 10, 1) for i in range(max(tens) + 1)]})
+                  "accepted_per_s_by_10s": [round(tens.get(i, 0) / 10, 1) for i in range(max(tens) + 1)],
+                  "accepted_per_s_by_10s_by_op": {op: [round(x, 1) for x in row] for op, row in sorted(by_op.items())}})
     return split
 
 
