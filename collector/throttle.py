@@ -263,7 +263,8 @@ class _MeasuredRate:
 
     def __init__(self, now: float, *, floor: float) -> None:
         self.rate = floor  # until measured, as if half the starting rate got through
-        self._bucket_start = self._last = now
+        self._bucket_start = now
+        self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
         self._count = 0
 
     def add(self, now: float) -> None:

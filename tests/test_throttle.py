@@ -299,3 +299,13 @@ def test_a_lull_does_not_pull_the_measured_rate_down(clock):
     succeed_at(limiter, clock, 40, 0.25)  # the first answers after it
     assert limiter.measured.rate == pytest.approx(before, rel=0.05)
     assert limiter.rate >= 40
+
+
+def test_a_slow_start_whose_first_answer_comes_late_still_climbs(clock):
+    """A shard starting at 2.5 req/s whose first success comes 0.6 s in must not stay at 0.5."""
+    limiter = RateLimiter(2.5, clock=clock, sleep=clock.sleep)
+    clock.now += 0.6
+    for _ in range(600):
+        limiter.succeeded()
+        clock.now += 1 / limiter.rate
+    assert limiter.rate > 10
