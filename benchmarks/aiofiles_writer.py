@@ -1,6 +1,6 @@
 """`collector run` with its archives written through aiofiles: the writer we measure against.
 
-The project was asked to use aiofiles; `collector.storage.LocalPartial` writes with its own
+The project was asked to use aiofiles; `collector.destinations.local.LocalPartial` writes with its own
 worker-thread calls instead. This is the aiofiles way of doing the same job, as plainly as
 aiofiles allows, so the two can be measured on the same transfers
 (``benchmarks/download.py --writer aiofiles``):
@@ -16,7 +16,7 @@ What it cannot do like ours: keep a write in flight while the loop receives the 
 the commits of many archives into one thread trip and one folder fsync.
 
 Run as ``python benchmarks/aiofiles_writer.py run -i INVENTORY -o OUT ...``: the arguments of
-``collector``, with `collector.cli`'s destination replaced.
+``collector``, with `collector.cli.main`'s destination replaced.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ try:
 except ImportError:  # a benchmark-only dependency
     sys.exit("aiofiles_writer.py: aiofiles is not installed (pip install aiofiles)")
 
-from collector import cli
-from collector.download import Archive
-from collector.storage import LocalDestination
+from collector.cli import main as cli
+from collector.transfer.download import Archive
+from collector.destinations.local import LocalDestination
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _fsync = aiofiles.os.wrap(os.fsync)
@@ -56,7 +56,7 @@ def _open_part(path: str, _flags: int) -> int:
 
 
 class AiofilesPartial:
-    """The `PartialFile` of `collector.download`, written through aiofiles."""
+    """The `PartialFile` of `collector.transfer.download`, written through aiofiles."""
 
     def __init__(self, root: Path, name: str) -> None:
         self.name = name

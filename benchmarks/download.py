@@ -17,7 +17,7 @@ the harness starts the exports itself beforehand, so their phase is the same thi
     per URL).
 
 ``--writer aiofiles`` runs the collector with its archives written through aiofiles
-(``benchmarks/aiofiles_writer.py``) instead of `collector.storage`; ``--writer both`` runs
+(``benchmarks/aiofiles_writer.py``) instead of `collector.destinations.local`; ``--writer both`` runs
 both in every run, one after the other, so they meet the same machine.
 
 Every file is checked against the simulator's bytes (size and sha256, regenerated here).
@@ -26,7 +26,7 @@ what the disk costs); ``--workdir /dev/shm`` measures without the disk.
 
     python benchmarks/download.py                 # (a) 2 GiB and (b) 200 x 8 MiB, 3 runs each
     python benchmarks/download.py --quick         # 64 MiB and 20 x 8 MiB, one run
-    python benchmarks/download.py --writer both   # collector.storage against aiofiles
+    python benchmarks/download.py --writer both   # collector.destinations.local against aiofiles
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workdir", type=Path, help="where files are written (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (under 30 s)")
     parser.add_argument("--writer", choices=("local", "aiofiles", "both"), default="local",
-                        help="how the collector writes archives: collector.storage, aiofiles, or both in turn")
+                        help="how the collector writes archives: collector.destinations.local, aiofiles, or both in turn")
     return parser
 
 

@@ -1,4 +1,4 @@
-"""What bounding `collector.replies.parse_json` costs, on answers up to its 1 MiB cap.
+"""What bounding `collector.clouddc.replies.parse_json` costs, on answers up to its 1 MiB cap.
 
 For each body: the non-recursive nesting check alone (`_depth_within`), the whole of
 `parse_json`, and plain `json.loads`, best of `--repeat` runs, in milliseconds. The check
@@ -16,7 +16,7 @@ import json
 import time
 
 from collector.errors import ProtocolError
-from collector.replies import MAX_JSON_BYTES, _depth_within, parse_json
+from collector.clouddc.replies import MAX_JSON_BYTES, _depth_within, parse_json
 
 MIB = MAX_JSON_BYTES
 

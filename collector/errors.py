@@ -24,7 +24,7 @@
     │   └── ArchiveDamaged .... not whole gzip twice in a row: the server's copy is bad; not retried
     └── StorageError .......... the archive cannot be stored (disk full, permissions); not retried
 
-aiohttp's exceptions are translated once, in `collector.api`, with ``raise ... from exc``.
+aiohttp's exceptions are translated once, in `collector.clouddc.api`, with ``raise ... from exc``.
 Per-server errors end up as that server's result; only `AuthError` and `UsageError` end a run.
 
 Every error has a `kind`: a short, stable word ("refused", "dns", "tls", "timeout", "reset",
@@ -39,7 +39,7 @@ from pathlib import Path
 
 
 class ExitCode(enum.IntEnum):
-    """The process exit codes, listed in the README. Decided only in `collector.runner`."""
+    """The process exit codes, listed in the README. Decided only in `collector.run.runner`."""
 
     OK = 0  # every server collected
     PARTIAL = 1  # the run finished, some servers failed
@@ -259,7 +259,7 @@ class ArchiveTooLarge(ArchiveError):
 class ArchiveDamaged(ArchiveError):
     """The bytes arrived whole but are not whole gzip (cut short, bad CRC, junk after the end).
 
-    Raised by `collector.gzipcheck`; `collector.download` fetches the archive once more from
+    Raised by `collector.transfer.gzipcheck`; `collector.transfer.download` fetches the archive once more from
     zero and raises it only when the second copy is bad too. Not retried after that.
     """
 

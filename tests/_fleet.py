@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collector.download import archive_name
-from collector.inventory import load_inventory
-from collector.runner import Outcome, run_sweep
-from collector.settings import Settings
+from collector.transfer.download import archive_name
+from collector.config.inventory import load_inventory
+from collector.run.runner import Outcome, run_sweep
+from collector.config.settings import Settings
 from collector.simulator import Simulator
-from collector.sweep import ServerResult
+from collector.sweep.pipeline import ServerResult
 
 
 async def sweep(sim: Simulator, tmp_path: Path, settings: Settings, *, then=None, **kwargs) -> Outcome:

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from _moto import bucket, moto_server  # noqa: F401 - fixtures for the object-storage tests
-from collector.settings import Settings
-from collector.throttle import RetryPolicy
+from collector.config.settings import Settings
+from collector.control.throttle import RetryPolicy
 
 
 @pytest.fixture

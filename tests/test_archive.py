@@ -3,7 +3,7 @@
 Damaged copies come from the simulator's scripted faults, over loopback, with a Content-Length
 that matches what is sent: only the gzip stream itself can tell. A trickling server is caught
 by a clock the test drives, never by waiting. The checker's own corner cases (members split
-across chunks, a gzip bomb) are unit tests of `collector.gzipcheck`.
+across chunks, a gzip bomb) are unit tests of `collector.transfer.gzipcheck`.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from collector import download
-from collector.api import ArchiveResponse, CloudDC
-from collector.cli import exit_code
-from collector.credentials import StaticToken
-from collector.download import DownloadOptions, archive_name, fetch_archive
+from collector.transfer import download
+from collector.clouddc.api import ArchiveResponse, CloudDC
+from collector.cli.main import exit_code
+from collector.auth import StaticToken
+from collector.transfer.download import DownloadOptions, archive_name, fetch_archive
 from collector.errors import ArchiveDamaged, ArchiveError, ExitCode, RequestTimeout
-from collector.gzipcheck import OUTPUT_BYTES, GzipCheck
+from collector.transfer.gzipcheck import OUTPUT_BYTES, GzipCheck
 from collector.simulator import SimConfig, Simulator
 from collector.simulator.transfer import archive_etag
-from collector.storage import LocalDestination
-from collector.throttle import RateLimiter, RetryPolicy, is_retryable
+from collector.destinations.local import LocalDestination
+from collector.control.throttle import RateLimiter, RetryPolicy, is_retryable
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]

@@ -12,10 +12,10 @@ import yaml
 
 from _auth_servers import serving
 from _listing import PROJECT, TOKEN, Listing, collector, servers, tls_pair, write_inventory
-from collector.check import Verdict, check_inventory, exit_code, patient_for
+from collector.cli.check import Verdict, check_inventory, exit_code, patient_for
 from collector.errors import ExitCode
-from collector.inventory import load_inventory
-from collector.runner import open_session
+from collector.config.inventory import load_inventory
+from collector.run.runner import open_session
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -224,7 +224,7 @@ async def test_a_discovery_the_api_refuses_is_reported_not_a_crash(tmp_path, fas
     """ListServers answered 401: the run ends as any 401 does (exit 3), not as a bug (70), and
     the report says discovery failed and why."""
     from collector.errors import ExitCode
-    from collector.runner import exit_code, run_sweep
+    from collector.run.runner import exit_code, run_sweep
     from collector.simulator import SimConfig, Simulator
 
     async with Simulator(SimConfig(servers=3, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:

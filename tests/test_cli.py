@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.tuning import GC_YOUNG_THRESHOLD, calm_garbage_collector, keep_heap_headroom
+from collector.cli.tuning import GC_YOUNG_THRESHOLD, calm_garbage_collector, keep_heap_headroom
 from collector.errors import ExitCode
 
 
@@ -199,9 +199,9 @@ def test_calming_the_collector_freezes_what_exists_and_collects_young_objects_le
 
 def test_collector_run_never_imports_the_simulator():
     script = (
-        "import sys, collector.cli, collector.runner\n"
-        "collector.cli.build_parser().parse_known_args(['run', '-i', 'x.yaml', '-o', 'out'])\n"
-        "loaded = sorted(m for m in sys.modules if m.startswith('collector.simulator') or m == 'collector.demo')\n"
+        "import sys, collector.cli.main, collector.run.runner\n"
+        "collector.cli.main.build_parser().parse_known_args(['run', '-i', 'x.yaml', '-o', 'out'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('collector.simulator') or m == 'collector.cli.demo')\n"
         "assert not loaded, loaded\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -261,11 +261,11 @@ def test_main_turns_an_exception_from_the_runner_into_one_line_a_crash_file_and_
     if output_exists:
         out.mkdir()
     script = (
-        "import sys, collector.cli\n"
+        "import sys, collector.cli.main\n"
         "async def broken(*args, **kwargs):\n"
         "    raise KeyError('no such thing')\n"
-        "collector.cli.run_sweep = broken\n"
-        "sys.exit(collector.cli.main(sys.argv[1:]))\n"
+        "collector.cli.main.run_sweep = broken\n"
+        "sys.exit(collector.cli.main.main(sys.argv[1:]))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script, "run", "-i", str(inventory), "-o", str(out), "--no-progress"],

@@ -181,7 +181,7 @@ def test_build_context_holds_what_the_dockerfile_copies_and_no_more():
     assert sorted(p for p in tracked if in_build_context(p)) == sorted(p for p in tracked if copied(p))
     for stray in (".git/HEAD", ".venv/bin/python", "tests/test_cli.py", "benchmarks/sweep.py",
                   "demo-output/report.json", "collector/__pycache__/cli.cpython-312.pyc",
-                  "collector.egg-info/PKG-INFO", "build/lib/collector/cli.py"):
+                  "collector.egg-info/PKG-INFO", "build/lib/collector/cli/main.py"):
         assert not in_build_context(stray), stray
 
 
@@ -477,7 +477,7 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
         # Before the rehearsal proper: can uid 65532 import the package from this venv at all?
         with anyio.fail_after(60):
             probe = await anyio.run_process(unprivileged(
-                [sys.executable, "-c", "import collector.cli; print(collector.cli.__file__)"]), env=env,
+                [sys.executable, "-c", "import collector.cli.main; print(collector.cli.main.__file__)"]), env=env,
                                             cwd="/", stdin=subprocess.DEVNULL, check=False)
         assert probe.returncode == 0, (
             f"uid {UID} cannot import collector from {sys.prefix} (every folder on the way to the venv "

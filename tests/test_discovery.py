@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from collector.discovery import (
+from collector.clouddc.discovery import (
     MAX_MARKER_CHARS,
     MAX_NAME_CHARS,
     MAX_PAGE_SERVERS,
@@ -32,10 +32,10 @@ from collector.discovery import (
     unusable,
 )
 from collector.errors import ProtocolError, UsageError
-from collector.inventory import Server
-from collector.names import check_file_name
-from collector.replies import MAX_JSON_BYTES
-from collector.select import parse_selection
+from collector.config.inventory import Server
+from collector.config.names import check_file_name
+from collector.clouddc.replies import MAX_JSON_BYTES
+from collector.config.select import parse_selection
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,8 +20,8 @@ import anyio
 import pytest
 import yaml
 
-from collector.cli import exit_code
-from collector.endpoint import OUTAGE_AFTER, EndpointHealth, Unreachable
+from collector.cli.main import exit_code
+from collector.control.endpoint import OUTAGE_AFTER, EndpointHealth, Unreachable
 from collector.errors import ConnectRefused, ConnectionReset, ExitCode, RequestTimeout, ServerError
 from collector.simulator import SimConfig, Simulator
 from _fleet import assert_exact, by_id, sweep

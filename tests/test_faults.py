@@ -30,19 +30,23 @@ import pytest
 import trustme
 from aiohttp import web
 
-from collector import cli, download, storage
-from collector.api import CloudDC
-from collector.cli import Outcome, exit_code
-from collector.credentials import StaticToken
-from collector.download import DownloadOptions, archive_name, fetch_archive
+from collector.cli import main as cli
+
+from collector.transfer import download
+
+from collector.destinations import local as storage
+from collector.clouddc.api import CloudDC
+from collector.cli.main import Outcome, exit_code
+from collector.auth import StaticToken
+from collector.transfer.download import DownloadOptions, archive_name, fetch_archive
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
 from collector.simulator import SimConfig, Simulator
-from collector.storage import LocalDestination, LocalPartial
+from collector.destinations.local import LocalDestination, LocalPartial
 from _auth_servers import serving
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from collector.simulator.archive import build_archive
-from collector.sweep import ServerResult
-from collector.throttle import RateLimiter, RetryPolicy
+from collector.sweep.pipeline import ServerResult
+from collector.control.throttle import RateLimiter, RetryPolicy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
@@ -435,7 +439,7 @@ async def test_server_suggested_file_name_is_ignored_and_warned_once(tmp_path, c
     other_file = out / archive_name(PROJECT, OTHER_SERVER)
     other_file.parent.mkdir(mode=0o700, parents=True)
     other_file.write_bytes(b"the other server's archive")
-    caplog.set_level(logging.WARNING, logger="collector.download")
+    caplog.set_level(logging.WARNING, logger="collector.transfer.download")
     # Both answers suggest the name: an HTML page (retried), then the archive.
     bodies = iter([b"<html>busy</html>", archive])
 
@@ -459,7 +463,7 @@ async def test_server_suggested_file_name_is_ignored_and_warned_once(tmp_path, c
 
 
 async def test_content_disposition_path_from_the_simulator_is_ignored(tmp_path, fast_settings, caplog):
-    caplog.set_level(logging.WARNING, logger="collector.download")
+    caplog.set_level(logging.WARNING, logger="collector.transfer.download")
     async with Simulator(SimConfig(servers=2, seed=24, **SMALL)) as sim:
         target = sim.server_ids[0]
         sim.script(target, download=["evil_disposition"])
@@ -527,7 +531,7 @@ async def test_500s_on_download_are_retried_then_exact(tmp_path, fast_settings):
 
 
 async def test_429_on_export_waits_at_least_retry_after_then_collects(tmp_path, fast_settings, caplog):
-    caplog.set_level(logging.INFO, logger="collector.sweep")
+    caplog.set_level(logging.INFO, logger="collector.sweep.pipeline")
     async with Simulator(SimConfig(servers=2, seed=28, retry_after_seconds=1, **SMALL)) as sim:
         target = sim.server_ids[0]
         sim.script(target, export=["429"])

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from collector.credentials import (
+from collector.auth import (
     CredentialsUnavailable,
     StaticToken,
     token_from_env,
     token_from_file,
 )
 from collector.errors import InventoryError, InventoryErrors
-from collector.inventory import Inventory, Server, load_inventory
+from collector.config.inventory import Inventory, Server, load_inventory
 
 TOKEN = "tok-3f9a0c"
 ENV = {"CLOUDDC_TOKEN": TOKEN}

@@ -15,11 +15,11 @@ import trustme
 import yarl
 from aiohttp import web
 
-from collector.api import CloudDC
+from collector.clouddc.api import CloudDC
 from collector.auth import AkSk, IamPassword, Request, StaticToken
 from collector.errors import InventoryError, InventoryErrors, TLSFailed
-from collector.inventory import DiscoverSpec, Inventory, Project, load_inventory
-from collector.throttle import RateLimiter, RetryPolicy
+from collector.config.inventory import DiscoverSpec, Inventory, Project, load_inventory
+from collector.control.throttle import RateLimiter, RetryPolicy
 
 ENDPOINT = "endpoint: https://api.example.com"
 PROJECT = "project_id: p1"

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from collector.errors import InventoryError
-from collector.inventory import Inventory, load_inventory
+from collector.config.inventory import Inventory, load_inventory
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,8 +8,8 @@ import sqlite3
 import anyio
 import pytest
 
-from collector.events import Phase, PhaseChanged
-from collector.journal import Journal
+from collector.sweep.events import Phase, PhaseChanged
+from collector.sweep.journal import Journal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -28,13 +28,13 @@ async def test_a_failing_journal_write_is_reported_once_and_never_blocks_the_swe
             tasks.start_soon(journal.writer)
             await journal.record(event("a"))  # durable before the lock
             blocker.execute("BEGIN EXCLUSIVE")
-            with caplog.at_level(logging.ERROR, logger="collector.journal"):
+            with caplog.at_level(logging.ERROR, logger="collector.sweep.journal"):
                 with anyio.fail_after(20):
                     await journal.record(event("b"))  # waits out the busy timeout, then gives up
                     await journal.record(event("c"))  # the journal has failed: returns at once
             journal.close()
         assert journal.failure is not None and "database is locked" in str(journal.failure)
-        errors = [r for r in caplog.records if r.name == "collector.journal" and r.levelno == logging.ERROR]
+        errors = [r for r in caplog.records if r.name == "collector.sweep.journal" and r.levelno == logging.ERROR]
         assert len(errors) == 1 and "a re-run may repeat work" in errors[0].getMessage()
     finally:
         blocker.execute("ROLLBACK")

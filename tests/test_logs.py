@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.logs import (
+from collector.cli.logs import (
     EVENTS,
     FIELD_LIMIT,
     MESSAGE_LIMIT,
@@ -29,7 +29,7 @@ BIG = "x" * 1_000_000
 BIDI = set("\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def record(msg: str = "hello", *args, level: int = logging.WARNING, name: str = "collector.sweep",
+def record(msg: str = "hello", *args, level: int = logging.WARNING, name: str = "collector.sweep.pipeline",
            extra: dict | None = None, exc_info=None) -> logging.LogRecord:
     rec = logging.LogRecord(name, level, __file__, 1, msg, args, exc_info)
     rec.created = 1_764_241_384.0629  # 2025-11-27T11:03:04.062Z
@@ -164,7 +164,7 @@ def test_clean_counts_what_it_cut():
 
 @pytest.fixture
 def restore_logging():
-    names = ["", "collector", "collector.progress", "collector.summary"]
+    names = ["", "collector", "collector.observe.progress", "collector.summary"]
     saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
              for n in names}
     yield
@@ -175,9 +175,9 @@ def restore_logging():
 
 def test_json_mode_writes_only_json_to_stderr_libraries_included(restore_logging, capsys):
     configure_logging("json", 0)
-    logging.getLogger("collector.sweep").warning("p1/S1: failed: %s", HOSTILE, extra=ev("server_failed", server_id="S1"))
-    logging.getLogger("collector.sweep").info("hidden at -v 0")
-    logging.getLogger("collector.progress").info("progress", extra=ev("progress", percent=5.0))
+    logging.getLogger("collector.sweep.pipeline").warning("p1/S1: failed: %s", HOSTILE, extra=ev("server_failed", server_id="S1"))
+    logging.getLogger("collector.sweep.pipeline").info("hidden at -v 0")
+    logging.getLogger("collector.observe.progress").info("progress", extra=ev("progress", percent=5.0))
     logging.getLogger("asyncio").warning("Unclosed client session\nclient_session: <x>")
     lines = capsys.readouterr().err.splitlines()
     entries = [json.loads(line) for line in lines]
@@ -187,8 +187,8 @@ def test_json_mode_writes_only_json_to_stderr_libraries_included(restore_logging
 
 def test_text_mode_shows_retries_at_v1(restore_logging, capsys):
     configure_logging("text", 1)
-    logging.getLogger("collector.sweep").info("retry", extra=ev("retry", attempt=2))
-    logging.getLogger("collector.sweep").debug("debug only at -vv")
+    logging.getLogger("collector.sweep.pipeline").info("retry", extra=ev("retry", attempt=2))
+    logging.getLogger("collector.sweep.pipeline").debug("debug only at -vv")
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 1 and lines[0].endswith("INFO    retry")
 

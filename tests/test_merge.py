@@ -12,12 +12,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector import merge
+from collector.observe import merge
 from collector.errors import ExitCode, UsageError
-from collector.merge import ReportError, load_folder, merge_folder, merge_reports, read_reports
-from collector.report import build_report
-from collector.shards import Shard, shard_of
-from collector.sweep import ServerResult
+from collector.observe.merge import ReportError, load_folder, merge_folder, merge_reports, read_reports
+from collector.observe.report import build_report
+from collector.config.shards import Shard, shard_of
+from collector.sweep.pipeline import ServerResult
 
 pytestmark = pytest.mark.timeout(60)
 

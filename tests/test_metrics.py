@@ -25,12 +25,12 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.api import CallStats
+from collector.clouddc.api import CallStats
 from collector.errors import ConnectRefused, ExitCode, RequestTimeout, ServerError, ThrottledError, UsageError
-from collector.events import Events, Phase, PhaseChanged
-from collector.inventory import load_inventory
-from collector.logs import JsonFormatter, TextFormatter
-from collector.metrics import (
+from collector.sweep.events import Events, Phase, PhaseChanged
+from collector.config.inventory import load_inventory
+from collector.cli.logs import JsonFormatter, TextFormatter
+from collector.observe.metrics import (
     Metrics,
     push,
     push_target,
@@ -40,9 +40,9 @@ from collector.metrics import (
     write_textfile_every,
 )
 from collector.simulator import SimConfig, Simulator
-from collector.storage import LocalDestination
-from collector.sweep import Sweep
-from collector.throttle import RateLimiter
+from collector.destinations.local import LocalDestination
+from collector.sweep.pipeline import Sweep
+from collector.control.throttle import RateLimiter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -285,7 +285,7 @@ def test_a_reader_never_sees_part_of_a_textfile(tmp_path):
 def test_a_failed_write_leaves_no_temporary_file_and_logs_once(tmp_path, caplog):
     path = tmp_path / "collector.prom"
     path.mkdir()  # a folder where the file should be: the rename fails
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
     assert not write_textfile(path, full())
     assert os.listdir(tmp_path) == ["collector.prom"] and os.listdir(path) == []
     [record] = caplog.records
@@ -343,7 +343,7 @@ async def test_periodic_writer_writes_every_interval_and_once_more_when_cancelle
 
 async def test_periodic_writer_that_cannot_write_logs_once_and_never_stops_the_run(tmp_path, caplog):
     path = tmp_path / "missing" / "collector.prom"
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
     ticks = 0
     with anyio.CancelScope() as scope:
 
@@ -456,7 +456,7 @@ async def test_a_failed_run_pushed_after_a_success_keeps_the_gateways_last_succe
 
 
 async def test_push_with_credentials_in_the_url_authenticates_and_never_logs_them(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
     async with gateway() as gw:
         url = gw.url.replace("http://", "http://ops:s3cr%2Ft@") + "/prefix/"
         assert await push(url, full(), grouping={"site": "eu/west", "rack": ""})
@@ -474,7 +474,7 @@ async def test_push_with_credentials_in_the_url_authenticates_and_never_logs_the
 
 
 async def test_push_refused_by_the_gateway_logs_one_line_and_returns(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
     async with gateway(status=500) as gw:
         assert await push(gw.url, full()) is False
     [record] = caplog.records
@@ -484,7 +484,7 @@ async def test_push_refused_by_the_gateway_logs_one_line_and_returns(caplog):
 
 
 async def test_push_to_nothing_listening_logs_and_returns(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed at the end of the block: nothing listens there
@@ -495,7 +495,7 @@ async def test_push_to_nothing_listening_logs_and_returns(caplog):
 
 
 async def test_push_to_a_gateway_that_never_answers_gives_up_after_the_timeout(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
     async with gateway(hang=True) as gw:
         assert await push(gw.url, full(), timeout=0.2) is False
     [record] = caplog.records
@@ -507,7 +507,7 @@ async def test_a_bad_pushgateway_url_is_a_usage_error_that_does_not_repeat_it(ur
     with pytest.raises(UsageError) as caught:
         pushgateway_url(url)
     assert "s3cret" not in str(caught.value) and "--pushgateway" in str(caught.value)
-    caplog.set_level(logging.WARNING, logger="collector.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
     assert await push(url, full()) is False  # and push itself never raises on it
     assert "s3cret" not in formatted(caplog.records)
 
@@ -582,8 +582,8 @@ async def test_a_swept_fleet_shows_in_the_metrics(tmp_path, fast_settings, out_d
 
 async def test_a_run_with_metrics_flags_writes_the_file_and_pushes_once_at_the_end(tmp_path, fast_settings):
     """Through the runner, as `collector run --metrics-file F --pushgateway URL` does it."""
-    from collector.inventory import load_inventory
-    from collector.runner import run_sweep
+    from collector.config.inventory import load_inventory
+    from collector.run.runner import run_sweep
     from collector.simulator import SimConfig, Simulator
 
     pushed: list[tuple[str, str, bytes]] = []
@@ -626,7 +626,7 @@ async def test_a_run_with_metrics_flags_writes_the_file_and_pushes_once_at_the_e
 async def test_requests_of_credential_sources_count_as_auth_while_a_run_observes_them():
     from collector.auth.http import default_session, exchange
     from collector.errors import ConnectRefused
-    from collector.transport import auth_requests
+    from collector.net.transport import auth_requests
     from yarl import URL
 
     async def token(request: web.Request) -> web.Response:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.download import archive_name
-from collector.names import LONGEST_SUFFIX, MAX_ID_BYTES, MAX_NAME_BYTES, check_file_name
+from collector.transfer.download import archive_name
+from collector.config.names import LONGEST_SUFFIX, MAX_ID_BYTES, MAX_NAME_BYTES, check_file_name
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from collector import replies
+from collector.clouddc import replies
 from collector.errors import AuthError, Forbidden, NotFoundError, ProtocolError, ServerError, ThrottledError
-from collector.polling import PollSchedule
-from collector.replies import (
+from collector.sweep.polling import PollSchedule
+from collector.clouddc.replies import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
     ExportState,

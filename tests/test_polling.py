@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from collector.replies import ExportState, ExportStatus
-from collector.polling import ExportDurations, PollSchedule
+from collector.clouddc.replies import ExportState, ExportStatus
+from collector.sweep.polling import ExportDurations, PollSchedule
 
 
 def status(percentage, state=ExportState.RUNNING, raw="Running"):

@@ -15,7 +15,7 @@ from _auth_servers import FakeClock, IamServer, serving
 from _fleet import assert_exact, sweep
 from _listing import Listing, collector, servers, tls_pair, write_inventory
 from _proxy import ForwardProxy
-from collector import proxies
+from collector.net import proxies
 from collector.auth import IamPassword, Request
 from collector.auth.iam import Password
 from collector.auth.metadata import MetadataService

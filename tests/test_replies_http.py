@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from collector.api import CloudDC
-from collector.credentials import StaticToken
+from collector.clouddc.api import CloudDC
+from collector.auth import StaticToken
 from collector.errors import ProtocolError, ServerError
-from collector.throttle import RateLimiter, RetryPolicy
+from collector.control.throttle import RateLimiter, RetryPolicy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 

@@ -21,11 +21,11 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
 
-from collector.download import archive_name
+from collector.transfer.download import archive_name
 from collector.errors import APIError, ProtocolError
-from collector.names import MAX_NAME_BYTES, check_file_name
-from collector.polling import ExportDurations, PollSchedule
-from collector.replies import (
+from collector.config.names import MAX_NAME_BYTES, check_file_name
+from collector.sweep.polling import ExportDurations, PollSchedule
+from collector.clouddc.replies import (
     EARLIEST_YEAR,
     LATEST_YEAR,
     MAX_JSON_DEPTH,

@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from collector.logs import JsonFormatter
-from collector.report import (
+from collector.cli.logs import JsonFormatter
+from collector.observe.report import (
     emit_summary,
     human_bytes,
     human_duration,
@@ -18,7 +18,7 @@ from collector.report import (
     summary_lines,
     summary_record,
 )
-from collector.sweep import ServerResult
+from collector.sweep.pipeline import ServerResult
 
 _count = 0
 

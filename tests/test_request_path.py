@@ -12,12 +12,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from collector.api import CloudDC
-from collector.credentials import StaticToken
-from collector.endpoint import EndpointHealth
+from collector.clouddc.api import CloudDC
+from collector.auth import StaticToken
+from collector.control.endpoint import EndpointHealth
 from collector.errors import ConnectionReset, ConnectRefused, ExitCode, ProtocolError, RequestTimeout, ThrottledError
 from collector.simulator import SimConfig, Simulator
-from collector.throttle import RateLimiter, RetryPolicy
+from collector.control.throttle import RateLimiter, RetryPolicy
 from _fleet import assert_exact, by_id, sweep
 from test_faults import CONTENT, PROJECT, SERVER, api_client, plain_session, raw_answer, raw_http, serving
 

@@ -10,15 +10,15 @@ import aiohttp
 import anyio
 import pytest
 
-from collector.cli import exit_code
+from collector.cli.main import exit_code
 from collector.errors import ExitCode
-from collector.inventory import load_inventory
-from collector.storage import LocalDestination
-from collector.events import Events, Phase
-from collector.journal import Journal, JournalError
+from collector.config.inventory import load_inventory
+from collector.destinations.local import LocalDestination
+from collector.sweep.events import Events, Phase
+from collector.sweep.journal import Journal, JournalError
 from collector.simulator import SimConfig, Simulator
 from _fleet import sweep
-from collector.sweep import Sweep
+from collector.sweep.pipeline import Sweep
 
 pytestmark = pytest.mark.anyio
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from collector import crash
+from collector.observe import crash
 from collector.errors import ExitCode, UsageError
-from collector.events import Phase, PhaseChanged
-from collector.inventory import load_inventory
-from collector.runner import Outcome, _Ledger, closing_lines, error_exit_code, exit_code
-from collector.settings import Settings
+from collector.sweep.events import Phase, PhaseChanged
+from collector.config.inventory import load_inventory
+from collector.run.runner import Outcome, _Ledger, closing_lines, error_exit_code, exit_code
+from collector.config.settings import Settings
 from collector.simulator import SimConfig, Simulator
-from collector.sweep import ServerResult
+from collector.sweep.pipeline import ServerResult
 from _fleet import assert_exact, sweep
 
 CONFIG = SimConfig(servers=12, export_seconds=(0.05, 0.15), archive_bytes=(4096, 16384), seed=31)
@@ -139,7 +139,7 @@ async def test_a_crash_still_writes_the_report_saves_the_traceback_and_ends_in_7
         assert re.fullmatch(r"crash-\d{8}T\d{6}Z\.txt", saved.name)
         assert saved.stat().st_mode & 0o777 == 0o600
         text = saved.read_text()
-        assert "Traceback" in text and "ValueError" in text and "sweep.py" in text  # where it broke
+        assert "Traceback" in text and "ValueError" in text and "pipeline.py" in text  # where it broke
 
         match = CRASH_LINE.fullmatch(crash.line(outcome.crash, outcome.crash_file))
         assert match and match["type"] == "ValueError" and match["path"] == str(saved)
@@ -191,8 +191,8 @@ async def test_an_unverified_tls_project_draws_a_warning_on_every_run(tmp_path, 
     import logging
     from dataclasses import replace as _replace
 
-    from collector.inventory import load_inventory
-    from collector.runner import run_sweep
+    from collector.config.inventory import load_inventory
+    from collector.run.runner import run_sweep
     from collector.simulator import SimConfig, Simulator
 
     async with Simulator(SimConfig(servers=2, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:

@@ -17,14 +17,14 @@ import anyio
 import pytest
 
 from _moto import FaultyProxy, MotoServer, raw_client
-from collector.api import CloudDC
-from collector.credentials import StaticToken
+from collector.clouddc.api import CloudDC
+from collector.auth import StaticToken
 from collector.destinations import LocalLocation, S3Location, parse_destination
 from collector.destinations.s3 import MiB, S3Destination
-from collector.download import DownloadOptions, archive_name, fetch_archive
+from collector.transfer.download import DownloadOptions, archive_name, fetch_archive
 from collector.errors import StorageError, UsageError
 from collector.simulator import SimConfig, Simulator
-from collector.throttle import RateLimiter, RetryPolicy
+from collector.control.throttle import RateLimiter, RetryPolicy
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 

@@ -7,10 +7,10 @@ import json
 import pytest
 
 from collector.destinations.location import S3Location, parse_destination
-from collector.download import archive_name
+from collector.transfer.download import archive_name
 from collector.errors import ExitCode, UsageError
-from collector.inventory import load_inventory
-from collector.runner import exit_code, run_sweep, state_dir_for
+from collector.config.inventory import load_inventory
+from collector.run.runner import exit_code, run_sweep, state_dir_for
 from collector.simulator import SimConfig, Simulator
 from _moto import new_bucket_name
 from test_s3 import get, keys, open_uploads
@@ -82,7 +82,7 @@ async def test_shards_into_one_prefix_then_collector_merge_writes_the_whole_repo
 
     import anyio
 
-    from collector.shards import parse_shard
+    from collector.config.shards import parse_shard
 
     config = SimConfig(servers=10, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=22)
     location = parse_destination(f"s3://{bucket}/run", endpoint_url=moto_server.url)

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.errors import UsageError
-from collector.inventory import Server
-from collector.select import MAX_FILE_BYTES, Glob, glob_problem, parse_selection
+from collector.config.inventory import Server
+from collector.config.select import MAX_FILE_BYTES, Glob, glob_problem, parse_selection
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli import build_parser
-from collector.inventory import load_inventory
-from collector.settings import FailureBudget, BY_KEY, OPTIONS, SETTINGS, Kind, Settings, given, markdown_table, parse_size, resolve
+from collector.cli.main import build_parser
+from collector.config.inventory import load_inventory
+from collector.config.settings import FailureBudget, BY_KEY, OPTIONS, SETTINGS, Kind, Settings, given, markdown_table, parse_size, resolve
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from collector.auth import StaticToken
 from collector.errors import UsageError
-from collector.inventory import Inventory, Project, Server
-from collector.shards import MAX_SHARDS, Shard, parse_report_name, parse_shard, shard_of
+from collector.config.inventory import Inventory, Project, Server
+from collector.config.shards import MAX_SHARDS, Shard, parse_report_name, parse_shard, shard_of
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -221,7 +221,7 @@ def test_a_shard_out_of_range_cannot_be_built():
 
 @pytest.mark.anyio
 async def test_an_empty_shard_runs_and_reports_zero_servers(tmp_path, fast_settings):
-    from collector.runner import run_sweep
+    from collector.run.runner import run_sweep
 
     whole = inventory({"p": ["s"]})
     empty = Shard((shard_of("p", "s", 2) + 1) % 2, 2).select(whole)
@@ -241,9 +241,9 @@ async def test_four_shards_into_one_folder_then_merge_collect_every_server_exact
     import anyio
 
     from collector.errors import ExitCode
-    from collector.inventory import load_inventory
-    from collector.merge import merge_folder
-    from collector.runner import exit_code, run_sweep
+    from collector.config.inventory import load_inventory
+    from collector.observe.merge import merge_folder
+    from collector.run.runner import exit_code, run_sweep
     from collector.simulator import SimConfig, Simulator
 
     config = SimConfig(servers=40, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=17)

@@ -11,8 +11,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from collector import storage
-from collector.storage import LocalDestination, _GroupCommit
+from collector.destinations import local as storage
+from collector.destinations.local import LocalDestination, _GroupCommit
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 

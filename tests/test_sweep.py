@@ -7,12 +7,12 @@ import json
 import anyio
 import pytest
 
-from collector.cli import exit_code
+from collector.cli.main import exit_code
 from collector.errors import ExitCode
 from collector.simulator import SimConfig, Simulator
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
-from collector.sweep import Settings
-from collector.settings import parse_budget
+from collector.sweep.pipeline import Settings
+from collector.config.settings import parse_budget
 
 pytestmark = pytest.mark.anyio
 
@@ -184,8 +184,8 @@ class _Renewable:
 async def test_a_401_renews_credentials_once_for_everyone_and_the_run_goes_on(tmp_path, fast_settings):
     from dataclasses import replace as _replace
 
-    from collector.inventory import load_inventory
-    from collector.runner import run_sweep
+    from collector.config.inventory import load_inventory
+    from collector.run.runner import run_sweep
 
     config = SimConfig(servers=40, export_seconds=(0.2, 0.4), archive_bytes=(4096, 8192), seed=10)
     async with Simulator(config) as sim:
@@ -213,8 +213,8 @@ async def test_a_401_renews_credentials_once_for_everyone_and_the_run_goes_on(tm
 async def test_a_401_after_a_fresh_credential_ends_the_run_with_exit_3(tmp_path, fast_settings):
     from dataclasses import replace as _replace
 
-    from collector.inventory import load_inventory
-    from collector.runner import run_sweep
+    from collector.config.inventory import load_inventory
+    from collector.run.runner import run_sweep
 
     config = SimConfig(servers=5, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=10)
     async with Simulator(config) as sim:

@@ -9,7 +9,7 @@ import pytest
 from collector.errors import APIError, ArchiveTooLarge, AuthError, NotFoundError, RequestError, ServerError, ThrottledError
 import anyio
 
-from collector.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
+from collector.control.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
 
 
 class FakeClock:

@@ -3,7 +3,7 @@
 Each call runs under its own deadline (whatever session it is given: the run's shared session
 has no total timeout, downloads need that), reads at most `max_body` bytes, never follows a
 redirect (a credential must not be sent, or fetched, elsewhere) and translates aiohttp's
-exceptions into `collector.errors` with `collector.transport`, as the API client does. Messages name the source and its host, never a
+exceptions into `collector.errors` with `collector.net.transport`, as the API client does. Messages name the source and its host, never a
 header or a body we sent.
 
 A `SessionFactory` returns an async context manager of a `ClientSession`, entered for each
@@ -13,7 +13,7 @@ and nothing then outlives the call); a runner that wants to share its session pa
 
 Proxies: each call goes through the one HTTPS_PROXY/HTTP_PROXY name for its URL unless
 NO_PROXY lists the host, and never for a link-local address (the metadata service, the pod
-identity agent): `collector.proxies.proxy_for`, passed as ``proxy=``. Sessions given here
+identity agent): `collector.net.proxies.proxy_for`, passed as ``proxy=``. Sessions given here
 must leave ``trust_env`` off (the default, and `default_session`'s): with it on, aiohttp would
 choose a proxy itself for a call we send direct, link-local ones included, and add ~/.netrc
 logins to our requests.
@@ -40,8 +40,8 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.proxies import proxy_for
-from collector.transport import auth_requests, read_bounded, translate
+from collector.net.proxies import proxy_for
+from collector.net.transport import auth_requests, read_bounded, translate
 
 SessionFactory = Callable[[], AbstractAsyncContextManager[aiohttp.ClientSession]]
 

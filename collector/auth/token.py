@@ -64,7 +64,7 @@ class StaticToken:
         return True
 
     async def headers(self, method: str, url: str) -> Mapping[str, str]:
-        """The headers to add (the interface `collector.api` used before `apply`)."""
+        """The headers to add (the interface `collector.clouddc.api` used before `apply`)."""
         return {"X-Auth-Token": self.token}
 
     def describe(self) -> str:

@@ -3,19 +3,19 @@
 `check` sends each project one authenticated ListServers with ``limit=1``, through the
 machinery a run uses: the run's session (proxies, timeouts), one rate limiter and one
 `EndpointHealth` per endpoint, the retry policy, and the credentials the run would use (the
-SDK's lookup for projects without auth, `collector.prepare.with_credentials`). It is the
+SDK's lookup for projects without auth, `collector.run.prepare.with_credentials`). It is the
 cheapest authenticated call there is, and what ``discover:`` needs anyway. What changes is
 patience: an endpoint that never answers is given up after `timeout` seconds (10) instead of
 the run's 30, a connection attempt waits no longer than that, and retries of an endpoint that
 answers badly end within `MAX_ELAPSED` seconds.
 
-`validate --discover` runs a run's discovery (`collector.prepare.discover`, each project's
+`validate --discover` runs a run's discovery (`collector.run.prepare.discover`, each project's
 ``discover:`` filter, then ``--select``) and shows what it found; it sends only ListServers.
 
 Both end the way a run does (`exit_code`): 3 when credentials were rejected (401) or may not
 list servers (403: the nightly job cannot do its work with them either), else 4 when an
 endpoint could not be reached, else 1 when the API answered but not usefully (5xx, a reply
-that makes no sense), else 0. Credentials first, as `collector.runner.exit_code` decides:
+that makes no sense), else 0. Credentials first, as `collector.run.runner.exit_code` decides:
 they are the operator's to fix, and a 401 proves the endpoint answers.
 """
 
@@ -28,15 +28,15 @@ from dataclasses import dataclass, field, replace
 import aiohttp
 import anyio
 
-from collector.api import LIST, CloudDC
-from collector.discovery import DiscoveredServer, merge_discovered, parse_server_page, unusable
-from collector.endpoint import EndpointHealth, Unreachable
+from collector.clouddc.api import LIST, CloudDC
+from collector.clouddc.discovery import DiscoveredServer, merge_discovered, parse_server_page, unusable
+from collector.control.endpoint import EndpointHealth, Unreachable
 from collector.errors import AuthError, CollectorError, ExitCode, Forbidden, RequestError
-from collector.inventory import DiscoverSpec, Inventory, Project
-from collector.prepare import chooser, discover, with_credentials
-from collector.replies import clean_text, parse_json
-from collector.settings import Settings
-from collector.throttle import RateLimiter
+from collector.config.inventory import DiscoverSpec, Inventory, Project
+from collector.run.prepare import chooser, discover, with_credentials
+from collector.clouddc.replies import clean_text, parse_json
+from collector.config.settings import Settings
+from collector.control.throttle import RateLimiter
 
 DEFAULT_TIMEOUT = 10.0  # seconds an endpoint may take to answer at all
 MAX_ELAPSED = 60.0  # seconds of retries against an endpoint that answers, but badly
@@ -63,7 +63,7 @@ def verdict_of(exc: CollectorError) -> Verdict:
 
 
 def exit_code(verdicts) -> ExitCode:
-    """The worst of `verdicts`, in `collector.runner.exit_code`'s order: 3, then 4, then 1."""
+    """The worst of `verdicts`, in `collector.run.runner.exit_code`'s order: 3, then 4, then 1."""
     found = set(verdicts)
     if found & {Verdict.REJECTED, Verdict.FORBIDDEN}:
         return ExitCode.AUTH
@@ -229,7 +229,7 @@ async def discover_inventory(
 ) -> tuple[Inventory, list[Discovery]]:
     """The inventory a run would sweep (before ``--select``), and what each ``discover:`` found.
 
-    As `collector.prepare.prepare` does, a project at a time; a project whose listing fails
+    As `collector.run.prepare.prepare` does, a project at a time; a project whose listing fails
     keeps its listed servers and its `Discovery` holds the error.
     """
     inventory = await with_credentials(inventory, environ)

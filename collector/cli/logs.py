@@ -50,7 +50,7 @@ EVENTS: dict[str, str] = {
     "proxy": "proxies, info, a proxy from the environment: scheme (of the requests it takes), proxy (its URL, "
              "login masked)",
     "netrc_default": "proxies, warning, a proxy is set and netrc has a default entry: path",
-    "progress": "collector.progress, info: see progress.Snapshot.fields",
+    "progress": "collector.observe.progress, info: see progress.Snapshot.fields",
     "summary": "runner through report.emit_summary, collector.summary, info: see report.summary_record",
     "run_stopping": "runner, collector.run, warning, first signal: reason (SIGTERM), wait_s (the grace)",
     "run_cancelled": "runner, collector.run, warning, second signal or grace over: reason",
@@ -203,7 +203,7 @@ class JsonFormatter(logging.Formatter):
         try:
             return self._format(record)
         except Exception as exc:  # logging's own error report would be lines of plain text
-            return json.dumps({"ts": None, "level": "error", "event": "log", "logger": "collector.logs",
+            return json.dumps({"ts": None, "level": "error", "event": "log", "logger": "collector.cli.logs",
                                "message": f"could not format a log record: {type(exc).__name__}"})
 
     def _format(self, record: logging.LogRecord) -> str:
@@ -250,5 +250,5 @@ def configure_logging(log_format: str, verbose: int) -> None:
     root = logging.getLogger()
     root.handlers[:] = [h for h in root.handlers if not isinstance(h, _StderrHandler)] + [handler]
     # Whatever -v says, the run's beginning, progress, stops and end are shown.
-    for name in ("collector.run", "collector.progress", "collector.summary"):
+    for name in ("collector.run", "collector.observe.progress", "collector.summary"):
         logging.getLogger(name).setLevel(logging.INFO)

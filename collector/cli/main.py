@@ -1,9 +1,9 @@
 """The `collector` command: parse flags, load the inventory, call the runner, print.
 
 Data flows one way: flags and the inventory are read and checked here before the event loop
-starts (a bad one costs no request), `collector.runner.run_sweep` does the run, and
-`collector.runner.exit_code` turns its outcome into the one number the scheduler sees. The
-settings' flags come from their declarations in `collector.settings`.
+starts (a bad one costs no request), `collector.run.runner.run_sweep` does the run, and
+`collector.run.runner.exit_code` turns its outcome into the one number the scheduler sees. The
+settings' flags come from their declarations in `collector.config.settings`.
 
 `collector run` never imports the simulator: `simulate`'s own flags are parsed only when that
 command is chosen, and `demo` is imported only when it is.
@@ -20,8 +20,10 @@ from pathlib import Path
 
 import anyio
 
-from collector import __version__, crash
-from collector.check import (
+from collector import __version__
+
+from collector.observe import crash
+from collector.cli.check import (
     DEFAULT_TIMEOUT,
     Discovery,
     ProjectCheck,
@@ -30,19 +32,19 @@ from collector.check import (
     discover_inventory,
     patient_for,
 )
-from collector.check import exit_code as check_exit_code
+from collector.cli.check import exit_code as check_exit_code
 from collector.destinations.location import LocalLocation, parse_destination
 from collector.errors import ExitCode, InventoryErrors, UsageError
-from collector.inventory import Inventory, load_inventory
-from collector.journal import JournalError
-from collector.logs import configure_logging
-from collector.metrics import pushgateway_url
-from collector.merge import merge_bucket, merge_folder
-from collector.select import parse_selection
-from collector.shards import Shard, parse_shard
-from collector.runner import Outcome, open_session, error_exit_code, exit_code, finish, run_sweep
-from collector.settings import add_flags, given, parse_count, parse_positive, resolve
-from collector.tuning import calm_garbage_collector, keep_heap_headroom
+from collector.config.inventory import Inventory, load_inventory
+from collector.sweep.journal import JournalError
+from collector.cli.logs import configure_logging
+from collector.observe.metrics import pushgateway_url
+from collector.observe.merge import merge_bucket, merge_folder
+from collector.config.select import parse_selection
+from collector.config.shards import Shard, parse_shard
+from collector.run.runner import Outcome, open_session, error_exit_code, exit_code, finish, run_sweep
+from collector.config.settings import add_flags, given, parse_count, parse_positive, resolve
+from collector.cli.tuning import calm_garbage_collector, keep_heap_headroom
 
 __all__ = ["Outcome", "build_parser", "exit_code", "main"]
 
@@ -129,7 +131,7 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     settings = resolve(inventory.settings, given(args))
     configure_logging(settings.log_format, args.verbose or 0)
     live = settings.progress and sys.stderr.isatty()
-    calm_garbage_collector()  # the inventory is loaded: see collector.tuning
+    calm_garbage_collector()  # the inventory is loaded: see collector.cli.tuning
     location = parse_destination(args.output, endpoint_url=settings.s3_endpoint)
     if settings.pushgateway:
         pushgateway_url(settings.pushgateway)  # a bad URL is a usage error now, not a failed push later
@@ -209,12 +211,12 @@ def _quiet_machinery(verbose: int) -> None:
     the same (an endpoint probed, then given up with "its servers stay pending") stay out."""
     configure_logging("text", verbose)
     if not verbose:
-        for name in ("collector.endpoint", "collector.run"):
+        for name in ("collector.control.endpoint", "collector.run"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def command_demo(args: argparse.Namespace) -> ExitCode:
-    from collector.demo import run_demo
+    from collector.cli.demo import run_demo
 
     return run_demo(args)
 
@@ -244,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command in ("run", "demo"):
-        keep_heap_headroom()  # streaming archives churns the heap; see collector.tuning
+        keep_heap_headroom()  # streaming archives churns the heap; see collector.cli.tuning
     try:
         return int(_COMMANDS[args.command](args))
     except (UsageError, JournalError) as exc:

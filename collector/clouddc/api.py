@@ -2,11 +2,11 @@
 
 `CloudDC` is a thin client for one (endpoint, project): `export()`, `status()` and
 `open_archive()`. Every call passes the endpoint's shared `RateLimiter`; the JSON calls are
-retried here under the one `RetryPolicy`; downloads are retried by `collector.download`,
+retried here under the one `RetryPolicy`; downloads are retried by `collector.transfer.download`,
 which knows about partial files. aiohttp's exceptions become `collector.errors` here, and
 nowhere else.
 
-What the answers mean is decided in `collector.replies`.
+What the answers mean is decided in `collector.clouddc.replies`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from yarl import URL
 
 from collector.auth import Credentials, Request
 from collector.auth.protocol import host_header
-from collector.endpoint import EndpointHealth
+from collector.control.endpoint import EndpointHealth
 from collector.errors import (
     APIError,
     AuthError,
@@ -33,9 +33,9 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.replies import ExportStatus, clean_text, error_for, parse_json, safe_export_id
-from collector.transport import read_bounded, translate
-from collector.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
+from collector.clouddc.replies import ExportStatus, clean_text, error_for, parse_json, safe_export_id
+from collector.net.transport import read_bounded, translate
+from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
 
 EXPORT = "ExportServerLogs"
 STATUS = "ShowLogsExportStatus"
@@ -151,7 +151,7 @@ class CloudDC:
         return await self._retrying(post, on_retry)
 
     async def list_servers_page(self, marker: str | None = None, *, limit: int = 1000) -> bytes:
-        """One page of ListServers, as the raw JSON body `collector.discovery` parses.
+        """One page of ListServers, as the raw JSON body `collector.clouddc.discovery` parses.
 
         Retried, rate limited and authenticated like every other call.
         """

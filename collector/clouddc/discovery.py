@@ -31,10 +31,10 @@ from types import MappingProxyType
 from typing import Any
 
 from collector.errors import ProtocolError, UsageError
-from collector.inventory import Server
-from collector.names import check_file_name
-from collector.replies import clean_text, parse_json
-from collector.select import GLOB_HINT, Glob, glob_problem
+from collector.config.inventory import Server
+from collector.config.names import check_file_name
+from collector.clouddc.replies import clean_text, parse_json
+from collector.config.select import GLOB_HINT, Glob, glob_problem
 
 __all__ = [
     "PAGE_LIMIT",
@@ -67,7 +67,7 @@ class DiscoveredServer:
     """One entry of a ListServers page.
 
     When `problem` is None, `id` is the server's id exactly as listed and safe as a file name
-    (`collector.names.check_file_name`), and `name` and `tags` are within bounds. When
+    (`collector.config.names.check_file_name`), and `name` and `tags` are within bounds. When
     `problem` is set, the entry cannot be collected: `problem` says why, in one line that
     names the operation, and `id` is only a printable rendering of what was listed ("" if
     nothing usable was), for messages and the report: never a file name. `name` and `tags`
@@ -105,7 +105,7 @@ class ServerPage:
 def parse_server_page(body: bytes, *, operation: str = "ListServers") -> ServerPage:
     """The page in a ListServers answer's `body`, or `ProtocolError` if its shape is wrong.
 
-    Decoded with `collector.replies.parse_json` (size, depth and numbers bounded there). A
+    Decoded with `collector.clouddc.replies.parse_json` (size, depth and numbers bounded there). A
     malformed entry does not fail the page: it is returned with its `problem`. Never raises
     anything but `ProtocolError`.
     """
@@ -350,7 +350,7 @@ def discover_filter(spec: object) -> Callable[[DiscoveredServer], bool]:
     """The inventory's ``discover:`` as a predicate on discovered servers, or `UsageError`.
 
     ``discover: true`` takes every server listed. ``discover: {name: "db-*", tags: {rack:
-    "A1*"}}`` takes those whose name and every given tag match the globs (`collector.select`'s
+    "A1*"}}`` takes those whose name and every given tag match the globs (`collector.config.select`'s
     globs: case-sensitive, anchored); a server without a name or without one of the tags does
     not match. The error names the key under ``discover``; the inventory adds file and line.
     """

@@ -38,7 +38,7 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.throttle import parse_retry_after
+from collector.control.throttle import parse_retry_after
 
 
 class ExportState(enum.Enum):

@@ -48,9 +48,9 @@ import yaml
 from collector.auth import OPTIONS as _AUTH_OPTIONS
 from collector.auth import Credentials, CredentialsUnavailable, provider_from_spec, region_of
 from collector.errors import InventoryError, InventoryErrors
-from collector.names import check_file_name
-from collector.settings import BY_KEY as _SETTINGS
-from collector.settings import FailureBudget, Kind, parse_budget, size_in_bytes
+from collector.config.names import check_file_name
+from collector.config.settings import BY_KEY as _SETTINGS
+from collector.config.settings import FailureBudget, Kind, parse_budget, size_in_bytes
 
 __all__ = ["RUN_TIME_LOOKUP", "DiscoverSpec", "Inventory", "Project", "Server", "load_inventory"]
 
@@ -168,7 +168,7 @@ _DISCOVER_KEYS = ("name", "tags")
 _SCALAR_AUTH = {"token_env": "name", "token_file": "path"}
 _PATH_OPTIONS = frozenset({"password_file"})
 
-# The `collector:` section's keys and kinds are the settings' own: see collector.settings.
+# The `collector:` section's keys and kinds are the settings' own: see collector.config.settings.
 
 _PROJECT_ID = re.compile(r"[A-Za-z0-9_-]+")
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]+")

@@ -1,6 +1,6 @@
 """Whether a server's id can name its files.
 
-A server id becomes the archive's file name (`collector.download.archive_name`) and, while
+A server id becomes the archive's file name (`collector.transfer.download.archive_name`) and, while
 the archive downloads, that name plus `.part`. The id comes from the inventory today and
 from CloudDC's own server listing later; both check it here, where it enters, not where
 the file is opened.

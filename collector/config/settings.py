@@ -6,7 +6,7 @@ its flag; whether the inventory's ``collector:`` section may set it (under the f
 Everything else is derived from these declarations, so nothing can drift:
 
 - the flags of ``collector run`` and ``collector demo`` (`add_flags`, `given`);
-- the check of the inventory's ``collector:`` section (`collector.inventory` reads `BY_KEY`
+- the check of the inventory's ``collector:`` section (`collector.config.inventory` reads `BY_KEY`
   and `Kind`);
 - the order of precedence, defaults < inventory < flags (`resolve`);
 - the flag table in the README (`markdown_table`; a test keeps the README identical to it).
@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from collector.throttle import RetryPolicy
+from collector.control.throttle import RetryPolicy
 
 __all__ = ["BY_KEY", "OPTIONS", "FailureBudget", "Kind", "Option", "Settings", "add_flags", "given",
            "markdown_table", "parse_budget", "parse_size", "resolve", "size_in_bytes"]

@@ -7,7 +7,7 @@ in: a server's shard is a hash of its ids, `shard_of`, never its position in the
 shards are disjoint and together cover the fleet, for any N.
 
 Each shard keeps its own journal (`state_dir`) and writes its own report (`report_name`);
-`collector.merge` puts the reports together afterwards. Kubernetes numbers a Job's pods from 0
+`collector.observe.merge` puts the reports together afterwards. Kubernetes numbers a Job's pods from 0
 (`JOB_COMPLETION_INDEX`), and so do we: the shards of N are 0/N .. (N-1)/N.
 """
 
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from collector.errors import UsageError
-from collector.inventory import Inventory
-from collector.journal import JOURNAL_DIR
+from collector.config.inventory import Inventory
+from collector.sweep.journal import JOURNAL_DIR
 
 __all__ = ["MAX_SHARDS", "Shard", "parse_report_name", "parse_shard", "shard_of"]
 

@@ -38,8 +38,8 @@ from contextlib import asynccontextmanager, contextmanager
 import anyio
 
 from collector.errors import CollectorError, RequestError, RequestTimeout, ServerError
-from collector.logs import ev
-from collector.throttle import Clock, Sleep, monotonic, sleep
+from collector.cli.logs import ev
+from collector.control.throttle import Clock, Sleep, monotonic, sleep
 
 log = logging.getLogger(__name__)
 

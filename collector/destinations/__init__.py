@@ -1,4 +1,4 @@
-"""Where archives and the report go, besides a local folder (`collector.storage`).
+"""Where archives and the report go, besides a local folder (`collector.destinations.local`).
 
 `parse_destination` turns `-o` into a location; `S3Location.open()` gives the
 `collector.destinations.s3.S3Destination` for object storage. Importing this package does

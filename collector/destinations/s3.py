@@ -1,6 +1,6 @@
 """Archives in object storage (AWS S3, Huawei OBS, MinIO, Ceph): `-o s3://BUCKET/PREFIX`.
 
-`S3Destination` is a `collector.download.Destination`: archive `name` becomes the object
+`S3Destination` is a `collector.transfer.download.Destination`: archive `name` becomes the object
 `PREFIX/name`. One aiobotocore client serves a whole run (`async with S3Destination(...)`):
 botocore signs, finds credentials along its usual chain, and retries; aiohttp carries it.
 
@@ -50,7 +50,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from collector.destinations.s3errors import http_status, translating
-from collector.download import Archive
+from collector.transfer.download import Archive
 from collector.errors import StorageError
 
 log = logging.getLogger(__name__)

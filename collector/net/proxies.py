@@ -21,7 +21,7 @@ CIDR ranges in NO_PROXY):
 
 Who applies them:
 
-- the run's session (API calls and redirected downloads, `collector.runner`) through aiohttp's
+- the run's session (API calls and redirected downloads, `collector.run.runner`) through aiohttp's
   ``trust_env=True``, turned on only when a proxy is set (`environment_proxies`): aiohttp then
   picks the proxy per request, redirect targets included;
 - the credential sources (IAM, pod identity, metadata: `collector.auth.http`) through
@@ -58,7 +58,7 @@ import urllib.request
 import yarl
 
 from collector.errors import UsageError
-from collector.logs import ev
+from collector.cli.logs import ev
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """aiohttp's exceptions as collector's, and bounded reads: the one place both happen.
 
-Every HTTP call of the project (the CloudDC API in `collector.api`, the credential sources
+Every HTTP call of the project (the CloudDC API in `collector.clouddc.api`, the credential sources
 in `collector.auth.http`) goes through `translate`, so an operator sees the same words for
 the same failure wherever it happened, and every error says which kind it is: refused, DNS,
 TLS (with the hint to give a CA bundle), timeout, reset.
@@ -24,7 +24,7 @@ from collector.errors import (
     RequestTimeout,
     TLSFailed,
 )
-from collector.replies import clean_text
+from collector.clouddc.replies import clean_text
 
 # Who hears of each request a credential source makes (`collector_requests_total{operation=
 # "auth"}`): providers are built with the inventory, long before a run has metrics, so the

@@ -1,6 +1,6 @@
 """Put the reports of a sharded run together: `report.shard-K-of-N.json` files into one report.
 
-Each pod of an Indexed Job writes its shard's report (`collector.shards`); once they are all
+Each pod of an Indexed Job writes its shard's report (`collector.config.shards`); once they are all
 done, `collector merge OUT` reads them, from a folder (`merge_folder`) or through the object
 store's own calls (`read_reports`), and `merge_reports` makes the report a single run would
 have written: every server once, totals recomputed, the run's span from the earliest start
@@ -36,10 +36,10 @@ from typing import Any
 
 from collector import __version__
 from collector.errors import ExitCode, UsageError
-from collector.logs import clean
+from collector.cli.logs import clean
 from collector.destinations.location import S3Location
-from collector.report import REPORT_NAME, write_report
-from collector.shards import Shard, parse_report_name, shard_of
+from collector.observe.report import REPORT_NAME, write_report
+from collector.config.shards import Shard, parse_report_name, shard_of
 
 __all__ = [
     "MAX_REPORT_BYTES",
@@ -348,7 +348,7 @@ def _base(name: str) -> str:
 
 
 def _totals(servers: list[dict[str, Any]]) -> dict[str, int]:
-    """As `collector.report.build_report` counts them: bytes are the collected archives'."""
+    """As `collector.observe.report.build_report` counts them: bytes are the collected archives'."""
     states = Counter(entry["state"] for entry in servers)
     return {
         "servers": len(servers),

@@ -61,10 +61,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from collector.errors import APIError, CollectorError, UsageError
-from collector.events import Phase, PhaseChanged
-from collector.logs import ev
+from collector.sweep.events import Phase, PhaseChanged
+from collector.cli.logs import ev
 
-log = logging.getLogger("collector.metrics")
+log = logging.getLogger("collector.observe.metrics")
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -82,7 +82,7 @@ _LAST_SUCCESS = "collector_last_success_timestamp_seconds"
 
 
 class _Stats(Protocol):
-    """What `observe_stats` reads: `collector.api.CallStats`."""
+    """What `observe_stats` reads: `collector.clouddc.api.CallStats`."""
 
     retries: int
     throttled: int
@@ -90,7 +90,7 @@ class _Stats(Protocol):
 
 
 class _Limiter(Protocol):
-    """What `observe_limiters` reads: `collector.throttle.RateLimiter`."""
+    """What `observe_limiters` reads: `collector.control.throttle.RateLimiter`."""
 
     rate: float
 

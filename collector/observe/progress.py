@@ -22,12 +22,12 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from collector.api import CallStats
-from collector.events import Phase, PhaseChanged
-from collector.logs import ev
-from collector.report import human_bytes, human_duration
+from collector.clouddc.api import CallStats
+from collector.sweep.events import Phase, PhaseChanged
+from collector.cli.logs import ev
+from collector.observe.report import human_bytes, human_duration
 
-log = logging.getLogger("collector.progress")
+log = logging.getLogger("collector.observe.progress")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from collector import __version__
-from collector.logs import clean, ev
-from collector.storage import write_all
-from collector.sweep import ServerResult
+from collector.cli.logs import clean, ev
+from collector.destinations.local import write_all
+from collector.sweep.pipeline import ServerResult
 
 REPORT_NAME = "report.json"
 
@@ -285,6 +285,6 @@ def emit_summary(record: dict[str, Any], log_format: str, *, stream=None) -> Non
 def summary(
     results: list[ServerResult], duration_s: float, *, requests: int, throttled: int, retries: int = 0
 ) -> list[str]:
-    """The summary's lines from the results alone (what `collector.cli` calls today)."""
+    """The summary's lines from the results alone (what `collector.cli.main` calls today)."""
     record = summary_record(results, duration_s=duration_s, requests=requests, throttled=throttled, retries=retries)
     return summary_lines(record)

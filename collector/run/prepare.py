@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
-from collector.api import CloudDC
+from collector.clouddc.api import CloudDC
 from collector.auth import CredentialsUnavailable, default_chain
-from collector.discovery import (
+from collector.clouddc.discovery import (
     PAGE_LIMIT,
     DiscoveredServer,
     PageCursor,
@@ -31,14 +31,14 @@ from collector.discovery import (
     parse_server_page,
     unusable,
 )
-from collector.endpoint import EndpointHealth
+from collector.control.endpoint import EndpointHealth
 from collector.errors import CollectorError, UsageError
-from collector.inventory import Inventory, Project, Server
-from collector.logs import ev
-from collector.select import Selection
-from collector.settings import Settings
-from collector.shards import Shard
-from collector.throttle import RateLimiter
+from collector.config.inventory import Inventory, Project, Server
+from collector.cli.logs import ev
+from collector.config.select import Selection
+from collector.config.settings import Settings
+from collector.config.shards import Shard
+from collector.control.throttle import RateLimiter
 
 log = logging.getLogger("collector.run")
 

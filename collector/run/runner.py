@@ -9,7 +9,7 @@ decided, and `closing_lines` tell the scheduler and the person how it went.
 
 A bug in the orchestrator itself does not escape as a traceback: the report is written with
 the results there are (unfinished servers `pending`), the traceback is saved beside the
-journal (`collector.crash`), and the outcome carries it, to end in exit 70.
+journal (`collector.observe.crash`), and the outcome carries it, to end in exit 70.
 """
 
 from __future__ import annotations
@@ -34,28 +34,30 @@ from urllib.parse import urlsplit
 import aiohttp
 import anyio
 
-from collector import __version__, crash
-from collector.download import Destination, archive_name
+from collector import __version__
+
+from collector.observe import crash
+from collector.transfer.download import Destination, archive_name
 from collector.destinations.location import S3Location
 from collector.errors import ExitCode, StorageError, UsageError
-from collector.events import Listener, Phase, PhaseChanged
-from collector.inventory import Inventory
-from collector.journal import Entry, Journal, JournalError, summarize
-from collector.logs import ev
-from collector.metrics import Metrics, push, write_textfile_every
-from collector.transport import auth_requests
-from collector.progress import Tally, show_progress
-from collector.prepare import Rejected, prepare
-from collector.proxies import environment_proxies
-from collector.select import Selection
-from collector.shards import Shard
-from collector.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
-from collector.settings import Settings
-from collector.storage import LocalDestination
-from collector.sweep import ServerResult, Sweep
+from collector.sweep.events import Listener, Phase, PhaseChanged
+from collector.config.inventory import Inventory
+from collector.sweep.journal import Entry, Journal, JournalError, summarize
+from collector.cli.logs import ev
+from collector.observe.metrics import Metrics, push, write_textfile_every
+from collector.net.transport import auth_requests
+from collector.observe.progress import Tally, show_progress
+from collector.run.prepare import Rejected, prepare
+from collector.net.proxies import environment_proxies
+from collector.config.select import Selection
+from collector.config.shards import Shard
+from collector.observe.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
+from collector.config.settings import Settings
+from collector.destinations.local import LocalDestination
+from collector.sweep.pipeline import ServerResult, Sweep
 
 # The run's own records (its start, stops and end) show at the default level: see
-# collector.logs.configure_logging.
+# collector.cli.logs.configure_logging.
 log = logging.getLogger("collector.run")
 
 
@@ -171,7 +173,7 @@ async def run_sweep(
             state = shown = prepare_output(output)
         metrics = Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway \
             else None
-        # The credential sources' requests count too (see collector.transport), for this run only.
+        # The credential sources' requests count too (see collector.net.transport), for this run only.
         observing = auth_requests.set(metrics.request if metrics is not None else None)
         stack.callback(auth_requests.reset, observing)
         session = await stack.enter_async_context(open_session(settings))
@@ -307,7 +309,7 @@ async def _run(
 
 def open_session(settings: Settings) -> aiohttp.ClientSession:
     # HTTPS_PROXY/HTTP_PROXY/NO_PROXY for the API and redirected downloads; off (and ~/.netrc
-    # unread) when no proxy is set: see collector.proxies for what it brings. First: it may
+    # unread) when no proxy is set: see collector.net.proxies for what it brings. First: it may
     # refuse a proxy, before anything needs closing.
     trust_env = environment_proxies()
     # Enough connections for the transfers plus the API calls the rate allows in flight.

@@ -1,6 +1,6 @@
 """``collector simulate``: run the simulator as a server until SIGINT or SIGTERM.
 
-`add_arguments` fills the subcommand's parser and `main` runs it; ``collector.cli`` wires them
+`add_arguments` fills the subcommand's parser and `main` runs it; ``collector.cli.main`` wires them
 in, and ``python -m collector.simulator`` runs them alone. When both origins listen it prints
 one line, ``simulator listening on URL (N servers, project ID)``, and flushes it: benchmarks
 read that line to learn the port. With ``--write-inventory`` the inventory is written before

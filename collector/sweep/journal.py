@@ -28,8 +28,8 @@ import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from collector.errors import CollectorError
-from collector.events import Phase, PhaseChanged
-from collector.logs import ev
+from collector.sweep.events import Phase, PhaseChanged
+from collector.cli.logs import ev
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 `Sweep.collect` is the whole story for one server: export, wait for the export, download,
 verify. Everything around it sits beside it: `run` fans out under the limits, turns each
 server's outcome into a `ServerResult`, and stops early on rejected credentials or a signal;
-the rate limiter and retries live in `collector.throttle` (via the API client); progress,
-logs and the journal listen to `collector.events`.
+the rate limiter and retries live in `collector.control.throttle` (via the API client); progress,
+logs and the journal listen to `collector.sweep.events`.
 
 Limits, all shared by the whole run:
 - `concurrency`: servers between their export and the end of their download. Exports run on
@@ -27,18 +27,18 @@ import aiohttp
 import anyio
 import anyio.lowlevel
 
-from collector.api import CallStats, CloudDC
-from collector.replies import ExportState, ExportStatus
-from collector.download import Archive, Destination, DownloadOptions, archive_name, fetch_archive
-from collector.endpoint import EndpointHealth, Unreachable
+from collector.clouddc.api import CallStats, CloudDC
+from collector.clouddc.replies import ExportState, ExportStatus
+from collector.transfer.download import Archive, Destination, DownloadOptions, archive_name, fetch_archive
+from collector.control.endpoint import EndpointHealth, Unreachable
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
-from collector.events import Events, Phase, PhaseChanged
-from collector.logs import ev
-from collector.inventory import Inventory, Project, Server
-from collector.journal import Entry
-from collector.polling import ExportDurations, PollSchedule
-from collector.settings import Settings
-from collector.throttle import RateLimiter, RetryQuota, monotonic, sleep
+from collector.sweep.events import Events, Phase, PhaseChanged
+from collector.cli.logs import ev
+from collector.config.inventory import Inventory, Project, Server
+from collector.sweep.journal import Entry
+from collector.sweep.polling import ExportDurations, PollSchedule
+from collector.config.settings import Settings
+from collector.control.throttle import RateLimiter, RetryQuota, monotonic, sleep
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class Sweep:
         # Per endpoint, shared by its projects: one limiter for every request, and one that
         # POSTs pass first (an API may cap running exports apart from its request rate).
         governors: dict[str, tuple[RateLimiter, RateLimiter]] = {}
-        # Per endpoint too: whether it answers at all (see collector.endpoint), and the
+        # Per endpoint too: whether it answers at all (see collector.control.endpoint), and the
         # budget of retries its requests share.
         self.health: dict[str, EndpointHealth] = {}
         quotas: dict[str, RetryQuota] = {}

@@ -27,7 +27,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from collector.replies import ExportState, ExportStatus
+from collector.clouddc.replies import ExportState, ExportStatus
 
 
 class ExportDurations:

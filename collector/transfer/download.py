@@ -1,7 +1,7 @@
 """Streaming one archive to its destination, and deciding whether the bytes are the archive.
 
 `fetch_archive` drives the transfer: stream in large chunks into a partial file, hash while
-writing, inflate while receiving (`collector.gzipcheck`), check the length against
+writing, inflate while receiving (`collector.transfer.gzipcheck`), check the length against
 `Content-Length`, require whole gzip, then commit (fsync + atomic rename).
 
 Two kinds of failure, two answers:
@@ -15,7 +15,7 @@ Two kinds of failure, two answers:
   after the end) is fetched once more from zero; a second damaged copy fails the server with
   `ArchiveDamaged`: asking an eighth time would not mend the server's file.
 
-Where the bytes go sits behind `Destination`: a local folder (`collector.storage`) today,
+Where the bytes go sits behind `Destination`: a local folder (`collector.destinations.local`) today,
 object storage later.
 """
 
@@ -34,10 +34,10 @@ from typing import Protocol
 import aiohttp
 import anyio
 
-from collector.api import ArchiveResponse, CloudDC, OnRetry
+from collector.clouddc.api import ArchiveResponse, CloudDC, OnRetry
 from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
-from collector.gzipcheck import GZIP_MAGIC, GzipCheck
-from collector.throttle import RetryPolicy, Sleep, retrying
+from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
+from collector.control.throttle import RetryPolicy, Sleep, retrying
 
 log = logging.getLogger(__name__)
 

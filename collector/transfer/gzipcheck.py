@@ -13,7 +13,7 @@ throws the output away, then asks at the end what zlib knows:
 
 Output per call is bounded (`OUTPUT_BYTES`), so a gzip bomb costs time, not memory.
 
-`collector.download` feeds it in the event loop. zlib lets go of the GIL while it inflates,
+`collector.transfer.download` feeds it in the event loop. zlib lets go of the GIL while it inflates,
 so a worker thread (one batch in flight) was tried, and measured no faster, on the
 simulator's archives (``benchmarks/download.py``: stored deflate blocks, inflated at several
 GB/s) nor on compressed ones over loopback, single and 16 at a time (issue 8): with two cores,
