@@ -33,7 +33,7 @@ except ImportError:  # a benchmark-only dependency
     sys.exit("aiofiles_writer.py: aiofiles is not installed (pip install aiofiles)")
 
 from collector.cli import main as cli
-from collector.transfer.download import Archive
+from collector.destinations.base import Archive
 from collector.destinations.local import LocalDestination
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

@@ -72,7 +72,7 @@ async def child_direct(args: argparse.Namespace) -> dict[str, Any]:
     import anyio
 
     from collector.destinations.s3 import S3Destination
-    from collector.transfer.download import archive_name
+    from collector.destinations.base import archive_name
 
     config = SimConfig(servers=args.servers, archive_bytes=args.archive_bytes, seed=args.seed)
     limiter = anyio.CapacityLimiter(args.downloads)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collector.transfer.download import archive_name
+from collector.destinations.base import archive_name
 from collector.config.inventory import load_inventory
 from collector.run.runner import Outcome, run_sweep
 from collector.config.settings import Settings

@@ -24,7 +24,8 @@ from collector.transfer import download
 from collector.clouddc.api import ArchiveResponse, CloudDC
 from collector.cli.main import exit_code
 from collector.auth import StaticToken
-from collector.transfer.download import DownloadOptions, archive_name, fetch_archive
+from collector.transfer.download import DownloadOptions, fetch_archive
+from collector.destinations.base import archive_name
 from collector.errors import ArchiveDamaged, ArchiveError, ExitCode, RequestTimeout
 from collector.transfer.gzipcheck import OUTPUT_BYTES, GzipCheck
 from collector.simulator import SimConfig, Simulator

@@ -38,7 +38,8 @@ from collector.destinations import local as storage
 from collector.clouddc.api import CloudDC
 from collector.cli.main import Outcome, exit_code
 from collector.auth import StaticToken
-from collector.transfer.download import DownloadOptions, archive_name, fetch_archive
+from collector.transfer.download import DownloadOptions, fetch_archive
+from collector.destinations.base import archive_name
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
 from collector.simulator import SimConfig, Simulator
 from collector.destinations.local import LocalDestination, LocalPartial

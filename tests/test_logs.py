@@ -12,17 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from collector.cli.logs import (
-    EVENTS,
-    FIELD_LIMIT,
-    MESSAGE_LIMIT,
-    TRACEBACK_LIMIT,
-    JsonFormatter,
-    TextFormatter,
-    clean,
-    configure_logging,
-    ev,
-)
+from collector.cli.logs import JsonFormatter, TextFormatter, configure_logging
+from collector.log import EVENTS, ev
+from collector.text import FIELD_LIMIT, MESSAGE_LIMIT, TRACEBACK_LIMIT, clean
 
 HOSTILE = "red \x1b[31mALERT\x1b[0m\rover\nwritten 12:00:00 ERROR fake\x00nul \u202eevil\u2066 \x9b2J"
 BIG = "x" * 1_000_000
@@ -164,7 +156,7 @@ def test_clean_counts_what_it_cut():
 
 @pytest.fixture
 def restore_logging():
-    names = ["", "collector", "collector.observe.progress", "collector.summary"]
+    names = ["", "collector", "collector.progress", "collector.summary"]
     saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
              for n in names}
     yield
@@ -177,7 +169,7 @@ def test_json_mode_writes_only_json_to_stderr_libraries_included(restore_logging
     configure_logging("json", 0)
     logging.getLogger("collector.sweep.pipeline").warning("p1/S1: failed: %s", HOSTILE, extra=ev("server_failed", server_id="S1"))
     logging.getLogger("collector.sweep.pipeline").info("hidden at -v 0")
-    logging.getLogger("collector.observe.progress").info("progress", extra=ev("progress", percent=5.0))
+    logging.getLogger("collector.progress").info("progress", extra=ev("progress", percent=5.0))
     logging.getLogger("asyncio").warning("Unclosed client session\nclient_session: <x>")
     lines = capsys.readouterr().err.splitlines()
     entries = [json.loads(line) for line in lines]

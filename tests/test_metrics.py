@@ -285,7 +285,7 @@ def test_a_reader_never_sees_part_of_a_textfile(tmp_path):
 def test_a_failed_write_leaves_no_temporary_file_and_logs_once(tmp_path, caplog):
     path = tmp_path / "collector.prom"
     path.mkdir()  # a folder where the file should be: the rename fails
-    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics")
     assert not write_textfile(path, full())
     assert os.listdir(tmp_path) == ["collector.prom"] and os.listdir(path) == []
     [record] = caplog.records
@@ -343,7 +343,7 @@ async def test_periodic_writer_writes_every_interval_and_once_more_when_cancelle
 
 async def test_periodic_writer_that_cannot_write_logs_once_and_never_stops_the_run(tmp_path, caplog):
     path = tmp_path / "missing" / "collector.prom"
-    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics")
     ticks = 0
     with anyio.CancelScope() as scope:
 
@@ -456,7 +456,7 @@ async def test_a_failed_run_pushed_after_a_success_keeps_the_gateways_last_succe
 
 
 async def test_push_with_credentials_in_the_url_authenticates_and_never_logs_them(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics")
     async with gateway() as gw:
         url = gw.url.replace("http://", "http://ops:s3cr%2Ft@") + "/prefix/"
         assert await push(url, full(), grouping={"site": "eu/west", "rack": ""})
@@ -474,7 +474,7 @@ async def test_push_with_credentials_in_the_url_authenticates_and_never_logs_the
 
 
 async def test_push_refused_by_the_gateway_logs_one_line_and_returns(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics")
     async with gateway(status=500) as gw:
         assert await push(gw.url, full()) is False
     [record] = caplog.records
@@ -484,7 +484,7 @@ async def test_push_refused_by_the_gateway_logs_one_line_and_returns(caplog):
 
 
 async def test_push_to_nothing_listening_logs_and_returns(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # closed at the end of the block: nothing listens there
@@ -495,7 +495,7 @@ async def test_push_to_nothing_listening_logs_and_returns(caplog):
 
 
 async def test_push_to_a_gateway_that_never_answers_gives_up_after_the_timeout(caplog):
-    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics")
     async with gateway(hang=True) as gw:
         assert await push(gw.url, full(), timeout=0.2) is False
     [record] = caplog.records
@@ -507,7 +507,7 @@ async def test_a_bad_pushgateway_url_is_a_usage_error_that_does_not_repeat_it(ur
     with pytest.raises(UsageError) as caught:
         pushgateway_url(url)
     assert "s3cret" not in str(caught.value) and "--pushgateway" in str(caught.value)
-    caplog.set_level(logging.WARNING, logger="collector.observe.metrics")
+    caplog.set_level(logging.WARNING, logger="collector.metrics")
     assert await push(url, full()) is False  # and push itself never raises on it
     assert "s3cret" not in formatted(caplog.records)
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.transfer.download import archive_name
+from collector.destinations.base import archive_name
 from collector.config.names import LONGEST_SUFFIX, MAX_ID_BYTES, MAX_NAME_BYTES, check_file_name
 
 

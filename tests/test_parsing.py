@@ -13,12 +13,12 @@ from yarl import URL
 from collector.clouddc import replies
 from collector.errors import AuthError, Forbidden, NotFoundError, ProtocolError, ServerError, ThrottledError
 from collector.sweep.polling import PollSchedule
+from collector.text import clean_text
 from collector.clouddc.replies import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
     ExportState,
     ExportStatus,
-    clean_text,
     error_for,
     parse_json,
     parse_percentage,

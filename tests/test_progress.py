@@ -131,7 +131,7 @@ def test_progress_line_is_one_line_with_everything():
 
 @pytest.mark.anyio
 async def test_without_a_terminal_progress_is_logged_at_once_then_every_interval(caplog):
-    caplog.set_level(logging.INFO, logger="collector.observe.progress")
+    caplog.set_level(logging.INFO, logger="collector.progress")
     clock = FakeClock(0.0)
     tally = Tally(10, clock=clock)
     stats = CallStats()
@@ -149,7 +149,7 @@ async def test_without_a_terminal_progress_is_logged_at_once_then_every_interval
 
     with anyio.CancelScope() as scope:
         await show_progress(tally, stats, live=False, interval=10.0, sleep=fake_sleep)
-    records = [r for r in caplog.records if r.name == "collector.observe.progress"]
+    records = [r for r in caplog.records if r.name == "collector.progress"]
     assert sleeps == [10.0, 10.0, 10.0]
     assert [r.fields["elapsed_s"] for r in records] == [0.0, 10.0, 20.0]  # the first at once
     assert [r.event for r in records] == ["progress"] * 3

@@ -21,10 +21,11 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
 
-from collector.transfer.download import archive_name
+from collector.destinations.base import archive_name
 from collector.errors import APIError, ProtocolError
 from collector.config.names import MAX_NAME_BYTES, check_file_name
 from collector.sweep.polling import ExportDurations, PollSchedule
+from collector.text import clean_text
 from collector.clouddc.replies import (
     EARLIEST_YEAR,
     LATEST_YEAR,
@@ -32,7 +33,6 @@ from collector.clouddc.replies import (
     MAX_NUMBER_CHARS,
     ExportState,
     ExportStatus,
-    clean_text,
     error_for,
     parse_json,
     parse_percentage,

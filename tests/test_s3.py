@@ -21,7 +21,8 @@ from collector.clouddc.api import CloudDC
 from collector.auth import StaticToken
 from collector.destinations import LocalLocation, S3Location, parse_destination
 from collector.destinations.s3 import MiB, S3Destination
-from collector.transfer.download import DownloadOptions, archive_name, fetch_archive
+from collector.transfer.download import DownloadOptions, fetch_archive
+from collector.destinations.base import archive_name
 from collector.errors import StorageError, UsageError
 from collector.simulator import SimConfig, Simulator
 from collector.control.throttle import RateLimiter, RetryPolicy

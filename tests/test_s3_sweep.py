@@ -7,7 +7,7 @@ import json
 import pytest
 
 from collector.destinations.location import S3Location, parse_destination
-from collector.transfer.download import archive_name
+from collector.destinations.base import archive_name
 from collector.errors import ExitCode, UsageError
 from collector.config.inventory import load_inventory
 from collector.run.runner import exit_code, run_sweep, state_dir_for

@@ -16,6 +16,9 @@ The API client calls ``generation = await credentials.apply(request)`` last, on 
 request, and on a 401 ``await credentials.rejected(generation)``: True means send it again
 (once), False that the run must stop. Nothing in this package puts a secret in a repr, a
 message or a log line.
+
+Imports net/ (its calls go through the same session rules and error translation), control/
+and the leaves.
 """
 
 from collector.auth.aksk import AkSk

@@ -34,7 +34,8 @@ from collector.control.endpoint import EndpointHealth, Unreachable
 from collector.errors import AuthError, CollectorError, ExitCode, Forbidden, RequestError
 from collector.config.inventory import DiscoverSpec, Inventory, Project
 from collector.run.prepare import chooser, discover, with_credentials
-from collector.clouddc.replies import clean_text, parse_json
+from collector.clouddc.replies import parse_json
+from collector.text import clean_text
 from collector.config.settings import Settings
 from collector.control.throttle import RateLimiter
 

@@ -33,7 +33,8 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.clouddc.replies import ExportStatus, clean_text, error_for, parse_json, safe_export_id
+from collector.clouddc.replies import ExportStatus, error_for, parse_json, safe_export_id
+from collector.text import clean_text
 from collector.net.transport import read_bounded, translate
 from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
 

@@ -33,7 +33,8 @@ from typing import Any
 from collector.errors import ProtocolError, UsageError
 from collector.config.inventory import Server
 from collector.config.names import check_file_name
-from collector.clouddc.replies import clean_text, parse_json
+from collector.clouddc.replies import parse_json
+from collector.text import clean_text
 from collector.config.select import GLOB_HINT, Glob, glob_problem
 
 __all__ = [

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
+from collector.text import clean_text, quoted
 from collector.errors import (
     APIError,
     AuthError,
@@ -164,73 +165,7 @@ def _has_surrogate(value: object) -> bool:
     return False
 
 
-# -- text from the server, for our messages -------------------------------------------------
-
-_ELLIPSIS = "..."
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 MAX_CODE_CHARS = 64  # error_code and request id: short tokens, shown in every summary line
-
-
-def clean_text(text: object, limit: int = 200) -> str:
-    """Server-supplied `text` made safe to print in one line of at most `limit` characters.
-
-    Bytes are read as UTF-8 (bad bytes become U+FFFD). Outer whitespace goes. Every character
-    a terminal or log reader could act on is escaped as Python would write it (`\\x1b`,
-    `\\n`, `\\u202e`): controls, format characters (bidi overrides, zero-width), surrogates,
-    private-use and unassigned code points, and every space but the plain one. Longer results
-    end in "...". Other values (None, numbers, containers) are shown briefly. Printable
-    letters of any script stay as they are: CloudDC's messages may well be in Chinese.
-    Never raises for any `text`; escapes no more of it than it can show.
-    """
-    if limit < len(_ELLIPSIS) + 1:
-        raise ValueError(f"limit must be at least {len(_ELLIPSIS) + 1}")
-    if isinstance(text, (bytes, bytearray, memoryview)):
-        # Each character is at most 4 bytes: a prefix this long still shows that it was cut.
-        data = bytes(text).lstrip()[: 4 * limit + 4]
-        text = data.decode("utf-8", "replace")
-    elif not isinstance(text, str):
-        text = _brief(text, limit)
-    text = text.strip()
-    pieces: list[str] = []
-    used = 0
-    for char in text:
-        piece = char if char == " " or char.isprintable() else _escape(char)
-        pieces.append(piece)
-        used += len(piece)
-        if used > limit:
-            break
-    else:
-        return "".join(pieces)
-    while used > limit - len(_ELLIPSIS):
-        used -= len(pieces.pop())
-    return "".join(pieces).rstrip() + _ELLIPSIS
-
-
-def _escape(char: str) -> str:
-    if char in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[char]
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
-
-
-def _brief(value: object, limit: int) -> str:
-    """A short rendering of a non-text value; never `str()` of a huge int (ValueError)."""
-    if value is None or isinstance(value, (bool, float)):
-        return str(value)
-    if isinstance(value, int):
-        if value.bit_length() > 4 * limit:
-            return f"<an integer of {value.bit_length()} bits>"
-        return str(value)
-    return f"<{type(value).__name__}>"
-
-
-def _quoted(value: object, limit: int = 40) -> str:
-    """`value` for a message about what is wrong with it: quoted, escaped, cut short."""
-    return f"'{clean_text(value, limit)}'" if isinstance(value, str) else clean_text(value, limit)
 
 
 # -- the fields of a status answer ---------------------------------------------------------
@@ -336,7 +271,7 @@ def safe_export_id(value: object, *, operation: str | None = None) -> str:
     prefix = f"{operation}: " if operation else ""
     problem = _export_id_problem(value)
     if problem:
-        raise ProtocolError(f"{prefix}unsafe export_id {_quoted(value)}: {problem}")
+        raise ProtocolError(f"{prefix}unsafe export_id {quoted(value)}: {problem}")
     return value if isinstance(value, str) else str(value)
 
 

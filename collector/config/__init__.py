@@ -1,2 +1,3 @@
-"""What the user asked for: settings, the inventory, selection, shards, server names. Loaded
-before the event loop starts; imports only the leaves (errors, text)."""
+"""What the user asked for: settings, the inventory, selection, shards, server names; loaded
+and checked before the event loop starts. Imports auth/ (an inventory's credentials are
+resolved into a provider), net/ and control/ (settings build their policies), the leaves."""

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from collector.errors import UsageError
-from collector.clouddc.replies import clean_text
+from collector.text import clean_text
 
 __all__ = ["Glob", "Selection", "glob_problem", "parse_selection"]
 

@@ -150,6 +150,9 @@ SETTINGS: tuple[Option, ...] = tuple(
 BY_KEY: Mapping[str, Option] = {option.name: option for option in SETTINGS if option.yaml}
 
 # Flags that are about this one invocation, not settings of the run.
+# The collector's own folder inside OUT: the journal, its lock, shards' journals, crash files.
+JOURNAL_DIR = ".collector"
+
 FRESH = Option(Kind.SWITCH, "ignore the journal of earlier runs into this folder", False, yaml=False,
                run_only=True, name="fresh")
 VERBOSE = Option(Kind.REPEAT, "retries and more (`-vv` for debug)", 0, flags=("-v", "--verbose"),

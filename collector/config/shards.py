@@ -21,7 +21,7 @@ from pathlib import Path
 
 from collector.errors import UsageError
 from collector.config.inventory import Inventory
-from collector.sweep.journal import JOURNAL_DIR
+from collector.config.settings import JOURNAL_DIR
 
 __all__ = ["MAX_SHARDS", "Shard", "parse_report_name", "parse_shard", "shard_of"]
 

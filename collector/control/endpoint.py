@@ -38,7 +38,7 @@ from contextlib import asynccontextmanager, contextmanager
 import anyio
 
 from collector.errors import CollectorError, RequestError, RequestTimeout, ServerError
-from collector.cli.logs import ev
+from collector.log import ev
 from collector.control.throttle import Clock, Sleep, monotonic, sleep
 
 log = logging.getLogger(__name__)

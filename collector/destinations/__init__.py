@@ -1,9 +1,6 @@
-"""Where archives and the report go, besides a local folder (`collector.destinations.local`).
-
-`parse_destination` turns `-o` into a location; `S3Location.open()` gives the
-`collector.destinations.s3.S3Destination` for object storage. Importing this package does
-not import aiobotocore.
-"""
+"""Where archives and the report go: the protocols (`base.py`), a local folder (`local.py`),
+object storage (`s3.py`), and `-o` parsed into one of them (`location.py`). Imports config/
+and below; never clouddc/. Importing this package does not import aiobotocore."""
 
 from collector.destinations.location import LocalLocation, S3Location, parse_destination
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import anyio
 
-from collector.transfer.download import Archive
+from collector.destinations.base import Archive
 
 READ_CHUNK = 1024 * 1024  # rereading an archive to check its sha256
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)

@@ -50,7 +50,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from collector.destinations.s3errors import http_status, translating
-from collector.transfer.download import Archive
+from collector.destinations.base import Archive
 from collector.errors import StorageError
 
 log = logging.getLogger(__name__)

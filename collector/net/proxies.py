@@ -58,7 +58,7 @@ import urllib.request
 import yarl
 
 from collector.errors import UsageError
-from collector.cli.logs import ev
+from collector.log import ev
 
 log = logging.getLogger(__name__)
 

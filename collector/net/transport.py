@@ -24,7 +24,7 @@ from collector.errors import (
     RequestTimeout,
     TLSFailed,
 )
-from collector.clouddc.replies import clean_text
+from collector.text import clean_text
 
 # Who hears of each request a credential source makes (`collector_requests_total{operation=
 # "auth"}`): providers are built with the inventory, long before a run has metrics, so the

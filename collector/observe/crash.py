@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from collector import __version__
+from collector.config.settings import JOURNAL_DIR
 
-CRASH_DIR = ".collector"  # beside the journal
 _MESSAGE_LIMIT = 300
 
 
@@ -32,7 +32,7 @@ def folder_for(output: Path | str | None) -> Path:
     """Where a crash file goes: the output folder's `.collector`, if there is an output folder
     yet, else the system's temporary folder."""
     if output is not None and Path(output).expanduser().is_dir():
-        return Path(output).expanduser() / CRASH_DIR
+        return Path(output).expanduser() / JOURNAL_DIR
     return Path(tempfile.gettempdir())
 
 

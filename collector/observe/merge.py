@@ -36,7 +36,7 @@ from typing import Any
 
 from collector import __version__
 from collector.errors import ExitCode, UsageError
-from collector.cli.logs import clean
+from collector.text import clean
 from collector.destinations.location import S3Location
 from collector.observe.report import REPORT_NAME, write_report
 from collector.config.shards import Shard, parse_report_name, shard_of

@@ -62,9 +62,9 @@ from yarl import URL
 
 from collector.errors import APIError, CollectorError, UsageError
 from collector.sweep.events import Phase, PhaseChanged
-from collector.cli.logs import ev
+from collector.log import ev
 
-log = logging.getLogger("collector.observe.metrics")
+log = logging.getLogger("collector.metrics")
 
 Sleep = Callable[[float], Awaitable[None]]
 

@@ -24,10 +24,10 @@ from rich.text import Text
 
 from collector.clouddc.api import CallStats
 from collector.sweep.events import Phase, PhaseChanged
-from collector.cli.logs import ev
+from collector.log import ev
 from collector.observe.report import human_bytes, human_duration
 
-log = logging.getLogger("collector.observe.progress")
+log = logging.getLogger("collector.progress")
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]

@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from collector import __version__
-from collector.cli.logs import clean, ev
+from collector.log import ev
+from collector.text import clean
 from collector.destinations.local import write_all
 from collector.sweep.pipeline import ServerResult
 

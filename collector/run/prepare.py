@@ -34,7 +34,7 @@ from collector.clouddc.discovery import (
 from collector.control.endpoint import EndpointHealth
 from collector.errors import CollectorError, UsageError
 from collector.config.inventory import Inventory, Project, Server
-from collector.cli.logs import ev
+from collector.log import ev
 from collector.config.select import Selection
 from collector.config.settings import Settings
 from collector.config.shards import Shard

@@ -37,13 +37,13 @@ import anyio
 from collector import __version__
 
 from collector.observe import crash
-from collector.transfer.download import Destination, archive_name
+from collector.destinations.base import Destination, archive_name
 from collector.destinations.location import S3Location
 from collector.errors import ExitCode, StorageError, UsageError
 from collector.sweep.events import Listener, Phase, PhaseChanged
 from collector.config.inventory import Inventory
 from collector.sweep.journal import Entry, Journal, JournalError, summarize
-from collector.cli.logs import ev
+from collector.log import ev
 from collector.observe.metrics import Metrics, push, write_textfile_every
 from collector.net.transport import auth_requests
 from collector.observe.progress import Tally, show_progress

@@ -27,13 +27,13 @@ from pathlib import Path
 import anyio
 from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
+from collector.config.settings import JOURNAL_DIR
 from collector.errors import CollectorError
 from collector.sweep.events import Phase, PhaseChanged
-from collector.cli.logs import ev
+from collector.log import ev
 
 log = logging.getLogger(__name__)
 
-JOURNAL_DIR = ".collector"
 JOURNAL_NAME = "journal.db"
 
 _SCHEMA = """

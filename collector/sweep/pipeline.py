@@ -29,11 +29,12 @@ import anyio.lowlevel
 
 from collector.clouddc.api import CallStats, CloudDC
 from collector.clouddc.replies import ExportState, ExportStatus
-from collector.transfer.download import Archive, Destination, DownloadOptions, archive_name, fetch_archive
+from collector.transfer.download import DownloadOptions, fetch_archive
+from collector.destinations.base import Archive, Destination, archive_name
 from collector.control.endpoint import EndpointHealth, Unreachable
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.sweep.events import Events, Phase, PhaseChanged
-from collector.cli.logs import ev
+from collector.log import ev
 from collector.config.inventory import Inventory, Project, Server
 from collector.sweep.journal import Entry
 from collector.sweep.polling import ExportDurations, PollSchedule

@@ -29,11 +29,10 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Protocol
-
 import aiohttp
 import anyio
 
+from collector.destinations.base import Archive, Destination, PartialFile
 from collector.clouddc.api import ArchiveResponse, CloudDC, OnRetry
 from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
 from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
@@ -53,33 +52,6 @@ def _storing(name: str) -> Iterator[None]:
     except OSError as exc:
         what = exc.strerror or str(exc)
         raise StorageError(f"cannot store {name}: {what}", reason=f"cannot store archive: {what}") from exc
-
-
-def archive_name(project_id: str, server_id: str) -> str:
-    """The archive's path relative to the output root. Always from our own ids, never the server's."""
-    return f"{project_id}/{server_id}-dump.tar.gz"
-
-
-@dataclass(frozen=True, slots=True)
-class Archive:
-    name: str  # relative to the destination root
-    size: int
-    sha256: str
-
-
-class PartialFile(Protocol):
-    size: int
-
-    async def write(self, chunks: list[bytes]) -> None: ...  # in order, after what came before
-    async def truncate(self) -> None: ...
-    async def commit(self) -> Archive: ...
-    async def discard(self) -> None: ...
-    def sha256(self) -> str: ...
-
-
-class Destination(Protocol):
-    async def open_partial(self, name: str) -> PartialFile: ...
-    async def check(self, name: str, size: int, sha256: str | None) -> bool: ...
 
 
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
