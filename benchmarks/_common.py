@@ -43,10 +43,16 @@ def code_version() -> dict[str, Any]:
     """Which collector was measured: the commit, and whether the work tree differed from it."""
     root = Path(__file__).resolve().parent.parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                                text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "collector"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "collector"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None}
     return {"commit": commit, "collector_modified": bool(dirty)}
@@ -78,15 +84,24 @@ def sim_flags(config: SimConfig) -> list[str]:
     lo, hi = config.export_seconds
     blo, bhi = config.archive_bytes
     flags = [
-        "--port", "0",
-        "--servers", str(config.servers),
-        "--seed", str(config.seed),
-        "--export-seconds", f"{lo!r}-{hi!r}",
-        "--archive-bytes", f"{blo}-{bhi}",
-        "--project-id", config.project_id,
-        "--token", config.token,
-        "--access-key", config.access_key,
-        "--secret-key", config.secret_key,
+        "--port",
+        "0",
+        "--servers",
+        str(config.servers),
+        "--seed",
+        str(config.seed),
+        "--export-seconds",
+        f"{lo!r}-{hi!r}",
+        "--archive-bytes",
+        f"{blo}-{bhi}",
+        "--project-id",
+        config.project_id,
+        "--token",
+        config.token,
+        "--access-key",
+        config.access_key,
+        "--secret-key",
+        config.secret_key,
     ]
     if config.rate_limit is not None:
         flags += ["--rate-limit", repr(config.rate_limit)]
@@ -105,8 +120,15 @@ class SimProcess:
         self._process: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> SimProcess:
-        command = [PYTHON, "-m", "collector", "simulate", *sim_flags(self.config),
-                   "--write-inventory", str(self.inventory)]
+        command = [
+            PYTHON,
+            "-m",
+            "collector",
+            "simulate",
+            *sim_flags(self.config),
+            "--write-inventory",
+            str(self.inventory),
+        ]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 120
         assert self._process.stdout is not None
@@ -261,8 +283,12 @@ class Check:
     problems: list[str]
 
     def summary(self) -> dict[str, Any]:
-        return {"correct": self.ok, "archives_checked": self.checked, "problems": self.problems[:5],
-                "problem_count": len(self.problems)}
+        return {
+            "correct": self.ok,
+            "archives_checked": self.checked,
+            "problems": self.problems[:5],
+            "problem_count": len(self.problems),
+        }
 
 
 def check_archives(config: SimConfig, out_dir: Path, *, report: dict[str, Any] | None = None) -> Check:
@@ -328,13 +354,29 @@ def content_url(sim: SimProcess, server_id: str, export_id: str) -> str:
 
 def curl_get(url: str, token: str, out: str = "/dev/null") -> dict[str, Any]:
     """One `curl -s -o OUT URL` with the token header; its own timing, and ours of the process."""
-    command = ["curl", "-s", "-o", out, "-H", f"X-Auth-Token: {token}",
-               "-w", "%{http_code} %{size_download} %{time_total}", url]
+    command = [
+        "curl",
+        "-s",
+        "-o",
+        out,
+        "-H",
+        f"X-Auth-Token: {token}",
+        "-w",
+        "%{http_code} %{size_download} %{time_total}",
+        url,
+    ]
     measured = run_measured(command)
     code, size, total = measured.stdout.split()
-    return {"http_code": int(code), "bytes": int(size), "curl_time_s": float(total),
-            "wall_s": measured.wall_s, "ended": measured.ended, "peak_rss_mb": measured.peak_rss_mb, "cpu_s": measured.cpu_s,
-            "exit_code": measured.exit_code}
+    return {
+        "http_code": int(code),
+        "bytes": int(size),
+        "curl_time_s": float(total),
+        "wall_s": measured.wall_s,
+        "ended": measured.ended,
+        "peak_rss_mb": measured.peak_rss_mb,
+        "cpu_s": measured.cpu_s,
+        "exit_code": measured.exit_code,
+    }
 
 
 def loopback_bandwidth(workdir: Path, size: int = 256 * MIB, tries: int = 2) -> dict[str, Any]:
@@ -358,9 +400,13 @@ def loopback_bandwidth(workdir: Path, size: int = 256 * MIB, tries: int = 2) -> 
         raise RuntimeError(f"bandwidth probe failed: {results}")
     best = min(r["curl_time_s"] for r in good)
     client = "curl" if get is curl_get else "urllib (curl is not installed)"
-    return {"bytes_per_s": size / best, "probe_bytes": size, "best_s": best,
-            "how": f"{client} GET of one {size // MIB} MiB archive from a separate simulator process, discarded, "
-                   f"best of {tries}"}
+    return {
+        "bytes_per_s": size / best,
+        "probe_bytes": size,
+        "best_s": best,
+        "how": f"{client} GET of one {size // MIB} MiB archive from a separate simulator process, discarded, "
+        f"best of {tries}",
+    }
 
 
 def _python_get(url: str, token: str) -> dict[str, Any]:

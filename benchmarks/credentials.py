@@ -73,10 +73,19 @@ class IdentitySimProcess(SimProcess):
 
     def __enter__(self) -> IdentitySimProcess:
         config = self.config
-        command = [PYTHON, "-m", "collector", "simulate", *sim_flags(config),
-                   "--token-lifetime", repr(config.token_lifetime),
-                   "--credential-lifetime", repr(config.credential_lifetime),
-                   "--write-inventory", str(self.inventory)]
+        command = [
+            PYTHON,
+            "-m",
+            "collector",
+            "simulate",
+            *sim_flags(config),
+            "--token-lifetime",
+            repr(config.token_lifetime),
+            "--credential-lifetime",
+            repr(config.credential_lifetime),
+            "--write-inventory",
+            str(self.inventory),
+        ]
         if config.security_token:
             command += ["--security-token", config.security_token]
         self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -99,13 +108,21 @@ def auth_for(kind: str, config: SimConfig, sim: SimProcess, workdir: Path) -> tu
     if kind == "temporary":
         return {"aksk": {}}, {**keys, "HUAWEICLOUD_SDK_SECURITY_TOKEN": SECURITY_TOKEN}
     if kind == "iam":
-        auth = {"iam": {"endpoint": sim.url, "domain": config.iam_domain, "user": config.iam_user,
-                        "password_env": IAM_PASSWORD_ENV}}
+        auth = {
+            "iam": {
+                "endpoint": sim.url,
+                "domain": config.iam_domain,
+                "user": config.iam_user,
+                "password_env": IAM_PASSWORD_ENV,
+            }
+        }
         return auth, {IAM_PASSWORD_ENV: config.iam_password}
     token_file = workdir / "service-account-token"
     token_file.write_text(config.pod_token + "\n")
-    return {"pod_identity": {}}, {"HC_CONTAINER_CREDENTIALS_FULL_URI": f"{sim.url}/pod-identity/v1/credentials",
-                                  "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file)}
+    return {"pod_identity": {}}, {
+        "HC_CONTAINER_CREDENTIALS_FULL_URI": f"{sim.url}/pod-identity/v1/credentials",
+        "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file),
+    }
 
 
 def run_kind(kind: str, base: SimConfig, workdir: Path, collector_args: list[str]) -> dict[str, Any]:
@@ -128,8 +145,9 @@ def run_kind(kind: str, base: SimConfig, workdir: Path, collector_args: list[str
     fetched = {"iam": identity["iam_tokens_issued"], "pod_identity": identity["pod_credentials_issued"]}.get(kind, 0)
     seconds = measured.wall_s
     issue_bound = seconds / lifetime + 2
-    refused_401 = sum(statuses.get("401", 0) for op, statuses in stats["requests"].items()
-                      if op not in ("iam", "pod_identity"))
+    refused_401 = sum(
+        statuses.get("401", 0) for op, statuses in stats["requests"].items() if op not in ("iam", "pod_identity")
+    )
     issued_at = [t for t, _ in identity["issued"]]
     gaps = [later - earlier for earlier, later in zip(issued_at, issued_at[1:])]
     record: dict[str, Any] = {
@@ -144,8 +162,11 @@ def run_kind(kind: str, base: SimConfig, workdir: Path, collector_args: list[str
         "lifetime_s": lifetime if kind in ("iam", "pod_identity") else None,
         "issue_bound": round(issue_bound, 2) if kind in ("iam", "pod_identity") else None,
         "within_issue_bound": fetched <= issue_bound,
-        "policy_bound": (round(seconds / RefreshPolicy().refresh_at(0.0, lifetime) + 2, 2)
-                         if kind in ("iam", "pod_identity") else None),
+        "policy_bound": (
+            round(seconds / RefreshPolicy().refresh_at(0.0, lifetime) + 2, 2)
+            if kind in ("iam", "pod_identity")
+            else None
+        ),
         "median_s_between_fetches": round(statistics.median(gaps), 3) if gaps else None,
         "credential_requests_refused": identity["refused"],
         "api_401": refused_401,
@@ -188,9 +209,15 @@ def main() -> int:
     unknown = sorted(set(kinds) - set(KINDS))
     if unknown:
         parser.error(f"unknown kinds: {', '.join(unknown)}")
-    base = SimConfig(servers=args.servers, seed=args.seed, export_seconds=parse_range(args.export_seconds),
-                     archive_bytes=parse_bytes_range(args.archive_bytes), rate_limit=args.rate_limit or None,
-                     token_lifetime=args.lifetime, credential_lifetime=args.lifetime)
+    base = SimConfig(
+        servers=args.servers,
+        seed=args.seed,
+        export_seconds=parse_range(args.export_seconds),
+        archive_bytes=parse_bytes_range(args.archive_bytes),
+        rate_limit=args.rate_limit or None,
+        token_lifetime=args.lifetime,
+        credential_lifetime=args.lifetime,
+    )
     root = Path(tempfile.mkdtemp(prefix="collector-credentials-"))
     records = []
     started = time.monotonic()
@@ -205,10 +232,17 @@ def main() -> int:
         else:
             note(f"kept {root}")
     ok = all(r["exit_code"] == 0 and r["archives_exact"] and r["within_issue_bound"] for r in records)
-    emit({"summary": True, "ok": ok, "kinds": [r["kind"] for r in records],
-          "exact_and_exit_0": all(r["exit_code"] == 0 and r["archives_exact"] for r in records),
-          "within_issue_bound": all(r["within_issue_bound"] for r in records),
-          "seconds_total": round(time.monotonic() - started, 1), **code_version()})
+    emit(
+        {
+            "summary": True,
+            "ok": ok,
+            "kinds": [r["kind"] for r in records],
+            "exact_and_exit_0": all(r["exit_code"] == 0 and r["archives_exact"] for r in records),
+            "within_issue_bound": all(r["within_issue_bound"] for r in records),
+            "seconds_total": round(time.monotonic() - started, 1),
+            **code_version(),
+        }
+    )
     return 0 if ok else 1
 
 

@@ -63,8 +63,10 @@ from collector.simulator.cli import parse_size
 from collector.simulator.config import SimConfig
 from collector.simulator.fleet import Fleet
 
-PHASE = ("download phase: from the simulator receiving the first download request to the client "
-         "process exiting (file written; the collector also fsyncs and renames)")
+PHASE = (
+    "download phase: from the simulator receiving the first download request to the client "
+    "process exiting (file written; the collector also fsyncs and renames)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,8 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--aria2-jobs", type=int, default=16)
     parser.add_argument("--workdir", type=Path, help="where files are written (default: a temporary folder)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (under 30 s)")
-    parser.add_argument("--writer", choices=("local", "aiofiles", "both"), default="local",
-                        help="how the collector writes archives: collector.destinations.local, aiofiles, or both in turn")
+    parser.add_argument(
+        "--writer",
+        choices=("local", "aiofiles", "both"),
+        default="local",
+        help="how the collector writes archives: collector.destinations.local, aiofiles, or both in turn",
+    )
     return parser
 
 
@@ -201,9 +207,21 @@ def run_aria2(config: SimConfig, root: Path, label: str, jobs: int) -> dict[str,
         for sid, url in urls:
             lines += [url, f"  header=X-Auth-Token: {config.token}", f"  out={sid}-dump.tar.gz"]
         (workdir / "urls.txt").write_text("\n".join(lines) + "\n")
-        command = ["aria2c", "-i", str(workdir / "urls.txt"), "-d", str(folder), "-j", str(jobs), "-x", "1",
-                   "--console-log-level=warn", "--summary-interval=0", "--allow-overwrite=true",
-                   "--auto-file-renaming=false"]
+        command = [
+            "aria2c",
+            "-i",
+            str(workdir / "urls.txt"),
+            "-d",
+            str(folder),
+            "-j",
+            str(jobs),
+            "-x",
+            "1",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            "--allow-overwrite=true",
+            "--auto-file-renaming=false",
+        ]
         measured = run_measured(command)
         stats = sim.stats()
     phase = measured.ended - phase_start(stats)
@@ -241,8 +259,14 @@ def bench_big(args: argparse.Namespace, root: Path, extra: list[str]) -> bool:
         emit(round_floats({"bench": "download", "case": "one_big", "run": run, **record}))
         curls.append(record)
     summary = {
-        "bench": "download", "case": "one_big", "kind": "median", "runs": args.runs, "code": code_version(),
-        "archive_MiB": args.big_size / MIB, "measured": PHASE, "workdir": str(root),
+        "bench": "download",
+        "case": "one_big",
+        "kind": "median",
+        "runs": args.runs,
+        "code": code_version(),
+        "archive_MiB": args.big_size / MIB,
+        "measured": PHASE,
+        "workdir": str(root),
         "curl_MiB_per_s": median(curls, "MiB_per_s"),
         "curl_with_fsync_MiB_per_s": median(curls, "MiB_per_s_with_fsync"),
         "all_correct": all(r["correct"] for records in ours.values() for r in records + curls),
@@ -274,8 +298,15 @@ def bench_many(args: argparse.Namespace, root: Path, extra: list[str]) -> bool:
         emit(round_floats({"bench": "download", "case": "many", "run": run, **record}))
         arias.append(record)
     summary = {
-        "bench": "download", "case": "many", "kind": "median", "runs": args.runs, "code": code_version(),
-        "archives": args.count, "archive_MiB": args.each / MIB, "measured": PHASE, "workdir": str(root),
+        "bench": "download",
+        "case": "many",
+        "kind": "median",
+        "runs": args.runs,
+        "code": code_version(),
+        "archives": args.count,
+        "archive_MiB": args.each / MIB,
+        "measured": PHASE,
+        "workdir": str(root),
         "aria2c_MiB_per_s": median(arias, "MiB_per_s"),
         "all_correct": all(r["correct"] for records in ours.values() for r in records + arias),
     }

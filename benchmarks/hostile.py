@@ -52,8 +52,7 @@ from collector.simulator.faults import DOWNLOAD, EXPORT, HOSTILE_MENU, STATUS
 
 PYTHON = sys.executable
 OK_EXIT_CODES = {0, 1, 4}
-RUN_FLAGS = ["--read-timeout", "2", "--export-timeout", "20", "--poll-interval", "0.2", "--grace", "2",
-             "--no-progress"]
+RUN_FLAGS = ["--read-timeout", "2", "--export-timeout", "20", "--poll-interval", "0.2", "--grace", "2", "--no-progress"]
 _LISTENING = re.compile(r"simulator listening on (http://\S+) ")
 _FRAME = re.compile(r'File "([^"]*?(collector/[^"]+))", line (\d+), in (\S+)')
 _EXCEPTION = re.compile(r"^[\s|+\-]*((?:[A-Za-z_][\w.]*)(?:Error|Exception|Exit|Interrupt)\b.*)$")
@@ -77,9 +76,22 @@ class HostileSimulator:
     """``collector simulate --hostile`` in a child process, its inventory written to `inventory`."""
 
     def __init__(self, config: SimConfig, inventory: Path, stderr: Path) -> None:
-        self.command = [PYTHON, "-m", "collector", "simulate", "--port", "0", "--servers", str(config.servers),
-                        "--seed", str(config.seed), "--hostile", repr(config.hostile),
-                        "--write-inventory", str(inventory)]
+        self.command = [
+            PYTHON,
+            "-m",
+            "collector",
+            "simulate",
+            "--port",
+            "0",
+            "--servers",
+            str(config.servers),
+            "--seed",
+            str(config.seed),
+            "--hostile",
+            repr(config.hostile),
+            "--write-inventory",
+            str(inventory),
+        ]
         self.stderr_path = stderr
         self.url = ""
 
@@ -153,8 +165,12 @@ def run_collector(root: Path, inventory: Path, config: SimConfig, hang_after: fl
 
 def judged(record: dict[str, Any]) -> dict[str, Any]:
     record["broke_a_rule"] = bool(
-        record["hung"] or record["traceback"] or record["exit_code"] not in OK_EXIT_CODES
-        or not record["report_consistent"] or record["stray_files"] or record["simulator_traceback"]
+        record["hung"]
+        or record["traceback"]
+        or record["exit_code"] not in OK_EXIT_CODES
+        or not record["report_consistent"]
+        or record["stray_files"]
+        or record["simulator_traceback"]
     )
     return record
 
@@ -202,8 +218,9 @@ def each_entry(call: str, entry: str, root: Path, hang_after: float) -> dict[str
         thread.join()
         loop.close()
         logging.getLogger().removeHandler(errors)
-    return judged({"call": call, "entry": entry, **record, "simulator_traceback": bool(errors.count),
-                   "faults_served": faults})
+    return judged(
+        {"call": call, "entry": entry, **record, "simulator_traceback": bool(errors.count), "faults_served": faults}
+    )
 
 
 def summary(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -249,8 +266,11 @@ def main() -> int:
     parser.add_argument("--servers", type=int, default=50, help="fleet size (default 50)")
     parser.add_argument("--hostile", type=float, default=0.3, help="chance of a hostile reply (default 0.3)")
     parser.add_argument("--hang-after", type=float, default=120, help="seconds before a run counts as hung")
-    parser.add_argument("--each", action="store_true",
-                        help="instead: one run per hostile entry and call, scripted once for one server of 3")
+    parser.add_argument(
+        "--each",
+        action="store_true",
+        help="instead: one run per hostile entry and call, scripted once for one server of 3",
+    )
     parser.add_argument("--keep", metavar="DIR", help="keep every run's folders here (default: a temporary one)")
     args = parser.parse_args()
     records = []

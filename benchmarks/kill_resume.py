@@ -116,8 +116,12 @@ def main() -> int:
         record = trial(config, signum, args.after)
         emit(record)
         allowed_twice = 0 if signum is signal.SIGTERM else record["exporting_at_kill"]
-        ok &= (record["torn"] == 0 and record["rerun_exit"] == 0 and record["correct"]
-               and record["exported_twice"] <= allowed_twice)
+        ok &= (
+            record["torn"] == 0
+            and record["rerun_exit"] == 0
+            and record["correct"]
+            and record["exported_twice"] <= allowed_twice
+        )
     return 0 if ok else 1
 
 

@@ -15,8 +15,8 @@ import argparse
 import json
 import time
 
-from collector.errors import ProtocolError
 from collector.clouddc.replies import MAX_JSON_BYTES, _depth_within, parse_json
+from collector.errors import ProtocolError
 
 MIB = MAX_JSON_BYTES
 

@@ -32,11 +32,30 @@ PYTHON = sys.executable
 HERE = Path(__file__).resolve().parent
 
 
-def peer_command(url: str, config, inventory: Path, out_dir: Path, *, workers: int = 32, poll: float = 2.0) -> list[str]:
+def peer_command(
+    url: str, config, inventory: Path, out_dir: Path, *, workers: int = 32, poll: float = 2.0
+) -> list[str]:
     """The command line that runs this script against a simulator with `config` (a SimConfig)."""
-    return [PYTHON, str(HERE / "peer_sdk.py"), "--endpoint", url, "--project-id", config.project_id,
-            "--ak", config.access_key, "--sk", config.secret_key, "--inventory", str(inventory),
-            "-o", str(out_dir), "--workers", str(workers), "--poll", str(poll)]
+    return [
+        PYTHON,
+        str(HERE / "peer_sdk.py"),
+        "--endpoint",
+        url,
+        "--project-id",
+        config.project_id,
+        "--ak",
+        config.access_key,
+        "--sk",
+        config.secret_key,
+        "--inventory",
+        str(inventory),
+        "-o",
+        str(out_dir),
+        "--workers",
+        str(workers),
+        "--poll",
+        str(poll),
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         export = with_retries(lambda: client.export_server_logs(ExportServerLogsRequest(id=server_id)))
         while True:
             time.sleep(args.poll)
-            status = with_retries(lambda: client.show_logs_export_status(
-                ShowLogsExportStatusRequest(id=server_id, export_id=export.export_id)))
+            status = with_retries(
+                lambda: client.show_logs_export_status(
+                    ShowLogsExportStatusRequest(id=server_id, export_id=export.export_id)
+                )
+            )
             state = (status.status or "").lower()
             if state == "completed":
                 break
@@ -126,8 +148,13 @@ def main(argv: list[str] | None = None) -> int:
                 counts["failed"] += 1
                 failures.append(f"{futures[future]}: {type(exc).__name__}: {exc}"[:300])
     client.close()
-    summary = {"tool": "peer_sdk", "servers": len(server_ids), "duration_s": round(time.monotonic() - started, 3),
-               **dict(counts), "failures": failures[:5]}
+    summary = {
+        "tool": "peer_sdk",
+        "servers": len(server_ids),
+        "duration_s": round(time.monotonic() - started, 3),
+        **dict(counts),
+        "failures": failures[:5],
+    }
     print(json.dumps(summary), flush=True)
     return 0 if not counts["failed"] else 1
 

@@ -21,7 +21,9 @@ def plot_sweep(stats: dict[str, Any], path: Path, *, title: str, lower_bound: fl
     end = stats.get("_client_end_on_sim_clock", stats["uptime_s"]) - shift
 
     # Exports in flight: +1 at each start, -1 at each end.
-    events = sorted([(s - shift, 1) for s, _ in stats["export_spans"]] + [(e - shift, -1) for _, e in stats["export_spans"]])
+    events = sorted(
+        [(s - shift, 1) for s, _ in stats["export_spans"]] + [(e - shift, -1) for _, e in stats["export_spans"]]
+    )
     xs, ys, running = [0.0], [0], 0
     for t, step in events:
         xs.append(t)

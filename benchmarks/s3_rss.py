@@ -34,7 +34,7 @@ import random
 import shlex
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,15 +71,16 @@ BUCKET = "collector-bench"
 async def child_direct(args: argparse.Namespace) -> dict[str, Any]:
     import anyio
 
-    from collector.destinations.s3 import S3Destination
     from collector.destinations.base import archive_name
+    from collector.destinations.s3 import S3Destination
 
     config = SimConfig(servers=args.servers, archive_bytes=args.archive_bytes, seed=args.seed)
     limiter = anyio.CapacityLimiter(args.downloads)
     collected = 0
 
-    async with S3Destination(BUCKET, args.prefix, endpoint_url=args.endpoint,
-                             max_connections=args.downloads + 8) as destination:
+    async with S3Destination(
+        BUCKET, args.prefix, endpoint_url=args.endpoint, max_connections=args.downloads + 8
+    ) as destination:
 
         async def one(server_id: str, size: int) -> None:
             nonlocal collected
@@ -108,9 +109,25 @@ def child(args: argparse.Namespace) -> None:
 
 def s3_command(inventory: Path, url: str, endpoint: str, state_dir: Path, args: argparse.Namespace) -> list[str]:
     """The measured command: `collector run` into the bucket, as a user types it."""
-    return [PYTHON, "-m", "collector", "run", "-i", str(inventory), "-o", url, "--s3-endpoint", endpoint,
-            "--state-dir", str(state_dir), "--no-progress", "--rate", f"{args.rate:g}",
-            "--downloads", str(args.downloads)]
+    return [
+        PYTHON,
+        "-m",
+        "collector",
+        "run",
+        "-i",
+        str(inventory),
+        "-o",
+        url,
+        "--s3-endpoint",
+        endpoint,
+        "--state-dir",
+        str(state_dir),
+        "--no-progress",
+        "--rate",
+        f"{args.rate:g}",
+        "--downloads",
+        str(args.downloads),
+    ]
 
 
 def shown(command: list[str], replacements: dict[str, str]) -> str:
@@ -139,7 +156,7 @@ async def check_bucket(config: SimConfig, endpoint: str, prefix: str, *, sample:
             expected[profile.id] = expected_digest(config, profile.id, profile.archive_bytes)
             try:
                 head = await client.head_object(Bucket=BUCKET, Key=key(profile.id))
-            except Exception as exc:  # noqa: BLE001 - a benchmark reports, it does not crash
+            except Exception as exc:
                 problems.append(f"{profile.id}: {type(exc).__name__}")
                 continue
             if head["ContentLength"] != profile.archive_bytes:
@@ -151,7 +168,7 @@ async def check_bucket(config: SimConfig, endpoint: str, prefix: str, *, sample:
             answer = await client.get_object(Bucket=BUCKET, Key=f"{prefix}/report.json")
             report = json.loads(await answer["Body"].read())
             entries = {entry["server_id"]: entry for entry in report["servers"]}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             problems.append(f"report.json: {type(exc).__name__}: {exc}")
             report, entries = {}, {}
         if report:
@@ -160,32 +177,57 @@ async def check_bucket(config: SimConfig, endpoint: str, prefix: str, *, sample:
                 if entry is None or entry.get("state") != "collected" or entry.get("sha256") != sha:
                     problems.append(f"{server_id}: report.json does not state it collected with its sha256")
             if len(report["servers"]) != len(fleet.profiles):
-                problems.append(f"report.json lists {len(report['servers'])} servers, the fleet has {len(fleet.profiles)}")
+                problems.append(
+                    f"report.json lists {len(report['servers'])} servers, the fleet has {len(fleet.profiles)}"
+                )
 
         picked = random.Random(seed).sample(fleet.profiles, min(sample, len(fleet.profiles)))
         for profile in picked:
             try:
                 answer = await client.get_object(Bucket=BUCKET, Key=key(profile.id))
                 body = await answer["Body"].read()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 problems.append(f"{profile.id}: full read: {type(exc).__name__}")
                 continue
-            served = b"".join(bytes(chunk) for chunk in
-                              iter_archive(plan_archive(profile.id, profile.archive_bytes, config.seed), 4 * MIB))
+            served = b"".join(
+                bytes(chunk)
+                for chunk in iter_archive(plan_archive(profile.id, profile.archive_bytes, config.seed), 4 * MIB)
+            )
             if body != served:
                 problems.append(f"{profile.id}: the object's bytes differ from the served archive's")
-    return {"correct": not problems, "objects_checked": len(fleet.profiles), "bodies_compared": len(picked),
-            "report_totals": report.get("totals"), "collector_duration_s": report.get("run", {}).get("duration_s"),
-            "problems": problems[:5], "problem_count": len(problems)}
+    return {
+        "correct": not problems,
+        "objects_checked": len(fleet.profiles),
+        "bodies_compared": len(picked),
+        "report_totals": report.get("totals"),
+        "collector_duration_s": report.get("run", {}).get("duration_s"),
+        "problems": problems[:5],
+        "problem_count": len(problems),
+    }
 
 
 def run_s3(config: SimConfig, args: argparse.Namespace, workdir: Path, moto: MotoServer) -> dict[str, Any]:
     case = "s3-direct" if args.direct else "s3-collector-run"
-    prefix = datetime.now(timezone.utc).strftime(f"runs/%Y%m%dT%H%M%S-{case}")
+    prefix = datetime.now(UTC).strftime(f"runs/%Y%m%dT%H%M%S-{case}")
     if args.direct:
-        command = [PYTHON, __file__, "--child", "--direct", "--endpoint", moto.url, "--prefix", prefix,
-                   "--downloads", str(args.downloads), "--servers", str(args.servers),
-                   "--archive-bytes", f"{config.archive_bytes[0]}-{config.archive_bytes[1]}", "--seed", str(args.seed)]
+        command = [
+            PYTHON,
+            __file__,
+            "--child",
+            "--direct",
+            "--endpoint",
+            moto.url,
+            "--prefix",
+            prefix,
+            "--downloads",
+            str(args.downloads),
+            "--servers",
+            str(args.servers),
+            "--archive-bytes",
+            f"{config.archive_bytes[0]}-{config.archive_bytes[1]}",
+            "--seed",
+            str(args.seed),
+        ]
         measured = run_measured(command)
         record: dict[str, Any] = {"command": shown(command, {moto.url: "MOTO"})}
     else:
@@ -194,8 +236,15 @@ def run_s3(config: SimConfig, args: argparse.Namespace, workdir: Path, moto: Mot
             note(f"{case}: {args.servers} servers into s3://{BUCKET}/{prefix} ...")
             measured = run_measured(command)
         record = {"command": shown(command, {moto.url: "MOTO", str(workdir): "TMP"})}
-    record.update({"case": case, "exit_code": measured.exit_code, "wall_s": measured.wall_s,
-                   "peak_rss_mb": measured.peak_rss_mb, "cpu_s": measured.cpu_s})
+    record.update(
+        {
+            "case": case,
+            "exit_code": measured.exit_code,
+            "wall_s": measured.wall_s,
+            "peak_rss_mb": measured.peak_rss_mb,
+            "cpu_s": measured.cpu_s,
+        }
+    )
     if args.direct:
         try:
             record.update(json.loads(measured.stdout.strip().splitlines()[-1]))
@@ -204,7 +253,9 @@ def run_s3(config: SimConfig, args: argparse.Namespace, workdir: Path, moto: Mot
     if measured.exit_code != 0:
         record["stderr_tail"] = measured.stderr[-2000:]
     note("checking every object ...")
-    check = asyncio.run(check_bucket(config, moto.url, prefix, sample=0 if args.direct else args.sample, seed=args.seed))
+    check = asyncio.run(
+        check_bucket(config, moto.url, prefix, sample=0 if args.direct else args.sample, seed=args.seed)
+    )
     if args.direct:  # the direct child writes no report
         check["problems"] = [p for p in check["problems"] if not p.startswith("report.json")]
         check["correct"] = not check["problems"]
@@ -215,13 +266,21 @@ def run_s3(config: SimConfig, args: argparse.Namespace, workdir: Path, moto: Mot
 def run_local(config: SimConfig, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     out = workdir / "out"
     with SimProcess(config, workdir) as sim:
-        command = collector_command(sim.inventory, out, ["--rate", f"{args.rate:g}", "--downloads", str(args.downloads)])
+        command = collector_command(
+            sim.inventory, out, ["--rate", f"{args.rate:g}", "--downloads", str(args.downloads)]
+        )
         note(f"local-collector-run: {args.servers} servers into a folder ...")
         measured = run_measured(command)
     check = check_archives(config, out, report=load_report(out))
-    return {"case": "local-collector-run", "command": shown(command, {str(workdir): "TMP"}),
-            "exit_code": measured.exit_code, "wall_s": measured.wall_s,
-            "peak_rss_mb": measured.peak_rss_mb, "cpu_s": measured.cpu_s, **check.summary()}
+    return {
+        "case": "local-collector-run",
+        "command": shown(command, {str(workdir): "TMP"}),
+        "exit_code": measured.exit_code,
+        "wall_s": measured.wall_s,
+        "peak_rss_mb": measured.peak_rss_mb,
+        "cpu_s": measured.cpu_s,
+        **check.summary(),
+    }
 
 
 def main() -> None:
@@ -242,8 +301,9 @@ def main() -> None:
         child(args)
         return
 
-    config = SimConfig(servers=args.servers, archive_bytes=args.archive_bytes, export_seconds=(0.0, 0.0),
-                       seed=args.seed)
+    config = SimConfig(
+        servers=args.servers, archive_bytes=args.archive_bytes, export_seconds=(0.0, 0.0), seed=args.seed
+    )
     for name in [name for name in os.environ if name.startswith("AWS_")]:
         del os.environ[name]  # only the dummy credentials, as tests/_moto.py arranges
     os.environ.update(DUMMY_ENV)  # for moto, the measured process and the check
@@ -260,14 +320,32 @@ def main() -> None:
         asyncio.run(create())
         with tempfile.TemporaryDirectory() as tmp:
             record = run_s3(config, args, Path(tmp), moto)
-            emit(round_floats({"bench": "s3_rss", **record, "servers": args.servers,
-                               "archive_bytes": list(config.archive_bytes), **code_version()}))
+            emit(
+                round_floats(
+                    {
+                        "bench": "s3_rss",
+                        **record,
+                        "servers": args.servers,
+                        "archive_bytes": list(config.archive_bytes),
+                        **code_version(),
+                    }
+                )
+            )
             ok &= record["exit_code"] == 0 and record["correct"]
         if not args.no_local and not args.direct:
             with tempfile.TemporaryDirectory() as tmp:
                 record = run_local(config, args, Path(tmp))
-                emit(round_floats({"bench": "s3_rss", **record, "servers": args.servers,
-                                   "archive_bytes": list(config.archive_bytes), **code_version()}))
+                emit(
+                    round_floats(
+                        {
+                            "bench": "s3_rss",
+                            **record,
+                            "servers": args.servers,
+                            "archive_bytes": list(config.archive_bytes),
+                            **code_version(),
+                        }
+                    )
+                )
                 ok &= record["exit_code"] == 0 and record["correct"]
     finally:
         moto.stop()

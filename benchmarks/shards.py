@@ -74,12 +74,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--servers", type=int, default=40_000, help="the whole fleet, over all shards (default 40000)")
     parser.add_argument("--export-seconds", default="1-3", metavar="LO-HI")
     parser.add_argument("--archive-bytes", default="16K-16K", metavar="LO-HI")
-    parser.add_argument("--rate-limit", type=float, default=400.0, help="the one gateway's API requests/s (default 400)")
+    parser.add_argument(
+        "--rate-limit", type=float, default=400.0, help="the one gateway's API requests/s (default 400)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--collector-args", default="", help='extra `collector run` flags for every process')
+    parser.add_argument("--collector-args", default="", help="extra `collector run` flags for every process")
     parser.add_argument("--no-single", action="store_true", help="skip the one-process run of the same fleet")
-    parser.add_argument("--timeout", type=float, default=900,
-                        help="seconds a collector process may take before it is killed (default 900)")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=900,
+        help="seconds a collector process may take before it is killed (default 900)",
+    )
     parser.add_argument("--workdir", type=Path, help="where runs write (default: a temporary folder, removed)")
     return parser
 
@@ -125,14 +131,20 @@ def check_coverage(config: SimConfig, out: Path, shards: int) -> dict[str, Any]:
     else:
         merged_ids.update(entry["server_id"] for entry in merged["servers"])
         if set(merged_ids) != fleet_ids or any(n != 1 for n in merged_ids.values()):
-            problems.append(f"report.json: {len(merged_ids)} distinct servers in {sum(merged_ids.values())} entries, "
-                            f"the fleet has {len(fleet_ids)}")
+            problems.append(
+                f"report.json: {len(merged_ids)} distinct servers in {sum(merged_ids.values())} entries, "
+                f"the fleet has {len(fleet_ids)}"
+            )
         collected = sum(1 for entry in merged["servers"] if entry["state"] == "collected")
         if collected != len(fleet_ids) or merged["totals"].get("servers") != len(fleet_ids):
             problems.append(f"report.json: {collected} collected, totals say {merged['totals']}")
-    return {"coverage_ok": not problems, "servers_per_shard": per_shard,
-            "merged_servers": sum(merged_ids.values()), "merged_distinct": len(merged_ids),
-            "coverage_problems": problems[:5]}
+    return {
+        "coverage_ok": not problems,
+        "servers_per_shard": per_shard,
+        "merged_servers": sum(merged_ids.values()),
+        "merged_distinct": len(merged_ids),
+        "coverage_problems": problems[:5],
+    }
 
 
 def load_report_file(path: Path) -> dict[str, Any] | None:
@@ -174,23 +186,36 @@ def makespan_split(stats: dict[str, Any], started: float, ended: float, rate_lim
     if rate_limit:
         seconds, fives = per_window(1), per_window(5)
         at_limit = sum(1 for n in seconds.values() if n >= 0.9 * rate_limit)
-        split.update({"at_limit_s": float(at_limit), "below_limit_s": end - first - at_limit,
-                      "ramp_s": next((i * 5.0 for i in sorted(fives) if fives[i] / 5 >= 0.9 * rate_limit), None)})
+        split.update(
+            {
+                "at_limit_s": float(at_limit),
+                "below_limit_s": end - first - at_limit,
+                "ramp_s": next((i * 5.0 for i in sorted(fives) if fives[i] / 5 >= 0.9 * rate_limit), None),
+            }
+        )
     by_op: dict[str, list[float]] = {}
     for t, op, status in timeline:
         if status != 429:
             row = by_op.setdefault(op, [0.0] * (max(tens) + 1))
             row[int((t - first) // 10)] += 0.1
-    split.update({"after_last_export_s": end - last_export,
-                  "accepted_per_s": len(accepted) / max(1e-9, max(accepted) - first),
-                  "accepted_per_s_by_10s": [round(tens.get(i, 0) / 10, 1) for i in range(max(tens) + 1)],
-                  "accepted_per_s_by_10s_by_op": {op: [round(x, 1) for x in row] for op, row in sorted(by_op.items())}})
+    split.update(
+        {
+            "after_last_export_s": end - last_export,
+            "accepted_per_s": len(accepted) / max(1e-9, max(accepted) - first),
+            "accepted_per_s_by_10s": [round(tens.get(i, 0) / 10, 1) for i in range(max(tens) + 1)],
+            "accepted_per_s_by_10s_by_op": {op: [round(x, 1) for x in row] for op, row in sorted(by_op.items())},
+        }
+    )
     return split
 
 
 def archive_summary(check: Any) -> dict[str, Any]:
-    return {"archives_correct": check.ok, "archives_checked": check.checked,
-            "archive_problems": check.problems[:5], "archive_problem_count": len(check.problems)}
+    return {
+        "archives_correct": check.ok,
+        "archives_checked": check.checked,
+        "archive_problems": check.problems[:5],
+        "archive_problem_count": len(check.problems),
+    }
 
 
 def shown(command: list[str], root: Path) -> str:
@@ -198,35 +223,57 @@ def shown(command: list[str], root: Path) -> str:
     return shlex.join(["python" if part == PYTHON else part for part in command]).replace(str(root), "ROOT")
 
 
-def run_sharded(config: SimConfig, args: argparse.Namespace, root: Path, extra: list[str],
-                bandwidth: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+def run_sharded(
+    config: SimConfig, args: argparse.Namespace, root: Path, extra: list[str], bandwidth: dict[str, Any]
+) -> tuple[list[dict[str, Any]], bool]:
     workdir = root / "sharded"
     out = workdir / "out"
     workdir.mkdir(parents=True)
     with SimProcess(config, workdir) as sim:
         rtt = sim.round_trip_s()
         bound = lower_bound(config, bandwidth, rtt)
-        commands = [collector_command(sim.inventory, out, ["--shard", f"{k}/{args.shards}", *extra])
-                    for k in range(args.shards)]
-        note(f"{args.shards} shards x ~{config.servers // args.shards} servers, one gateway at "
-             f"{config.rate_limit or 0:g} req/s ...")
+        commands = [
+            collector_command(sim.inventory, out, ["--shard", f"{k}/{args.shards}", *extra]) for k in range(args.shards)
+        ]
+        note(
+            f"{args.shards} shards x ~{config.servers // args.shards} servers, one gateway at "
+            f"{config.rate_limit or 0:g} req/s ..."
+        )
         with ThreadPoolExecutor(max_workers=args.shards) as pool:
             runs = list(pool.map(lambda command: run_measured(command, timeout=args.timeout), commands))
         stats = sim.stats()
-    records: list[dict[str, Any]] = [{
-        "bench": "shards", "kind": "setup", "code": code_version(), "servers": config.servers,
-        "shards": args.shards, "export_seconds": list(config.export_seconds),
-        "archive_bytes": list(config.archive_bytes), "rate_limit": config.rate_limit, "seed": config.seed,
-        "collector_args": extra, "loopback_MiB_per_s": round(bandwidth["bytes_per_s"] / MIB, 1),
-        "rtt_ms": round(rtt * 1000, 3), "command": shown(commands[0], root).replace("--shard 0/", "--shard K/"),
-        **round_floats(bound),
-    }]
+    records: list[dict[str, Any]] = [
+        {
+            "bench": "shards",
+            "kind": "setup",
+            "code": code_version(),
+            "servers": config.servers,
+            "shards": args.shards,
+            "export_seconds": list(config.export_seconds),
+            "archive_bytes": list(config.archive_bytes),
+            "rate_limit": config.rate_limit,
+            "seed": config.seed,
+            "collector_args": extra,
+            "loopback_MiB_per_s": round(bandwidth["bytes_per_s"] / MIB, 1),
+            "rtt_ms": round(rtt * 1000, 3),
+            "command": shown(commands[0], root).replace("--shard 0/", "--shard K/"),
+            **round_floats(bound),
+        }
+    ]
     for index, run in enumerate(runs):
         shard_report = load_report_file(out / f"report.shard-{index}-of-{args.shards}.json") or {}
-        record = {"bench": "shards", "kind": "shard", "shard": f"{index}/{args.shards}", "exit_code": run.exit_code,
-                  "wall_s": run.wall_s, "started_after_s": run.started - runs[0].started,
-                  "peak_rss_mb": run.peak_rss_mb, "cpu_s": run.cpu_s, "totals": shard_report.get("totals"),
-                  "killed_at_timeout": run.wall_s >= args.timeout}
+        record = {
+            "bench": "shards",
+            "kind": "shard",
+            "shard": f"{index}/{args.shards}",
+            "exit_code": run.exit_code,
+            "wall_s": run.wall_s,
+            "started_after_s": run.started - runs[0].started,
+            "peak_rss_mb": run.peak_rss_mb,
+            "cpu_s": run.cpu_s,
+            "totals": shard_report.get("totals"),
+            "killed_at_timeout": run.wall_s >= args.timeout,
+        }
         if run.exit_code != 0:
             record["stderr_tail"] = run.stderr[-2000:]
         records.append(round_floats(record))
@@ -239,19 +286,35 @@ def run_sharded(config: SimConfig, args: argparse.Namespace, root: Path, extra: 
     archives = check_archives(config, out, report=load_report(out))
     makespan = max(r.ended for r in runs) - min(r.started for r in runs)
     ok = coverage["coverage_ok"] and archives.ok and merge.exit_code == 0 and all(r.exit_code == 0 for r in runs)
-    merge_record = {"bench": "shards", "kind": "merge", "command": shown(merge_command, root),
-                    "exit_code": merge.exit_code, "wall_s": merge.wall_s, "peak_rss_mb": merge.peak_rss_mb,
-                    "cpu_s": merge.cpu_s, "output_tail": (merge.stdout + merge.stderr)[-600:]}
+    merge_record = {
+        "bench": "shards",
+        "kind": "merge",
+        "command": shown(merge_command, root),
+        "exit_code": merge.exit_code,
+        "wall_s": merge.wall_s,
+        "peak_rss_mb": merge.peak_rss_mb,
+        "cpu_s": merge.cpu_s,
+        "output_tail": (merge.stdout + merge.stderr)[-600:],
+    }
     records.append(round_floats(merge_record))
     metrics = sweep_metrics(config, stats)
     summary = {
-        "bench": "shards", "kind": "sharded", "servers": config.servers, "shards": args.shards,
-        "correct": ok, **coverage, **archive_summary(archives),
-        "makespan_s": makespan, "makespan_with_merge_s": merge.ended - min(r.started for r in runs),
-        "lower_bound_s": bound["lower_bound_s"], "binding": bound["binding"],
+        "bench": "shards",
+        "kind": "sharded",
+        "servers": config.servers,
+        "shards": args.shards,
+        "correct": ok,
+        **coverage,
+        **archive_summary(archives),
+        "makespan_s": makespan,
+        "makespan_with_merge_s": merge.ended - min(r.started for r in runs),
+        "lower_bound_s": bound["lower_bound_s"],
+        "binding": bound["binding"],
         "ratio": makespan / bound["lower_bound_s"],
-        "slowest_shard_s": max(r.wall_s for r in runs), "fastest_shard_s": min(r.wall_s for r in runs),
-        "peak_rss_mb_max": max(r.peak_rss_mb for r in runs), "peak_rss_mb_sum": sum(r.peak_rss_mb for r in runs),
+        "slowest_shard_s": max(r.wall_s for r in runs),
+        "fastest_shard_s": min(r.wall_s for r in runs),
+        "peak_rss_mb_max": max(r.peak_rss_mb for r in runs),
+        "peak_rss_mb_sum": sum(r.peak_rss_mb for r in runs),
         "cpu_s_sum": sum(r.cpu_s for r in runs),
         "cpu_ms_per_server": sum(r.cpu_s for r in runs) * 1000 / max(1, config.servers),
         **metrics,
@@ -262,8 +325,9 @@ def run_sharded(config: SimConfig, args: argparse.Namespace, root: Path, extra: 
     return records, ok
 
 
-def run_single(config: SimConfig, args: argparse.Namespace, root: Path, extra: list[str],
-               bound_s: float) -> tuple[dict[str, Any], bool]:
+def run_single(
+    config: SimConfig, args: argparse.Namespace, root: Path, extra: list[str], bound_s: float
+) -> tuple[dict[str, Any], bool]:
     workdir = root / "single"
     out = workdir / "out"
     workdir.mkdir(parents=True)
@@ -278,13 +342,24 @@ def run_single(config: SimConfig, args: argparse.Namespace, root: Path, extra: l
     ids = Counter(entry["server_id"] for entry in (report or {}).get("servers", []))
     coverage_ok = set(ids) == set(Fleet(config).ids) and all(n == 1 for n in ids.values())
     ok = run.exit_code == 0 and archives.ok and coverage_ok
-    record = {"bench": "shards", "kind": "single", "command": shown(command, root), "servers": config.servers,
-              "exit_code": run.exit_code, "correct": ok, "coverage_ok": coverage_ok,
-              **archive_summary(archives),
-              "makespan_s": run.wall_s, "lower_bound_s": bound_s, "ratio": run.wall_s / bound_s,
-              "peak_rss_mb": run.peak_rss_mb, "cpu_s": run.cpu_s,
-              "cpu_ms_per_server": run.cpu_s * 1000 / max(1, config.servers), **sweep_metrics(config, stats),
-              **makespan_split(stats, run.started, run.ended, config.rate_limit)}
+    record = {
+        "bench": "shards",
+        "kind": "single",
+        "command": shown(command, root),
+        "servers": config.servers,
+        "exit_code": run.exit_code,
+        "correct": ok,
+        "coverage_ok": coverage_ok,
+        **archive_summary(archives),
+        "makespan_s": run.wall_s,
+        "lower_bound_s": bound_s,
+        "ratio": run.wall_s / bound_s,
+        "peak_rss_mb": run.peak_rss_mb,
+        "cpu_s": run.cpu_s,
+        "cpu_ms_per_server": run.cpu_s * 1000 / max(1, config.servers),
+        **sweep_metrics(config, stats),
+        **makespan_split(stats, run.started, run.ended, config.rate_limit),
+    }
     if run.exit_code != 0:
         record["stderr_tail"] = run.stderr[-2000:]
     return round_floats(record), ok
@@ -292,8 +367,13 @@ def run_single(config: SimConfig, args: argparse.Namespace, root: Path, extra: l
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = SimConfig(servers=args.servers, seed=args.seed, export_seconds=parse_range(args.export_seconds),
-                       archive_bytes=parse_bytes_range(args.archive_bytes), rate_limit=args.rate_limit or None)
+    config = SimConfig(
+        servers=args.servers,
+        seed=args.seed,
+        export_seconds=parse_range(args.export_seconds),
+        archive_bytes=parse_bytes_range(args.archive_bytes),
+        rate_limit=args.rate_limit or None,
+    )
     extra = shlex.split(args.collector_args)
     root = Path(tempfile.mkdtemp(prefix="bench-shards-", dir=args.workdir))
     load_before = _load()
@@ -309,18 +389,31 @@ def main(argv: list[str] | None = None) -> int:
             single, single_ok = run_single(config, args, root, extra, sharded["lower_bound_s"])
             emit(single)
             ok &= single_ok
-            emit({"bench": "shards", "kind": "compare", "servers": config.servers, "shards": args.shards,
-                  "sharded_makespan_s": sharded["makespan_s"], "single_makespan_s": single["makespan_s"],
-                  "speedup": round(single["makespan_s"] / sharded["makespan_s"], 3),
-                  "sharded_share_429": sharded["share_429"], "single_share_429": single["share_429"],
-                  "sharded_requests_per_server": sharded["requests_per_server"],
-                  "single_requests_per_server": single["requests_per_server"],
-                  "sharded_peak_rss_mb_max": sharded["peak_rss_mb_max"],
-                  "sharded_peak_rss_mb_sum": sharded["peak_rss_mb_sum"], "single_peak_rss_mb": single["peak_rss_mb"],
-                  "sharded_cpu_ms_per_server": sharded["cpu_ms_per_server"],
-                  "single_cpu_ms_per_server": single["cpu_ms_per_server"],
-                  **{f"{kind}_{key}": record.get(key) for kind, record in (("sharded", sharded), ("single", single))
-                     for key in ("startup_s", "ramp_s", "at_limit_s", "below_limit_s", "accepted_per_s")}})
+            emit(
+                {
+                    "bench": "shards",
+                    "kind": "compare",
+                    "servers": config.servers,
+                    "shards": args.shards,
+                    "sharded_makespan_s": sharded["makespan_s"],
+                    "single_makespan_s": single["makespan_s"],
+                    "speedup": round(single["makespan_s"] / sharded["makespan_s"], 3),
+                    "sharded_share_429": sharded["share_429"],
+                    "single_share_429": single["share_429"],
+                    "sharded_requests_per_server": sharded["requests_per_server"],
+                    "single_requests_per_server": single["requests_per_server"],
+                    "sharded_peak_rss_mb_max": sharded["peak_rss_mb_max"],
+                    "sharded_peak_rss_mb_sum": sharded["peak_rss_mb_sum"],
+                    "single_peak_rss_mb": single["peak_rss_mb"],
+                    "sharded_cpu_ms_per_server": sharded["cpu_ms_per_server"],
+                    "single_cpu_ms_per_server": single["cpu_ms_per_server"],
+                    **{
+                        f"{kind}_{key}": record.get(key)
+                        for kind, record in (("sharded", sharded), ("single", single))
+                        for key in ("startup_s", "ramp_s", "at_limit_s", "below_limit_s", "accepted_per_s")
+                    },
+                }
+            )
         emit({"bench": "shards", "kind": "load", "before": load_before, "after": _load()})
     finally:
         if args.workdir is None:

@@ -59,8 +59,16 @@ from collector.simulator.config import SimConfig
 from collector.simulator.fleet import Fleet
 
 MEDIAN_KEYS = (
-    "makespan_s", "collector_duration_s", "ratio", "requests_per_server", "share_429",
-    "peak_rss_mb", "cpu_s", "cpu_ms_per_server", "peak_running_exports", "exports_started_max_per_server",
+    "makespan_s",
+    "collector_duration_s",
+    "ratio",
+    "requests_per_server",
+    "share_429",
+    "peak_rss_mb",
+    "cpu_s",
+    "cpu_ms_per_server",
+    "peak_running_exports",
+    "exports_started_max_per_server",
 )
 
 
@@ -75,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--collector-args", default="", help='extra `collector run` flags, e.g. "--rate 100"')
     parser.add_argument("--plot", type=Path, help="PNG of in-flight exports, requests/s and 429s (last run)")
-    parser.add_argument("--profile", type=Path, metavar="PATH",
-                        help="one extra, unmeasured run under py-spy: flame graph (.svg), speedscope (.json), collapsed stacks (.txt)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="one extra, unmeasured run under py-spy: flame graph (.svg), speedscope (.json), collapsed stacks (.txt)",
+    )
     parser.add_argument("--peer", action="store_true", help="also run the official-SDK script (peer_sdk.py)")
     parser.add_argument("--peer-workers", type=int, default=32)
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a collector run may take")
@@ -103,22 +115,32 @@ def lower_bound(config: SimConfig, bandwidth: dict[str, Any], rtt_s: float) -> d
     terms: dict[str, float] = {}
     how: dict[str, str] = {}
     terms["export_s"] = max(durations, default=0.0) + rtt_s
-    how["export_s"] = (f"slowest export in the fleet profile ({max(durations, default=0.0):.3f} s) "
-                       f"+ one request round trip ({rtt_s * 1000:.2f} ms, median of 21 small requests)")
+    how["export_s"] = (
+        f"slowest export in the fleet profile ({max(durations, default=0.0):.3f} s) "
+        f"+ one request round trip ({rtt_s * 1000:.2f} ms, median of 21 small requests)"
+    )
     if config.rate_limit:
         burst = max(1.0, config.rate_limit)
         needed = 3 * config.servers
         terms["rate_s"] = max(0.0, needed - burst) / config.rate_limit
-        how["rate_s"] = (f"(3 x {config.servers} requests - a full bucket of {burst:g}) / {config.rate_limit:g} req/s: "
-                         "one POST, one poll, one download per server is the minimum")
+        how["rate_s"] = (
+            f"(3 x {config.servers} requests - a full bucket of {burst:g}) / {config.rate_limit:g} req/s: "
+            "one POST, one poll, one download per server is the minimum"
+        )
     if config.max_concurrent_exports:
         terms["export_cap_s"] = sum(durations) / config.max_concurrent_exports
         how["export_cap_s"] = f"sum of export durations / {config.max_concurrent_exports} concurrent exports"
     terms["bytes_s"] = total_bytes / bandwidth["bytes_per_s"]
-    how["bytes_s"] = (f"{total_bytes / MIB:.1f} MiB / {bandwidth['bytes_per_s'] / MIB:.0f} MiB/s ({bandwidth['how']})")
+    how["bytes_s"] = f"{total_bytes / MIB:.1f} MiB / {bandwidth['bytes_per_s'] / MIB:.0f} MiB/s ({bandwidth['how']})"
     bound = max(terms.values())
-    return {"lower_bound_s": bound, "binding": max(terms, key=terms.get), "terms": terms, "how": how,
-            "total_bytes": total_bytes, "max_export_s": max(durations, default=0.0)}
+    return {
+        "lower_bound_s": bound,
+        "binding": max(terms, key=terms.get),
+        "terms": terms,
+        "how": how,
+        "total_bytes": total_bytes,
+        "max_export_s": max(durations, default=0.0),
+    }
 
 
 def sweep_metrics(config: SimConfig, stats: dict[str, Any]) -> dict[str, Any]:
@@ -136,8 +158,16 @@ def sweep_metrics(config: SimConfig, stats: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_once(kind: str, command: list[str], config: SimConfig, root: Path, index: int, *,
-             timeout: float, rtt: list[float] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_once(
+    kind: str,
+    command: list[str],
+    config: SimConfig,
+    root: Path,
+    index: int,
+    *,
+    timeout: float,
+    rtt: list[float] | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """One fresh simulator, one measured client run, the checks. Returns (record, stats)."""
     workdir = root / f"{kind}-{index}"
     out_dir = workdir / "out"
@@ -145,8 +175,10 @@ def run_once(kind: str, command: list[str], config: SimConfig, root: Path, index
     with SimProcess(config, workdir) as sim:
         if rtt is not None:
             rtt.append(sim.round_trip_s())
-        command = [part.replace("{inventory}", str(sim.inventory)).replace("{out}", str(out_dir))
-                   .replace("{url}", sim.url) for part in command]
+        command = [
+            part.replace("{inventory}", str(sim.inventory)).replace("{out}", str(out_dir)).replace("{url}", sim.url)
+            for part in command
+        ]
         note(f"{kind} run {index}: {config.servers} servers ...")
         measured = run_measured(command, timeout=timeout)
         stats = sim.stats()
@@ -211,13 +243,23 @@ def main(argv: list[str] | None = None) -> int:
         bound = None
         for index in range(1, args.runs + 1):
             command = collector_command(Path("{inventory}"), Path("{out}"), extra)
-            record, stats = run_once("collector", command, config, root, index, timeout=args.timeout,
-                                     rtt=rtt if index == 1 else None)
+            record, stats = run_once(
+                "collector", command, config, root, index, timeout=args.timeout, rtt=rtt if index == 1 else None
+            )
             if bound is None:
                 bound = lower_bound(config, bandwidth, rtt[0])
-                emit({"bench": "sweep", "kind": "setup", "code": code_version(), "sim": _sim_summary(config),
-                      "collector_args": extra, "loopback_MiB_per_s": round(bandwidth["bytes_per_s"] / MIB, 1),
-                      "rtt_ms": round(rtt[0] * 1000, 3), **round_floats(bound)})
+                emit(
+                    {
+                        "bench": "sweep",
+                        "kind": "setup",
+                        "code": code_version(),
+                        "sim": _sim_summary(config),
+                        "collector_args": extra,
+                        "loopback_MiB_per_s": round(bandwidth["bytes_per_s"] / MIB, 1),
+                        "rtt_ms": round(rtt[0] * 1000, 3),
+                        **round_floats(bound),
+                    }
+                )
             record["lower_bound_s"] = round(bound["lower_bound_s"], 4)
             record["ratio"] = round(record["makespan_s"] / bound["lower_bound_s"], 4)
             emit(record)
@@ -225,16 +267,27 @@ def main(argv: list[str] | None = None) -> int:
             failed |= not record["correct"]
         ours = None
         if records:  # --runs 0: only the profile, or only the peer
-            ours = {"bench": "sweep", "tool": "collector", "kind": "median", "runs": len(records),
-                    "servers": config.servers, "collector_args": extra,
-                    "lower_bound_s": round(bound["lower_bound_s"], 4),
-                    "all_correct": all(r["correct"] for r in records), **median_record(records, MEDIAN_KEYS)}
+            ours = {
+                "bench": "sweep",
+                "tool": "collector",
+                "kind": "median",
+                "runs": len(records),
+                "servers": config.servers,
+                "collector_args": extra,
+                "lower_bound_s": round(bound["lower_bound_s"], 4),
+                "all_correct": all(r["correct"] for r in records),
+                **median_record(records, MEDIAN_KEYS),
+            }
             emit(ours)
         if args.plot and stats is not None:
             from plot import plot_sweep
 
-            plot_sweep(stats, args.plot, title=f"collector {' '.join(extra) or '(defaults)'}: {_sim_title(config)}",
-                       lower_bound=bound["lower_bound_s"])
+            plot_sweep(
+                stats,
+                args.plot,
+                title=f"collector {' '.join(extra) or '(defaults)'}: {_sim_title(config)}",
+                lower_bound=bound["lower_bound_s"],
+            )
             note(f"plot written to {args.plot}")
         if args.profile:
             profile(args.profile, config, root, extra, timeout=args.timeout)
@@ -250,16 +303,34 @@ def profile(path: Path, config: SimConfig, root: Path, extra: list[str], *, time
     """The collector once more, sampled by py-spy (100 Hz, all threads, on-CPU samples only)."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     output_format = {".json": "speedscope", ".txt": "raw"}.get(path.suffix, "flamegraph")
-    command = [py_spy, "record", "--rate", "100", "--format", output_format,
-               "--output", str(path.resolve()), "--", *collector_command(Path("{inventory}"), Path("{out}"), extra)]
+    command = [
+        py_spy,
+        "record",
+        "--rate",
+        "100",
+        "--format",
+        output_format,
+        "--output",
+        str(path.resolve()),
+        "--",
+        *collector_command(Path("{inventory}"), Path("{out}"), extra),
+    ]
     record, _ = run_once("profiled", command, config, root, 1, timeout=timeout * 2)
-    emit({"bench": "sweep", "kind": "profile", "path": str(path), "correct": record["correct"],
-          "makespan_s_under_py_spy": record["makespan_s"],
-          "note": "not a measurement: py-spy slows the process and its RSS/CPU are not the collector's"})
+    emit(
+        {
+            "bench": "sweep",
+            "kind": "profile",
+            "path": str(path),
+            "correct": record["correct"],
+            "makespan_s_under_py_spy": record["makespan_s"],
+            "note": "not a measurement: py-spy slows the process and its RSS/CPU are not the collector's",
+        }
+    )
 
 
-def run_peer(args: argparse.Namespace, config: SimConfig, root: Path, bound: dict[str, Any],
-             ours: dict[str, Any]) -> bool:
+def run_peer(
+    args: argparse.Namespace, config: SimConfig, root: Path, bound: dict[str, Any], ours: dict[str, Any]
+) -> bool:
     from peer_sdk import peer_command
 
     command = peer_command("{url}", config, Path("{inventory}"), Path("{out}"), workers=args.peer_workers)
@@ -271,11 +342,17 @@ def run_peer(args: argparse.Namespace, config: SimConfig, root: Path, bound: dic
         from plot import plot_sweep
 
         peer_plot = args.plot.with_name(f"{args.plot.stem}-peer{args.plot.suffix}")
-        plot_sweep(stats, peer_plot, title=f"peer_sdk.py ({args.peer_workers} threads): {_sim_title(config)}",
-                   lower_bound=bound["lower_bound_s"])
+        plot_sweep(
+            stats,
+            peer_plot,
+            title=f"peer_sdk.py ({args.peer_workers} threads): {_sim_title(config)}",
+            lower_bound=bound["lower_bound_s"],
+        )
         note(f"plot written to {peer_plot}")
     compare = {
-        "bench": "sweep", "kind": "compare", "servers": config.servers,
+        "bench": "sweep",
+        "kind": "compare",
+        "servers": config.servers,
         "collector_makespan_s": ours.get("makespan_s"),
         "peer_sdk_makespan_s": record["makespan_s"],
         "speedup": round(record["makespan_s"] / ours["makespan_s"], 2),
@@ -289,9 +366,14 @@ def run_peer(args: argparse.Namespace, config: SimConfig, root: Path, bound: dic
 
 
 def _sim_summary(config: SimConfig) -> dict[str, Any]:
-    return {"servers": config.servers, "export_seconds": list(config.export_seconds),
-            "archive_bytes": list(config.archive_bytes), "rate_limit": config.rate_limit,
-            "max_concurrent_exports": config.max_concurrent_exports, "seed": config.seed}
+    return {
+        "servers": config.servers,
+        "export_seconds": list(config.export_seconds),
+        "archive_bytes": list(config.archive_bytes),
+        "rate_limit": config.rate_limit,
+        "max_concurrent_exports": config.max_concurrent_exports,
+        "seed": config.seed,
+    }
 
 
 def _sim_title(config: SimConfig) -> str:

@@ -19,10 +19,10 @@ from typing import Any
 EVENTS: dict[str, str] = {
     "log": "any record made without `ev`; has `logger`",
     "run_started": "runner, collector.run, info: servers, projects, endpoints, collected_earlier, output, "
-                   "resumed, concurrency, downloads, rate, version",
+    "resumed, concurrency, downloads, rate, version",
     "cleartext_endpoint": "runner, collector.run, warning, an http:// endpoint: endpoint",
     "proxy": "proxies, info, a proxy from the environment: scheme (of the requests it takes), proxy (its URL, "
-             "login masked)",
+    "login masked)",
     "netrc_default": "proxies, warning, a proxy is set and netrc has a default entry: path",
     "progress": "collector.observe.progress, info: see progress.Snapshot.fields",
     "summary": "runner through report.emit_summary, collector.summary, info: see report.summary_record",
@@ -30,14 +30,14 @@ EVENTS: dict[str, str] = {
     "run_cancelled": "runner, collector.run, warning, second signal or grace over: reason",
     "run_crashed": "runner, collector.run, error, JSON logs only, a bug ended the run (exit 70): error, crash_file",
     "retry": "sweep on_retry, info: project_id, server_id, export_id, endpoint, operation, attempt, wait_s, "
-             "error, error_kind, status, error_code, request_id",
+    "error, error_kind, status, error_code, request_id",
     "export_renewed": "sweep, info, a 404 for a known export: project_id, server_id, export_id, error, status, "
-                      "request_id",
+    "request_id",
     "server_collected": "sweep, info: project_id, server_id, export_id, bytes, attempt, duration_s",
     "server_skipped": "sweep, debug, collected by an earlier run: project_id, server_id, bytes",
     "archive_recollected": "sweep, warning, an earlier archive is missing or changed: project_id, server_id, reason",
     "server_failed": "sweep, warning: project_id, server_id, export_id, endpoint, attempt, error, error_kind, "
-                     "status, error_code, request_id, reason",
+    "status, error_code, request_id, reason",
     "internal_error": "sweep, error, with exc_info: project_id, server_id, error",
     "credentials_rejected": "sweep, error, the run stops: project_id, endpoint, status, error_code, request_id, error",
     "endpoint_unreachable": "endpoint, warning, never answered yet; probing: endpoint, error, reason (its kind)",
@@ -48,12 +48,12 @@ EVENTS: dict[str, str] = {
     "file_name_ignored": "download, warning: project_id, server_id, reason (the name the server suggested)",
     "journal_failed": "journal, error: error, reason",
     "servers_discovered": "prepare, collector.run, info: project_id, endpoint, servers (listed by the API), "
-                          "chosen (by discover:)",
+    "chosen (by discover:)",
     "discovery_failed": "prepare, collector.run, error: project_id, endpoint, error, error_kind",
     "tls_unverified": "runner, collector.run, warning, every run: endpoint",
     "credentials_found": "prepare, collector.run, info, no auth in the inventory: source (kind and where)",
     "metrics_failed": "metrics, warning, once per file or push: destination (path, or URL without credentials), "
-                      "error, error_kind, status",
+    "error, error_kind, status",
 }
 
 

@@ -114,15 +114,17 @@ class IamServer:
             await self.gate.passed()
         if self.fail_with is not None:
             message = seen.body.decode() if self.echo else "The service is unavailable."
-            return web.json_response({"error": {"code": self.fail_with, "message": message, "title": "x"}},
-                                     status=self.fail_with)
+            return web.json_response(
+                {"error": {"code": self.fail_with, "message": message, "title": "x"}}, status=self.fail_with
+            )
         body = json.loads(seen.body)
         user = body["auth"]["identity"]["password"]["user"]
         if (user["domain"]["name"], user["name"], user["password"]) != (self.domain, self.user, self.password):
             message = seen.body.decode() if self.echo else "The username or password is wrong."
             return web.json_response(
                 {"error": {"code": 401, "message": message, "title": "Unauthorized"}},
-                status=401, headers={"X-IAM-Trace-Id": "trace-1"},
+                status=401,
+                headers={"X-IAM-Trace-Id": "trace-1"},
             )
         project_id = body["auth"]["scope"]["project"]["id"]
         token = f"MIIt-{project_id}-{len(self.issued) + 1}"

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from collector.destinations.base import archive_name
 from collector.config.inventory import load_inventory
-from collector.run.runner import Outcome, run_sweep
 from collector.config.settings import Settings
+from collector.destinations.base import archive_name
+from collector.run.runner import Outcome, run_sweep
 from collector.simulator import Simulator
 from collector.sweep.pipeline import ServerResult
 

@@ -42,7 +42,7 @@ class Listing:
             return web.json_response({"error_code": "CLOUDDC.9", "error_msg": "not this time"}, status=self.status)
         ids = [server["id"] for server in self.servers]
         start = ids.index(request.query["marker"]) + 1 if "marker" in request.query else 0
-        page = self.servers[start:start + int(request.query.get("limit", "1000"))]
+        page = self.servers[start : start + int(request.query.get("limit", "1000"))]
         answer: dict = {"servers": page, "page_info": {"current_count": len(page)}}
         if start + len(page) < len(self.servers):
             answer["page_info"]["next_marker"] = page[-1]["id"]
@@ -81,6 +81,7 @@ def write_inventory(path: Path, endpoint: str, *, token: str = TOKEN, **extra) -
 async def collector(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """`collector ARGS` in its own process, while this test's servers keep serving:
     exit code, stdout, stderr."""
-    done = await anyio.run_process([sys.executable, "-m", "collector", *args], env={**os.environ, **(env or {})},
-                                   check=False)
+    done = await anyio.run_process(
+        [sys.executable, "-m", "collector", *args], env={**os.environ, **(env or {})}, check=False
+    )
     return done.returncode, done.stdout.decode(), done.stderr.decode()

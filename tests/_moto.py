@@ -52,8 +52,11 @@ class MotoServer:
     def start(self, timeout: float = 60) -> str:
         self._process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", "0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **self.env},
         )
         found: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._drain, args=(self._process.stderr, found), daemon=True)
@@ -194,7 +197,8 @@ class FaultyProxy:
                 if request.method != "HEAD":  # a HEAD answer keeps the length of the object
                     skip += ("content-length",)
                 return web.Response(
-                    status=answer.status, body=payload or None,
+                    status=answer.status,
+                    body=payload or None,
                     headers={k: v for k, v in answer.headers.items() if k.lower() not in skip},
                 )
         finally:

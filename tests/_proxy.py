@@ -21,8 +21,14 @@ from multidict import CIMultiDict
 MAX_HEAD = 64 * 1024
 HOP_BY_HOP = {"connection", "proxy-connection", "keep-alive", "proxy-authorization", "te", "trailer", "upgrade"}
 # A client that goes away, an origin that is not there: this connection ends, the proxy goes on.
-GONE = (OSError, anyio.EndOfStream, anyio.IncompleteRead, anyio.DelimiterNotFound, anyio.BrokenResourceError,
-        anyio.ClosedResourceError)
+GONE = (
+    OSError,
+    anyio.EndOfStream,
+    anyio.IncompleteRead,
+    anyio.DelimiterNotFound,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+)
 
 
 @dataclass(frozen=True)
@@ -80,8 +86,14 @@ class ForwardProxy:
                 pipes.start_soon(_pipe, reader, upstream)
                 pipes.start_soon(_pipe, upstream, client)
 
-    async def _forward(self, client: SocketStream, reader: BufferedByteReceiveStream, method: str,
-                       url: yarl.URL, headers: CIMultiDict[str]) -> None:
+    async def _forward(
+        self,
+        client: SocketStream,
+        reader: BufferedByteReceiveStream,
+        method: str,
+        url: yarl.URL,
+        headers: CIMultiDict[str],
+    ) -> None:
         body = await reader.receive_exactly(int(headers.get("Content-Length", "0")))
         kept = [(name, value) for name, value in headers.items() if name.lower() not in HOP_BY_HOP]
         head = f"{method} {url.raw_path_qs} HTTP/1.1\r\n" + "".join(f"{n}: {v}\r\n" for n, v in kept)

@@ -18,21 +18,21 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from aiohttp import web
 
-from collector.transfer import download
-from collector.clouddc.api import ArchiveResponse, CloudDC
-from collector.cli.main import exit_code
 from collector.auth import StaticToken
-from collector.transfer.download import DownloadOptions, fetch_archive
+from collector.cli.main import exit_code
+from collector.clouddc.api import ArchiveResponse, CloudDC
+from collector.control.throttle import RateLimiter, RetryPolicy, is_retryable
 from collector.destinations.base import archive_name
+from collector.destinations.local import LocalDestination
 from collector.errors import ArchiveDamaged, ArchiveError, ExitCode, RequestTimeout
-from collector.transfer.gzipcheck import OUTPUT_BYTES, GzipCheck
 from collector.simulator import SimConfig, Simulator
 from collector.simulator.transfer import archive_etag
-from collector.destinations.local import LocalDestination
-from collector.control.throttle import RateLimiter, RetryPolicy, is_retryable
-from _fleet import archive_path, assert_exact, by_id, partials, sweep
+from collector.transfer import download
+from collector.transfer.download import DownloadOptions, fetch_archive
+from collector.transfer.gzipcheck import OUTPUT_BYTES, GzipCheck
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -99,8 +99,9 @@ async def test_damage_is_final_for_the_retry_policy_other_archive_errors_are_not
 async def client(sim: Simulator) -> AsyncIterator[CloudDC]:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
     async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
-        yield CloudDC(session, sim.url, sim.project_id, StaticToken(sim.token, "test"),
-                      limiter=RateLimiter(1000), policy=POLICY)
+        yield CloudDC(
+            session, sim.url, sim.project_id, StaticToken(sim.token, "test"), limiter=RateLimiter(1000), policy=POLICY
+        )
 
 
 async def fetch(sim: Simulator, api: CloudDC, server_id: str, tmp_path, options: DownloadOptions):
@@ -108,8 +109,13 @@ async def fetch(sim: Simulator, api: CloudDC, server_id: str, tmp_path, options:
     export = await api.export(server_id)
     retried: list[BaseException] = []
     archive, attempts = await fetch_archive(
-        api, server_id, export.export_id, LocalDestination(tmp_path), archive_name(sim.project_id, server_id),
-        options, on_retry=lambda exc, attempt, wait: retried.append(exc),
+        api,
+        server_id,
+        export.export_id,
+        LocalDestination(tmp_path),
+        archive_name(sim.project_id, server_id),
+        options,
+        on_retry=lambda exc, attempt, wait: retried.append(exc),
     )
     return archive, attempts, retried
 
@@ -119,8 +125,9 @@ async def test_trickling_transfer_is_cut_as_too_slow_and_retried_exact(tmp_path)
     ticks = itertools.count()
     options = DownloadOptions(policy=POLICY, stall_floor=100, stall_window=5, clock=lambda: float(next(ticks)))
     # stall_seconds bounds the trickle, so a collector that never cuts it still ends (and fails below).
-    config = SimConfig(servers=1, seed=43, export_seconds=(0, 0), stall_seconds=5, accept_ranges=True,
-                       archive_bytes=(300_000, 300_000))
+    config = SimConfig(
+        servers=1, seed=43, export_seconds=(0, 0), stall_seconds=5, accept_ranges=True, archive_bytes=(300_000, 300_000)
+    )
     async with Simulator(config) as sim, client(sim) as api:
         target = sim.server_ids[0]
         sim.script(target, download=["trickle"])
@@ -162,8 +169,16 @@ async def test_resume_sends_if_range_with_the_etag_and_a_changed_archive_restart
 
 
 def answer(**headers: str | None) -> ArchiveResponse:
-    return ArchiveResponse(status=200, content_length=None, content_range=None, accept_ranges=True,
-                           content_disposition=None, request_id=None, content=None, **headers)  # type: ignore[arg-type]
+    return ArchiveResponse(
+        status=200,
+        content_length=None,
+        content_range=None,
+        accept_ranges=True,
+        content_disposition=None,
+        request_id=None,
+        content=None,
+        **headers,
+    )  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -233,10 +248,22 @@ async def test_multi_member_archive_is_collected_exact_over_loopback(tmp_path):
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         host, port = runner.addresses[0][:2]
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            api = CloudDC(session, f"http://{host}:{port}", project, StaticToken("t", "test"),
-                          limiter=RateLimiter(1000), policy=POLICY)
-            stored, attempts = await fetch_archive(api, server, "1", LocalDestination(tmp_path),
-                                                   archive_name(project, server), DownloadOptions(policy=POLICY))
+            api = CloudDC(
+                session,
+                f"http://{host}:{port}",
+                project,
+                StaticToken("t", "test"),
+                limiter=RateLimiter(1000),
+                policy=POLICY,
+            )
+            stored, attempts = await fetch_archive(
+                api,
+                server,
+                "1",
+                LocalDestination(tmp_path),
+                archive_name(project, server),
+                DownloadOptions(policy=POLICY),
+            )
     finally:
         await runner.cleanup()
     assert (tmp_path / stored.name).read_bytes() == data

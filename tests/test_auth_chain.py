@@ -28,13 +28,15 @@ IAM_TOKEN, PASSWORD = "MIIiamtokensecret", "pass word secret!"
 SECRETS = (AK, SK, TOKEN, IAM_TOKEN, PASSWORD)
 
 
-def spec(kind: str, options: dict[str, str], environ: dict[str, str] | None = None, base_dir: Path = Path("/"),
-         **kwargs):
+def spec(
+    kind: str, options: dict[str, str], environ: dict[str, str] | None = None, base_dir: Path = Path("/"), **kwargs
+):
     return provider_from_spec(kind, options, environ=environ or {}, base_dir=base_dir, **kwargs)
 
 
-def unavailable(kind: str, options: dict[str, str], environ: dict[str, str] | None = None, base_dir: Path = Path("/"),
-                **kwargs) -> CredentialsUnavailable:
+def unavailable(
+    kind: str, options: dict[str, str], environ: dict[str, str] | None = None, base_dir: Path = Path("/"), **kwargs
+) -> CredentialsUnavailable:
     with pytest.raises(CredentialsUnavailable) as info:
         spec(kind, options, environ, base_dir, **kwargs)
     assert_no_secret(info.value.message, info.value.hint, str(info.value), repr(info.value))
@@ -63,6 +65,7 @@ async def sign_one(provider) -> dict[str, str]:
 
 # -- each kind ----------------------------------------------------------------------------------------
 
+
 def test_every_kind_has_its_options_listed():
     assert set(OPTIONS) == {"token_env", "token_file", "aksk", "iam", "pod_identity", "metadata"}
 
@@ -80,8 +83,9 @@ async def test_aksk_from_the_sdks_variables_with_and_without_a_security_token():
     plain = spec("aksk", {}, {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK})
     assert plain.describe() == "AK/SK from $HUAWEICLOUD_SDK_AK"
     assert "X-Security-Token" not in await sign_one(plain)
-    temporary = spec("aksk", {}, {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK,
-                                  "HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN})
+    temporary = spec(
+        "aksk", {}, {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN}
+    )
     assert temporary.describe() == "temporary AK/SK from $HUAWEICLOUD_SDK_AK"
     headers = await sign_one(temporary)
     assert headers["X-Security-Token"] == TOKEN
@@ -90,27 +94,41 @@ async def test_aksk_from_the_sdks_variables_with_and_without_a_security_token():
 
 @pytest.mark.anyio
 async def test_aksk_from_named_variables_and_a_401_is_final():
-    provider = spec("aksk", {"ak_env": "MY_AK", "sk_env": "MY_SK", "security_token_env": "MY_TOKEN"},
-                    {"MY_AK": AK, "MY_SK": SK, "MY_TOKEN": TOKEN})
+    provider = spec(
+        "aksk",
+        {"ak_env": "MY_AK", "sk_env": "MY_SK", "security_token_env": "MY_TOKEN"},
+        {"MY_AK": AK, "MY_SK": SK, "MY_TOKEN": TOKEN},
+    )
     assert provider.describe() == "temporary AK/SK from $MY_AK"
     # Named variables do not pick up the SDK's security token, which belongs to the SDK's keys.
-    named = spec("aksk", {"ak_env": "MY_AK", "sk_env": "MY_SK"},
-                 {"MY_AK": AK, "MY_SK": SK, "HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN})
+    named = spec(
+        "aksk",
+        {"ak_env": "MY_AK", "sk_env": "MY_SK"},
+        {"MY_AK": AK, "MY_SK": SK, "HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN},
+    )
     assert named.describe() == "AK/SK from $MY_AK"
     url = yarl.URL("https://clouddc.example/v1/p1/x")
     generation = await provider.apply(Request("GET", url, {"Host": "clouddc.example"}))
     assert await provider.rejected(generation) is False
 
 
-@pytest.mark.parametrize("options, environ, option, words", [
-    ({}, {"HUAWEICLOUD_SDK_AK": AK}, "sk_env", "HUAWEICLOUD_SDK_SK is not set"),
-    ({"ak_env": "A"}, {}, "sk_env", "sk_env is missing"),
-    ({"ak_env": "A", "sk_env": "S"}, {"A": AK, "S": f"{SK} {SK}"}, "sk_env", "more than one word"),
-    ({"ak_env": "A", "sk_env": "S", "security_token_env": "T"}, {"A": AK, "S": SK}, "security_token_env", "T is not set"),
-    ({"ak_env": AK + "x" * 60, "sk_env": "S"}, {}, "ak_env", "not a valid environment variable name"),
-    ({"profile": "basic", "ak_env": "A", "sk_env": "S"}, {}, "profile", "cannot be combined"),
-    ({"region": "x"}, {}, "region", "aksk has no option region"),
-])
+@pytest.mark.parametrize(
+    "options, environ, option, words",
+    [
+        ({}, {"HUAWEICLOUD_SDK_AK": AK}, "sk_env", "HUAWEICLOUD_SDK_SK is not set"),
+        ({"ak_env": "A"}, {}, "sk_env", "sk_env is missing"),
+        ({"ak_env": "A", "sk_env": "S"}, {"A": AK, "S": f"{SK} {SK}"}, "sk_env", "more than one word"),
+        (
+            {"ak_env": "A", "sk_env": "S", "security_token_env": "T"},
+            {"A": AK, "S": SK},
+            "security_token_env",
+            "T is not set",
+        ),
+        ({"ak_env": AK + "x" * 60, "sk_env": "S"}, {}, "ak_env", "not a valid environment variable name"),
+        ({"profile": "basic", "ak_env": "A", "sk_env": "S"}, {}, "profile", "cannot be combined"),
+        ({"region": "x"}, {}, "region", "aksk has no option region"),
+    ],
+)
 def test_aksk_problems_name_the_option_and_never_the_value(options, environ, option, words):
     error = unavailable("aksk", options, environ)
     assert words in error.message
@@ -118,8 +136,10 @@ def test_aksk_problems_name_the_option_and_never_the_value(options, environ, opt
 
 
 def test_aksk_profile_reads_the_sdks_credentials_file(tmp_path):
-    write_profile(tmp_path / ".huaweicloud" / "credentials",
-                  f"[basic]\nak = {AK}\nsk = {SK}\nproject_id = p1\n\n[other]\nak = X\nsk = Y\n")
+    write_profile(
+        tmp_path / ".huaweicloud" / "credentials",
+        f"[basic]\nak = {AK}\nsk = {SK}\nproject_id = p1\n\n[other]\nak = X\nsk = Y\n",
+    )
     provider = spec("aksk", {"profile": "basic"}, {"HOME": str(tmp_path)})
     assert provider.describe() == f"AK/SK from [basic] of {tmp_path / '.huaweicloud' / 'credentials'}"
     elsewhere = write_profile(tmp_path / "creds.ini", f"[ops]\nak = {AK}\nsk = {SK}\nsecurity_token = {TOKEN}\n")
@@ -130,26 +150,35 @@ def test_aksk_profile_reads_the_sdks_credentials_file(tmp_path):
 def test_profile_is_read_as_the_sdk_reads_it(tmp_path, monkeypatch):
     from huaweicloudsdkcore.auth.provider import ProfileCredentialProvider
 
-    path = write_profile(tmp_path / "credentials",
-                         f"[DEFAULT]\nproject_id = p-default\n[basic]\nAK = {AK}\nsk:   {SK}  \n"
-                         f"security_token = {TOKEN}\niam_endpoint = https://iam.example\n")
+    path = write_profile(
+        tmp_path / "credentials",
+        f"[DEFAULT]\nproject_id = p-default\n[basic]\nAK = {AK}\nsk:   {SK}  \n"
+        f"security_token = {TOKEN}\niam_endpoint = https://iam.example\n",
+    )
     monkeypatch.setenv("HUAWEICLOUD_SDK_CREDENTIALS_FILE", str(path))
     theirs = ProfileCredentialProvider.get_basic().get_credentials()
     ours = read_profile(path, "basic")
     assert (ours.keys.access, ours.keys.secret, ours.keys.security_token, ours.project_id) == (
-        theirs.ak, theirs.sk, theirs.security_token, theirs.project_id)
+        theirs.ak,
+        theirs.sk,
+        theirs.security_token,
+        theirs.project_id,
+    )
 
 
-@pytest.mark.parametrize("body, words", [
-    (f"ak = {AK}\n", "line 1 comes before any [section]"),
-    (f"[basic]\nak = {AK}\n{SK}\n", "line 3 is not 'name = value'"),
-    (f"[basic]\nak = {AK}\nak = {SK}\n", "ak appears twice in [basic]"),
-    (f"[basic]\nak = {AK}\nsk = {SK}%x\n", "has a '%' that is not '%%'"),
-    (f"[basic]\nak = {AK}\n", "[basic] has no ak and sk"),
-    (f"[other]\nak = {AK}\nsk = {SK}\n", "has no [basic] section"),
-    ("[basic]\nidp_id = idp\nid_token_file = /x\n", "federated identity"),
-    (f"[basic]\nak = {AK}\nsk = {SK} {SK}\n", "sk in [basic] is not one word"),
-])
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        (f"ak = {AK}\n", "line 1 comes before any [section]"),
+        (f"[basic]\nak = {AK}\n{SK}\n", "line 3 is not 'name = value'"),
+        (f"[basic]\nak = {AK}\nak = {SK}\n", "ak appears twice in [basic]"),
+        (f"[basic]\nak = {AK}\nsk = {SK}%x\n", "has a '%' that is not '%%'"),
+        (f"[basic]\nak = {AK}\n", "[basic] has no ak and sk"),
+        (f"[other]\nak = {AK}\nsk = {SK}\n", "has no [basic] section"),
+        ("[basic]\nidp_id = idp\nid_token_file = /x\n", "federated identity"),
+        (f"[basic]\nak = {AK}\nsk = {SK} {SK}\n", "sk in [basic] is not one word"),
+    ],
+)
 def test_profile_problems_say_where_without_the_keys(tmp_path, body, words):
     path = write_profile(tmp_path / "credentials", body)
     error = unavailable("aksk", {"profile": "basic"}, {"HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(path)})
@@ -159,30 +188,44 @@ def test_profile_problems_say_where_without_the_keys(tmp_path, body, words):
 
 def test_iam_spec(tmp_path):
     env = {"IAM_PASSWORD": PASSWORD + "\n"}
-    provider = spec("iam", {"domain": "acme", "user": "bot", "password_env": "IAM_PASSWORD"}, env,
-                    region="cn-east-3")
+    provider = spec("iam", {"domain": "acme", "user": "bot", "password_env": "IAM_PASSWORD"}, env, region="cn-east-3")
     assert isinstance(provider, IamPassword)
     assert str(provider.endpoint) == "https://iam.cn-east-3.myhuaweicloud.com"
-    assert provider.describe() == ("IAM token of user bot (account acme) from https://iam.cn-east-3.myhuaweicloud.com,"
-                                   " password from $IAM_PASSWORD")
+    assert provider.describe() == (
+        "IAM token of user bot (account acme) from https://iam.cn-east-3.myhuaweicloud.com, password from $IAM_PASSWORD"
+    )
     (tmp_path / "pw").write_text(PASSWORD + "\n")
-    provider = spec("iam", {"domain": "acme", "user": "bot", "password_file": "pw",
-                            "endpoint": "https://iam.example.com"}, base_dir=tmp_path)
+    provider = spec(
+        "iam",
+        {"domain": "acme", "user": "bot", "password_file": "pw", "endpoint": "https://iam.example.com"},
+        base_dir=tmp_path,
+    )
     assert provider.describe().endswith(f"password from {tmp_path / 'pw'}")
 
 
-@pytest.mark.parametrize("options, region, option, words", [
-    ({"user": "u", "password_env": "P"}, "r", "domain", "domain is missing"),
-    ({"domain": "d", "user": "u"}, "r", "password_env", "exactly one of password_env and password_file"),
-    ({"domain": "d", "user": "u", "password_env": "P", "password_file": "f"}, "r", "password_file", "exactly one"),
-    ({"domain": "d", "user": "u", "password_env": "NOPE"}, "r", "password_env", "NOPE is not set"),
-    ({"domain": "d", "user": "u", "password_file": "absent"}, "r", "password_file", "does not exist"),
-    ({"domain": "d", "user": "u", "password_env": "P"}, None, "endpoint", "no IAM endpoint"),
-    ({"domain": "d", "user": "u", "password_env": "P", "endpoint": "http://iam.example"}, None, "endpoint",
-     "must be https"),
-    ({"domain": "d", "user": "u", "password_env": "P", "endpoint": f"https://x?{PASSWORD}"}, None, "endpoint",
-     "not an http(s) URL"),
-])
+@pytest.mark.parametrize(
+    "options, region, option, words",
+    [
+        ({"user": "u", "password_env": "P"}, "r", "domain", "domain is missing"),
+        ({"domain": "d", "user": "u"}, "r", "password_env", "exactly one of password_env and password_file"),
+        ({"domain": "d", "user": "u", "password_env": "P", "password_file": "f"}, "r", "password_file", "exactly one"),
+        ({"domain": "d", "user": "u", "password_env": "NOPE"}, "r", "password_env", "NOPE is not set"),
+        ({"domain": "d", "user": "u", "password_file": "absent"}, "r", "password_file", "does not exist"),
+        ({"domain": "d", "user": "u", "password_env": "P"}, None, "endpoint", "no IAM endpoint"),
+        (
+            {"domain": "d", "user": "u", "password_env": "P", "endpoint": "http://iam.example"},
+            None,
+            "endpoint",
+            "must be https",
+        ),
+        (
+            {"domain": "d", "user": "u", "password_env": "P", "endpoint": f"https://x?{PASSWORD}"},
+            None,
+            "endpoint",
+            "not an http(s) URL",
+        ),
+    ],
+)
 def test_iam_problems(tmp_path, options, region, option, words):
     error = unavailable("iam", options, {"P": PASSWORD}, tmp_path, region=region)
     assert words in error.message
@@ -192,8 +235,14 @@ def test_iam_problems(tmp_path, options, region, option, words):
 def test_pod_identity_needs_both_variables(tmp_path):
     error = unavailable("pod_identity", {}, {"HC_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/v1/c"})
     assert "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE not set" in error.message
-    error = unavailable("pod_identity", {}, {"HC_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/v1/c",
-                                             "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "absent")})
+    error = unavailable(
+        "pod_identity",
+        {},
+        {
+            "HC_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/v1/c",
+            "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "absent"),
+        },
+    )
     assert "does not exist" in error.message
 
 
@@ -204,6 +253,7 @@ def test_unknown_kind_and_options():
 
 
 # -- the default chain -----------------------------------------------------------------------------------
+
 
 @pytest.mark.anyio
 async def test_chain_takes_the_sdks_variables_first(tmp_path):
@@ -239,6 +289,7 @@ async def test_chain_does_not_skip_a_broken_credentials_file(tmp_path):
 
 # -- a token file rotated in place ----------------------------------------------------------------------
 
+
 @pytest.mark.anyio
 async def test_token_file_is_read_again_on_a_401_and_a_new_token_is_used(tmp_path):
     path = tmp_path / "token"
@@ -268,15 +319,22 @@ async def test_a_token_from_a_variable_cannot_be_refreshed():
 
 # -- no secret anywhere ----------------------------------------------------------------------------------
 
+
 @pytest.mark.anyio
 async def test_no_provider_shows_a_secret_in_repr_str_or_description(tmp_path):
     (tmp_path / "tok").write_text(IAM_TOKEN)
     (tmp_path / "pw").write_text(PASSWORD)
     write_profile(tmp_path / "creds", f"[basic]\nak = {AK}\nsk = {SK}\nsecurity_token = {TOKEN}\n")
-    env = {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": SK, "HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN,
-           "T": IAM_TOKEN, "P": PASSWORD, "HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(tmp_path / "creds"),
-           "HC_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/v1/credentials",
-           "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "tok")}
+    env = {
+        "HUAWEICLOUD_SDK_AK": AK,
+        "HUAWEICLOUD_SDK_SK": SK,
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN": TOKEN,
+        "T": IAM_TOKEN,
+        "P": PASSWORD,
+        "HUAWEICLOUD_SDK_CREDENTIALS_FILE": str(tmp_path / "creds"),
+        "HC_CONTAINER_CREDENTIALS_FULL_URI": "http://127.0.0.1:9/v1/credentials",
+        "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "tok"),
+    }
     providers = [
         spec("token_env", {"name": "T"}, env),
         spec("token_file", {"path": "tok"}, env, tmp_path),

@@ -12,9 +12,9 @@ import anyio
 import pytest
 import trustme
 import yarl
-
 from _auth_servers import FakeClock, Gate, IamServer, serving
-from collector.auth import IamPassword, Request, RefreshPolicy, region_of
+
+from collector.auth import IamPassword, RefreshPolicy, Request, region_of
 from collector.auth.iam import Password
 from collector.errors import AuthError, ProtocolError, RequestTimeout, ServerError, TLSFailed, UsageError
 
@@ -25,8 +25,9 @@ P1, P2 = "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "11112222333344445555666677778888"
 
 
 def provider(url: str, clock: FakeClock, **kwargs) -> IamPassword:
-    return IamPassword(endpoint=url, domain=DOMAIN, user=USER, password=Password(PASSWORD, "$IAM_PASSWORD"),
-                       clock=clock, **kwargs)
+    return IamPassword(
+        endpoint=url, domain=DOMAIN, user=USER, password=Password(PASSWORD, "$IAM_PASSWORD"), clock=clock, **kwargs
+    )
 
 
 def request(project_id: str | None = P1) -> Request:
@@ -51,8 +52,10 @@ async def test_token_request_has_the_documented_body_and_the_token_comes_from_x_
     assert seen.headers["Content-Type"].startswith("application/json")
     assert json.loads(seen.body) == {
         "auth": {
-            "identity": {"methods": ["password"],
-                         "password": {"user": {"domain": {"name": DOMAIN}, "name": USER, "password": PASSWORD}}},
+            "identity": {
+                "methods": ["password"],
+                "password": {"user": {"domain": {"name": DOMAIN}, "name": USER, "password": PASSWORD}},
+            },
             "scope": {"project": {"id": P1}},
         }
     }

@@ -12,9 +12,9 @@ import aiohttp
 import anyio
 import pytest
 import yarl
+from _auth_servers import FakeClock, Gate, KeyIssuer, MetadataServer, PodIdentityServer, serving
 from multidict import CIMultiDict
 
-from _auth_servers import FakeClock, Gate, KeyIssuer, MetadataServer, PodIdentityServer, serving
 from collector.auth import Request, default_chain, provider_from_spec
 from collector.auth.keys import parse_temporary
 from collector.auth.metadata import MetadataService, metadata_credentials
@@ -30,8 +30,10 @@ SA_TOKEN = "eyJhbGciOiJSUzI1NiJ9.service-account-token.secret"
 
 
 def pod_env(url: str, token_file) -> dict[str, str]:
-    return {"HC_CONTAINER_CREDENTIALS_FULL_URI": f"{url}/v1/credentials",
-            "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file)}
+    return {
+        "HC_CONTAINER_CREDENTIALS_FULL_URI": f"{url}/v1/credentials",
+        "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file),
+    }
 
 
 def api_request(project_id: str = "p1") -> Request:
@@ -50,6 +52,7 @@ def access_of(headers: dict[str, str]) -> str:
 
 
 # -- CCE pod identity -------------------------------------------------------------------------------
+
 
 async def test_pod_identity_posts_the_service_account_token_and_signs_with_the_temporary_keys(tmp_path):
     clock = FakeClock()
@@ -152,6 +155,7 @@ async def test_pod_identity_keys_sign_requests_the_simulator_accepts(tmp_path):
 
 # -- ECS metadata -----------------------------------------------------------------------------------
 
+
 async def test_metadata_fetches_a_session_token_then_the_agency_keys():
     clock = FakeClock()
     server = MetadataServer(KeyIssuer(clock))
@@ -160,8 +164,15 @@ async def test_metadata_fetches_a_session_token_then_the_agency_keys():
         headers, _ = await signed_with(provider)
     put, get = server.seen
     assert (put.method, put.path, put.headers["X-Metadata-Token-Ttl-Seconds"]) == (
-        "PUT", "/meta-data/latest/api/token", "21600")
-    assert (get.method, get.path, get.headers["X-Metadata-Token"]) == ("GET", "/openstack/latest/securitykey", "session-1")
+        "PUT",
+        "/meta-data/latest/api/token",
+        "21600",
+    )
+    assert (get.method, get.path, get.headers["X-Metadata-Token"]) == (
+        "GET",
+        "/openstack/latest/securitykey",
+        "session-1",
+    )
     assert access_of(headers) == server.issuer.issued[0][0]
     assert headers["X-Security-Token"] == server.issuer.issued[0][2]
 
@@ -204,12 +215,34 @@ async def test_metadata_without_an_agency_is_an_auth_error_saying_so():
 
 # -- the answer's shape, against the SDK's reader -----------------------------------------------------
 
-@pytest.mark.parametrize("body", [
-    {"credential": {"access": "A1", "secret": "S1", "securitytoken": "T1", "expires_at": "2027-01-15T08:00:00.000000Z"}},
-    {"credentials": {"accessKeyId": "A1", "secretAccessKey": "S1", "securityToken": "T1",
-                     "expiration": "2027-01-15T08:00:00.000000Z"}},
-    {"access_key_id": "A1", "secret_access_key": "S1", "security_token": "T1", "expires_at": "2027-01-15T08:00:00.000000Z"},
-])
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {
+            "credential": {
+                "access": "A1",
+                "secret": "S1",
+                "securitytoken": "T1",
+                "expires_at": "2027-01-15T08:00:00.000000Z",
+            }
+        },
+        {
+            "credentials": {
+                "accessKeyId": "A1",
+                "secretAccessKey": "S1",
+                "securityToken": "T1",
+                "expiration": "2027-01-15T08:00:00.000000Z",
+            }
+        },
+        {
+            "access_key_id": "A1",
+            "secret_access_key": "S1",
+            "security_token": "T1",
+            "expires_at": "2027-01-15T08:00:00.000000Z",
+        },
+    ],
+)
 def test_temporary_keys_are_read_as_the_sdk_reads_them(body):
     from huaweicloudsdkcore.auth.internal import StsAccessor
 
@@ -219,14 +252,17 @@ def test_temporary_keys_are_read_as_the_sdk_reads_them(body):
     assert expires_at == datetime(2027, 1, 15, 8, tzinfo=UTC).timestamp()
 
 
-@pytest.mark.parametrize("body, why", [
-    ({"credential": {"access": "A1", "expires_at": "2027-01-15T08:00:00Z"}}, "no access and secret"),
-    ({"credential": {"access": "A1", "secret": "S 1", "expires_at": "2027-01-15T08:00:00Z"}}, "printable ASCII"),
-    ({"credential": {"access": "A1", "secret": "S1"}}, "no expires_at"),
-    ({"credential": {"access": "A1", "secret": "S1", "expires_at": "tomorrow"}}, "not an ISO 8601 time"),
-    ({"credential": {"access": 1, "secret": "S1", "expires_at": "2027-01-15T08:00:00Z"}}, "not a string"),
-    ({"credential": ["A1"]}, "not an object"),
-])
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        ({"credential": {"access": "A1", "expires_at": "2027-01-15T08:00:00Z"}}, "no access and secret"),
+        ({"credential": {"access": "A1", "secret": "S 1", "expires_at": "2027-01-15T08:00:00Z"}}, "printable ASCII"),
+        ({"credential": {"access": "A1", "secret": "S1"}}, "no expires_at"),
+        ({"credential": {"access": "A1", "secret": "S1", "expires_at": "tomorrow"}}, "not an ISO 8601 time"),
+        ({"credential": {"access": 1, "secret": "S1", "expires_at": "2027-01-15T08:00:00Z"}}, "not a string"),
+        ({"credential": ["A1"]}, "not an object"),
+    ],
+)
 def test_malformed_temporary_keys_are_a_protocol_error_without_the_secret(body, why):
     with pytest.raises(ProtocolError, match=why) as info:
         parse_temporary(body, "test")
@@ -234,6 +270,7 @@ def test_malformed_temporary_keys_are_a_protocol_error_without_the_secret(body, 
 
 
 # -- the default chain ---------------------------------------------------------------------------------
+
 
 async def test_chain_falls_through_to_metadata_and_primes_it(tmp_path):
     clock = FakeClock()

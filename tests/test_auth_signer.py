@@ -34,8 +34,15 @@ else:
 pytestmark = pytest.mark.timeout(60)
 
 AK, SK = "SIGNERTESTAK", "signer-test-secret-key"
-RESERVED = {"authorization", "x-sdk-date", "host", "x-project-id", "x-security-token", "x-sdk-content-sha256",
-            "content-type"}
+RESERVED = {
+    "authorization",
+    "x-sdk-date",
+    "host",
+    "x-project-id",
+    "x-security-token",
+    "x-sdk-content-sha256",
+    "content-type",
+}
 
 # -- the SDK as oracle, over random requests ------------------------------------------------------
 
@@ -43,8 +50,9 @@ text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=8)
 # What different clients leave unencoded: nothing, "~" (the SDK), or the RFC 3986 sub-delims.
 path_safe = st.sampled_from(["", "~", "~!$&'()*+,;=:@"])
 query_safe = st.sampled_from(["", "~", "~/:@!$'()*,;"])
-header_name = st.text(st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"),
-                      min_size=1, max_size=12).filter(lambda name: name.lower() not in RESERVED)
+header_name = st.text(
+    st.sampled_from("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_"), min_size=1, max_size=12
+).filter(lambda name: name.lower() not in RESERVED)
 header_value = st.text(st.characters(blacklist_categories=("Cs", "Cc")), max_size=16).map(lambda v: f" {v} ")
 
 
@@ -64,8 +72,18 @@ def requests(draw):
     url = yarl.URL(f"https://{authority}{raw_path}" + (f"?{raw_query}" if raw_query else ""), encoded=True)
     names = draw(st.lists(header_name, max_size=5, unique_by=str.lower))
     headers = {name: draw(header_value) for name in names}
-    content_type = draw(st.sampled_from([None, "application/json", "application/json;charset=UTF-8",
-                                         "application/bson", "application/octet-stream", "text/plain"]))
+    content_type = draw(
+        st.sampled_from(
+            [
+                None,
+                "application/json",
+                "application/json;charset=UTF-8",
+                "application/bson",
+                "application/octet-stream",
+                "text/plain",
+            ]
+        )
+    )
     if content_type:
         headers["Content-Type"] = content_type
     if draw(st.booleans()):
@@ -80,10 +98,14 @@ def requests(draw):
     return request, pairs
 
 
-@settings(derandomize=True, database=None, max_examples=400, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
-@given(requests(), st.one_of(st.none(), st.text("ABCDEFabcdef0123456789+/=", min_size=1, max_size=40)),
-       st.integers(946684800, 4102444800))
+@settings(
+    derandomize=True, database=None, max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+@given(
+    requests(),
+    st.one_of(st.none(), st.text("ABCDEFabcdef0123456789+/=", min_size=1, max_size=40)),
+    st.integers(946684800, 4102444800),
+)
 def test_signature_equals_the_sdk_signers(drawn, security_token, now):
     if SDK_MISSING:
         pytest.fail(SDK_MISSING, pytrace=False)
@@ -91,9 +113,13 @@ def test_signature_equals_the_sdk_signers(drawn, security_token, now):
     ours = sign(request, AK, SK, now, security_token=security_token)
 
     sdk_request = SdkRequest(
-        method=request.method, schema="https", host=host_header(request.url),
-        resource_path=request.url.raw_path, query_params=list(pairs),
-        header_params={**request.headers, "X-Sdk-Date": ours["X-Sdk-Date"]}, body=request.body,
+        method=request.method,
+        schema="https",
+        host=host_header(request.url),
+        resource_path=request.url.raw_path,
+        query_params=list(pairs),
+        header_params={**request.headers, "X-Sdk-Date": ours["X-Sdk-Date"]},
+        body=request.body,
     )
     credentials = BasicCredentials(AK, SK, request.project_id)
     if security_token:
@@ -115,10 +141,14 @@ def test_canonical_forms_follow_the_reference():
 
 # -- a known answer, independent of the SDK at test time -----------------------------------------
 
+
 def test_signature_matches_a_known_answer():
     """The example of tests/test_signing.py, whose signature the SDK produced (AK1/SK1)."""
-    url = yarl.URL("https://clouddc.cn-east-3.myhuaweicloud.com/v1/p1/physicalservers/SN%20001~x/logs/exports"
-                   "?marker=a%2Fb&limit=10", encoded=True)
+    url = yarl.URL(
+        "https://clouddc.cn-east-3.myhuaweicloud.com/v1/p1/physicalservers/SN%20001~x/logs/exports"
+        "?marker=a%2Fb&limit=10",
+        encoded=True,
+    )
     request = Request("get", url, {"Content-Type": "application/json"}, project_id="p1")
     added = sign(request, "AK1", "SK1", 1767225600)  # 2026-01-01T00:00:00Z
     assert added == {
@@ -126,7 +156,7 @@ def test_signature_matches_a_known_answer():
         "X-Project-Id": "p1",
         "Host": "clouddc.cn-east-3.myhuaweicloud.com",
         "Authorization": "SDK-HMAC-SHA256 Access=AK1, SignedHeaders=content-type;host;x-project-id;x-sdk-date, "
-                         "Signature=c73bfe2085729a7cdadda514d96c377f480afa9344c7fddc29b8f6805707a7b0",
+        "Signature=c73bfe2085729a7cdadda514d96c377f480afa9344c7fddc29b8f6805707a7b0",
     }
 
 
@@ -134,7 +164,9 @@ def test_non_json_body_is_unsigned_payload_and_json_body_is_hashed():
     url = yarl.URL("https://h.example/x")
     octets = sign(Request("POST", url, {"Content-Type": "application/octet-stream"}, b"abc"), AK, SK, 0)
     assert octets["X-Sdk-Content-Sha256"] == "UNSIGNED-PAYLOAD"
-    assert "X-Sdk-Content-Sha256" not in sign(Request("POST", url, {"Content-Type": "application/json"}, b"{}"), AK, SK, 0)
+    assert "X-Sdk-Content-Sha256" not in sign(
+        Request("POST", url, {"Content-Type": "application/json"}, b"{}"), AK, SK, 0
+    )
     # The body is covered: a different body, a different signature.
     one = sign(Request("POST", url, {"Content-Type": "application/json"}, b"{}"), AK, SK, 0)
     two = sign(Request("POST", url, {"Content-Type": "application/json"}, b"[]"), AK, SK, 0)
@@ -148,14 +180,25 @@ def test_headers_repeated_in_another_case_are_refused():
 
 # -- end to end: signed requests through aiohttp to the simulator's gateway ------------------------
 
-async def send(session: aiohttp.ClientSession, provider, method: str, url: yarl.URL, project_id: str, *,
-               body: bytes = b"", content_type: str | None = None) -> tuple[int, dict[str, str]]:
+
+async def send(
+    session: aiohttp.ClientSession,
+    provider,
+    method: str,
+    url: yarl.URL,
+    project_id: str,
+    *,
+    body: bytes = b"",
+    content_type: str | None = None,
+) -> tuple[int, dict[str, str]]:
     headers = {"Host": host_header(url), "Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
     request = Request(method, url, headers, body, project_id)
     await provider.apply(request)
-    async with session.request(request.method, request.url, headers=request.headers, data=request.body or None) as response:
+    async with session.request(
+        request.method, request.url, headers=request.headers, data=request.body or None
+    ) as response:
         await response.read()
         return response.status, dict(request.headers)
 
@@ -175,10 +218,22 @@ async def test_signed_requests_are_accepted_by_the_simulator(security_token):
         assert status == 202
         assert sent["X-Project-Id"] == sim.project_id
         assert sent.get("X-Security-Token") == security_token
-        assert (await send(session, provider, "POST", exports, sim.project_id, body=b'{"why": "test"}',
-                           content_type="application/json"))[0] == 202
-        assert (await send(session, provider, "POST", exports, sim.project_id, body=b"plain words",
-                           content_type="text/plain"))[0] == 202
+        assert (
+            await send(
+                session,
+                provider,
+                "POST",
+                exports,
+                sim.project_id,
+                body=b'{"why": "test"}',
+                content_type="application/json",
+            )
+        )[0] == 202
+        assert (
+            await send(
+                session, provider, "POST", exports, sim.project_id, body=b"plain words", content_type="text/plain"
+            )
+        )[0] == 202
         # A request signed with another secret is refused: the gate really checks.
         wrong = AkSk.fixed(AccessKeys(sim.config.access_key, "not-the-secret"), "test")
         assert (await send(session, wrong, "GET", listing, sim.project_id))[0] == 401
@@ -191,5 +246,13 @@ def test_the_simulators_verifier_accepts_what_sign_produces_with_odd_paths_and_q
     request = Request("PUT", url, {"Host": "127.0.0.1:8080", "X-Trace": " spaced "}, b"\x00\x01", "p")
     now = time.time()
     headers = {**request.headers, **sign(request, AK, SK, now)}
-    verify("PUT", url.raw_path, url.raw_query_string, CIMultiDict(headers), request.body,
-           access_key=AK, secret_key=SK, now=now)
+    verify(
+        "PUT",
+        url.raw_path,
+        url.raw_query_string,
+        CIMultiDict(headers),
+        request.body,
+        access_key=AK,
+        secret_key=SK,
+        now=now,
+    )

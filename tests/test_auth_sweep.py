@@ -21,8 +21,8 @@ from pathlib import Path
 import anyio
 import pytest
 import yaml
-
 from _fleet import assert_exact
+
 from collector.auth import RefreshPolicy
 from collector.simulator import SimConfig, Simulator
 
@@ -31,8 +31,14 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 LIFETIME = 1.0
 SERVERS = 100
 # Exports of 1-3 s make each run span several lifetimes; quick ones do for fixed keys.
-LONG = dict(servers=SERVERS, export_seconds=(1.0, 3.0), archive_bytes=(4096, 16384),
-            token_lifetime=LIFETIME, credential_lifetime=LIFETIME, seed=9)
+LONG = dict(
+    servers=SERVERS,
+    export_seconds=(1.0, 3.0),
+    archive_bytes=(4096, 16384),
+    token_lifetime=LIFETIME,
+    credential_lifetime=LIFETIME,
+    seed=9,
+)
 QUICK = dict(servers=SERVERS, export_seconds=(0.1, 0.5), archive_bytes=(4096, 16384), seed=9)
 RUN_FLAGS = ["--no-progress", "--poll-interval", "0.1", "--rate", "200"]
 # Whatever the developer's shell has must not decide which credentials a run uses.
@@ -46,8 +52,17 @@ async def run_collector(tmp_path: Path, sim: Simulator, auth: dict, env: dict[st
     inventory["auth"] = auth
     (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(inventory))
     base = {k: v for k, v in os.environ.items() if not k.startswith(CREDENTIAL_VARIABLES)}
-    command = [sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "fleet.yaml"),
-               "-o", str(tmp_path / "out"), *RUN_FLAGS]
+    command = [
+        sys.executable,
+        "-m",
+        "collector",
+        "run",
+        "-i",
+        str(tmp_path / "fleet.yaml"),
+        "-o",
+        str(tmp_path / "out"),
+        *RUN_FLAGS,
+    ]
     started = anyio.current_time()
     run = await anyio.run_process(command, env={**base, **env}, check=False, cwd=tmp_path)
     return run, anyio.current_time() - started
@@ -75,8 +90,12 @@ def check_issue_bound(kind: str, fetched: int, seconds: float, lifetime: float) 
 async def test_aksk_sweep_is_exact_with_every_request_signed(tmp_path):
     config = SimConfig(**QUICK)
     async with Simulator(config) as sim:
-        run, _ = await run_collector(tmp_path, sim, {"aksk": {}},
-                                     {"HUAWEICLOUD_SDK_AK": config.access_key, "HUAWEICLOUD_SDK_SK": config.secret_key})
+        run, _ = await run_collector(
+            tmp_path,
+            sim,
+            {"aksk": {}},
+            {"HUAWEICLOUD_SDK_AK": config.access_key, "HUAWEICLOUD_SDK_SK": config.secret_key},
+        )
         assert_collected_exactly(run, tmp_path, sim)
         assert sim.count(status=401) == 0
         assert sim.count("export", 202) == SERVERS
@@ -84,8 +103,11 @@ async def test_aksk_sweep_is_exact_with_every_request_signed(tmp_path):
 
 async def test_temporary_aksk_sweep_is_exact_with_the_security_token(tmp_path):
     config = SimConfig(**QUICK, security_token="sim-temporary-security-token")
-    env = {"HUAWEICLOUD_SDK_AK": config.access_key, "HUAWEICLOUD_SDK_SK": config.secret_key,
-           "HUAWEICLOUD_SDK_SECURITY_TOKEN": config.security_token}
+    env = {
+        "HUAWEICLOUD_SDK_AK": config.access_key,
+        "HUAWEICLOUD_SDK_SK": config.secret_key,
+        "HUAWEICLOUD_SDK_SECURITY_TOKEN": config.security_token,
+    }
     async with Simulator(config) as sim:
         run, _ = await run_collector(tmp_path, sim, {"aksk": {}}, env)
         assert_collected_exactly(run, tmp_path, sim)
@@ -120,8 +142,10 @@ async def test_pod_identity_sweep_is_exact_with_keys_that_expire_every_second(tm
     token_file = tmp_path / "service-account-token"
     token_file.write_text(config.pod_token + "\n")
     async with Simulator(config) as sim:
-        env = {"HC_CONTAINER_CREDENTIALS_FULL_URI": sim.pod_identity_url,
-               "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file)}
+        env = {
+            "HC_CONTAINER_CREDENTIALS_FULL_URI": sim.pod_identity_url,
+            "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(token_file),
+        }
         run, seconds = await run_collector(tmp_path, sim, {"pod_identity": {}}, env)
         assert_collected_exactly(run, tmp_path, sim)
         fetched = sim.identity.credentials_issued

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _auth_servers import serving
 from _listing import PROJECT, TOKEN, Listing, collector, servers, tls_pair, write_inventory
+
 from collector.cli.check import Verdict, check_inventory, exit_code, patient_for
-from collector.errors import ExitCode
 from collector.config.inventory import load_inventory
+from collector.errors import ExitCode
 from collector.run.runner import open_session
 from collector.simulator import SimConfig, Simulator
 
@@ -34,8 +34,16 @@ def discover_only(path: Path, sim: Simulator, discover=True, token: str | None =
     token_file = path.with_suffix(".token")
     token_file.write_text((token or sim.token) + "\n")
     token_file.chmod(0o600)
-    path.write_text(yaml.safe_dump({"endpoint": sim.url, "project_id": sim.project_id,
-                                    "auth": {"token_file": str(token_file)}, "discover": discover}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "endpoint": sim.url,
+                "project_id": sim.project_id,
+                "auth": {"token_file": str(token_file)},
+                "discover": discover,
+            }
+        )
+    )
     return path
 
 
@@ -48,8 +56,10 @@ async def test_check_sends_one_listing_and_says_reachable_accepted_and_how_many(
         code, stdout, stderr = await collector("check", "-i", str(inventory))
     assert code == ExitCode.OK, stdout + stderr
     token_file = tmp_path / "inv.token"
-    assert stdout == (f"{sim.project_id}  {sim.url}  ok: reachable, credentials accepted "
-                      f"(token from {token_file}), 12 servers visible\n")
+    assert stdout == (
+        f"{sim.project_id}  {sim.url}  ok: reachable, credentials accepted "
+        f"(token from {token_file}), 12 servers visible\n"
+    )
     assert stderr == ""
     assert sim.count() == sim.count("list", 200) == 1
 
@@ -69,8 +79,10 @@ async def test_a_rejected_token_is_exit_3_naming_the_credentials_and_the_answer(
         (tmp_path / "inv.token").write_text("an-expired-token\n")
         code, stdout, stderr = await collector("check", "-i", str(inventory))
     assert code == ExitCode.AUTH, stdout + stderr
-    assert (f"FAILED: reachable, credentials rejected (token from {tmp_path / 'inv.token'}): "
-            "ListServers: HTTP 401 APIGW.0301") in stdout
+    assert (
+        f"FAILED: reachable, credentials rejected (token from {tmp_path / 'inv.token'}): "
+        "ListServers: HTTP 401 APIGW.0301"
+    ) in stdout
     assert "give valid credentials" in stdout and "an-expired-token" not in stdout + stderr
 
 
@@ -88,8 +100,10 @@ async def test_a_closed_port_is_exit_4_within_the_timeout(tmp_path):
     inventory = write_inventory(tmp_path / "inv.yaml", f"http://127.0.0.1:{port}")
     code, stdout, stderr = await collector("check", "--timeout", "0.5", "-i", str(inventory))
     assert code == ExitCode.UNREACHABLE, stdout + stderr
-    assert (f"{PROJECT}  http://127.0.0.1:{port}  FAILED: unreachable: no answer in 0.5 s; last error: "
-            f"ListServers: cannot connect to 127.0.0.1:{port}") in stdout
+    assert (
+        f"{PROJECT}  http://127.0.0.1:{port}  FAILED: unreachable: no answer in 0.5 s; last error: "
+        f"ListServers: cannot connect to 127.0.0.1:{port}"
+    ) in stdout
     assert stderr == ""  # the endpoint's probing and giving up are -v's
 
 
@@ -100,8 +114,10 @@ async def test_a_certificate_without_its_ca_is_exit_4_with_the_ca_bundle_hint_an
         inventory = write_inventory(tmp_path / "inv.yaml", url)
         code, stdout, stderr = await collector("check", "--timeout", "0.5", "-i", str(inventory))
         assert code == ExitCode.UNREACHABLE, stdout + stderr
-        assert "certificate verify failed for 127.0.0.1: give a CA bundle (tls: {ca_bundle: PATH} in the inventory)" \
+        assert (
+            "certificate verify failed for 127.0.0.1: give a CA bundle (tls: {ca_bundle: PATH} in the inventory)"
             in stdout
+        )
         assert listing.seen == []
         inventory = write_inventory(tmp_path / "inv.yaml", url, tls={"ca_bundle": str(bundle)})
         code, stdout, stderr = await collector("check", "-i", str(inventory))
@@ -114,16 +130,23 @@ async def test_a_project_without_auth_is_checked_with_the_credentials_the_sdk_wo
         inventory = tmp_path / "inv.yaml"
         inventory.write_text(yaml.safe_dump({"endpoint": sim.url, "project_id": sim.project_id, "servers": ["a"]}))
         code, stdout, stderr = await collector(
-            "check", "-i", str(inventory),
-            env={"HUAWEICLOUD_SDK_AK": sim.config.access_key, "HUAWEICLOUD_SDK_SK": sim.config.secret_key,
-                 "HOME": str(tmp_path)})
+            "check",
+            "-i",
+            str(inventory),
+            env={
+                "HUAWEICLOUD_SDK_AK": sim.config.access_key,
+                "HUAWEICLOUD_SDK_SK": sim.config.secret_key,
+                "HOME": str(tmp_path),
+            },
+        )
     assert code == ExitCode.OK, stdout + stderr
     assert "credentials accepted (AK/SK from $HUAWEICLOUD_SDK_AK" in stdout and "2 servers visible" in stdout
     assert sim.config.secret_key not in stdout + stderr
 
 
 async def test_credentials_rejected_win_over_an_unreachable_endpoint_and_each_project_has_its_line(
-        tmp_path, fast_settings):
+    tmp_path, fast_settings
+):
     listing = Listing(servers(3))
     async with serving(listing.app()) as url:
         good, bad = tmp_path / "good.token", tmp_path / "bad.token"
@@ -142,8 +165,11 @@ async def test_credentials_rejected_win_over_an_unreachable_endpoint_and_each_pr
         async with open_session(settings) as session:
             checks = await check_inventory(load_inventory(path), settings, session, environ={})
     assert [(c.project_id, c.verdict) for c in checks] == [
-        ("ok1", Verdict.OK), ("rejected1", Verdict.REJECTED),
-        ("dead1", Verdict.UNREACHABLE), ("dead2", Verdict.UNREACHABLE)]
+        ("ok1", Verdict.OK),
+        ("rejected1", Verdict.REJECTED),
+        ("dead1", Verdict.UNREACHABLE),
+        ("dead2", Verdict.UNREACHABLE),
+    ]
     assert exit_code(c.verdict for c in checks) is ExitCode.AUTH
     assert exit_code(c.verdict for c in checks if c.verdict is not Verdict.REJECTED) is ExitCode.UNREACHABLE
     assert checks[0].servers == 3 and checks[0].exact
@@ -155,12 +181,15 @@ async def test_an_api_that_keeps_failing_is_exit_1_saying_what_it_answered(tmp_p
     async with serving(listing.app()) as url:
         settings = patient_for(fast_settings)
         async with open_session(settings) as session:
-            [check] = await check_inventory(load_inventory(write_inventory(tmp_path / "inv.yaml", url)),
-                                            settings, session, environ={})
+            [check] = await check_inventory(
+                load_inventory(write_inventory(tmp_path / "inv.yaml", url)), settings, session, environ={}
+            )
     assert check.verdict is Verdict.FAILED and exit_code([check.verdict]) is ExitCode.PARTIAL
     assert len(listing.seen) == settings.policy.max_attempts
-    assert check.line() == (f"{PROJECT}  {url}  FAILED: reachable, ListServers did not succeed: "
-                            "ListServers: HTTP 500 CLOUDDC.9: not this time")
+    assert check.line() == (
+        f"{PROJECT}  {url}  FAILED: reachable, ListServers did not succeed: "
+        "ListServers: HTTP 500 CLOUDDC.9: not this time"
+    )
 
 
 # -- collector validate --discover --------------------------------------------------------------
@@ -180,8 +209,10 @@ async def test_validate_discover_shows_found_chosen_and_the_first_ids(tmp_path):
         code, stdout, stderr = await collector("validate", "--discover", "-i", str(inventory))
     assert code == ExitCode.OK, stdout + stderr
     lines = stdout.splitlines()
-    assert lines[0] == (f"{sim.project_id}  {sim.url}  12 found by ListServers, 12 chosen by discover: true  "
-                        f"(token from {tmp_path / 'inv.token'})")
+    assert lines[0] == (
+        f"{sim.project_id}  {sim.url}  12 found by ListServers, 12 chosen by discover: true  "
+        f"(token from {tmp_path / 'inv.token'})"
+    )
     assert lines[1:7] == [f"  {sid}  node-{n:04d}" for n, sid in enumerate(sim.server_ids[:5])] + ["  ... and 7 more"]
     assert lines[7] == f"{inventory}: OK, 12 servers in 1 project(s)"
     assert sim.count() == sim.count("list", 200) == 1  # one page; nothing else was asked
@@ -190,12 +221,14 @@ async def test_validate_discover_shows_found_chosen_and_the_first_ids(tmp_path):
 async def test_validate_discover_with_select_and_a_filter_counts_what_the_run_would_take(tmp_path):
     async with Simulator(SimConfig(servers=30, **SMALL)) as sim:
         inventory = discover_only(tmp_path / "inv.yaml", sim, discover={"name": "node-001*"})
-        code, stdout, stderr = await collector("validate", "--discover", "-i", str(inventory),
-                                               "--select", "name:node-001[2-4]")
+        code, stdout, stderr = await collector(
+            "validate", "--discover", "-i", str(inventory), "--select", "name:node-001[2-4]"
+        )
     assert code == ExitCode.OK, stdout + stderr
     assert stdout.splitlines()[:4] == [
         "3 of 10 servers match name:node-001[2-4]",
-        *[f"  {sim.project_id}/{sim.server_ids[n]}  node-{n:04d}" for n in (12, 13, 14)]]
+        *[f"  {sim.project_id}/{sim.server_ids[n]}  node-{n:04d}" for n in (12, 13, 14)],
+    ]
     assert "30 found by ListServers, 10 chosen by discover: name node-001*" in stdout
 
 

@@ -19,7 +19,9 @@ from collector.errors import ExitCode
 def collector(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "collector", *args],
-        capture_output=True, text=True, timeout=timeout,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -104,9 +106,20 @@ class SimulatorProcess:
     def __init__(self, tmp_path: Path, *args: str) -> None:
         self.inventory = tmp_path / "inventory.yaml"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "collector", "simulate", "--port", "0",
-             "--write-inventory", str(self.inventory), *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "collector",
+                "simulate",
+                "--port",
+                "0",
+                "--write-inventory",
+                str(self.inventory),
+                *args,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         line = self.process.stdout.readline()
         assert line.startswith("simulator listening on"), line + self.process.stderr.read()
@@ -163,8 +176,7 @@ def test_run_exits_3_when_the_token_is_rejected(tmp_path, simulator):
 def test_json_logs_keep_stderr_all_json(tmp_path, simulator):
     """An unattended run ships stderr to a log pipeline: every line must parse, summary included."""
     sim = simulator("--servers", "6", "--export-seconds", "0.1-0.2", "--failing", "1")
-    done = collector("run", "-i", str(sim.inventory), "-o", str(tmp_path / "out"), *FAST_FLAGS,
-                     "--log-format", "json")
+    done = collector("run", "-i", str(sim.inventory), "-o", str(tmp_path / "out"), *FAST_FLAGS, "--log-format", "json")
     assert done.returncode == ExitCode.PARTIAL, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines()]
     messages = [r["message"] for r in records]
@@ -230,8 +242,10 @@ def test_every_inventory_problem_is_printed_at_once_and_nothing_is_sent(tmp_path
     assert done.returncode == ExitCode.USAGE
     lines = done.stderr.splitlines()
     assert len(lines) == 21 and all(line.startswith("collector: error: ") for line in lines)
-    assert lines[0] == (f"collector: error: {inventory}:8: servers[2]: server id '../x0' cannot be a file name: "
-                        "it contains a slash; server ids are used as file names: give the id exactly as CloudDC lists it")
+    assert lines[0] == (
+        f"collector: error: {inventory}:8: servers[2]: server id '../x0' cannot be a file name: "
+        "it contains a slash; server ids are used as file names: give the id exactly as CloudDC lists it"
+    )
     assert lines[-1] == "collector: error: ... and 5 more"  # 24 ids and the rate
     assert not out.exists()
 
@@ -269,7 +283,9 @@ def test_main_turns_an_exception_from_the_runner_into_one_line_a_crash_file_and_
     )
     done = subprocess.run(
         [sys.executable, "-c", script, "run", "-i", str(inventory), "-o", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, "CLOUDDC_TEST_TOKEN": "t", "TMPDIR": str(temp)},
     )
     assert done.returncode == ExitCode.INTERNAL
@@ -281,8 +297,7 @@ def test_main_turns_an_exception_from_the_runner_into_one_line_a_crash_file_and_
 
 def test_demo_names_the_real_output_folder(tmp_path):
     out = tmp_path / "demo"
-    done = collector("demo", "-o", str(out), "--servers", "3", "--no-progress", "--poll-interval", "0.5",
-                     timeout=120)
+    done = collector("demo", "-o", str(out), "--servers", "3", "--no-progress", "--poll-interval", "0.5", timeout=120)
     assert done.returncode == ExitCode.OK, done.stderr
     [project] = [p.name for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")]
     assert f"\narchives in {out.resolve()}/{project}/\n" in done.stderr

@@ -32,13 +32,12 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import anyio
-
-import collector
 import pytest
 import yaml
 from kubernetes_validate import utils as kubernetes_schemas
 from packaging.specifiers import SpecifierSet
 
+import collector
 from collector.errors import ExitCode
 from collector.simulator.archive import iter_archive, plan_archive
 from collector.simulator.config import SimConfig
@@ -154,8 +153,15 @@ def test_dockerfile_passes_hadolint():
         # No configuration from the home of whoever runs the tests: only the Dockerfile's own
         # inline pragmas may quieten a rule.
         env = {"PATH": os.environ.get("PATH", ""), "HOME": home, "XDG_CONFIG_HOME": home}
-        result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=60, check=False)
+        result = subprocess.run(
+            [hadolint, "--no-color", str(DOCKERFILE)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -179,9 +185,16 @@ def test_build_context_holds_what_the_dockerfile_copies_and_no_more():
         return any(path == source or path.startswith(source.rstrip("/") + "/") for source in sources)
 
     assert sorted(p for p in tracked if in_build_context(p)) == sorted(p for p in tracked if copied(p))
-    for stray in (".git/HEAD", ".venv/bin/python", "tests/test_cli.py", "benchmarks/sweep.py",
-                  "demo-output/report.json", "collector/__pycache__/cli.cpython-312.pyc",
-                  "collector.egg-info/PKG-INFO", "build/lib/collector/cli/main.py"):
+    for stray in (
+        ".git/HEAD",
+        ".venv/bin/python",
+        "tests/test_cli.py",
+        "benchmarks/sweep.py",
+        "demo-output/report.json",
+        "collector/__pycache__/cli.cpython-312.pyc",
+        "collector.egg-info/PKG-INFO",
+        "build/lib/collector/cli/main.py",
+    ):
         assert not in_build_context(stray), stray
 
 
@@ -197,9 +210,13 @@ def test_wheel_from_the_build_context_declares_the_entrypoint_for_the_base_image
         else:
             shutil.copy2(origin, context / source)
     wheels = tmp_path / "wheels"
-    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q",
-                             "-w", str(wheels), str(context)], capture_output=True, text=True, timeout=300,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(wheels), str(context)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     (wheel,) = wheels.glob("collector-*.whl")
     with zipfile.ZipFile(wheel) as archive:
@@ -255,8 +272,11 @@ def flag_value(args: list[str], flag: str) -> str | None:
 
 def mount_of(container: dict[str, Any], path: str) -> dict[str, Any] | None:
     """The volume mount `path` lies on, the deepest one."""
-    mounts = [m for m in container.get("volumeMounts", [])
-              if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")]
+    mounts = [
+        m
+        for m in container.get("volumeMounts", [])
+        if path == m["mountPath"] or path.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
     return max(mounts, key=lambda m: len(m["mountPath"]), default=None)
 
 
@@ -378,8 +398,13 @@ def unprivileged(command: list[str]) -> list[str]:
 
 def pod_environment(token: str) -> dict[str, str]:
     """What the image and the pod put in the environment: no HOME, no USER, the secret."""
-    return {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-            "PYTHONUNBUFFERED": "1", "CLOUDDC_TOKEN": token}
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "CLOUDDC_TOKEN": token,
+    }
 
 
 def proc_status(pid: int) -> dict[str, str]:
@@ -422,11 +447,26 @@ class Collected:
 
 
 async def start_simulator(config: SimConfig, folder: Path) -> tuple[anyio.abc.Process, str]:
-    command = [sys.executable, "-m", "collector", "simulate", "--port", "0", "--servers", str(config.servers),
-               "--seed", str(config.seed), "--token", config.token,
-               "--export-seconds", "-".join(map(repr, config.export_seconds)),
-               "--archive-bytes", "-".join(map(str, config.archive_bytes)),
-               "--write-inventory", str(folder / "inventory.yaml")]
+    command = [
+        sys.executable,
+        "-m",
+        "collector",
+        "simulate",
+        "--port",
+        "0",
+        "--servers",
+        str(config.servers),
+        "--seed",
+        str(config.seed),
+        "--token",
+        config.token,
+        "--export-seconds",
+        "-".join(map(repr, config.export_seconds)),
+        "--archive-bytes",
+        "-".join(map(str, config.archive_bytes)),
+        "--write-inventory",
+        str(folder / "inventory.yaml"),
+    ]
     process = await anyio.open_process(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None)
     seen = b""
     with anyio.fail_after(60):
@@ -449,8 +489,7 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
     # The image holds its own copy of the package; so does this rehearsal, in a folder uid
     # 65532 can read whatever the permissions of the checkout the tests run from.
     app = open_folder / "app"
-    shutil.copytree(Path(collector.__file__).parent, app / "collector",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(Path(collector.__file__).parent, app / "collector", ignore=shutil.ignore_patterns("__pycache__"))
     env["PYTHONPATH"] = str(app)
 
     # The simulator's own inventory and token file stay in a folder only root may enter:
@@ -476,23 +515,29 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
 
         # Before the rehearsal proper: can uid 65532 import the package from this venv at all?
         with anyio.fail_after(60):
-            probe = await anyio.run_process(unprivileged(
-                [sys.executable, "-c", "import collector.cli.main; print(collector.cli.main.__file__)"]), env=env,
-                                            cwd="/", stdin=subprocess.DEVNULL, check=False)
+            probe = await anyio.run_process(
+                unprivileged([sys.executable, "-c", "import collector.cli.main; print(collector.cli.main.__file__)"]),
+                env=env,
+                cwd="/",
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         assert probe.returncode == 0, (
             f"uid {UID} cannot import collector from {sys.prefix} (every folder on the way to the venv "
             f"must be world-readable, o+rx):\n{probe.stderr.decode(errors='replace')}"
         )
         assert probe.stdout.decode().startswith(str(app)), probe.stdout
 
-        command = unprivileged([str(BIN / "collector"), "run", "-i", str(etc / "inventory.yaml"), "-o", str(out),
-                                *RUN_FLAGS])
+        command = unprivileged(
+            [str(BIN / "collector"), "run", "-i", str(etc / "inventory.yaml"), "-o", str(out), *RUN_FLAGS]
+        )
 
         async def run(*, stop_after: int | None) -> tuple[int, str, dict[str, Any] | None]:
             """Run `command` to its end, after a SIGTERM once `stop_after` archives are on disk;
             the exit code, the output, and who the process was when signalled."""
-            process = await anyio.open_process(command, env=env, cwd="/", stdin=subprocess.DEVNULL,
-                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            process = await anyio.open_process(
+                command, env=env, cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            )
             collected = Collected(process)
             identity = None
             async with anyio.create_task_group() as group:
@@ -502,8 +547,10 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
                         while process.returncode is None and len(list(archives.glob("*-dump.tar.gz"))) < stop_after:
                             await anyio.sleep(0.02)
                     if process.returncode is None:
-                        identity = {"status": proc_status(process.pid),
-                                    "environ": Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0")}
+                        identity = {
+                            "status": proc_status(process.pid),
+                            "environ": Path(f"/proc/{process.pid}/environ").read_bytes().split(b"\0"),
+                        }
                         process.send_signal(signal.SIGTERM)
                 with anyio.fail_after(GRACE + MARGIN if identity else 60):
                     code = await process.wait()
@@ -559,8 +606,9 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
 def command_options(command: str) -> set[str] | None:
     """The options `collector COMMAND --help` lists, short and long; None if there is no such
     command."""
-    result = subprocess.run([str(BIN / "collector"), command, "--help"], capture_output=True, text=True,
-                            timeout=60, check=False)
+    result = subprocess.run(
+        [str(BIN / "collector"), command, "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
     if result.returncode != 0:
         return None
     return set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", result.stdout))
@@ -575,8 +623,11 @@ def test_manifests_use_only_flags_collector_has():
         if known is None:
             unknown.append(f"{where}: collector has no command {command!r}")
             continue
-        unknown += [f"{where}: collector {command} {arg}" for arg in args
-                    if arg.startswith("-") and arg.partition("=")[0] not in known]
+        unknown += [
+            f"{where}: collector {command} {arg}"
+            for arg in args
+            if arg.startswith("-") and arg.partition("=")[0] not in known
+        ]
     assert not unknown, "\n".join(unknown)
 
 
@@ -589,6 +640,12 @@ def test_the_configmaps_inventory_passes_collector_validate(tmp_path):
             inventory = tmp_path / key
             inventory.write_text(text)
             env = {"PATH": os.environ.get("PATH", ""), "HUAWEICLOUD_SDK_AK": "AK" * 10, "HUAWEICLOUD_SDK_SK": "SK" * 20}
-            result = subprocess.run([str(BIN / "collector"), "validate", "-i", str(inventory)], env=env,
-                                    capture_output=True, text=True, timeout=60, check=False)
+            result = subprocess.run(
+                [str(BIN / "collector"), "validate", "-i", str(inventory)],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
             assert result.returncode == 0, f"{document['metadata']['name']}/{key}: {result.stdout}{result.stderr}"

@@ -31,11 +31,11 @@ from collector.clouddc.discovery import (
     parse_server_page,
     unusable,
 )
-from collector.errors import ProtocolError, UsageError
+from collector.clouddc.replies import MAX_JSON_BYTES
 from collector.config.inventory import Server
 from collector.config.names import check_file_name
-from collector.clouddc.replies import MAX_JSON_BYTES
 from collector.config.select import parse_selection
+from collector.errors import ProtocolError, UsageError
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.timeout(60)
@@ -49,31 +49,56 @@ PROPERTY = settings(
 )
 
 DANGEROUS = [
-    "/", "\\", ".", "..", "-", " ", "\t", "\n", "\x00", "\x1b", "\x7f", "\x85", "\u00a0", "\u2028",
-    "\u200b", "\u202e", "\ufeff", "\ud800", "\ue000", "\U0001f600", "é", "=", "&", "#", "%", "?",
+    "/",
+    "\\",
+    ".",
+    "..",
+    "-",
+    " ",
+    "\t",
+    "\n",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\u00a0",
+    "\u2028",
+    "\u200b",
+    "\u202e",
+    "\ufeff",
+    "\ud800",
+    "\ue000",
+    "\U0001f600",
+    "é",
+    "=",
+    "&",
+    "#",
+    "%",
+    "?",
 ]
-TEXT = st.lists(st.sampled_from(DANGEROUS) | st.characters(), max_size=8).map("".join) | st.sampled_from(["", "a" * 300])
+TEXT = st.lists(st.sampled_from(DANGEROUS) | st.characters(), max_size=8).map("".join) | st.sampled_from(
+    ["", "a" * 300]
+)
 SCALAR = st.none() | st.booleans() | st.integers(-(10**50), 10**50) | st.floats() | TEXT
 JSON_LIKE = st.recursive(
     SCALAR,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
     max_leaves=20,
 )
-TAG_ITEM = (
-    st.fixed_dictionaries({}, optional={"key": SCALAR, "value": JSON_LIKE})
-    | TEXT
+TAG_ITEM = st.fixed_dictionaries({}, optional={"key": SCALAR, "value": JSON_LIKE}) | TEXT | JSON_LIKE
+TAGS = st.none() | st.lists(TAG_ITEM, max_size=4) | st.dictionaries(TEXT, JSON_LIKE, max_size=4) | SCALAR
+ENTRY = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": st.one_of(st.sampled_from(["2102313YJK10N1000123", "../x", "-rf", "a" * 200]), SCALAR),
+            "name": SCALAR,
+            "tags": TAGS,
+            "status": JSON_LIKE,
+        },
+    )
     | JSON_LIKE
 )
-TAGS = st.none() | st.lists(TAG_ITEM, max_size=4) | st.dictionaries(TEXT, JSON_LIKE, max_size=4) | SCALAR
-ENTRY = st.fixed_dictionaries(
-    {},
-    optional={
-        "id": st.one_of(st.sampled_from(["2102313YJK10N1000123", "../x", "-rf", "a" * 200]), SCALAR),
-        "name": SCALAR,
-        "tags": TAGS,
-        "status": JSON_LIKE,
-    },
-) | JSON_LIKE
 # Mostly well-formed entries with a dangerous piece here and there, so that usable servers,
 # tags and markers all come out often enough to be checked.
 SAFE_ID = st.sampled_from(["2102313YJK10N1000123", "node-7", "a.b_c"])

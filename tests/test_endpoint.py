@@ -17,14 +17,15 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 import yaml
+from _fleet import assert_exact, by_id, sweep
 
 from collector.cli.main import exit_code
 from collector.control.endpoint import OUTAGE_AFTER, EndpointHealth, Unreachable
-from collector.errors import ConnectRefused, ConnectionReset, ExitCode, RequestTimeout, ServerError
+from collector.errors import ConnectionReset, ConnectRefused, ExitCode, RequestTimeout, ServerError
 from collector.simulator import SimConfig, Simulator
-from _fleet import assert_exact, by_id, sweep
 
 pytestmark = pytest.mark.anyio
 
@@ -173,7 +174,7 @@ async def test_a_probe_that_is_cancelled_hands_its_turn_to_the_next_request():
         async with health.admit() as probe:
             assert probe
             scope.cancel()
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
     async with health.admit() as probe:
         assert probe  # not stuck behind a probe that will never report
 
@@ -224,7 +225,10 @@ def test_a_port_where_nothing_listens_ends_in_exit_4_within_60_s_with_few_log_li
     started = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(out), "--no-progress"],
-        capture_output=True, text=True, timeout=110, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        cwd=tmp_path,
         env={**os.environ, "CLOUDDC_TOKEN": "secret-token-value"},
     )
     took = time.monotonic() - started

@@ -28,26 +28,24 @@ from pathlib import Path
 import aiohttp
 import pytest
 import trustme
-from aiohttp import web
-
-from collector.cli import main as cli
-
-from collector.transfer import download
-
-from collector.destinations import local as storage
-from collector.clouddc.api import CloudDC
-from collector.cli.main import Outcome, exit_code
-from collector.auth import StaticToken
-from collector.transfer.download import DownloadOptions, fetch_archive
-from collector.destinations.base import archive_name
-from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
-from collector.simulator import SimConfig, Simulator
-from collector.destinations.local import LocalDestination, LocalPartial
 from _auth_servers import serving
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
+from aiohttp import web
+
+from collector.auth import StaticToken
+from collector.cli import main as cli
+from collector.cli.main import Outcome, exit_code
+from collector.clouddc.api import CloudDC
+from collector.control.throttle import RateLimiter, RetryPolicy
+from collector.destinations import local as storage
+from collector.destinations.base import archive_name
+from collector.destinations.local import LocalDestination, LocalPartial
+from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
+from collector.simulator import SimConfig, Simulator
 from collector.simulator.archive import build_archive
 from collector.sweep.pipeline import ServerResult
-from collector.control.throttle import RateLimiter, RetryPolicy
+from collector.transfer import download
+from collector.transfer.download import DownloadOptions, fetch_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
@@ -238,8 +236,9 @@ async def test_wrong_answer_to_a_range_restarts_from_zero_never_appends(tmp_path
 async def test_range_answered_from_another_offset_is_never_written(tmp_path):
     """A 206 from the wrong offset, even one that starts like a gzip file, restarts from zero."""
     # Log bundles hold rotated .gz logs; stored in the outer gzip, their magic shows up inside it.
-    archive = gzip.compress(b"log line\n" * 2000 + gzip.compress(b"rotated log\n") + b"log line\n" * 2000,
-                            compresslevel=0, mtime=0)
+    archive = gzip.compress(
+        b"log line\n" * 2000 + gzip.compress(b"rotated log\n") + b"log line\n" * 2000, compresslevel=0, mtime=0
+    )
     wrong = archive.index(b"\x1f\x8b", 2)
     size = len(archive)
     ranges: list[str | None] = []
@@ -250,18 +249,32 @@ async def test_range_answered_from_another_offset_is_never_written(tmp_path):
         if len(ranges) == 1:  # cut off half way
             return raw_answer(archive, Accept_Ranges="bytes")[: -size // 2]
         if len(ranges) == 2:  # the rest asked for; bytes from elsewhere sent, labelled as such
-            return raw_answer(archive[wrong:], "206 Partial Content", Accept_Ranges="bytes",
-                              Content_Range=f"bytes {wrong}-{size - 1}/{size}")
+            return raw_answer(
+                archive[wrong:],
+                "206 Partial Content",
+                Accept_Ranges="bytes",
+                Content_Range=f"bytes {wrong}-{size - 1}/{size}",
+            )
         if asked:
             start = int(asked[1])
-            return raw_answer(archive[start:], "206 Partial Content", Accept_Ranges="bytes",
-                              Content_Range=f"bytes {start}-{size - 1}/{size}")
+            return raw_answer(
+                archive[start:],
+                "206 Partial Content",
+                Accept_Ranges="bytes",
+                Content_Range=f"bytes {start}-{size - 1}/{size}",
+            )
         return raw_answer(archive, Accept_Ranges="bytes")
 
     async with raw_http(respond) as url, plain_session() as session:
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=5))
-        stored, _ = await fetch_archive(api, SERVER, "1", LocalDestination(tmp_path), archive_name(PROJECT, SERVER),
-                                        DownloadOptions(policy=api.policy))
+        stored, _ = await fetch_archive(
+            api,
+            SERVER,
+            "1",
+            LocalDestination(tmp_path),
+            archive_name(PROJECT, SERVER),
+            DownloadOptions(policy=api.policy),
+        )
     assert (tmp_path / stored.name).read_bytes() == archive
     assert ranges[0] is None and ranges[1] is not None and ranges[2] is None, ranges
 
@@ -292,8 +305,9 @@ async def test_stalled_transfer_times_out_and_is_retried_exact(tmp_path, fast_se
 async def test_export_that_never_completes_fails_with_a_reason_saying_why(tmp_path, fast_settings, case, expected):
     settings = replace(fast_settings, export_timeout=0.6)
     # Exports of 3 s cannot complete within the 0.6 s allowed, whatever the scripted faults.
-    config = SimConfig(servers=2, seed=19, export_seconds=(3, 3), archive_bytes=(4096, 8192),
-                       stuck=1 if case == "stuck" else 0)
+    config = SimConfig(
+        servers=2, seed=19, export_seconds=(3, 3), archive_bytes=(4096, 8192), stuck=1 if case == "stuck" else 0
+    )
     async with Simulator(config) as sim:
         target = sim.stuck_ids[0] if case == "stuck" else sim.server_ids[0]
         if case == "backwards":
@@ -385,12 +399,20 @@ async def test_https_download_redirected_to_http_is_refused(tmp_path):
 
         tls_app = web.Application()
         tls_app.router.add_get(CONTENT, downgrade)
-        async with serving(tls_app, server_tls) as tls_url, \
-                plain_session(connector=aiohttp.TCPConnector(ssl=client_tls)) as session:
+        async with (
+            serving(tls_app, server_tls) as tls_url,
+            plain_session(connector=aiohttp.TCPConnector(ssl=client_tls)) as session,
+        ):
             api = api_client(session, tls_url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
             with pytest.raises(ProtocolError, match="refused redirect from https to http"):
-                await fetch_archive(api, SERVER, "1", LocalDestination(tmp_path), archive_name(PROJECT, SERVER),
-                                    DownloadOptions(policy=api.policy))
+                await fetch_archive(
+                    api,
+                    SERVER,
+                    "1",
+                    LocalDestination(tmp_path),
+                    archive_name(PROJECT, SERVER),
+                    DownloadOptions(policy=api.policy),
+                )
     assert plain_hits == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -398,8 +420,11 @@ async def test_https_download_redirected_to_http_is_refused(tmp_path):
 @pytest.mark.parametrize("cut", [False, True], ids=["whole-body", "body-cut-short"])
 async def test_storage_refusing_a_redirected_download_fails_that_download_not_the_run(tmp_path, cut):
     """Object storage's 403 (an expired presigned URL) is not our credentials being rejected."""
-    refusal = raw_answer(b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired"
-                         b"</Message></Error>", "403 Forbidden", Content_Type="application/xml")
+    refusal = raw_answer(
+        b"<?xml version='1.0'?><Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>",
+        "403 Forbidden",
+        Content_Type="application/xml",
+    )
     async with raw_http(lambda head: refusal[:-20] if cut else refusal) as storage_url:
 
         async def to_storage(request: web.Request) -> web.Response:
@@ -410,8 +435,14 @@ async def test_storage_refusing_a_redirected_download_fails_that_download_not_th
         async with serving(app) as url, plain_session() as session:
             api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
             with pytest.raises(APIError) as refused:
-                await fetch_archive(api, SERVER, "1", LocalDestination(tmp_path), archive_name(PROJECT, SERVER),
-                                    DownloadOptions(policy=api.policy))
+                await fetch_archive(
+                    api,
+                    SERVER,
+                    "1",
+                    LocalDestination(tmp_path),
+                    archive_name(PROJECT, SERVER),
+                    DownloadOptions(policy=api.policy),
+                )
     assert refused.value.status == 403 and not isinstance(refused.value, AuthError)
     assert "redirected to 127.0.0.1" in str(refused.value)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -602,8 +633,9 @@ def small_tmpfs(path: Path, size: str) -> Iterator[bool]:
     mount, umount = shutil.which("mount"), shutil.which("umount")
     mounted = False
     if os.geteuid() == 0 and mount and umount:
-        done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-                              capture_output=True, check=False)
+        done = subprocess.run(
+            [mount, "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True, check=False
+        )
         mounted = done.returncode == 0 and os.path.ismount(path)
     try:
         yield mounted
@@ -627,8 +659,9 @@ async def test_full_disk_fails_that_server_removes_its_part_and_the_run_goes_on(
         with small_tmpfs(tmp_path / "out" / sim.project_id, "1m") as on_tmpfs:
             if not on_tmpfs:
                 name = archive_name(sim.project_id, target)
-                monkeypatch.setattr(cli, "LocalDestination",
-                                    lambda root: FillingDestination(LocalDestination(root), name, 256 * 1024))
+                monkeypatch.setattr(
+                    cli, "LocalDestination", lambda root: FillingDestination(LocalDestination(root), name, 256 * 1024)
+                )
             outcome = await sweep(sim, tmp_path, settings)
             result = assert_failed_alone(tmp_path, sim, outcome, target)
         assert sim.count("download", server_id=target) == 1  # a full disk is not the server's fault
@@ -661,8 +694,14 @@ async def test_full_disk_removes_the_part_and_says_why(tmp_path, archive):
     async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
         with pytest.raises(StorageError, match="No space left on device"):
-            await fetch_archive(api, SERVER, "1", DevFullDestination(tmp_path), archive_name(PROJECT, SERVER),
-                                DownloadOptions(policy=api.policy))
+            await fetch_archive(
+                api,
+                SERVER,
+                "1",
+                DevFullDestination(tmp_path),
+                archive_name(PROJECT, SERVER),
+                DownloadOptions(policy=api.policy),
+            )
     assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
 
 

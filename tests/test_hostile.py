@@ -30,8 +30,7 @@ SEEDS = (22, 81, 210)
 SERVERS = 50
 HOSTILE = 0.3
 RUN_SECONDS = 60  # a run still going after this is hung: retries back off 31 s at most with these seeds
-RUN_FLAGS = ["--read-timeout", "2", "--export-timeout", "20", "--poll-interval", "0.2", "--grace", "2",
-             "--no-progress"]
+RUN_FLAGS = ["--read-timeout", "2", "--export-timeout", "20", "--poll-interval", "0.2", "--grace", "2", "--no-progress"]
 OK_EXIT_CODES = {0, 1, 4}
 
 
@@ -50,8 +49,20 @@ def test_hostile_replies_leave_the_run_whole_and_only_true_archives(seed: int, t
         (tmp_path / name).mkdir()
     out = tmp_path / "out"
     inventory = tmp_path / "inventory.yaml"
-    simulate = [sys.executable, "-m", "collector", "simulate", "--hostile", str(HOSTILE), "--servers", str(SERVERS),
-                "--seed", str(seed), "--write-inventory", str(inventory)]
+    simulate = [
+        sys.executable,
+        "-m",
+        "collector",
+        "simulate",
+        "--hostile",
+        str(HOSTILE),
+        "--servers",
+        str(SERVERS),
+        "--seed",
+        str(seed),
+        "--write-inventory",
+        str(inventory),
+    ]
     run = [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(out), *RUN_FLAGS]
     env = {**os.environ, "TMPDIR": str(tmp_path / "tmp"), "HOME": str(tmp_path / "home")}
 
@@ -63,8 +74,9 @@ def test_hostile_replies_leave_the_run_whole_and_only_true_archives(seed: int, t
             assert ready.startswith("simulator listening on "), "the simulator did not start"
             before = listing(tmp_path, skip=out)
             try:
-                done = subprocess.run(run, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True,
-                                      timeout=RUN_SECONDS)
+                done = subprocess.run(
+                    run, cwd=tmp_path / "cwd", env=env, capture_output=True, text=True, timeout=RUN_SECONDS
+                )
                 hung, exit_code, stderr = False, done.returncode, done.stderr
             except subprocess.TimeoutExpired as exc:  # run() has killed it
                 hung, exit_code, stderr = True, None, _text(exc.stderr)

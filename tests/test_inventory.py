@@ -17,8 +17,8 @@ from collector.auth import (
     token_from_env,
     token_from_file,
 )
-from collector.errors import InventoryError, InventoryErrors
 from collector.config.inventory import Inventory, Server, load_inventory
+from collector.errors import InventoryError, InventoryErrors
 
 TOKEN = "tok-3f9a0c"
 ENV = {"CLOUDDC_TOKEN": TOKEN}
@@ -52,9 +52,7 @@ def check(error: InventoryError, key: str | None, line: int | None, fragment: st
     message = str(error)
     assert "\n" not in message
     assert (error.key, error.line) == (key, line), message
-    where = (
-        "inventory.yaml" + (f":{line}" if line is not None else "") + (f": {key}" if key else "")
-    )
+    where = "inventory.yaml" + (f":{line}" if line is not None else "") + (f": {key}" if key else "")
     assert where + ":" in message
     assert fragment in message
     assert error.hint and message.endswith(error.hint)
@@ -232,9 +230,7 @@ def test_id_of_128_characters_is_allowed(tmp_path):
 def test_environ_defaults_to_the_process_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("CLOUDDC_TOKEN", "from-os")
     path = write(tmp_path, [*HEAD, "servers: [S1]"])
-    assert load_inventory(str(path)).projects[0].credentials == StaticToken(
-        "from-os", "$CLOUDDC_TOKEN"
-    )
+    assert load_inventory(str(path)).projects[0].credentials == StaticToken("from-os", "$CLOUDDC_TOKEN")
 
 
 def test_unused_top_level_auth_is_not_resolved(tmp_path):
@@ -325,12 +321,8 @@ def test_control_character_in_file(tmp_path):
     [
         pytest.param([""], None, None, "empty", id="empty-file"),
         pytest.param(["# nothing yet", ""], None, None, "empty", id="only-comments"),
-        pytest.param(
-            ["- a", "- b"], None, 1, "expected a mapping, got a list", id="top-level-list"
-        ),
-        pytest.param(
-            ["just text"], None, 1, "expected a mapping, got the string", id="top-level-scalar"
-        ),
+        pytest.param(["- a", "- b"], None, 1, "expected a mapping, got a list", id="top-level-list"),
+        pytest.param(["just text"], None, 1, "expected a mapping, got the string", id="top-level-scalar"),
         pytest.param(
             [*HEAD, "servers: [S1]", "name: a: b"],
             None,
@@ -338,12 +330,8 @@ def test_control_character_in_file(tmp_path):
             "mapping values are not allowed",
             id="syntax",
         ),
-        pytest.param(
-            [*HEAD, "servers:", "  - S1", " - S2"], None, 6, "not valid YAML", id="bad-indent"
-        ),
-        pytest.param(
-            [*HEAD, "servers: [S1", "collector: {}"], None, 5, "not valid YAML", id="unclosed-flow"
-        ),
+        pytest.param([*HEAD, "servers:", "  - S1", " - S2"], None, 6, "not valid YAML", id="bad-indent"),
+        pytest.param([*HEAD, "servers: [S1", "collector: {}"], None, 5, "not valid YAML", id="unclosed-flow"),
         pytest.param([*HEAD, "servers:", "\t- S1"], None, 5, "'\\t'", id="tab"),
         pytest.param(
             [*HEAD, "servers: [S1]", "---", "servers: [S2]"],
@@ -366,9 +354,7 @@ def test_control_character_in_file(tmp_path):
             "tag !env is not allowed",
             id="custom-tag",
         ),
-        pytest.param(
-            [*HEAD, "servers: [!!binary U0Ex]"], "servers[0]", 4, "!!binary", id="binary-tag"
-        ),
+        pytest.param([*HEAD, "servers: [!!binary U0Ex]"], "servers[0]", 4, "!!binary", id="binary-tag"),
         pytest.param([*HEAD, "servers: !!set {S1}"], "servers", 4, "!!set", id="set-tag"),
         pytest.param(
             [*HEAD, "servers: [S1]", "collector: {concurrency: !!int nope}"],
@@ -408,12 +394,8 @@ def test_tab_indentation_gets_a_hint_about_tabs(tmp_path):
 @pytest.mark.parametrize(
     ("lines", "key", "line", "fragment"),
     [
-        pytest.param(
-            [*HEAD, "server:", "  - S1"], "server", 4, "did you mean servers?", id="top-typo"
-        ),
-        pytest.param(
-            [*HEAD, "servers: [S1]", "zone: blue"], "zone", 5, "allowed here are", id="top-unknown"
-        ),
+        pytest.param([*HEAD, "server:", "  - S1"], "server", 4, "did you mean servers?", id="top-typo"),
+        pytest.param([*HEAD, "servers: [S1]", "zone: blue"], "zone", 5, "allowed here are", id="top-unknown"),
         pytest.param(
             [*HEAD, "servers: [S1]", "projects:", "  - {project_id: p2, servers: [S2]}"],
             "project_id",
@@ -435,9 +417,7 @@ def test_tab_indentation_gets_a_hint_about_tabs(tmp_path):
             "no servers",
             id="neither-form",
         ),
-        pytest.param(
-            [*HEAD], "servers", None, "required but missing", id="project-id-without-servers"
-        ),
+        pytest.param([*HEAD], "servers", None, "required but missing", id="project-id-without-servers"),
         pytest.param(
             [ENDPOINT, AUTH, "servers: [S1]"],
             "project_id",
@@ -453,9 +433,7 @@ def test_tab_indentation_gets_a_hint_about_tabs(tmp_path):
             id="servers-not-list",
         ),
         pytest.param([*HEAD, "servers: []"], "servers", 4, "the list is empty", id="servers-empty"),
-        pytest.param(
-            [*HEAD, "servers:"], "servers", 4, "expected a list, got nothing", id="servers-null"
-        ),
+        pytest.param([*HEAD, "servers:"], "servers", 4, "expected a list, got nothing", id="servers-null"),
         pytest.param(
             [ENDPOINT, AUTH, "projects: []"],
             "projects",
@@ -561,12 +539,8 @@ def test_tab_indentation_gets_a_hint_about_tabs(tmp_path):
             'quote it, "0123", so YAML keeps it as written',
             id="int-id",
         ),
-        pytest.param(
-            [*HEAD, "servers:", "  - 1.5"], "servers[0]", 5, "got the number 1.5", id="float-id"
-        ),
-        pytest.param(
-            [*HEAD, "servers:", "  - id:"], "servers[0].id", 5, "got nothing", id="null-id"
-        ),
+        pytest.param([*HEAD, "servers:", "  - 1.5"], "servers[0]", 5, "got the number 1.5", id="float-id"),
+        pytest.param([*HEAD, "servers:", "  - id:"], "servers[0].id", 5, "got nothing", id="null-id"),
         pytest.param([*HEAD, "servers:", "  -"], "servers[0]", 5, "got nothing", id="empty-item"),
         pytest.param(
             [*HEAD, "servers:", "  - {id: S1, name: 42}"],
@@ -728,13 +702,9 @@ def test_bad_project_id(tmp_path, value, fragment):
 @pytest.mark.parametrize(
     ("auth", "environ", "key", "fragment"),
     [
-        pytest.param(
-            "CLOUDDC_TOKEN", ENV, "auth", "expected a mapping, got the string", id="not-mapping"
-        ),
+        pytest.param("CLOUDDC_TOKEN", ENV, "auth", "expected a mapping, got the string", id="not-mapping"),
         pytest.param("{}", ENV, "auth", "no token given", id="empty-mapping"),
-        pytest.param(
-            "{token_env: A, token_file: b}", ENV, "auth.token_file", "not both", id="both"
-        ),
+        pytest.param("{token_env: A, token_file: b}", ENV, "auth.token_file", "not both", id="both"),
         pytest.param("{token: abc}", ENV, "auth.token", "did you mean token_", id="typo"),
         pytest.param(
             "{token_env: CLOUDDC_TOKEN}",
@@ -788,8 +758,13 @@ def test_no_auth_at_all_leaves_the_credentials_to_the_run(tmp_path):
 
 
 def test_a_project_without_auth_and_without_a_default_leaves_them_to_the_run(tmp_path):
-    lines = [ENDPOINT, "projects:", "  - project_id: p1", "    servers: [S1]",
-             "  - {project_id: p2, auth: {token_env: CLOUDDC_TOKEN}, servers: [S2]}"]
+    lines = [
+        ENDPOINT,
+        "projects:",
+        "  - project_id: p1",
+        "    servers: [S1]",
+        "  - {project_id: p2, auth: {token_env: CLOUDDC_TOKEN}, servers: [S2]}",
+    ]
     p1, p2 = load(tmp_path, lines).projects
     assert p1.credentials is None
     assert p2.credentials == StaticToken(TOKEN, source="$CLOUDDC_TOKEN")
@@ -819,26 +794,20 @@ def test_unset_variable_of_a_project_override_names_that_project(tmp_path):
 )
 def test_bad_token_file(tmp_path, content, fragment):
     (tmp_path / "token").write_bytes(content)
-    error = error_for(
-        tmp_path, [ENDPOINT, PROJECT, "auth: {token_file: token}", "servers: [S1]"], {}
-    )
+    error = error_for(tmp_path, [ENDPOINT, PROJECT, "auth: {token_file: token}", "servers: [S1]"], {})
     check(error, "auth.token_file", 3, fragment)
     assert "tok-1" not in str(error)
 
 
 def test_token_file_that_is_a_directory(tmp_path):
     (tmp_path / "secrets").mkdir()
-    error = error_for(
-        tmp_path, [ENDPOINT, PROJECT, "auth: {token_file: secrets}", "servers: [S1]"], {}
-    )
+    error = error_for(tmp_path, [ENDPOINT, PROJECT, "auth: {token_file: secrets}", "servers: [S1]"], {})
     check(error, "auth.token_file", 3, "is a directory")
 
 
 def test_token_pasted_in_place_of_a_variable_name_is_not_echoed(tmp_path):
     pasted = "MIIZ" + "a1B2c3D4" * 10
-    error = error_for(
-        tmp_path, [ENDPOINT, PROJECT, f"auth: {{token_env: {pasted}}}", "servers: [S1]"]
-    )
+    error = error_for(tmp_path, [ENDPOINT, PROJECT, f"auth: {{token_env: {pasted}}}", "servers: [S1]"])
     check(error, "auth.token_env", 3, "not a valid environment variable name")
     assert pasted not in str(error)
 
@@ -849,9 +818,7 @@ def test_token_pasted_in_place_of_a_variable_name_is_not_echoed(tmp_path):
 @pytest.mark.parametrize(
     ("setting", "fragment"),
     [
-        pytest.param(
-            "concurrency: true", "expected a whole number, got the boolean true", id="bool-for-int"
-        ),
+        pytest.param("concurrency: true", "expected a whole number, got the boolean true", id="bool-for-int"),
         pytest.param("concurrency: 0", "must be at least 1, got 0", id="zero-concurrency"),
         pytest.param("concurrency: '8'", "got the string '8'", id="quoted-int"),
         pytest.param("concurrency: 1.5", "got the number 1.5", id="float-for-int"),
@@ -868,25 +835,19 @@ def test_token_pasted_in_place_of_a_variable_name_is_not_echoed(tmp_path):
         pytest.param("rate: -1.5", "must be a number more than 0", id="negative-rate"),
         pytest.param("rate: yes", "expected a number, got the boolean yes", id="bool-for-number"),
         pytest.param("poll_interval: fast", "expected a number", id="text-for-number"),
-        pytest.param(
-            "export_timeout: .inf", "must be a number more than 0, got .inf", id="infinite"
-        ),
+        pytest.param("export_timeout: .inf", "must be a number more than 0, got .inf", id="infinite"),
         pytest.param("read_timeout: .nan", "must be a number more than 0", id="nan"),
         pytest.param("grace: -1", "must be a number 0 or more", id="negative-grace"),
         pytest.param("log_format: xml", "'xml' is not one of text, json", id="log-format"),
         pytest.param("log_format: jsno", "did you mean json?", id="log-format-typo"),
-        pytest.param(
-            "progress: 'yes'", "expected true or false, got the string 'yes'", id="quoted-bool"
-        ),
+        pytest.param("progress: 'yes'", "expected true or false, got the string 'yes'", id="quoted-bool"),
         pytest.param("progress: 1", "expected true or false, got the integer 1", id="int-for-bool"),
         pytest.param("concurency: 8", "did you mean concurrency?", id="typo"),
         pytest.param("poll-interval: 2", "did you mean poll_interval?", id="dashes"),
     ],
 )
 def test_bad_collector_setting(tmp_path, setting, fragment):
-    error = error_for(
-        tmp_path, [*HEAD, "servers: [S1]", "collector:", "  # flag defaults", f"  {setting}"]
-    )
+    error = error_for(tmp_path, [*HEAD, "servers: [S1]", "collector:", "  # flag defaults", f"  {setting}"])
     check(error, "collector." + setting.partition(":")[0], 7, fragment)
 
 
@@ -1034,7 +995,12 @@ def test_many_problems_print_twenty_lines_and_a_count(tmp_path):
 
 
 def test_sizes_in_the_collector_section_read_like_the_flag(tmp_path):
-    for text, value in [("8G", 8 * 1024**3), ("512M", 512 * 1024**2), ("1.5GiB", 3 * 512 * 1024**2),
-                        ("1048576", 1024**2), ("'65536'", 65536)]:
+    for text, value in [
+        ("8G", 8 * 1024**3),
+        ("512M", 512 * 1024**2),
+        ("1.5GiB", 3 * 512 * 1024**2),
+        ("1048576", 1024**2),
+        ("'65536'", 65536),
+    ]:
         lines = [*HEAD, "servers: [S1]", "collector:", f"  max_archive_bytes: {text}"]
         assert load(tmp_path, lines).settings["max_archive_bytes"] == value, text

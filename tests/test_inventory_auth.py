@@ -15,11 +15,11 @@ import trustme
 import yarl
 from aiohttp import web
 
-from collector.clouddc.api import CloudDC
 from collector.auth import AkSk, IamPassword, Request, StaticToken
-from collector.errors import InventoryError, InventoryErrors, TLSFailed
+from collector.clouddc.api import CloudDC
 from collector.config.inventory import DiscoverSpec, Inventory, Project, load_inventory
 from collector.control.throttle import RateLimiter, RetryPolicy
+from collector.errors import InventoryError, InventoryErrors, TLSFailed
 
 ENDPOINT = "endpoint: https://api.example.com"
 PROJECT = "project_id: p1"
@@ -76,8 +76,13 @@ async def authorization(credentials: object) -> dict[str, str]:
 
 def test_token_env_and_token_file_load_as_before(tmp_path):
     (tmp_path / "token").write_text(TOKEN + "\n")
-    lines = [ENDPOINT, "auth: {token_file: token}", "projects:", "  - {project_id: p1, servers: [S1]}",
-             "  - {project_id: p2, auth: {token_env: T}, servers: [S2]}"]
+    lines = [
+        ENDPOINT,
+        "auth: {token_file: token}",
+        "projects:",
+        "  - {project_id: p1, servers: [S1]}",
+        "  - {project_id: p2, auth: {token_env: T}, servers: [S2]}",
+    ]
     p1, p2 = load(tmp_path, lines, {"T": TOKEN}).projects
     assert p1.credentials == StaticToken(TOKEN, source=str(tmp_path / "token"))
     assert p2.credentials == StaticToken(TOKEN, source="$T")
@@ -136,16 +141,26 @@ def test_iam_with_a_password_variable_and_its_endpoint_from_the_region(tmp_path)
 def test_iam_with_a_password_file_relative_to_the_inventory_and_its_own_endpoint(tmp_path):
     (tmp_path / "secrets").mkdir()
     (tmp_path / "secrets" / "pw").write_text(PASSWORD + "\n")
-    auth = ["auth:", "  iam:", "    endpoint: https://iam.example.com", "    domain: acme", "    user: bob",
-            "    password_file: secrets/pw"]
+    auth = [
+        "auth:",
+        "  iam:",
+        "    endpoint: https://iam.example.com",
+        "    domain: acme",
+        "    user: bob",
+        "    password_file: secrets/pw",
+    ]
     project = only(tmp_path, ["region: cn-east-3", PROJECT, *auth, SERVERS])
     assert str(project.credentials.endpoint) == "https://iam.example.com"
     assert project.credentials.describe().endswith(f"password from {tmp_path / 'secrets' / 'pw'}")
 
 
 def test_iam_endpoint_follows_the_region_in_the_endpoints_host_name(tmp_path):
-    lines = ["endpoint: https://clouddc.ap-southeast-1.myhuaweicloud.com", PROJECT,
-             "auth: {iam: {domain: acme, user: bob, password_env: IAM_PW}}", SERVERS]
+    lines = [
+        "endpoint: https://clouddc.ap-southeast-1.myhuaweicloud.com",
+        PROJECT,
+        "auth: {iam: {domain: acme, user: bob, password_env: IAM_PW}}",
+        SERVERS,
+    ]
     project = only(tmp_path, lines, {"IAM_PW": PASSWORD})
     assert project.region == "ap-southeast-1"
     assert str(project.credentials.endpoint) == "https://iam.ap-southeast-1.myhuaweicloud.com"
@@ -153,8 +168,10 @@ def test_iam_endpoint_follows_the_region_in_the_endpoints_host_name(tmp_path):
 
 def test_pod_identity_from_the_environment_cce_sets(tmp_path):
     (tmp_path / "sa-token").write_text("eyJ.sa.token\n")
-    environ = {"HC_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/v1/credentials",
-               "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "sa-token")}
+    environ = {
+        "HC_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.2/v1/credentials",
+        "HC_CONTAINER_AUTHORIZATION_TOKEN_FILE": str(tmp_path / "sa-token"),
+    }
     project = only(tmp_path, [ENDPOINT, PROJECT, "auth: {pod_identity: {}}", SERVERS], environ)
     assert isinstance(project.credentials, AkSk)
     assert project.credentials.describe() == "temporary AK/SK from CCE pod identity (169.254.170.2)"
@@ -249,47 +266,151 @@ def test_no_auth_reads_no_environment_at_load_time(tmp_path):
         pytest.param(["auth: {akskk: {}}"], {}, "auth.akskk", 3, "did you mean aksk?", id="kind-typo"),
         pytest.param(["auth: {aksk: {}, iam: {}}"], {}, "auth.iam", 3, "give aksk or iam, not both", id="two-kinds"),
         pytest.param(["auth: {}"], {}, "auth", 3, "no token given", id="none"),
-        pytest.param(["auth:", "  aksk:", "    ak_env: A", "    sk_evn: S"], {}, "auth.aksk.sk_evn", 6,
-                     "did you mean sk_env?", id="option-typo"),
-        pytest.param(["auth:", "  pod_identity:", "    uri: http://x"], {}, "auth.pod_identity.uri", 5,
-                     "unknown key", id="pod-identity-takes-no-options"),
+        pytest.param(
+            ["auth:", "  aksk:", "    ak_env: A", "    sk_evn: S"],
+            {},
+            "auth.aksk.sk_evn",
+            6,
+            "did you mean sk_env?",
+            id="option-typo",
+        ),
+        pytest.param(
+            ["auth:", "  pod_identity:", "    uri: http://x"],
+            {},
+            "auth.pod_identity.uri",
+            5,
+            "unknown key",
+            id="pod-identity-takes-no-options",
+        ),
         pytest.param(["auth: {aksk: [A, B]}"], {}, "auth.aksk", 3, "expected a mapping, got a list", id="aksk-list"),
         pytest.param(["auth: {aksk: env}"], {}, "auth.aksk", 3, "expected a mapping, got the string", id="aksk-str"),
-        pytest.param(["auth:", "  aksk:", "    ak_env: 42"], {}, "auth.aksk.ak_env", 5, "expected a string",
-                     id="option-int"),
+        pytest.param(
+            ["auth:", "  aksk:", "    ak_env: 42"], {}, "auth.aksk.ak_env", 5, "expected a string", id="option-int"
+        ),
         pytest.param(["auth:", "  aksk:", "    ak_env: ' '"], {}, "auth.aksk.ak_env", 5, "is empty", id="option-blank"),
         pytest.param(["auth:", "  aksk:", "    ak_env:"], {}, "auth.aksk.ak_env", 5, "got nothing", id="option-null"),
-        pytest.param(["auth:", "  aksk:", "    ak_env: A", "    sk_env: S"], {"A": AK}, "auth.aksk.sk_env", 6,
-                     "environment variable S is not set", id="sk-unset"),
-        pytest.param(["auth:", "  aksk:", "    ak_env: A", "    sk_env: S"], {"A": AK, "S": "two words"},
-                     "auth.aksk.sk_env", 6, "more than one word", id="sk-two-words"),
-        pytest.param(["auth:", "  aksk:", "    ak_env: A"], {}, "auth.aksk.sk_env", 4, "sk_env is missing",
-                     id="sk-env-missing"),
-        pytest.param(["auth:", "  aksk: {}"], {}, "auth.aksk.ak_env", 4, "HUAWEICLOUD_SDK_AK is not set",
-                     id="sdk-variables-unset"),
-        pytest.param(["auth:", "  aksk:", "    ak_env: $A", "    sk_env: S"], {}, "auth.aksk.ak_env", 5,
-                     "not a valid environment variable name", id="dollar"),
-        pytest.param(["auth:", "  aksk:", "    ak_env: A", "    sk_env: S", "    profile: ops"], {},
-                     "auth.aksk.profile", 7, "cannot be combined", id="profile-and-variables"),
-        pytest.param(["auth:", "  aksk:", "    profile: ops"], {}, "auth.aksk.profile", 5,
-                     "no credentials file", id="profile-without-home"),
-        pytest.param(["auth:", "  iam:", "    user: bob", "    password_env: P"], {"P": PASSWORD},
-                     "auth.iam.domain", 4, "domain is missing", id="iam-no-domain"),
-        pytest.param(["auth:", "  iam:", "    domain: acme", "    user: bob"], {}, "auth.iam.password_env", 4,
-                     "exactly one of password_env and password_file", id="iam-no-password"),
-        pytest.param(["auth:", "  iam:", "    domain: acme", "    user: bob", "    password_env: P"], {},
-                     "auth.iam.password_env", 7, "environment variable P is not set", id="iam-password-unset"),
-        pytest.param(["auth:", "  iam:", "    domain: acme", "    user: bob", "    password_file: pw"], {},
-                     "auth.iam.password_file", 7, "does not exist", id="iam-password-file-missing"),
-        pytest.param(["auth:", "  iam:", "    endpoint: http://iam.example.com", "    domain: acme", "    user: bob",
-                      "    password_env: P"], {"P": PASSWORD}, "auth.iam.endpoint", 5, "must be https",
-                     id="iam-http-endpoint"),
-        pytest.param(["auth:", "  pod_identity: {}"], {}, "auth.pod_identity", 4, "not a pod with CCE pod identity",
-                     id="not-a-pod"),
-        pytest.param(["auth:", "  metadata:", "    endpoint: ftp://x"], {}, "auth.metadata.endpoint", 5,
-                     "not an http(s) URL", id="metadata-endpoint"),
-        pytest.param(["auth:", "  iam:", "    domain: acme", "    user: bob", "    password_file: \"a\\0b\""], {},
-                     "auth.iam.password_file", 7, "not a usable path", id="nul-in-path"),
+        pytest.param(
+            ["auth:", "  aksk:", "    ak_env: A", "    sk_env: S"],
+            {"A": AK},
+            "auth.aksk.sk_env",
+            6,
+            "environment variable S is not set",
+            id="sk-unset",
+        ),
+        pytest.param(
+            ["auth:", "  aksk:", "    ak_env: A", "    sk_env: S"],
+            {"A": AK, "S": "two words"},
+            "auth.aksk.sk_env",
+            6,
+            "more than one word",
+            id="sk-two-words",
+        ),
+        pytest.param(
+            ["auth:", "  aksk:", "    ak_env: A"], {}, "auth.aksk.sk_env", 4, "sk_env is missing", id="sk-env-missing"
+        ),
+        pytest.param(
+            ["auth:", "  aksk: {}"],
+            {},
+            "auth.aksk.ak_env",
+            4,
+            "HUAWEICLOUD_SDK_AK is not set",
+            id="sdk-variables-unset",
+        ),
+        pytest.param(
+            ["auth:", "  aksk:", "    ak_env: $A", "    sk_env: S"],
+            {},
+            "auth.aksk.ak_env",
+            5,
+            "not a valid environment variable name",
+            id="dollar",
+        ),
+        pytest.param(
+            ["auth:", "  aksk:", "    ak_env: A", "    sk_env: S", "    profile: ops"],
+            {},
+            "auth.aksk.profile",
+            7,
+            "cannot be combined",
+            id="profile-and-variables",
+        ),
+        pytest.param(
+            ["auth:", "  aksk:", "    profile: ops"],
+            {},
+            "auth.aksk.profile",
+            5,
+            "no credentials file",
+            id="profile-without-home",
+        ),
+        pytest.param(
+            ["auth:", "  iam:", "    user: bob", "    password_env: P"],
+            {"P": PASSWORD},
+            "auth.iam.domain",
+            4,
+            "domain is missing",
+            id="iam-no-domain",
+        ),
+        pytest.param(
+            ["auth:", "  iam:", "    domain: acme", "    user: bob"],
+            {},
+            "auth.iam.password_env",
+            4,
+            "exactly one of password_env and password_file",
+            id="iam-no-password",
+        ),
+        pytest.param(
+            ["auth:", "  iam:", "    domain: acme", "    user: bob", "    password_env: P"],
+            {},
+            "auth.iam.password_env",
+            7,
+            "environment variable P is not set",
+            id="iam-password-unset",
+        ),
+        pytest.param(
+            ["auth:", "  iam:", "    domain: acme", "    user: bob", "    password_file: pw"],
+            {},
+            "auth.iam.password_file",
+            7,
+            "does not exist",
+            id="iam-password-file-missing",
+        ),
+        pytest.param(
+            [
+                "auth:",
+                "  iam:",
+                "    endpoint: http://iam.example.com",
+                "    domain: acme",
+                "    user: bob",
+                "    password_env: P",
+            ],
+            {"P": PASSWORD},
+            "auth.iam.endpoint",
+            5,
+            "must be https",
+            id="iam-http-endpoint",
+        ),
+        pytest.param(
+            ["auth:", "  pod_identity: {}"],
+            {},
+            "auth.pod_identity",
+            4,
+            "not a pod with CCE pod identity",
+            id="not-a-pod",
+        ),
+        pytest.param(
+            ["auth:", "  metadata:", "    endpoint: ftp://x"],
+            {},
+            "auth.metadata.endpoint",
+            5,
+            "not an http(s) URL",
+            id="metadata-endpoint",
+        ),
+        pytest.param(
+            ["auth:", "  iam:", "    domain: acme", "    user: bob", '    password_file: "a\\0b"'],
+            {},
+            "auth.iam.password_file",
+            7,
+            "not a usable path",
+            id="nul-in-path",
+        ),
     ],
 )
 def test_bad_auth_points_at_the_option(tmp_path, auth, environ, key, line, fragment):
@@ -314,8 +435,10 @@ def test_every_project_with_a_broken_auth_is_reported_and_a_shared_one_once(tmp_
     ]
     with pytest.raises(InventoryErrors) as info:
         load(tmp_path, lines, {})
-    assert [(p.key, p.line) for p in info.value.problems] == [("auth.iam.password_env", 2),
-                                                              ("projects[2].auth.aksk.ak_env", 6)]
+    assert [(p.key, p.line) for p in info.value.problems] == [
+        ("auth.iam.password_env", 2),
+        ("projects[2].auth.aksk.ak_env", 6),
+    ]
 
 
 # -- secrets --------------------------------------------------------------------------------------
@@ -327,18 +450,34 @@ SECRETS = (AK, SK, STS, PASSWORD, TOKEN, "two words secret 06", "line-one-secret
     ("auth", "environ", "files"),
     [
         pytest.param("{token_env: T}", {"T": "two words secret 06"}, {}, id="token-two-words"),
-        pytest.param("{aksk: {}}", {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": "two words secret 06"}, {},
-                     id="sk-two-words"),
-        pytest.param("{aksk: {}}", {**SDK_KEYS, "HUAWEICLOUD_SDK_SECURITY_TOKEN": "two words secret 06"}, {},
-                     id="security-token-two-words"),
+        pytest.param(
+            "{aksk: {}}", {"HUAWEICLOUD_SDK_AK": AK, "HUAWEICLOUD_SDK_SK": "two words secret 06"}, {}, id="sk-two-words"
+        ),
+        pytest.param(
+            "{aksk: {}}",
+            {**SDK_KEYS, "HUAWEICLOUD_SDK_SECURITY_TOKEN": "two words secret 06"},
+            {},
+            id="security-token-two-words",
+        ),
         pytest.param("{aksk: {ak_env: A, sk_env: S}}", {"A": AK}, {}, id="sk-unset"),
-        pytest.param("{iam: {domain: d, user: u, password_file: pw}}", {},
-                     {"pw": f"{PASSWORD}\nline-one-secret-07\n"}, id="password-two-lines"),
-        pytest.param("{iam: {domain: d, user: u, password_env: P}}", {"P": f"{PASSWORD}\x07"}, {},
-                     id="password-control-character"),
-        pytest.param("{aksk: {profile: basic}}", {"HUAWEICLOUD_SDK_CREDENTIALS_FILE": "creds"},
-                     {"creds": f"[basic]\nak = {AK}\nsk = two words secret 06\nline-one-secret-07\n"},
-                     id="profile-bad-line"),
+        pytest.param(
+            "{iam: {domain: d, user: u, password_file: pw}}",
+            {},
+            {"pw": f"{PASSWORD}\nline-one-secret-07\n"},
+            id="password-two-lines",
+        ),
+        pytest.param(
+            "{iam: {domain: d, user: u, password_env: P}}",
+            {"P": f"{PASSWORD}\x07"},
+            {},
+            id="password-control-character",
+        ),
+        pytest.param(
+            "{aksk: {profile: basic}}",
+            {"HUAWEICLOUD_SDK_CREDENTIALS_FILE": "creds"},
+            {"creds": f"[basic]\nak = {AK}\nsk = two words secret 06\nline-one-secret-07\n"},
+            id="profile-bad-line",
+        ),
         pytest.param("{token_file: tok}", {}, {"tok": f"{TOKEN}\nline-one-secret-07\n"}, id="token-file-two-lines"),
     ],
 )
@@ -382,26 +521,59 @@ async def test_no_secret_in_the_repr_of_a_loaded_inventory(tmp_path):
 @pytest.mark.parametrize(
     ("top", "own", "endpoint", "region"),
     [
-        pytest.param(["region: cn-east-3"], [], "https://clouddc.cn-east-3.myhuaweicloud.com", "cn-east-3",
-                     id="top-region"),
-        pytest.param([], ["    region: la-south-2"], "https://clouddc.la-south-2.myhuaweicloud.com", "la-south-2",
-                     id="own-region"),
-        pytest.param(["region: cn-east-3", "endpoint: https://proxy.example.com"], [],
-                     "https://proxy.example.com", "cn-east-3", id="top-endpoint-wins-over-top-region"),
-        pytest.param(["endpoint: https://clouddc.cn-east-3.myhuaweicloud.com"], ["    region: cn-north-4"],
-                     "https://clouddc.cn-north-4.myhuaweicloud.com", "cn-north-4",
-                     id="own-region-wins-over-top-endpoint"),
-        pytest.param(["region: cn-east-3"], ["    endpoint: http://127.0.0.1:8080"],
-                     "http://127.0.0.1:8080", "cn-east-3", id="own-endpoint-wins-region-from-top"),
-        pytest.param(["region: cn-east-3"], ["    endpoint: https://clouddc.ap-southeast-1.myhuaweicloud.com"],
-                     "https://clouddc.ap-southeast-1.myhuaweicloud.com", "ap-southeast-1",
-                     id="own-endpoint-names-its-region"),
-        pytest.param(["endpoint: https://clouddc.cn-east-3.myhuaweicloud.com"],
-                     ["    endpoint: https://own.example.com", "    region: me-east-1"],
-                     "https://own.example.com", "me-east-1", id="own-endpoint-wins-over-own-region"),
+        pytest.param(
+            ["region: cn-east-3"], [], "https://clouddc.cn-east-3.myhuaweicloud.com", "cn-east-3", id="top-region"
+        ),
+        pytest.param(
+            [],
+            ["    region: la-south-2"],
+            "https://clouddc.la-south-2.myhuaweicloud.com",
+            "la-south-2",
+            id="own-region",
+        ),
+        pytest.param(
+            ["region: cn-east-3", "endpoint: https://proxy.example.com"],
+            [],
+            "https://proxy.example.com",
+            "cn-east-3",
+            id="top-endpoint-wins-over-top-region",
+        ),
+        pytest.param(
+            ["endpoint: https://clouddc.cn-east-3.myhuaweicloud.com"],
+            ["    region: cn-north-4"],
+            "https://clouddc.cn-north-4.myhuaweicloud.com",
+            "cn-north-4",
+            id="own-region-wins-over-top-endpoint",
+        ),
+        pytest.param(
+            ["region: cn-east-3"],
+            ["    endpoint: http://127.0.0.1:8080"],
+            "http://127.0.0.1:8080",
+            "cn-east-3",
+            id="own-endpoint-wins-region-from-top",
+        ),
+        pytest.param(
+            ["region: cn-east-3"],
+            ["    endpoint: https://clouddc.ap-southeast-1.myhuaweicloud.com"],
+            "https://clouddc.ap-southeast-1.myhuaweicloud.com",
+            "ap-southeast-1",
+            id="own-endpoint-names-its-region",
+        ),
+        pytest.param(
+            ["endpoint: https://clouddc.cn-east-3.myhuaweicloud.com"],
+            ["    endpoint: https://own.example.com", "    region: me-east-1"],
+            "https://own.example.com",
+            "me-east-1",
+            id="own-endpoint-wins-over-own-region",
+        ),
         pytest.param(["endpoint: https://api.example.com"], [], "https://api.example.com", None, id="no-region"),
-        pytest.param(["region: xx-unknown-99"], [], "https://clouddc.xx-unknown-99.myhuaweicloud.com",
-                     "xx-unknown-99", id="unknown-region-is-fine"),
+        pytest.param(
+            ["region: xx-unknown-99"],
+            [],
+            "https://clouddc.xx-unknown-99.myhuaweicloud.com",
+            "xx-unknown-99",
+            id="unknown-region-is-fine",
+        ),
     ],
 )
 def test_endpoint_and_region_from_the_nearest_level(tmp_path, top, own, endpoint, region):
@@ -422,8 +594,7 @@ def test_region_at_the_top_level_of_a_single_project(tmp_path):
         pytest.param("CN-East-3", "is not a region's ID", "like cn-east-3", id="capitals"),
         pytest.param("cn_east_3", "is not a region's ID", "like cn-east-3", id="underscores"),
         pytest.param("cn-east", "is not a region's ID", "like cn-east-3", id="no-number"),
-        pytest.param("'https://clouddc.cn-east-3.myhuaweicloud.com'", "is not a region's ID", "region's ID",
-                     id="url"),
+        pytest.param("'https://clouddc.cn-east-3.myhuaweicloud.com'", "is not a region's ID", "region's ID", id="url"),
         pytest.param("3", "expected a string", "quote it", id="int"),
     ],
 )
@@ -513,8 +684,13 @@ def test_a_projects_tls_replaces_the_top_levels_wholesale(tmp_path, ca):
 
 
 def test_verify_false_at_the_top_level_and_a_project_verifying_again(tmp_path):
-    lines = [ENDPOINT, "tls: {verify: false}", "projects:", "  - {project_id: p1, servers: [S1]}",
-             "  - {project_id: p2, tls: {verify: true}, servers: [S2]}"]
+    lines = [
+        ENDPOINT,
+        "tls: {verify: false}",
+        "projects:",
+        "  - {project_id: p1, servers: [S1]}",
+        "  - {project_id: p2, tls: {verify: true}, servers: [S2]}",
+    ]
     p1, p2 = load(tmp_path, lines).projects
     assert (p1.ssl, p1.tls_verify, p2.ssl, p2.tls_verify) == (False, False, True, True)
 
@@ -543,8 +719,12 @@ def test_bad_tls(tmp_path, ca, tls, key, fragment):
 
 
 def test_a_broken_ca_bundle_in_an_unused_default_is_not_read(tmp_path):
-    lines = [ENDPOINT, "tls: {ca_bundle: missing.pem}", "projects:",
-             "  - {project_id: p1, tls: {verify: true}, servers: [S1]}"]
+    lines = [
+        ENDPOINT,
+        "tls: {ca_bundle: missing.pem}",
+        "projects:",
+        "  - {project_id: p1, tls: {verify: true}, servers: [S1]}",
+    ]
     assert only(tmp_path, lines).ssl is True
 
 
@@ -566,16 +746,28 @@ async def test_the_ca_bundle_is_what_lets_the_client_reach_a_private_ca_server(t
     try:
         await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
         host, port = runner.addresses[0][:2]
-        lines = [f"endpoint: https://{host}:{port}", "auth: {token_env: T}", "projects:",
-                 "  - {project_id: trusted, tls: {ca_bundle: ca.pem}, servers: [S1]}",
-                 "  - {project_id: system, servers: [S1]}"]
+        lines = [
+            f"endpoint: https://{host}:{port}",
+            "auth: {token_env: T}",
+            "projects:",
+            "  - {project_id: trusted, tls: {ca_bundle: ca.pem}, servers: [S1]}",
+            "  - {project_id: system, servers: [S1]}",
+        ]
         trusted, system = load(tmp_path, lines, {"T": TOKEN}).projects
         policy = RetryPolicy(base=0.01, cap=0.01, max_attempts=1)
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=5, sock_read=5)
         async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
+
             def client(project: Project) -> CloudDC:
-                return CloudDC(session, project.endpoint, project.project_id, project.credentials,
-                               limiter=RateLimiter(1000), policy=policy, ssl=project.ssl)
+                return CloudDC(
+                    session,
+                    project.endpoint,
+                    project.project_id,
+                    project.credentials,
+                    limiter=RateLimiter(1000),
+                    policy=policy,
+                    ssl=project.ssl,
+                )
 
             assert b'"project": "trusted"' in await client(trusted).list_servers_page()
             with pytest.raises(TLSFailed):
@@ -678,5 +870,9 @@ def test_problems_in_every_new_key_are_reported_together_in_file_order(tmp_path)
     with pytest.raises(InventoryErrors) as info:
         load(tmp_path, lines)
     assert [(p.key, p.line) for p in info.value.problems] == [
-        ("region", 1), ("auth.aksk.ak_evn", 2), ("tls.verify", 3), ("discover.nmae", 4), ("projects[0].region", 6),
+        ("region", 1),
+        ("auth.aksk.ak_evn", 2),
+        ("tls.verify", 3),
+        ("discover.nmae", 4),
+        ("projects[0].region", 6),
     ]

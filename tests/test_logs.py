@@ -21,8 +21,14 @@ BIG = "x" * 1_000_000
 BIDI = set("\u061c\u200e\u200f\u2028\u2029\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
-def record(msg: str = "hello", *args, level: int = logging.WARNING, name: str = "collector.sweep.pipeline",
-           extra: dict | None = None, exc_info=None) -> logging.LogRecord:
+def record(
+    msg: str = "hello",
+    *args,
+    level: int = logging.WARNING,
+    name: str = "collector.sweep.pipeline",
+    extra: dict | None = None,
+    exc_info=None,
+) -> logging.LogRecord:
     rec = logging.LogRecord(name, level, __file__, 1, msg, args, exc_info)
     rec.created = 1_764_241_384.0629  # 2025-11-27T11:03:04.062Z
     for key, value in (extra or {}).items():
@@ -38,8 +44,20 @@ def assert_safe(text: str) -> None:
 
 
 def test_json_line_has_ts_level_event_message_and_the_fields():
-    fields = dict(project_id="p1", server_id="S1", export_id="e1", attempt=2, wait_s=1.5, error="boom",
-                  error_code="SVC.0001", status=500, request_id="r-1", endpoint="https://api", bytes=10, reason="x")
+    fields = dict(
+        project_id="p1",
+        server_id="S1",
+        export_id="e1",
+        attempt=2,
+        wait_s=1.5,
+        error="boom",
+        error_code="SVC.0001",
+        status=500,
+        request_id="r-1",
+        endpoint="https://api",
+        bytes=10,
+        reason="x",
+    )
     line = JsonFormatter().format(record("p1/S1: failed", extra=ev("server_failed", **fields)))
     entry = json.loads(line)
     assert list(entry)[:4] == ["ts", "level", "event", "message"]
@@ -65,8 +83,15 @@ def test_a_field_named_like_a_reserved_key_is_renamed_not_lost():
 
 
 def test_fields_json_cannot_hold_are_written_as_text():
-    extra = ev("x", path=Path("/a/b"), error=ValueError("bad"), nan=float("nan"), nested={"k": [1, "\x1b"]},
-               huge=10**5000, many=list(range(10_000)))
+    extra = ev(
+        "x",
+        path=Path("/a/b"),
+        error=ValueError("bad"),
+        nan=float("nan"),
+        nested={"k": [1, "\x1b"]},
+        huge=10**5000,
+        many=list(range(10_000)),
+    )
     entry = json.loads(JsonFormatter().format(record(extra=extra)))
     assert entry["path"] == "/a/b" and entry["error"] == "bad" and entry["nan"] == "nan"
     assert entry["huge"] == "<a 16610-bit integer>" and len(entry["many"]) == 51
@@ -74,7 +99,9 @@ def test_fields_json_cannot_hold_are_written_as_text():
 
 
 @pytest.mark.parametrize("formatter", [JsonFormatter(), TextFormatter()], ids=["json", "text"])
-@pytest.mark.parametrize("hostile", [HOSTILE, HOSTILE + BIG, BIG + HOSTILE, "\u202e" * 100_000], ids=["short", "head", "tail", "bidi"])
+@pytest.mark.parametrize(
+    "hostile", [HOSTILE, HOSTILE + BIG, BIG + HOSTILE, "\u202e" * 100_000], ids=["short", "head", "tail", "bidi"]
+)
 def test_a_hostile_message_is_one_escaped_bounded_line(formatter, hostile):
     line = formatter.format(record("p1/S1: failed: %s", hostile))
     assert "\n" not in line and "\r" not in line
@@ -157,8 +184,9 @@ def test_clean_counts_what_it_cut():
 @pytest.fixture
 def restore_logging():
     names = ["", "collector", "collector.progress", "collector.summary"]
-    saved = {n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate)
-             for n in names}
+    saved = {
+        n: (logging.getLogger(n).handlers[:], logging.getLogger(n).level, logging.getLogger(n).propagate) for n in names
+    }
     yield
     for n, (handlers, level, propagate) in saved.items():
         logger = logging.getLogger(n)
@@ -167,7 +195,9 @@ def restore_logging():
 
 def test_json_mode_writes_only_json_to_stderr_libraries_included(restore_logging, capsys):
     configure_logging("json", 0)
-    logging.getLogger("collector.sweep.pipeline").warning("p1/S1: failed: %s", HOSTILE, extra=ev("server_failed", server_id="S1"))
+    logging.getLogger("collector.sweep.pipeline").warning(
+        "p1/S1: failed: %s", HOSTILE, extra=ev("server_failed", server_id="S1")
+    )
     logging.getLogger("collector.sweep.pipeline").info("hidden at -v 0")
     logging.getLogger("collector.progress").info("progress", extra=ev("progress", percent=5.0))
     logging.getLogger("asyncio").warning("Unclosed client session\nclient_session: <x>")

@@ -5,35 +5,53 @@ reports or in the wrong one) named, with exit 1; a file that is no report is one
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from collector.observe import merge
+from collector.config.shards import Shard, shard_of
 from collector.errors import ExitCode, UsageError
+from collector.observe import merge
 from collector.observe.merge import ReportError, load_folder, merge_folder, merge_reports, read_reports
 from collector.observe.report import build_report
-from collector.config.shards import Shard, shard_of
 from collector.sweep.pipeline import ServerResult
 
 pytestmark = pytest.mark.timeout(60)
 
-T0 = datetime(2026, 11, 27, 3, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 27, 3, 0, tzinfo=UTC)
 PROJECT = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
 
 def collected(server_id: str, size: int = 1000, project_id: str = PROJECT) -> ServerResult:
-    return ServerResult(project_id, server_id, None, state="collected", file=f"{project_id}/{server_id}-dump.tar.gz",
-                        bytes=size, sha256="0" * 64, export_id="17", attempts=1, duration_s=7.5)
+    return ServerResult(
+        project_id,
+        server_id,
+        None,
+        state="collected",
+        file=f"{project_id}/{server_id}-dump.tar.gz",
+        bytes=size,
+        sha256="0" * 64,
+        export_id="17",
+        attempts=1,
+        duration_s=7.5,
+    )
 
 
 def failed(server_id: str, project_id: str = PROJECT, size: int | None = None) -> ServerResult:
     """`size`: what a failed download had written before it failed, which counts for nothing."""
-    return ServerResult(project_id, server_id, None, state="failed", error="export 17 failed at 40%",
-                        error_kind="export", attempts=1, bytes=size)
+    return ServerResult(
+        project_id,
+        server_id,
+        None,
+        state="failed",
+        error="export 17 failed at 40%",
+        error_kind="export",
+        attempts=1,
+        bytes=size,
+    )
 
 
 def pending(server_id: str, project_id: str = PROJECT) -> ServerResult:
@@ -43,17 +61,24 @@ def pending(server_id: str, project_id: str = PROJECT) -> ServerResult:
 FLEET = [collected(f"2102313YJK10N{n:07d}", size=1000 + n) for n in range(40)]
 
 
-def shard_report(shard: Shard, results: list[ServerResult] = FLEET, *, start: int = 0, end: int = 60,
-                 stopped: str | None = None) -> dict:
+def shard_report(
+    shard: Shard, results: list[ServerResult] = FLEET, *, start: int = 0, end: int = 60, stopped: str | None = None
+) -> dict:
     """The report shard `shard` writes, as `collector run --shard` builds it; times in seconds from T0."""
     mine = [r for r in results if shard.owns(r.project_id, r.server_id)]
-    return build_report(mine, started_at=T0 + timedelta(seconds=start), finished_at=T0 + timedelta(seconds=end),
-                        inventory="fleet.yaml", stopped=stopped)
+    return build_report(
+        mine,
+        started_at=T0 + timedelta(seconds=start),
+        finished_at=T0 + timedelta(seconds=end),
+        inventory="fleet.yaml",
+        stopped=stopped,
+    )
 
 
 def all_shards(count: int, results: list[ServerResult] = FLEET) -> dict[str, dict]:
-    return {Shard(k, count).report_name: shard_report(Shard(k, count), results, start=k, end=50 + k)
-            for k in range(count)}
+    return {
+        Shard(k, count).report_name: shard_report(Shard(k, count), results, start=k, end=50 + k) for k in range(count)
+    }
 
 
 def write(folder: Path, reports: dict[str, dict]) -> None:
@@ -72,8 +97,13 @@ def test_every_shard_reported_gives_every_server_once_and_exit_0():
     result = merge_reports(all_shards(4))
     report = result.report
     assert sorted(ids(report)) == ids(report) == sorted((r.project_id, r.server_id) for r in FLEET)
-    assert report["totals"] == {"servers": 40, "collected": 40, "failed": 0, "pending": 0,
-                                "bytes": sum(1000 + n for n in range(40))}
+    assert report["totals"] == {
+        "servers": 40,
+        "collected": 40,
+        "failed": 0,
+        "pending": 0,
+        "bytes": sum(1000 + n for n in range(40)),
+    }
     assert result.found == tuple(Shard(k, 4) for k in range(4)) and result.counts == (4,)
     assert result.missing == result.overlapping == result.misplaced == ()
     assert result.complete and result.problems() == []
@@ -81,8 +111,10 @@ def test_every_shard_reported_gives_every_server_once_and_exit_0():
 
 
 def test_the_run_spans_the_earliest_start_to_the_latest_end():
-    reports = {Shard(k, 3).report_name: shard_report(Shard(k, 3), start=s, end=e)
-               for k, (s, e) in enumerate([(5, 70), (2, 40), (9, 95)])}
+    reports = {
+        Shard(k, 3).report_name: shard_report(Shard(k, 3), start=s, end=e)
+        for k, (s, e) in enumerate([(5, 70), (2, 40), (9, 95)])
+    }
     run = merge_reports(reports).report["run"]
     assert run["started_at"] == (T0 + timedelta(seconds=2)).isoformat(timespec="seconds")
     assert run["finished_at"] == (T0 + timedelta(seconds=95)).isoformat(timespec="seconds")
@@ -90,7 +122,8 @@ def test_the_run_spans_the_earliest_start_to_the_latest_end():
     assert run["inventory"] == "fleet.yaml"
     assert run["shards"]["count"] == 3 and run["shards"]["found"] == ["shard-0-of-3", "shard-1-of-3", "shard-2-of-3"]
     assert [r["servers"] for r in run["shards"]["reports"]] == [
-        sum(Shard(k, 3).owns(r.project_id, r.server_id) for r in FLEET) for k in range(3)]
+        sum(Shard(k, 3).owns(r.project_id, r.server_id) for r in FLEET) for k in range(3)
+    ]
 
 
 def test_an_entry_keeps_every_field_its_shard_wrote():
@@ -105,8 +138,13 @@ def test_totals_are_recomputed_from_the_servers_not_copied():
     for report in reports.values():
         report["totals"] = {"servers": 999, "collected": 999, "failed": 0, "pending": 0, "bytes": 1}
     totals = merge_reports(reports).report["totals"]
-    assert totals == {"servers": 37, "collected": 30, "failed": 4, "pending": 3,
-                      "bytes": sum(1000 + n for n in range(30))}
+    assert totals == {
+        "servers": 37,
+        "collected": 30,
+        "failed": 4,
+        "pending": 3,
+        "bytes": sum(1000 + n for n in range(30)),
+    }
 
 
 def test_the_merged_servers_are_the_same_whatever_the_number_of_shards():
@@ -123,9 +161,14 @@ def test_a_shard_with_no_servers_reports_and_merges():
 
 
 fleets = st.lists(
-    st.tuples(st.from_regex(r"[a-z0-9-]{1,8}", fullmatch=True), st.from_regex(r"[A-Z0-9]{1,12}", fullmatch=True),
-              st.sampled_from(["collected", "failed", "pending"]), st.integers(0, 10**9)),
-    max_size=60, unique_by=lambda t: (t[0], t[1]),
+    st.tuples(
+        st.from_regex(r"[a-z0-9-]{1,8}", fullmatch=True),
+        st.from_regex(r"[A-Z0-9]{1,12}", fullmatch=True),
+        st.sampled_from(["collected", "failed", "pending"]),
+        st.integers(0, 10**9),
+    ),
+    max_size=60,
+    unique_by=lambda t: (t[0], t[1]),
 )
 
 
@@ -202,8 +245,11 @@ def test_reports_of_two_runs_with_different_counts_are_named():
 def test_a_server_in_two_reports_is_named_and_kept_once_as_the_one_that_got_furthest(collected_first):
     reports = all_shards(2)
     entries = [vars_of(collected("twice", 77)), vars_of(failed("twice"))]
-    for name, entry in zip(["report.shard-0-of-2.json", "report.shard-1-of-2.json"],
-                           entries if collected_first else entries[::-1], strict=True):
+    for name, entry in zip(
+        ["report.shard-0-of-2.json", "report.shard-1-of-2.json"],
+        entries if collected_first else entries[::-1],
+        strict=True,
+    ):
         reports[name]["servers"].append(entry)
     result = merge_reports(reports)
     [overlap] = result.overlapping
@@ -212,9 +258,11 @@ def test_a_server_in_two_reports_is_named_and_kept_once_as_the_one_that_got_furt
     [entry] = [s for s in result.report["servers"] if s["server_id"] == "twice"]
     assert entry["state"] == "collected" and entry["bytes"] == 77
     assert result.report["run"]["shards"]["overlapping"] == [
-        {"project_id": PROJECT, "server_id": "twice", "reports": list(overlap.reports)}]
-    assert any(f"{PROJECT}/twice in report.shard-0-of-2.json, report.shard-1-of-2.json" in line
-               for line in result.problems())
+        {"project_id": PROJECT, "server_id": "twice", "reports": list(overlap.reports)}
+    ]
+    assert any(
+        f"{PROJECT}/twice in report.shard-0-of-2.json, report.shard-1-of-2.json" in line for line in result.problems()
+    )
     assert result.exit_code is ExitCode.PARTIAL
 
 
@@ -254,18 +302,25 @@ def test_a_corrupt_report_file_is_one_line_naming_it(tmp_path):
     assert not (tmp_path / "report.json").exists()
 
 
-@pytest.mark.parametrize(("data", "says"), [
-    (b"\xff\xfe\x00garbage", "not JSON"),
-    (b"[" * 100_000, "not JSON"),
-    (b"[]", "expected a JSON object, got a list"),
-    (b"{}", "run: missing"),
-    (b'{"run": {}, "servers": []}', "run.started_at: missing"),
-    (b'{"run": {"started_at": "yesterday", "finished_at": "x"}, "servers": []}', "run.started_at: expected a time"),
-    (b'{"run": {"started_at": "2026-11-27T03:00:00", "finished_at": "2026-11-27T03:00:00"}, "servers": []}',
-     "run.started_at: expected a time with its offset"),
-    (b'{"run": {"started_at": "2026-11-27T03:00:00+00:00", "finished_at": "2026-11-27T03:01:00+00:00"}}',
-     "servers: missing"),
-])
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"\xff\xfe\x00garbage", "not JSON"),
+        (b"[" * 100_000, "not JSON"),
+        (b"[]", "expected a JSON object, got a list"),
+        (b"{}", "run: missing"),
+        (b'{"run": {}, "servers": []}', "run.started_at: missing"),
+        (b'{"run": {"started_at": "yesterday", "finished_at": "x"}, "servers": []}', "run.started_at: expected a time"),
+        (
+            b'{"run": {"started_at": "2026-11-27T03:00:00", "finished_at": "2026-11-27T03:00:00"}, "servers": []}',
+            "run.started_at: expected a time with its offset",
+        ),
+        (
+            b'{"run": {"started_at": "2026-11-27T03:00:00+00:00", "finished_at": "2026-11-27T03:01:00+00:00"}}',
+            "servers: missing",
+        ),
+    ],
+)
 def test_json_that_is_not_a_report_is_named_with_what_is_wrong(tmp_path, data, says):
     (tmp_path / "report.shard-0-of-1.json").write_bytes(data)
     with pytest.raises(ReportError) as caught:
@@ -278,17 +333,22 @@ def server_entry(**fields) -> dict:
     return {"project_id": "p", "server_id": "s", "state": "collected", **fields}
 
 
-@pytest.mark.parametrize(("entry", "says"), [
-    ("not an object", "servers[0]: expected an object, got a string"),
-    ({"server_id": "s", "state": "collected"}, "servers[0].project_id: missing"),
-    (server_entry(server_id=7), "servers[0].server_id: expected a string, got 7"),
-    (server_entry(server_id=""), "servers[0].server_id: empty"),
-    (server_entry(state="done\x1b[2J"),
-     r"servers[0].state: expected one of collected, failed, pending, got 'done\\x1b[2J'"),
-    (server_entry(bytes=-1), "servers[0].bytes: expected a whole number of bytes, got -1"),
-    (server_entry(bytes=True), "servers[0].bytes: expected a whole number of bytes, got a boolean"),
-    (server_entry(bytes=1.5), "servers[0].bytes: expected a whole number of bytes, got 1.5"),
-])
+@pytest.mark.parametrize(
+    ("entry", "says"),
+    [
+        ("not an object", "servers[0]: expected an object, got a string"),
+        ({"server_id": "s", "state": "collected"}, "servers[0].project_id: missing"),
+        (server_entry(server_id=7), "servers[0].server_id: expected a string, got 7"),
+        (server_entry(server_id=""), "servers[0].server_id: empty"),
+        (
+            server_entry(state="done\x1b[2J"),
+            r"servers[0].state: expected one of collected, failed, pending, got 'done\\x1b[2J'",
+        ),
+        (server_entry(bytes=-1), "servers[0].bytes: expected a whole number of bytes, got -1"),
+        (server_entry(bytes=True), "servers[0].bytes: expected a whole number of bytes, got a boolean"),
+        (server_entry(bytes=1.5), "servers[0].bytes: expected a whole number of bytes, got 1.5"),
+    ],
+)
 def test_a_server_entry_that_is_not_one_is_named_by_its_place(entry, says):
     report = shard_report(Shard(0, 1), [])
     report["servers"] = [entry]
@@ -331,9 +391,14 @@ def test_the_merge_of_a_folder_is_written_there_as_report_json(tmp_path):
     assert result.path == tmp_path / "report.json"
     assert json.loads(result.path.read_text()) == result.report
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "report.json", "report.shard-0-of-3.json", "report.shard-1-of-3.json", "report.shard-2-of-3.json"]
+        "report.json",
+        "report.shard-0-of-3.json",
+        "report.shard-1-of-3.json",
+        "report.shard-2-of-3.json",
+    ]
     assert [r["name"] for r in result.report["run"]["shards"]["reports"]] == [
-        str(tmp_path / f"report.shard-{k}-of-3.json") for k in range(3)]
+        str(tmp_path / f"report.shard-{k}-of-3.json") for k in range(3)
+    ]
 
 
 class Bucket:
@@ -354,11 +419,13 @@ class Bucket:
 @pytest.mark.anyio
 async def test_reports_in_an_object_store_merge_as_from_a_folder(tmp_path):
     reports = all_shards(4)
-    bucket = Bucket({
-        **{f"runs/2026-11-27/{name}": json.dumps(report).encode() for name, report in reports.items()},
-        f"runs/2026-11-27/{PROJECT}/x-dump.tar.gz": b"\x1f\x8b not a report",
-        "runs/2026-11-27/report.json": b"{}",
-    })
+    bucket = Bucket(
+        {
+            **{f"runs/2026-11-27/{name}": json.dumps(report).encode() for name, report in reports.items()},
+            f"runs/2026-11-27/{PROJECT}/x-dump.tar.gz": b"\x1f\x8b not a report",
+            "runs/2026-11-27/report.json": b"{}",
+        }
+    )
     found = await read_reports(bucket.list_keys, bucket.get)
     assert sorted(bucket.read) == sorted(found) == sorted(f"runs/2026-11-27/{name}" for name in reports)
     write(tmp_path, reports)

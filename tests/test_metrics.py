@@ -25,11 +25,12 @@ import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from collector.clouddc.api import CallStats
-from collector.errors import ConnectRefused, ExitCode, RequestTimeout, ServerError, ThrottledError, UsageError
-from collector.sweep.events import Events, Phase, PhaseChanged
-from collector.config.inventory import load_inventory
 from collector.cli.logs import JsonFormatter, TextFormatter
+from collector.clouddc.api import CallStats
+from collector.config.inventory import load_inventory
+from collector.control.throttle import RateLimiter
+from collector.destinations.local import LocalDestination
+from collector.errors import ConnectRefused, ExitCode, RequestTimeout, ServerError, ThrottledError, UsageError
 from collector.observe.metrics import (
     Metrics,
     push,
@@ -40,17 +41,22 @@ from collector.observe.metrics import (
     write_textfile_every,
 )
 from collector.simulator import SimConfig, Simulator
-from collector.destinations.local import LocalDestination
+from collector.sweep.events import Events, Phase, PhaseChanged
 from collector.sweep.pipeline import Sweep
-from collector.control.throttle import RateLimiter
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 DOCS = Path(__file__).parents[1] / "docs" / "metrics.md"
 NAMES = {
-    "collector_servers", "collector_requests_total", "collector_retries_total", "collector_throttled_total",
-    "collector_bytes_total", "collector_rate_limit_per_second", "collector_run_duration_seconds",
-    "collector_exit_code", "collector_last_success_timestamp_seconds",
+    "collector_servers",
+    "collector_requests_total",
+    "collector_retries_total",
+    "collector_throttled_total",
+    "collector_bytes_total",
+    "collector_rate_limit_per_second",
+    "collector_run_duration_seconds",
+    "collector_exit_code",
+    "collector_last_success_timestamp_seconds",
 }
 
 
@@ -110,14 +116,26 @@ async def test_servers_per_state_follow_the_sweeps_events():
     assert servers(metrics)["exporting"] == 2 and servers(metrics)["pending"] == 2
     await events.emit(moved("s1", Phase.EXPORTING, Phase.POLLING))
     await events.emit(moved("s2", Phase.EXPORTING, Phase.FAILED))
-    assert servers(metrics) == {"pending": 2, "exporting": 0, "polling": 1, "downloading": 0,
-                                "collected": 0, "failed": 1}
+    assert servers(metrics) == {
+        "pending": 2,
+        "exporting": 0,
+        "polling": 1,
+        "downloading": 0,
+        "collected": 0,
+        "failed": 1,
+    }
     await events.emit(moved("s1", Phase.POLLING, Phase.DOWNLOADING))
     assert servers(metrics)["downloading"] == 1 and servers(metrics)["polling"] == 0
     await events.emit(moved("s1", Phase.DOWNLOADING, Phase.COLLECTED))
     await events.emit(moved("s3", Phase.PENDING, Phase.COLLECTED))  # an earlier run collected it
-    assert servers(metrics) == {"pending": 1, "exporting": 0, "polling": 0, "downloading": 0,
-                                "collected": 2, "failed": 1}
+    assert servers(metrics) == {
+        "pending": 1,
+        "exporting": 0,
+        "polling": 0,
+        "downloading": 0,
+        "collected": 2,
+        "failed": 1,
+    }
 
 
 def test_fleet_size_given_after_the_first_events_still_adds_up():
@@ -138,10 +156,20 @@ def test_requests_count_by_operation_and_status_or_error_kind():
     metrics.request("export", ConnectRefused("nothing listens"))
     metrics.request("auth", "401")
     samples = parse(metrics.text())
-    counts = {(dict(labels)["operation"], dict(labels)["code"]): v
-              for (name, labels), v in samples.items() if name == "collector_requests_total"}
-    assert counts == {("export", "202"): 1, ("status", "200"): 2, ("status", "429"): 1, ("download", "503"): 1,
-                      ("status", "timeout"): 1, ("export", "refused"): 1, ("auth", "401"): 1}
+    counts = {
+        (dict(labels)["operation"], dict(labels)["code"]): v
+        for (name, labels), v in samples.items()
+        if name == "collector_requests_total"
+    }
+    assert counts == {
+        ("export", "202"): 1,
+        ("status", "200"): 2,
+        ("status", "429"): 1,
+        ("download", "503"): 1,
+        ("status", "timeout"): 1,
+        ("export", "refused"): 1,
+        ("auth", "401"): 1,
+    }
 
 
 def test_stats_counters_follow_call_stats_and_never_go_down():
@@ -193,8 +221,11 @@ def test_last_success_is_set_only_by_a_run_that_exits_0(code):
 def test_run_results_are_absent_until_the_run_finishes():
     """A file written mid-run must not say exit 0."""
     names = {name for name, _ in parse(Metrics().text())}
-    assert not names & {"collector_exit_code", "collector_run_duration_seconds",
-                        "collector_last_success_timestamp_seconds"}
+    assert not names & {
+        "collector_exit_code",
+        "collector_run_duration_seconds",
+        "collector_last_success_timestamp_seconds",
+    }
 
 
 def test_every_sample_has_the_shard_label_when_given_and_none_without():
@@ -378,9 +409,15 @@ class Gateway:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        self.seen.append({"method": request.method, "path": request.raw_path, "body": body,
-                          "authorization": request.headers.get("Authorization"),
-                          "content_type": request.headers.get("Content-Type")})
+        self.seen.append(
+            {
+                "method": request.method,
+                "path": request.raw_path,
+                "body": body,
+                "authorization": request.headers.get("Authorization"),
+                "content_type": request.headers.get("Content-Type"),
+            }
+        )
         if self.hang:
             await self.release.wait()
         if self.status != 200:
@@ -515,8 +552,9 @@ async def test_a_bad_pushgateway_url_is_a_usage_error_that_does_not_repeat_it(ur
 def test_push_target_encodes_the_job_and_grouping_as_the_pushgateway_expects():
     base = pushgateway_url("https://gw.example:9091")
     assert str(push_target(base, "collector", {})) == "https://gw.example:9091/metrics/job/collector"
-    assert str(push_target(base, "a b", {"shard": "0-of-4"})) == \
-        "https://gw.example:9091/metrics/job/a%20b/shard/0-of-4"
+    assert (
+        str(push_target(base, "a b", {"shard": "0-of-4"})) == "https://gw.example:9091/metrics/job/a%20b/shard/0-of-4"
+    )
     assert str(push_target(base, "x/y", {})) == "https://gw.example:9091/metrics/job@base64/eC95"
     with pytest.raises(UsageError):
         push_target(base, "collector", {"not a label": "x"})
@@ -543,8 +581,7 @@ def test_the_example_alert_rules_are_prometheus_rule_files_on_our_metrics():
         assert isinstance(rule["expr"], str) and rule["labels"]["severity"] in {"warning", "critical"}
         assert rule["annotations"]["summary"]
         assert set(re.findall(r"collector_\w+", rule["expr"])) <= NAMES
-    assert alerts["CollectorNoSuccessfulRun"]["expr"] == \
-        "time() - collector_last_success_timestamp_seconds > 26 * 3600"
+    assert alerts["CollectorNoSuccessfulRun"]["expr"] == "time() - collector_last_success_timestamp_seconds > 26 * 3600"
     assert "collector_exit_code" in alerts["CollectorRunFailed"]["expr"]
     assert 'collector_servers{state="failed"}' in alerts["CollectorRunFailed"]["expr"]
 
@@ -574,8 +611,11 @@ async def test_a_swept_fleet_shows_in_the_metrics(tmp_path, fast_settings, out_d
     assert value(samples, "collector_servers", state="collected", **shard) == 5
     assert value(samples, "collector_servers", state="failed", **shard) == 1
     assert sum(v for (name, _), v in samples.items() if name == "collector_servers") == 6
-    assert value(samples, "collector_bytes_total", **shard) == sweep.stats.bytes_downloaded == \
-        sum(r.bytes or 0 for r in results)
+    assert (
+        value(samples, "collector_bytes_total", **shard)
+        == sweep.stats.bytes_downloaded
+        == sum(r.bytes or 0 for r in results)
+    )
     assert value(samples, "collector_retries_total", **shard) == sweep.stats.retries
     assert value(samples, "collector_rate_limit_per_second", endpoint=sim.url, **shard) == limiter.rate
 
@@ -603,16 +643,23 @@ async def test_a_run_with_metrics_flags_writes_the_file_and_pushes_once_at_the_e
         config = SimConfig(servers=5, failing=1, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=4)
         async with Simulator(config) as sim:
             sim.write_inventory(tmp_path / "inventory.yaml")
-            settings = fast_settings.__class__(**{
-                **fast_settings.__dict__, "metrics_file": str(tmp_path / "collector.prom"), "pushgateway": url,
-                "metrics_job": "nightly"})
+            settings = fast_settings.__class__(
+                **{
+                    **fast_settings.__dict__,
+                    "metrics_file": str(tmp_path / "collector.prom"),
+                    "pushgateway": url,
+                    "metrics_job": "nightly",
+                }
+            )
             outcome = await run_sweep(load_inventory(tmp_path / "inventory.yaml"), settings, tmp_path / "out")
     finally:
         await runner.cleanup()
     assert [r.state for r in outcome.results].count("failed") == 1
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families((tmp_path / "collector.prom").read_text())
-               for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families((tmp_path / "collector.prom").read_text())
+        for s in family.samples
+    }
     assert samples[("collector_servers", (("state", "collected"),))] == 4
     assert samples[("collector_servers", (("state", "failed"),))] == 1
     assert samples[("collector_exit_code", ())] == 1
@@ -624,10 +671,11 @@ async def test_a_run_with_metrics_flags_writes_the_file_and_pushes_once_at_the_e
 
 
 async def test_requests_of_credential_sources_count_as_auth_while_a_run_observes_them():
+    from yarl import URL
+
     from collector.auth.http import default_session, exchange
     from collector.errors import ConnectRefused
     from collector.net.transport import auth_requests
-    from yarl import URL
 
     async def token(request: web.Request) -> web.Response:
         return web.Response(status=201, text="{}")
@@ -647,7 +695,10 @@ async def test_requests_of_credential_sources_count_as_auth_while_a_run_observes
             await exchange(default_session, "POST", URL(f"http://127.0.0.1:{port}/v3/auth/tokens"), operation="IAM")
     finally:
         auth_requests.reset(observing)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(metrics.text().decode()) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(metrics.text().decode())
+        for s in family.samples
+    }
     assert samples[("collector_requests_total", (("code", "201"), ("operation", "auth")))] == 1
     assert samples[("collector_requests_total", (("code", "refused"), ("operation", "auth")))] == 1

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from collector.destinations.base import archive_name
 from collector.config.names import LONGEST_SUFFIX, MAX_ID_BYTES, MAX_NAME_BYTES, check_file_name
+from collector.destinations.base import archive_name
 
 
 @pytest.mark.parametrize(

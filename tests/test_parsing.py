@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
 from collector.clouddc import replies
-from collector.errors import AuthError, Forbidden, NotFoundError, ProtocolError, ServerError, ThrottledError
-from collector.sweep.polling import PollSchedule
-from collector.text import clean_text
 from collector.clouddc.replies import (
     MAX_JSON_BYTES,
     MAX_JSON_DEPTH,
@@ -26,6 +23,9 @@ from collector.clouddc.replies import (
     parse_timestamp,
     safe_export_id,
 )
+from collector.errors import AuthError, Forbidden, NotFoundError, ProtocolError, ServerError, ThrottledError
+from collector.sweep.polling import PollSchedule
+from collector.text import clean_text
 
 
 @pytest.mark.parametrize("value", ["Running", "running", "RUNNING", "processing", "Processing", " processing "])
@@ -50,8 +50,22 @@ def test_unknown_status_is_never_success(value):
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("30%", 30), ("30", 30), (30, 30), (30.7, 30), (" 45 % ", 45), ("100%", 100), (0, 0),
-     (150, 100), (-5, 0), ("abc", None), (None, None), (True, None), ("", None), ("30%%", None)],
+    [
+        ("30%", 30),
+        ("30", 30),
+        (30, 30),
+        (30.7, 30),
+        (" 45 % ", 45),
+        ("100%", 100),
+        (0, 0),
+        (150, 100),
+        (-5, 0),
+        ("abc", None),
+        (None, None),
+        (True, None),
+        ("", None),
+        ("30%%", None),
+    ],
 )
 def test_percentage_forms(value, expected):
     assert parse_percentage(value) == expected
@@ -78,7 +92,9 @@ def test_unusable_status_body_is_a_protocol_error(body):
 
 def test_error_message_quotes_status_code_message_and_request_id():
     headers = CIMultiDict({"X-Request-Id": "req-123"})
-    error = error_for(500, "ExportServerLogs", b'{"error_code": "CLOUDDC.0500", "error_msg": "Internal error"}', headers)
+    error = error_for(
+        500, "ExportServerLogs", b'{"error_code": "CLOUDDC.0500", "error_msg": "Internal error"}', headers
+    )
     assert isinstance(error, ServerError)
     text = str(error)
     for part in ("HTTP 500", "CLOUDDC.0500", "Internal error", "req-123"):
@@ -86,7 +102,8 @@ def test_error_message_quotes_status_code_message_and_request_id():
 
 
 @pytest.mark.parametrize(
-    ("status", "kind"), [(401, AuthError), (403, Forbidden), (404, NotFoundError), (503, ServerError), (429, ThrottledError)]
+    ("status", "kind"),
+    [(401, AuthError), (403, Forbidden), (404, NotFoundError), (503, ServerError), (429, ThrottledError)],
 )
 def test_error_kinds(status, kind):
     assert type(error_for(status, "op", b"", CIMultiDict())) is kind
@@ -152,8 +169,19 @@ def test_paired_surrogate_escapes_and_a_byte_order_mark_are_fine():
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [(10**400, 100), (-(10**400), 0), (float("inf"), 100), (float("-inf"), 0), (float("nan"), None),
-     ("1" * 400, None), ("1" * 60_000 + "%", None), ("²", None), ("٣٠", None), ("30.", None), (".5", None)],
+    [
+        (10**400, 100),
+        (-(10**400), 0),
+        (float("inf"), 100),
+        (float("-inf"), 0),
+        (float("nan"), None),
+        ("1" * 400, None),
+        ("1" * 60_000 + "%", None),
+        ("²", None),
+        ("٣٠", None),
+        ("30.", None),
+        (".5", None),
+    ],
 )
 def test_absurd_percentages_clamp_or_give_none(value, expected):
     assert parse_percentage(value) == expected
@@ -170,16 +198,25 @@ def test_percentage_parser_uses_no_regex():
 
 @pytest.mark.parametrize(
     "value",
-    ["0001-01-01T00:00:00+00:00", "1999-12-31T23:59:59Z", "2101-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59",
-     "2100-12-31T23:00:00-05:00", "2025-13-01T00:00:00Z", "2" * 100, "", 1742438886],
+    [
+        "0001-01-01T00:00:00+00:00",
+        "1999-12-31T23:59:59Z",
+        "2101-01-01T00:00:00Z",
+        "9999-12-31T23:59:59-23:59",
+        "2100-12-31T23:00:00-05:00",
+        "2025-13-01T00:00:00Z",
+        "2" * 100,
+        "",
+        1742438886,
+    ],
 )
 def test_implausible_timestamps_give_none(value):
     assert parse_timestamp(value) is None
 
 
 def test_naive_timestamp_is_taken_as_utc_and_offsets_become_utc():
-    assert parse_timestamp("2025-03-20T02:48:06") == datetime(2025, 3, 20, 2, 48, 6, tzinfo=timezone.utc)
-    assert parse_timestamp("2025-03-20T10:48:06+08:00") == datetime(2025, 3, 20, 2, 48, 6, tzinfo=timezone.utc)
+    assert parse_timestamp("2025-03-20T02:48:06") == datetime(2025, 3, 20, 2, 48, 6, tzinfo=UTC)
+    assert parse_timestamp("2025-03-20T10:48:06+08:00") == datetime(2025, 3, 20, 2, 48, 6, tzinfo=UTC)
 
 
 def test_resumed_export_created_in_year_one_polls_on_the_normal_schedule():
@@ -271,10 +308,18 @@ def test_retry_after_with_a_year_past_2_to_the_31_gives_no_wait_rather_than_a_cr
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("\x1b[31mred", "\\x1b[31mred"), ("a\nb\tc", "a\\nb\\tc"), ("rtl\u202e", "rtl\\u202e"),
-     ("\ud800", "\\ud800"), ("  padded  ", "padded"), (b"caf\xc3\xa9 \xff", "café \ufffd"),
-     ("x" * 300, "x" * 197 + "..."), (None, "None"), ({}, "<dict>"),
-     pytest.param(10**5000, "<an integer of 16610 bits>", id="huge-int")],
+    [
+        ("\x1b[31mred", "\\x1b[31mred"),
+        ("a\nb\tc", "a\\nb\\tc"),
+        ("rtl\u202e", "rtl\\u202e"),
+        ("\ud800", "\\ud800"),
+        ("  padded  ", "padded"),
+        (b"caf\xc3\xa9 \xff", "café \ufffd"),
+        ("x" * 300, "x" * 197 + "..."),
+        (None, "None"),
+        ({}, "<dict>"),
+        pytest.param(10**5000, "<an integer of 16610 bits>", id="huge-int"),
+    ],
 )
 def test_clean_text_escapes_controls_and_truncates(text, expected):
     assert clean_text(text) == expected

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -93,7 +93,7 @@ def test_polls_teach_the_fleet_estimate():
 
 def test_resumed_export_is_timed_from_its_created_at():
     wall_now = 1_700_000_000.0
-    created = datetime.fromtimestamp(wall_now - 30, timezone.utc)
+    created = datetime.fromtimestamp(wall_now - 30, UTC)
     schedule = PollSchedule(started=500, resumed=True, wall=lambda: wall_now)
     schedule.first_delay(500)
     # 50 % reached 30 s after it was created: another 30 s to go, not 0.5 s
@@ -103,7 +103,7 @@ def test_resumed_export_is_timed_from_its_created_at():
 
 def test_our_own_export_ignores_a_skewed_created_at():
     wall_now = 1_700_000_000.0
-    skewed = datetime.fromtimestamp(wall_now - 3600, timezone.utc)  # server clock an hour behind
+    skewed = datetime.fromtimestamp(wall_now - 3600, UTC)  # server clock an hour behind
     schedule = PollSchedule(started=500, wall=lambda: wall_now)
     schedule.first_delay(500)
     delay = schedule.next_delay(ExportStatus("1", ExportState.RUNNING, "Running", 50, skewed), now=505)
@@ -114,7 +114,7 @@ def test_a_resumed_export_created_longer_ago_than_any_export_may_take_is_not_bel
     """A created_at from years ago (a clock far off): timing from it would make this export's
     estimate, and through `durations` the fleet's, absurdly long."""
     wall_now = 1_700_000_000.0
-    ancient = datetime.fromtimestamp(wall_now - 5 * 365 * 86400, timezone.utc)
+    ancient = datetime.fromtimestamp(wall_now - 5 * 365 * 86400, UTC)
     durations = ExportDurations()
     schedule = PollSchedule(started=500, resumed=True, max_age=1800, durations=durations, wall=lambda: wall_now)
     schedule.first_delay(500)

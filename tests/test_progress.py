@@ -12,10 +12,10 @@ import anyio.lowlevel
 import pytest
 from rich.console import Console
 
-from collector.clouddc.api import CallStats
-from collector.sweep.events import Phase, PhaseChanged
 from collector.cli.logs import JsonFormatter
+from collector.clouddc.api import CallStats
 from collector.observe.progress import Snapshot, Tally, _Rates, progress_line, render, show_progress, snapshot
+from collector.sweep.events import Phase, PhaseChanged
 
 
 class FakeClock:
@@ -63,9 +63,9 @@ def test_eta_is_unknown_before_two_finishes_and_zero_when_all_are_done():
 def test_eta_follows_the_recent_rate():
     clock = FakeClock(0.0)
     tally = Tally(1000, clock=clock)
-    for second in range(0, 100):  # 1/s for 100 s
+    for second in range(100):  # 1/s for 100 s
         collect(tally, clock, float(second))
-    for tenth in range(0, 300):  # then 10/s for 30 s
+    for tenth in range(300):  # then 10/s for 30 s
         collect(tally, clock, 100 + tenth / 10)
     eta = tally.eta(130.0)
     remaining = 1000 - 400
@@ -87,10 +87,22 @@ def test_rates_use_the_injected_clock():
 
 def big_snapshot(**overrides) -> Snapshot:
     values = dict(
-        elapsed_s=45 * 3600 + 59 * 60 + 59, servers=100_000, collected=99_999, collected_earlier=88_888,
-        failed=1, not_started=77_777, exporting=66_666, polling=55_555, downloading=44_444, eta_s=99 * 3600,
-        bytes=999 * 1024**4, bytes_per_s=1023.9 * 1024**3, requests=10**9, requests_per_s=99_999.0,
-        throttled=9_999_999, retries=9_999_999,
+        elapsed_s=45 * 3600 + 59 * 60 + 59,
+        servers=100_000,
+        collected=99_999,
+        collected_earlier=88_888,
+        failed=1,
+        not_started=77_777,
+        exporting=66_666,
+        polling=55_555,
+        downloading=44_444,
+        eta_s=99 * 3600,
+        bytes=999 * 1024**4,
+        bytes_per_s=1023.9 * 1024**3,
+        requests=10**9,
+        requests_per_s=99_999.0,
+        throttled=9_999_999,
+        retries=9_999_999,
     )
     return Snapshot(**{**values, **overrides})
 
@@ -103,9 +115,29 @@ def rendered(s: Snapshot, width: int) -> list[str]:
 
 @pytest.mark.parametrize("width", [80, 60])
 @pytest.mark.parametrize(
-    "s", [big_snapshot(), big_snapshot(eta_s=None, collected_earlier=0), big_snapshot(servers=3, collected=1, failed=0,
-          collected_earlier=0, not_started=0, exporting=1, polling=1, downloading=0, eta_s=5, elapsed_s=2, bytes=0,
-          bytes_per_s=0, requests=3, requests_per_s=1.5, throttled=0, retries=0)],
+    "s",
+    [
+        big_snapshot(),
+        big_snapshot(eta_s=None, collected_earlier=0),
+        big_snapshot(
+            servers=3,
+            collected=1,
+            failed=0,
+            collected_earlier=0,
+            not_started=0,
+            exporting=1,
+            polling=1,
+            downloading=0,
+            eta_s=5,
+            elapsed_s=2,
+            bytes=0,
+            bytes_per_s=0,
+            requests=3,
+            requests_per_s=1.5,
+            throttled=0,
+            retries=0,
+        ),
+    ],
     ids=["huge", "huge-no-eta", "small"],
 )
 def test_display_fits_the_width_without_wrapping(s, width):
@@ -115,8 +147,18 @@ def test_display_fits_the_width_without_wrapping(s, width):
 
 
 def test_display_shows_percentage_elapsed_and_eta():
-    s = big_snapshot(servers=200, collected=50, collected_earlier=20, failed=10, not_started=100, exporting=10,
-                     polling=20, downloading=10, elapsed_s=83, eta_s=245)
+    s = big_snapshot(
+        servers=200,
+        collected=50,
+        collected_earlier=20,
+        failed=10,
+        not_started=100,
+        exporting=10,
+        polling=20,
+        downloading=10,
+        elapsed_s=83,
+        eta_s=245,
+    )
     top, done, flight, traffic = rendered(s, 80)
     assert " 30% 60/200, elapsed 1:23, ETA 4:05" in top
     assert done.startswith("50 collected (20 by earlier runs), 10 failed, 100 not started")

@@ -10,16 +10,16 @@ import os
 
 import pytest
 import yarl
-
 from _auth_servers import FakeClock, IamServer, serving
 from _fleet import assert_exact, sweep
 from _listing import Listing, collector, servers, tls_pair, write_inventory
 from _proxy import ForwardProxy
-from collector.net import proxies
+
 from collector.auth import IamPassword, Request
 from collector.auth.iam import Password
 from collector.auth.metadata import MetadataService
 from collector.errors import CollectorError, ExitCode, UsageError
+from collector.net import proxies
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -42,10 +42,13 @@ def no_proxy_yet(monkeypatch):
 # -- runs ---------------------------------------------------------------------------------------
 
 
-async def test_a_run_reaches_the_api_and_redirected_downloads_only_through_the_proxy(tmp_path, fast_settings,
-                                                                                    monkeypatch):
-    async with Simulator(SimConfig(servers=12, seed=5, redirect_downloads=True, **SMALL)) as sim, \
-            ForwardProxy() as proxy:
+async def test_a_run_reaches_the_api_and_redirected_downloads_only_through_the_proxy(
+    tmp_path, fast_settings, monkeypatch
+):
+    async with (
+        Simulator(SimConfig(servers=12, seed=5, redirect_downloads=True, **SMALL)) as sim,
+        ForwardProxy() as proxy,
+    ):
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         outcome = await sweep(sim, tmp_path, fast_settings)
     assert [r.state for r in outcome.results] == ["collected"] * 12
@@ -61,21 +64,35 @@ async def test_a_run_reaches_the_api_and_redirected_downloads_only_through_the_p
 async def test_collector_run_as_a_process_goes_through_the_proxy(tmp_path):
     async with Simulator(SimConfig(servers=6, seed=6, **SMALL)) as sim, ForwardProxy() as proxy:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "out"),
-                                          "--poll-interval", "0.1", "--no-progress", env={"http_proxy": proxy.url})
+        code, _, stderr = await collector(
+            "run",
+            "-i",
+            str(inventory),
+            "-o",
+            str(tmp_path / "out"),
+            "--poll-interval",
+            "0.1",
+            "--no-progress",
+            env={"http_proxy": proxy.url},
+        )
     assert code == ExitCode.OK, stderr
     assert len(proxy.seen) == sim.count() > 6 * 3 - 1
     assert_exact(tmp_path, sim, sim.server_ids)
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("NO_PROXY", "127.0.0.1"),
-    ("no_proxy", "localhost, .example.com,127.0.0.1"),
-    ("NO_PROXY", "*"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("NO_PROXY", "127.0.0.1"),
+        ("no_proxy", "localhost, .example.com,127.0.0.1"),
+        ("NO_PROXY", "*"),
+    ],
+)
 async def test_hosts_no_proxy_lists_are_reached_directly(tmp_path, fast_settings, monkeypatch, name, value):
-    async with Simulator(SimConfig(servers=4, seed=7, redirect_downloads=True, **SMALL)) as sim, \
-            ForwardProxy() as proxy:
+    async with (
+        Simulator(SimConfig(servers=4, seed=7, redirect_downloads=True, **SMALL)) as sim,
+        ForwardProxy() as proxy,
+    ):
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.setenv(name, value)
         outcome = await sweep(sim, tmp_path, fast_settings)
@@ -113,8 +130,9 @@ async def test_proxy_credentials_in_its_url_go_to_the_proxy_and_are_never_printe
     assert f"through the proxy http://***@127.0.0.1:{yarl.URL(proxy.url).port}" in stderr
 
 
-@pytest.mark.parametrize("value", ["https://ops:pr0xy-s3cret@proxy.corp:3128", "socks5://proxy.corp:1080",
-                                   "proxy.corp:3128"])
+@pytest.mark.parametrize(
+    "value", ["https://ops:pr0xy-s3cret@proxy.corp:3128", "socks5://proxy.corp:1080", "proxy.corp:3128"]
+)
 async def test_a_proxy_collector_cannot_speak_to_is_exit_2_before_any_request(tmp_path, value):
     listing = Listing(servers(1))
     async with serving(listing.app()) as url:
@@ -132,8 +150,9 @@ async def test_a_netrc_default_entry_is_warned_about_when_a_proxy_is_set(tmp_pat
     netrc.write_text("default login anonymous password n3trc-s3cret\n")
     async with serving(listing.app()) as url, ForwardProxy() as proxy:
         inventory = write_inventory(tmp_path / "inv.yaml", url)
-        code, stdout, stderr = await collector("check", "-i", str(inventory),
-                                               env={"HTTP_PROXY": proxy.url, "NETRC": str(netrc)})
+        code, stdout, stderr = await collector(
+            "check", "-i", str(inventory), env={"HTTP_PROXY": proxy.url, "NETRC": str(netrc)}
+        )
         assert code == ExitCode.OK, stdout + stderr
         assert f"{netrc} has a default entry" in stderr and "n3trc-s3cret" not in stderr
         code, _, stderr = await collector("check", "-i", str(inventory), env={"NETRC": str(netrc)})
@@ -171,8 +190,11 @@ def test_each_scheme_takes_its_own_proxy_and_link_local_never_one(no_proxy_yet):
     no_proxy_yet.setenv("HTTPS_PROXY", "http://tls.proxy:3128")
     assert proxies.proxy_for(yarl.URL("http://api.corp/x")) == yarl.URL("http://plain.proxy:3128")
     assert proxies.proxy_for(yarl.URL("https://api.corp/x")) == yarl.URL("http://tls.proxy:3128")
-    for url in ("http://169.254.169.254/openstack/latest/securitykey", "http://169.254.170.2/v1/credentials",
-                "http://[fe80::1]/x"):
+    for url in (
+        "http://169.254.169.254/openstack/latest/securitykey",
+        "http://169.254.170.2/v1/credentials",
+        "http://[fe80::1]/x",
+    ):
         assert proxies.proxy_for(yarl.URL(url)) is None, url
 
 

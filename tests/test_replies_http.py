@@ -15,10 +15,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from collector.clouddc.api import CloudDC
 from collector.auth import StaticToken
-from collector.errors import ProtocolError, ServerError
+from collector.clouddc.api import CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy
+from collector.errors import ProtocolError, ServerError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
@@ -50,8 +50,12 @@ async def hostile_api(answer: Answer) -> AsyncIterator[tuple[CloudDC, list[str]]
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
         async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
             api = CloudDC(
-                session, f"http://{host}:{port}", PROJECT, StaticToken("test-token", "test"),
-                limiter=RateLimiter(1000), policy=ONCE,
+                session,
+                f"http://{host}:{port}",
+                PROJECT,
+                StaticToken("test-token", "test"),
+                limiter=RateLimiter(1000),
+                policy=ONCE,
             )
             yield api, seen
     finally:
@@ -77,8 +81,12 @@ async def raw_api(answer: bytes) -> AsyncIterator[CloudDC]:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
         async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
             yield CloudDC(
-                session, f"http://127.0.0.1:{port}", PROJECT, StaticToken("test-token", "test"),
-                limiter=RateLimiter(1000), policy=ONCE,
+                session,
+                f"http://127.0.0.1:{port}",
+                PROJECT,
+                StaticToken("test-token", "test"),
+                limiter=RateLimiter(1000),
+                policy=ONCE,
             )
     finally:
         server.close()
@@ -86,8 +94,9 @@ async def raw_api(answer: bytes) -> AsyncIterator[CloudDC]:
 
 
 def octets(body: bytes, status: int = 202, **headers: str) -> Answer:
-    return lambda request: web.Response(body=body, status=status, headers=headers,
-                                        content_type="application/octet-stream")
+    return lambda request: web.Response(
+        body=body, status=status, headers=headers, content_type="application/octet-stream"
+    )
 
 
 async def test_export_id_that_climbs_out_of_the_path_is_refused_and_never_requested():
@@ -114,8 +123,7 @@ async def test_export_id_with_a_lone_surrogate_is_refused_before_it_reaches_the_
 async def test_error_page_full_of_terminal_escapes_is_quoted_clean_and_short():
     page = b"\x1b]0;owned\x07\x1b[2J" + b"\x1b[31mFIRE " * 20_000
     head = (
-        f"HTTP/1.1 500 Oops\r\nContent-Length: {len(page)}\r\n"
-        "X-Request-Id: req\x1b[5m-1\r\nConnection: close\r\n\r\n"
+        f"HTTP/1.1 500 Oops\r\nContent-Length: {len(page)}\r\nX-Request-Id: req\x1b[5m-1\r\nConnection: close\r\n\r\n"
     )
     async with raw_api(head.encode() + page) as api:
         with pytest.raises(ServerError) as caught:

@@ -21,11 +21,6 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
 
-from collector.destinations.base import archive_name
-from collector.errors import APIError, ProtocolError
-from collector.config.names import MAX_NAME_BYTES, check_file_name
-from collector.sweep.polling import ExportDurations, PollSchedule
-from collector.text import clean_text
 from collector.clouddc.replies import (
     EARLIEST_YEAR,
     LATEST_YEAR,
@@ -40,6 +35,11 @@ from collector.clouddc.replies import (
     parse_timestamp,
     safe_export_id,
 )
+from collector.config.names import MAX_NAME_BYTES, check_file_name
+from collector.destinations.base import archive_name
+from collector.errors import APIError, ProtocolError
+from collector.sweep.polling import ExportDurations, PollSchedule
+from collector.text import clean_text
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,9 +54,44 @@ PROPERTY = settings(
 
 # Characters a hostile or broken server might put anywhere, made likely rather than rare.
 DANGEROUS = [
-    "/", "\\", ".", "..", "%2e", "%2F", "?", "#", "%", " ", "\t", "\n", "\r", "\x00", "\x1b", "\x7f",
-    "\x85", "\x9b", "\u00a0", "\u2028", "\u3000", "\u200b", "\u200e", "\u202e", "\u2066", "\ufeff",
-    "\ud800", "\udfff", "\udc80", "\ue000", "\U0010ffff", "\U0001f600", "é", "[", "]", "{", "}", '"',
+    "/",
+    "\\",
+    ".",
+    "..",
+    "%2e",
+    "%2F",
+    "?",
+    "#",
+    "%",
+    " ",
+    "\t",
+    "\n",
+    "\r",
+    "\x00",
+    "\x1b",
+    "\x7f",
+    "\x85",
+    "\x9b",
+    "\u00a0",
+    "\u2028",
+    "\u3000",
+    "\u200b",
+    "\u200e",
+    "\u202e",
+    "\u2066",
+    "\ufeff",
+    "\ud800",
+    "\udfff",
+    "\udc80",
+    "\ue000",
+    "\U0010ffff",
+    "\U0001f600",
+    "é",
+    "[",
+    "]",
+    "{",
+    "}",
+    '"',
 ]
 PIECES = st.one_of(st.characters(exclude_categories=()), st.sampled_from(DANGEROUS))
 
@@ -69,9 +104,7 @@ TEXT = texts()
 HUGE_INTS = st.one_of(
     st.integers(), st.integers(min_value=10**300, max_value=10**1200), st.integers(max_value=-(10**300))
 )
-SCALARS = st.one_of(
-    st.none(), st.booleans(), HUGE_INTS, st.floats(allow_nan=True, allow_infinity=True), TEXT
-)
+SCALARS = st.one_of(st.none(), st.booleans(), HUGE_INTS, st.floats(allow_nan=True, allow_infinity=True), TEXT)
 JSON_LIKE = st.recursive(
     SCALARS,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
@@ -122,11 +155,27 @@ def _nested(inner: bytes, levels: int, kind: str) -> bytes:
 BODIES = st.one_of(
     st.binary(max_size=200),
     st.builds(_encoded, JSON_LIKE, st.booleans()),
-    st.builds(_nested, st.sampled_from([b"1", b"[]", b'"x"', b"", b"[", b"}"]), st.integers(0, 3000),
-              st.sampled_from(["list", "object", "string"])),
+    st.builds(
+        _nested,
+        st.sampled_from([b"1", b"[]", b'"x"', b"", b"[", b"}"]),
+        st.integers(0, 3000),
+        st.sampled_from(["list", "object", "string"]),
+    ),
     st.builds(lambda digits: b'{"percentage": ' + digits.encode() + b"}", st.text("0123456789.eE+-", max_size=500)),
-    st.sampled_from([b"NaN", b"[Infinity]", b"-Infinity", b"1e400", b"-1e400", b'"\\ud800"',
-                     b'{"\\udfff": 1}', b'"\\\\ud800"', b'"\\ud83d\\ude00"', b"\xef\xbb\xbf{}"]),
+    st.sampled_from(
+        [
+            b"NaN",
+            b"[Infinity]",
+            b"-Infinity",
+            b"1e400",
+            b"-1e400",
+            b'"\\ud800"',
+            b'{"\\udfff": 1}',
+            b'"\\\\ud800"',
+            b'"\\ud83d\\ude00"',
+            b"\xef\xbb\xbf{}",
+        ]
+    ),
 )
 
 
@@ -154,7 +203,7 @@ def test_parse_json_gives_bounded_json_or_protocol_error(body):
 
 # JSON a server may well send: strings full of brackets, quotes and backslashes, nested up to
 # the limit. The depth check reads strings without json's help, so it must not be fooled.
-TRICKY_TEXT = st.text(st.sampled_from(['[', ']', '{', '}', '"', "\\", "a", " ", "é", "\U0001f600"]), max_size=12)
+TRICKY_TEXT = st.text(st.sampled_from(["[", "]", "{", "}", '"', "\\", "a", " ", "é", "\U0001f600"]), max_size=12)
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
 REASONABLE = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-(10**15), 10**15), FINITE, TRICKY_TEXT),
@@ -216,8 +265,11 @@ def test_parse_state_never_raises_and_unknown_is_never_completed(value):
 OFFSETS = st.timedeltas(timedelta(hours=-23), timedelta(hours=23))
 ISO_DATETIMES = st.builds(
     lambda when, sep, spec: when.isoformat(sep=sep, timespec=spec),
-    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31),
-                 timezones=st.none() | st.timezones() | st.builds(timezone, OFFSETS)),
+    st.datetimes(
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(9999, 12, 31),
+        timezones=st.none() | st.timezones() | st.builds(timezone, OFFSETS),
+    ),
     st.sampled_from(["T", " "]),
     st.sampled_from(["auto", "seconds", "milliseconds", "microseconds"]),
 )
@@ -331,8 +383,11 @@ HEADERS = st.dictionaries(
 )
 ERROR_BODIES = st.one_of(
     st.binary(max_size=300),
-    st.builds(_encoded, st.dictionaries(st.sampled_from(["error_code", "error_msg", "code", "message"]), JSON_LIKE),
-              st.booleans()),
+    st.builds(
+        _encoded,
+        st.dictionaries(st.sampled_from(["error_code", "error_msg", "code", "message"]), JSON_LIKE),
+        st.booleans(),
+    ),
     BODIES,
 )
 
@@ -349,6 +404,7 @@ def test_error_for_never_raises_and_quotes_only_clean_text(status, body, headers
 
 
 # -- file names --------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:

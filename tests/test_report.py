@@ -26,8 +26,9 @@ _count = 0
 def server(state: str, **fields) -> ServerResult:
     global _count
     _count += 1
-    return ServerResult(fields.pop("project_id", "p1"), fields.pop("server_id", f"S{_count:03d}"), None,
-                        state=state, **fields)
+    return ServerResult(
+        fields.pop("project_id", "p1"), fields.pop("server_id", f"S{_count:03d}"), None, state=state, **fields
+    )
 
 
 def collected(size: int = 1024, *, earlier: bool = False, **fields) -> ServerResult:
@@ -35,14 +36,14 @@ def collected(size: int = 1024, *, earlier: bool = False, **fields) -> ServerRes
 
 
 def timeout(n: int, **fields) -> ServerResult:
-    return server("failed", error=f"ShowLogsExportStatus: no answer within {n} s from 10.0.{n}.1",
-                  error_kind="timeout", **fields)
+    return server(
+        "failed", error=f"ShowLogsExportStatus: no answer within {n} s from 10.0.{n}.1", error_kind="timeout", **fields
+    )
 
 
 def http(status: int, code: str | None, message: str, **fields) -> ServerResult:
     text = f"ExportServerLogs: HTTP {status}" + (f" {code}" if code else "") + f": {message}"
-    return server("failed", error=text, error_kind="http",
-                  status=status, error_code=code, **fields)
+    return server("failed", error=text, error_kind="http", status=status, error_code=code, **fields)
 
 
 def stopped(why: str) -> ServerResult:
@@ -55,17 +56,27 @@ def groups(record: dict) -> dict[str, int]:
 
 def test_failures_group_by_kind_status_and_code_whatever_the_wording():
     results = [
-        timeout(30, server_id="first-timeout"), timeout(31), timeout(45),
+        timeout(30, server_id="first-timeout"),
+        timeout(31),
+        timeout(45),
         http(500, "SVC.0001", "internal error, trace 8f3a", server_id="first-500"),
         http(500, "SVC.0001", "internal error, trace 1b2c"),
         http(500, "SVC.0002", "internal error, trace 8f3a"),  # same words, another code: apart
-        server("failed", error="DownloadServerLogs: gzip magic missing in 5 bytes", error_kind="archive",
-               reason="archive damaged on the server"),
+        server(
+            "failed",
+            error="DownloadServerLogs: gzip magic missing in 5 bytes",
+            error_kind="archive",
+            reason="archive damaged on the server",
+        ),
         collected(),
     ]
     record = summary_record(results, duration_s=12.0)
-    assert groups(record) == {"timeout": 3, "HTTP 500 SVC.0001": 2, "HTTP 500 SVC.0002": 1,
-                              "archive damaged on the server": 1}
+    assert groups(record) == {
+        "timeout": 3,
+        "HTTP 500 SVC.0001": 2,
+        "HTTP 500 SVC.0002": 1,
+        "archive damaged on the server": 1,
+    }
     first = record["failures"][0]
     assert (first["label"], first["kind"], first["example"]["server_id"]) == ("timeout", "timeout", "first-timeout")
     assert first["example"]["error"] == results[0].error
@@ -97,7 +108,9 @@ def test_pending_servers_are_grouped_by_why_they_stopped():
     results += [stopped("API unreachable: https://api: connection refused"), collected()]
     record = summary_record(results, duration_s=1)
     assert [(g["label"], g["count"]) for g in record["pending_reasons"]] == [
-        ("run stopped by SIGTERM", 3), ("API unreachable: https://api: connection refused", 1)]
+        ("run stopped by SIGTERM", 3),
+        ("API unreachable: https://api: connection refused", 1),
+    ]
     lines = summary_lines(record)
     assert "4 not finished:" in lines
     assert any(line.startswith("      3 x run stopped by SIGTERM  (e.g. p1/S") for line in lines)
@@ -117,14 +130,48 @@ def test_servers_collected_by_earlier_runs_are_counted_apart():
 
 def test_record_has_the_totals_and_what_the_runner_adds():
     results = [collected(10), timeout(1), stopped("run stopped by SIGINT")]
-    record = summary_record(results, duration_s=1.23456, requests=9, throttled=1, retries=2, exit_code=130,
-                            stopped="SIGINT", report_path="/out/report.json")
-    assert {k: record[k] for k in ("servers", "collected", "failed", "pending", "collected_earlier", "bytes",
-                                   "duration_s", "requests", "throttled", "retries", "exit_code", "stopped",
-                                   "report")} == {
-        "servers": 3, "collected": 1, "failed": 1, "pending": 1, "collected_earlier": 0, "bytes": 10,
-        "duration_s": 1.235, "requests": 9, "throttled": 1, "retries": 2, "exit_code": 130, "stopped": "SIGINT",
-        "report": "/out/report.json"}
+    record = summary_record(
+        results,
+        duration_s=1.23456,
+        requests=9,
+        throttled=1,
+        retries=2,
+        exit_code=130,
+        stopped="SIGINT",
+        report_path="/out/report.json",
+    )
+    assert {
+        k: record[k]
+        for k in (
+            "servers",
+            "collected",
+            "failed",
+            "pending",
+            "collected_earlier",
+            "bytes",
+            "duration_s",
+            "requests",
+            "throttled",
+            "retries",
+            "exit_code",
+            "stopped",
+            "report",
+        )
+    } == {
+        "servers": 3,
+        "collected": 1,
+        "failed": 1,
+        "pending": 1,
+        "collected_earlier": 0,
+        "bytes": 10,
+        "duration_s": 1.235,
+        "requests": 9,
+        "throttled": 1,
+        "retries": 2,
+        "exit_code": 130,
+        "stopped": "SIGINT",
+        "report": "/out/report.json",
+    }
     assert summary_lines(record)[-1] == "report: /out/report.json"
 
 
@@ -148,7 +195,8 @@ def test_an_error_from_the_server_is_escaped_in_the_lines():
 
 def test_all_collected_has_no_failure_lines():
     assert summary([collected(), collected()], 2.0, requests=6, throttled=0) == [
-        "2/2 servers collected, 2.0 KiB in 2.0 s (6 requests, 0 throttled, 0 retries)"]
+        "2/2 servers collected, 2.0 KiB in 2.0 s (6 requests, 0 throttled, 0 retries)"
+    ]
 
 
 def test_json_mode_emits_one_summary_record(caplog):
@@ -170,8 +218,17 @@ def test_text_mode_prints_the_lines():
     assert stream.getvalue().splitlines() == summary_lines(record)
 
 
-@pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"), (1024**2 - 1, "1.0 MiB"),
-                                     (5 * 1024**4, "5.0 TiB"), (3 * 1024**5, "3072.0 TiB")])
+@pytest.mark.parametrize(
+    "n, text",
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.0 KiB"),
+        (1024**2 - 1, "1.0 MiB"),
+        (5 * 1024**4, "5.0 TiB"),
+        (3 * 1024**5, "3072.0 TiB"),
+    ],
+)
 def test_human_bytes(n, text):
     assert human_bytes(n) == text
 

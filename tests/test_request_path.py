@@ -10,16 +10,16 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from _fleet import assert_exact, by_id, sweep
 from aiohttp import web
+from test_faults import CONTENT, PROJECT, SERVER, api_client, plain_session, raw_answer, raw_http, serving
 
-from collector.clouddc.api import CloudDC
 from collector.auth import StaticToken
+from collector.clouddc.api import CloudDC
 from collector.control.endpoint import EndpointHealth
+from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.errors import ConnectionReset, ConnectRefused, ExitCode, ProtocolError, RequestTimeout, ThrottledError
 from collector.simulator import SimConfig, Simulator
-from collector.control.throttle import RateLimiter, RetryPolicy
-from _fleet import assert_exact, by_id, sweep
-from test_faults import CONTENT, PROJECT, SERVER, api_client, plain_session, raw_answer, raw_http, serving
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -107,8 +107,15 @@ async def test_an_export_answer_that_trickles_is_cut_by_the_call_deadline_and_co
         sent += 1
 
     async with trickling(head, body) as url, plain_session() as session:
-        api = CloudDC(session, url, PROJECT, StaticToken("t", "test"), limiter=RateLimiter(1000),
-                      policy=RetryPolicy(base=0.01, cap=0.02, max_attempts=2), call_timeout=0.5)
+        api = CloudDC(
+            session,
+            url,
+            PROJECT,
+            StaticToken("t", "test"),
+            limiter=RateLimiter(1000),
+            policy=RetryPolicy(base=0.01, cap=0.02, max_attempts=2),
+            call_timeout=0.5,
+        )
         with pytest.raises(RequestTimeout):
             await api.export(SERVER, on_sent=count)
     assert sent == 2  # both POSTs reached the server: either may have started an export
@@ -117,8 +124,15 @@ async def test_an_export_answer_that_trickles_is_cut_by_the_call_deadline_and_co
 async def test_a_status_answer_that_never_comes_is_a_timeout_not_a_hang():
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     async with trickling(head, b"{" + b" " * 99, every=0.3) as url, plain_session() as session:
-        api = CloudDC(session, url, PROJECT, StaticToken("t", "test"), limiter=RateLimiter(1000),
-                      policy=RetryPolicy(base=0.01, cap=0.02, max_attempts=1), call_timeout=0.5)
+        api = CloudDC(
+            session,
+            url,
+            PROJECT,
+            StaticToken("t", "test"),
+            limiter=RateLimiter(1000),
+            policy=RetryPolicy(base=0.01, cap=0.02, max_attempts=1),
+            call_timeout=0.5,
+        )
         with pytest.raises(RequestTimeout, match="no answer"):
             await api.status(SERVER, "1")
 
@@ -186,7 +200,9 @@ async def test_a_relative_redirect_on_the_same_origin_is_followed(tmp_path):
         return web.Response(status=307, headers={"Location": "../../1/content-elsewhere"})
 
     async def elsewhere(request: web.Request) -> web.Response:
-        return web.Response(body=b"\x1f\x8b" + b"\0" * 20, headers={"X-Token-Seen": request.headers.get("X-Auth-Token", "")})
+        return web.Response(
+            body=b"\x1f\x8b" + b"\0" * 20, headers={"X-Token-Seen": request.headers.get("X-Auth-Token", "")}
+        )
 
     app = web.Application()
     app.router.add_get(CONTENT, redirect)
@@ -204,12 +220,22 @@ async def test_a_relative_redirect_on_the_same_origin_is_followed(tmp_path):
 async def test_a_refused_export_slows_exports_only_and_polls_keep_their_rate():
     """An API that caps running exports refuses the POST with 429: that says nothing about how
     fast we may poll, so only the export limiter backs off."""
-    async with Simulator(SimConfig(servers=3, export_seconds=(5.0, 5.0), max_concurrent_exports=1, **{
-        "archive_bytes": (4096, 8192)})) as sim, aiohttp.ClientSession() as session:
+    async with (
+        Simulator(
+            SimConfig(servers=3, export_seconds=(5.0, 5.0), max_concurrent_exports=1, archive_bytes=(4096, 8192))
+        ) as sim,
+        aiohttp.ClientSession() as session,
+    ):
         limiter, export_limiter = RateLimiter(100), RateLimiter(100)
-        api = CloudDC(session, sim.url, sim.project_id, StaticToken(sim.config.token, "test"),
-                      limiter=limiter, export_limiter=export_limiter,
-                      policy=RetryPolicy(max_attempts=1, throttled_attempts=1))
+        api = CloudDC(
+            session,
+            sim.url,
+            sim.project_id,
+            StaticToken(sim.config.token, "test"),
+            limiter=limiter,
+            export_limiter=export_limiter,
+            policy=RetryPolicy(max_attempts=1, throttled_attempts=1),
+        )
         first = await api.export(sim.server_ids[0])
         with pytest.raises(ThrottledError):
             await api.export(sim.server_ids[1])

@@ -9,15 +9,15 @@ import sqlite3
 import aiohttp
 import anyio
 import pytest
+from _fleet import sweep
 
 from collector.cli.main import exit_code
-from collector.errors import ExitCode
 from collector.config.inventory import load_inventory
 from collector.destinations.local import LocalDestination
+from collector.errors import ExitCode
+from collector.simulator import SimConfig, Simulator
 from collector.sweep.events import Events, Phase
 from collector.sweep.journal import Journal, JournalError
-from collector.simulator import SimConfig, Simulator
-from _fleet import sweep
 from collector.sweep.pipeline import Sweep
 
 pytestmark = pytest.mark.anyio
@@ -27,8 +27,10 @@ CONFIG = SimConfig(servers=12, export_seconds=(0.05, 0.15), archive_bytes=(4096,
 
 def journal_rows(tmp_path):
     with sqlite3.connect(tmp_path / "out" / ".collector" / "journal.db") as db:
-        return {sid: (phase, export_id) for sid, phase, export_id in db.execute(
-            "SELECT server_id, phase, export_id FROM servers")}
+        return {
+            sid: (phase, export_id)
+            for sid, phase, export_id in db.execute("SELECT server_id, phase, export_id FROM servers")
+        }
 
 
 async def test_rerun_skips_collected_servers_and_sends_nothing(tmp_path, fast_settings, out_dir):

@@ -9,16 +9,16 @@ import signal
 from pathlib import Path
 
 import pytest
-
-from collector.observe import crash
-from collector.errors import ExitCode, UsageError
-from collector.sweep.events import Phase, PhaseChanged
-from collector.config.inventory import load_inventory
-from collector.run.runner import Outcome, _Ledger, closing_lines, error_exit_code, exit_code
-from collector.config.settings import Settings
-from collector.simulator import SimConfig, Simulator
-from collector.sweep.pipeline import ServerResult
 from _fleet import assert_exact, sweep
+
+from collector.config.inventory import load_inventory
+from collector.config.settings import Settings
+from collector.errors import ExitCode, UsageError
+from collector.observe import crash
+from collector.run.runner import Outcome, _Ledger, closing_lines, error_exit_code, exit_code
+from collector.simulator import SimConfig, Simulator
+from collector.sweep.events import Phase, PhaseChanged
+from collector.sweep.pipeline import ServerResult
 
 CONFIG = SimConfig(servers=12, export_seconds=(0.05, 0.15), archive_bytes=(4096, 16384), seed=31)
 
@@ -43,11 +43,20 @@ def result(state: str, **fields) -> ServerResult:
         (Outcome([result("pending")], unreachable="down", auth_failed=True), ExitCode.AUTH),
         (Outcome([result("pending")], auth_failed=True, signal=signal.SIGTERM), ExitCode.SIGTERM),
         (Outcome([result("pending")], unreachable="down", signal=signal.SIGINT), ExitCode.SIGINT),
-        (Outcome([result("collected")], crash=RuntimeError("bug"), signal=signal.SIGINT, auth_failed=True),
-         ExitCode.INTERNAL),
+        (
+            Outcome([result("collected")], crash=RuntimeError("bug"), signal=signal.SIGINT, auth_failed=True),
+            ExitCode.INTERNAL,
+        ),
     ],
-    ids=["all-collected", "some-failed", "unreachable", "auth-over-unreachable", "signal-over-auth",
-         "signal-over-unreachable", "crash-over-everything"],
+    ids=[
+        "all-collected",
+        "some-failed",
+        "unreachable",
+        "auth-over-unreachable",
+        "signal-over-auth",
+        "signal-over-unreachable",
+        "crash-over-everything",
+    ],
 )
 def test_exit_code_order(outcome, code):
     assert exit_code(outcome) is code
@@ -63,8 +72,9 @@ def test_errors_that_end_a_command_early_have_their_codes():
 
 
 def test_closing_lines_name_the_real_archive_folder_and_what_to_do():
-    outcome = Outcome([result("pending")], output=Path("/srv/logs"), projects=("0f1e",),
-                      unreachable="connection refused")
+    outcome = Outcome(
+        [result("pending")], output=Path("/srv/logs"), projects=("0f1e",), unreachable="connection refused"
+    )
     lines = closing_lines(outcome)
     assert lines[0] == "archives in /srv/logs/0f1e/"
     assert "could not be reached (connection refused)" in lines[1]
@@ -153,8 +163,10 @@ async def test_a_crash_still_writes_the_report_saves_the_traceback_and_ends_in_7
 
 def test_the_crash_line_is_one_line_whatever_the_message():
     line = crash.line(RuntimeError("first\nsecond\r\nthird"), Path("/o/.collector/crash-1.txt"))
-    assert line == ("collector: internal error: RuntimeError: first second third; "
-                    "details in /o/.collector/crash-1.txt; please report it")
+    assert line == (
+        "collector: internal error: RuntimeError: first second third; "
+        "details in /o/.collector/crash-1.txt; please report it"
+    )
     wrapped = ExceptionGroup("unhandled errors in a TaskGroup", [KeyError("k")])
     assert crash.line(wrapped, None).startswith("collector: internal error: KeyError: 'k'; the details could not")
 
@@ -162,13 +174,15 @@ def test_the_crash_line_is_one_line_whatever_the_message():
 def test_after_a_crash_each_server_reports_its_last_known_state(tmp_path):
     """The ledger is what the report holds when a crash took the sweep's own results."""
     path = tmp_path / "inventory.yaml"
-    path.write_text("endpoint: https://api.example.com\nproject_id: p1\nauth: {token_env: T}\n"
-                    "servers: [S1, S2, S3, S4]\n")
+    path.write_text(
+        "endpoint: https://api.example.com\nproject_id: p1\nauth: {token_env: T}\nservers: [S1, S2, S3, S4]\n"
+    )
     inventory = load_inventory(path, {"T": "t"})
     ledger = _Ledger()
     ledger(PhaseChanged("p1", "S1", Phase.COLLECTED, Phase.DOWNLOADING, export_id="e1", size=10, sha256="ab"))
-    ledger(PhaseChanged("p1", "S2", Phase.FAILED, Phase.POLLING, export_id="e2", error="export failed",
-                        reason="export"))
+    ledger(
+        PhaseChanged("p1", "S2", Phase.FAILED, Phase.POLLING, export_id="e2", error="export failed", reason="export")
+    )
     ledger(PhaseChanged("p1", "S3", Phase.POLLING, Phase.EXPORTING, export_id="e3"))
     s1, s2, s3, s4 = ledger.results(inventory)
     assert (s1.state, s1.file, s1.bytes, s1.sha256, s1.export_id) == ("collected", "p1/S1-dump.tar.gz", 10, "ab", "e1")
@@ -198,8 +212,9 @@ async def test_an_unverified_tls_project_draws_a_warning_on_every_run(tmp_path, 
     async with Simulator(SimConfig(servers=2, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:
         sim.write_inventory(tmp_path / "inventory.yaml")
         inventory = load_inventory(tmp_path / "inventory.yaml")
-        inventory = _replace(inventory, projects=tuple(_replace(p, tls_verify=False, ssl=False)
-                                                       for p in inventory.projects))
+        inventory = _replace(
+            inventory, projects=tuple(_replace(p, tls_verify=False, ssl=False) for p in inventory.projects)
+        )
         with caplog.at_level(logging.WARNING, logger="collector.run"):
             await run_sweep(inventory, fast_settings, tmp_path / "out")
     assert any("certificates are not verified" in r.getMessage() for r in caplog.records)

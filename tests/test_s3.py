@@ -9,23 +9,23 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import aiohttp
 import anyio
 import pytest
-
 from _moto import FaultyProxy, MotoServer, raw_client
-from collector.clouddc.api import CloudDC
+
 from collector.auth import StaticToken
+from collector.clouddc.api import CloudDC
+from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations import LocalLocation, S3Location, parse_destination
-from collector.destinations.s3 import MiB, S3Destination
-from collector.transfer.download import DownloadOptions, fetch_archive
 from collector.destinations.base import archive_name
+from collector.destinations.s3 import MiB, S3Destination
 from collector.errors import StorageError, UsageError
 from collector.simulator import SimConfig, Simulator
-from collector.control.throttle import RateLimiter, RetryPolicy
+from collector.transfer.download import DownloadOptions, fetch_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -41,8 +41,8 @@ def payload(size: int, seed: int = 0) -> bytes:
 async def write_in_batches(partial, data: bytes, chunk: int = 256 * 1024, batch: int = BATCH) -> None:
     """Hand `data` over as download.py does: lists of socket-sized chunks, about 1 MiB a list."""
     for start in range(0, len(data), batch):
-        piece = data[start:start + batch]
-        await partial.write([piece[i:i + chunk] for i in range(0, len(piece), chunk)])
+        piece = data[start : start + batch]
+        await partial.write([piece[i : i + chunk] for i in range(0, len(piece), chunk)])
 
 
 async def get(url: str, bucket: str, key: str) -> tuple[bytes, dict[str, str]]:
@@ -104,13 +104,15 @@ async def test_small_archive_is_one_put_with_its_sha256(moto_server, bucket):
 
 async def test_archive_above_the_copy_limit_gets_its_sha256_by_multipart_copy(moto_server, bucket):
     data = payload(12 * MiB, seed=3)
-    async with FaultyProxy(moto_server.url).running() as proxy:
-        async with S3Destination(
+    async with (
+        FaultyProxy(moto_server.url).running() as proxy,
+        S3Destination(
             bucket, "p", endpoint_url=proxy.url, part_size=PART, max_copy=6 * MiB, copy_part_size=PART
-        ) as destination:
-            partial = await destination.open_partial(NAME)
-            await write_in_batches(partial, data)
-            archive = await partial.commit()
+        ) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await write_in_batches(partial, data)
+        archive = await partial.commit()
     assert proxy.count("UploadPartCopy") == 3 and proxy.count("CopyObject") == 0
     assert proxy.count("CompleteMultipartUpload") == 2
     assert await get(moto_server.url, bucket, f"p/{NAME}") == (data, {"sha256": archive.sha256})
@@ -227,7 +229,9 @@ async def test_slow_down_is_retried_by_botocore_and_the_archive_is_exact(moto_se
             await write_in_batches(partial, data)
             archive = await partial.commit()
     assert [(op, proxy.count(op, 503), proxy.count(op, 200)) for op in faults] == [
-        ("CreateMultipartUpload", 1, 1), ("UploadPart", 1, 2), ("CompleteMultipartUpload", 1, 1)
+        ("CreateMultipartUpload", 1, 1),
+        ("UploadPart", 1, 2),
+        ("CompleteMultipartUpload", 1, 1),
     ]
     assert await get(moto_server.url, bucket, f"p/{NAME}") == (data, {"sha256": archive.sha256})
 
@@ -271,14 +275,16 @@ async def test_unreachable_endpoint_is_a_storage_error(moto_server):
     with socket.socket() as probe:  # a port nothing listens on once it is closed
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    async with S3Destination("some-bucket", "p", endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1) as destination:
+    async with S3Destination(
+        "some-bucket", "p", endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1
+    ) as destination:
         with pytest.raises(StorageError) as caught:
             await destination.check(NAME, 1, None)
     assert caught.value.reason == "object storage unreachable (EndpointConnectionError)"
 
 
 @pytest.fixture(scope="module")
-def checking_moto(moto_server) -> MotoServer:  # noqa: F811
+def checking_moto(moto_server) -> MotoServer:
     """A second moto that checks access keys against its own IAM (it knows none of ours)."""
     server = MotoServer({"INITIAL_NO_AUTH_ACTION_COUNT": "0"})
     server.start()
@@ -336,8 +342,9 @@ async def test_download_cut_half_way_lands_exact_in_the_bucket(moto_server, buck
     async with Simulator(config, clock=clock) as sim, aiohttp.ClientSession(auto_decompress=False) as session:
         server = sim.server_ids[0]
         sim.script(server, download=["truncate"])
-        api = CloudDC(session, sim.url, sim.project_id, StaticToken(sim.token, "test"),
-                      limiter=RateLimiter(1000), policy=policy)
+        api = CloudDC(
+            session, sim.url, sim.project_id, StaticToken(sim.token, "test"), limiter=RateLimiter(1000), policy=policy
+        )
         export = await api.export(server)
         clock.now += 3600
         name = archive_name(sim.project_id, server)
@@ -356,7 +363,7 @@ async def test_download_cut_half_way_lands_exact_in_the_bucket(moto_server, buck
 
 # -- parsing -o --------------------------------------------------------------------------------
 
-NOW = datetime(2026, 11, 30, 4, 5, 6, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 30, 4, 5, 6, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -376,10 +383,12 @@ def test_s3_urls_parse_into_bucket_and_prefix(text, bucket, prefix):
 
 
 def test_placeholders_are_utc_and_sort_in_time_order():
-    east = datetime(2026, 12, 1, 1, 0, tzinfo=timezone.utc).astimezone(timezone(timedelta(hours=-8)))
+    east = datetime(2026, 12, 1, 1, 0, tzinfo=UTC).astimezone(timezone(timedelta(hours=-8)))
     assert parse_destination("s3://logs/{date}", env={}, now=east).prefix == "2026-12-01"
-    times = [datetime(2026, m, d, h, mi, tzinfo=timezone.utc) for m, d, h, mi in
-             [(1, 2, 3, 4), (1, 2, 13, 0), (11, 30, 4, 5), (12, 1, 0, 0)]]
+    times = [
+        datetime(2026, m, d, h, mi, tzinfo=UTC)
+        for m, d, h, mi in [(1, 2, 3, 4), (1, 2, 13, 0), (11, 30, 4, 5), (12, 1, 0, 0)]
+    ]
     expanded = [parse_destination("s3://logs/{datetime}", env={}, now=t).prefix for t in times]
     assert expanded == sorted(expanded) and all(":" not in p for p in expanded)
 
@@ -387,7 +396,10 @@ def test_placeholders_are_utc_and_sort_in_time_order():
 def test_endpoint_comes_from_the_option_then_the_standard_variables():
     env = {"AWS_ENDPOINT_URL": "http://generic:9000", "AWS_ENDPOINT_URL_S3": "https://s3.example:9443/"}
     assert parse_destination("s3://logs", env=env).endpoint_url == "https://s3.example:9443"
-    assert parse_destination("s3://logs", env={"AWS_ENDPOINT_URL": "http://generic:9000"}).endpoint_url == "http://generic:9000"
+    assert (
+        parse_destination("s3://logs", env={"AWS_ENDPOINT_URL": "http://generic:9000"}).endpoint_url
+        == "http://generic:9000"
+    )
     given = parse_destination("s3://logs", endpoint_url="https://given.example", env=env)
     assert given.endpoint_url == "https://given.example"
     ignored = {**env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}
@@ -406,8 +418,13 @@ def test_obs_is_s3_with_a_required_endpoint():
 def test_an_obs_endpoint_names_the_region_unless_one_is_set():
     endpoint = "https://obs.cn-north-4.myhuaweicloud.com"
     assert parse_destination("obs://logs", endpoint_url=endpoint, env={}).region == "cn-north-4"
-    assert parse_destination("obs://logs", endpoint_url=endpoint, region="ap-southeast-1", env={}).region == "ap-southeast-1"
-    assert parse_destination("obs://logs", endpoint_url=endpoint, env={"AWS_DEFAULT_REGION": "cn-east-3"}).region is None
+    assert (
+        parse_destination("obs://logs", endpoint_url=endpoint, region="ap-southeast-1", env={}).region
+        == "ap-southeast-1"
+    )
+    assert (
+        parse_destination("obs://logs", endpoint_url=endpoint, env={"AWS_DEFAULT_REGION": "cn-east-3"}).region is None
+    )
     assert parse_destination("s3://logs", endpoint_url="https://minio.example", env={}).region is None
 
 
@@ -467,5 +484,9 @@ def test_location_opens_a_destination_for_its_bucket_and_prefix():
     location = parse_destination("obs://logs/{date}", endpoint_url="https://obs.example", env={}, now=NOW)
     destination = location.open(part_size=PART)
     assert isinstance(destination, S3Destination)
-    assert (destination.bucket, destination.prefix, destination.endpoint_url) == ("logs", "2026-11-30", "https://obs.example")
+    assert (destination.bucket, destination.prefix, destination.endpoint_url) == (
+        "logs",
+        "2026-11-30",
+        "https://obs.example",
+    )
     assert destination.key(NAME) == f"2026-11-30/{NAME}"

@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from collector.destinations.location import S3Location, parse_destination
-from collector.destinations.base import archive_name
-from collector.errors import ExitCode, UsageError
-from collector.config.inventory import load_inventory
-from collector.run.runner import exit_code, run_sweep, state_dir_for
-from collector.simulator import SimConfig, Simulator
 from _moto import new_bucket_name
 from test_s3 import get, keys, open_uploads
+
+from collector.config.inventory import load_inventory
+from collector.destinations.base import archive_name
+from collector.destinations.location import S3Location, parse_destination
+from collector.errors import ExitCode, UsageError
+from collector.run.runner import exit_code, run_sweep, state_dir_for
+from collector.simulator import SimConfig, Simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -32,7 +32,9 @@ async def test_a_sweep_into_a_bucket_is_exact_and_a_new_pod_without_state_skips_
         first = await run_sweep(inventory, settings, location)
         assert exit_code(first) is ExitCode.OK
         for sid in sim.server_ids:
-            body, metadata = await get(moto_server.url, bucket, f"{location.prefix}/{archive_name(sim.project_id, sid)}")
+            body, metadata = await get(
+                moto_server.url, bucket, f"{location.prefix}/{archive_name(sim.project_id, sid)}"
+            )
             assert body == sim.expected_archive(sid)
             assert len(metadata["sha256"]) == 64
         stored = await keys(moto_server.url, bucket)
@@ -65,7 +67,7 @@ async def test_a_bucket_that_refuses_us_is_a_usage_error_before_any_api_request(
 
 def test_the_state_folder_of_a_bucket_is_derived_from_it_or_refused_without_a_home():
     location = S3Location("logs", "clouddc/2026-11-30")
-    assert state_dir_for(location, "/var/lib/collector") .as_posix() == "/var/lib/collector"
+    assert state_dir_for(location, "/var/lib/collector").as_posix() == "/var/lib/collector"
     derived = state_dir_for(location, None, {"XDG_STATE_HOME": "/state"})
     assert derived.parent.as_posix() == "/state/collector" and derived.name.startswith("logs-")
     assert state_dir_for(S3Location("logs", "other"), None, {"XDG_STATE_HOME": "/state"}) != derived
@@ -90,14 +92,18 @@ async def test_shards_into_one_prefix_then_collector_merge_writes_the_whole_repo
         sim.write_inventory(tmp_path / "inventory.yaml")
         inventory = load_inventory(tmp_path / "inventory.yaml")
         for index in range(2):
-            settings = fast_settings.__class__(**{**fast_settings.__dict__, "state_dir": str(tmp_path / f"pod-{index}")})
+            settings = fast_settings.__class__(
+                **{**fast_settings.__dict__, "state_dir": str(tmp_path / f"pod-{index}")}
+            )
             outcome = await run_sweep(inventory, settings, location, shard=parse_shard(f"{index}/2"))
             assert exit_code(outcome) is ExitCode.OK
     stored = await keys(moto_server.url, bucket)
     assert {"run/report.shard-0-of-2.json", "run/report.shard-1-of-2.json"} <= set(stored)
     merge = await anyio.run_process(
         [sys.executable, "-m", "collector", "merge", f"s3://{bucket}/run", "--s3-endpoint", moto_server.url],
-        check=False, env=dict(os.environ))
+        check=False,
+        env=dict(os.environ),
+    )
     assert merge.returncode == 0, merge.stderr.decode()
     report, _ = await get(moto_server.url, bucket, "run/report.json")
     merged = json.loads(report)

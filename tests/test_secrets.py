@@ -32,9 +32,20 @@ def everything_written(*roots: Path) -> bytes:
 @pytest.mark.parametrize("kind", ["token_env", "token_file", "aksk", "aksk_temporary", "iam", "pod_identity"])
 async def test_no_secret_appears_in_anything_a_run_writes(tmp_path, kind, log_format):
     token, ak, sk, security, password, pod_token = (secrets.token_urlsafe(24) for _ in range(6))
-    config = SimConfig(servers=6, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), token=token,
-                       access_key=ak, secret_key=sk, fault_500=0.3, seed=5, iam_password=password,
-                       pod_token=pod_token, token_lifetime=1.0, credential_lifetime=1.0)
+    config = SimConfig(
+        servers=6,
+        export_seconds=(0.05, 0.1),
+        archive_bytes=(4096, 8192),
+        token=token,
+        access_key=ak,
+        secret_key=sk,
+        fault_500=0.3,
+        seed=5,
+        iam_password=password,
+        pod_token=pod_token,
+        token_lifetime=1.0,
+        credential_lifetime=1.0,
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUAWEICLOUD_SDK_")}
     async with Simulator(config) as sim:
         sim.write_inventory(tmp_path / "sim.yaml")
@@ -49,8 +60,14 @@ async def test_no_secret_appears_in_anything_a_run_writes(tmp_path, kind, log_fo
             (secret_dir / "token").write_text(token + "\n")
             inventory["auth"] = {"token_file": str(secret_dir / "token")}
         elif kind == "iam":
-            inventory["auth"] = {"iam": {"endpoint": sim.iam_url, "domain": config.iam_domain,
-                                         "user": config.iam_user, "password_env": "IAM_PASSWORD"}}
+            inventory["auth"] = {
+                "iam": {
+                    "endpoint": sim.iam_url,
+                    "domain": config.iam_domain,
+                    "user": config.iam_user,
+                    "password_env": "IAM_PASSWORD",
+                }
+            }
             env["IAM_PASSWORD"] = password
         elif kind == "pod_identity":
             (secret_dir / "sa-token").write_text(pod_token + "\n")
@@ -64,14 +81,29 @@ async def test_no_secret_appears_in_anything_a_run_writes(tmp_path, kind, log_fo
                 env["HUAWEICLOUD_SDK_SECURITY_TOKEN"] = security
         (tmp_path / "fleet.yaml").write_text(yaml.safe_dump(inventory))
         out = tmp_path / "out"
-        command = [sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "fleet.yaml"), "-o", str(out),
-                   "-vv", "--log-format", log_format, "--no-progress", "--poll-interval", "0.05"]
+        command = [
+            sys.executable,
+            "-m",
+            "collector",
+            "run",
+            "-i",
+            str(tmp_path / "fleet.yaml"),
+            "-o",
+            str(out),
+            "-vv",
+            "--log-format",
+            log_format,
+            "--no-progress",
+            "--poll-interval",
+            "0.05",
+        ]
         run = await anyio.run_process(command, env=env, check=False, cwd=tmp_path)
         # A second run whose credentials are refused: the error path must not echo them either.
         if kind.startswith("token"):
             sim.revoke_token()
-        refused_env = dict(env, CLOUDDC_TOKEN="wrong-" + token, HUAWEICLOUD_SDK_SK="wrong-" + sk,
-                           IAM_PASSWORD="wrong-" + password)
+        refused_env = dict(
+            env, CLOUDDC_TOKEN="wrong-" + token, HUAWEICLOUD_SDK_SK="wrong-" + sk, IAM_PASSWORD="wrong-" + password
+        )
         if kind == "pod_identity":
             (secret_dir / "sa-token").write_text("wrong-" + pod_token + "\n")
         refused = await anyio.run_process([*command, "--fresh"], env=refused_env, check=False, cwd=tmp_path)

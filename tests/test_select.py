@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from collector.errors import UsageError
 from collector.config.inventory import Server
 from collector.config.select import MAX_FILE_BYTES, Glob, glob_problem, parse_selection
+from collector.errors import UsageError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -423,16 +423,55 @@ def test_run_select_collects_exactly_the_matching_servers_and_reports_only_them(
             first = listed[0]["name"]
             wanted = sorted(s["id"] for s in listed if s["name"] != first and s["name"] <= listed[9]["name"])
             run = await anyio.run_process(
-                [sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "inventory.yaml"),
-                 "-o", str(tmp_path / "out"), "--select", ",".join(f"id:{sid}" for sid in wanted[:-1]),
-                 "--select", f"{wanted[-1]},{first}", "--select", f"!name:{first}",
-                 "--poll-interval", "0.1", "--no-progress"], check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "collector",
+                    "run",
+                    "-i",
+                    str(tmp_path / "inventory.yaml"),
+                    "-o",
+                    str(tmp_path / "out"),
+                    "--select",
+                    ",".join(f"id:{sid}" for sid in wanted[:-1]),
+                    "--select",
+                    f"{wanted[-1]},{first}",
+                    "--select",
+                    f"!name:{first}",
+                    "--poll-interval",
+                    "0.1",
+                    "--no-progress",
+                ],
+                check=False,
+            )
             validate = await anyio.run_process(
-                [sys.executable, "-m", "collector", "validate", "-i", str(tmp_path / "inventory.yaml"),
-                 "--select", "name:nothing-like-this*"], check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "collector",
+                    "validate",
+                    "-i",
+                    str(tmp_path / "inventory.yaml"),
+                    "--select",
+                    "name:nothing-like-this*",
+                ],
+                check=False,
+            )
             nothing = await anyio.run_process(
-                [sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "inventory.yaml"),
-                 "-o", str(tmp_path / "nothing"), "--select", "name:nothing-like-this*"], check=False)
+                [
+                    sys.executable,
+                    "-m",
+                    "collector",
+                    "run",
+                    "-i",
+                    str(tmp_path / "inventory.yaml"),
+                    "-o",
+                    str(tmp_path / "nothing"),
+                    "--select",
+                    "name:nothing-like-this*",
+                ],
+                check=False,
+            )
             assert nothing.returncode == 2, nothing.stderr.decode()
             assert nothing.stderr.decode().startswith("collector: error: --select")
             assert not list((tmp_path / "nothing").rglob("*"))  # checked writable, nothing written

@@ -10,7 +10,18 @@ import pytest
 
 from collector.cli.main import build_parser
 from collector.config.inventory import load_inventory
-from collector.config.settings import FailureBudget, BY_KEY, OPTIONS, SETTINGS, Kind, Settings, given, markdown_table, parse_size, resolve
+from collector.config.settings import (
+    BY_KEY,
+    OPTIONS,
+    SETTINGS,
+    FailureBudget,
+    Kind,
+    Settings,
+    given,
+    markdown_table,
+    parse_size,
+    resolve,
+)
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -47,7 +58,7 @@ def test_readme_flag_table_is_the_rendered_declarations():
     text = README.read_text(encoding="utf-8")
     start = text.index("| flag | default |")
     end = text.index("\n\n", start)
-    assert text[start:end + 1] == markdown_table()
+    assert text[start : end + 1] == markdown_table()
 
 
 def help_of(command: str, capsys) -> str:
@@ -102,8 +113,17 @@ def test_user_settings_and_internal_fields_are_told_apart():
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("1", 1), ("65536", 65536), ("256K", 256 * 1024), ("512m", 512 * 1024**2), ("8G", 8 * 1024**3),
-     ("8GiB", 8 * 1024**3), ("8gb", 8 * 1024**3), ("1.5G", 3 * 512 * 1024**2), (" 2T ", 2 * 1024**4)],
+    [
+        ("1", 1),
+        ("65536", 65536),
+        ("256K", 256 * 1024),
+        ("512m", 512 * 1024**2),
+        ("8G", 8 * 1024**3),
+        ("8GiB", 8 * 1024**3),
+        ("8gb", 8 * 1024**3),
+        ("1.5G", 3 * 512 * 1024**2),
+        (" 2T ", 2 * 1024**4),
+    ],
 )
 def test_sizes(text, value):
     assert parse_size(text) == value
@@ -122,6 +142,6 @@ def test_resolve_refuses_what_is_not_a_setting():
 
 def test_the_example_inventory_shows_every_setting():
     text = (Path(__file__).resolve().parent.parent / "configs" / "example-inventory.yaml").read_text()
-    section = text[text.index("\ncollector:"):]
+    section = text[text.index("\ncollector:") :]
     missing = [key for key in BY_KEY if not re.search(rf"^\s+(# )?{key}:", section, re.MULTILINE)]
     assert not missing

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.auth import StaticToken
-from collector.errors import UsageError
 from collector.config.inventory import Inventory, Project, Server
 from collector.config.shards import MAX_SHARDS, Shard, parse_report_name, parse_shard, shard_of
+from collector.errors import UsageError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -24,8 +24,7 @@ TOKEN = StaticToken("t0k3n", "$CLOUDDC_TOKEN")
 
 def inventory(fleet: dict[str, list[str]], settings_: dict | None = None) -> Inventory:
     projects = tuple(
-        Project(pid, f"https://{pid}.example", TOKEN, tuple(Server(sid) for sid in sids))
-        for pid, sids in fleet.items()
+        Project(pid, f"https://{pid}.example", TOKEN, tuple(Server(sid) for sid in sids)) for pid, sids in fleet.items()
     )
     return Inventory(Path("fleet.yaml"), projects, settings_ or {})
 
@@ -58,10 +57,7 @@ def test_shards_are_disjoint_and_together_are_the_whole_fleet(fleet, count):
 @PROPERTY
 @given(fleet=fleets, count=counts, data=st.data())
 def test_a_server_lands_in_the_same_shard_whatever_the_inventory_order(fleet, count, data):
-    shuffled = {
-        pid: data.draw(st.permutations(fleet[pid]))
-        for pid in data.draw(st.permutations(list(fleet)))
-    }
+    shuffled = {pid: data.draw(st.permutations(fleet[pid])) for pid in data.draw(st.permutations(list(fleet)))}
     for index in range(count):
         shard = Shard(index, count)
         assert set(pairs(shard.select(inventory(fleet)))) == set(pairs(shard.select(inventory(shuffled))))
@@ -153,12 +149,23 @@ def test_a_report_name_gives_back_its_shard(index, extra):
     assert parse_report_name(shard.report_name) == shard
 
 
-@pytest.mark.parametrize("name", [
-    "report.json", "report.shard-4-of-4.json", "report.shard-01-of-4.json", "report.shard-0-of-04.json",
-    "report.shard-0-of-0.json", "report.shard--1-of-4.json", "report.shard-a-of-b.json",
-    "report.shard-0-of-4.json.tmp", "xreport.shard-0-of-4.json", "report.shard-0-of-4.JSON",
-    f"report.shard-0-of-{MAX_SHARDS + 1}.json", "report.shard-0-of-" + "9" * 5000 + ".json",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "report.json",
+        "report.shard-4-of-4.json",
+        "report.shard-01-of-4.json",
+        "report.shard-0-of-04.json",
+        "report.shard-0-of-0.json",
+        "report.shard--1-of-4.json",
+        "report.shard-a-of-b.json",
+        "report.shard-0-of-4.json.tmp",
+        "xreport.shard-0-of-4.json",
+        "report.shard-0-of-4.JSON",
+        f"report.shard-0-of-{MAX_SHARDS + 1}.json",
+        "report.shard-0-of-" + "9" * 5000 + ".json",
+    ],
+)
 def test_anything_else_is_not_a_report_name(name):
     assert parse_report_name(name) is None
 
@@ -166,28 +173,38 @@ def test_anything_else_is_not_a_report_name(name):
 # -- --shard K/N -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "shard"), [
-    ("0/4", Shard(0, 4)), ("3/4", Shard(3, 4)), ("0/1", Shard(0, 1)), (" 2/4\n", Shard(2, 4)),
-    ("02/04", Shard(2, 4)), (f"{MAX_SHARDS - 1}/{MAX_SHARDS}", Shard(MAX_SHARDS - 1, MAX_SHARDS)),
-])
+@pytest.mark.parametrize(
+    ("text", "shard"),
+    [
+        ("0/4", Shard(0, 4)),
+        ("3/4", Shard(3, 4)),
+        ("0/1", Shard(0, 1)),
+        (" 2/4\n", Shard(2, 4)),
+        ("02/04", Shard(2, 4)),
+        (f"{MAX_SHARDS - 1}/{MAX_SHARDS}", Shard(MAX_SHARDS - 1, MAX_SHARDS)),
+    ],
+)
 def test_shard_is_index_slash_count(text, shard):
     assert parse_shard(text) == shard
 
 
-@pytest.mark.parametrize(("text", "message", "hint"), [
-    ("3/3", "'3/3': the index must be below the number of shards", "0/3 to 2/3"),
-    ("7/3", "'7/3': the index must be below the number of shards", "0/3 to 2/3"),
-    ("-1/4", "'-1/4': expected K/N, two whole numbers", "like --shard 0/4"),
-    ("a/b", "'a/b': expected K/N, two whole numbers", "like --shard 0/4"),
-    ("1/2/3", "'1/2/3': expected K/N, two whole numbers", "like --shard 0/4"),
-    ("4", "'4': expected K/N, two whole numbers", "like --shard 0/4"),
-    ("", "'': expected K/N, two whole numbers", "like --shard 0/4"),
-    ("1/٤", "expected K/N, two whole numbers", "like --shard 0/4"),
-    ("0/0", "'0/0': there must be at least 1 shard", "the Job's completions"),
-    ("0/" + "9" * 30, "more than 100000 shards", "at most 100000"),
-    ("0/" * 40 + "1", "expected K/N", "like --shard 0/4"),
-    ("0" * 5000 + "/" + "0" * 5000 + "x", "expected K/N", "like --shard 0/4"),
-])
+@pytest.mark.parametrize(
+    ("text", "message", "hint"),
+    [
+        ("3/3", "'3/3': the index must be below the number of shards", "0/3 to 2/3"),
+        ("7/3", "'7/3': the index must be below the number of shards", "0/3 to 2/3"),
+        ("-1/4", "'-1/4': expected K/N, two whole numbers", "like --shard 0/4"),
+        ("a/b", "'a/b': expected K/N, two whole numbers", "like --shard 0/4"),
+        ("1/2/3", "'1/2/3': expected K/N, two whole numbers", "like --shard 0/4"),
+        ("4", "'4': expected K/N, two whole numbers", "like --shard 0/4"),
+        ("", "'': expected K/N, two whole numbers", "like --shard 0/4"),
+        ("1/٤", "expected K/N, two whole numbers", "like --shard 0/4"),
+        ("0/0", "'0/0': there must be at least 1 shard", "the Job's completions"),
+        ("0/" + "9" * 30, "more than 100000 shards", "at most 100000"),
+        ("0/" * 40 + "1", "expected K/N", "like --shard 0/4"),
+        ("0" * 5000 + "/" + "0" * 5000 + "x", "expected K/N", "like --shard 0/4"),
+    ],
+)
 def test_a_shard_that_cannot_work_is_refused_with_what_to_give(text, message, hint):
     with pytest.raises(UsageError) as caught:
         parse_shard(text)
@@ -240,8 +257,8 @@ async def test_an_empty_shard_runs_and_reports_zero_servers(tmp_path, fast_setti
 async def test_four_shards_into_one_folder_then_merge_collect_every_server_exactly_once(tmp_path, fast_settings):
     import anyio
 
-    from collector.errors import ExitCode
     from collector.config.inventory import load_inventory
+    from collector.errors import ExitCode
     from collector.observe.merge import merge_folder
     from collector.run.runner import exit_code, run_sweep
     from collector.simulator import SimConfig, Simulator
@@ -279,7 +296,21 @@ def test_a_shard_out_of_range_is_a_usage_error_on_the_command_line(tmp_path):
     import sys
 
     (tmp_path / "inventory.yaml").write_text("endpoint: https://x\nproject_id: p\nauth: {token_env: T}\nservers: [a]\n")
-    run = subprocess.run([sys.executable, "-m", "collector", "run", "-i", str(tmp_path / "inventory.yaml"),
-                          "-o", str(tmp_path / "out"), "--shard", "4/4"], capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "collector",
+            "run",
+            "-i",
+            str(tmp_path / "inventory.yaml"),
+            "-o",
+            str(tmp_path / "out"),
+            "--shard",
+            "4/4",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 2
     assert "--shard" in run.stderr and "Traceback" not in run.stderr

@@ -22,7 +22,8 @@ FLAGS = ["--no-progress", "--poll-interval", "0.2", "--rate", "500"]
 async def start_run(inventory: Path, out: Path, *extra: str) -> anyio.abc.Process:
     return await anyio.open_process(
         [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(out), *FLAGS, *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
 
 

@@ -74,8 +74,13 @@ def signed(
     if date is not None:
         headers["X-Sdk-Date"] = date
     request = SdkRequest(
-        method=method, schema="http", host=f"{url.host}:{url.port}", resource_path=path,
-        query_params=query or [], header_params=headers, body=b"",
+        method=method,
+        schema="http",
+        host=f"{url.host}:{url.port}",
+        resource_path=path,
+        query_params=query or [],
+        header_params=headers,
+        body=b"",
     )
     Signer(BasicCredentials(AK, sk)).sign(request)
     return f"{sim.url}{request.uri}", dict(request.header_params)
@@ -228,16 +233,22 @@ KNOWN_SIGNATURE = "c73bfe2085729a7cdadda514d96c377f480afa9344c7fddc29b8f6805707a
 
 
 def test_canonical_request_and_signature_match_a_known_answer():
-    headers = CIMultiDict({
-        "Host": "clouddc.cn-east-3.myhuaweicloud.com",
-        "X-Sdk-Date": "20260101T000000Z",
-        "Content-Type": " application/json ",  # values are trimmed
-        "X-Project-Id": "p1",
-    })
+    headers = CIMultiDict(
+        {
+            "Host": "clouddc.cn-east-3.myhuaweicloud.com",
+            "X-Sdk-Date": "20260101T000000Z",
+            "Content-Type": " application/json ",  # values are trimmed
+            "X-Project-Id": "p1",
+        }
+    )
     signed_headers = ("content-type", "host", "x-project-id", "x-sdk-date")
     canonical = canonical_request(
-        "get", "/v1/p1/physicalservers/SN%20001~x/logs/exports", "marker=a%2Fb&limit=10",
-        headers, signed_headers, EMPTY_SHA256,
+        "get",
+        "/v1/p1/physicalservers/SN%20001~x/logs/exports",
+        "marker=a%2Fb&limit=10",
+        headers,
+        signed_headers,
+        EMPTY_SHA256,
     )
     assert canonical == KNOWN_CANONICAL
     text = string_to_sign(canonical, "20260101T000000Z")

@@ -20,9 +20,8 @@ import aiohttp
 import pytest
 import yaml
 
-from collector.simulator import DEFAULT_PROJECT_ID, DEFAULT_TOKEN, SimConfig, Simulator
+from collector.simulator import DEFAULT_PROJECT_ID, DEFAULT_TOKEN, SimConfig, Simulator, hostile
 from collector.simulator.archive import build_archive
-from collector.simulator import hostile
 from collector.simulator.audit import audit_output
 from collector.simulator.cli import add_arguments, bytes_range, config_from_args, seconds_range
 from collector.simulator.fleet import COMPLETED_WORDS, FAILED_WORDS, RUNNING_WORDS
@@ -414,17 +413,16 @@ async def test_download_oversize_is_a_valid_larger_archive():
 
 
 async def test_download_stall_holds_the_connection_and_stop_ends_it():
-    async with Simulator(SimConfig(**FAST)) as sim:
-        async with client(sim) as session:
-            sid = sim.server_ids[0]
-            export_id = await completed_export(session, sim, sid)
-            sim.script(sid, download=["stall"])
-            async with session.get(content_url(sim, sid, export_id)) as response:
-                first = await response.content.read(1024)
-                assert first == sim.expected_archive(sid)[:1024]
-                with pytest.raises(TimeoutError):
-                    async with asyncio.timeout(0.3):
-                        await response.read()
+    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
+        sid = sim.server_ids[0]
+        export_id = await completed_export(session, sim, sid)
+        sim.script(sid, download=["stall"])
+        async with session.get(content_url(sim, sid, export_id)) as response:
+            first = await response.content.read(1024)
+            assert first == sim.expected_archive(sid)[:1024]
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await response.read()
     # Leaving the simulator's context did not wait for the stall to end.
 
 
@@ -806,11 +804,14 @@ async def test_hostile_content_length_lies(fault):
         lines, body = await raw_get(sim, content_url(sim, sid, export_id))
     lengths = [int(line.split(":", 1)[1]) for line in lines if line.lower().startswith("content-length:")]
     assert lines[0] == "HTTP/1.1 200 OK" and body == full
-    assert lengths == {
-        "length_short": [len(full) // 2],
-        "length_long": [len(full) + 4096],
-        "length_conflicting": [len(full), len(full) + 1],
-    }[fault]
+    assert (
+        lengths
+        == {
+            "length_short": [len(full) // 2],
+            "length_long": [len(full) + 4096],
+            "length_conflicting": [len(full), len(full) + 1],
+        }[fault]
+    )
 
 
 async def test_hostile_slow_archive_trickles_the_real_archive():
@@ -882,8 +883,16 @@ def _true_output(tmp_path: Path, sim: Simulator) -> tuple[Path, dict]:
     for sid in sim.server_ids[:2]:
         data = sim.expected_archive(sid)
         (folder / f"{sid}-dump.tar.gz").write_bytes(data)
-        entries.append({"server_id": sid, "state": "collected", "file": f"{sim.project_id}/{sid}-dump.tar.gz",
-                        "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "error": None})
+        entries.append(
+            {
+                "server_id": sid,
+                "state": "collected",
+                "file": f"{sim.project_id}/{sid}-dump.tar.gz",
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "error": None,
+            }
+        )
     entries.append({"server_id": sim.server_ids[2], "state": "failed", "error": "not a gzip archive"})
     entries.append({"server_id": sim.server_ids[3], "state": "pending", "error": "not collected: run stopped"})
     report = {"totals": {"servers": 4, "collected": 2, "failed": 1, "pending": 1}, "servers": entries}

@@ -10,8 +10,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yarl
-
 from _auth_servers import FakeClock
+
 from collector.auth import AkSk, IamPassword, Request, sign
 from collector.auth.iam import Password
 from collector.auth.keys import AccessKeys, parse_temporary
@@ -44,9 +44,13 @@ async def list_with(session: aiohttp.ClientSession, sim: Simulator, provider) ->
 
 def iam_provider(sim: Simulator, clock: FakeClock, *, password: str | None = None, **overrides) -> IamPassword:
     config = sim.config
-    return IamPassword(endpoint=sim.iam_url, domain=overrides.get("domain", config.iam_domain),
-                       user=overrides.get("user", config.iam_user),
-                       password=Password(password or config.iam_password, "$IAM_PASSWORD"), clock=clock)
+    return IamPassword(
+        endpoint=sim.iam_url,
+        domain=overrides.get("domain", config.iam_domain),
+        user=overrides.get("user", config.iam_user),
+        password=Password(password or config.iam_password, "$IAM_PASSWORD"),
+        clock=clock,
+    )
 
 
 def pod_provider(sim: Simulator, clock: FakeClock, token_file: Path) -> AkSk:
@@ -54,6 +58,7 @@ def pod_provider(sim: Simulator, clock: FakeClock, token_file: Path) -> AkSk:
 
 
 # -- IAM ------------------------------------------------------------------------------------------
+
 
 async def test_iam_token_is_accepted_until_its_lifetime_ends_then_refused_as_expired():
     clock = FakeClock()
@@ -75,9 +80,21 @@ async def test_iam_token_is_accepted_until_its_lifetime_ends_then_refused_as_exp
 async def test_iam_answers_the_documented_token_format():
     clock = FakeClock()
     config = CONFIG
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "domain": {"name": config.iam_domain}, "name": config.iam_user, "password": config.iam_password}}},
-        "scope": {"project": {"id": config.project_id}}}}
+    body = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "domain": {"name": config.iam_domain},
+                        "name": config.iam_user,
+                        "password": config.iam_password,
+                    }
+                },
+            },
+            "scope": {"project": {"id": config.project_id}},
+        }
+    }
     async with Simulator(config, wall_clock=clock) as sim, aiohttp.ClientSession() as session:
         async with session.post(f"{sim.iam_url}/v3/auth/tokens?nocatalog=true", json=body) as response:
             status, headers, answer = response.status, response.headers, await response.json()
@@ -117,6 +134,7 @@ async def test_iam_answers_400_to_a_body_that_is_not_a_password_identity():
 
 # -- pod identity ---------------------------------------------------------------------------------
 
+
 async def test_pod_identity_keys_sign_requests_until_they_end(tmp_path):
     clock = FakeClock()
     token_file = tmp_path / "token"
@@ -137,7 +155,7 @@ async def test_pod_identity_keys_sign_requests_until_they_end(tmp_path):
 
 
 def _access(authorization: str) -> str:
-    return authorization.split("Access=")[1].split(",")[0]
+    return authorization.split("Access=")[1].split(",", maxsplit=1)[0]
 
 
 async def test_pod_identity_keys_that_ended_are_refused(tmp_path):
@@ -189,8 +207,10 @@ async def fetch_pod_keys(session: aiohttp.ClientSession, sim: Simulator) -> tupl
 
 # -- fixed temporary AK/SK ------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("security_token", "status"), [("sim-fixed-security-token", 200), (None, 401),
-                                                         ("another-security-token", 401)])
+
+@pytest.mark.parametrize(
+    ("security_token", "status"), [("sim-fixed-security-token", 200), (None, 401), ("another-security-token", 401)]
+)
 async def test_configured_temporary_keys_need_the_configured_security_token(security_token, status):
     config = SimConfig(servers=2, security_token="sim-fixed-security-token")
     async with Simulator(config) as sim, aiohttp.ClientSession() as session:
@@ -205,6 +225,7 @@ async def test_permanent_keys_sign_without_a_security_token():
 
 
 # -- the counts, out of process --------------------------------------------------------------------
+
 
 async def test_stats_count_what_iam_and_pod_identity_issued(tmp_path):
     clock = FakeClock()

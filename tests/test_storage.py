@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from collector.destinations import local as storage
@@ -67,7 +68,9 @@ async def test_a_failed_step_fails_its_own_commit_only(tmp_path):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     outcomes = await asyncio.gather(
-        commits.run(renaming(tmp_path, "a")), commits.run(full_disk), commits.run(renaming(tmp_path, "b")),
+        commits.run(renaming(tmp_path, "a")),
+        commits.run(full_disk),
+        commits.run(renaming(tmp_path, "b")),
         return_exceptions=True,
     )
     assert outcomes[0] is None and outcomes[2] is None
@@ -129,7 +132,7 @@ async def test_a_commit_cancelled_by_its_scope_finishes_first(tmp_path):
             tasks.start_soon(cancel_when_running)
             await commits.run(renaming(tmp_path, "a", gate, entered))
             order.append("returned")
-            await anyio.sleep(0)  # where the cancellation lands
+            await anyio.lowlevel.checkpoint()  # where the cancellation lands
     assert scope.cancelled_caught
     assert order == ["cancelled", "returned"]  # held until the step was done, though cancelled first
     assert (tmp_path / "a").read_bytes() == b"a"

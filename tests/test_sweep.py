@@ -6,13 +6,13 @@ import json
 
 import anyio
 import pytest
+from _fleet import archive_path, assert_exact, by_id, partials, sweep
 
 from collector.cli.main import exit_code
+from collector.config.settings import parse_budget
 from collector.errors import ExitCode
 from collector.simulator import SimConfig, Simulator
-from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from collector.sweep.pipeline import Settings
-from collector.config.settings import parse_budget
 
 pytestmark = pytest.mark.anyio
 
@@ -27,8 +27,13 @@ async def test_200_servers_collected_byte_for_byte(tmp_path, fast_settings):
     assert exit_code(outcome) is ExitCode.OK
     assert partials(tmp_path) == []
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["totals"] == {"servers": 200, "collected": 200, "failed": 0, "pending": 0,
-                                "bytes": sum(r["bytes"] for r in report["servers"])}
+    assert report["totals"] == {
+        "servers": 200,
+        "collected": 200,
+        "failed": 0,
+        "pending": 0,
+        "bytes": sum(r["bytes"] for r in report["servers"]),
+    }
     first = report["servers"][0]
     assert first["state"] == "collected" and first["error"] is None
     assert first["file"] == f"{sim.project_id}/{first['server_id']}-dump.tar.gz"
@@ -37,8 +42,14 @@ async def test_200_servers_collected_byte_for_byte(tmp_path, fast_settings):
 
 @pytest.mark.parametrize("retry_after", [True, False], ids=["with-retry-after", "without-retry-after"])
 async def test_throttled_sweep_backs_off_and_completes(tmp_path, fast_settings, retry_after):
-    config = SimConfig(servers=30, export_seconds=(0.05, 0.2), archive_bytes=(4096, 8192),
-                       rate_limit=40, retry_after=retry_after, seed=4)
+    config = SimConfig(
+        servers=30,
+        export_seconds=(0.05, 0.2),
+        archive_bytes=(4096, 8192),
+        rate_limit=40,
+        retry_after=retry_after,
+        seed=4,
+    )
     settings = Settings(**{**fast_settings.__dict__, "rate": 200})  # well over the gateway's 40/s
     async with Simulator(config) as sim:
         outcome = await sweep(sim, tmp_path, settings)
@@ -192,7 +203,9 @@ async def test_a_401_renews_credentials_once_for_everyone_and_the_run_goes_on(tm
         sim.write_inventory(tmp_path / "inventory.yaml")
         inventory = load_inventory(tmp_path / "inventory.yaml")
         credentials = _Renewable(sim)
-        inventory = _replace(inventory, projects=tuple(_replace(p, credentials=credentials) for p in inventory.projects))
+        inventory = _replace(
+            inventory, projects=tuple(_replace(p, credentials=credentials) for p in inventory.projects)
+        )
         outcome = None
 
         async def rotate_mid_run() -> None:
@@ -222,7 +235,9 @@ async def test_a_401_after_a_fresh_credential_ends_the_run_with_exit_3(tmp_path,
         inventory = load_inventory(tmp_path / "inventory.yaml")
         credentials = _Renewable(sim, renewed="refused-as-well")
         sim.revoke_token()
-        inventory = _replace(inventory, projects=tuple(_replace(p, credentials=credentials) for p in inventory.projects))
+        inventory = _replace(
+            inventory, projects=tuple(_replace(p, credentials=credentials) for p in inventory.projects)
+        )
         outcome = await run_sweep(inventory, fast_settings, tmp_path / "out")
     assert exit_code(outcome) is ExitCode.AUTH
     assert credentials.renewals == 1

@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import email.utils
 
+import anyio
+import anyio.lowlevel
 import pytest
 
-from collector.errors import APIError, ArchiveTooLarge, AuthError, NotFoundError, RequestError, ServerError, ThrottledError
-import anyio
-
 from collector.control.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
+from collector.errors import (
+    APIError,
+    ArchiveTooLarge,
+    AuthError,
+    NotFoundError,
+    RequestError,
+    ServerError,
+    ThrottledError,
+)
 
 
 class FakeClock:
@@ -95,7 +103,12 @@ def test_retryable_outcomes(exc):
 
 @pytest.mark.parametrize(
     "exc",
-    [AuthError(401, operation="op"), NotFoundError(404, operation="op"), APIError(400, operation="op"), ArchiveTooLarge("big")],
+    [
+        AuthError(401, operation="op"),
+        NotFoundError(404, operation="op"),
+        APIError(400, operation="op"),
+        ArchiveTooLarge("big"),
+    ],
     ids=["401", "404", "400", "too-large"],
 )
 def test_final_outcomes_are_not_retried(exc):
@@ -284,7 +297,7 @@ async def wait_until(condition) -> None:
     for _ in range(1000):
         if condition():
             return
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
     raise AssertionError("condition never held")
 
 

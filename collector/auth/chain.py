@@ -17,7 +17,6 @@ second by default); call it inside the event loop, before the first API request.
 from __future__ import annotations
 
 import os
-
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -65,9 +64,7 @@ def provider_from_spec(
     Relative paths start from `base_dir`; the IAM endpoint defaults from `region`.
     """
     if kind not in OPTIONS:
-        raise CredentialsUnavailable(
-            "unknown kind of credentials", hint=f"use one of {', '.join(OPTIONS)}"
-        )
+        raise CredentialsUnavailable("unknown kind of credentials", hint=f"use one of {', '.join(OPTIONS)}")
     for name, value in options.items():
         if name not in OPTIONS[kind]:
             allowed = ", ".join(sorted(OPTIONS[kind])) or "none"
@@ -86,8 +83,9 @@ def provider_from_spec(
     if kind == "pod_identity":
         return pod_identity_from_env(environ, session_factory=session_factory, clock=clock, policy=policy)
     endpoint = _url(options.get("endpoint", DEFAULT_ENDPOINT), "endpoint")
-    return metadata_credentials(MetadataService(str(endpoint), session_factory=session_factory, clock=clock),
-                                clock=clock, policy=policy)
+    return metadata_credentials(
+        MetadataService(str(endpoint), session_factory=session_factory, clock=clock), clock=clock, policy=policy
+    )
 
 
 async def default_chain(
@@ -105,8 +103,13 @@ async def default_chain(
     ak, sk = environ.get(AK_ENV, "").strip(), environ.get(SK_ENV, "").strip()
     if ak and sk:
         return keys_from_env(environ, clock=clock)
-    tried.append(f"${AK_ENV} is set but ${SK_ENV} is not" if ak else
-                 f"${SK_ENV} is set but ${AK_ENV} is not" if sk else f"${AK_ENV} and ${SK_ENV} are not set")
+    tried.append(
+        f"${AK_ENV} is set but ${SK_ENV} is not"
+        if ak
+        else f"${SK_ENV} is set but ${AK_ENV} is not"
+        if sk
+        else f"${AK_ENV} and ${SK_ENV} are not set"
+    )
 
     path = credentials_file(environ)
     if path is None:
@@ -147,13 +150,15 @@ def _aksk(options: Mapping[str, str], environ: Mapping[str, str], clock: Clock) 
     if names:
         raise CredentialsUnavailable(
             "profile cannot be combined with ak_env, sk_env or security_token_env",
-            hint="keys come either from variables or from the credentials file", option="profile",
+            hint="keys come either from variables or from the credentials file",
+            option="profile",
         )
     path = credentials_file(environ)
     if path is None:
         raise CredentialsUnavailable(
             "no credentials file: neither $HUAWEICLOUD_SDK_CREDENTIALS_FILE nor $HOME is set",
-            hint="set HUAWEICLOUD_SDK_CREDENTIALS_FILE to the file's path", option="profile",
+            hint="set HUAWEICLOUD_SDK_CREDENTIALS_FILE to the file's path",
+            option="profile",
         )
     return _profile_provider(read_profile(path, options["profile"].strip(), option="profile"), clock)
 
@@ -178,7 +183,8 @@ def _iam(options, environ, base_dir, region, session_factory, clock, policy) -> 
         check_env_name(name, what="password", option="password_env")
         if name not in environ:
             raise CredentialsUnavailable(
-                f"environment variable {name} is not set", hint=f"export {name}=<password> before running",
+                f"environment variable {name} is not set",
+                hint=f"export {name}=<password> before running",
                 option="password_env",
             )
         password = Password(_password(environ[name], f"environment variable {name}", "password_env"), f"${name}")
@@ -193,15 +199,24 @@ def _iam(options, environ, base_dir, region, session_factory, clock, policy) -> 
     else:
         raise CredentialsUnavailable(
             "no IAM endpoint, and no region to derive one from",
-            hint="give endpoint: https://iam.<region>.myhuaweicloud.com", option="endpoint",
+            hint="give endpoint: https://iam.<region>.myhuaweicloud.com",
+            option="endpoint",
         )
     if endpoint.scheme != "https" and not is_loopback(endpoint):
         raise CredentialsUnavailable(
             "the IAM endpoint must be https: the password is sent to it",
-            hint="give endpoint: https://iam.<region>.myhuaweicloud.com", option="endpoint",
+            hint="give endpoint: https://iam.<region>.myhuaweicloud.com",
+            option="endpoint",
         )
-    return IamPassword(endpoint=str(endpoint), domain=domain, user=user, password=password,
-                       session_factory=session_factory, clock=clock, policy=policy)
+    return IamPassword(
+        endpoint=str(endpoint),
+        domain=domain,
+        user=user,
+        password=password,
+        session_factory=session_factory,
+        clock=clock,
+        policy=policy,
+    )
 
 
 def _password(value: str, where: str, option: str) -> str:
@@ -211,7 +226,8 @@ def _password(value: str, where: str, option: str) -> str:
         raise CredentialsUnavailable(f"{where} is empty", hint="put the password in it", option=option)
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in password):
         raise CredentialsUnavailable(
-            f"{where} holds control characters or more than one line", hint="it must hold only the password",
+            f"{where} holds control characters or more than one line",
+            hint="it must hold only the password",
             option=option,
         )
     return password
@@ -235,7 +251,8 @@ def _url(value: str, option: str) -> yarl.URL:
         url = None
     if url is None or url.scheme not in ("http", "https") or not url.host or url.query_string or url.fragment:
         raise CredentialsUnavailable(
-            f"{option} is not an http(s) URL without query", hint="like https://iam.cn-east-3.myhuaweicloud.com",
+            f"{option} is not an http(s) URL without query",
+            hint="like https://iam.cn-east-3.myhuaweicloud.com",
             option=option,
         )
     return url

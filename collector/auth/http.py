@@ -81,15 +81,21 @@ async def exchange(
     host = url.host
     try:
         with anyio.fail_after(timeout):
-            async with session_factory() as session:
-                async with session.request(
-                    method, url, headers=dict(headers or {}), data=body, allow_redirects=False,
+            async with (
+                session_factory() as session,
+                session.request(
+                    method,
+                    url,
+                    headers=dict(headers or {}),
+                    data=body,
+                    allow_redirects=False,
                     proxy=proxy_for(url),
-                ) as response:
-                    if (observe := auth_requests.get()) is not None:
-                        observe("auth", response.status)
-                    data = await read_bounded(response, max_body, operation)
-                    return Answer(response.status, response.headers, data)
+                ) as response,
+            ):
+                if (observe := auth_requests.get()) is not None:
+                    observe("auth", response.status)
+                data = await read_bounded(response, max_body, operation)
+                return Answer(response.status, response.headers, data)
     except aiohttp.ClientResponseError:
         # Its request_info carries the headers we sent (a pod identity token): not kept.
         raise ProtocolError(f"{operation}: {host} sent an answer that is not valid HTTP") from None

@@ -89,11 +89,14 @@ class IamPassword:
         return f"<IamPassword {self.describe()}>"
 
     def describe(self) -> str:
-        return (f"IAM token of user {self.user} (account {self.domain}) from {self.endpoint}, "
-                f"password from {self._password.source}")
+        return (
+            f"IAM token of user {self.user} (account {self.domain}) from {self.endpoint}, "
+            f"password from {self._password.source}"
+        )
 
     def refresher(self, project_id: str) -> Refresher[str]:
         if project_id not in self._tokens:
+
             async def fetch() -> tuple[str, float]:
                 return await self._fetch(project_id)
 

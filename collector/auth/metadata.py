@@ -37,8 +37,14 @@ OPERATION = "ECS metadata security key"
 class MetadataService:
     """Fetches the agency's temporary keys from the metadata service at `endpoint`."""
 
-    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, *, session_factory: SessionFactory = default_session,
-                 clock: Clock = time.time, timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoint: str = DEFAULT_ENDPOINT,
+        *,
+        session_factory: SessionFactory = default_session,
+        clock: Clock = time.time,
+        timeout: float = TIMEOUT,
+    ) -> None:
         self.endpoint = yarl.URL(endpoint.rstrip("/"))
         self.timeout = timeout
         self._session_factory = session_factory
@@ -66,14 +72,25 @@ class MetadataService:
 
     async def _get_key(self) -> Answer:
         headers = {"X-Metadata-Token": self._token} if self._token else {}
-        return await exchange(self._session_factory, "GET", self.endpoint.with_path(KEY_PATH), operation=OPERATION,
-                              headers=headers, timeout=self.timeout)
+        return await exchange(
+            self._session_factory,
+            "GET",
+            self.endpoint.with_path(KEY_PATH),
+            operation=OPERATION,
+            headers=headers,
+            timeout=self.timeout,
+        )
 
     async def _update_token(self, *, required: bool) -> None:
         operation = "ECS metadata session token"
         answer = await exchange(
-            self._session_factory, "PUT", self.endpoint.with_path(TOKEN_PATH), operation=operation,
-            headers={"X-Metadata-Token-Ttl-Seconds": str(TOKEN_TTL)}, timeout=self.timeout, max_body=16 * 1024,
+            self._session_factory,
+            "PUT",
+            self.endpoint.with_path(TOKEN_PATH),
+            operation=operation,
+            headers={"X-Metadata-Token-Ttl-Seconds": str(TOKEN_TTL)},
+            timeout=self.timeout,
+            max_body=16 * 1024,
         )
         now = self._clock()
         if answer.status == 200:
@@ -87,8 +104,9 @@ class MetadataService:
             raise status_error(operation, answer)
 
 
-def metadata_credentials(source: MetadataService, *, clock: Clock = time.time,
-                         policy: RefreshPolicy = RefreshPolicy()) -> AkSk:
+def metadata_credentials(
+    source: MetadataService, *, clock: Clock = time.time, policy: RefreshPolicy = RefreshPolicy()
+) -> AkSk:
     """Requests signed with the keys `source` answers, refreshed ahead of their end."""
     description = "temporary AK/SK from the ECS metadata service (the server's agency)"
     if source.endpoint != yarl.URL(DEFAULT_ENDPOINT):

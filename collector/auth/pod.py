@@ -32,8 +32,9 @@ OPERATION = "CCE pod identity"
 class PodIdentity:
     """Fetches temporary keys from the pod identity agent at `uri`."""
 
-    def __init__(self, uri: str, token_file: Path, *, session_factory: SessionFactory = default_session,
-                 timeout: float = TIMEOUT) -> None:
+    def __init__(
+        self, uri: str, token_file: Path, *, session_factory: SessionFactory = default_session, timeout: float = TIMEOUT
+    ) -> None:
         self.uri = yarl.URL(uri)
         self.token_file = token_file
         self._session_factory = session_factory
@@ -48,8 +49,12 @@ class PodIdentity:
         except CredentialsUnavailable as exc:
             raise UsageError(f"{OPERATION}: {exc.message}", hint=exc.hint) from None
         answer = await exchange(
-            self._session_factory, "POST", self.uri, operation=OPERATION,
-            headers={"Authorization": token, "Content-Type": "application/json"}, body=b"{}",
+            self._session_factory,
+            "POST",
+            self.uri,
+            operation=OPERATION,
+            headers={"Authorization": token, "Content-Type": "application/json"},
+            body=b"{}",
             timeout=self._timeout,
         )
         if not 200 <= answer.status < 300:

@@ -19,9 +19,8 @@ so every error here is written anew and names lines and options only.
 
 from __future__ import annotations
 
-import os
-
 import configparser
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -84,7 +84,7 @@ _serials = itertools.count(1)
 class Generation:
     """One issued credential, as `apply` reports it and `rejected` gets it back. Opaque."""
 
-    __slots__ = ("serial", "issued_at", "forced", "owner")
+    __slots__ = ("forced", "issued_at", "owner", "serial")
 
     def __init__(self, issued_at: float, *, forced: bool = False, owner: object = None) -> None:
         self.serial = next(_serials)

@@ -113,8 +113,12 @@ class Refresher(Generic[T]):
                 except Exception as exc:
                     if not usable:
                         raise
-                    log.warning("%s: early refresh failed (%s); the current one is valid for %.0f s more",
-                                self.what, exc, lease.expires_at - self._clock())
+                    log.warning(
+                        "%s: early refresh failed (%s); the current one is valid for %.0f s more",
+                        self.what,
+                        exc,
+                        lease.expires_at - self._clock(),
+                    )
                     return lease
                 continue
             await flight.done.wait()

@@ -73,8 +73,11 @@ def sign(request: Request, ak: str, sk: str, now: float, *, security_token: str 
     signed = sorted(lower for lower in headers if "_" not in lower)
     payload = payload_hash(headers.get(CONTENT_SHA256.lower(), ("", None))[1], request.body)
     canonical = canonical_request(
-        request.method, request.url.raw_path, request.url.raw_query_string,
-        {lower: headers[lower][1] for lower in signed}, payload,
+        request.method,
+        request.url.raw_path,
+        request.url.raw_query_string,
+        {lower: headers[lower][1] for lower in signed},
+        payload,
     )
     text = string_to_sign(canonical, added["X-Sdk-Date"])
     signature = hmac.new(sk.encode(), text.encode(), hashlib.sha256).hexdigest()

@@ -30,14 +30,14 @@ import anyio
 
 from collector.clouddc.api import LIST, CloudDC
 from collector.clouddc.discovery import DiscoveredServer, merge_discovered, parse_server_page, unusable
-from collector.control.endpoint import EndpointHealth, Unreachable
-from collector.errors import AuthError, CollectorError, ExitCode, Forbidden, RequestError
-from collector.config.inventory import DiscoverSpec, Inventory, Project
-from collector.run.prepare import chooser, discover, with_credentials
 from collector.clouddc.replies import parse_json
-from collector.text import clean_text
+from collector.config.inventory import DiscoverSpec, Inventory, Project
 from collector.config.settings import Settings
+from collector.control.endpoint import EndpointHealth, Unreachable
 from collector.control.throttle import RateLimiter
+from collector.errors import AuthError, CollectorError, ExitCode, Forbidden, RequestError
+from collector.run.prepare import chooser, discover, with_credentials
+from collector.text import clean_text
 
 DEFAULT_TIMEOUT = 10.0  # seconds an endpoint may take to answer at all
 MAX_ELAPSED = 60.0  # seconds of retries against an endpoint that answers, but badly
@@ -78,8 +78,7 @@ def exit_code(verdicts) -> ExitCode:
 def patient_for(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> Settings:
     """`settings` with a check's patience: see the module's docstring."""
     policy = replace(settings.policy, max_elapsed=min(settings.policy.max_elapsed, MAX_ELAPSED))
-    return replace(settings, dead_after=timeout, connect_timeout=min(settings.connect_timeout, timeout),
-                   policy=policy)
+    return replace(settings, dead_after=timeout, connect_timeout=min(settings.connect_timeout, timeout), policy=policy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,15 +98,20 @@ class ProjectCheck:
         head = f"{self.project_id}  {self.endpoint}  "
         reached = "reachable, " if self.answered else ""
         if self.verdict is Verdict.OK:
-            return (f"{head}ok: reachable, credentials accepted ({self.credentials}), "
-                    f"{_visible(self.servers, self.exact)}")
+            return (
+                f"{head}ok: reachable, credentials accepted ({self.credentials}), {_visible(self.servers, self.exact)}"
+            )
         if self.verdict is Verdict.REJECTED:
-            return (f"{head}FAILED: {reached}credentials rejected ({self.credentials}): {self.error}; "
-                    "give valid credentials")
+            return (
+                f"{head}FAILED: {reached}credentials rejected ({self.credentials}): {self.error}; "
+                "give valid credentials"
+            )
         if self.verdict is Verdict.FORBIDDEN:
-            return (f"{head}FAILED: reachable, credentials accepted ({self.credentials}) but not allowed to "
-                    f"list servers: {self.error}; give these credentials CloudDC access to this project's "
-                    "servers (listing them and exporting their logs)")
+            return (
+                f"{head}FAILED: reachable, credentials accepted ({self.credentials}) but not allowed to "
+                f"list servers: {self.error}; give these credentials CloudDC access to this project's "
+                "servers (listing them and exporting their logs)"
+            )
         if self.verdict is Verdict.UNREACHABLE:
             return f"{head}FAILED: unreachable: {self.error}"
         return f"{head}FAILED: {reached}{LIST} did not succeed: {self.error}"
@@ -131,12 +135,22 @@ class _Endpoints:
         if project.endpoint not in self._gates:
             self._gates[project.endpoint] = (
                 RateLimiter(settings.rate, max_rate=settings.max_rate),
-                EndpointHealth(project.endpoint, dead_after=settings.dead_after,
-                               outage_timeout=settings.outage_timeout),
+                EndpointHealth(
+                    project.endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout
+                ),
             )
         limiter, health = self._gates[project.endpoint]
-        return CloudDC(session, project.endpoint, project.project_id, project.credentials, limiter=limiter,
-                       policy=settings.policy, health=health, call_timeout=settings.read_timeout, ssl=project.ssl)
+        return CloudDC(
+            session,
+            project.endpoint,
+            project.project_id,
+            project.credentials,
+            limiter=limiter,
+            policy=settings.policy,
+            health=health,
+            call_timeout=settings.read_timeout,
+            ssl=project.ssl,
+        )
 
 
 async def check_inventory(
@@ -164,8 +178,14 @@ async def check_project(project: Project, client: CloudDC) -> ProjectCheck:
         body = await client.list_servers_page(None, limit=1)
         servers, exact = servers_visible(body)
     except CollectorError as exc:
-        return ProjectCheck(project.project_id, project.endpoint, described, verdict_of(exc),
-                            error=_reason(exc, project.endpoint), answered=client.health.answered_once)
+        return ProjectCheck(
+            project.project_id,
+            project.endpoint,
+            described,
+            verdict_of(exc),
+            error=_reason(exc, project.endpoint),
+            answered=client.health.answered_once,
+        )
     return ProjectCheck(project.project_id, project.endpoint, described, Verdict.OK, servers, exact, answered=True)
 
 
@@ -184,7 +204,7 @@ def _reason(exc: CollectorError, endpoint: str) -> str:
     """The error for a line that already names the endpoint."""
     text = str(exc)
     prefix = f"API unreachable: {endpoint}: "
-    return clean_text(text[len(prefix):] if text.startswith(prefix) else text, 400)
+    return clean_text(text[len(prefix) :] if text.startswith(prefix) else text, 400)
 
 
 # -- validate --discover ----------------------------------------------------------------------
@@ -210,8 +230,10 @@ class Discovery:
         if self.error is not None:
             return f"{head}discovery FAILED: {_reason(self.error, project.endpoint)}"
         listed = f"{len(project.servers):,} listed + " if project.servers else ""
-        line = (f"{head}{listed}{self.found:,} found by {LIST}, {len(self.chosen):,} chosen by "
-                f"{describe_filter(project.discover)}")
+        line = (
+            f"{head}{listed}{self.found:,} found by {LIST}, {len(self.chosen):,} chosen by "
+            f"{describe_filter(project.discover)}"
+        )
         if self.unusable:
             line += f", {len(self.unusable):,} unusable"
         return f"{line}  ({project.describe_credentials()})"
@@ -221,7 +243,8 @@ def describe_filter(spec: DiscoverSpec | None) -> str:
     if spec is None:
         return "nothing (no discover:)"
     terms = ([f"name {clean_text(spec.name, 60)}"] if spec.name else []) + [
-        f"tag {clean_text(key, 40)}={clean_text(glob, 60)}" for key, glob in spec.tags.items()]
+        f"tag {clean_text(key, 40)}={clean_text(glob, 60)}" for key, glob in spec.tags.items()
+    ]
     return "discover: " + (", ".join(terms) if terms else "true")
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import anyio
 
-from collector.errors import ExitCode
-from collector.config.inventory import load_inventory
 from collector.cli.logs import configure_logging
-from collector.run.runner import Outcome, finish, prepare_output, run_sweep
+from collector.config.inventory import load_inventory
 from collector.config.settings import Settings, given, resolve
+from collector.errors import ExitCode
+from collector.run.runner import Outcome, finish, prepare_output, run_sweep
 from collector.simulator import SimConfig, Simulator
 
 DEMO_RATE_LIMIT = 15.0  # requests/s the simulated gateway allows: below our default 20

@@ -20,7 +20,7 @@ import json
 import logging
 import sys
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from collector.text import MESSAGE_LIMIT, clean, clean_block, clean_value
@@ -70,11 +70,18 @@ class JsonFormatter(logging.Formatter):
         try:
             return self._format(record)
         except Exception as exc:  # logging's own error report would be lines of plain text
-            return json.dumps({"ts": None, "level": "error", "event": "log", "logger": "collector.cli.logs",
-                               "message": f"could not format a log record: {type(exc).__name__}"})
+            return json.dumps(
+                {
+                    "ts": None,
+                    "level": "error",
+                    "event": "log",
+                    "logger": "collector.cli.logs",
+                    "message": f"could not format a log record: {type(exc).__name__}",
+                }
+            )
 
     def _format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, timezone.utc)
+        ts = datetime.fromtimestamp(record.created, UTC)
         entry: dict[str, Any] = {
             "ts": ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z",
             "level": record.levelname.lower(),

@@ -21,8 +21,6 @@ from pathlib import Path
 import anyio
 
 from collector import __version__
-
-from collector.observe import crash
 from collector.cli.check import (
     DEFAULT_TIMEOUT,
     Discovery,
@@ -33,18 +31,19 @@ from collector.cli.check import (
     patient_for,
 )
 from collector.cli.check import exit_code as check_exit_code
+from collector.cli.logs import configure_logging
+from collector.cli.tuning import calm_garbage_collector, keep_heap_headroom
+from collector.config.inventory import Inventory, load_inventory
+from collector.config.select import parse_selection
+from collector.config.settings import add_flags, given, parse_count, parse_positive, resolve
+from collector.config.shards import Shard, parse_shard
 from collector.destinations.location import LocalLocation, parse_destination
 from collector.errors import ExitCode, InventoryErrors, UsageError
-from collector.config.inventory import Inventory, load_inventory
-from collector.sweep.journal import JournalError
-from collector.cli.logs import configure_logging
-from collector.observe.metrics import pushgateway_url
+from collector.observe import crash
 from collector.observe.merge import merge_bucket, merge_folder
-from collector.config.select import parse_selection
-from collector.config.shards import Shard, parse_shard
-from collector.run.runner import Outcome, open_session, error_exit_code, exit_code, finish, run_sweep
-from collector.config.settings import add_flags, given, parse_count, parse_positive, resolve
-from collector.cli.tuning import calm_garbage_collector, keep_heap_headroom
+from collector.observe.metrics import pushgateway_url
+from collector.run.runner import Outcome, error_exit_code, exit_code, finish, open_session, run_sweep
+from collector.sweep.journal import JournalError
 
 __all__ = ["Outcome", "build_parser", "exit_code", "main"]
 
@@ -65,17 +64,23 @@ def command_merge(args: argparse.Namespace) -> ExitCode:
     for line in result.problems():
         print(f"collector: {line}", file=sys.stderr)
     totals = result.report["totals"]
-    print(f"{totals['servers']} servers from {len(result.found)} shard report(s): {totals['collected']} collected, "
-          f"{totals['failed']} failed, {totals['pending']} pending; report in {result.path or location.url}",
-          file=sys.stderr)
+    print(
+        f"{totals['servers']} servers from {len(result.found)} shard report(s): {totals['collected']} collected, "
+        f"{totals['failed']} failed, {totals['pending']} pending; report in {result.path or location.url}",
+        file=sys.stderr,
+    )
     return result.exit_code
 
 
 def _add_select(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--select", action="append", default=[], metavar="EXPR",
+        "--select",
+        action="append",
+        default=[],
+        metavar="EXPR",
         help="only these servers: id:GLOB, name:GLOB, tag:KEY=GLOB, project:GLOB or a bare GLOB; "
-             "',' for or, '&' and, '!' not; @FILE for a list (repeatable)")
+        "',' for or, '&' and, '!' not; @FILE for a list (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,32 +93,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="collect the log bundles of every server in an inventory")
     run.add_argument("-i", "--inventory", required=True, type=Path, help="YAML fleet inventory")
-    run.add_argument("-o", "--output", required=True, metavar="OUT",
-                     help="folder for archives and report.json, or s3://BUCKET/PREFIX (obs:// too); "
-                          "{date} and {datetime} become today's UTC date and time")
+    run.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="folder for archives and report.json, or s3://BUCKET/PREFIX (obs:// too); "
+        "{date} and {datetime} become today's UTC date and time",
+    )
     _add_select(run)
-    run.add_argument("--shard", metavar="K/N", type=_shard,
-                     help="only shard K of N (0 <= K < N, as a Kubernetes Indexed Job's "
-                          "JOB_COMPLETION_INDEX counts): the servers whose sha256 of project_id/server_id "
-                          "mod N is K; starts at --rate/N; writes report.shard-K-of-N.json")
+    run.add_argument(
+        "--shard",
+        metavar="K/N",
+        type=_shard,
+        help="only shard K of N (0 <= K < N, as a Kubernetes Indexed Job's "
+        "JOB_COMPLETION_INDEX counts): the servers whose sha256 of project_id/server_id "
+        "mod N is K; starts at --rate/N; writes report.shard-K-of-N.json",
+    )
     add_flags(run)
 
     validate = commands.add_parser("validate", help="check an inventory without sending any request")
     validate.add_argument("-i", "--inventory", required=True, type=Path)
     _add_select(validate)
-    validate.add_argument("--discover", action="store_true",
-                          help="also list the servers of projects with discover: (sends ListServers, nothing else)")
+    validate.add_argument(
+        "--discover",
+        action="store_true",
+        help="also list the servers of projects with discover: (sends ListServers, nothing else)",
+    )
 
-    check = commands.add_parser("check", help="ask each project's API once: reachable, credentials accepted, "
-                                              "servers visible")
+    check = commands.add_parser(
+        "check", help="ask each project's API once: reachable, credentials accepted, servers visible"
+    )
     check.add_argument("-i", "--inventory", required=True, type=Path)
-    check.add_argument("--timeout", type=parse_positive, default=DEFAULT_TIMEOUT, metavar="S",
-                       help=f"seconds an endpoint may take to answer at all (default {DEFAULT_TIMEOUT:g})")
+    check.add_argument(
+        "--timeout",
+        type=parse_positive,
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"seconds an endpoint may take to answer at all (default {DEFAULT_TIMEOUT:g})",
+    )
     check.add_argument("-v", "--verbose", action="count", default=0, help="retries and more (-vv for debug)")
 
     # Its flags belong to the simulator, parsed by `_simulate` only when this command is chosen.
-    commands.add_parser("simulate", help="serve a simulated CloudDC API on loopback (simulate --help)",
-                        add_help=False)
+    commands.add_parser("simulate", help="serve a simulated CloudDC API on loopback (simulate --help)", add_help=False)
 
     merge = commands.add_parser("merge", help="join the shards' reports of a run into report.json")
     merge.add_argument("output", metavar="OUT", help="the folder or s3://BUCKET/PREFIX the shards wrote to")
@@ -137,9 +159,18 @@ def command_run(args: argparse.Namespace) -> ExitCode:
         pushgateway_url(settings.pushgateway)  # a bad URL is a usage error now, not a failed push later
     output = location.path if isinstance(location, LocalLocation) else location
     selection = parse_selection(args.select)
-    outcome = anyio.run(functools.partial(
-        run_sweep, inventory, settings, output, fresh=bool(args.fresh), live=live, selection=selection,
-        shard=args.shard))
+    outcome = anyio.run(
+        functools.partial(
+            run_sweep,
+            inventory,
+            settings,
+            output,
+            fresh=bool(args.fresh),
+            live=live,
+            selection=selection,
+            shard=args.shard,
+        )
+    )
     return finish(outcome, settings.log_format)
 
 
@@ -155,8 +186,7 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
         if code is not ExitCode.OK:
             for discovery in discoveries:
                 print(discovery.line())
-            print(f"{args.inventory}: discovery failed for "
-                  f"{sum(d.error is not None for d in discoveries)} project(s)")
+            print(f"{args.inventory}: discovery failed for {sum(d.error is not None for d in discoveries)} project(s)")
             return code
     elif args.discover:
         print("--discover: no project has discover:, so nothing was sent")
@@ -171,8 +201,10 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
         discovery = found.get((project.project_id, project.endpoint))
         if discovery is None:
             later = f" + what {describe_filter(project.discover)} finds (--discover)" if project.discover else ""
-            print(f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers{later}  "
-                  f"({project.describe_credentials()})")
+            print(
+                f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers{later}  "
+                f"({project.describe_credentials()})"
+            )
             continue
         print(discovery.line())
         for server in discovery.chosen[:FIRST]:
@@ -224,8 +256,9 @@ def command_demo(args: argparse.Namespace) -> ExitCode:
 def _simulate(extra: list[str]) -> int:
     from collector.simulator import cli as simulator_cli
 
-    parser = argparse.ArgumentParser(prog="collector simulate",
-                                     description="Serve a simulated CloudDC API on loopback.")
+    parser = argparse.ArgumentParser(
+        prog="collector simulate", description="Serve a simulated CloudDC API on loopback."
+    )
     simulator_cli.add_arguments(parser)
     return int(simulator_cli.main(parser.parse_args(extra)))
 
@@ -234,8 +267,13 @@ SHOWN = 10  # servers `validate --select` lists
 
 FIRST = 5  # servers `validate --discover` lists per project
 
-_COMMANDS = {"merge": command_merge, "run": command_run, "validate": command_validate, "check": command_check,
-             "demo": command_demo}
+_COMMANDS = {
+    "merge": command_merge,
+    "run": command_run,
+    "validate": command_validate,
+    "check": command_check,
+    "demo": command_demo,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

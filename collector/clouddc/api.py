@@ -11,7 +11,6 @@ What the answers mean is decided in `collector.clouddc.replies`.
 
 from __future__ import annotations
 
-import asyncio
 import ssl as ssl_
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -23,7 +22,9 @@ from yarl import URL
 
 from collector.auth import Credentials, Request
 from collector.auth.protocol import host_header
+from collector.clouddc.replies import ExportStatus, error_for, parse_json, safe_export_id
 from collector.control.endpoint import EndpointHealth
+from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
 from collector.errors import (
     APIError,
     AuthError,
@@ -33,10 +34,8 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.clouddc.replies import ExportStatus, error_for, parse_json, safe_export_id
-from collector.text import clean_text
 from collector.net.transport import read_bounded, translate
-from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
+from collector.text import clean_text
 
 EXPORT = "ExportServerLogs"
 STATUS = "ShowLogsExportStatus"
@@ -251,8 +250,12 @@ class CloudDC:
         try:
             with anyio.fail_after(self.call_timeout if read else None):
                 response = await self.session.request(
-                    request.method, url, headers=request.headers, data=request.body or None,
-                    allow_redirects=False, ssl=self.ssl,
+                    request.method,
+                    url,
+                    headers=request.headers,
+                    data=request.body or None,
+                    allow_redirects=False,
+                    ssl=self.ssl,
                 )
                 if self.observe is not None:
                     self.observe(observed, response.status)
@@ -262,7 +265,7 @@ class CloudDC:
                         # a body that breaks off still leaves the status to act on.
                         try:
                             body = await read_bounded(response, MAX_ERROR_BYTES, operation, cut=True)
-                        except (aiohttp.ClientError, asyncio.TimeoutError):
+                        except (TimeoutError, aiohttp.ClientError):
                             body = b""
                         raise error_for(response.status, operation, body, response.headers)
                     body = None
@@ -361,8 +364,11 @@ class CloudDC:
             # We sent that origin no credentials: its 401/403 (an expired presigned URL, say)
             # fails this download, it does not mean the API rejected our token.
             raise APIError(
-                error.status, operation=operation, error_code=error.error_code,
-                error_msg=error.error_msg, request_id=error.request_id,
+                error.status,
+                operation=operation,
+                error_code=error.error_code,
+                error_msg=error.error_msg,
+                request_id=error.request_id,
             ) from error
 
 

@@ -30,12 +30,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from collector.errors import ProtocolError, UsageError
+from collector.clouddc.replies import parse_json
 from collector.config.inventory import Server
 from collector.config.names import check_file_name
-from collector.clouddc.replies import parse_json
-from collector.text import clean_text
 from collector.config.select import GLOB_HINT, Glob, glob_problem
+from collector.errors import ProtocolError, UsageError
+from collector.text import clean_text
 
 __all__ = [
     "PAGE_LIMIT",
@@ -142,9 +142,7 @@ def _next_marker(page_info: object, operation: str) -> str | None:
     if not all("!" <= char <= "~" for char in marker):
         # Only printable ASCII: the marker goes back into a query string, and into the
         # canonical request an AK/SK signature covers; nothing there should need judgement.
-        raise ProtocolError(
-            f"{operation}: next_marker {_quoted(marker)} holds spaces, control or non-ASCII characters"
-        )
+        raise ProtocolError(f"{operation}: next_marker {_quoted(marker)} holds spaces, control or non-ASCII characters")
     return marker
 
 
@@ -297,9 +295,7 @@ class PageCursor:
         return True
 
 
-def merge_discovered(
-    listed: tuple[Server, ...], discovered: Iterable[DiscoveredServer]
-) -> tuple[Server, ...]:
+def merge_discovered(listed: tuple[Server, ...], discovered: Iterable[DiscoveredServer]) -> tuple[Server, ...]:
     """The servers to sweep in one project: the listed ones, then the discovered ones.
 
     Listed servers keep their place and their own name and tags; what the listing knows and
@@ -326,9 +322,7 @@ def _filled(server: Server, extra: DiscoveredServer) -> Server:
     return Server(server.id, name, MappingProxyType({**extra.tags, **server.tags}))
 
 
-def unusable(
-    listed: tuple[Server, ...], discovered: Iterable[DiscoveredServer]
-) -> list[DiscoveredServer]:
+def unusable(listed: tuple[Server, ...], discovered: Iterable[DiscoveredServer]) -> list[DiscoveredServer]:
     """The unusable entries the run should report as failed: each `problem` once, leaving out
     those whose id the inventory lists (that server is collected as listed)."""
     listed_ids = {server.id for server in listed}
@@ -377,9 +371,7 @@ def discover_filter(spec: object) -> Callable[[DiscoveredServer], bool]:
             f"discover.tags: expected a mapping, got {_kind(tags)}",
             hint='write tags: {rack: "A1*"}',
         )
-    tag_globs = {
-        str(key): _filter_glob(value, f"discover.tags.{clean_text(key, 40)}") for key, value in tags.items()
-    }
+    tag_globs = {str(key): _filter_glob(value, f"discover.tags.{clean_text(key, 40)}") for key, value in tags.items()}
 
     def wanted(server: DiscoveredServer) -> bool:
         if name is not None and not name(server.name):

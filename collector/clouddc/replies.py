@@ -26,10 +26,10 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
-from collector.text import clean_text, quoted
+from collector.control.throttle import parse_retry_after
 from collector.errors import (
     APIError,
     AuthError,
@@ -39,7 +39,7 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.control.throttle import parse_retry_after
+from collector.text import clean_text, quoted
 
 
 class ExportState(enum.Enum):
@@ -90,9 +90,7 @@ def parse_json(body: bytes, *, operation: str, request_id: str | None = None) ->
     if not _depth_within(body, MAX_JSON_DEPTH):
         raise refused(f"is not JSON, or nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(
-            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
-        )
+        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
     except _Refused as exc:
         raise refused(f"has {exc}") from None
     except json.JSONDecodeError as exc:
@@ -247,8 +245,8 @@ def parse_timestamp(value: object) -> datetime | None:
     if not EARLIEST_YEAR <= when.year <= LATEST_YEAR:  # also keeps astimezone() from overflowing
         return None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    when = when.astimezone(timezone.utc)
+        when = when.replace(tzinfo=UTC)
+    when = when.astimezone(UTC)
     return when if EARLIEST_YEAR <= when.year <= LATEST_YEAR else None
 
 

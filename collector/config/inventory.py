@@ -47,10 +47,10 @@ import yaml
 
 from collector.auth import OPTIONS as _AUTH_OPTIONS
 from collector.auth import Credentials, CredentialsUnavailable, provider_from_spec, region_of
-from collector.errors import InventoryError, InventoryErrors
 from collector.config.names import check_file_name
 from collector.config.settings import BY_KEY as _SETTINGS
 from collector.config.settings import FailureBudget, Kind, parse_budget, size_in_bytes
+from collector.errors import InventoryError, InventoryErrors
 
 __all__ = ["RUN_TIME_LOOKUP", "DiscoverSpec", "Inventory", "Project", "Server", "load_inventory"]
 
@@ -128,9 +128,7 @@ class Inventory:
                 yield project, server
 
 
-def load_inventory(
-    path: str | os.PathLike[str], environ: Mapping[str, str] | None = None
-) -> Inventory:
+def load_inventory(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Inventory:
     """Read and check the inventory at `path`; raise `InventoryError` for a problem, or
     `InventoryErrors` holding every problem when there are several.
 
@@ -160,8 +158,17 @@ _TOP_KEYS = ("endpoint", "region", "auth", "tls", "project_id", "servers", "disc
 _PROJECT_KEYS = ("project_id", "endpoint", "region", "auth", "tls", "servers", "discover")
 _SERVER_KEYS = ("id", "name", "tags")
 _AUTH_KINDS = ("token_env", "token_file", "aksk", "iam", "pod_identity", "metadata")
-_AUTH_OPTION_ORDER = ("ak_env", "sk_env", "security_token_env", "profile", "endpoint", "domain", "user",
-                      "password_env", "password_file")
+_AUTH_OPTION_ORDER = (
+    "ak_env",
+    "sk_env",
+    "security_token_env",
+    "profile",
+    "endpoint",
+    "domain",
+    "user",
+    "password_env",
+    "password_file",
+)
 _TLS_KEYS = ("ca_bundle", "verify")
 _DISCOVER_KEYS = ("name", "tags")
 # Kinds given as a single string, and the option of `provider_from_spec` that string is.
@@ -193,6 +200,8 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 
 def _endpoint_of(region: str) -> str:
     return f"https://clouddc.{region}.myhuaweicloud.com"
+
+
 def _compose_text(text: str) -> yaml.Node | None:
     """Compose with libyaml where PyYAML has it (three times faster on a 10,000-server file).
 
@@ -216,9 +225,7 @@ def _compose(path: Path) -> yaml.Node:
     except FileNotFoundError:
         raise InventoryError(path, "no such file", hint="check the inventory's path") from None
     except IsADirectoryError:
-        raise InventoryError(
-            path, "is a directory", hint="give the inventory file's path"
-        ) from None
+        raise InventoryError(path, "is a directory", hint="give the inventory file's path") from None
     except OSError as exc:
         raise InventoryError(
             path, f"cannot be read ({exc.strerror or exc})", hint="check the file's permissions"
@@ -227,9 +234,7 @@ def _compose(path: Path) -> yaml.Node:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise InventoryError(
-            path, "not UTF-8 text", line=line, hint="save the file as UTF-8"
-        ) from None
+        raise InventoryError(path, "not UTF-8 text", line=line, hint="save the file as UTF-8") from None
     try:
         root = _compose_text(text)
     except yaml.MarkedYAMLError as exc:
@@ -246,17 +251,12 @@ def _compose(path: Path) -> yaml.Node:
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
         char = chr(exc.character) if isinstance(exc.character, int) else exc.character
-        raise InventoryError(
-            path, f"character {char!r} is not allowed in YAML", line=line, hint="remove it"
-        ) from None
+        raise InventoryError(path, f"character {char!r} is not allowed in YAML", line=line, hint="remove it") from None
     except RecursionError:
-        raise InventoryError(
-            path, "nested too deeply", hint="see configs/example-inventory.yaml"
-        ) from None
+        raise InventoryError(path, "nested too deeply", hint="see configs/example-inventory.yaml") from None
     if root is None:
         raise InventoryError(path, "the file is empty", hint="see configs/example-inventory.yaml")
     return root
-
 
 
 class _Entry(NamedTuple):
@@ -361,9 +361,7 @@ class _Loader:
         self.contexts: dict[str, ssl_.SSLContext] = {}  # CA bundle path -> its context
         self.problems: list[InventoryError] = []
 
-    def error(
-        self, node: yaml.Node | None, key: str | None, message: str, hint: str
-    ) -> InventoryError:
+    def error(self, node: yaml.Node | None, key: str | None, message: str, hint: str) -> InventoryError:
         line = None if node is None else _line(node)
         return InventoryError(self.path, message, key=key or None, line=line, hint=hint)
 
@@ -410,8 +408,16 @@ class _Loader:
             ssl, verify = False, False
         else:
             ssl, verify = True if tls.ca_bundle is None else self.ssl_context(tls), True
-        return Project(draft.project_id, draft.endpoint, credentials, draft.servers, region=draft.region,
-                       ssl=ssl, tls_verify=verify, discover=draft.discover)
+        return Project(
+            draft.project_id,
+            draft.endpoint,
+            credentials,
+            draft.servers,
+            region=draft.region,
+            ssl=ssl,
+            tls_verify=verify,
+            discover=draft.discover,
+        )
 
     def level(self, fields: Mapping[str, _Entry], key: str) -> _Level:
         """The endpoint, region, auth, tls and discover one level gives, each checked apart."""
@@ -425,8 +431,14 @@ class _Loader:
         return _Level(endpoint, region, auth, tls, discover)
 
     def optional(
-        self, fields: Mapping[str, _Entry], key: str, name: str, check: Callable[[yaml.Node, str], Any],
-        *, null_is_absent: bool = False, unset: Any = None,
+        self,
+        fields: Mapping[str, _Entry],
+        key: str,
+        name: str,
+        check: Callable[[yaml.Node, str], Any],
+        *,
+        null_is_absent: bool = False,
+        unset: Any = None,
     ) -> Any:
         node = _given(fields, name) if null_is_absent else fields[name].value if name in fields else None
         return unset if node is None else self.part(check, node, _join(key, name))
@@ -467,8 +479,7 @@ class _Loader:
         items = self.sequence(node, "projects", hint=hint)
         if not items:
             raise self.error(node, "projects", "the list is empty", hint=hint)
-        drafts = [self.part(self.project, item, f"projects[{index}]", defaults)
-                  for index, item in enumerate(items)]
+        drafts = [self.part(self.project, item, f"projects[{index}]", defaults) for index, item in enumerate(items)]
         self.stop_if_any()
         return drafts
 
@@ -494,8 +505,13 @@ class _Loader:
         where = "here or at the top level" if node is not None else "at the top level"
         project_id = self.part(self.project_id_field, fields, node, key)
         endpoint = self.part(self.endpoint_field, node, key, own, defaults, where)
-        region = self.part(_first, own.region, _derived(own.endpoint, region_of),
-                           defaults.region, _derived(defaults.endpoint, region_of))
+        region = self.part(
+            _first,
+            own.region,
+            _derived(own.endpoint, region_of),
+            defaults.region,
+            _derived(defaults.endpoint, region_of),
+        )
         auth = self.part(_first, own.auth if "auth" in fields else defaults.auth)
         tls = self.part(_first, own.tls, defaults.tls)
         discover = defaults.discover if own.discover is _UNSET else own.discover
@@ -512,11 +528,10 @@ class _Loader:
         id_node = self.required(fields, node, key, "project_id", hint=hint)
         return self.project_id(id_node, _join(key, "project_id"))
 
-    def endpoint_field(
-        self, node: yaml.Node | None, key: str, own: _Level, defaults: _Level, where: str
-    ) -> str:
-        endpoint = _first(own.endpoint, _derived(own.region, _endpoint_of),
-                          defaults.endpoint, _derived(defaults.region, _endpoint_of))
+    def endpoint_field(self, node: yaml.Node | None, key: str, own: _Level, defaults: _Level, where: str) -> str:
+        endpoint = _first(
+            own.endpoint, _derived(own.region, _endpoint_of), defaults.endpoint, _derived(defaults.region, _endpoint_of)
+        )
         if endpoint is None:
             raise self.error(
                 node,
@@ -528,7 +543,11 @@ class _Loader:
         return endpoint
 
     def servers_field(
-        self, fields: Mapping[str, _Entry], node: yaml.Node | None, key: str, project_id: str,
+        self,
+        fields: Mapping[str, _Entry],
+        node: yaml.Node | None,
+        key: str,
+        project_id: str,
         discover: DiscoverSpec | None,
     ) -> tuple[Server, ...]:
         if discover is _BROKEN and _given(fields, "servers") is None:
@@ -542,19 +561,19 @@ class _Loader:
         servers_node = self.required(fields, node, key, "servers", hint=hint)
         return self.servers(servers_node, _join(key, "servers"), project_id)
 
-    def servers(
-        self, node: yaml.Node, key: str, project_id: str, *, empty_allowed: bool = False
-    ) -> tuple[Server, ...]:
+    def servers(self, node: yaml.Node, key: str, project_id: str, *, empty_allowed: bool = False) -> tuple[Server, ...]:
         hint = "servers is a list of server ids, one '- <id>' per line"
         items = self.sequence(node, key, hint=hint)
         if not items and not empty_allowed:
             hint = "list at least one server, set discover: true, or remove the project"
             raise self.error(node, key, "the list is empty", hint=hint)
-        servers = [self.part(self.listed_server, item, f"{key}[{index}]", project_id)
-                   for index, item in enumerate(items)]
+        servers = [
+            self.part(self.listed_server, item, f"{key}[{index}]", project_id) for index, item in enumerate(items)
+        ]
         if _BROKEN in servers:
             raise _Stopped
         return tuple(servers)
+
     def listed_server(self, node: yaml.Node, key: str, project_id: str) -> Server:
         """One entry of a servers list, checked, and not listed before in its project."""
         server = self.server(node, key)
@@ -564,8 +583,7 @@ class _Loader:
             raise self.error(
                 node,
                 key,
-                f"server {server.id} is listed twice in {shown}"
-                f" (first at {first[0]}, line {first[1]})",
+                f"server {server.id} is listed twice in {shown} (first at {first[0]}, line {first[1]})",
                 hint="remove one of the two entries",
             )
         self.seen[project_id, server.id] = (key, _line(node))
@@ -697,8 +715,10 @@ class _Loader:
             return _AuthSpec(kind, ((_SCALAR_AUTH[kind], value),), child, entry.value, {})
         options = {} if entry.value.tag == _NULL else self.auth_options(entry.value, child, kind)
         option_keys = {name: option.key for name, option in options.items()}
-        values = {name: self.part(self.auth_option, option.value, _join(child, name), name)
-                  for name, option in options.items()}
+        values = {
+            name: self.part(self.auth_option, option.value, _join(child, name), name)
+            for name, option in options.items()
+        }
         if _BROKEN in values.values():
             raise _Stopped
         return _AuthSpec(kind, tuple(values.items()), child, entry.key, MappingProxyType(option_keys))
@@ -824,9 +844,7 @@ class _Loader:
         self, node: yaml.Node, key: str, *, hint: str = "tags is a mapping of names to values, like {rack: A12}"
     ) -> Mapping[str, str]:
         fields = self.mapping(node, key, None, hint=hint)
-        return MappingProxyType(
-            {name: self.tag_value(entry.value, _join(key, name)) for name, entry in fields.items()}
-        )
+        return MappingProxyType({name: self.tag_value(entry.value, _join(key, name)) for name, entry in fields.items()})
 
     def tag_value(self, node: yaml.Node, key: str) -> str:
         self.plain(node, key)
@@ -853,9 +871,7 @@ class _Loader:
                 hint="remove the tag: plain strings, numbers, lists and mappings are enough",
             )
 
-    def mapping(
-        self, node: yaml.Node, key: str, allowed: Collection[str] | None, *, hint: str
-    ) -> dict[str, _Entry]:
+    def mapping(self, node: yaml.Node, key: str, allowed: Collection[str] | None, *, hint: str) -> dict[str, _Entry]:
         """The mapping's entries by name; `allowed` None lets any name through."""
         self.plain(node, key)
         if not isinstance(node, yaml.MappingNode):
@@ -891,9 +907,7 @@ class _Loader:
                 hint="write the keys out (an alias, *name, can still stand for a whole value)",
             )
         if not isinstance(key_node, yaml.ScalarNode):
-            raise self.error(
-                key_node, key, f"expected a name as key, got {_got(key_node)}", hint=hint
-            )
+            raise self.error(key_node, key, f"expected a name as key, got {_got(key_node)}", hint=hint)
         self.plain(key_node, key)
         name = key_node.value
         child = _join(key, name)
@@ -968,15 +982,13 @@ class _Loader:
                 return parse_budget(node.value)
             except ValueError:
                 pass
-        hint = "give a number of servers, like 5, or a share, like \"5%\""
+        hint = 'give a number of servers, like 5, or a share, like "5%"'
         raise self.error(node, key, f"expected a number or a share, got {_got(node)}", hint=hint)
 
     def boolean(self, node: yaml.Node, key: str) -> bool:
         return self.typed(node, key, (_BOOL,), "true or false", hint="write true or false")
 
-    def typed(
-        self, node: yaml.Node, key: str, tags: Collection[str], expected: str, *, hint: str
-    ) -> Any:
+    def typed(self, node: yaml.Node, key: str, tags: Collection[str], expected: str, *, hint: str) -> Any:
         """The Python value of a scalar tagged as one of `tags`.
 
         Tags, not Python types, decide: YAML's `true` is a bool even though Python's bool is an int.

@@ -85,7 +85,7 @@ class Glob:
     `glob_problem`'s words) for an unclosed ``[``.
     """
 
-    __slots__ = ("text", "literal", "_match")
+    __slots__ = ("_match", "literal", "text")
 
     def __init__(self, text: str) -> None:
         problem = glob_problem(text)
@@ -109,7 +109,7 @@ class Glob:
 class _Patterns:
     """Globs for one field, any of which may match: literals in a set, the rest in a list."""
 
-    __slots__ = ("literals", "globs")
+    __slots__ = ("globs", "literals")
 
     def __init__(self) -> None:
         self.literals: set[str] = set()
@@ -428,4 +428,3 @@ def _without_comment(line: str) -> str:
 
 def _quoted(text: str, limit: int = 60) -> str:
     return f"'{clean_text(text, limit)}'"
-

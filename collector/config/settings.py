@@ -26,8 +26,21 @@ from typing import Any
 
 from collector.control.throttle import RetryPolicy
 
-__all__ = ["BY_KEY", "OPTIONS", "FailureBudget", "Kind", "Option", "Settings", "add_flags", "given",
-           "markdown_table", "parse_budget", "parse_size", "resolve", "size_in_bytes"]
+__all__ = [
+    "BY_KEY",
+    "OPTIONS",
+    "FailureBudget",
+    "Kind",
+    "Option",
+    "Settings",
+    "add_flags",
+    "given",
+    "markdown_table",
+    "parse_budget",
+    "parse_size",
+    "resolve",
+    "size_in_bytes",
+]
 
 
 class Kind(enum.Enum):
@@ -85,59 +98,101 @@ class Settings:
     """Everything a run can be told, with the defaults users get. See the module's docstring."""
 
     verify: bool = _setting(
-        False, Kind.SWITCH, "rehash archives earlier runs collected before skipping them", run_only=True)
+        False, Kind.SWITCH, "rehash archives earlier runs collected before skipping them", run_only=True
+    )
     concurrency: int = _setting(
-        4096, Kind.COUNT, "servers between their export and the end of their download (exports run on "
-        "the servers' side; this bounds what we hold)", metavar="N")
+        4096,
+        Kind.COUNT,
+        "servers between their export and the end of their download (exports run on "
+        "the servers' side; this bounds what we hold)",
+        metavar="N",
+    )
     downloads: int = _setting(16, Kind.COUNT, "archive transfers at a time", metavar="N")
     rate: float = _setting(
-        20.0, Kind.POSITIVE, "starting requests per second per endpoint; the limiter then learns the "
-        "API's budget", metavar="R")
+        20.0,
+        Kind.POSITIVE,
+        "starting requests per second per endpoint; the limiter then learns the API's budget",
+        metavar="R",
+    )
     max_rate: float | None = _setting(
-        None, Kind.POSITIVE, "never more requests per second than this, whatever the limiter learns",
-        metavar="R")
+        None, Kind.POSITIVE, "never more requests per second than this, whatever the limiter learns", metavar="R"
+    )
     poll_interval: float = _setting(
-        5.0, Kind.POSITIVE, "seconds before the first status poll, until the run has seen how long "
-        "exports take; then polls are aimed at each export's expected end", metavar="S")
+        5.0,
+        Kind.POSITIVE,
+        "seconds before the first status poll, until the run has seen how long "
+        "exports take; then polls are aimed at each export's expected end",
+        metavar="S",
+    )
     export_timeout: float = _setting(
-        1800.0, Kind.POSITIVE, "seconds an export may take before the server is failed", metavar="S")
+        1800.0, Kind.POSITIVE, "seconds an export may take before the server is failed", metavar="S"
+    )
     read_timeout: float = _setting(
-        60.0, Kind.POSITIVE, "seconds without a byte before a transfer is retried (there is no total "
-        "timeout)", metavar="S")
+        60.0,
+        Kind.POSITIVE,
+        "seconds without a byte before a transfer is retried (there is no total timeout)",
+        metavar="S",
+    )
     connect_timeout: float = _setting(
-        30.0, Kind.POSITIVE, "seconds to open a connection to the API or a download origin before the "
-        "attempt is retried", metavar="S")
+        30.0,
+        Kind.POSITIVE,
+        "seconds to open a connection to the API or a download origin before the attempt is retried",
+        metavar="S",
+    )
     outage_timeout: float = _setting(
-        600.0, Kind.POSITIVE, "seconds an endpoint that answered before may stay unreachable before "
-        "its servers are stopped as pending", metavar="S")
+        600.0,
+        Kind.POSITIVE,
+        "seconds an endpoint that answered before may stay unreachable before its servers are stopped as pending",
+        metavar="S",
+    )
     grace: float = _setting(
-        20.0, Kind.NON_NEGATIVE, "seconds running downloads get to finish after SIGINT/SIGTERM",
-        metavar="S")
+        20.0, Kind.NON_NEGATIVE, "seconds running downloads get to finish after SIGINT/SIGTERM", metavar="S"
+    )
     max_archive_bytes: int = _setting(
-        8 * 1024**3, Kind.SIZE, "a larger archive fails that server; bytes, or a size like `512M`",
-        metavar="SIZE")
+        8 * 1024**3, Kind.SIZE, "a larger archive fails that server; bytes, or a size like `512M`", metavar="SIZE"
+    )
     progress: bool = _setting(
-        True, Kind.SWITCH, "no live display; a progress line is logged every 10 s instead (always so "
-        "when stderr is not a terminal)", flags=("--no-progress",))
-    log_format: str = _setting(
-        "text", Kind.CHOICE, "`json` for one JSON object per log line", choices=("text", "json"))
+        True,
+        Kind.SWITCH,
+        "no live display; a progress line is logged every 10 s instead (always so when stderr is not a terminal)",
+        flags=("--no-progress",),
+    )
+    log_format: str = _setting("text", Kind.CHOICE, "`json` for one JSON object per log line", choices=("text", "json"))
     max_failures: FailureBudget | None = _setting(
-        None, Kind.BUDGET, "once more servers than this have failed (a number, or a share like `5%`), "
+        None,
+        Kind.BUDGET,
+        "once more servers than this have failed (a number, or a share like `5%`), "
         "start nothing new, let running downloads finish within --grace, leave the rest pending "
-        "and exit 5", metavar="N|P%")
+        "and exit 5",
+        metavar="N|P%",
+    )
     s3_endpoint: str | None = _setting(
-        None, Kind.TEXT, "object storage endpoint for `-o s3://` or `obs://` (else `AWS_ENDPOINT_URL_S3` "
-        "or `AWS_ENDPOINT_URL`)", metavar="URL")
+        None,
+        Kind.TEXT,
+        "object storage endpoint for `-o s3://` or `obs://` (else `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`)",
+        metavar="URL",
+    )
     metrics_file: str | None = _setting(
-        None, Kind.TEXT, "write Prometheus metrics to this file every 10 s and at the end (for "
-        "node_exporter's textfile collector)", metavar="PATH")
+        None,
+        Kind.TEXT,
+        "write Prometheus metrics to this file every 10 s and at the end (for node_exporter's textfile collector)",
+        metavar="PATH",
+    )
     pushgateway: str | None = _setting(
-        None, Kind.TEXT, "push Prometheus metrics to this Pushgateway once, at the end (put a URL with "
-        "a password in the inventory, not on the command line)", metavar="URL")
+        None,
+        Kind.TEXT,
+        "push Prometheus metrics to this Pushgateway once, at the end (put a URL with "
+        "a password in the inventory, not on the command line)",
+        metavar="URL",
+    )
     metrics_job: str = _setting("collector", Kind.TEXT, "the Pushgateway job name", metavar="NAME")
     state_dir: str | None = _setting(
-        None, Kind.TEXT, "where the journal and lock of an `s3://` output live (default: a folder per "
-        "destination under `$XDG_STATE_HOME/collector`)", metavar="PATH")
+        None,
+        Kind.TEXT,
+        "where the journal and lock of an `s3://` output live (default: a folder per "
+        "destination under `$XDG_STATE_HOME/collector`)",
+        metavar="PATH",
+    )
     # Not for users: tests scale these down.
     poll_max: float = 60.0
     dead_after: float = 30.0  # an endpoint that never answered is given up this long after its first request
@@ -153,10 +208,12 @@ BY_KEY: Mapping[str, Option] = {option.name: option for option in SETTINGS if op
 # The collector's own folder inside OUT: the journal, its lock, shards' journals, crash files.
 JOURNAL_DIR = ".collector"
 
-FRESH = Option(Kind.SWITCH, "ignore the journal of earlier runs into this folder", False, yaml=False,
-               run_only=True, name="fresh")
-VERBOSE = Option(Kind.REPEAT, "retries and more (`-vv` for debug)", 0, flags=("-v", "--verbose"),
-                 yaml=False, name="verbose")
+FRESH = Option(
+    Kind.SWITCH, "ignore the journal of earlier runs into this folder", False, yaml=False, run_only=True, name="fresh"
+)
+VERBOSE = Option(
+    Kind.REPEAT, "retries and more (`-vv` for debug)", 0, flags=("-v", "--verbose"), yaml=False, name="verbose"
+)
 
 # Every flag `collector run` takes besides -i and -o, in the order --help and the README list them.
 OPTIONS: tuple[Option, ...] = (FRESH, *SETTINGS, VERBOSE)
@@ -198,6 +255,7 @@ def parse_budget(text: str) -> FailureBudget:
         return FailureBudget(count=count)
     except ValueError:
         raise ValueError(f"expected a number of servers or a share like 5%, got {text!r}") from None
+
 
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
@@ -307,15 +365,17 @@ def add_flags(parser: argparse.ArgumentParser, *, demo: bool = False) -> None:
         text = option.help.replace("`", "").replace("%", "%%") + (f" (default {shown})" if shown else "")
         names = option.flags or (option.flag,)
         if option.kind is Kind.SWITCH:
-            group.add_argument(*names, dest=option.name, action="store_const", const=not option.default,
-                               default=None, help=text)
+            group.add_argument(
+                *names, dest=option.name, action="store_const", const=not option.default, default=None, help=text
+            )
         elif option.kind is Kind.REPEAT:
             group.add_argument(*names, dest=option.name, action="count", default=None, help=text)
         elif option.kind is Kind.CHOICE:
             group.add_argument(*names, dest=option.name, choices=option.choices, default=None, help=text)
         else:
-            group.add_argument(*names, dest=option.name, type=_FLAG_TYPES[option.kind],
-                               metavar=option.metavar, default=None, help=text)
+            group.add_argument(
+                *names, dest=option.name, type=_FLAG_TYPES[option.kind], metavar=option.metavar, default=None, help=text
+            )
 
 
 def given(args: argparse.Namespace) -> dict[str, Any]:
@@ -342,6 +402,7 @@ def resolve(*layers: Mapping[str, Any], base: Settings | None = None) -> Setting
 
 def markdown_table() -> str:
     """The README's flag table, rendered from the declarations (tests keep the README equal)."""
+
     def row(*cells: str) -> str:
         return "|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
 
@@ -350,7 +411,10 @@ def markdown_table() -> str:
         key = ""
         if option.yaml:
             # A switch's flag turns it one way; the key shows what the inventory writes for that.
-            key = f"`{option.name}: {str(not option.default).lower()}`" if option.kind is Kind.SWITCH \
+            key = (
+                f"`{option.name}: {str(not option.default).lower()}`"
+                if option.kind is Kind.SWITCH
                 else f"`{option.name}`"
+            )
         rows.append(row(f"`{option.flag}`", option.shown_default(), key, option.help))
     return "\n".join(rows) + "\n"

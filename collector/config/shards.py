@@ -19,9 +19,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from collector.errors import UsageError
 from collector.config.inventory import Inventory
 from collector.config.settings import JOURNAL_DIR
+from collector.errors import UsageError
 
 __all__ = ["MAX_SHARDS", "Shard", "parse_report_name", "parse_shard", "shard_of"]
 

@@ -37,9 +37,9 @@ from contextlib import asynccontextmanager, contextmanager
 
 import anyio
 
+from collector.control.throttle import Clock, Sleep, monotonic, sleep
 from collector.errors import CollectorError, RequestError, RequestTimeout, ServerError
 from collector.log import ev
-from collector.control.throttle import Clock, Sleep, monotonic, sleep
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,9 @@ class EndpointHealth:
             self.paused_since = None
             self._probes_failed = 0
             log.warning(
-                "%s answers again after %.0f s", self.url, downtime,
+                "%s answers again after %.0f s",
+                self.url,
+                downtime,
                 extra=ev("endpoint_recovered", endpoint=self.url, wait_s=round(downtime, 1)),
             )
             self._notify()
@@ -206,7 +208,7 @@ class EndpointHealth:
         if probe and self._probing:
             self._probing = False
             self._probes_failed += 1
-            ceiling = min(PROBE_CAP, PROBE_BASE * 2 ** self._probes_failed)
+            ceiling = min(PROBE_CAP, PROBE_BASE * 2**self._probes_failed)
             # The last probe comes at the deadline, not after it.
             self._next_probe = min(now + ceiling * (0.5 + 0.5 * self._random()), self._deadline())
         self._check_deadline(now)
@@ -216,7 +218,7 @@ class EndpointHealth:
         """Should this failure slow the endpoint's limiter down for everyone?"""
         if isinstance(exc, ServerError) and exc.status == 503 and exc.retry_after is not None:
             return True
-        if not (isinstance(exc, RequestTimeout) or isinstance(exc, ServerError) and exc.status in (502, 504)):
+        if not (isinstance(exc, RequestTimeout) or (isinstance(exc, ServerError) and exc.status in (502, 504))):
             return False
         now = self._clock()
         signals = self._overload_signals
@@ -235,13 +237,17 @@ class EndpointHealth:
         if self.answered_once:
             log.warning(
                 "%s stopped answering (%s); holding its servers and probing it, for up to %g s",
-                self.url, exc, self.outage_timeout,
+                self.url,
+                exc,
+                self.outage_timeout,
                 extra=ev("endpoint_outage", endpoint=self.url, error=str(exc), reason=exc_kind(exc)),
             )
         else:
             log.warning(
                 "%s does not answer (%s); probing it for up to %g s",
-                self.url, exc, self.dead_after,
+                self.url,
+                exc,
+                self.dead_after,
                 extra=ev("endpoint_unreachable", endpoint=self.url, error=str(exc), reason=exc_kind(exc)),
             )
 
@@ -263,8 +269,9 @@ class EndpointHealth:
         if self.given_up is None:
             self.given_up = Unreachable(reason)
             self._gone.set()
-            log.error("%s; its servers stay pending", reason,
-                      extra=ev("endpoint_given_up", endpoint=self.url, reason=reason))
+            log.error(
+                "%s; its servers stay pending", reason, extra=ev("endpoint_given_up", endpoint=self.url, reason=reason)
+            )
             self._notify()
 
     def _notify(self) -> None:

@@ -20,7 +20,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-
 from collector.errors import (
     APIError,
     ArchiveDamaged,

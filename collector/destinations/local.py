@@ -261,7 +261,7 @@ def write_all(fd: int, chunks: list[bytes]) -> None:
         if written < len(chunk):
             view = memoryview(chunk)[written:]
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
 
 
 def _unlink_quietly(path: Path) -> None:

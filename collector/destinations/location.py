@@ -24,7 +24,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -87,15 +87,15 @@ def parse_destination(
     if match is None:
         if endpoint_url:
             raise UsageError(f"{ENDPOINT_OPTION} is for object storage", hint=f"give -o as {_URL_FORMS}")
-        return LocalLocation(Path(_expand(text, now or datetime.now(timezone.utc))))
+        return LocalLocation(Path(_expand(text, now or datetime.now(UTC))))
     scheme = match.group(1).lower()
     if scheme not in SCHEMES:
         raise UsageError(f"-o: unsupported URL scheme '{_printable(scheme)}:'", hint=f"give a folder, or {_URL_FORMS}")
     if not match.group(2):
         raise UsageError(f"-o: '{scheme}:' must be followed by //BUCKET", hint=f"give {_URL_FORMS}")
     env = os.environ if env is None else env
-    bucket, prefix = _split(text[match.end():], scheme)
-    prefix = _expand(prefix, now or datetime.now(timezone.utc))
+    bucket, prefix = _split(text[match.end() :], scheme)
+    prefix = _expand(prefix, now or datetime.now(UTC))
     endpoint = _endpoint(endpoint_url, env)
     if scheme == "obs" and endpoint is None:
         raise UsageError(
@@ -129,7 +129,9 @@ def _split(rest: str, scheme: str) -> tuple[str, str]:
         )
     prefix = prefix.strip("/")
     if any(not c.isprintable() or c == "\\" for c in prefix):
-        raise UsageError("-o: the prefix has control characters or a backslash", hint="use letters, digits, - _ . and /")
+        raise UsageError(
+            "-o: the prefix has control characters or a backslash", hint="use letters, digits, - _ . and /"
+        )
     if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
         raise UsageError(
             f"-o: prefix '{prefix}' has an empty, '.' or '..' segment",
@@ -140,7 +142,7 @@ def _split(rest: str, scheme: str) -> tuple[str, str]:
 
 def _expand(prefix: str, now: datetime) -> str:
     """Put the UTC date or time in place of `{date}` and `{datetime}`."""
-    now = now.astimezone(timezone.utc)
+    now = now.astimezone(UTC)
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -188,8 +190,10 @@ def _check_endpoint(url: str, source: str) -> str:
             hint="give it as https://HOST[:PORT]; credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile",
         )
     if parts.query or parts.fragment:
-        raise UsageError(f"{source}: the object-storage endpoint cannot have a query or fragment",
-                         hint="give it as https://HOST[:PORT]")
+        raise UsageError(
+            f"{source}: the object-storage endpoint cannot have a query or fragment",
+            hint="give it as https://HOST[:PORT]",
+        )
     return url.rstrip("/")
 
 

@@ -49,8 +49,8 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from collector.destinations.s3errors import http_status, translating
 from collector.destinations.base import Archive
+from collector.destinations.s3errors import http_status, translating
 from collector.errors import StorageError
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,7 @@ class S3Destination:
         with translating(f"list {self.url}"):
             paginator = self.client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
-                names += [item["Key"][len(start):] for item in page.get("Contents", [])]
+                names += [item["Key"][len(start) :] for item in page.get("Contents", [])]
         return names
 
     async def read_bytes(self, name: str, limit: int = 256 * 1024 * 1024) -> bytes:
@@ -215,7 +215,10 @@ class S3Destination:
         key = self.key(name)
         with translating(f"store {self.where(key)}"):
             await self.client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType=content_type,
                 Metadata={"sha256": hashlib.sha256(body).hexdigest()},
             )
 
@@ -299,8 +302,11 @@ class S3Partial:
             try:
                 with translating(f"store {where}"):
                     await client.put_object(
-                        Bucket=destination.bucket, Key=self.key, Body=body,
-                        ContentType=CONTENT_TYPE, Metadata={"sha256": digest},
+                        Bucket=destination.bucket,
+                        Key=self.key,
+                        Body=body,
+                        ContentType=CONTENT_TYPE,
+                        Metadata={"sha256": digest},
                     )
             finally:
                 self._release(len(body))
@@ -311,7 +317,9 @@ class S3Partial:
             await self._settle()
         with translating(f"complete {where}"):
             done = await client.complete_multipart_upload(
-                Bucket=destination.bucket, Key=self.key, UploadId=self._upload_id,
+                Bucket=destination.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             )
         self._upload_id, self._parts = None, []
@@ -416,8 +424,13 @@ class S3Partial:
         if self.size <= destination.max_copy:
             with translating(f"set the metadata of {where}"):
                 await client.copy_object(
-                    Bucket=destination.bucket, Key=self.key, CopySource=source, CopySourceIfMatch=etag,
-                    MetadataDirective="REPLACE", Metadata=metadata, ContentType=CONTENT_TYPE,
+                    Bucket=destination.bucket,
+                    Key=self.key,
+                    CopySource=source,
+                    CopySourceIfMatch=etag,
+                    MetadataDirective="REPLACE",
+                    Metadata=metadata,
+                    ContentType=CONTENT_TYPE,
                 )
             return
         with translating(f"set the metadata of {where}"):
@@ -430,13 +443,20 @@ class S3Partial:
             end = min(start + step, self.size) - 1
             with translating(f"copy part {number} of {where}"):
                 copied = await client.upload_part_copy(
-                    Bucket=destination.bucket, Key=self.key, UploadId=self._upload_id, PartNumber=number,
-                    CopySource=source, CopySourceIfMatch=etag, CopySourceRange=f"bytes={start}-{end}",
+                    Bucket=destination.bucket,
+                    Key=self.key,
+                    UploadId=self._upload_id,
+                    PartNumber=number,
+                    CopySource=source,
+                    CopySourceIfMatch=etag,
+                    CopySourceRange=f"bytes={start}-{end}",
                 )
             self._parts.append({"PartNumber": number, "ETag": copied["CopyPartResult"]["ETag"]})
         with translating(f"set the metadata of {where}"):
             await client.complete_multipart_upload(
-                Bucket=destination.bucket, Key=self.key, UploadId=self._upload_id,
+                Bucket=destination.bucket,
+                Key=self.key,
+                UploadId=self._upload_id,
                 MultipartUpload={"Parts": self._parts},
             )
         self._upload_id = None

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionError as BotoConnectionError,
     CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
@@ -22,20 +21,25 @@ from botocore.exceptions import (
     PartialCredentialsError,
     ValidationError,
 )
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
 
 from collector.errors import StorageError
 
 # Error codes that mean "who you are" is wrong, as opposed to "what you may do".
-CREDENTIAL_CODES = frozenset({
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "TokenRefreshRequired",
-    "InvalidSecurity",
-    "InvalidClientTokenId",
-    "AuthorizationHeaderMalformed",  # most often a region that is not the bucket's
-})
+CREDENTIAL_CODES = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "ExpiredToken",
+        "InvalidToken",
+        "TokenRefreshRequired",
+        "InvalidSecurity",
+        "InvalidClientTokenId",
+        "AuthorizationHeaderMalformed",  # most often a region that is not the bucket's
+    }
+)
 DENIED_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "AccountProblem", "403", "Forbidden"})
 THROTTLE_CODES = frozenset({"SlowDown", "503", "ServiceUnavailable", "RequestLimitExceeded", "Throttling"})
 
@@ -93,8 +97,7 @@ def translate(exc: BaseException, action: str) -> StorageError:
             message += f" (request id {request_id})"
     if isinstance(exc, NoCredentialsError | PartialCredentialsError | CredentialRetrievalError):
         message += (
-            "; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a "
-            "pod or instance role"
+            "; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a pod or instance role"
         )
     return StorageError(message, reason=reason)
 

@@ -85,8 +85,13 @@ def environment_proxies() -> bool:
     proxies = configured()
     if proxies:
         for scheme, url in proxies.items():
-            log.info("%s requests go through the proxy %s (%s_proxy)", scheme, shown(url), scheme,
-                     extra=ev("proxy", scheme=scheme, proxy=shown(url)))
+            log.info(
+                "%s requests go through the proxy %s (%s_proxy)",
+                scheme,
+                shown(url),
+                scheme,
+                extra=ev("proxy", scheme=scheme, proxy=shown(url)),
+            )
         _warn_netrc_default()
     return bool(proxies)
 
@@ -142,7 +147,9 @@ def _warn_netrc_default() -> None:
     except (OSError, netrc.NetrcParseError):
         return  # aiohttp finds no entry either
     if "default" in entries.hosts:
-        log.warning("%s has a default entry: with a proxy set, its login goes as Basic auth to every host "
-                    "collector talks to; set NETRC=/dev/null for collector to keep it out", path,
-                    extra=ev("netrc_default", path=path))
-
+        log.warning(
+            "%s has a default entry: with a proxy set, its login goes as Basic auth to every host "
+            "collector talks to; set NETRC=/dev/null for collector to keep it out",
+            path,
+            extra=ev("netrc_default", path=path),
+        )

@@ -29,9 +29,7 @@ from collector.text import clean_text
 # Who hears of each request a credential source makes (`collector_requests_total{operation=
 # "auth"}`): providers are built with the inventory, long before a run has metrics, so the
 # runner sets this for the run's tasks instead of threading it through every provider.
-auth_requests: ContextVar[Callable[[str, int | BaseException], None] | None] = ContextVar(
-    "auth_requests", default=None
-)
+auth_requests: ContextVar[Callable[[str, int | BaseException], None] | None] = ContextVar("auth_requests", default=None)
 
 
 async def read_bounded(response: aiohttp.ClientResponse, limit: int, operation: str, *, cut: bool = False) -> bytes:
@@ -59,7 +57,8 @@ def translate(exc: BaseException, operation: str, url: URL) -> CollectorError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = TLSFailed(
             f"{operation}: certificate verify failed for {host}: give a CA bundle "
-            f"(tls: {{ca_bundle: PATH}} in the inventory)", host=host
+            f"(tls: {{ca_bundle: PATH}} in the inventory)",
+            host=host,
         )
     elif isinstance(exc, aiohttp.ClientSSLError):
         error = TLSFailed(f"{operation}: TLS handshake with {where} failed: {clean_text(str(exc))}", host=host)

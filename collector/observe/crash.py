@@ -12,7 +12,7 @@ import os
 import platform
 import tempfile
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from collector import __version__
@@ -39,11 +39,10 @@ def folder_for(output: Path | str | None) -> Path:
 def save(folder: Path, exc: BaseException, *, now: datetime | None = None) -> Path | None:
     """Write `exc`'s traceback to a new ``crash-<UTC time>.txt`` in `folder`; None if that
     fails too (the line then says so)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     text = (
         f"collector {__version__} crashed at {now.isoformat(timespec='seconds')}\n"
-        f"python {platform.python_version()} on {platform.platform()}\n\n"
-        + "".join(traceback.format_exception(exc))
+        f"python {platform.python_version()} on {platform.platform()}\n\n" + "".join(traceback.format_exception(exc))
     )
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     try:

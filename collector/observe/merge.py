@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from collector import __version__
-from collector.errors import ExitCode, UsageError
-from collector.text import clean
-from collector.destinations.location import S3Location
-from collector.observe.report import REPORT_NAME, write_report
 from collector.config.shards import Shard, parse_report_name, shard_of
+from collector.destinations.location import S3Location
+from collector.errors import ExitCode, UsageError
+from collector.observe.report import REPORT_NAME, write_report
+from collector.text import clean
 
 __all__ = [
     "MAX_REPORT_BYTES",
@@ -113,13 +113,13 @@ class MergeResult:
         if len(self.counts) > 1:
             per_count = Counter(shard.count for shard in self.found)
             seen = ", ".join(f"{n} ({per_count[n]} found)" for n in self.counts)
-            lines.append(f"reports of runs with different numbers of shards: {seen};"
-                         " keep only the reports of one run")
+            lines.append(f"reports of runs with different numbers of shards: {seen}; keep only the reports of one run")
         if self.missing:
             names = ", ".join(shard.report_name for shard in self.missing[:10])
             more = f" and {len(self.missing) - 10} more" if len(self.missing) > 10 else ""
-            lines.append(f"{len(self.missing)} shard(s) did not report: no {names}{more};"
-                         " their servers are not in the report")
+            lines.append(
+                f"{len(self.missing)} shard(s) did not report: no {names}{more}; their servers are not in the report"
+            )
         if self.overlapping:
             examples = "; ".join(
                 f"{o.project_id}/{o.server_id} in {', '.join(o.reports)}" for o in self.overlapping[:EXAMPLES]
@@ -130,8 +130,10 @@ class MergeResult:
                 f"{m.project_id}/{m.server_id} in {m.report} belongs to {m.belongs.label}"
                 for m in self.misplaced[:EXAMPLES]
             )
-            lines.append(f"{len(self.misplaced)} server(s) in the report of another shard, e.g. {examples};"
-                         " did the pods run different versions of collector?")
+            lines.append(
+                f"{len(self.misplaced)} server(s) in the report of another shard, e.g. {examples};"
+                " did the pods run different versions of collector?"
+            )
         return [clean(line, 1000) for line in lines]
 
 
@@ -205,11 +207,15 @@ def load_folder(folder: Path | str) -> dict[str, Any]:
     try:
         paths = sorted(p for p in folder.iterdir() if fnmatch.fnmatchcase(p.name, SHARD_REPORTS))
     except OSError as exc:
-        raise UsageError(f"{folder}: cannot list the folder: {exc.strerror or exc}",
-                         hint="give the folder the shards wrote their reports to") from exc
+        raise UsageError(
+            f"{folder}: cannot list the folder: {exc.strerror or exc}",
+            hint="give the folder the shards wrote their reports to",
+        ) from exc
     if not paths:
-        raise UsageError(f"{folder}: no shard reports ({SHARD_REPORTS}) in this folder",
-                         hint="give the folder the shards wrote their reports to (their -o)")
+        raise UsageError(
+            f"{folder}: no shard reports ({SHARD_REPORTS}) in this folder",
+            hint="give the folder the shards wrote their reports to (their -o)",
+        )
     return {str(path): _decode(str(path), _read_bounded(path)) for path in paths}
 
 
@@ -233,8 +239,9 @@ async def read_reports(
     """
     keys = sorted(key for key in await lister() if fnmatch.fnmatchcase(_base(key), SHARD_REPORTS))
     if not keys:
-        raise UsageError(f"no shard reports ({SHARD_REPORTS}) found",
-                         hint="give the prefix the shards wrote their reports to")
+        raise UsageError(
+            f"no shard reports ({SHARD_REPORTS}) found", hint="give the prefix the shards wrote their reports to"
+        )
     return {key: _decode(key, await reader(key)) for key in keys}
 
 
@@ -266,8 +273,9 @@ def _decode(name: str, data: bytes) -> Any:
 def _parse(name: str, data: Any) -> _Parsed:
     shard = parse_report_name(_base(name))
     if shard is None:
-        raise ReportError(name, "not the name of a shard report",
-                          hint="shard reports are named report.shard-K-of-N.json, 0 <= K < N")
+        raise ReportError(
+            name, "not the name of a shard report", hint="shard reports are named report.shard-K-of-N.json, 0 <= K < N"
+        )
     run = _field(name, data, "run", dict, "")
     servers = _field(name, data, "servers", list, "")
     checked = [_server(name, entry, f"servers[{i}]") for i, entry in enumerate(servers)]
@@ -325,8 +333,10 @@ def _timestamp(name: str, run: dict[str, Any], field: str) -> datetime:
     except ValueError:
         value = None
     if value is None or value.tzinfo is None:
-        raise ReportError(name, f"run.{field}: expected a time with its offset, like"
-                          f" 2026-11-27T03:00:00+00:00, got {clean(text, 40)!r}")
+        raise ReportError(
+            name,
+            f"run.{field}: expected a time with its offset, like 2026-11-27T03:00:00+00:00, got {clean(text, 40)!r}",
+        )
     return value
 
 

@@ -61,8 +61,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from yarl import URL
 
 from collector.errors import APIError, CollectorError, UsageError
-from collector.sweep.events import Phase, PhaseChanged
 from collector.log import ev
+from collector.sweep.events import Phase, PhaseChanged
 
 log = logging.getLogger("collector.metrics")
 
@@ -175,8 +175,12 @@ class Metrics:
             servers.add_metric([*self._label_values, phase.value], self._phases[phase])
         yield servers
 
-        requests = self._counter("collector_requests_total",
-                                 "Requests sent, by operation and HTTP status or error kind.", "operation", "code")
+        requests = self._counter(
+            "collector_requests_total",
+            "Requests sent, by operation and HTTP status or error kind.",
+            "operation",
+            "code",
+        )
         for (operation, code), count in sorted(self._requests.items()):
             requests.add_metric([*self._label_values, operation, code], count)
         yield requests
@@ -187,20 +191,25 @@ class Metrics:
             counter.add_metric(self._label_values, value)
             yield counter
 
-        rates = self._gauge("collector_rate_limit_per_second",
-                            "Requests per second each endpoint's rate limiter allows now.", "endpoint")
+        rates = self._gauge(
+            "collector_rate_limit_per_second",
+            "Requests per second each endpoint's rate limiter allows now.",
+            "endpoint",
+        )
         for endpoint, limiter in sorted(self._limiters.items()):
             rates.add_metric([*self._label_values, endpoint], limiter.rate)
         yield rates
 
         if self._exit_code is not None:
             yield self._single("collector_run_duration_seconds", "How long the last run took.", self._duration_s)
-            yield self._single("collector_exit_code", "The exit code of the last run (0: every server collected).",
-                               self._exit_code)
+            yield self._single(
+                "collector_exit_code", "The exit code of the last run (0: every server collected).", self._exit_code
+            )
         if self._last_success is not None:
             # Absent until some run succeeded: a push (POST) then leaves the gateway's value be.
-            yield self._single(_LAST_SUCCESS, "When a run last exited 0, in seconds since the epoch.",
-                               self._last_success)
+            yield self._single(
+                _LAST_SUCCESS, "When a run last exited 0, in seconds since the epoch.", self._last_success
+            )
 
     def _stats_now(self) -> dict[str, int]:
         for key in self._held:
@@ -311,7 +320,9 @@ class _Textfile:
         self._reported = True
         error = _describe(exc)
         log.warning(
-            "metrics: cannot write %s: %s; the run goes on without it", self.path, error,
+            "metrics: cannot write %s: %s; the run goes on without it",
+            self.path,
+            error,
             extra=ev("metrics_failed", destination=str(self.path), error=error, error_kind=type(exc).__name__),
         )
 
@@ -390,11 +401,14 @@ def pushgateway_url(text: str) -> URL:
         url = URL(text)
         host = url.host
     except (ValueError, TypeError):
-        raise UsageError("--pushgateway: not a valid URL", "give the Pushgateway's address, "
-                         "like https://pushgateway.example:9091") from None
+        raise UsageError(
+            "--pushgateway: not a valid URL", "give the Pushgateway's address, like https://pushgateway.example:9091"
+        ) from None
     if url.scheme not in ("http", "https") or not host:
-        raise UsageError(f"--pushgateway: {shown_url(url)} is not an http:// or https:// URL with a host",
-                         "give the Pushgateway's address, like https://pushgateway.example:9091")
+        raise UsageError(
+            f"--pushgateway: {shown_url(url)} is not an http:// or https:// URL with a host",
+            "give the Pushgateway's address, like https://pushgateway.example:9091",
+        )
     return url
 
 
@@ -467,9 +481,16 @@ async def push(
     except Exception as exc:  # noqa: BLE001 - metrics never change how a run ends
         error = _describe(exc)
         log.warning(
-            "metrics: push to %s failed: %s", shown, error,
-            extra=ev("metrics_failed", destination=shown, error=error, error_kind=type(exc).__name__,
-                     status=getattr(exc, "status", None)),
+            "metrics: push to %s failed: %s",
+            shown,
+            error,
+            extra=ev(
+                "metrics_failed",
+                destination=shown,
+                error=error,
+                error_kind=type(exc).__name__,
+                status=getattr(exc, "status", None),
+            ),
         )
         return False
     return True

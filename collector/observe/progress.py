@@ -23,9 +23,9 @@ from rich.table import Table
 from rich.text import Text
 
 from collector.clouddc.api import CallStats
-from collector.sweep.events import Phase, PhaseChanged
 from collector.log import ev
 from collector.observe.report import human_bytes, human_duration
+from collector.sweep.events import Phase, PhaseChanged
 
 log = logging.getLogger("collector.progress")
 

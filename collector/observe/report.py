@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from collector import __version__
-from collector.log import ev
-from collector.text import clean
 from collector.destinations.local import write_all
+from collector.log import ev
 from collector.sweep.pipeline import ServerResult
+from collector.text import clean
 
 REPORT_NAME = "report.json"
 
@@ -256,15 +256,17 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         for group in record["failures"]:
             lines.append(f"  {group['count']:>5} x {group['label']}  (e.g. {_example(group, with_error=True)})")
         if record["failure_groups"] > len(record["failures"]):
-            lines.append(f"  ... and {record['failure_groups'] - len(record['failures'])} other kinds of failure; "
-                         "see the report")
+            lines.append(
+                f"  ... and {record['failure_groups'] - len(record['failures'])} other kinds of failure; see the report"
+            )
     if record["pending"]:
         lines.append(f"{record['pending']} not finished:")
         for group in record["pending_reasons"]:
             lines.append(f"  {group['count']:>5} x {group['label']}  (e.g. {_example(group, with_error=False)})")
         if record["pending_groups"] > len(record["pending_reasons"]):
-            lines.append(f"  ... and {record['pending_groups'] - len(record['pending_reasons'])} other reasons; "
-                         "see the report")
+            lines.append(
+                f"  ... and {record['pending_groups'] - len(record['pending_reasons'])} other reasons; see the report"
+            )
         lines.append("run the same command again to resume")
     if record.get("report"):
         lines.append(f"report: {record['report']}")

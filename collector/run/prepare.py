@@ -20,8 +20,8 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
-from collector.clouddc.api import CloudDC
 from collector.auth import CredentialsUnavailable, default_chain
+from collector.clouddc.api import CloudDC
 from collector.clouddc.discovery import (
     PAGE_LIMIT,
     DiscoveredServer,
@@ -31,14 +31,14 @@ from collector.clouddc.discovery import (
     parse_server_page,
     unusable,
 )
-from collector.control.endpoint import EndpointHealth
-from collector.errors import CollectorError, UsageError
 from collector.config.inventory import Inventory, Project, Server
-from collector.log import ev
 from collector.config.select import Selection
 from collector.config.settings import Settings
 from collector.config.shards import Shard
+from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter
+from collector.errors import CollectorError, UsageError
+from collector.log import ev
 
 log = logging.getLogger("collector.run")
 
@@ -80,22 +80,40 @@ async def prepare(
                 found = await discover(project, settings, session)
             except CollectorError as exc:
                 # The project's listed servers are still swept; the report says what is missing.
-                log.error("%s: discovery failed: %s", project.project_id, exc,
-                          extra=ev("discovery_failed", project_id=project.project_id, endpoint=project.endpoint,
-                                   error=str(exc), error_kind=exc.kind))
-                rejected.append(Rejected(project.project_id, "(discovery)", None, f"discovery failed: {exc}",
-                                         exc.kind))
+                log.error(
+                    "%s: discovery failed: %s",
+                    project.project_id,
+                    exc,
+                    extra=ev(
+                        "discovery_failed",
+                        project_id=project.project_id,
+                        endpoint=project.endpoint,
+                        error=str(exc),
+                        error_kind=exc.kind,
+                    ),
+                )
+                rejected.append(Rejected(project.project_id, "(discovery)", None, f"discovery failed: {exc}", exc.kind))
                 projects.append(project)
                 continue
             wanted = chooser(project)
             chosen = [server for server in found if wanted(server)]
             projects.append(replace(project, servers=merge_discovered(project.servers, chosen)))
-            rejected += [Rejected(project.project_id, s.id, s.name, s.problem or "")
-                         for s in unusable(project.servers, chosen)]
-            log.info("%s: %d servers listed by the API, %d of them chosen by discover:",
-                     project.project_id, len(found), len(chosen),
-                     extra=ev("servers_discovered", project_id=project.project_id, endpoint=project.endpoint,
-                              servers=len(found), chosen=len(chosen)))
+            rejected += [
+                Rejected(project.project_id, s.id, s.name, s.problem or "") for s in unusable(project.servers, chosen)
+            ]
+            log.info(
+                "%s: %d servers listed by the API, %d of them chosen by discover:",
+                project.project_id,
+                len(found),
+                len(chosen),
+                extra=ev(
+                    "servers_discovered",
+                    project_id=project.project_id,
+                    endpoint=project.endpoint,
+                    servers=len(found),
+                    chosen=len(chosen),
+                ),
+            )
         inventory = replace(inventory, projects=tuple(projects))
     if selection is not None and not selection.everything:
         chosen_pairs = selection.apply(inventory.targets())
@@ -125,11 +143,15 @@ async def with_credentials(inventory: Inventory, environ: Mapping[str, str]) -> 
 async def discover(project: Project, settings: Settings, session: aiohttp.ClientSession) -> list[DiscoveredServer]:
     """Every server the project lists, page by page, following `next_marker`."""
     client = CloudDC(
-        session, project.endpoint, project.project_id, project.credentials,
-        limiter=RateLimiter(settings.rate, max_rate=settings.max_rate), policy=settings.policy,
-        health=EndpointHealth(project.endpoint, dead_after=settings.dead_after,
-                              outage_timeout=settings.outage_timeout),
-        call_timeout=settings.read_timeout, ssl=project.ssl,
+        session,
+        project.endpoint,
+        project.project_id,
+        project.credentials,
+        limiter=RateLimiter(settings.rate, max_rate=settings.max_rate),
+        policy=settings.policy,
+        health=EndpointHealth(project.endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout),
+        call_timeout=settings.read_timeout,
+        ssl=project.ssl,
     )
     cursor = PageCursor()
     found: list[DiscoveredServer] = []

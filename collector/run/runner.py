@@ -17,16 +17,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import logging
 import math
+import os
 import signal
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,25 +35,31 @@ import aiohttp
 import anyio
 
 from collector import __version__
-
-from collector.observe import crash
+from collector.config.inventory import Inventory
+from collector.config.select import Selection
+from collector.config.settings import Settings
+from collector.config.shards import Shard
 from collector.destinations.base import Destination, archive_name
+from collector.destinations.local import LocalDestination
 from collector.destinations.location import S3Location
 from collector.errors import ExitCode, StorageError, UsageError
-from collector.sweep.events import Listener, Phase, PhaseChanged
-from collector.config.inventory import Inventory
-from collector.sweep.journal import Entry, Journal, JournalError, summarize
 from collector.log import ev
-from collector.observe.metrics import Metrics, push, write_textfile_every
-from collector.net.transport import auth_requests
-from collector.observe.progress import Tally, show_progress
-from collector.run.prepare import Rejected, prepare
 from collector.net.proxies import environment_proxies
-from collector.config.select import Selection
-from collector.config.shards import Shard
-from collector.observe.report import REPORT_NAME, build_report, emit_summary, summary_lines, summary_record, write_report
-from collector.config.settings import Settings
-from collector.destinations.local import LocalDestination
+from collector.net.transport import auth_requests
+from collector.observe import crash
+from collector.observe.metrics import Metrics, push, write_textfile_every
+from collector.observe.progress import Tally, show_progress
+from collector.observe.report import (
+    REPORT_NAME,
+    build_report,
+    emit_summary,
+    summary_lines,
+    summary_record,
+    write_report,
+)
+from collector.run.prepare import Rejected, prepare
+from collector.sweep.events import Listener, Phase, PhaseChanged
+from collector.sweep.journal import Entry, Journal, JournalError, summarize
 from collector.sweep.pipeline import ServerResult, Sweep
 
 # The run's own records (its start, stops and end) show at the default level: see
@@ -171,8 +177,9 @@ async def run_sweep(
             shown: str | Path = output.url
         else:
             state = shown = prepare_output(output)
-        metrics = Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway \
-            else None
+        metrics = (
+            Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway else None
+        )
         # The credential sources' requests count too (see collector.net.transport), for this run only.
         observing = auth_requests.set(metrics.request if metrics is not None else None)
         stack.callback(auth_requests.reset, observing)
@@ -183,9 +190,20 @@ async def run_sweep(
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
-            outcome = await _run(inventory, settings, state, shown, fresh=fresh, live=live,
-                                 destination=destination or LocalDestination(state), listeners=listeners,
-                                 metrics=metrics, session=session, rejected=rejected, shard=shard)
+            outcome = await _run(
+                inventory,
+                settings,
+                state,
+                shown,
+                fresh=fresh,
+                live=live,
+                destination=destination or LocalDestination(state),
+                listeners=listeners,
+                metrics=metrics,
+                session=session,
+                rejected=rejected,
+                shard=shard,
+            )
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
@@ -216,8 +234,10 @@ async def _open_bucket(stack: AsyncExitStack, location: S3Location) -> Destinati
     try:
         await bucket.check_bucket()
     except StorageError as exc:
-        raise UsageError(f"-o {location.url}: {exc}", "check the bucket, the endpoint and the "
-                         "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or profile) it needs") from None
+        raise UsageError(
+            f"-o {location.url}: {exc}",
+            "check the bucket, the endpoint and the AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or profile) it needs",
+        ) from None
     return bucket
 
 
@@ -239,7 +259,7 @@ async def _run(
     journal = Journal.open(out_dir, fresh=fresh, folder=shard.state_dir(out_dir) if shard else None)
     report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     clock_start = anyio.current_time()
     sweep: Sweep | None = None
     ledger = _Ledger()
@@ -250,8 +270,15 @@ async def _run(
         _announce(inventory, settings, shown, prior)
         async with anyio.create_task_group() as journalling:
             journalling.start_soon(journal.writer)
-            sweep = Sweep(inventory, settings, destination, session, prior=prior, fresh=fresh,
-                          observe=metrics.request if metrics is not None else None)
+            sweep = Sweep(
+                inventory,
+                settings,
+                destination,
+                session,
+                prior=prior,
+                fresh=fresh,
+                observe=metrics.request if metrics is not None else None,
+            )
             if metrics is not None:
                 metrics.set_servers(inventory.server_count)
                 metrics.observe_stats(sweep.stats)
@@ -276,7 +303,7 @@ async def _run(
         journal.shutdown()
     outcome.results = results if results is not None else ledger.results(inventory)
     outcome.results += [_rejected_result(r) for r in rejected]
-    finished = datetime.now(timezone.utc)
+    finished = datetime.now(UTC)
     retries = 0
     if sweep is not None:
         outcome.auth_failed = sweep.auth_error is not None
@@ -286,8 +313,13 @@ async def _run(
         retries = sweep.stats.retries
     outcome.duration_s = anyio.current_time() - clock_start
     try:
-        report = build_report(outcome.results, started_at=started, finished_at=finished,
-                              inventory=str(inventory.path), stopped=_stopped(outcome, sweep))
+        report = build_report(
+            outcome.results,
+            started_at=started,
+            finished_at=finished,
+            inventory=str(inventory.path),
+            stopped=_stopped(outcome, sweep),
+        )
         outcome.report_path = write_report(out_dir, report, report_name)
         if not isinstance(destination, LocalDestination) and hasattr(destination, "write_text"):
             await destination.write_text(report_name, json.dumps(report, indent=1))
@@ -299,8 +331,13 @@ async def _run(
     if outcome.crash is not None:
         outcome.crash_file = crash.save(crash.folder_for(out_dir), outcome.crash)
     outcome.record = summary_record(
-        outcome.results, duration_s=outcome.duration_s, requests=outcome.requests, throttled=outcome.throttled,
-        retries=retries, exit_code=exit_code(outcome), stopped=_stopped(outcome, sweep),
+        outcome.results,
+        duration_s=outcome.duration_s,
+        requests=outcome.requests,
+        throttled=outcome.throttled,
+        retries=retries,
+        exit_code=exit_code(outcome),
+        stopped=_stopped(outcome, sweep),
         report_path=outcome.report_path,
     )
     outcome.summary = summary_lines(outcome.record)
@@ -322,7 +359,9 @@ def open_session(settings: Settings) -> aiohttp.ClientSession:
     )
     return aiohttp.ClientSession(
         connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
+        ),
         auto_decompress=False,  # the bytes on disk are the bytes served
         headers={"Accept-Encoding": "identity", "User-Agent": f"collector/{__version__}"},
         trust_env=trust_env,
@@ -332,8 +371,15 @@ def open_session(settings: Settings) -> aiohttp.ClientSession:
 def _rejected_result(rejected: Rejected) -> ServerResult:
     """A discovered server we cannot collect: failed, with why, and nothing written for it."""
     why = "discovery failed" if rejected.server_id == "(discovery)" else "listed with an unusable id"
-    return ServerResult(rejected.project_id, rejected.server_id, rejected.name, state=Phase.FAILED.value,
-                        error=rejected.reason, error_kind=rejected.kind, reason=why)
+    return ServerResult(
+        rejected.project_id,
+        rejected.server_id,
+        rejected.name,
+        state=Phase.FAILED.value,
+        error=rejected.reason,
+        error_kind=rejected.kind,
+        reason=why,
+    )
 
 
 class _Ledger:
@@ -389,28 +435,48 @@ def start_line(inventory: Inventory, settings: Settings, out_dir: Path | str) ->
     rate = f"{settings.rate:g} req/s" + (" per endpoint" if len(endpoints) > 1 else "")
     if settings.max_rate is not None:
         rate += f" (at most {settings.max_rate:g})"
-    return (f"collector {__version__}: {servers} server{'s' * (servers != 1)} in {projects} "
-            f"project{'s' * (projects != 1)} at {at}, into {out_dir}, starting at {rate}")
+    return (
+        f"collector {__version__}: {servers} server{'s' * (servers != 1)} in {projects} "
+        f"project{'s' * (projects != 1)} at {at}, into {out_dir}, starting at {rate}"
+    )
 
 
 def _announce(inventory: Inventory, settings: Settings, out_dir: Path | str, prior: Mapping[Any, Entry]) -> None:
     """The start line, at once and before any request; a warning for each plain-http endpoint."""
     endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
     earlier = sum(1 for entry in prior.values() if entry.phase is Phase.COLLECTED)
-    log.info(start_line(inventory, settings, out_dir), extra=ev(
-        "run_started", servers=inventory.server_count, projects=len(inventory.projects), endpoints=endpoints,
-        collected_earlier=earlier, output=str(out_dir), resumed=bool(prior), concurrency=settings.concurrency,
-        downloads=settings.downloads, rate=settings.rate, version=__version__))
+    log.info(
+        start_line(inventory, settings, out_dir),
+        extra=ev(
+            "run_started",
+            servers=inventory.server_count,
+            projects=len(inventory.projects),
+            endpoints=endpoints,
+            collected_earlier=earlier,
+            output=str(out_dir),
+            resumed=bool(prior),
+            concurrency=settings.concurrency,
+            downloads=settings.downloads,
+            rate=settings.rate,
+            version=__version__,
+        ),
+    )
     if prior:
         log.debug("resuming from the journal: %s", summarize(prior))
     for endpoint in endpoints:
         if urlsplit(endpoint).scheme.lower() == "http":
-            log.warning("%s is plain http: credentials travel in clear text", endpoint,
-                        extra=ev("cleartext_endpoint", endpoint=endpoint))
+            log.warning(
+                "%s is plain http: credentials travel in clear text",
+                endpoint,
+                extra=ev("cleartext_endpoint", endpoint=endpoint),
+            )
     for endpoint in dict.fromkeys(p.endpoint for p in inventory.projects if not p.tls_verify):
-        log.warning("%s: certificates are not verified (tls: {verify: false}): anyone on the way can "
-                    "read the credentials; give tls: {ca_bundle: PATH} instead", endpoint,
-                    extra=ev("tls_unverified", endpoint=endpoint))
+        log.warning(
+            "%s: certificates are not verified (tls: {verify: false}): anyone on the way can "
+            "read the credentials; give tls: {ca_bundle: PATH} instead",
+            endpoint,
+            extra=ev("tls_unverified", endpoint=endpoint),
+        )
 
 
 def closing_lines(outcome: Outcome) -> list[str]:
@@ -422,11 +488,14 @@ def closing_lines(outcome: Outcome) -> list[str]:
         lines = [f"archives in {out}/ (a folder per project)"]
     code = exit_code(outcome)
     if code is ExitCode.AUTH:
-        lines.append("credentials were rejected (HTTP 401/403): refresh the token and run the same "
-                     "command again to resume")
+        lines.append(
+            "credentials were rejected (HTTP 401/403): refresh the token and run the same command again to resume"
+        )
     elif code is ExitCode.UNREACHABLE:
-        lines.append(f"the API could not be reached ({outcome.unreachable}): run the same command "
-                     "again to resume once it answers")
+        lines.append(
+            f"the API could not be reached ({outcome.unreachable}): run the same command "
+            "again to resume once it answers"
+        )
     return lines
 
 
@@ -449,8 +518,14 @@ def tell_crash(exc: BaseException, crash_file: Path | None, log_format: str) -> 
     """The one line of an internal error; in JSON, an error record naming the crash file."""
     line = crash.line(exc, crash_file)
     if log_format == "json":
-        log.error(line, extra=ev("run_crashed", error=f"{type(crash.cause(exc)).__name__}: {crash.cause(exc)}",
-                                 crash_file=str(crash_file) if crash_file else None))
+        log.error(
+            line,
+            extra=ev(
+                "run_crashed",
+                error=f"{type(crash.cause(exc)).__name__}: {crash.cause(exc)}",
+                crash_file=str(crash_file) if crash_file else None,
+            ),
+        )
     else:
         print(line, file=sys.stderr)
 
@@ -469,8 +544,12 @@ async def _watch_signals(sweep: Sweep, outcome: Outcome) -> None:
                 return
             outcome.signal = signum
             name = signal.Signals(signum).name
-            log.warning("%s: starting nothing new; running downloads get %g s to finish", name,
-                        sweep.settings.grace, extra=ev("run_stopping", reason=name, wait_s=sweep.settings.grace))
+            log.warning(
+                "%s: starting nothing new; running downloads get %g s to finish",
+                name,
+                sweep.settings.grace,
+                extra=ev("run_stopping", reason=name, wait_s=sweep.settings.grace),
+            )
             sweep.stop(name)
 
 

@@ -112,8 +112,9 @@ class CloudDC:
         app.router.add_get(exports + "/{export_id}", self._status)
         app.router.add_get(exports + "/{export_id}/content", self._download)
         app.router.add_get("/_sim/stats", self._stats)
-        self.identity.add_routes(app, lambda operation, status: self.recorder.record(
-            self.clock() - self.t0, operation, status))
+        self.identity.add_routes(
+            app, lambda operation, status: self.recorder.record(self.clock() - self.t0, operation, status)
+        )
         app.router.add_route("*", "/{tail:.*}", self._no_route)
         return app
 

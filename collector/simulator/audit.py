@@ -111,8 +111,10 @@ def _check_collected(
         return
     size, sha256 = _digest(path)
     if (size, sha256) != (entry.get("bytes"), entry.get("sha256")):
-        problems.append(f"{sid}: {size} bytes, sha256 {sha256[:12]} on disk; report.json says "
-                        f"{entry.get('bytes')} bytes, {str(entry.get('sha256'))[:12]}")
+        problems.append(
+            f"{sid}: {size} bytes, sha256 {sha256[:12]} on disk; report.json says "
+            f"{entry.get('bytes')} bytes, {str(entry.get('sha256'))[:12]}"
+        )
     problems.extend(f"{sid}: {problem}" for problem in _gzip_problems(path))
     profile = fleet.get(sid)
     if profile is not None and sha256 != _served_sha256(config, sid, profile.archive_bytes):

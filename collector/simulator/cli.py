@@ -109,17 +109,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--token", default=DEFAULT_TOKEN, help="the X-Auth-Token the API accepts")
     add("--access-key", default=DEFAULT_ACCESS_KEY, help="the AK of SDK-HMAC-SHA256 signed requests")
     add("--secret-key", default=DEFAULT_SECRET_KEY, help="the SK of SDK-HMAC-SHA256 signed requests")
-    add("--security-token", help="make --access-key/--secret-key temporary: signed requests must carry this "
-        "X-Security-Token")
+    add(
+        "--security-token",
+        help="make --access-key/--secret-key temporary: signed requests must carry this X-Security-Token",
+    )
     add("--iam-domain", default=DEFAULT_IAM_DOMAIN, help="the account IAM (POST /v3/auth/tokens) knows")
     add("--iam-user", default=DEFAULT_IAM_USER, help="the IAM user of that account")
     add("--iam-password", default=DEFAULT_IAM_PASSWORD, help="that user's password")
-    add("--token-lifetime", type=_positive_float, default=defaults.token_lifetime, metavar="SECONDS",
-        help="how long a token IAM issues is accepted (default: %(default)g)")
-    add("--pod-token", default=DEFAULT_POD_TOKEN,
-        help="the service-account token the pod identity agent (/pod-identity/v1/credentials) expects")
-    add("--credential-lifetime", type=_positive_float, default=defaults.credential_lifetime, metavar="SECONDS",
-        help="how long temporary keys from pod identity are accepted (default: %(default)g)")
+    add(
+        "--token-lifetime",
+        type=_positive_float,
+        default=defaults.token_lifetime,
+        metavar="SECONDS",
+        help="how long a token IAM issues is accepted (default: %(default)g)",
+    )
+    add(
+        "--pod-token",
+        default=DEFAULT_POD_TOKEN,
+        help="the service-account token the pod identity agent (/pod-identity/v1/credentials) expects",
+    )
+    add(
+        "--credential-lifetime",
+        type=_positive_float,
+        default=defaults.credential_lifetime,
+        metavar="SECONDS",
+        help="how long temporary keys from pod identity are accepted (default: %(default)g)",
+    )
     add(
         "--export-seconds",
         type=seconds_range,

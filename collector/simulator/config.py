@@ -85,8 +85,10 @@ class SimConfig:
             all(bool(value) for value in (self.iam_domain, self.iam_user, self.iam_password, self.pod_token)),
             "iam_domain, iam_user, iam_password and pod_token must not be empty",
         )
-        _check(self.token_lifetime > 0 and self.credential_lifetime > 0,
-               "token_lifetime and credential_lifetime must be > 0")
+        _check(
+            self.token_lifetime > 0 and self.credential_lifetime > 0,
+            "token_lifetime and credential_lifetime must be > 0",
+        )
         lo, hi = self.export_seconds
         _check(0 <= lo <= hi, "export_seconds must be (lo, hi) with 0 <= lo <= hi")
         lo, hi = self.archive_bytes

@@ -186,8 +186,10 @@ class Identity:
         self._forget_ended(now)
         n = self.credentials_issued + 1
         access = f"SIMTMP{n:06d}{self._random.getrandbits(40):010X}"
-        keys = SigningKeys(f"sim-temporary-sk-{self._random.getrandbits(128):032x}",
-                           f"sim-security-token-{self._random.getrandbits(256):064x}")
+        keys = SigningKeys(
+            f"sim-temporary-sk-{self._random.getrandbits(128):032x}",
+            f"sim-security-token-{self._random.getrandbits(256):064x}",
+        )
         expires_at = now + self.config.credential_lifetime
         self._keys[access] = _Temporary(keys, expires_at)
         self.credentials_issued = n

@@ -42,9 +42,7 @@ class Recorder:
         self.by_server[operation, server_id or "", status] += 1
         self.timeline.append((t, operation, status))
 
-    def count(
-        self, operation: str | None = None, status: int | None = None, server_id: str | None = None
-    ) -> int:
+    def count(self, operation: str | None = None, status: int | None = None, server_id: str | None = None) -> int:
         """Requests matching every filter given: operation, status answered, server id."""
 
         def wanted(op: str, st: int) -> bool:

@@ -68,9 +68,7 @@ class Simulator:
             self.archives, accept_ranges=self.config.accept_ranges, stall_seconds=self.config.stall_seconds
         )
         self._sender = sender
-        self._storage = StorageOrigin(
-            self.config, fleet=self.fleet, sender=sender, recorder=self.recorder, clock=clock
-        )
+        self._storage = StorageOrigin(self.config, fleet=self.fleet, sender=sender, recorder=self.recorder, clock=clock)
         self._api = CloudDC(
             self.config,
             fleet=self.fleet,
@@ -120,9 +118,7 @@ class Simulator:
         await self.stop()
 
     async def _serve(self, app: web.Application, host: str, port: int) -> str:
-        runner = web.AppRunner(
-            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, max_line_size=MAX_LINE_BYTES
-        )
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, max_line_size=MAX_LINE_BYTES)
         await runner.setup()
         self._runners.append(runner)
         site = web.TCPSite(runner, host, port)
@@ -257,9 +253,7 @@ class Simulator:
         """Counts, peaks and (with `timeline`) every request: what ``GET /_sim/stats`` answers."""
         return self._api.snapshot(timeline=timeline)
 
-    def count(
-        self, operation: str | None = None, status: int | None = None, server_id: str | None = None
-    ) -> int:
+    def count(self, operation: str | None = None, status: int | None = None, server_id: str | None = None) -> int:
         """Requests matching every filter given, e.g. ``count("download", server_id=sid)``."""
         return self.recorder.count(operation, status, server_id)
 

@@ -66,7 +66,9 @@ def is_signed(authorization: str | None) -> bool:
 def parse_authorization(value: str) -> Authorization:
     match = _AUTHORIZATION.fullmatch(value.strip())
     if match is None:
-        raise SignatureError("Authorization header is not 'SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...'")
+        raise SignatureError(
+            "Authorization header is not 'SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=...'"
+        )
     access, signed, signature = match.groups()
     return Authorization(access, tuple(signed.split(";")), signature.lower())
 
@@ -101,7 +103,14 @@ def canonical_request(
     """The text the signature covers. `headers` must be case-insensitive (a CIMultiDict)."""
     lines = "".join(f"{name}:{headers[name].strip()}\n" for name in signed_headers)
     return "\n".join(
-        (method.upper(), canonical_uri(raw_path), canonical_query(raw_query), lines, ";".join(signed_headers), payload_hash)
+        (
+            method.upper(),
+            canonical_uri(raw_path),
+            canonical_query(raw_query),
+            lines,
+            ";".join(signed_headers),
+            payload_hash,
+        )
     )
 
 

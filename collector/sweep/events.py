@@ -15,7 +15,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-
 log = logging.getLogger(__name__)
 
 
@@ -68,11 +67,14 @@ class Events:
                 outcome = listener(event)
                 if inspect.isawaitable(outcome):
                     await outcome
-            except Exception as exc:  # noqa: BLE001 - see the class docstring
+            except Exception as exc:
                 first = id(listener) not in self._broken
                 self._broken.add(id(listener))
                 log.error(
                     "internal error in event listener %s: %s: %s",
-                    getattr(listener, "__qualname__", type(listener).__name__), type(exc).__name__, exc,
-                    exc_info=first, extra={"event": "internal_error", "fields": {"error": f"{type(exc).__name__}: {exc}"}},
+                    getattr(listener, "__qualname__", type(listener).__name__),
+                    type(exc).__name__,
+                    exc,
+                    exc_info=first,
+                    extra={"event": "internal_error", "fields": {"error": f"{type(exc).__name__}: {exc}"}},
                 )

@@ -29,8 +29,8 @@ from anyio.abc import ObjectReceiveStream, ObjectSendStream
 
 from collector.config.settings import JOURNAL_DIR
 from collector.errors import CollectorError
-from collector.sweep.events import Phase, PhaseChanged
 from collector.log import ev
+from collector.sweep.events import Phase, PhaseChanged
 
 log = logging.getLogger(__name__)
 
@@ -193,7 +193,8 @@ class Journal:
         if self.failure is None:
             self.failure = JournalError(f"cannot write the journal {self.path}: {exc}")
             log.error(
-                "%s; the run goes on, but a re-run may repeat work", self.failure,
+                "%s; the run goes on, but a re-run may repeat work",
+                self.failure,
                 extra=ev("journal_failed", error=str(self.failure), reason="journal not written"),
             )
 

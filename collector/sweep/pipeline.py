@@ -29,17 +29,17 @@ import anyio.lowlevel
 
 from collector.clouddc.api import CallStats, CloudDC
 from collector.clouddc.replies import ExportState, ExportStatus
-from collector.transfer.download import DownloadOptions, fetch_archive
-from collector.destinations.base import Archive, Destination, archive_name
-from collector.control.endpoint import EndpointHealth, Unreachable
-from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
-from collector.sweep.events import Events, Phase, PhaseChanged
-from collector.log import ev
 from collector.config.inventory import Inventory, Project, Server
+from collector.config.settings import Settings
+from collector.control.endpoint import EndpointHealth, Unreachable
+from collector.control.throttle import RateLimiter, RetryQuota, monotonic, sleep
+from collector.destinations.base import Archive, Destination, archive_name
+from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
+from collector.log import ev
+from collector.sweep.events import Events, Phase, PhaseChanged
 from collector.sweep.journal import Entry
 from collector.sweep.polling import ExportDurations, PollSchedule
-from collector.config.settings import Settings
-from collector.control.throttle import RateLimiter, RetryQuota, monotonic, sleep
+from collector.transfer.download import DownloadOptions, fetch_archive
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,11 @@ class _Progress:
     def retried(self, exc: BaseException, attempt: int, wait: float) -> None:
         self.result.attempts += 1
         log.info(
-            "%s: %s; retry %d in %.1f s", self.target.server.id, exc, attempt, wait,
+            "%s: %s; retry %d in %.1f s",
+            self.target.server.id,
+            exc,
+            attempt,
+            wait,
             extra=ev("retry", **self.where(), attempt=attempt, wait_s=round(wait, 3), **error_fields(exc)),
         )
 
@@ -113,8 +117,13 @@ class _Progress:
         previous, self.phase = self.phase, phase
         await self.events.emit(
             PhaseChanged(
-                self.target.project.project_id, self.target.server.id, phase, previous,
-                endpoint=self.target.project.endpoint, attempt=self.result.attempts, **details,
+                self.target.project.project_id,
+                self.target.server.id,
+                phase,
+                previous,
+                endpoint=self.target.project.endpoint,
+                attempt=self.result.attempts,
+                **details,
             )
         )
 
@@ -214,7 +223,10 @@ class Sweep:
                 if not renewals_left:
                     raise ExportFailed(f"export {export_id} vanished twice (404); last: {exc}") from exc
                 log.info(
-                    "%s: export %s is gone (%s); asking for a new one", target.server.id, export_id, exc,
+                    "%s: export %s is gone (%s); asking for a new one",
+                    target.server.id,
+                    export_id,
+                    exc,
                     extra=ev("export_renewed", **progress.where(), **error_fields(exc)),
                 )
                 renewals_left -= 1
@@ -235,8 +247,13 @@ class Sweep:
                 await anyio.lowlevel.checkpoint()
             await progress.enter(Phase.DOWNLOADING, export_id=export_id)
             archive, _ = await fetch_archive(
-                api, target.server.id, export_id, self.destination,
-                archive_name(*target.key), self.download_options, on_retry=progress.retried,
+                api,
+                target.server.id,
+                export_id,
+                self.destination,
+                archive_name(*target.key),
+                self.download_options,
+                on_retry=progress.retried,
                 sleep=functools.partial(slot.away, api.health.backoff),
             )
             return archive
@@ -350,10 +367,14 @@ class Sweep:
             self._stop_for_auth(exc, progress)
         except CollectorError as exc:
             await self._fail(progress, exc, getattr(exc, "reason", None))
-        except Exception as exc:  # noqa: BLE001 - a bug fails this server, never the fleet
+        except Exception as exc:
             self._internal_errors += 1
             log.error(
-                "%s/%s: internal error: %s: %s", result.project_id, result.server_id, type(exc).__name__, exc,
+                "%s/%s: internal error: %s: %s",
+                result.project_id,
+                result.server_id,
+                type(exc).__name__,
+                exc,
                 exc_info=self._internal_errors <= MAX_TRACEBACKS,
                 extra=ev("internal_error", **progress.where(), error=f"{type(exc).__name__}: {exc}"),
             )
@@ -362,9 +383,17 @@ class Sweep:
             result.state = Phase.COLLECTED.value
             result.file, result.bytes, result.sha256 = archive.name, archive.size, archive.sha256
             log.info(
-                "%s/%s: collected, %d bytes", result.project_id, result.server_id, archive.size,
-                extra=ev("server_collected", **progress.where(), bytes=archive.size, attempt=result.attempts,
-                         duration_s=round(time.monotonic() - started, 3)),
+                "%s/%s: collected, %d bytes",
+                result.project_id,
+                result.server_id,
+                archive.size,
+                extra=ev(
+                    "server_collected",
+                    **progress.where(),
+                    bytes=archive.size,
+                    attempt=result.attempts,
+                    duration_s=round(time.monotonic() - started, 3),
+                ),
             )
             await progress.enter(Phase.COLLECTED, export_id=result.export_id, size=archive.size, sha256=archive.sha256)
         finally:
@@ -379,7 +408,8 @@ class Sweep:
         name = archive_name(*target.key)
         if not await self.destination.check(name, prior.bytes, prior.sha256 if self.settings.verify else None):
             log.warning(
-                "%s: archive from an earlier run is missing or changed; collecting it again", name,
+                "%s: archive from an earlier run is missing or changed; collecting it again",
+                name,
                 extra=ev("archive_recollected", **progress.where(), reason="missing or changed"),
             )
             return False
@@ -423,7 +453,10 @@ class Sweep:
         result.error_code = getattr(exc, "error_code", None)
         result.request_id = getattr(exc, "request_id", None)
         log.warning(
-            "%s/%s: failed: %s", result.project_id, result.server_id, result.error,
+            "%s/%s: failed: %s",
+            result.project_id,
+            result.server_id,
+            result.error,
             extra=ev("server_failed", **progress.where(), **error_fields(exc), reason=reason),
         )
         await progress.enter(Phase.FAILED, export_id=result.export_id, error=result.error, reason=reason)
@@ -433,7 +466,10 @@ class Sweep:
             why = f"too many failures (more than {self.settings.max_failures} of the servers)"
             log.error(
                 "%d servers failed, more than --max-failures %s: starting nothing new; running downloads "
-                "get %g s to finish", self.failed, self.settings.max_failures, self.settings.grace,
+                "get %g s to finish",
+                self.failed,
+                self.settings.max_failures,
+                self.settings.grace,
                 extra=ev("run_stopping", reason=why, wait_s=self.settings.grace),
             )
             self.stop(why)
@@ -442,9 +478,14 @@ class Sweep:
         if self.auth_error is None:
             self.auth_error = exc
             log.error(
-                "credentials rejected: %s; stopping the run", exc,
-                extra=ev("credentials_rejected", project_id=progress.target.project.project_id,
-                         endpoint=progress.target.project.endpoint, **error_fields(exc)),
+                "credentials rejected: %s; stopping the run",
+                exc,
+                extra=ev(
+                    "credentials_rejected",
+                    project_id=progress.target.project.project_id,
+                    endpoint=progress.target.project.endpoint,
+                    **error_fields(exc),
+                ),
             )
         if self._scope is not None:
             self._scope.cancel()

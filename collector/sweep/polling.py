@@ -142,9 +142,6 @@ class PollSchedule:
             return f"export status {last.status!r} not understood after {timeout:g} s"
         if self.went_backwards is not None:
             before, after = self.went_backwards
-            return (
-                f"export progress went backwards ({before}% -> {after}%) "
-                f"and did not complete within {timeout:g} s"
-            )
+            return f"export progress went backwards ({before}% -> {after}%) and did not complete within {timeout:g} s"
         at = f" at {last.percentage}%" if last.percentage is not None else ""
         return f"export stuck{at}: not completed within {timeout:g} s (status {last.status!r})"

@@ -29,14 +29,15 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+
 import aiohttp
 import anyio
 
-from collector.destinations.base import Archive, Destination, PartialFile
 from collector.clouddc.api import ArchiveResponse, CloudDC, OnRetry
+from collector.control.throttle import RetryPolicy, Sleep, retrying
+from collector.destinations.base import Archive, Destination, PartialFile
 from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
 from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
-from collector.control.throttle import RetryPolicy, Sleep, retrying
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,9 @@ async def fetch_archive(
         partial = await destination.open_partial(name)
     transfer = _Transfer(api, server_id, export_id, partial, options, name)
     try:
-        _, attempts = await retrying(transfer.attempt, options.policy, on_retry=on_retry, quota=api.quota,
-                                     sleep=sleep or api.health.backoff)
+        _, attempts = await retrying(
+            transfer.attempt, options.policy, on_retry=on_retry, quota=api.quota, sleep=sleep or api.health.backoff
+        )
         with _storing(name):
             return await transfer.partial.commit(), attempts
     except BaseException:
@@ -137,8 +139,11 @@ class _Transfer:
                 # these. Start over, never append.
                 log.info(
                     "%s: resume from byte %d%s answered %s %s; restarting from zero",
-                    self.server_id, offset, f" if still {if_range}" if if_range else "",
-                    response.status, response.content_range or "",
+                    self.server_id,
+                    offset,
+                    f" if still {if_range}" if if_range else "",
+                    response.status,
+                    response.content_range or "",
                 )
                 await self.restart()
                 self.resumable = False
@@ -155,7 +160,9 @@ class _Transfer:
                 self.validator = _validator(response)
             total = _expected_total(response, offset)
             if total is not None and total > self.max_bytes:
-                raise ArchiveTooLarge(f"archive is {total} bytes, more than the limit of {self.max_bytes} (--max-archive-bytes)")
+                raise ArchiveTooLarge(
+                    f"archive is {total} bytes, more than the limit of {self.max_bytes} (--max-archive-bytes)"
+                )
             try:
                 await self._stream(response)
                 self._verify(total)
@@ -213,7 +220,7 @@ class _Transfer:
                     mark_at, mark_bytes = now, received
                 if pending >= WRITE_CHUNK or len(chunks) >= WRITE_BATCH:
                     await flush()
-        except (asyncio.TimeoutError, aiohttp.ClientError, RequestTimeout) as exc:
+        except (TimeoutError, aiohttp.ClientError, RequestTimeout) as exc:
             got = partial.size + pending
             if chunks and self.resumable:
                 # Keep what arrived: the next attempt continues from here with Range.
@@ -250,8 +257,11 @@ class _Transfer:
             self.warned_disposition = True
             log.warning(
                 "%s: ignoring server-suggested file name %r; saving as %s",
-                self.server_id, match.group(1), expected,
+                self.server_id,
+                match.group(1),
+                expected,
             )
+
 
 def _continues_at(response: ArchiveResponse, offset: int) -> bool:
     if response.status != 206 or not response.content_range:
