@@ -44,7 +44,7 @@ from collector.destinations.local import LocalDestination
 from collector.destinations.location import S3Location
 from collector.errors import ExitCode, StorageError, UsageError
 from collector.log import ev
-from collector.net.proxies import environment_proxies
+from collector.net import session as net_session
 from collector.net.transport import auth_requests
 from collector.observe import crash
 from collector.observe.metrics import Metrics, push, write_textfile_every
@@ -345,26 +345,13 @@ async def _run(
 
 
 def open_session(settings: Settings) -> aiohttp.ClientSession:
-    # HTTPS_PROXY/HTTP_PROXY/NO_PROXY for the API and redirected downloads; off (and ~/.netrc
-    # unread) when no proxy is set: see collector.net.proxies for what it brings. First: it may
-    # refuse a proxy, before anything needs closing.
-    trust_env = environment_proxies()
-    # Enough connections for the transfers plus the API calls the rate allows in flight.
+    """The run's one session (`collector.net.session`), its pool sized for the transfers plus
+    the API calls the rate allows in flight."""
     api_connections = max(64, math.ceil(settings.rate * 2))
-    connector = aiohttp.TCPConnector(
-        limit=settings.downloads + min(api_connections, settings.concurrency),
-        limit_per_host=0,
-        ttl_dns_cache=300,
-        enable_cleanup_closed=True,
-    )
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(
-            total=None, sock_connect=settings.connect_timeout, sock_read=settings.read_timeout
-        ),
-        auto_decompress=False,  # the bytes on disk are the bytes served
-        headers={"Accept-Encoding": "identity", "User-Agent": f"collector/{__version__}"},
-        trust_env=trust_env,
+    return net_session.open_session(
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+        connections=settings.downloads + min(api_connections, settings.concurrency),
     )
 
 
