@@ -12,7 +12,6 @@ A leaf: it imports nothing of ours, and every layer that shows text uses it.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -156,6 +155,44 @@ def _brief(value: object, limit: int) -> str:
     return f"<{type(value).__name__}>"
 
 
+# -- the words of "expected X, got Y" -------------------------------------------------------
+
+
 def quoted(value: object, limit: int = 40) -> str:
-    """`value` for a message about what is wrong with it: quoted, escaped, cut short."""
-    return f"'{clean_text(value, limit)}'" if isinstance(value, str) else clean_text(value, limit)
+    """`value` for a message about what is wrong with it: a string quoted, escaped and cut
+    short, its outer spaces kept (they may be what is wrong); any other value as `clean_text`
+    shows it."""
+    if isinstance(value, str):
+        if limit < len(_ELLIPSIS) + 1:
+            raise ValueError(f"limit must be at least {len(_ELLIPSIS) + 1}")
+        return f"'{_one_line(value, limit)}'"
+    return clean_text(value, limit)
+
+
+def a_or_an(word: str) -> str:
+    """``a list``, ``an object``: the article by the first letter, as people read most words."""
+    return f"an {word}" if word[:1].lower() in ("a", "e", "i", "o", "u") else f"a {word}"
+
+
+def kind_of(value: object, *, numbers: bool = False) -> str:
+    """What a JSON value is, in words, for "expected X, got Y": ``null``, ``a boolean``,
+    ``a number``, ``a string``, ``a list``, ``an object``; anything else by its type's name.
+
+    With `numbers`, a float or an integer of at most 64 bits is shown as itself (``-1``,
+    ``2.5``): a wrong number is clearer than its kind.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        if numbers and (isinstance(value, float) or value.bit_length() <= 64):
+            return repr(value)
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return a_or_an(type(value).__name__)

@@ -39,7 +39,7 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.text import clean_text, quoted
+from collector.text import clean_text, kind_of, quoted
 
 
 class ExportState(enum.Enum):
@@ -279,7 +279,7 @@ def _export_id_problem(value: object) -> str | None:
             return f"it is longer than {MAX_EXPORT_ID_CHARS} characters"
         value = str(value)
     if not isinstance(value, str):
-        return f"it is {_a(value)}, not a string"
+        return f"it is {kind_of(value)}, not a string"
     if not value:
         return "it is empty"
     if len(value) > MAX_EXPORT_ID_CHARS:
@@ -293,11 +293,6 @@ def _export_id_problem(value: object) -> str | None:
         if problem:
             return f"it contains {problem}"
     return None
-
-
-def _a(value: object) -> str:
-    names = {dict: "an object", list: "a list", float: "a number", bool: "a boolean"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
 def _character_problem(char: str) -> str | None:
@@ -331,7 +326,7 @@ class ExportStatus:
     def from_body(cls, body: Any, *, operation: str, export_id: str | None = None) -> ExportStatus:
         """The status in a decoded answer; `export_id` stands in where the answer has none."""
         if not isinstance(body, dict):
-            raise ProtocolError(f"{operation}: expected a JSON object, got {_a(body)}")
+            raise ProtocolError(f"{operation}: expected a JSON object, got {kind_of(body)}")
         found = body.get("export_id", export_id)
         if found is None:
             raise ProtocolError(f"{operation}: answer has no export_id")

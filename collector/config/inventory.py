@@ -51,6 +51,7 @@ from collector.config.names import check_file_name
 from collector.config.settings import BY_KEY as _SETTINGS
 from collector.config.settings import FailureBudget, Kind, parse_budget, size_in_bytes
 from collector.errors import InventoryError, InventoryErrors
+from collector.text import quoted
 
 __all__ = ["RUN_TIME_LOOKUP", "DiscoverSpec", "Inventory", "Project", "Server", "load_inventory"]
 
@@ -645,7 +646,7 @@ class _Loader:
             raise self.error(
                 node,
                 key,
-                f"server id {_show(server_id)} cannot be a file name: {problem}",
+                f"server id {quoted(server_id)} cannot be a file name: {problem}",
                 hint="server ids are used as file names: give the id exactly as CloudDC lists it",
             )
         return server_id
@@ -657,7 +658,7 @@ class _Loader:
             raise self.error(
                 node,
                 key,
-                f"project_id {_show(project_id)} {problem}",
+                f"project_id {quoted(project_id)} {problem}",
                 hint="give the project's ID as the console shows it under My Credentials",
             )
         return project_id
@@ -682,7 +683,7 @@ class _Loader:
             raise self.error(
                 node,
                 key,
-                f"region {_show(region)} is not a region's ID",
+                f"region {quoted(region)} is not a region's ID",
                 hint=f"give the region's ID as in its endpoints' host names, like {example}",
             )
         return region
@@ -1006,7 +1007,7 @@ class _Loader:
         if value not in choices:
             close = difflib.get_close_matches(value, choices, n=1)
             hint = f"did you mean {close[0]}?" if close else "use one of " + ", ".join(choices)
-            message = f"{_show(value)} is not one of {', '.join(choices)}"
+            message = f"{quoted(value)} is not one of {', '.join(choices)}"
             raise self.error(node, key, message, hint=hint)
         return value
 
@@ -1082,11 +1083,6 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-def _show(text: str, limit: int = 40) -> str:
-    """`text` quoted for a one-line message; long values are cut short."""
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
-
-
 def _got(node: yaml.Node) -> str:
     """What `node` is, for "expected X, got Y"."""
     if isinstance(node, yaml.MappingNode):
@@ -1096,6 +1092,6 @@ def _got(node: yaml.Node) -> str:
     if node.tag == _NULL:
         return "nothing"
     if node.tag == _STR:
-        return f"the string {_show(node.value)}"
-    shown = node.value if len(node.value) <= 40 and node.value.isprintable() else _show(node.value)
+        return f"the string {quoted(node.value)}"
+    shown = node.value if len(node.value) <= 40 and node.value.isprintable() else quoted(node.value)
     return f"{_KINDS.get(node.tag, 'the value')} {shown}"

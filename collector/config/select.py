@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from collector.errors import UsageError
-from collector.text import clean_text
+from collector.text import clean_text, quoted
 
 __all__ = ["Glob", "Selection", "glob_problem", "parse_selection"]
 
@@ -237,7 +237,7 @@ class Selection:
             return
         among = "no server" if total is None else f"none of the {total:,} servers"
         raise UsageError(
-            f"--select {_quoted(self.text, 120)}: {among} matches",
+            f"--select {quoted(self.text, 120)}: {among} matches",
             hint="globs are case-sensitive and match the whole id or name"
             " (name:node-1* also selects node-10; name:node-1 only node-1);"
             " collector validate --select ... shows how many match",
@@ -348,7 +348,7 @@ class _Failure:
 
     def __call__(self, problem: str, hint: str) -> UsageError:
         origin = "--select" if self.where is None else f"--select @{clean_text(self.where, 80)}:"
-        return UsageError(f"{origin} {_quoted(self.text)}: {problem}", hint)
+        return UsageError(f"{origin} {quoted(self.text, 60)}: {problem}", hint)
 
 
 def _parse_term(text: str, fail: _Failure) -> _Term:
@@ -424,7 +424,3 @@ def _without_comment(line: str) -> str:
         if char == "#" and (index == 0 or line[index - 1].isspace()):
             return line[:index]
     return line
-
-
-def _quoted(text: str, limit: int = 60) -> str:
-    return f"'{clean_text(text, limit)}'"
