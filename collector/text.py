@@ -12,6 +12,7 @@ A leaf: it imports nothing of ours, and every layer that shows text uses it.
 from __future__ import annotations
 
 import math
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +72,60 @@ def clean(text: str, limit: int = FIELD_LIMIT) -> str:
     if taken == len(text):
         return shown
     return f"{shown}... [{len(text) - taken} more characters]"
+
+
+# -- whether text is safe to keep ----------------------------------------------------------
+
+
+def unsafe_char(
+    text: str, *, spaces: bool = True, unprintable: bool = True, non_ascii: bool = True
+) -> tuple[str, str] | None:
+    """The first character of `text` it may not hold, and what it is in words ("a control
+    character"), or None if every character may stay.
+
+    Always refused, whatever the text is for: what can act on a terminal or make one text
+    display as another -- controls (C0, DEL, C1), format characters (bidi overrides,
+    zero-width), line and paragraph separators -- and lone surrogates, which cannot even be
+    encoded. The rest depends on where the text goes, so the caller says:
+
+    - `spaces` False refuses every space, the plain one too: a URL or a path segment we send;
+    - `unprintable` False refuses the other characters `str.isprintable` rejects (private-use,
+      unassigned, spaces but the plain one): a value that must mean one thing to every reader;
+    - `non_ascii` False refuses everything beyond ASCII: a value that goes into a query string
+      and an AK/SK signature, where nothing should need judgement.
+
+    Names a person gave (a server's name, its tags, a server id that names a file) keep spaces,
+    private-use characters and code points newer than our Unicode tables: refusing them would
+    leave a server we could collect uncollectable.
+    """
+    if text.isprintable() and (spaces or " " not in text) and (non_ascii or text.isascii()):
+        return None  # the usual case, at C speed
+    for char in text:
+        problem = _char_problem(char, spaces=spaces, unprintable=unprintable, non_ascii=non_ascii)
+        if problem is not None:
+            return char, problem
+    return None
+
+
+def _char_problem(char: str, *, spaces: bool, unprintable: bool, non_ascii: bool) -> str | None:
+    if char.isprintable() and (spaces or char != " ") and (non_ascii or char.isascii()):
+        return None
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return "a control character"
+    if category == "Cf":
+        return "a format character (bidi or zero-width)"
+    if category == "Cs":
+        return "a lone surrogate"
+    if category in ("Zl", "Zp"):
+        return "a line break"
+    if not spaces and (char.isspace() or category.startswith("Z")):
+        return "whitespace"
+    if not unprintable and not char.isprintable():
+        return "a character that is not printable"
+    if not non_ascii and not char.isascii():
+        return "a character beyond ASCII"
+    return None
 
 
 def clean_block(text: str, limit: int = TRACEBACK_LIMIT) -> str:

@@ -24,7 +24,6 @@ plain map. Numbers and booleans become text as JSON writes them, null the empty 
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -34,7 +33,7 @@ from collector.config.inventory import Server
 from collector.config.names import check_file_name
 from collector.config.select import GLOB_HINT, Glob, glob_problem
 from collector.errors import ProtocolError, UsageError
-from collector.text import clean_text, kind_of, quoted
+from collector.text import clean_text, kind_of, quoted, unsafe_char
 
 __all__ = [
     "PAGE_LIMIT",
@@ -138,7 +137,7 @@ def _next_marker(page_info: object, operation: str) -> str | None:
         raise ProtocolError(f"{operation}: next_marker is {kind_of(marker)}, not a string")
     if len(marker) > MAX_MARKER_CHARS:
         raise ProtocolError(f"{operation}: next_marker is longer than {MAX_MARKER_CHARS} characters")
-    if not all("!" <= char <= "~" for char in marker):
+    if unsafe_char(marker, spaces=False, unprintable=False, non_ascii=False) is not None:
         # Only printable ASCII: the marker goes back into a query string, and into the
         # canonical request an AK/SK signature covers; nothing there should need judgement.
         raise ProtocolError(
@@ -248,11 +247,9 @@ def _text_problem(text: str, limit: int) -> str | None:
     """Why a name or tag from the API is unfit for our reports and terminals, or None."""
     if len(text) > limit:
         return f"is longer than {limit} characters"
-    if text.isprintable():  # the usual case, at C speed; only the rest is looked at closely
-        return None
-    for char in text:
-        if not char.isprintable() and unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            return f"holds a control or format character (U+{ord(char):04X})"
+    found = unsafe_char(text)  # what a person may name a server with stays (see unsafe_char)
+    if found is not None:
+        return f"holds a control or format character (U+{ord(found[0]):04X})"
     return None
 
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 import enum
 import json
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from collector.control.throttle import parse_retry_after
+from collector.config.names import segment_problem
 from collector.errors import (
     APIError,
     AuthError,
@@ -280,35 +280,7 @@ def _export_id_problem(value: object) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         return f"it is {kind_of(value)}, not a string"
-    if not value:
-        return "it is empty"
-    if len(value) > MAX_EXPORT_ID_CHARS:
-        return f"it is longer than {MAX_EXPORT_ID_CHARS} characters"
-    if "/" in value or "\\" in value:
-        return "it contains a slash"
-    if value == "." or ".." in value:
-        return "it is '.' or contains '..'"
-    for char in value:
-        problem = _character_problem(char)
-        if problem:
-            return f"it contains {problem}"
-    return None
-
-
-def _character_problem(char: str) -> str | None:
-    """What is wrong with `char` in an export id, in words, or None."""
-    if char.isprintable() and not char.isspace():
-        return None
-    category = unicodedata.category(char)
-    if category == "Cc":
-        return "a control character"
-    if category == "Cf":
-        return "a format character (bidi or zero-width)"
-    if category == "Cs":
-        return "a lone surrogate"
-    if char.isspace() or category.startswith("Z"):
-        return "whitespace"
-    return "a character that is not printable"
+    return segment_problem(value, max_chars=MAX_EXPORT_ID_CHARS, strict=True)
 
 
 # -- answers -----------------------------------------------------------------------------------

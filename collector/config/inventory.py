@@ -51,7 +51,7 @@ from collector.config.names import check_file_name
 from collector.config.settings import BY_KEY as _SETTINGS
 from collector.config.settings import FailureBudget, Kind, parse_budget, size_in_bytes
 from collector.errors import InventoryError, InventoryErrors
-from collector.text import quoted
+from collector.text import quoted, unsafe_char
 
 __all__ = ["RUN_TIME_LOOKUP", "DiscoverSpec", "Inventory", "Project", "Server", "load_inventory"]
 
@@ -1045,7 +1045,7 @@ def _encodable(text: str) -> bool:
 
 def _url_problem(url: str) -> str | None:
     """Why `url` cannot be an endpoint, or None if it can."""
-    if any(char.isspace() or not char.isprintable() for char in url):
+    if unsafe_char(url, spaces=False, unprintable=False) is not None:
         return "it contains spaces or control characters"
     try:
         parts = urlsplit(url)
