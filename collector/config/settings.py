@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from collector.control.endpoint import DEAD_AFTER, OUTAGE_TIMEOUT
 from collector.control.throttle import RetryPolicy
 from collector.text import quoted
 
@@ -146,7 +147,7 @@ class Settings:
         metavar="S",
     )
     outage_timeout: float = _setting(
-        600.0,
+        OUTAGE_TIMEOUT,
         Kind.POSITIVE,
         "seconds an endpoint that answered before may stay unreachable before its servers are stopped as pending",
         metavar="S",
@@ -201,7 +202,7 @@ class Settings:
     )
     # Not for users: tests scale these down.
     poll_max: float = 60.0
-    dead_after: float = 30.0  # an endpoint that never answered is given up this long after its first request
+    dead_after: float = DEAD_AFTER  # an endpoint that never answered is given up this long after its first request
     policy: RetryPolicy = RetryPolicy()
 
 
