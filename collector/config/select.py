@@ -188,7 +188,12 @@ class _Term:
     key: str = ""  # the tag's key
 
 
-_Target = TypeVar("_Target", bound=tuple)
+class _ProjectLike(Protocol):
+    @property
+    def project_id(self) -> str: ...
+
+
+_Target = TypeVar("_Target", bound=tuple[_ProjectLike, _ServerLike])
 
 
 @dataclass(frozen=True)
@@ -408,11 +413,11 @@ def _file_lines(path: Path, name: str) -> list[tuple[int, str]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise problem(f"line {line} is not UTF-8 text", "save the file as UTF-8") from None
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        raise problem(f"line {bad_line} is not UTF-8 text", "save the file as UTF-8") from None
     lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = _without_comment(line).strip()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _without_comment(raw).strip()
         if line:
             lines.append((number, line))
     return lines

@@ -95,6 +95,9 @@ class Option:
         return str(self.default)
 
 
+_RETRY_POLICY = RetryPolicy()  # frozen: every Settings shares the one default
+
+
 def _setting(default: Any, kind: Kind, help: str, **how: Any) -> Any:
     """A `Settings` field declared with how people give it."""
     return field(default=default, metadata={"option": Option(kind, help, default, **how)})
@@ -165,7 +168,7 @@ class Settings:
         flags=("--no-progress",),
     )
     log_format: str = _setting("text", Kind.CHOICE, "`json` for one JSON object per log line", choices=("text", "json"))
-    max_failures: FailureBudget | None = _setting(
+    max_failures: FailureBudget | None = _setting(  # noqa: RUF009 -- _setting returns a dataclasses.field
         None,
         Kind.BUDGET,
         "once more servers than this have failed (a number, or a share like `5%`), "
@@ -203,7 +206,7 @@ class Settings:
     # Not for users: tests scale these down.
     poll_max: float = 60.0
     dead_after: float = DEAD_AFTER  # an endpoint that never answered is given up this long after its first request
-    policy: RetryPolicy = RetryPolicy()
+    policy: RetryPolicy = _RETRY_POLICY
 
 
 SETTINGS: tuple[Option, ...] = tuple(
@@ -241,6 +244,7 @@ class FailureBudget:
         """Failures allowed among `servers`; one more ends the run."""
         if self.count is not None:
             return self.count
+        assert self.percent is not None  # parse_budget gives one or the other
         return math.floor(servers * self.percent / 100)
 
     def __str__(self) -> str:

@@ -314,7 +314,7 @@ def _field(name: str, parent: Any, field: str, kind: type, where: str) -> Any:
         raise ReportError(name, f"{where}{field}: missing")
     value = parent[field]
     if not isinstance(value, kind):
-        expected = {dict: "an object", list: "a list", str: "a string"}[kind]
+        expected = kind_of(kind())  # "an object" for dict, as a value of the kind is named
         raise ReportError(name, f"{where}{field}: expected {expected}, got {kind_of(value, numbers=True)}")
     return value
 
