@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from collector.control.throttle import parse_retry_after
 from collector.config.names import segment_problem
+from collector.control.throttle import parse_retry_after
 from collector.errors import (
     APIError,
     AuthError,
