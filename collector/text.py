@@ -2,13 +2,17 @@
 and bounded, so that no message can move the cursor, colour the terminal, reorder what a
 reader sees, start a new line, or become a megabyte.
 
+One rule says which characters are unsafe and one function escapes them (`escape`); the
+cleaners differ only in their bound and in how they mark a cut: `clean` (log fields) appends
+"... [N more characters]", `clean_text` (one line of a message) ends in "..." within its limit.
+
 A leaf: it imports nothing of ours, and every layer that shows text uses it.
 """
 
 from __future__ import annotations
 
 import math
-import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,44 +21,111 @@ FIELD_LIMIT = 500  # characters of one string field
 TRACEBACK_LIMIT = 8000  # characters of a traceback; its end is where the error is
 ITEMS_LIMIT = 50  # entries of a list or mapping field
 
-# Control characters (C0, DEL, C1), bidi controls, line and paragraph separators, and lone
-# surrogates (which cannot even be encoded): everything that can move the cursor, colour the
-# terminal, reorder what a reader sees, start a new line, or break the encoder.
-_UNSAFE_CHARS = "\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
-_UNSAFE = re.compile(f"[{_UNSAFE_CHARS}]")
-_PIECES = re.compile(f"[{_UNSAFE_CHARS}]|[^{_UNSAFE_CHARS}]+")
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ELLIPSIS = "..."
 
 
-def _escape_char(char: str) -> str:
+# -- the one rule and the one escape -------------------------------------------------------
+#
+# A character is safe to show when Python calls it printable (`str.isprintable`), which a
+# plain space is too: that leaves out controls (C0, DEL, C1), format characters (bidi
+# overrides, zero-width), line and paragraph separators, lone surrogates, private-use and
+# unassigned code points, and every space but the plain one. Everything a terminal or a log
+# reader could act on, or that could display as something else, is escaped as Python would
+# write it. Printable letters of any script stay: CloudDC's messages may well be in Chinese.
+
+
+def escape(char: str) -> str:
+    """One character as Python writes it in a string literal: ``\\n``, ``\\x1b``, ``\\u202e``, ``\\U000f0000``."""
     if char in _SHORT:
         return _SHORT[char]
     code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def _escaped(text: str, limit: int) -> tuple[str, int]:
+    """The longest start of `text` that fits in `limit` characters once escaped, and how many
+    characters of `text` it holds. An escape that does not fit is left out whole, never cut."""
+    if text.isprintable():  # the common case, at C speed
+        return text[:limit], min(len(text), limit)
+    out: list[str] = []
+    used = 0
+    for index, char in enumerate(text):
+        piece = char if char.isprintable() else escape(char)
+        used += len(piece)
+        if used > limit:
+            return "".join(out), index
+        out.append(piece)
+    return "".join(out), len(text)
 
 
 def clean(text: str, limit: int = FIELD_LIMIT) -> str:
     """`text` safe to show: unsafe characters escaped (`\\x1b`, `\\n`, `\\u202e`), at most
-    `limit` characters of it, and a note of how much was cut."""
-    if len(text) <= limit and not _UNSAFE.search(text):
-        return text  # the common case, kept cheap
-    head = text[: limit + 1]  # never look at more than we may keep
-    out: list[str] = []
-    used = taken = 0
-    for piece in _PIECES.findall(head):
-        plain = not _UNSAFE.match(piece)
-        rendered = piece if plain else _escape_char(piece)
-        if used + len(rendered) > limit:
-            if plain:  # a run of plain text: keep what fits
-                out.append(piece[: limit - used])
-                taken += limit - used
-            break  # an escape that does not fit is left out whole, never cut in half
-        out.append(rendered)
-        used += len(rendered)
-        taken += len(piece)
-    else:
-        return "".join(out)  # all of it fitted (so `head` was all of `text`)
-    return "".join(out) + f"... [{len(text) - taken} more characters]"
+    `limit` characters of it, and a note of how much was cut ("... [N more characters]")."""
+    if len(text) <= limit and text.isprintable():
+        return text  # the common case, kept cheap: this runs on every log field
+    shown, taken = _escaped(text[: limit + 1], limit)  # never look at more than we may keep
+    if taken == len(text):
+        return shown
+    return f"{shown}... [{len(text) - taken} more characters]"
+
+
+# -- whether text is safe to keep ----------------------------------------------------------
+
+
+def unsafe_char(
+    text: str, *, spaces: bool = True, unprintable: bool = True, non_ascii: bool = True
+) -> tuple[str, str] | None:
+    """The first character of `text` it may not hold, and what it is in words ("a control
+    character"), or None if every character may stay.
+
+    Always refused, whatever the text is for: what can act on a terminal or make one text
+    display as another -- controls (C0, DEL, C1), format characters (bidi overrides,
+    zero-width), line and paragraph separators -- and lone surrogates, which cannot even be
+    encoded. The rest depends on where the text goes, so the caller says:
+
+    - `spaces` False refuses every space, the plain one too: a URL or a path segment we send;
+    - `unprintable` False refuses the other characters `str.isprintable` rejects (private-use,
+      unassigned, spaces but the plain one): a value that must mean one thing to every reader;
+    - `non_ascii` False refuses everything beyond ASCII: a value that goes into a query string
+      and an AK/SK signature, where nothing should need judgement.
+
+    Names a person gave (a server's name, its tags, a server id that names a file) keep spaces,
+    private-use characters and code points newer than our Unicode tables: refusing them would
+    leave a server we could collect uncollectable.
+    """
+    if text.isprintable() and (spaces or " " not in text) and (non_ascii or text.isascii()):
+        return None  # the usual case, at C speed
+    for char in text:
+        problem = _char_problem(char, spaces=spaces, unprintable=unprintable, non_ascii=non_ascii)
+        if problem is not None:
+            return char, problem
+    return None
+
+
+def _char_problem(char: str, *, spaces: bool, unprintable: bool, non_ascii: bool) -> str | None:
+    if char.isprintable() and (spaces or char != " ") and (non_ascii or char.isascii()):
+        return None
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return "a control character"
+    if category == "Cf":
+        return "a format character (bidi or zero-width)"
+    if category == "Cs":
+        return "a lone surrogate"
+    if category in ("Zl", "Zp"):
+        return "a line break"
+    if not spaces and (char.isspace() or category.startswith("Z")):
+        return "whitespace"
+    if not unprintable and not char.isprintable():
+        return "a character that is not printable"
+    if not non_ascii and not char.isascii():
+        return "a character beyond ASCII"
+    return None
 
 
 def clean_block(text: str, limit: int = TRACEBACK_LIMIT) -> str:
@@ -99,20 +170,14 @@ def clean_value(value: Any, limit: int = FIELD_LIMIT, depth: int = 0) -> Any:
 
 # -- text for one line of a message: `clean_text` and `quoted` ----------------------------
 
-_ELLIPSIS = "..."
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
 
 def clean_text(text: object, limit: int = 200) -> str:
     """Server-supplied `text` made safe to print in one line of at most `limit` characters.
 
-    Bytes are read as UTF-8 (bad bytes become U+FFFD). Outer whitespace goes. Every character
-    a terminal or log reader could act on is escaped as Python would write it (`\\x1b`,
-    `\\n`, `\\u202e`): controls, format characters (bidi overrides, zero-width), surrogates,
-    private-use and unassigned code points, and every space but the plain one. Longer results
-    end in "...". Other values (None, numbers, containers) are shown briefly. Printable
-    letters of any script stay as they are: CloudDC's messages may well be in Chinese.
-    Never raises for any `text`; escapes no more of it than it can show.
+    Bytes are read as UTF-8 (bad bytes become U+FFFD). Outer whitespace goes. Unsafe
+    characters are escaped (see `escape` for the rule). Longer results end in "...". Other
+    values (None, numbers, containers) are shown briefly. Never raises for any `text`;
+    escapes no more of it than it can show.
     """
     if limit < len(_ELLIPSIS) + 1:
         raise ValueError(f"limit must be at least {len(_ELLIPSIS) + 1}")
@@ -122,31 +187,16 @@ def clean_text(text: object, limit: int = 200) -> str:
         text = data.decode("utf-8", "replace")
     elif not isinstance(text, str):
         text = _brief(text, limit)
-    text = text.strip()
-    pieces: list[str] = []
-    used = 0
-    for char in text:
-        piece = char if char == " " or char.isprintable() else _escape(char)
-        pieces.append(piece)
-        used += len(piece)
-        if used > limit:
-            break
-    else:
-        return "".join(pieces)
-    while used > limit - len(_ELLIPSIS):
-        used -= len(pieces.pop())
-    return "".join(pieces).rstrip() + _ELLIPSIS
+    return _one_line(text.strip(), limit)
 
 
-def _escape(char: str) -> str:
-    if char in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[char]
-    code = ord(char)
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    if code < 0x10000:
-        return f"\\u{code:04x}"
-    return f"\\U{code:08x}"
+def _one_line(text: str, limit: int) -> str:
+    """`text` escaped in at most `limit` characters, "..." included when it is cut."""
+    shown, taken = _escaped(text, limit)
+    if taken == len(text):
+        return shown
+    shown, _ = _escaped(text, limit - len(_ELLIPSIS))
+    return shown.rstrip() + _ELLIPSIS
 
 
 def _brief(value: object, limit: int) -> str:
@@ -160,6 +210,44 @@ def _brief(value: object, limit: int) -> str:
     return f"<{type(value).__name__}>"
 
 
+# -- the words of "expected X, got Y" -------------------------------------------------------
+
+
 def quoted(value: object, limit: int = 40) -> str:
-    """`value` for a message about what is wrong with it: quoted, escaped, cut short."""
-    return f"'{clean_text(value, limit)}'" if isinstance(value, str) else clean_text(value, limit)
+    """`value` for a message about what is wrong with it: a string quoted, escaped and cut
+    short, its outer spaces kept (they may be what is wrong); any other value as `clean_text`
+    shows it."""
+    if isinstance(value, str):
+        if limit < len(_ELLIPSIS) + 1:
+            raise ValueError(f"limit must be at least {len(_ELLIPSIS) + 1}")
+        return f"'{_one_line(value, limit)}'"
+    return clean_text(value, limit)
+
+
+def a_or_an(word: str) -> str:
+    """``a list``, ``an object``: the article by the first letter, as people read most words."""
+    return f"an {word}" if word[:1].lower() in ("a", "e", "i", "o", "u") else f"a {word}"
+
+
+def kind_of(value: object, *, numbers: bool = False) -> str:
+    """What a JSON value is, in words, for "expected X, got Y": ``null``, ``a boolean``,
+    ``a number``, ``a string``, ``a list``, ``an object``; anything else by its type's name.
+
+    With `numbers`, a float or an integer of at most 64 bits is shown as itself (``-1``,
+    ``2.5``): a wrong number is clearer than its kind.
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        if numbers and (isinstance(value, float) or value.bit_length() <= 64):
+            return repr(value)
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, Mapping):
+        return "an object"
+    return a_or_an(type(value).__name__)

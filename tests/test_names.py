@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from collector.config.names import LONGEST_SUFFIX, MAX_ID_BYTES, MAX_NAME_BYTES, check_file_name
+from collector.config.names import LONGEST_SUFFIX, MAX_ID_BYTES, MAX_NAME_BYTES, check_file_name, segment_problem
 from collector.destinations.base import archive_name
 
 
@@ -50,3 +50,22 @@ def test_longest_accepted_id_makes_a_partial_file_of_exactly_the_longest_name(tm
     (tmp_path / partial.name).touch()
     with pytest.raises(OSError):  # one byte more than the file system takes
         (tmp_path / (partial.name + "x")).touch()
+
+
+@pytest.mark.parametrize(
+    ("text", "strict_words"),
+    [
+        pytest.param("db 01", "whitespace", id="space"),
+        pytest.param("db\u00a001", "whitespace", id="no-break-space"),
+        pytest.param("db\ue000", "not printable", id="private-use"),
+    ],
+)
+def test_a_server_id_keeps_what_an_export_id_may_not(text, strict_words):
+    """Server ids are named by people; export ids go into a URL with our token (segment_problem)."""
+    assert check_file_name(text) is None
+    assert strict_words in segment_problem(text, max_chars=128, strict=True)
+
+
+@pytest.mark.parametrize("text", ["a\x1bb", "a\u202eb", "a\u2028b", "a\ud800"])
+def test_both_kinds_of_id_refuse_what_can_act_on_a_terminal(text):
+    assert check_file_name(text) == segment_problem(text, max_chars=128, strict=True)

@@ -25,7 +25,7 @@ from collector.clouddc.replies import (
 )
 from collector.errors import AuthError, Forbidden, NotFoundError, ProtocolError, ServerError, ThrottledError
 from collector.sweep.polling import PollSchedule
-from collector.text import clean_text
+from collector.text import clean, clean_text, kind_of, quoted
 
 
 @pytest.mark.parametrize("value", ["Running", "running", "RUNNING", "processing", "Processing", " processing "])
@@ -323,3 +323,35 @@ def test_retry_after_with_a_year_past_2_to_the_31_gives_no_wait_rather_than_a_cr
 )
 def test_clean_text_escapes_controls_and_truncates(text, expected):
     assert clean_text(text) == expected
+
+
+def test_quoted_keeps_outer_spaces_that_may_be_the_problem():
+    assert quoted(" db-01 ") == "' db-01 '"
+    assert quoted("a\u202eb\n") == "'a\\u202eb\\n'"
+    assert quoted("x" * 100, 10) == "'xxxxxxx...'"
+
+
+@pytest.mark.parametrize(
+    ("value", "plain", "with_numbers"),
+    [
+        (None, "null", "null"),
+        (True, "a boolean", "a boolean"),
+        (-1, "a number", "-1"),
+        (2.5, "a number", "2.5"),
+        (10**30, "a number", "a number"),
+        ("x", "a string", "a string"),
+        ([1], "a list", "a list"),
+        ({"a": 1}, "an object", "an object"),
+        (b"x", "a bytes", "a bytes"),
+        (object(), "an object", "an object"),
+    ],
+)
+def test_kind_of_names_a_json_value(value, plain, with_numbers):
+    assert kind_of(value) == plain
+    assert kind_of(value, numbers=True) == with_numbers
+
+
+def test_logs_and_messages_escape_alike():
+    """One rule and one escape: a log field and a message line differ only in bound and marker."""
+    text = "a\x1b\u00a0\ue000\U000f0000\u2028b"
+    assert clean(text) == clean_text(text) == "a\\x1b\\xa0\\ue000\\U000f0000\\u2028b"

@@ -2,8 +2,9 @@
 
 `provider_from_spec` turns one ``auth:`` entry into a provider, checking everything it can
 without the network (variables set, files readable, values usable) and raising
-`CredentialsUnavailable` otherwise. `OPTIONS` lists each kind's options, so the inventory can
-check keys and point at lines before calling it.
+`CredentialsUnavailable` otherwise. `OPTIONS` lists each kind's options (and `SCALAR_KINDS`,
+`PATH_OPTIONS` how an inventory writes them), so the inventory can check keys and point at
+lines before calling it.
 
 `default_chain` is for an inventory without ``auth``: it looks where the SDK looks, in this
 order, and uses the first that has something: ``HUAWEICLOUD_SDK_AK``/``_SK`` (and
@@ -28,21 +29,28 @@ from collector.auth.http import SessionFactory, default_session
 from collector.auth.iam import IamPassword, Password, iam_endpoint, is_loopback
 from collector.auth.metadata import DEFAULT_ENDPOINT, TIMEOUT, MetadataService, metadata_credentials
 from collector.auth.pod import FULL_URI_ENV, TOKEN_FILE_ENV, pod_identity_from_env
-from collector.auth.profile import DEFAULT_SECTION, ProfileMissing, credentials_file, read_profile
+from collector.auth.profile import DEFAULT_SECTION, Profile, ProfileMissing, credentials_file, read_profile
 from collector.auth.protocol import Credentials, CredentialsUnavailable
 from collector.auth.refresh import Clock, RefreshPolicy
 from collector.auth.token import check_env_name, read_secret_file, token_from_env, token_from_file
 from collector.errors import APIError, ProtocolError, RequestError
 
-OPTIONS: Mapping[str, frozenset[str]] = {
-    "token_env": frozenset({"name"}),
-    "token_file": frozenset({"path"}),
-    "aksk": frozenset({"ak_env", "sk_env", "security_token_env", "profile"}),
-    "iam": frozenset({"endpoint", "domain", "user", "password_env", "password_file"}),
-    "pod_identity": frozenset(),
-    "metadata": frozenset({"endpoint"}),
+# Each kind of credentials and its options, in the order hints list them: the one declaration
+# of both (the inventory checks its `auth:` keys against it).
+OPTIONS: Mapping[str, tuple[str, ...]] = {
+    "token_env": ("name",),
+    "token_file": ("path",),
+    "aksk": ("ak_env", "sk_env", "security_token_env", "profile"),
+    "iam": ("endpoint", "domain", "user", "password_env", "password_file"),
+    "pod_identity": (),
+    "metadata": ("endpoint",),
 }
+# Kinds an inventory writes as their one option's value alone: `token_env: CLOUDDC_TOKEN`.
+SCALAR_KINDS = frozenset({"token_env", "token_file"})
+# Options that name a file; a relative path starts from `base_dir`.
+PATH_OPTIONS = frozenset({"path", "password_file"})
 
+_POLICY = RefreshPolicy()  # frozen: one default instance serves every call
 _MAX_PASSWORD_BYTES = 4096
 
 
@@ -55,7 +63,7 @@ def provider_from_spec(
     region: str | None = None,
     session_factory: SessionFactory = default_session,
     clock: Clock = time.time,
-    policy: RefreshPolicy = RefreshPolicy(),
+    policy: RefreshPolicy = _POLICY,
 ) -> Credentials:
     """The provider for one auth entry: ``token_env: {name}``, ``token_file: {path}``, ``aksk:
     {}`` / ``{ak_env, sk_env[, security_token_env]}`` / ``{profile}``, ``iam: {domain, user,
@@ -93,7 +101,7 @@ async def default_chain(
     *,
     session_factory: SessionFactory = default_session,
     clock: Clock = time.time,
-    policy: RefreshPolicy = RefreshPolicy(),
+    policy: RefreshPolicy = _POLICY,
     metadata_endpoint: str = DEFAULT_ENDPOINT,
     probe_timeout: float = 1.0,
 ) -> Credentials:
@@ -163,12 +171,20 @@ def _aksk(options: Mapping[str, str], environ: Mapping[str, str], clock: Clock) 
     return _profile_provider(read_profile(path, options["profile"].strip(), option="profile"), clock)
 
 
-def _profile_provider(profile, clock: Clock) -> AkSk:
+def _profile_provider(profile: Profile, clock: Clock) -> AkSk:
     kind = "temporary AK/SK" if profile.keys.temporary else "AK/SK"
     return AkSk.fixed(profile.keys, f"{kind} from [{profile.section}] of {profile.path}", clock=clock)
 
 
-def _iam(options, environ, base_dir, region, session_factory, clock, policy) -> IamPassword:
+def _iam(
+    options: Mapping[str, str],
+    environ: Mapping[str, str],
+    base_dir: Path,
+    region: str | None,
+    session_factory: SessionFactory,
+    clock: Clock,
+    policy: RefreshPolicy,
+) -> IamPassword:
     domain = _required(options, "domain", "the account name, as on the console's login page").strip()
     user = _required(options, "user", "the IAM user's name").strip()
     has_env, has_file = "password_env" in options, "password_file" in options

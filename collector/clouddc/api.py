@@ -22,7 +22,7 @@ from yarl import URL
 
 from collector.auth import Credentials, Request
 from collector.auth.protocol import host_header
-from collector.clouddc.replies import ExportStatus, error_for, parse_json, safe_export_id
+from collector.clouddc.replies import MAX_JSON_BYTES, ExportStatus, error_for, parse_json, safe_export_id
 from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
 from collector.errors import (
@@ -43,7 +43,6 @@ DOWNLOAD = "DownloadServerLogs"
 LIST = "ListServers"
 
 MAX_REDIRECTS = 5
-MAX_JSON_BYTES = 1024 * 1024  # an export status is a few hundred bytes
 MAX_ERROR_BYTES = 64 * 1024
 
 OnRetry = Callable[[BaseException, int, float], None]

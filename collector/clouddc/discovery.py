@@ -24,18 +24,16 @@ plain map. Numbers and booleans become text as JSON writes them, null the empty 
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
 
 from collector.clouddc.replies import parse_json
 from collector.config.inventory import Server
 from collector.config.names import check_file_name
 from collector.config.select import GLOB_HINT, Glob, glob_problem
 from collector.errors import ProtocolError, UsageError
-from collector.text import clean_text
+from collector.text import clean_text, kind_of, quoted, unsafe_char
 
 __all__ = [
     "PAGE_LIMIT",
@@ -112,10 +110,10 @@ def parse_server_page(body: bytes, *, operation: str = "ListServers") -> ServerP
     """
     value = parse_json(body, operation=operation)
     if not isinstance(value, dict):
-        raise ProtocolError(f"{operation}: expected a JSON object, got {_kind(value)}")
+        raise ProtocolError(f"{operation}: expected a JSON object, got {kind_of(value)}")
     entries = value.get("servers")
     if not isinstance(entries, list):
-        got = "no servers" if entries is None else f"servers as {_kind(entries)}"
+        got = "no servers" if entries is None else f"servers as {kind_of(entries)}"
         raise ProtocolError(f"{operation}: expected a list of servers, got {got}")
     if len(entries) > MAX_PAGE_SERVERS:
         raise ProtocolError(
@@ -129,20 +127,22 @@ def _next_marker(page_info: object, operation: str) -> str | None:
     if page_info is None:
         return None
     if not isinstance(page_info, dict):
-        raise ProtocolError(f"{operation}: expected page_info as an object, got {_kind(page_info)}")
+        raise ProtocolError(f"{operation}: expected page_info as an object, got {kind_of(page_info)}")
     marker = page_info.get("next_marker")
     if marker is None or marker == "":
         return None
     if isinstance(marker, int) and not isinstance(marker, bool):
         marker = str(marker)  # parse_json bounds its digits
     if not isinstance(marker, str):
-        raise ProtocolError(f"{operation}: next_marker is {_kind(marker)}, not a string")
+        raise ProtocolError(f"{operation}: next_marker is {kind_of(marker)}, not a string")
     if len(marker) > MAX_MARKER_CHARS:
         raise ProtocolError(f"{operation}: next_marker is longer than {MAX_MARKER_CHARS} characters")
-    if not all("!" <= char <= "~" for char in marker):
+    if unsafe_char(marker, spaces=False, unprintable=False, non_ascii=False) is not None:
         # Only printable ASCII: the marker goes back into a query string, and into the
         # canonical request an AK/SK signature covers; nothing there should need judgement.
-        raise ProtocolError(f"{operation}: next_marker {_quoted(marker)} holds spaces, control or non-ASCII characters")
+        raise ProtocolError(
+            f"{operation}: next_marker {quoted(marker, 60)} holds spaces, control or non-ASCII characters"
+        )
     return marker
 
 
@@ -150,17 +150,17 @@ def _entry(entry: object, index: int, operation: str) -> DiscoveredServer:
     """One entry, checked; the first problem found is the one reported."""
     where = f"{operation}: servers[{index}]"
     if not isinstance(entry, dict):
-        return DiscoveredServer("", problem=f"{where} is {_kind(entry)}, not an object")
+        return DiscoveredServer("", problem=f"{where} is {kind_of(entry)}, not an object")
     raw_id = entry.get("id")
     problems = []
     if isinstance(raw_id, str):
         server_id = raw_id
         reason = check_file_name(raw_id)
         if reason:
-            problems.append(f"{operation}: server id {_quoted(raw_id)} cannot be a file name: {reason}")
+            problems.append(f"{operation}: server id {quoted(raw_id, 60)} cannot be a file name: {reason}")
     else:
         server_id = ""
-        problems.append(f"{where} has no id" if raw_id is None else f"{where}.id is {_kind(raw_id)}, not a string")
+        problems.append(f"{where} has no id" if raw_id is None else f"{where}.id is {kind_of(raw_id)}, not a string")
     name, problem = _name(entry.get("name"))
     if problem:
         problems.append(f"{where}.name {problem}")
@@ -177,7 +177,7 @@ def _name(value: object) -> tuple[str | None, str | None]:
     if value is None:
         return None, None
     if not isinstance(value, str):
-        return None, f"is {_kind(value)}, not a string"
+        return None, f"is {kind_of(value)}, not a string"
     problem = _text_problem(value, MAX_NAME_CHARS)
     return (None, problem) if problem else (value, None)
 
@@ -187,14 +187,14 @@ def _tags(value: object) -> tuple[Mapping[str, str], str | None]:
     if value is None:
         return _NO_TAGS, None
     if not isinstance(value, (list, dict)):
-        return _NO_TAGS, f" is {_kind(value)}, not a list or a map"
+        return _NO_TAGS, f" is {kind_of(value)}, not a list or a map"
     if len(value) > MAX_TAGS:
         return _NO_TAGS, f" has {len(value)} tags, more than {MAX_TAGS}"
     tags: dict[str, str] = {}
     try:
         if isinstance(value, dict):
             for key, raw in value.items():
-                _add_tag(tags, f"[{_quoted(key, 20)}]", key, raw)
+                _add_tag(tags, f"[{quoted(key, 20)}]", key, raw)
         else:
             for index, item in enumerate(value):
                 if isinstance(item, dict):
@@ -203,7 +203,7 @@ def _tags(value: object) -> tuple[Mapping[str, str], str | None]:
                     key, _, text = item.partition("=")
                     _add_tag(tags, f"[{index}]", key, text)
                 else:
-                    raise _BadTag(f"[{index}] is {_kind(item)}, not an object with key and value")
+                    raise _BadTag(f"[{index}] is {kind_of(item)}, not an object with key and value")
     except _BadTag as exc:
         return MappingProxyType(tags), str(exc)
     return MappingProxyType(tags), None
@@ -215,18 +215,18 @@ class _BadTag(Exception):
 
 def _add_tag(tags: dict[str, str], where: str, key: object, raw: object) -> None:
     if not isinstance(key, str):
-        raise _BadTag(f"{where} has no key" if key is None else f"{where}.key is {_kind(key)}, not a string")
+        raise _BadTag(f"{where} has no key" if key is None else f"{where}.key is {kind_of(key)}, not a string")
     problem = "is empty" if not key else _text_problem(key, MAX_TAG_KEY_CHARS)
     if problem:
         raise _BadTag(f"{where}: key {problem}")
     text = _tag_value(raw)
     if text is None:
-        raise _BadTag(f"{where}: value is {_kind(raw)}, not text")
+        raise _BadTag(f"{where}: value is {kind_of(raw)}, not text")
     problem = _text_problem(text, MAX_TAG_VALUE_CHARS)
     if problem:
         raise _BadTag(f"{where}: value {problem}")
     if tags.setdefault(key, text) != text:
-        raise _BadTag(f"{where}: key {_quoted(key, 40)} is given twice, with different values")
+        raise _BadTag(f"{where}: key {quoted(key, 40)} is given twice, with different values")
 
 
 def _tag_value(value: object) -> str | None:
@@ -247,11 +247,9 @@ def _text_problem(text: str, limit: int) -> str | None:
     """Why a name or tag from the API is unfit for our reports and terminals, or None."""
     if len(text) > limit:
         return f"is longer than {limit} characters"
-    if text.isprintable():  # the usual case, at C speed; only the rest is looked at closely
-        return None
-    for char in text:
-        if not char.isprintable() and unicodedata.category(char) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
-            return f"holds a control or format character (U+{ord(char):04X})"
+    found = unsafe_char(text)  # what a person may name a server with stays (see unsafe_char)
+    if found is not None:
+        return f"holds a control or format character (U+{ord(found[0]):04X})"
     return None
 
 
@@ -285,7 +283,7 @@ class PageCursor:
             return False
         if marker in self._followed:
             raise ProtocolError(
-                f"{self.operation}: next_marker {_quoted(marker)} was already followed"
+                f"{self.operation}: next_marker {quoted(marker, 60)} was already followed"
                 f" (page {self.pages}): the listing loops"
             )
         if self.pages >= self.max_pages:
@@ -353,7 +351,7 @@ def discover_filter(spec: object) -> Callable[[DiscoveredServer], bool]:
         return _everything
     if not isinstance(spec, Mapping):
         raise UsageError(
-            f"discover: expected true or a mapping, got {_kind(spec)}",
+            f"discover: expected true or a mapping, got {kind_of(spec)}",
             hint='write discover: true, or discover: {name: "db-*", tags: {rack: "A1*"}}',
         )
     for key in spec:
@@ -368,7 +366,7 @@ def discover_filter(spec: object) -> Callable[[DiscoveredServer], bool]:
         tags = {}
     if not isinstance(tags, Mapping):
         raise UsageError(
-            f"discover.tags: expected a mapping, got {_kind(tags)}",
+            f"discover.tags: expected a mapping, got {kind_of(tags)}",
             hint='write tags: {rack: "A1*"}',
         )
     tag_globs = {str(key): _filter_glob(value, f"discover.tags.{clean_text(key, 40)}") for key, value in tags.items()}
@@ -387,29 +385,8 @@ def _everything(server: DiscoveredServer) -> bool:
 
 def _filter_glob(value: object, key: str) -> Glob:
     if not isinstance(value, str):
-        raise UsageError(f"{key}: expected a glob (a string), got {_kind(value)}", hint='quote it, like "db-*"')
+        raise UsageError(f"{key}: expected a glob (a string), got {kind_of(value)}", hint='quote it, like "db-*"')
     problem = glob_problem(value)
     if problem:
         raise UsageError(f"{key}: {problem}", hint=GLOB_HINT)
     return Glob(value)
-
-
-def _kind(value: Any) -> str:
-    """What a JSON value is, in words, for "expected X, got Y"."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "an object"
-    return f"a {type(value).__name__}"
-
-
-def _quoted(text: str, limit: int = 60) -> str:
-    return f"'{clean_text(text, limit)}'"

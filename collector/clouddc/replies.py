@@ -23,12 +23,12 @@ from __future__ import annotations
 import enum
 import json
 import re
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from collector.config.names import segment_problem
 from collector.control.throttle import parse_retry_after
 from collector.errors import (
     APIError,
@@ -39,7 +39,7 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-from collector.text import clean_text, quoted
+from collector.text import clean_text, kind_of, quoted
 
 
 class ExportState(enum.Enum):
@@ -279,41 +279,8 @@ def _export_id_problem(value: object) -> str | None:
             return f"it is longer than {MAX_EXPORT_ID_CHARS} characters"
         value = str(value)
     if not isinstance(value, str):
-        return f"it is {_a(value)}, not a string"
-    if not value:
-        return "it is empty"
-    if len(value) > MAX_EXPORT_ID_CHARS:
-        return f"it is longer than {MAX_EXPORT_ID_CHARS} characters"
-    if "/" in value or "\\" in value:
-        return "it contains a slash"
-    if value == "." or ".." in value:
-        return "it is '.' or contains '..'"
-    for char in value:
-        problem = _character_problem(char)
-        if problem:
-            return f"it contains {problem}"
-    return None
-
-
-def _a(value: object) -> str:
-    names = {dict: "an object", list: "a list", float: "a number", bool: "a boolean"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _character_problem(char: str) -> str | None:
-    """What is wrong with `char` in an export id, in words, or None."""
-    if char.isprintable() and not char.isspace():
-        return None
-    category = unicodedata.category(char)
-    if category == "Cc":
-        return "a control character"
-    if category == "Cf":
-        return "a format character (bidi or zero-width)"
-    if category == "Cs":
-        return "a lone surrogate"
-    if char.isspace() or category.startswith("Z"):
-        return "whitespace"
-    return "a character that is not printable"
+        return f"it is {kind_of(value)}, not a string"
+    return segment_problem(value, max_chars=MAX_EXPORT_ID_CHARS, strict=True)
 
 
 # -- answers -----------------------------------------------------------------------------------
@@ -331,7 +298,7 @@ class ExportStatus:
     def from_body(cls, body: Any, *, operation: str, export_id: str | None = None) -> ExportStatus:
         """The status in a decoded answer; `export_id` stands in where the answer has none."""
         if not isinstance(body, dict):
-            raise ProtocolError(f"{operation}: expected a JSON object, got {_a(body)}")
+            raise ProtocolError(f"{operation}: expected a JSON object, got {kind_of(body)}")
         found = body.get("export_id", export_id)
         if found is None:
             raise ProtocolError(f"{operation}: answer has no export_id")

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from collector.errors import UsageError
-from collector.text import clean_text
+from collector.text import clean_text, quoted
 
 __all__ = ["Glob", "Selection", "glob_problem", "parse_selection"]
 
@@ -188,7 +188,12 @@ class _Term:
     key: str = ""  # the tag's key
 
 
-_Target = TypeVar("_Target", bound=tuple)
+class _ProjectLike(Protocol):
+    @property
+    def project_id(self) -> str: ...
+
+
+_Target = TypeVar("_Target", bound=tuple[_ProjectLike, _ServerLike])
 
 
 @dataclass(frozen=True)
@@ -237,7 +242,7 @@ class Selection:
             return
         among = "no server" if total is None else f"none of the {total:,} servers"
         raise UsageError(
-            f"--select {_quoted(self.text, 120)}: {among} matches",
+            f"--select {quoted(self.text, 120)}: {among} matches",
             hint="globs are case-sensitive and match the whole id or name"
             " (name:node-1* also selects node-10; name:node-1 only node-1);"
             " collector validate --select ... shows how many match",
@@ -348,7 +353,7 @@ class _Failure:
 
     def __call__(self, problem: str, hint: str) -> UsageError:
         origin = "--select" if self.where is None else f"--select @{clean_text(self.where, 80)}:"
-        return UsageError(f"{origin} {_quoted(self.text)}: {problem}", hint)
+        return UsageError(f"{origin} {quoted(self.text, 60)}: {problem}", hint)
 
 
 def _parse_term(text: str, fail: _Failure) -> _Term:
@@ -408,11 +413,11 @@ def _file_lines(path: Path, name: str) -> list[tuple[int, str]]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
-        raise problem(f"line {line} is not UTF-8 text", "save the file as UTF-8") from None
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        raise problem(f"line {bad_line} is not UTF-8 text", "save the file as UTF-8") from None
     lines = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        line = _without_comment(line).strip()
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = _without_comment(raw).strip()
         if line:
             lines.append((number, line))
     return lines
@@ -424,7 +429,3 @@ def _without_comment(line: str) -> str:
         if char == "#" and (index == 0 or line[index - 1].isspace()):
             return line[:index]
     return line
-
-
-def _quoted(text: str, limit: int = 60) -> str:
-    return f"'{clean_text(text, limit)}'"

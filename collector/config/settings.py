@@ -6,8 +6,9 @@ its flag; whether the inventory's ``collector:`` section may set it (under the f
 Everything else is derived from these declarations, so nothing can drift:
 
 - the flags of ``collector run`` and ``collector demo`` (`add_flags`, `given`);
-- the check of the inventory's ``collector:`` section (`collector.config.inventory` reads `BY_KEY`
-  and `Kind`);
+- the check of a value, `check_value`, with its message and `HINTS`: the flags' parsers read
+  the text into the kind's type, the inventory's ``collector:`` section the YAML value
+  (`collector.config.inventory` reads `BY_KEY`), and both leave the rest to it;
 - the order of precedence, defaults < inventory < flags (`resolve`);
 - the flag table in the README (`markdown_table`; a test keeps the README identical to it).
 
@@ -17,23 +18,29 @@ Fields without an `Option` (`poll_max`, `policy`) are for tests and tuning, not 
 from __future__ import annotations
 
 import argparse
+import difflib
 import enum
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from collector.control.endpoint import DEAD_AFTER, OUTAGE_TIMEOUT
 from collector.control.throttle import RetryPolicy
+from collector.text import quoted
 
 __all__ = [
     "BY_KEY",
+    "HINTS",
     "OPTIONS",
+    "BadValue",
     "FailureBudget",
     "Kind",
     "Option",
     "Settings",
     "add_flags",
+    "check_value",
     "given",
     "markdown_table",
     "parse_budget",
@@ -88,6 +95,9 @@ class Option:
         return str(self.default)
 
 
+_RETRY_POLICY = RetryPolicy()  # frozen: every Settings shares the one default
+
+
 def _setting(default: Any, kind: Kind, help: str, **how: Any) -> Any:
     """A `Settings` field declared with how people give it."""
     return field(default=default, metadata={"option": Option(kind, help, default, **how)})
@@ -140,7 +150,7 @@ class Settings:
         metavar="S",
     )
     outage_timeout: float = _setting(
-        600.0,
+        OUTAGE_TIMEOUT,
         Kind.POSITIVE,
         "seconds an endpoint that answered before may stay unreachable before its servers are stopped as pending",
         metavar="S",
@@ -158,7 +168,7 @@ class Settings:
         flags=("--no-progress",),
     )
     log_format: str = _setting("text", Kind.CHOICE, "`json` for one JSON object per log line", choices=("text", "json"))
-    max_failures: FailureBudget | None = _setting(
+    max_failures: FailureBudget | None = _setting(  # noqa: RUF009 -- _setting returns a dataclasses.field
         None,
         Kind.BUDGET,
         "once more servers than this have failed (a number, or a share like `5%`), "
@@ -195,8 +205,8 @@ class Settings:
     )
     # Not for users: tests scale these down.
     poll_max: float = 60.0
-    dead_after: float = 30.0  # an endpoint that never answered is given up this long after its first request
-    policy: RetryPolicy = RetryPolicy()
+    dead_after: float = DEAD_AFTER  # an endpoint that never answered is given up this long after its first request
+    policy: RetryPolicy = _RETRY_POLICY
 
 
 SETTINGS: tuple[Option, ...] = tuple(
@@ -234,6 +244,7 @@ class FailureBudget:
         """Failures allowed among `servers`; one more ends the run."""
         if self.count is not None:
             return self.count
+        assert self.percent is not None  # parse_budget gives one or the other
         return math.floor(servers * self.percent / 100)
 
     def __str__(self) -> str:
@@ -257,6 +268,53 @@ def parse_budget(text: str) -> FailureBudget:
         raise ValueError(f"expected a number of servers or a share like 5%, got {text!r}") from None
 
 
+class BadValue(ValueError):
+    """A setting's value is not one its kind allows: `str()` says what is wrong, `hint` what
+    to give instead (the inventory shows both; a flag's error the first)."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+# What to give instead, per kind: the same words after a flag and in the inventory.
+HINTS: Mapping[Kind, str] = {
+    Kind.COUNT: "give a whole number, at least 1",
+    Kind.POSITIVE: "give a number, more than 0",
+    Kind.NON_NEGATIVE: "give a number, 0 or more",
+    Kind.SIZE: "give a number of bytes, or a size like 512M or 8G",
+    Kind.BUDGET: 'give a number of servers, like 5, or a share, like "5%"',
+    Kind.SWITCH: "write true or false",
+    Kind.TEXT: "give a value, or remove it",
+}
+
+
+def check_value(kind: Kind, value: Any, written: str, choices: tuple[str, ...] = ()) -> Any:
+    """`value`, already read as its kind's type (an int for a count or a size, a float for a
+    number, a str for a choice or a text), if the kind allows it; else `BadValue`.
+
+    The one check of a setting's value: the flags' parsers and the inventory's ``collector:``
+    section each read the text or YAML into the type, then call this. `written` is the value
+    as the user wrote it, for the message.
+    """
+    if kind is Kind.COUNT and value < 1:
+        raise BadValue(f"must be at least 1, got {value}", HINTS[kind])
+    if kind is Kind.SIZE and value < 1:
+        raise BadValue(f"must be at least 1, got {written}", HINTS[kind])
+    if kind in (Kind.POSITIVE, Kind.NON_NEGATIVE):
+        zero_allowed = kind is Kind.NON_NEGATIVE
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
+            bound = "0 or more" if zero_allowed else "more than 0"
+            raise BadValue(f"must be a number {bound}, got {written}", HINTS[kind])
+    if kind is Kind.CHOICE and value not in choices:
+        close = difflib.get_close_matches(value, choices, n=1)
+        hint = f"did you mean {close[0]}?" if close else "use one of " + ", ".join(choices)
+        raise BadValue(f"{quoted(value)} is not one of {', '.join(choices)}", hint)
+    if kind is Kind.TEXT and not value.strip():
+        raise BadValue("is empty", HINTS[kind])
+    return value
+
+
 _SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
@@ -276,9 +334,7 @@ def parse_size(text: str) -> int:
     value = size_in_bytes(text)
     if value is None:
         raise ValueError(f"expected a size like 512M or 8G, got {text!r}")
-    if value < 1:
-        raise ValueError(f"must be at least 1 byte, got {text!r}")
-    return value
+    return int(check_value(Kind.SIZE, value, text))
 
 
 def format_size(value: int) -> str:
@@ -289,31 +345,33 @@ def format_size(value: int) -> str:
     return str(value)
 
 
+def _checked(kind: Kind, value: Any, text: str) -> Any:
+    try:
+        return check_value(kind, value, text)
+    except BadValue as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def parse_count(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+    return int(_checked(Kind.COUNT, value, text))
 
 
-def _number(*, zero_allowed: bool):
+def _number(kind: Kind) -> Callable[[str], float]:
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_allowed):
-            bound = "0 or more" if zero_allowed else "more than 0"
-            raise argparse.ArgumentTypeError(f"must be a number {bound}, got {text}")
-        return value
+        return float(_checked(kind, value, text))
 
     return parse
 
 
-parse_positive = _number(zero_allowed=False)  # a flag's number above 0: seconds, a rate
+parse_positive = _number(Kind.POSITIVE)  # a flag's number above 0: seconds, a rate
 
 
 def _size(text: str) -> int:
@@ -331,9 +389,7 @@ def _budget(text: str) -> FailureBudget:
 
 
 def _text(text: str) -> str:
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
+    return str(_checked(Kind.TEXT, text, text))
 
 
 _FLAG_TYPES = {
@@ -341,7 +397,7 @@ _FLAG_TYPES = {
     Kind.TEXT: _text,
     Kind.COUNT: parse_count,
     Kind.POSITIVE: parse_positive,
-    Kind.NON_NEGATIVE: _number(zero_allowed=True),
+    Kind.NON_NEGATIVE: _number(Kind.NON_NEGATIVE),
     Kind.SIZE: _size,
 }
 

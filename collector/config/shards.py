@@ -22,6 +22,7 @@ from pathlib import Path
 from collector.config.inventory import Inventory
 from collector.config.settings import JOURNAL_DIR
 from collector.errors import UsageError
+from collector.text import quoted
 
 __all__ = ["MAX_SHARDS", "Shard", "parse_report_name", "parse_shard", "shard_of"]
 
@@ -113,7 +114,7 @@ def parse_shard(text: str, *, flag: str = "--shard") -> Shard:
     """
     if _UNEXPANDED in text:
         raise UsageError(
-            f"{flag} {_show(text)}: JOB_COMPLETION_INDEX was not expanded",
+            f"{flag} {quoted(text)}: JOB_COMPLETION_INDEX was not expanded",
             hint="Kubernetes sets it only in the pods of a Job with completionMode: Indexed;"
             f" outside such a Job give the index yourself, like {_EXAMPLE}",
         )
@@ -121,24 +122,24 @@ def parse_shard(text: str, *, flag: str = "--shard") -> Shard:
     match = _SHARD.fullmatch(text.strip()) if len(text) <= _MAX_TEXT else None
     if match is None:
         raise UsageError(
-            f"{flag} {_show(text)}: expected K/N, two whole numbers",
+            f"{flag} {quoted(text)}: expected K/N, two whole numbers",
             hint=f"give this pod's index K (from 0) and the number of shards N, like {_EXAMPLE}",
         )
     index_text, count_text = match.groups()
     if len(count_text) > _MAX_DIGITS or int(count_text) > MAX_SHARDS:
         raise UsageError(
-            f"{flag} {_show(text)}: more than {MAX_SHARDS} shards",
+            f"{flag} {quoted(text)}: more than {MAX_SHARDS} shards",
             hint=f"split the fleet into at most {MAX_SHARDS} shards",
         )
     count = int(count_text)
     if count == 0:
         raise UsageError(
-            f"{flag} {_show(text)}: there must be at least 1 shard",
+            f"{flag} {quoted(text)}: there must be at least 1 shard",
             hint=f"N is the number of shards, the Job's completions, like {_EXAMPLE}",
         )
     if len(index_text) > _MAX_DIGITS or int(index_text) >= count:
         raise UsageError(
-            f"{flag} {_show(text)}: the index must be below the number of shards",
+            f"{flag} {quoted(text)}: the index must be below the number of shards",
             hint=f"shards are numbered from 0, as JOB_COMPLETION_INDEX is: 0/{count} to {count - 1}/{count}",
         )
     return Shard(int(index_text), count)
@@ -159,8 +160,3 @@ def parse_report_name(name: str) -> Shard | None:
     shard = Shard(index, count)
     # One spelling per shard: report.shard-01-of-4.json would be a second report for shard 1.
     return shard if shard.report_name == name else None
-
-
-def _show(text: str, limit: int = 40) -> str:
-    """`text` quoted for a one-line message, cut short and with control characters escaped."""
-    return repr(text if len(text) <= limit else text[: limit - 3] + "...")

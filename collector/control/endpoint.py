@@ -44,6 +44,7 @@ from collector.log import ev
 log = logging.getLogger(__name__)
 
 DEAD_AFTER = 30.0
+OUTAGE_TIMEOUT = 600.0  # the --outage-timeout default (collector.config.settings reads both)
 OUTAGE_AFTER = 3  # failures in a row, with no answer between, that pause an endpoint that worked
 PROBE_BASE = 0.5
 PROBE_CAP = 30.0
@@ -73,7 +74,7 @@ class EndpointHealth:
         url: str,
         *,
         dead_after: float = DEAD_AFTER,
-        outage_timeout: float = 600.0,
+        outage_timeout: float = OUTAGE_TIMEOUT,
         clock: Clock = monotonic,
         sleep: Sleep = sleep,
         random=_random.random,

@@ -39,7 +39,7 @@ from collector.config.shards import Shard, parse_report_name, shard_of
 from collector.destinations.location import S3Location
 from collector.errors import ExitCode, UsageError
 from collector.observe.report import REPORT_NAME, write_report
-from collector.text import clean
+from collector.text import clean, kind_of
 
 __all__ = [
     "MAX_REPORT_BYTES",
@@ -293,7 +293,7 @@ def _parse(name: str, data: Any) -> _Parsed:
 
 def _server(name: str, entry: Any, key: str) -> dict[str, Any]:
     if not isinstance(entry, dict):
-        raise ReportError(name, f"{key}: expected an object, got {_kind(entry)}")
+        raise ReportError(name, f"{key}: expected an object, got {kind_of(entry, numbers=True)}")
     for field in ("project_id", "server_id"):
         value = _field(name, entry, field, str, f"{key}.")
         if not value:
@@ -303,26 +303,26 @@ def _server(name: str, entry: Any, key: str) -> dict[str, Any]:
         raise ReportError(name, f"{key}.state: expected one of {', '.join(STATES)}, got {clean(state, 40)!r}")
     size = entry.get("bytes")
     if size is not None and (type(size) is not int or size < 0):
-        raise ReportError(name, f"{key}.bytes: expected a whole number of bytes, got {_kind(size)}")
+        raise ReportError(name, f"{key}.bytes: expected a whole number of bytes, got {kind_of(size, numbers=True)}")
     return entry
 
 
 def _field(name: str, parent: Any, field: str, kind: type, where: str) -> Any:
     if not isinstance(parent, dict):
-        raise ReportError(name, f"expected a JSON object, got {_kind(parent)}")
+        raise ReportError(name, f"expected a JSON object, got {kind_of(parent, numbers=True)}")
     if field not in parent:
         raise ReportError(name, f"{where}{field}: missing")
     value = parent[field]
     if not isinstance(value, kind):
-        expected = {dict: "an object", list: "a list", str: "a string"}[kind]
-        raise ReportError(name, f"{where}{field}: expected {expected}, got {_kind(value)}")
+        expected = kind_of(kind())  # "an object" for dict, as a value of the kind is named
+        raise ReportError(name, f"{where}{field}: expected {expected}, got {kind_of(value, numbers=True)}")
     return value
 
 
 def _optional_str(name: str, parent: dict[str, Any], field: str, where: str) -> str | None:
     value = parent.get(field)
     if value is not None and not isinstance(value, str):
-        raise ReportError(name, f"{where}{field}: expected a string, got {_kind(value)}")
+        raise ReportError(name, f"{where}{field}: expected a string, got {kind_of(value, numbers=True)}")
     return value
 
 
@@ -338,15 +338,6 @@ def _timestamp(name: str, run: dict[str, Any], field: str) -> datetime:
             f"run.{field}: expected a time with its offset, like 2026-11-27T03:00:00+00:00, got {clean(text, 40)!r}",
         )
     return value
-
-
-def _kind(value: Any) -> str:
-    """What `value` is, for "expected X, got Y": a short number as itself."""
-    if type(value) is float or (type(value) is int and value.bit_length() <= 64):
-        return repr(value)
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number"
-    )
 
 
 def _base(name: str) -> str:

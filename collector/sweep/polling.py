@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from collector.clouddc.replies import ExportState, ExportStatus
+from collector.config.settings import Settings
 
 
 class ExportDurations:
@@ -51,13 +52,13 @@ class ExportDurations:
 
 @dataclass
 class PollSchedule:
-    first: float = 5.0
+    first: float = Settings.poll_interval
     shortest: float = 1.0
-    longest: float = 60.0
+    longest: float = Settings.poll_max
     growth: float = 1.5
     started: float = 0.0  # clock time the export began, as far as we know
     resumed: bool = False  # an earlier run asked for it: `started` is only when we took it up
-    max_age: float = 1800.0  # a `created_at` further back than this (--export-timeout) is not believed
+    max_age: float = Settings.export_timeout  # a `created_at` further back than this (--export-timeout) is not believed
     durations: ExportDurations | None = None  # shared by every export of the run
     wall: Callable[[], float] = field(default=time.time, repr=False)
 

@@ -34,6 +34,7 @@ import aiohttp
 import anyio
 
 from collector.clouddc.api import ArchiveResponse, CloudDC, OnRetry
+from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy, Sleep, retrying
 from collector.destinations.base import Archive, Destination, PartialFile
 from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
@@ -60,7 +61,7 @@ _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECA
 
 @dataclass(frozen=True)
 class DownloadOptions:
-    max_bytes: int = 8 * 1024**3
+    max_bytes: int = Settings.max_archive_bytes
     policy: RetryPolicy = RetryPolicy()
     # A transfer that averages fewer than `stall_floor` bytes/s over `stall_window` seconds is
     # cut and retried: a server that trickles would otherwise hold a transfer slot for hours
