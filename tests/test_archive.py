@@ -99,7 +99,7 @@ async def test_damage_is_final_for_the_retry_policy_other_archive_errors_are_not
 async def client(sim: Simulator) -> AsyncIterator[CloudDC]:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
     async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
-        yield CloudDC(
+        yield CloudDC.alone(
             session, sim.url, sim.project_id, StaticToken(sim.token, "test"), limiter=RateLimiter(1000), policy=POLICY
         )
 
@@ -248,7 +248,7 @@ async def test_multi_member_archive_is_collected_exact_over_loopback(tmp_path):
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         host, port = runner.addresses[0][:2]
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            api = CloudDC(
+            api = CloudDC.alone(
                 session,
                 f"http://{host}:{port}",
                 project,

@@ -49,7 +49,7 @@ async def hostile_api(answer: Answer) -> AsyncIterator[tuple[CloudDC, list[str]]
         host, port = runner.addresses[0][:2]
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
         async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
-            api = CloudDC(
+            api = CloudDC.alone(
                 session,
                 f"http://{host}:{port}",
                 PROJECT,
@@ -80,7 +80,7 @@ async def raw_api(answer: bytes) -> AsyncIterator[CloudDC]:
         port = server.sockets[0].getsockname()[1]
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
         async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
-            yield CloudDC(
+            yield CloudDC.alone(
                 session,
                 f"http://127.0.0.1:{port}",
                 PROJECT,

@@ -90,7 +90,7 @@ async def test_an_export_post_that_never_connects_is_not_counted_as_an_export_as
 
     async with plain_session() as session:
         api = api_client(session, url, FEW)
-        api.health = EndpointHealth(url, dead_after=60)
+        api.gateway.health = EndpointHealth(url, dead_after=60)
         with pytest.raises(ConnectRefused, match="cannot connect to 127.0.0.1"):
             await api.export(SERVER, on_sent=count)
     assert sent == 0
@@ -107,7 +107,7 @@ async def test_an_export_answer_that_trickles_is_cut_by_the_call_deadline_and_co
         sent += 1
 
     async with trickling(head, body) as url, plain_session() as session:
-        api = CloudDC(
+        api = CloudDC.alone(
             session,
             url,
             PROJECT,
@@ -124,7 +124,7 @@ async def test_an_export_answer_that_trickles_is_cut_by_the_call_deadline_and_co
 async def test_a_status_answer_that_never_comes_is_a_timeout_not_a_hang():
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     async with trickling(head, b"{" + b" " * 99, every=0.3) as url, plain_session() as session:
-        api = CloudDC(
+        api = CloudDC.alone(
             session,
             url,
             PROJECT,
@@ -227,7 +227,7 @@ async def test_a_refused_export_slows_exports_only_and_polls_keep_their_rate():
         aiohttp.ClientSession() as session,
     ):
         limiter, export_limiter = RateLimiter(100), RateLimiter(100)
-        api = CloudDC(
+        api = CloudDC.alone(
             session,
             sim.url,
             sim.project_id,

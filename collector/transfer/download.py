@@ -93,7 +93,11 @@ async def fetch_archive(
     transfer = _Transfer(api, server_id, export_id, partial, options, name)
     try:
         _, attempts = await retrying(
-            transfer.attempt, options.policy, on_retry=on_retry, quota=api.quota, sleep=sleep or api.health.backoff
+            transfer.attempt,
+            options.policy,
+            on_retry=on_retry,
+            quota=api.gateway.quota,
+            sleep=sleep or api.health.backoff,
         )
         with _storing(name):
             return await transfer.partial.commit(), attempts
