@@ -35,11 +35,12 @@ from yarl import URL
 
 from collector.auth import Credentials, Request
 from collector.auth.protocol import host_header
-from collector.clouddc.replies import error_for as status_error
+from collector.clouddc.replies import MAX_JSON_BYTES
 from collector.config.settings import Settings
 from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
 from collector.errors import AuthError, CollectorError, ServerError, ThrottledError
+from collector.net.status import status_error
 from collector.net.transport import read_bounded, translate
 
 T = TypeVar("T")
@@ -59,7 +60,6 @@ METRIC_NAMES = {EXPORT: "export", STATUS: "status", DOWNLOAD: "download", LIST: 
 # matters.
 PRIORITY = {DOWNLOAD: 0, EXPORT: 1, LIST: 1, STATUS: 2}
 
-MAX_JSON_BYTES = 1024 * 1024  # an export status is a few hundred bytes; a ListServers page fits
 MAX_ERROR_BYTES = 64 * 1024
 
 OnRetry = Callable[[BaseException, int, float], None]
