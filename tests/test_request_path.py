@@ -18,8 +18,11 @@ from collector.auth import StaticToken
 from collector.clouddc.api import CloudDC
 from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter, RetryPolicy
+from collector.destinations.base import archive_name
+from collector.destinations.local import LocalDestination
 from collector.errors import ConnectionReset, ConnectRefused, ExitCode, ProtocolError, RequestTimeout, ThrottledError
 from collector.simulator import SimConfig, Simulator
+from collector.transfer.download import DownloadOptions, fetch_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -53,7 +56,7 @@ async def trickling(head: bytes, body: bytes, every: float = 0.2) -> AsyncIterat
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     try:
-        yield "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         server.close()
 
@@ -91,7 +94,7 @@ async def test_an_export_post_that_never_connects_is_not_counted_as_an_export_as
     async with plain_session() as session:
         api = api_client(session, url, FEW)
         api.gateway.health = EndpointHealth(url, dead_after=60)
-        with pytest.raises(ConnectRefused, match="cannot connect to 127.0.0.1"):
+        with pytest.raises(ConnectRefused, match=r"cannot connect to 127\.0\.0\.1"):
             await api.export(SERVER, on_sent=count)
     assert sent == 0
 
@@ -143,6 +146,29 @@ async def test_an_answer_cut_off_mid_body_is_a_reset():
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.02, max_attempts=1))
         with pytest.raises(ConnectionReset):
             await api.status(SERVER, "1")
+
+
+async def test_a_body_cut_off_is_the_same_error_for_a_json_call_and_a_download(tmp_path):
+    """One translation of aiohttp's errors: a `ClientPayloadError` (fewer bytes than the
+    Content-Length, then the connection closes) is a `ConnectionReset` ("reset") whether it
+    ends a status call or an archive's transfer (the download called it an archive error)."""
+    cut = raw_answer(b'{"export_id"', Content_Length="100")
+    async with raw_http(lambda head: cut) as url, plain_session() as session:
+        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.02, max_attempts=1))
+        with pytest.raises(ConnectionReset) as status_call:
+            await api.status(SERVER, "1")
+        with pytest.raises(ConnectionReset) as download:
+            await fetch_archive(
+                api,
+                SERVER,
+                "1",
+                LocalDestination(tmp_path),
+                archive_name(PROJECT, SERVER),
+                DownloadOptions(policy=api.policy),
+            )
+    assert status_call.value.kind == download.value.kind == "reset"
+    assert isinstance(download.value.__cause__, aiohttp.ClientPayloadError)
+    assert "DownloadServerLogs" in str(download.value)
 
 
 async def test_a_json_answer_larger_than_the_cap_is_a_protocol_error_read_no_further():

@@ -69,6 +69,7 @@ class ArchiveResponse:
     content: aiohttp.StreamReader
     etag: str | None = None  # validators, for If-Range on a resume
     last_modified: str | None = None
+    url: URL | None = None  # where the body comes from, for the messages of a transfer that breaks
 
 
 class CloudDC:
@@ -253,6 +254,7 @@ class CloudDC:
                 content=response.content,
                 etag=response.headers.get("ETag"),
                 last_modified=response.headers.get("Last-Modified"),
+                url=response.url,
             )
         finally:
             response.release()

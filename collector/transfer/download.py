@@ -15,13 +15,13 @@ Two kinds of failure, two answers:
   after the end) is fetched once more from zero; a second damaged copy fails the server with
   `ArchiveDamaged`: asking an eighth time would not mend the server's file.
 
-Where the bytes go sits behind `Destination`: a local folder (`collector.destinations.local`) today,
-object storage later.
+Where the bytes go sits behind `Destination`: a local folder (`collector.destinations.local`)
+or an object-storage bucket (`collector.destinations.s3`). A transfer that breaks is
+translated by `collector.net.transport.translate`, like every other HTTP failure.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import re
@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 import aiohttp
 import anyio
 
-from collector.clouddc.api import ArchiveResponse, CloudDC, OnRetry
+from collector.clouddc.api import DOWNLOAD, ArchiveResponse, CloudDC, OnRetry
 from collector.control.throttle import RetryPolicy, Sleep, retrying
 from collector.destinations.base import Archive, Destination, PartialFile
-from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
+from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestTimeout, StorageError
+from collector.net.transport import translate
 from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
 
 log = logging.getLogger(__name__)
@@ -230,13 +231,9 @@ class _Transfer:
                 # Keep what arrived: the next attempt continues from here with Range.
                 with anyio.CancelScope(shield=True):
                     await flush()
-            if isinstance(exc, RequestTimeout):
+            if isinstance(exc, RequestTimeout):  # ours: the stall floor above
                 raise RequestTimeout(f"{exc}, after {got} bytes") from exc
-            if isinstance(exc, asyncio.TimeoutError):
-                raise RequestTimeout(f"download stalled: no data within the read timeout, after {got} bytes") from exc
-            if isinstance(exc, aiohttp.ClientPayloadError):
-                raise ArchiveError(f"transfer cut off after {got} bytes ({exc})") from exc
-            raise RequestError(f"transfer failed after {got} bytes: {type(exc).__name__}: {exc}") from exc
+            raise translate(exc, DOWNLOAD, response.url, received=got) from exc
         if chunks:
             await flush()
 
