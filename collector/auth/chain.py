@@ -28,9 +28,9 @@ from collector.auth.http import SessionFactory, default_session
 from collector.auth.iam import IamPassword, Password, iam_endpoint, is_loopback
 from collector.auth.metadata import DEFAULT_ENDPOINT, TIMEOUT, MetadataService, metadata_credentials
 from collector.auth.pod import FULL_URI_ENV, TOKEN_FILE_ENV, pod_identity_from_env
-from collector.auth.profile import DEFAULT_SECTION, ProfileMissing, credentials_file, read_profile
+from collector.auth.profile import DEFAULT_SECTION, Profile, ProfileMissing, credentials_file, read_profile
 from collector.auth.protocol import Credentials, CredentialsUnavailable
-from collector.auth.refresh import Clock, RefreshPolicy
+from collector.auth.refresh import DEFAULT_REFRESH, Clock, RefreshPolicy
 from collector.auth.token import check_env_name, read_secret_file, token_from_env, token_from_file
 from collector.errors import APIError, ProtocolError, RequestError
 
@@ -55,7 +55,7 @@ def provider_from_spec(
     region: str | None = None,
     session_factory: SessionFactory = default_session,
     clock: Clock = time.time,
-    policy: RefreshPolicy = RefreshPolicy(),
+    policy: RefreshPolicy = DEFAULT_REFRESH,
 ) -> Credentials:
     """The provider for one auth entry: ``token_env: {name}``, ``token_file: {path}``, ``aksk:
     {}`` / ``{ak_env, sk_env[, security_token_env]}`` / ``{profile}``, ``iam: {domain, user,
@@ -93,7 +93,7 @@ async def default_chain(
     *,
     session_factory: SessionFactory = default_session,
     clock: Clock = time.time,
-    policy: RefreshPolicy = RefreshPolicy(),
+    policy: RefreshPolicy = DEFAULT_REFRESH,
     metadata_endpoint: str = DEFAULT_ENDPOINT,
     probe_timeout: float = 1.0,
 ) -> Credentials:
@@ -163,12 +163,20 @@ def _aksk(options: Mapping[str, str], environ: Mapping[str, str], clock: Clock) 
     return _profile_provider(read_profile(path, options["profile"].strip(), option="profile"), clock)
 
 
-def _profile_provider(profile, clock: Clock) -> AkSk:
+def _profile_provider(profile: Profile, clock: Clock) -> AkSk:
     kind = "temporary AK/SK" if profile.keys.temporary else "AK/SK"
     return AkSk.fixed(profile.keys, f"{kind} from [{profile.section}] of {profile.path}", clock=clock)
 
 
-def _iam(options, environ, base_dir, region, session_factory, clock, policy) -> IamPassword:
+def _iam(
+    options: Mapping[str, str],
+    environ: Mapping[str, str],
+    base_dir: Path,
+    region: str | None,
+    session_factory: SessionFactory,
+    clock: Clock,
+    policy: RefreshPolicy,
+) -> IamPassword:
     domain = _required(options, "domain", "the account name, as on the console's login page").strip()
     user = _required(options, "user", "the IAM user's name").strip()
     has_env, has_file = "password_env" in options, "password_file" in options

@@ -65,13 +65,13 @@ async def exchange(
     operation: str,
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    deadline: float = DEFAULT_TIMEOUT,
     max_body: int = 64 * 1024,
 ) -> Answer:
     """One request and its whole (bounded) answer, whatever the status."""
     host = url.host
     try:
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(deadline):
             async with (
                 session_factory() as session,
                 session.request(

@@ -23,7 +23,7 @@ they are the operator's to fix, and a 401 proves the endpoint answers.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -64,7 +64,7 @@ def verdict_of(exc: CollectorError) -> Verdict:
     return Verdict.FAILED
 
 
-def exit_code(verdicts) -> ExitCode:
+def exit_code(verdicts: Iterable[Verdict]) -> ExitCode:
     """The worst of `verdicts`, in `collector.run.runner.exit_code`'s order: 3, then 4, then 1."""
     found = set(verdicts)
     if found & {Verdict.REJECTED, Verdict.FORBIDDEN}:

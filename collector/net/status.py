@@ -16,9 +16,10 @@ it says when to come back), a redirect "refused" (we never follow one), the rest
 
 The body only adds detail, and is hostile: its code and message are read from
 ``{"error_code", "error_msg"}`` (CloudDC, the API gateway), ``{"code", "message"}`` or
-``{"error": {...}}`` (IAM), ``{"error": "..."}`` (the metadata service), else the text itself; `secrets` the request carried are masked
-before anything is cut or cleaned (`collector.text.clean_text`), so a source that echoes them
-back does not get them into our messages.
+``{"error": {...}}`` (IAM), ``{"error": "..."}`` (the metadata service), else the text
+itself; `secrets` the request carried are masked before anything is cut or cleaned
+(`collector.text.clean_text`), so a source that echoes them back does not get them into our
+messages.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import aiohttp
@@ -160,12 +160,14 @@ async def discover(project: Project, gateways: Gateways) -> list[DiscoveredServe
 def chooser(project: Project) -> Callable[[DiscoveredServer], bool]:
     """The project's `discover:` as a predicate: `true`, or globs on the name and tags."""
     spec = project.discover
+    if spec is None:
+        raise ValueError(f"{project.project_id}: no discover: to choose with")
     return discover_filter({"name": spec.name, "tags": dict(spec.tags)} if spec.name or spec.tags else True)
 
 
-def restricted(inventory: Inventory, targets) -> Inventory:
+def restricted(inventory: Inventory, targets: Iterable[tuple[Project, Server]]) -> Inventory:
     """`inventory` with only these (project, server) pairs; projects left with none are dropped."""
-    chosen: dict[int, list] = {}
+    chosen: dict[int, list[Server]] = {}
     for project, server in targets:
         chosen.setdefault(id(project), []).append(server)
     projects = tuple(replace(p, servers=tuple(chosen[id(p)])) for p in inventory.projects if id(p) in chosen)

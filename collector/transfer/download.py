@@ -59,10 +59,13 @@ def _storing(name: str) -> Iterator[None]:
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
+_DEFAULT_POLICY = RetryPolicy()  # frozen: one instance serves as every default
+
+
 @dataclass(frozen=True)
 class DownloadOptions:
     max_bytes: int = 8 * 1024**3
-    policy: RetryPolicy = RetryPolicy()
+    policy: RetryPolicy = _DEFAULT_POLICY
     # A transfer that averages fewer than `stall_floor` bytes/s over `stall_window` seconds is
     # cut and retried: a server that trickles would otherwise hold a transfer slot for hours
     # (the read timeout only catches silence), and a few such servers would hold them all.
@@ -268,7 +271,7 @@ def _continues_at(response: ArchiveResponse, offset: int) -> bool:
     if response.status != 206 or not response.content_range:
         return False
     match = _CONTENT_RANGE.match(response.content_range)
-    return bool(match) and int(match.group(1)) == offset
+    return match is not None and int(match.group(1)) == offset
 
 
 def _expected_total(response: ArchiveResponse, offset: int) -> int | None:
