@@ -15,7 +15,7 @@ from aiohttp import web
 from test_faults import CONTENT, PROJECT, SERVER, api_client, plain_session, raw_answer, raw_http, serving
 
 from collector.auth import StaticToken
-from collector.clouddc.api import CloudDC
+from collector.clouddc.api import MAX_REDIRECTS, CloudDC
 from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations.base import archive_name
@@ -210,6 +210,30 @@ async def test_a_download_redirect_that_makes_no_sense_is_refused_as_a_protocol_
         with pytest.raises(ProtocolError, match=expected):
             async with api.open_archive(SERVER, "1"):
                 pass
+
+
+@pytest.mark.parametrize(("hops", "followed"), [(MAX_REDIRECTS, True), (MAX_REDIRECTS + 1, False)])
+async def test_a_download_follows_max_redirects_and_no_more(hops, followed):
+    """Five redirects are followed (the loop used to give up after four and call it "more
+    than 5"); a sixth is refused."""
+
+    async def hop(request: web.Request) -> web.Response:
+        left = int(request.query.get("left", hops))
+        if left:
+            return web.Response(status=302, headers={"Location": f"{CONTENT}?left={left - 1}"})
+        return web.Response(body=b"archive", headers={"Content-Type": "application/octet-stream"})
+
+    app = web.Application()
+    app.router.add_get(CONTENT, hop)
+    async with serving(app) as url, plain_session() as session:
+        api = api_client(session, url, FEW)
+        if followed:
+            async with api.open_archive(SERVER, "1") as response:
+                assert response.status == 200 and await response.content.read() == b"archive"
+        else:
+            with pytest.raises(ProtocolError, match=f"more than {MAX_REDIRECTS} redirects"):
+                async with api.open_archive(SERVER, "1"):
+                    pass
 
 
 async def test_a_redirect_on_the_status_call_is_refused_and_its_location_escaped():
