@@ -24,7 +24,7 @@
     │   └── ArchiveDamaged .... not whole gzip twice in a row: the server's copy is bad; not retried
     └── StorageError .......... the archive cannot be stored (disk full, permissions); not retried
 
-aiohttp's exceptions are translated once, in `collector.clouddc.api`, with ``raise ... from exc``.
+aiohttp's exceptions are translated once, in `collector.net.transport`, with ``raise ... from exc``.
 Per-server errors end up as that server's result; only `AuthError` and `UsageError` end a run.
 
 Every error has a `kind`: a short, stable word ("refused", "dns", "tls", "timeout", "reset",

@@ -62,7 +62,7 @@ async def test_damaged_archive_once_is_fetched_again_from_zero_and_exact(tmp_pat
         sim.script(target, download=[fault])
         outcome = await sweep(sim, tmp_path, fast_settings)
         assert_exact(tmp_path, sim, sim.server_ids)
-        first, second = download_requests(sim, target)
+        _, second = download_requests(sim, target)
     assert "Range" not in second.headers  # from zero, although the server takes ranges
     assert exit_code(outcome) is ExitCode.OK
     assert by_id(outcome)[target].attempts == 2
@@ -99,7 +99,7 @@ async def test_damage_is_final_for_the_retry_policy_other_archive_errors_are_not
 async def client(sim: Simulator) -> AsyncIterator[CloudDC]:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
     async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
-        yield CloudDC(
+        yield CloudDC.alone(
             session, sim.url, sim.project_id, StaticToken(sim.token, "test"), limiter=RateLimiter(1000), policy=POLICY
         )
 
@@ -248,7 +248,7 @@ async def test_multi_member_archive_is_collected_exact_over_loopback(tmp_path):
         await web.TCPSite(runner, "127.0.0.1", 0).start()
         host, port = runner.addresses[0][:2]
         async with aiohttp.ClientSession(auto_decompress=False) as session:
-            api = CloudDC(
+            api = CloudDC.alone(
                 session,
                 f"http://{host}:{port}",
                 project,

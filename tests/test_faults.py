@@ -82,7 +82,7 @@ CONTENT = f"/v1/{PROJECT}/physicalservers/{SERVER}/logs/exports/1/content"
 
 def api_client(session: aiohttp.ClientSession, endpoint: str, policy: RetryPolicy) -> CloudDC:
     credentials = StaticToken("test-token", "test")
-    return CloudDC(session, endpoint, PROJECT, credentials, limiter=RateLimiter(1000), policy=policy)
+    return CloudDC.alone(session, endpoint, PROJECT, credentials, limiter=RateLimiter(1000), policy=policy)
 
 
 def plain_session(**kwargs) -> aiohttp.ClientSession:

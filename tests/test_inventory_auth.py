@@ -759,7 +759,7 @@ async def test_the_ca_bundle_is_what_lets_the_client_reach_a_private_ca_server(t
         async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
 
             def client(project: Project) -> CloudDC:
-                return CloudDC(
+                return CloudDC.alone(
                     session,
                     project.endpoint,
                     project.project_id,

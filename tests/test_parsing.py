@@ -16,7 +16,6 @@ from collector.clouddc.replies import (
     MAX_JSON_DEPTH,
     ExportState,
     ExportStatus,
-    error_for,
     parse_json,
     parse_percentage,
     parse_state,
@@ -24,6 +23,7 @@ from collector.clouddc.replies import (
     safe_export_id,
 )
 from collector.errors import AuthError, Forbidden, NotFoundError, ProtocolError, ServerError, ThrottledError
+from collector.net.status import status_error as error_for
 from collector.sweep.polling import PollSchedule
 from collector.text import clean, clean_text, kind_of, quoted
 

@@ -28,7 +28,6 @@ from collector.clouddc.replies import (
     MAX_NUMBER_CHARS,
     ExportState,
     ExportStatus,
-    error_for,
     parse_json,
     parse_percentage,
     parse_state,
@@ -38,6 +37,7 @@ from collector.clouddc.replies import (
 from collector.config.names import MAX_NAME_BYTES, check_file_name
 from collector.destinations.base import archive_name
 from collector.errors import APIError, ProtocolError
+from collector.net.status import status_error as error_for
 from collector.sweep.polling import ExportDurations, PollSchedule
 from collector.text import clean_text
 

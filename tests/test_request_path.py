@@ -15,11 +15,14 @@ from aiohttp import web
 from test_faults import CONTENT, PROJECT, SERVER, api_client, plain_session, raw_answer, raw_http, serving
 
 from collector.auth import StaticToken
-from collector.clouddc.api import CloudDC
+from collector.clouddc.api import MAX_REDIRECTS, CloudDC
 from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter, RetryPolicy
+from collector.destinations.base import archive_name
+from collector.destinations.local import LocalDestination
 from collector.errors import ConnectionReset, ConnectRefused, ExitCode, ProtocolError, RequestTimeout, ThrottledError
 from collector.simulator import SimConfig, Simulator
+from collector.transfer.download import DownloadOptions, fetch_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -53,7 +56,7 @@ async def trickling(head: bytes, body: bytes, every: float = 0.2) -> AsyncIterat
 
     server = await asyncio.start_server(answer, "127.0.0.1", 0)
     try:
-        yield "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         server.close()
 
@@ -90,8 +93,8 @@ async def test_an_export_post_that_never_connects_is_not_counted_as_an_export_as
 
     async with plain_session() as session:
         api = api_client(session, url, FEW)
-        api.health = EndpointHealth(url, dead_after=60)
-        with pytest.raises(ConnectRefused, match="cannot connect to 127.0.0.1"):
+        api.gateway.health = EndpointHealth(url, dead_after=60)
+        with pytest.raises(ConnectRefused, match=r"cannot connect to 127\.0\.0\.1"):
             await api.export(SERVER, on_sent=count)
     assert sent == 0
 
@@ -107,7 +110,7 @@ async def test_an_export_answer_that_trickles_is_cut_by_the_call_deadline_and_co
         sent += 1
 
     async with trickling(head, body) as url, plain_session() as session:
-        api = CloudDC(
+        api = CloudDC.alone(
             session,
             url,
             PROJECT,
@@ -124,7 +127,7 @@ async def test_an_export_answer_that_trickles_is_cut_by_the_call_deadline_and_co
 async def test_a_status_answer_that_never_comes_is_a_timeout_not_a_hang():
     head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
     async with trickling(head, b"{" + b" " * 99, every=0.3) as url, plain_session() as session:
-        api = CloudDC(
+        api = CloudDC.alone(
             session,
             url,
             PROJECT,
@@ -143,6 +146,29 @@ async def test_an_answer_cut_off_mid_body_is_a_reset():
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.02, max_attempts=1))
         with pytest.raises(ConnectionReset):
             await api.status(SERVER, "1")
+
+
+async def test_a_body_cut_off_is_the_same_error_for_a_json_call_and_a_download(tmp_path):
+    """One translation of aiohttp's errors: a `ClientPayloadError` (fewer bytes than the
+    Content-Length, then the connection closes) is a `ConnectionReset` ("reset") whether it
+    ends a status call or an archive's transfer (the download called it an archive error)."""
+    cut = raw_answer(b'{"export_id"', Content_Length="100")
+    async with raw_http(lambda head: cut) as url, plain_session() as session:
+        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.02, max_attempts=1))
+        with pytest.raises(ConnectionReset) as status_call:
+            await api.status(SERVER, "1")
+        with pytest.raises(ConnectionReset) as download:
+            await fetch_archive(
+                api,
+                SERVER,
+                "1",
+                LocalDestination(tmp_path),
+                archive_name(PROJECT, SERVER),
+                DownloadOptions(policy=api.policy),
+            )
+    assert status_call.value.kind == download.value.kind == "reset"
+    assert isinstance(download.value.__cause__, aiohttp.ClientPayloadError)
+    assert "DownloadServerLogs" in str(download.value)
 
 
 async def test_a_json_answer_larger_than_the_cap_is_a_protocol_error_read_no_further():
@@ -186,6 +212,30 @@ async def test_a_download_redirect_that_makes_no_sense_is_refused_as_a_protocol_
                 pass
 
 
+@pytest.mark.parametrize(("hops", "followed"), [(MAX_REDIRECTS, True), (MAX_REDIRECTS + 1, False)])
+async def test_a_download_follows_max_redirects_and_no_more(hops, followed):
+    """Five redirects are followed (the loop used to give up after four and call it "more
+    than 5"); a sixth is refused."""
+
+    async def hop(request: web.Request) -> web.Response:
+        left = int(request.query.get("left", hops))
+        if left:
+            return web.Response(status=302, headers={"Location": f"{CONTENT}?left={left - 1}"})
+        return web.Response(body=b"archive", headers={"Content-Type": "application/octet-stream"})
+
+    app = web.Application()
+    app.router.add_get(CONTENT, hop)
+    async with serving(app) as url, plain_session() as session:
+        api = api_client(session, url, FEW)
+        if followed:
+            async with api.open_archive(SERVER, "1") as response:
+                assert response.status == 200 and await response.content.read() == b"archive"
+        else:
+            with pytest.raises(ProtocolError, match=f"more than {MAX_REDIRECTS} redirects"):
+                async with api.open_archive(SERVER, "1"):
+                    pass
+
+
 async def test_a_redirect_on_the_status_call_is_refused_and_its_location_escaped():
     answer = raw_answer(b"", "302 Found", Location="http://elsewhere/\x1b[2Jx")
     async with raw_http(lambda head: answer) as url, plain_session() as session:
@@ -227,7 +277,7 @@ async def test_a_refused_export_slows_exports_only_and_polls_keep_their_rate():
         aiohttp.ClientSession() as session,
     ):
         limiter, export_limiter = RateLimiter(100), RateLimiter(100)
-        api = CloudDC(
+        api = CloudDC.alone(
             session,
             sim.url,
             sim.project_id,

@@ -342,7 +342,7 @@ async def test_download_cut_half_way_lands_exact_in_the_bucket(moto_server, buck
     async with Simulator(config, clock=clock) as sim, aiohttp.ClientSession(auto_decompress=False) as session:
         server = sim.server_ids[0]
         sim.script(server, download=["truncate"])
-        api = CloudDC(
+        api = CloudDC.alone(
             session, sim.url, sim.project_id, StaticToken(sim.token, "test"), limiter=RateLimiter(1000), policy=policy
         )
         export = await api.export(server)

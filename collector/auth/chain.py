@@ -31,7 +31,7 @@ from collector.auth.metadata import DEFAULT_ENDPOINT, TIMEOUT, MetadataService, 
 from collector.auth.pod import FULL_URI_ENV, TOKEN_FILE_ENV, pod_identity_from_env
 from collector.auth.profile import DEFAULT_SECTION, Profile, ProfileMissing, credentials_file, read_profile
 from collector.auth.protocol import Credentials, CredentialsUnavailable
-from collector.auth.refresh import Clock, RefreshPolicy
+from collector.auth.refresh import DEFAULT_REFRESH, Clock, RefreshPolicy
 from collector.auth.token import check_env_name, read_secret_file, token_from_env, token_from_file
 from collector.errors import APIError, ProtocolError, RequestError
 
@@ -50,7 +50,6 @@ SCALAR_KINDS = frozenset({"token_env", "token_file"})
 # Options that name a file; a relative path starts from `base_dir`.
 PATH_OPTIONS = frozenset({"path", "password_file"})
 
-_POLICY = RefreshPolicy()  # frozen: one default instance serves every call
 _MAX_PASSWORD_BYTES = 4096
 
 
@@ -63,7 +62,7 @@ def provider_from_spec(
     region: str | None = None,
     session_factory: SessionFactory = default_session,
     clock: Clock = time.time,
-    policy: RefreshPolicy = _POLICY,
+    policy: RefreshPolicy = DEFAULT_REFRESH,
 ) -> Credentials:
     """The provider for one auth entry: ``token_env: {name}``, ``token_file: {path}``, ``aksk:
     {}`` / ``{ak_env, sk_env[, security_token_env]}`` / ``{profile}``, ``iam: {domain, user,
@@ -101,7 +100,7 @@ async def default_chain(
     *,
     session_factory: SessionFactory = default_session,
     clock: Clock = time.time,
-    policy: RefreshPolicy = _POLICY,
+    policy: RefreshPolicy = DEFAULT_REFRESH,
     metadata_endpoint: str = DEFAULT_ENDPOINT,
     probe_timeout: float = 1.0,
 ) -> Credentials:

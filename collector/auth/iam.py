@@ -31,7 +31,7 @@ from collector.auth.http import (
 )
 from collector.auth.keys import is_word, parse_time
 from collector.auth.protocol import Request, set_headers
-from collector.auth.refresh import Clock, Refresher, RefreshPolicy
+from collector.auth.refresh import DEFAULT_REFRESH, Clock, Refresher, RefreshPolicy
 from collector.errors import ProtocolError, UsageError
 
 _MAX_ANSWER = 1024 * 1024
@@ -72,7 +72,7 @@ class IamPassword:
         password: Password,
         session_factory: SessionFactory = default_session,
         clock: Clock = time.time,
-        policy: RefreshPolicy = RefreshPolicy(),
+        policy: RefreshPolicy = DEFAULT_REFRESH,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         self.endpoint = yarl.URL(endpoint.rstrip("/"))
@@ -141,7 +141,7 @@ class IamPassword:
             operation=operation,
             headers={"Content-Type": "application/json;charset=UTF-8", "Accept": "application/json"},
             body=json.dumps(body).encode(),
-            timeout=self._timeout,
+            deadline=self._timeout,
             max_body=_MAX_ANSWER,
         )
         if answer.status not in (200, 201):

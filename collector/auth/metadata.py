@@ -21,7 +21,7 @@ import yarl
 from collector.auth.aksk import AkSk
 from collector.auth.http import Answer, SessionFactory, default_session, exchange, json_object, status_error
 from collector.auth.keys import AccessKeys, is_word, parse_temporary
-from collector.auth.refresh import Clock, Refresher, RefreshPolicy
+from collector.auth.refresh import DEFAULT_REFRESH, Clock, Refresher, RefreshPolicy
 from collector.errors import ProtocolError
 
 DEFAULT_ENDPOINT = "http://169.254.169.254"
@@ -78,7 +78,7 @@ class MetadataService:
             self.endpoint.with_path(KEY_PATH),
             operation=OPERATION,
             headers=headers,
-            timeout=self.timeout,
+            deadline=self.timeout,
         )
 
     async def _update_token(self, *, required: bool) -> None:
@@ -89,7 +89,7 @@ class MetadataService:
             self.endpoint.with_path(TOKEN_PATH),
             operation=operation,
             headers={"X-Metadata-Token-Ttl-Seconds": str(TOKEN_TTL)},
-            timeout=self.timeout,
+            deadline=self.timeout,
             max_body=16 * 1024,
         )
         now = self._clock()
@@ -105,7 +105,7 @@ class MetadataService:
 
 
 def metadata_credentials(
-    source: MetadataService, *, clock: Clock = time.time, policy: RefreshPolicy = RefreshPolicy()
+    source: MetadataService, *, clock: Clock = time.time, policy: RefreshPolicy = DEFAULT_REFRESH
 ) -> AkSk:
     """Requests signed with the keys `source` answers, refreshed ahead of their end."""
     description = "temporary AK/SK from the ECS metadata service (the server's agency)"

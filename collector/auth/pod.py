@@ -19,7 +19,7 @@ from collector.auth.aksk import AkSk
 from collector.auth.http import SessionFactory, default_session, exchange, json_object, status_error
 from collector.auth.keys import AccessKeys, parse_temporary
 from collector.auth.protocol import CredentialsUnavailable
-from collector.auth.refresh import Clock, Refresher, RefreshPolicy
+from collector.auth.refresh import DEFAULT_REFRESH, Clock, Refresher, RefreshPolicy
 from collector.auth.token import read_token_file
 from collector.errors import UsageError
 
@@ -55,7 +55,7 @@ class PodIdentity:
             operation=OPERATION,
             headers={"Authorization": token, "Content-Type": "application/json"},
             body=b"{}",
-            timeout=self._timeout,
+            deadline=self._timeout,
         )
         if not 200 <= answer.status < 300:
             raise status_error(OPERATION, answer, sent=(token,))
@@ -67,7 +67,7 @@ def pod_identity_from_env(
     *,
     session_factory: SessionFactory = default_session,
     clock: Clock = time.time,
-    policy: RefreshPolicy = RefreshPolicy(),
+    policy: RefreshPolicy = DEFAULT_REFRESH,
 ) -> AkSk:
     """The pod identity CCE configured through the environment; checked, not yet fetched."""
     uri, file = environ.get(FULL_URI_ENV, "").strip(), environ.get(TOKEN_FILE_ENV, "").strip()

@@ -57,6 +57,9 @@ class RefreshPolicy:
         return expires_at - margin
 
 
+DEFAULT_REFRESH = RefreshPolicy()  # frozen: one instance serves as every default
+
+
 @dataclass(frozen=True, slots=True)
 class Lease(Generic[T]):
     """The current credential and what `apply` hands back for it."""
@@ -80,7 +83,7 @@ class _Flight:
 class Refresher(Generic[T]):
     """Holds one expiring credential; `get` and `rejected` share a single fetch in flight."""
 
-    def __init__(self, fetch: Fetch[T], *, clock: Clock, policy: RefreshPolicy = RefreshPolicy(), what: str) -> None:
+    def __init__(self, fetch: Fetch[T], *, clock: Clock, policy: RefreshPolicy = DEFAULT_REFRESH, what: str) -> None:
         self._fetch = fetch
         self._clock = clock
         self.policy = policy
@@ -101,30 +104,27 @@ class Refresher(Generic[T]):
         while True:
             lease = self._lease
             now = self._clock()
-            usable = lease is not None and (lease.expires_at is None or now < lease.expires_at)
             if lease is not None and (lease.refresh_at is None or now < lease.refresh_at):
                 return lease
-            if usable and now < self._retry_at:
-                return lease
+            # Due for refresh; still usable meanwhile if it has not expired.
+            usable = lease if lease is not None and (lease.expires_at is None or now < lease.expires_at) else None
+            if usable is not None and now < self._retry_at:
+                return usable
             flight = self._flight
             if flight is None:
                 try:
                     await self._fly(forced=False)
                 except Exception as exc:
-                    if not usable:
+                    if usable is None:
                         raise
-                    log.warning(
-                        "%s: early refresh failed (%s); the current one is valid for %.0f s more",
-                        self.what,
-                        exc,
-                        lease.expires_at - self._clock(),
-                    )
-                    return lease
+                    left = "" if usable.expires_at is None else f" for {usable.expires_at - self._clock():.0f} s more"
+                    log.warning("%s: early refresh failed (%s); the current one is valid%s", self.what, exc, left)
+                    return usable
                 continue
             await flight.done.wait()
             if flight.error is not None and self._lease is lease:
-                if usable:
-                    return lease
+                if usable is not None:
+                    return usable
                 raise flight.error.with_traceback(None)
 
     async def rejected(self, generation: object) -> bool:

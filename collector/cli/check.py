@@ -1,8 +1,9 @@
 """Asking the API before a run: `collector check` and `collector validate --discover`.
 
 `check` sends each project one authenticated ListServers with ``limit=1``, through the
-machinery a run uses: the run's session (proxies, timeouts), one rate limiter and one
-`EndpointHealth` per endpoint, the retry policy, and the credentials the run would use (the
+machinery a run uses: the run's session (proxies, timeouts), one gateway per endpoint
+(`collector.clouddc.gateway`: its rate limiter, `EndpointHealth` and retry budget), the retry
+policy, and the credentials the run would use (the
 SDK's lookup for projects without auth, `collector.run.prepare.with_credentials`). It is the
 cheapest authenticated call there is, and what ``discover:`` needs anyway. What changes is
 patience: an endpoint that never answers is given up after `timeout` seconds (10) instead of
@@ -22,7 +23,7 @@ they are the operator's to fix, and a 401 proves the endpoint answers.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import aiohttp
@@ -30,11 +31,11 @@ import anyio
 
 from collector.clouddc.api import LIST, CloudDC
 from collector.clouddc.discovery import DiscoveredServer, merge_discovered, parse_server_page, unusable
+from collector.clouddc.gateway import Gateways
 from collector.clouddc.replies import parse_json
 from collector.config.inventory import DiscoverSpec, Inventory, Project
 from collector.config.settings import Settings
-from collector.control.endpoint import EndpointHealth, Unreachable
-from collector.control.throttle import RateLimiter
+from collector.control.endpoint import Unreachable
 from collector.errors import AuthError, CollectorError, ExitCode, Forbidden, RequestError
 from collector.run.prepare import chooser, discover, with_credentials
 from collector.text import clean_text
@@ -63,7 +64,7 @@ def verdict_of(exc: CollectorError) -> Verdict:
     return Verdict.FAILED
 
 
-def exit_code(verdicts) -> ExitCode:
+def exit_code(verdicts: Iterable[Verdict]) -> ExitCode:
     """The worst of `verdicts`, in `collector.run.runner.exit_code`'s order: 3, then 4, then 1."""
     found = set(verdicts)
     if found & {Verdict.REJECTED, Verdict.FORBIDDEN}:
@@ -123,46 +124,16 @@ def _visible(servers: int | None, exact: bool) -> str:
     return f"at least {servers:,} server{'s' * (servers != 1)} visible"
 
 
-class _Endpoints:
-    """One rate limiter and one health per endpoint, shared by its projects, as in a run."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._gates: dict[str, tuple[RateLimiter, EndpointHealth]] = {}
-
-    def client(self, project: Project, session: aiohttp.ClientSession) -> CloudDC:
-        settings = self.settings
-        if project.endpoint not in self._gates:
-            self._gates[project.endpoint] = (
-                RateLimiter(settings.rate, max_rate=settings.max_rate),
-                EndpointHealth(
-                    project.endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout
-                ),
-            )
-        limiter, health = self._gates[project.endpoint]
-        return CloudDC(
-            session,
-            project.endpoint,
-            project.project_id,
-            project.credentials,
-            limiter=limiter,
-            policy=settings.policy,
-            health=health,
-            call_timeout=settings.read_timeout,
-            ssl=project.ssl,
-        )
-
-
 async def check_inventory(
     inventory: Inventory, settings: Settings, session: aiohttp.ClientSession, *, environ: Mapping[str, str]
 ) -> list[ProjectCheck]:
     """Every project's check, in inventory order; they run at once."""
     inventory = await with_credentials(inventory, environ)
-    endpoints = _Endpoints(settings)
+    gateways = Gateways(session, settings)
     results: list[ProjectCheck | None] = [None] * len(inventory.projects)
 
     async def check(index: int, project: Project) -> None:
-        client = endpoints.client(project, session)
+        client = CloudDC.for_project(gateways, project)
         results[index] = await check_project(project, client)
 
     async with anyio.create_task_group() as tasks:
@@ -257,6 +228,7 @@ async def discover_inventory(
     keeps its listed servers and its `Discovery` holds the error.
     """
     inventory = await with_credentials(inventory, environ)
+    gateways = Gateways(session, settings)
     projects, found = [], []
     for project in inventory.projects:
         if project.discover is None:
@@ -265,7 +237,7 @@ async def discover_inventory(
         result = Discovery(project)
         found.append(result)
         try:
-            listed = await discover(project, settings, session)
+            listed = await discover(project, gateways)
         except CollectorError as exc:
             result.error = exc
             projects.append(project)

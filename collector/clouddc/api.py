@@ -1,10 +1,12 @@
-"""The three CloudDC calls, and what their answers mean.
+"""The three CloudDC calls (and ListServers), and what their answers mean.
 
-`CloudDC` is a thin client for one (endpoint, project): `export()`, `status()` and
-`open_archive()`. Every call passes the endpoint's shared `RateLimiter`; the JSON calls are
-retried here under the one `RetryPolicy`; downloads are retried by `collector.transfer.download`,
-which knows about partial files. aiohttp's exceptions become `collector.errors` here, and
-nowhere else.
+`CloudDC` is a thin client for one (endpoint, project): `export()`, `status()`,
+`open_archive()` and `list_servers_page()`. It builds each call's URL and reads its answer;
+every request goes through the endpoint's `collector.clouddc.gateway.Gateway` (health gate,
+rate limiter, credentials, one replay on a 401, aiohttp's errors translated, the call
+observed), which the run shares between discovery, `check` and the sweep. The JSON calls are
+retried here under the one `RetryPolicy`; downloads are retried by
+`collector.transfer.download`, which knows about partial files.
 
 What the answers mean is decided in `collector.clouddc.replies`.
 """
@@ -17,54 +19,41 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import aiohttp
-import anyio
 from yarl import URL
 
 from collector.auth import Credentials, Request
-from collector.auth.protocol import host_header
-from collector.clouddc.replies import MAX_JSON_BYTES, ExportStatus, error_for, parse_json, safe_export_id
-from collector.control.endpoint import EndpointHealth
-from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
-from collector.errors import (
-    APIError,
-    AuthError,
-    CollectorError,
-    ProtocolError,
-    RequestError,
-    ServerError,
-    ThrottledError,
+from collector.clouddc.gateway import (
+    DOWNLOAD,
+    EXPORT,
+    LIST,
+    STATUS,
+    CallStats,
+    Gateway,
+    Gateways,
+    Observer,
+    OnRetry,
 )
-from collector.net.transport import read_bounded, translate
+from collector.clouddc.replies import ExportStatus, parse_json, safe_export_id
+from collector.config.inventory import Project
+from collector.control.endpoint import EndpointHealth
+from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota
+from collector.errors import APIError, AuthError, ProtocolError, RequestError, ServerError
 from collector.text import clean_text
 
-EXPORT = "ExportServerLogs"
-STATUS = "ShowLogsExportStatus"
-DOWNLOAD = "DownloadServerLogs"
-LIST = "ListServers"
+__all__ = [
+    "DOWNLOAD",
+    "EXPORT",
+    "LIST",
+    "MAX_REDIRECTS",
+    "STATUS",
+    "ArchiveResponse",
+    "CallStats",
+    "CloudDC",
+    "OnRetry",
+    "redirect_target",
+]
 
 MAX_REDIRECTS = 5
-MAX_ERROR_BYTES = 64 * 1024
-
-OnRetry = Callable[[BaseException, int, float], None]
-
-# Who goes first when requests queue for the endpoint's rate: a download holds one of few
-# transfer slots and finishes a server; an export starts work on the server's side; a poll
-# only asks whether that work is done.
-# How metrics name each call (`collector_requests_total{operation}`).
-METRIC_NAMES = {EXPORT: "export", STATUS: "status", DOWNLOAD: "download", LIST: "list"}
-
-# Discovery runs before the sweep, so its place hardly matters.
-_PRIORITY = {DOWNLOAD: 0, EXPORT: 1, LIST: 1, STATUS: 2}
-
-
-@dataclass
-class CallStats:
-    """What the client sent and what it got back; read by progress and report."""
-
-    requests: int = 0
-    throttled: int = 0
-    retries: int = 0
-    bytes_downloaded: int = 0
 
 
 @dataclass
@@ -80,42 +69,84 @@ class ArchiveResponse:
     content: aiohttp.StreamReader
     etag: str | None = None  # validators, for If-Range on a resume
     last_modified: str | None = None
+    url: URL | None = None  # where the body comes from, for the messages of a transfer that breaks
 
 
 class CloudDC:
-    """Client for one CloudDC project on one endpoint. Cheap; share the session and limiter."""
+    """Client for one CloudDC project, sending through its endpoint's gateway. Cheap.
+
+    A run's clients come from `CloudDC.for_project`, one gateway per endpoint for the whole
+    run; `CloudDC.alone` gives a client a gateway of its own (a test, a one-off script).
+    """
 
     def __init__(
-        self,
+        self, gateway: Gateway, project_id: str, credentials: Credentials, *, ssl: ssl_.SSLContext | bool = True
+    ) -> None:
+        self.gateway = gateway
+        self.project_id = project_id
+        self.credentials = credentials
+        self.ssl = ssl  # the project's CA bundle, or False for `tls: {verify: false}`
+        self._base = URL(gateway.endpoint.rstrip("/")) / "v1" / project_id / "physicalservers"
+
+    @classmethod
+    def for_project(cls, gateways: Gateways, project: Project) -> CloudDC:
+        """`project`'s client, through the run's gateway for its endpoint."""
+        if project.credentials is None:
+            raise ValueError(f"{project.project_id}: credentials are settled before a client is made")
+        return cls(gateways[project.endpoint], project.project_id, project.credentials, ssl=project.ssl)
+
+    @classmethod
+    def alone(
+        cls,
         session: aiohttp.ClientSession,
         endpoint: str,
         project_id: str,
         credentials: Credentials,
         *,
         limiter: RateLimiter,
-        export_limiter: RateLimiter | None = None,
         policy: RetryPolicy,
+        export_limiter: RateLimiter | None = None,
         stats: CallStats | None = None,
         health: EndpointHealth | None = None,
         quota: RetryQuota | None = None,
         call_timeout: float = 60.0,
         ssl: ssl_.SSLContext | bool = True,
-        observe: Callable[[str, int | BaseException], None] | None = None,
-    ) -> None:
-        self.session = session
-        self.endpoint = endpoint
-        self.project_id = project_id
-        self.credentials = credentials
-        self.limiter = limiter
-        self.export_limiter = export_limiter
-        self.policy = policy
-        self.stats = stats if stats is not None else CallStats()
-        self.health = health if health is not None else EndpointHealth(endpoint)
-        self.quota = quota
-        self.call_timeout = call_timeout
-        self.ssl = ssl  # the project's CA bundle, or False for `tls: {verify: false}`
-        self.observe = observe  # told each request's outcome (metrics): operation, status or error
-        self._base = URL(endpoint.rstrip("/")) / "v1" / project_id / "physicalservers"
+        observe: Observer | None = None,
+    ) -> CloudDC:
+        """A client with a gateway of its own, built from these parts."""
+        gateway = Gateway(
+            session,
+            endpoint,
+            limiter=limiter,
+            policy=policy,
+            export_limiter=export_limiter,
+            health=health,
+            quota=quota,
+            stats=stats,
+            call_timeout=call_timeout,
+            observe=observe,
+        )
+        return cls(gateway, project_id, credentials, ssl=ssl)
+
+    @property
+    def endpoint(self) -> str:
+        return self.gateway.endpoint
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self.gateway.limiter
+
+    @property
+    def health(self) -> EndpointHealth:
+        return self.gateway.health
+
+    @property
+    def stats(self) -> CallStats:
+        return self.gateway.stats
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self.gateway.policy
 
     def _export_url(self, server_id: str, export_id: str | None = None, *, content: bool = False) -> URL:
         url = self._base / server_id / "logs" / "exports"
@@ -147,7 +178,7 @@ class CloudDC:
                 on_sent()
             return status
 
-        return await self._retrying(post, on_retry)
+        return await self.gateway.retrying(post, on_retry)
 
     async def list_servers_page(self, marker: str | None = None, *, limit: int = 1000) -> bytes:
         """One page of ListServers, as the raw JSON body `collector.clouddc.discovery` parses.
@@ -161,126 +192,18 @@ class CloudDC:
             _, body = await self._call(LIST, "GET", url)
             return body
 
-        return await self._retrying(page, None)
+        return await self.gateway.retrying(page)
 
     async def status(self, server_id: str, export_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
         url = self._export_url(server_id, export_id)
-        return await self._retrying(lambda: self._json_call(STATUS, "GET", url, export_id=export_id), on_retry)
-
-    async def _retrying(self, call, on_retry: OnRetry | None):
-        def count(exc: BaseException, attempt: int, wait: float) -> None:
-            self.stats.retries += 1
-            if on_retry is not None:
-                on_retry(exc, attempt, wait)
-
-        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota, sleep=self.health.backoff)
-        return result
+        return await self.gateway.retrying(lambda: self._json_call(STATUS, "GET", url, export_id=export_id), on_retry)
 
     async def _send(
         self, operation: str, method: str, url: URL, headers: dict[str, str], *, read: bool
     ) -> tuple[aiohttp.ClientResponse, bytes | None]:
-        """One request to the API: past the endpoint's gate and the limiters, with credentials.
-
-        Credentials are applied last, to the finished request (every header, `Host`
-        included), which is what signing needs. On a 401 the credentials are refreshed once
-        for every task that used them, and the request sent again, once; a 401 after that,
-        or from credentials that cannot be refreshed, is final.
-
-        With `read`, the body is read (bounded, under a total deadline) and the response
-        released; without, the caller streams the body and releases the response.
-        """
-        # POSTs start exports, which the API may cap apart from its request rate: they pass
-        # their own limiter first, so a refused export slows exports, not polls and downloads.
-        governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
-        resent = False
-        while True:
-            async with self.health.admit() as probe:
-                sent_at = await self._take_turn(governor, operation, probe)
-                if sent_at is None:
-                    continue  # the endpoint stopped answering while we queued: back to the gate
-                request = Request(method, url, {"Host": host_header(url), **headers}, project_id=self.project_id)
-                generation = await self.credentials.apply(request)
-                try:
-                    result = await self._request(operation, request, read=read)
-                except ThrottledError as error:
-                    self.health.answered(probe)
-                    self.stats.throttled += 1
-                    governor.throttled(error.retry_after, sent_at=sent_at)
-                    raise
-                except AuthError as error:
-                    self.health.answered(probe)
-                    if error.status == 401 and not resent and await self.credentials.rejected(generation):
-                        resent = True
-                        continue
-                    raise
-                except CollectorError as error:
-                    self.health.failed(error, probe)
-                    if self.health.overloaded(error):
-                        self.stats.throttled += 1
-                        governor.throttled(getattr(error, "retry_after", None), sent_at=sent_at)
-                    raise
-                self.health.answered(probe)
-                governor.succeeded()
-                if governor is not self.limiter:
-                    self.limiter.succeeded()
-                return result
-
-    async def _take_turn(self, governor: RateLimiter, operation: str, probe: bool) -> float | None:
-        """Wait for this request's slot of the rate; None if the endpoint paused meanwhile."""
-        with self.health.queued(probe) as queue:
-            if governor is not self.limiter:
-                await governor.acquire()
-            sent_at = await self.limiter.acquire(_PRIORITY[operation])
-        if queue.cancelled_caught or (self.health.paused and not probe):
-            return None
-        return sent_at
-
-    async def _request(
-        self, operation: str, request: Request, *, read: bool
-    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
-        """One request, aiohttp's errors translated, an error status raised as `APIError`.
-
-        A JSON call (`read`) has a total deadline, `call_timeout`: an answer trickled one
-        byte a second never trips the per-read timeout, and must not hold a server forever.
-        """
-        self.stats.requests += 1
-        url = request.url
-        observed = METRIC_NAMES.get(operation.split(" ", 1)[0], "other")
-        try:
-            with anyio.fail_after(self.call_timeout if read else None):
-                response = await self.session.request(
-                    request.method,
-                    url,
-                    headers=request.headers,
-                    data=request.body or None,
-                    allow_redirects=False,
-                    ssl=self.ssl,
-                )
-                if self.observe is not None:
-                    self.observe(observed, response.status)
-                try:
-                    if response.status >= 400:
-                        # The status decides; the body only adds detail: cut, not refused, and
-                        # a body that breaks off still leaves the status to act on.
-                        try:
-                            body = await read_bounded(response, MAX_ERROR_BYTES, operation, cut=True)
-                        except (TimeoutError, aiohttp.ClientError):
-                            body = b""
-                        raise error_for(response.status, operation, body, response.headers)
-                    body = None
-                    if read and not 300 <= response.status < 400:
-                        body = await read_bounded(response, MAX_JSON_BYTES, operation)
-                except BaseException:
-                    response.release()
-                    raise
-                if read:
-                    response.release()
-                return response, body
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            error = translate(exc, operation, url)
-            if self.observe is not None:
-                self.observe(observed, error)
-            raise error from exc
+        return await self.gateway.send(
+            operation, method, url, headers, self.credentials, project_id=self.project_id, ssl=self.ssl, read=read
+        )
 
     async def _call(self, operation: str, method: str, url: URL) -> tuple[aiohttp.ClientResponse, bytes]:
         """A JSON call's answer and its body; a redirect is refused (it could lead our
@@ -318,11 +241,38 @@ class CloudDC:
             headers["Range"] = f"bytes={offset}-"
             if if_range:
                 headers["If-Range"] = if_range
-        origin = url.origin()
         response, _ = await self._send(DOWNLOAD, "GET", url, headers, read=False)
+        response = await self._follow_redirects(response, url, headers)
+        try:
+            yield ArchiveResponse(
+                status=response.status,
+                content_length=response.content_length,
+                content_range=response.headers.get("Content-Range"),
+                accept_ranges="bytes" in response.headers.get("Accept-Ranges", "").lower(),
+                content_disposition=response.headers.get("Content-Disposition"),
+                request_id=response.headers.get("X-Request-Id"),
+                content=response.content,
+                etag=response.headers.get("ETag"),
+                last_modified=response.headers.get("Last-Modified"),
+                url=response.url,
+            )
+        finally:
+            response.release()
+
+    async def _follow_redirects(
+        self, response: aiohttp.ClientResponse, url: URL, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """The download's final response, after at most `MAX_REDIRECTS` redirects from `response`.
+
+        aiohttp would forward our `X-Auth-Token` to wherever a redirect points, so we follow
+        redirects ourselves: a hop within the API's own origin goes through the gateway with
+        credentials; a hop elsewhere (a presigned object-storage URL) is a plain GET with
+        none, outside the API's rate; https is never downgraded.
+        """
+        origin = url.origin()
         for _ in range(MAX_REDIRECTS):
             if not 300 <= response.status < 400:
-                break
+                return response
             location = response.headers.get("Location")
             response.release()
             if not location:
@@ -335,29 +285,18 @@ class CloudDC:
                 response, _ = await self._send(DOWNLOAD, "GET", url, headers, read=False)
             else:
                 response = await self._plain_get(url, headers)
-        else:
-            response.release()
-            raise ProtocolError(f"{DOWNLOAD}: more than {MAX_REDIRECTS} redirects")
-        try:
-            yield ArchiveResponse(
-                status=response.status,
-                content_length=response.content_length,
-                content_range=response.headers.get("Content-Range"),
-                accept_ranges="bytes" in response.headers.get("Accept-Ranges", "").lower(),
-                content_disposition=response.headers.get("Content-Disposition"),
-                request_id=response.headers.get("X-Request-Id"),
-                content=response.content,
-                etag=response.headers.get("ETag"),
-                last_modified=response.headers.get("Last-Modified"),
-            )
-        finally:
-            response.release()
+        if not 300 <= response.status < 400:
+            return response
+        response.release()
+        raise ProtocolError(f"{DOWNLOAD}: more than {MAX_REDIRECTS} redirects")
 
     async def _plain_get(self, url: URL, headers: dict[str, str]) -> aiohttp.ClientResponse:
         """A GET to another origin (object storage): no credentials, no rate limit of the API's."""
         operation = f"{DOWNLOAD} (redirected to {url.host})"
         try:
-            response, _ = await self._request(operation, Request("GET", url, dict(headers)), read=False)
+            response, _ = await self.gateway.request(
+                operation, Request("GET", url, dict(headers)), ssl=self.ssl, read=False
+            )
             return response
         except AuthError as error:
             # We sent that origin no credentials: its 401/403 (an expired presigned URL, say)

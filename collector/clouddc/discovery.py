@@ -305,10 +305,10 @@ def merge_discovered(listed: tuple[Server, ...], discovered: Iterable[Discovered
     for server in discovered:
         if server.problem is None:
             found.setdefault(server.id, server)
-    merged = []
-    for server in listed:
-        extra = found.pop(server.id, None)
-        merged.append(server if extra is None else _filled(server, extra))
+    merged: list[Server] = []
+    for entry in listed:
+        extra = found.pop(entry.id, None)
+        merged.append(entry if extra is None else _filled(entry, extra))
     merged.extend(server.to_server() for server in found.values())
     return tuple(merged)
 

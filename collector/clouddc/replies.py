@@ -12,7 +12,7 @@ does more than linear work in what it is given.
 - `parse_json` is the one JSON decoder for API answers: size, nesting, numbers and strings
   are bounded before anything downstream sees them.
 - `safe_export_id` admits an export id only if it stays one path segment in a URL.
-- `clean_text` is how server text (error messages, status spellings, header values) gets
+- `clean_text` (`collector.text`) is how server text (error messages, status spellings, header values) gets
   into our messages: control and format characters escaped, length capped.
 - `parse_percentage` and `parse_timestamp` give None for what they cannot read, and only
   values that later arithmetic cannot trip over.
@@ -22,23 +22,17 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from collector.config.names import segment_problem
-from collector.control.throttle import parse_retry_after
 from collector.errors import (
-    APIError,
-    AuthError,
-    Forbidden,
-    NotFoundError,
     ProtocolError,
-    ServerError,
-    ThrottledError,
 )
+from collector.net.status import MAX_CODE_CHARS
 from collector.text import clean_text, kind_of, quoted
 
 
@@ -163,9 +157,6 @@ def _has_surrogate(value: object) -> bool:
     return False
 
 
-MAX_CODE_CHARS = 64  # error_code and request id: short tokens, shown in every summary line
-
-
 # -- the fields of a status answer ---------------------------------------------------------
 
 # Spellings seen in the reference, its examples and real exports. Matched case-insensitively.
@@ -203,7 +194,7 @@ def parse_percentage(value: object) -> int | None:
     if isinstance(value, int):
         return min(max(value, 0), 100)
     if isinstance(value, float):
-        if value != value:  # NaN
+        if math.isnan(value):
             return None
         return int(min(max(value, 0.0), 100.0))
     if not isinstance(value, str) or len(value) > _MAX_PERCENT_CHARS:
@@ -310,48 +301,3 @@ class ExportStatus:
             percentage=parse_percentage(body.get("percentage")),
             created_at=parse_timestamp(body.get("created_at")),
         )
-
-
-def error_for(status: int, operation: str, body: bytes, headers: Mapping[str, str]) -> APIError:
-    """The `APIError` subclass for an error answer, with whatever the body tells.
-
-    Never raises: a body we cannot read only means the error has no detail. Everything the
-    server said goes through `clean_text`.
-    """
-    code = message = None
-    try:
-        parsed = parse_json(body, operation=operation)
-    except ProtocolError:
-        parsed = None
-    if isinstance(parsed, dict):
-        code = parsed.get("error_code") or parsed.get("code")
-        message = parsed.get("error_msg") or parsed.get("message")
-    elif body:
-        message = body
-    retry_after = headers.get("Retry-After")
-    kwargs = dict(
-        operation=operation,
-        error_code=_cleaned(code, MAX_CODE_CHARS),
-        error_msg=_cleaned(message, 200),
-        request_id=_cleaned(headers.get("X-Request-Id"), MAX_CODE_CHARS),
-    )
-    if status == 429:
-        seconds = parse_retry_after(retry_after) if isinstance(retry_after, str) else None
-        return ThrottledError(status, retry_after=seconds, **kwargs)
-    if status == 401:
-        return AuthError(status, **kwargs)
-    if status == 403:
-        return Forbidden(status, **kwargs)
-    if status == 404:
-        return NotFoundError(status, **kwargs)
-    if status >= 500:
-        seconds = parse_retry_after(retry_after) if status == 503 and isinstance(retry_after, str) else None
-        return ServerError(status, retry_after=seconds, **kwargs)
-    return APIError(status, **kwargs)
-
-
-def _cleaned(value: object, limit: int) -> str | None:
-    """`clean_text` of `value`, or None if there is nothing to show."""
-    if value is None:
-        return None
-    return clean_text(value, limit) or None

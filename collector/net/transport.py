@@ -1,7 +1,8 @@
 """aiohttp's exceptions as collector's, and bounded reads: the one place both happen.
 
-Every HTTP call of the project (the CloudDC API in `collector.clouddc.api`, the credential sources
-in `collector.auth.http`) goes through `translate`, so an operator sees the same words for
+Every HTTP call of the project (the CloudDC API through `collector.clouddc.gateway`, the
+archive's body in `collector.transfer.download`, the credential sources in
+`collector.auth.http`) goes through `translate`, so an operator sees the same words for
 the same failure wherever it happened, and every error says which kind it is: refused, DNS,
 TLS (with the hint to give a CA bundle), timeout, reset.
 """
@@ -49,10 +50,19 @@ async def read_bounded(response: aiohttp.ClientResponse, limit: int, operation: 
     return b"".join(chunks)
 
 
-def translate(exc: BaseException, operation: str, url: URL) -> CollectorError:
-    """aiohttp's exceptions (and timeouts) as collector's: the one place this happens."""
-    host = url.host
-    where = f"{host}:{url.port}" if url.port else str(host)
+def translate(exc: BaseException, operation: str, url: URL | None, *, received: int | None = None) -> CollectorError:
+    """aiohttp's exceptions (and timeouts) as collector's: the one place this happens.
+
+    `received` says the failure came while reading a body, after that many bytes (a download
+    cut off, or silent past the read timeout): the message says so. A body cut short
+    (`aiohttp.ClientPayloadError`) is a `ConnectionReset` whichever call it ends.
+    """
+    return _translated(exc, operation, url, received)
+
+
+def _translated(exc: BaseException, operation: str, url: URL | None, received: int | None) -> CollectorError:
+    host = url.host if url is not None else None
+    where = f"{host}:{url.port}" if url is not None and url.port else str(host)
     error: CollectorError
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         error = TLSFailed(
@@ -69,10 +79,15 @@ def translate(exc: BaseException, operation: str, url: URL) -> CollectorError:
         error.sent = False
     elif isinstance(exc, aiohttp.ClientConnectorError):
         error = ConnectRefused(f"{operation}: cannot connect to {where}: {exc.strerror or exc.os_error}", host=host)
+    elif isinstance(exc, TimeoutError) and received is not None:
+        error = RequestTimeout(
+            f"{operation}: stalled: no data from {where} within the read timeout, after {received} bytes", host=host
+        )
     elif isinstance(exc, TimeoutError):
         error = RequestTimeout(f"{operation}: no answer from {where} in time", host=host)
     elif isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
-        error = ConnectionReset(f"{operation}: connection to {where} broke: {clean_text(str(exc))}", host=host)
+        after = f" after {received} bytes" if received is not None else ""
+        error = ConnectionReset(f"{operation}: connection to {where} broke{after}: {clean_text(str(exc))}", host=host)
     elif isinstance(exc, (aiohttp.InvalidURL, ValueError)):
         error = ProtocolError(f"{operation}: invalid URL: {clean_text(str(exc))}")
     else:

@@ -3,7 +3,9 @@
 The inventory says what to do; some of it can only be settled in the event loop, with the
 run's session: projects without `auth` take the credentials the SDK would find (once, for
 all of them), projects with `discover` list their servers through ListServers (paged, through
-the same rate limiter, retries and credentials as every call), and `--select` then picks
+the run's gateway for their endpoint: the rate limiter, endpoint health, retry budget,
+credentials and metrics the sweep then uses too, so an endpoint given up here is given up for
+the run), and `--select` then picks
 among listed and discovered servers alike. The sweep gets a plain inventory and the total is
 known before it starts, for the progress display.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 
 import aiohttp
@@ -31,12 +33,11 @@ from collector.clouddc.discovery import (
     parse_server_page,
     unusable,
 )
+from collector.clouddc.gateway import Gateways
 from collector.config.inventory import Inventory, Project, Server
 from collector.config.select import Selection
 from collector.config.settings import Settings
 from collector.config.shards import Shard
-from collector.control.endpoint import EndpointHealth
-from collector.control.throttle import RateLimiter
 from collector.errors import CollectorError, UsageError
 from collector.log import ev
 
@@ -62,12 +63,16 @@ async def prepare(
     selection: Selection | None = None,
     shard: Shard | None = None,
     environ: Mapping[str, str] | None = None,
+    gateways: Gateways | None = None,
 ) -> tuple[Inventory, list[Rejected]]:
     """The inventory the sweep takes, and the discovered servers it cannot.
 
-    Every shard discovers the whole fleet and keeps its own part: the split depends only on
-    the servers' ids, so the shards agree without talking to each other.
+    Discovery sends through `gateways`, the run's (made here if not given). Every shard
+    discovers the whole fleet and keeps its own part: the split depends only on the servers'
+    ids, so the shards agree without talking to each other.
     """
+    if gateways is None:
+        gateways = Gateways(session, settings)
     inventory = await with_credentials(inventory, os.environ if environ is None else environ)
     rejected: list[Rejected] = []
     if any(project.discover is not None for project in inventory.projects):
@@ -77,7 +82,7 @@ async def prepare(
                 projects.append(project)
                 continue
             try:
-                found = await discover(project, settings, session)
+                found = await discover(project, gateways)
             except CollectorError as exc:
                 # The project's listed servers are still swept; the report says what is missing.
                 log.error(
@@ -140,19 +145,9 @@ async def with_credentials(inventory: Inventory, environ: Mapping[str, str]) -> 
     return replace(inventory, projects=projects)
 
 
-async def discover(project: Project, settings: Settings, session: aiohttp.ClientSession) -> list[DiscoveredServer]:
+async def discover(project: Project, gateways: Gateways) -> list[DiscoveredServer]:
     """Every server the project lists, page by page, following `next_marker`."""
-    client = CloudDC(
-        session,
-        project.endpoint,
-        project.project_id,
-        project.credentials,
-        limiter=RateLimiter(settings.rate, max_rate=settings.max_rate),
-        policy=settings.policy,
-        health=EndpointHealth(project.endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout),
-        call_timeout=settings.read_timeout,
-        ssl=project.ssl,
-    )
+    client = CloudDC.for_project(gateways, project)
     cursor = PageCursor()
     found: list[DiscoveredServer] = []
     while True:
@@ -165,12 +160,14 @@ async def discover(project: Project, settings: Settings, session: aiohttp.Client
 def chooser(project: Project) -> Callable[[DiscoveredServer], bool]:
     """The project's `discover:` as a predicate: `true`, or globs on the name and tags."""
     spec = project.discover
+    if spec is None:
+        raise ValueError(f"{project.project_id}: no discover: to choose with")
     return discover_filter({"name": spec.name, "tags": dict(spec.tags)} if spec.name or spec.tags else True)
 
 
-def restricted(inventory: Inventory, targets) -> Inventory:
+def restricted(inventory: Inventory, targets: Iterable[tuple[Project, Server]]) -> Inventory:
     """`inventory` with only these (project, server) pairs; projects left with none are dropped."""
-    chosen: dict[int, list] = {}
+    chosen: dict[int, list[Server]] = {}
     for project, server in targets:
         chosen.setdefault(id(project), []).append(server)
     projects = tuple(replace(p, servers=tuple(chosen[id(p)])) for p in inventory.projects if id(p) in chosen)

@@ -35,6 +35,7 @@ import aiohttp
 import anyio
 
 from collector import __version__
+from collector.clouddc.gateway import Gateways
 from collector.config.inventory import Inventory
 from collector.config.select import Selection
 from collector.config.settings import Settings
@@ -186,7 +187,10 @@ async def run_sweep(
         session = await stack.enter_async_context(open_session(settings))
         # Before any task group: a user error here (no credentials, a selection of nothing)
         # must reach the caller as itself, not wrapped in an exception group.
-        inventory, rejected = await prepare(inventory, settings, session, selection=selection, shard=shard)
+        gateways = Gateways(session, settings, observe=metrics.request if metrics is not None else None)
+        inventory, rejected = await prepare(
+            inventory, settings, session, selection=selection, shard=shard, gateways=gateways
+        )
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
@@ -201,6 +205,7 @@ async def run_sweep(
                 listeners=listeners,
                 metrics=metrics,
                 session=session,
+                gateways=gateways,
                 rejected=rejected,
                 shard=shard,
             )
@@ -253,6 +258,7 @@ async def _run(
     listeners: Sequence[Listener],
     metrics: Metrics | None,
     session: aiohttp.ClientSession,
+    gateways: Gateways,
     rejected: list[Rejected],
     shard: Shard | None,
 ) -> Outcome:
@@ -277,7 +283,7 @@ async def _run(
                 session,
                 prior=prior,
                 fresh=fresh,
-                observe=metrics.request if metrics is not None else None,
+                gateways=gateways,
             )
             if metrics is not None:
                 metrics.set_servers(inventory.server_count)

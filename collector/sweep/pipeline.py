@@ -27,12 +27,13 @@ import aiohttp
 import anyio
 import anyio.lowlevel
 
-from collector.clouddc.api import CallStats, CloudDC
+from collector.clouddc.api import CloudDC
+from collector.clouddc.gateway import Gateways
 from collector.clouddc.replies import ExportState, ExportStatus
 from collector.config.inventory import Inventory, Project, Server
 from collector.config.settings import Settings
 from collector.control.endpoint import EndpointHealth, Unreachable
-from collector.control.throttle import RateLimiter, RetryQuota, monotonic, sleep
+from collector.control.throttle import monotonic, sleep
 from collector.destinations.base import Archive, Destination, archive_name
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.log import ev
@@ -139,6 +140,7 @@ class Sweep:
         prior: Mapping[tuple[str, str], Entry] | None = None,
         fresh: bool = False,
         observe: Callable[[str, int | BaseException], None] | None = None,
+        gateways: Gateways | None = None,
     ) -> None:
         self.inventory = inventory
         self.prior = prior or {}  # what earlier runs reached, from the journal
@@ -146,43 +148,16 @@ class Sweep:
         self.settings = settings
         self.destination = destination
         self.events = events or Events()
-        self.stats = CallStats()
-        # Per endpoint, shared by its projects: one limiter for every request, and one that
-        # POSTs pass first (an API may cap running exports apart from its request rate).
-        governors: dict[str, tuple[RateLimiter, RateLimiter]] = {}
-        # Per endpoint too: whether it answers at all (see collector.control.endpoint), and the
-        # budget of retries its requests share.
+        # One gateway per endpoint (limiters, health, retry budget, observer), shared by its
+        # projects and, when the runner passes its own, with the discovery before the sweep.
+        self.gateways = gateways if gateways is not None else Gateways(session, settings, observe=observe)
+        self.stats = self.gateways.stats
         self.health: dict[str, EndpointHealth] = {}
-        quotas: dict[str, RetryQuota] = {}
-
         # Keyed by the project entry itself: two entries may name the same project id.
         self.clients: dict[int, CloudDC] = {}
         for project in inventory.projects:
-            if project.endpoint not in governors:
-                governors[project.endpoint] = (
-                    RateLimiter(settings.rate, max_rate=settings.max_rate),
-                    RateLimiter(settings.rate, max_rate=settings.max_rate),
-                )
-                self.health[project.endpoint] = EndpointHealth(
-                    project.endpoint, outage_timeout=settings.outage_timeout, dead_after=settings.dead_after
-                )
-                quotas[project.endpoint] = RetryQuota()
-            limiter, export_limiter = governors[project.endpoint]
-            self.clients[id(project)] = CloudDC(
-                session,
-                project.endpoint,
-                project.project_id,
-                project.credentials,
-                limiter=limiter,
-                export_limiter=export_limiter,
-                policy=settings.policy,
-                stats=self.stats,
-                health=self.health[project.endpoint],
-                quota=quotas[project.endpoint],
-                call_timeout=settings.read_timeout,
-                ssl=project.ssl,
-                observe=observe,
-            )
+            client = self.clients[id(project)] = CloudDC.for_project(self.gateways, project)
+            self.health[project.endpoint] = client.health
         self.durations = ExportDurations()
         # A transfer that trickles below the floor for as long as --read-timeout is stalled too.
         self.download_options = DownloadOptions(

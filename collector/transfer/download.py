@@ -15,13 +15,13 @@ Two kinds of failure, two answers:
   after the end) is fetched once more from zero; a second damaged copy fails the server with
   `ArchiveDamaged`: asking an eighth time would not mend the server's file.
 
-Where the bytes go sits behind `Destination`: a local folder (`collector.destinations.local`) today,
-object storage later.
+Where the bytes go sits behind `Destination`: a local folder (`collector.destinations.local`)
+or an object-storage bucket (`collector.destinations.s3`). A transfer that breaks is
+translated by `collector.net.transport.translate`, like every other HTTP failure.
 """
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import logging
 import re
@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 import aiohttp
 import anyio
 
-from collector.clouddc.api import ArchiveResponse, CloudDC, OnRetry
+from collector.clouddc.api import DOWNLOAD, ArchiveResponse, CloudDC, OnRetry
 from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy, Sleep, retrying
 from collector.destinations.base import Archive, Destination, PartialFile
-from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestError, RequestTimeout, StorageError
+from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestTimeout, StorageError
+from collector.net.transport import translate
 from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,13 @@ def _storing(name: str) -> Iterator[None]:
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 
 
+_DEFAULT_POLICY = RetryPolicy()  # frozen: one instance serves as every default
+
+
 @dataclass(frozen=True)
 class DownloadOptions:
     max_bytes: int = Settings.max_archive_bytes
-    policy: RetryPolicy = RetryPolicy()
+    policy: RetryPolicy = _DEFAULT_POLICY
     # A transfer that averages fewer than `stall_floor` bytes/s over `stall_window` seconds is
     # cut and retried: a server that trickles would otherwise hold a transfer slot for hours
     # (the read timeout only catches silence), and a few such servers would hold them all.
@@ -94,7 +98,11 @@ async def fetch_archive(
     transfer = _Transfer(api, server_id, export_id, partial, options, name)
     try:
         _, attempts = await retrying(
-            transfer.attempt, options.policy, on_retry=on_retry, quota=api.quota, sleep=sleep or api.health.backoff
+            transfer.attempt,
+            options.policy,
+            on_retry=on_retry,
+            quota=api.gateway.quota,
+            sleep=sleep or api.health.backoff,
         )
         with _storing(name):
             return await transfer.partial.commit(), attempts
@@ -227,13 +235,9 @@ class _Transfer:
                 # Keep what arrived: the next attempt continues from here with Range.
                 with anyio.CancelScope(shield=True):
                     await flush()
-            if isinstance(exc, RequestTimeout):
+            if isinstance(exc, RequestTimeout):  # ours: the stall floor above
                 raise RequestTimeout(f"{exc}, after {got} bytes") from exc
-            if isinstance(exc, asyncio.TimeoutError):
-                raise RequestTimeout(f"download stalled: no data within the read timeout, after {got} bytes") from exc
-            if isinstance(exc, aiohttp.ClientPayloadError):
-                raise ArchiveError(f"transfer cut off after {got} bytes ({exc})") from exc
-            raise RequestError(f"transfer failed after {got} bytes: {type(exc).__name__}: {exc}") from exc
+            raise translate(exc, DOWNLOAD, response.url, received=got) from exc
         if chunks:
             await flush()
 
@@ -268,7 +272,7 @@ def _continues_at(response: ArchiveResponse, offset: int) -> bool:
     if response.status != 206 or not response.content_range:
         return False
     match = _CONTENT_RANGE.match(response.content_range)
-    return bool(match) and int(match.group(1)) == offset
+    return match is not None and int(match.group(1)) == offset
 
 
 def _expected_total(response: ArchiveResponse, offset: int) -> int | None:

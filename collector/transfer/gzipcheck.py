@@ -24,8 +24,12 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from collector.errors import ArchiveDamaged
+
+if TYPE_CHECKING:
+    from zlib import _Decompress  # typeshed's name; at run time the class is zlib.Decompress
 
 GZIP_MAGIC = b"\x1f\x8b"
 OUTPUT_BYTES = 256 * 1024  # inflated bytes held at once, whatever the compression ratio
@@ -39,7 +43,7 @@ _ZLIB_SAYS = {
 }
 
 
-def _new_member():  # -> zlib._Decompress (not exported by typeshed under that name)
+def _new_member() -> _Decompress:
     return zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)
 
 
@@ -54,7 +58,7 @@ class GzipCheck:
     def __init__(self) -> None:
         self.fed = 0
         self.members = 0
-        self._inflate = _new_member()
+        self._inflate: _Decompress | None = _new_member()
         self._between = b""  # bytes after a member's end, until there are enough to judge
 
     def feed(self, chunks: Iterable[bytes]) -> None:

@@ -1,0 +1,282 @@
+"""One API endpoint's gateway: every request the run sends to that endpoint passes here.
+
+A run makes one `Gateway` per endpoint (`Gateways`), before discovery, and discovery
+(`collector.run.prepare`), `collector check` and the sweep all send through it. So they share
+what belongs to the endpoint, not to one caller:
+
+- its rate limiter, and the one export POSTs pass first (an API may cap running exports apart
+  from its request rate);
+- its `EndpointHealth`: an endpoint that does not answer is given up once for the whole run,
+  and discovery's verdict is the sweep's;
+- its retry budget (`RetryQuota`);
+- the observer told each request's outcome (``collector_requests_total{operation}``) and the
+  run's `CallStats`, so discovery's ListServers are counted like every other call.
+
+`Gateway.send` is the chain every API request passes, outermost first: the endpoint's health
+gate, the rate limiter(s), the credentials (applied last, to the finished request), the
+request itself (`Gateway.request`), and on a 401 one replay with refreshed credentials.
+`Gateway.request` is one request: aiohttp's errors become collector's
+(`collector.net.transport.translate`), an error status becomes its `APIError`
+(`collector.net.status.status_error`).
+
+Which calls there are, and what their answers mean, is `collector.clouddc.api`'s business.
+"""
+
+from __future__ import annotations
+
+import ssl as ssl_
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import TypeVar
+
+import aiohttp
+import anyio
+from yarl import URL
+
+from collector.auth import Credentials, Request
+from collector.auth.protocol import host_header
+from collector.clouddc.replies import MAX_JSON_BYTES
+from collector.config.settings import Settings
+from collector.control.endpoint import EndpointHealth
+from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
+from collector.errors import AuthError, CollectorError, ServerError, ThrottledError
+from collector.net.status import status_error
+from collector.net.transport import read_bounded, translate
+
+T = TypeVar("T")
+
+EXPORT = "ExportServerLogs"
+STATUS = "ShowLogsExportStatus"
+DOWNLOAD = "DownloadServerLogs"
+LIST = "ListServers"
+
+# How metrics name each call (`collector_requests_total{operation}`); a redirected download
+# ("DownloadServerLogs (redirected to HOST)") counts as a download.
+METRIC_NAMES = {EXPORT: "export", STATUS: "status", DOWNLOAD: "download", LIST: "list"}
+
+# Who goes first when requests queue for the endpoint's rate: a download holds one of few
+# transfer slots and finishes a server; an export starts work on the server's side; a poll
+# only asks whether that work is done. Discovery runs before the sweep, so its place hardly
+# matters.
+PRIORITY = {DOWNLOAD: 0, EXPORT: 1, LIST: 1, STATUS: 2}
+
+MAX_ERROR_BYTES = 64 * 1024
+
+OnRetry = Callable[[BaseException, int, float], None]
+Observer = Callable[[str, int | BaseException], None]
+
+
+@dataclass
+class CallStats:
+    """What the run sent and what it got back; read by progress, metrics and the report."""
+
+    requests: int = 0
+    throttled: int = 0
+    retries: int = 0
+    bytes_downloaded: int = 0
+
+
+class Gateway:
+    """One endpoint's shared machinery, and the chain its requests pass (see the module)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        endpoint: str,
+        *,
+        limiter: RateLimiter,
+        policy: RetryPolicy,
+        export_limiter: RateLimiter | None = None,
+        health: EndpointHealth | None = None,
+        quota: RetryQuota | None = None,
+        stats: CallStats | None = None,
+        call_timeout: float = 60.0,
+        observe: Observer | None = None,
+    ) -> None:
+        self.session = session
+        self.endpoint = endpoint
+        self.limiter = limiter
+        self.export_limiter = export_limiter
+        self.policy = policy
+        self.health = health if health is not None else EndpointHealth(endpoint)
+        self.quota = quota
+        self.stats = stats if stats is not None else CallStats()
+        self.call_timeout = call_timeout
+        self.observe = observe  # told each request's outcome (metrics): operation, status or error
+
+    @classmethod
+    def from_settings(
+        cls,
+        session: aiohttp.ClientSession,
+        endpoint: str,
+        settings: Settings,
+        *,
+        stats: CallStats | None = None,
+        observe: Observer | None = None,
+    ) -> Gateway:
+        """The gateway a run gives `endpoint`: limiters, health and budget from `settings`."""
+        return cls(
+            session,
+            endpoint,
+            limiter=RateLimiter(settings.rate, max_rate=settings.max_rate),
+            export_limiter=RateLimiter(settings.rate, max_rate=settings.max_rate),
+            policy=settings.policy,
+            health=EndpointHealth(endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout),
+            quota=RetryQuota(),
+            stats=stats,
+            call_timeout=settings.read_timeout,
+            observe=observe,
+        )
+
+    async def retrying(self, call: Callable[[], Awaitable[T]], on_retry: OnRetry | None = None) -> T:
+        """`call` under the run's retry policy and this endpoint's budget; its backoff ends
+        early if the endpoint is given up."""
+
+        def count(exc: BaseException, attempt: int, wait: float) -> None:
+            self.stats.retries += 1
+            if on_retry is not None:
+                on_retry(exc, attempt, wait)
+
+        result: T
+        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota, sleep=self.health.backoff)
+        return result
+
+    async def send(
+        self,
+        operation: str,
+        method: str,
+        url: URL,
+        headers: dict[str, str],
+        credentials: Credentials,
+        *,
+        project_id: str,
+        ssl: ssl_.SSLContext | bool = True,
+        read: bool,
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """One request to the API: past the endpoint's gate and the limiters, with credentials.
+
+        Credentials are applied last, to the finished request (every header, `Host`
+        included), which is what signing needs. On a 401 the credentials are refreshed once
+        for every task that used them, and the request sent again, once; a 401 after that,
+        or from credentials that cannot be refreshed, is final.
+
+        With `read`, the body is read (bounded, under a total deadline) and the response
+        released; without, the caller streams the body and releases the response. A redirect
+        comes back as it is, unread: following it is the caller's decision.
+        """
+        # POSTs start exports, which the API may cap apart from its request rate: they pass
+        # their own limiter first, so a refused export slows exports, not polls and downloads.
+        governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
+        resent = False
+        while True:
+            async with self.health.admit() as probe:
+                sent_at = await self._take_turn(governor, operation, probe)
+                if sent_at is None:
+                    continue  # the endpoint stopped answering while we queued: back to the gate
+                request = Request(method, url, {"Host": host_header(url), **headers}, project_id=project_id)
+                generation = await credentials.apply(request)
+                try:
+                    result = await self.request(operation, request, ssl=ssl, read=read)
+                except ThrottledError as error:
+                    self.health.answered(probe)
+                    self.stats.throttled += 1
+                    governor.throttled(error.retry_after, sent_at=sent_at)
+                    raise
+                except AuthError as error:
+                    self.health.answered(probe)
+                    if error.status == 401 and not resent and await credentials.rejected(generation):
+                        resent = True
+                        continue
+                    raise
+                except CollectorError as error:
+                    self.health.failed(error, probe)
+                    if self.health.overloaded(error):
+                        self.stats.throttled += 1
+                        retry_after = error.retry_after if isinstance(error, ServerError) else None
+                        governor.throttled(retry_after, sent_at=sent_at)
+                    raise
+                self.health.answered(probe)
+                governor.succeeded()
+                if governor is not self.limiter:
+                    self.limiter.succeeded()
+                return result
+
+    async def _take_turn(self, governor: RateLimiter, operation: str, probe: bool) -> float | None:
+        """Wait for this request's slot of the rate; None if the endpoint paused meanwhile."""
+        with self.health.queued(probe) as queue:
+            if governor is not self.limiter:
+                await governor.acquire()
+            sent_at = await self.limiter.acquire(PRIORITY[operation])
+        if queue.cancelled_caught or (self.health.paused and not probe):
+            return None
+        return sent_at
+
+    async def request(
+        self, operation: str, request: Request, *, ssl: ssl_.SSLContext | bool = True, read: bool
+    ) -> tuple[aiohttp.ClientResponse, bytes | None]:
+        """One request, aiohttp's errors translated, an error status raised as `APIError`.
+
+        A JSON call (`read`) has a total deadline, `call_timeout`: an answer trickled one
+        byte a second never trips the per-read timeout, and must not hold a server forever.
+        """
+        self.stats.requests += 1
+        url = request.url
+        observed = METRIC_NAMES.get(operation.split(" ", 1)[0], "other")
+        try:
+            with anyio.fail_after(self.call_timeout if read else None):
+                response = await self.session.request(
+                    request.method,
+                    url,
+                    headers=request.headers,
+                    data=request.body or None,
+                    allow_redirects=False,
+                    ssl=ssl,
+                )
+                if self.observe is not None:
+                    self.observe(observed, response.status)
+                try:
+                    if response.status >= 400:
+                        # The status decides; the body only adds detail: cut, not refused, and
+                        # a body that breaks off still leaves the status to act on.
+                        try:
+                            body = await read_bounded(response, MAX_ERROR_BYTES, operation, cut=True)
+                        except (TimeoutError, aiohttp.ClientError):
+                            body = b""
+                        raise status_error(response.status, operation, body, response.headers)
+                    content = None
+                    if read and not 300 <= response.status < 400:
+                        content = await read_bounded(response, MAX_JSON_BYTES, operation)
+                except BaseException:
+                    response.release()
+                    raise
+                if read:
+                    response.release()
+                return response, content
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = translate(exc, operation, url)
+            if self.observe is not None:
+                self.observe(observed, error)
+            raise error from exc
+
+
+class Gateways:
+    """The run's gateways, one per endpoint, each made on first use and kept for the run."""
+
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings, *, observe: Observer | None = None) -> None:
+        self.session = session
+        self.settings = settings
+        self.observe = observe
+        self.stats = CallStats()  # one for the run: every gateway counts into it
+        self._by_endpoint: dict[str, Gateway] = {}
+
+    def __getitem__(self, endpoint: str) -> Gateway:
+        gateway = self._by_endpoint.get(endpoint)
+        if gateway is None:
+            gateway = Gateway.from_settings(
+                self.session, endpoint, self.settings, stats=self.stats, observe=self.observe
+            )
+            self._by_endpoint[endpoint] = gateway
+        return gateway
+
+    def __iter__(self) -> Iterator[Gateway]:
+        return iter(list(self._by_endpoint.values()))
