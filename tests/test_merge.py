@@ -17,7 +17,7 @@ from collector.errors import ExitCode, UsageError
 from collector.observe import merge
 from collector.observe.merge import ReportError, load_folder, merge_folder, merge_reports, read_reports
 from collector.observe.report import build_report
-from collector.sweep.pipeline import ServerResult
+from collector.sweep.results import ServerResult
 
 pytestmark = pytest.mark.timeout(60)
 

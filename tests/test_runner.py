@@ -18,7 +18,7 @@ from collector.observe import crash
 from collector.run.runner import Outcome, _Ledger, closing_lines, error_exit_code, exit_code
 from collector.simulator import SimConfig, Simulator
 from collector.sweep.events import Phase, PhaseChanged
-from collector.sweep.pipeline import ServerResult
+from collector.sweep.results import ServerResult
 
 CONFIG = SimConfig(servers=12, export_seconds=(0.05, 0.15), archive_bytes=(4096, 16384), seed=31)
 

@@ -25,7 +25,7 @@ from typing import Any
 from collector import __version__
 from collector.destinations.local import write_all
 from collector.log import ev
-from collector.sweep.pipeline import ServerResult
+from collector.sweep.results import ServerResult
 from collector.text import clean
 
 REPORT_NAME = "report.json"

@@ -60,7 +60,8 @@ from collector.observe.report import (
 from collector.run.prepare import Rejected, prepare
 from collector.sweep.events import Listener, Phase, PhaseChanged
 from collector.sweep.journal import Entry, Journal, JournalError, summarize
-from collector.sweep.pipeline import ServerResult, Sweep
+from collector.sweep.pipeline import Sweep
+from collector.sweep.results import ServerResult
 
 # The run's own records (its start, stops and end) show at the default level: see
 # collector.cli.logs.configure_logging.
@@ -358,15 +359,9 @@ def open_session(settings: Settings) -> aiohttp.ClientSession:
 def _rejected_result(rejected: Rejected) -> ServerResult:
     """A discovered server we cannot collect: failed, with why, and nothing written for it."""
     why = "discovery failed" if rejected.server_id == "(discovery)" else "listed with an unusable id"
-    return ServerResult(
-        rejected.project_id,
-        rejected.server_id,
-        rejected.name,
-        state=Phase.FAILED.value,
-        error=rejected.reason,
-        error_kind=rejected.kind,
-        reason=why,
-    )
+    result = ServerResult(rejected.project_id, rejected.server_id, rejected.name)
+    result.failed_as(rejected.reason, why, kind=rejected.kind)
+    return result
 
 
 class _Ledger:
@@ -384,18 +379,12 @@ class _Ledger:
             result = ServerResult(project.project_id, server.id, server.name)
             event = self.last.get((project.project_id, server.id))
             if event is not None:
-                result.export_id = event.export_id
+                result.polling(event.export_id)
                 if event.phase is Phase.COLLECTED:
-                    result.state = Phase.COLLECTED.value
-                    result.file = archive_name(project.project_id, server.id)
-                    result.bytes, result.sha256 = event.size, event.sha256
+                    result.collected(archive_name(project.project_id, server.id), event.size, event.sha256)
                 elif event.phase is Phase.FAILED:
-                    result.state = Phase.FAILED.value
-                    result.error = event.error
-                    result.reason = event.reason or event.error
-            if result.state == Phase.PENDING.value:
-                result.error = "not collected: run stopped (internal error)"
-                result.reason = "run stopped: internal error"
+                    result.failed_as(event.error, event.reason or event.error)
+            result.stopped("internal error")
             results.append(result)
         return results
 
