@@ -12,7 +12,9 @@ from collector.config.inventory import load_inventory
 from collector.destinations.base import archive_name
 from collector.destinations.location import S3Location, parse_destination
 from collector.errors import ExitCode, UsageError
-from collector.run.runner import exit_code, run_sweep, state_dir_for
+from collector.run.outcome import exit_code
+from collector.run.paths import state_dir_for
+from collector.run.runner import run_sweep
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

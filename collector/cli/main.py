@@ -2,7 +2,7 @@
 
 Data flows one way: flags and the inventory are read and checked here before the event loop
 starts (a bad one costs no request), `collector.run.runner.run_sweep` does the run, and
-`collector.run.runner.exit_code` turns its outcome into the one number the scheduler sees. The
+`collector.run.outcome.exit_code` turns its outcome into the one number the scheduler sees. The
 settings' flags come from their declarations in `collector.config.settings`.
 
 `collector run` never imports the simulator: `simulate`'s own flags are parsed only when that
@@ -42,7 +42,9 @@ from collector.errors import ExitCode, InventoryErrors, UsageError
 from collector.observe import crash
 from collector.observe.merge import merge_bucket, merge_folder
 from collector.observe.metrics import pushgateway_url
-from collector.run.runner import Outcome, error_exit_code, exit_code, finish, open_session, run_sweep
+from collector.run.outcome import Outcome, error_exit_code, exit_code
+from collector.run.present import finish
+from collector.run.runner import open_session, run_sweep
 from collector.sweep.journal import JournalError
 
 __all__ = ["Outcome", "build_parser", "exit_code", "main"]
