@@ -20,13 +20,13 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
 def counting_folder_fsyncs(monkeypatch) -> list[Path]:
     fsynced: list[Path] = []
-    real = storage._fsync_folder
+    real = storage.fsync_folder
 
     def fsync_folder(folder: Path) -> None:
         fsynced.append(folder)
         real(folder)
 
-    monkeypatch.setattr(storage, "_fsync_folder", fsync_folder)
+    monkeypatch.setattr(storage, "fsync_folder", fsync_folder)
     return fsynced
 
 

@@ -48,13 +48,12 @@ MAX_ERROR_BYTES = 64 * 1024
 
 OnRetry = Callable[[BaseException, int, float], None]
 
-# Who goes first when requests queue for the endpoint's rate: a download holds one of few
-# transfer slots and finishes a server; an export starts work on the server's side; a poll
-# only asks whether that work is done.
 # How metrics name each call (`collector_requests_total{operation}`).
 METRIC_NAMES = {EXPORT: "export", STATUS: "status", DOWNLOAD: "download", LIST: "list"}
 
-# Discovery runs before the sweep, so its place hardly matters.
+# Who goes first when requests queue for the endpoint's rate: a download holds one of few
+# transfer slots and finishes a server; an export starts work on the server's side; a poll
+# only asks whether that work is done. Discovery runs before the sweep, so its place hardly matters.
 _PRIORITY = {DOWNLOAD: 0, EXPORT: 1, LIST: 1, STATUS: 2}
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
@@ -159,17 +160,8 @@ class LocalPartial:
         return self._finish(fd)
 
     def _finish(self, fd: int) -> Path:
-        """fsync and close `fd`, rename the `.part` into place; returns the folder to fsync.
-
-        os.replace swaps the name atomically, and replaces a symlink at the final path rather
-        than following it.
-        """
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.part, self.final)
-        return self.final.parent
+        """fsync and close `fd`, rename the `.part` into place; returns the folder to fsync."""
+        return publish(fd, self.part, self.final)
 
 
 class _GroupCommit:
@@ -233,14 +225,60 @@ def _commit_batch(steps: list[Callable[[], Path]]) -> list[BaseException | None]
             outcomes.append(exc)
     for folder, indices in folders.items():
         try:
-            _fsync_folder(folder)
+            fsync_folder(folder)
         except OSError as exc:
             for index in indices:
                 outcomes[index] = exc
     return outcomes
 
 
-def _fsync_folder(folder: Path) -> None:
+# -- the one atomic write ----------------------------------------------------------------------
+#
+# Every file the collector publishes whole goes through `publish` and `fsync_folder`: the
+# archives here (their folder fsyncs batched by `_GroupCommit`), and through `write_atomically`
+# the report (`collector.observe.report`) and the metrics textfile (`collector.observe.metrics`).
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """`data` under `path`, all or nothing, durable: a reader sees the old file or the new one.
+
+    Written to a hidden temporary file in the same folder (`.NAME.XXXXXX.tmp`, created with
+    O_EXCL), fsynced, renamed over `path`, and the folder fsynced so the rename survives a
+    crash (where the file system allows: some cannot fsync a folder, and the file is in place).
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            if mode != 0o600:  # mkstemp's own
+                os.fchmod(fd, mode)
+            write_all(fd, [data])
+        except BaseException:
+            os.close(fd)
+            raise
+        publish(fd, Path(temporary), path)
+    except BaseException:
+        _unlink_quietly(Path(temporary))
+        raise
+    with suppress(OSError):
+        fsync_folder(path.parent)
+
+
+def publish(fd: int, temporary: Path, final: Path) -> Path:
+    """fsync and close `fd` (open on `temporary`), rename it to `final`; returns the folder
+    whose fsync (`fsync_folder`) makes the rename durable.
+
+    os.replace swaps the name atomically, and replaces a symlink at the final path rather
+    than following it.
+    """
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, final)
+    return final.parent
+
+
+def fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
