@@ -34,7 +34,7 @@ from pathlib import Path
 
 import anyio
 
-from collector.destinations.base import Archive
+from collector.destinations.base import Archive, StoredObject
 
 READ_CHUNK = 1024 * 1024  # rereading an archive to check its sha256
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -53,6 +53,13 @@ class LocalDestination:
     async def check(self, name: str, size: int, sha256: str | None) -> bool:
         """Is the archive there with this size (and, if given, this sha256)?"""
         return await anyio.to_thread.run_sync(_check_file, self.root / name, size, sha256)
+
+    async def stat(self, name: str) -> StoredObject | None:
+        """None: a local file carries no sha256 of ours; the journal beside it is the record."""
+        return None
+
+    async def write_text(self, name: str, text: str) -> None:
+        await anyio.to_thread.run_sync(write_atomically, self.root / name, text.encode())
 
 
 class LocalPartial:

@@ -1,6 +1,6 @@
 """Archives in object storage (AWS S3, Huawei OBS, MinIO, Ceph): `-o s3://BUCKET/PREFIX`.
 
-`S3Destination` is a `collector.transfer.download.Destination`: archive `name` becomes the object
+`S3Destination` is a `collector.destinations.base.Destination`: archive `name` becomes the object
 `PREFIX/name`. One aiobotocore client serves a whole run (`async with S3Destination(...)`):
 botocore signs, finds credentials along its usual chain, and retries; aiohttp carries it.
 
@@ -40,7 +40,6 @@ import asyncio
 import hashlib
 import logging
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -49,7 +48,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from collector.destinations.base import Archive
+from collector.destinations.base import Archive, StoredObject
 from collector.destinations.s3errors import http_status, translating
 from collector.errors import StorageError
 
@@ -63,15 +62,6 @@ MAX_COPY = 5 * 1024 * MiB  # the largest object one CopyObject copies
 COPY_PART = 512 * MiB  # parts of a multipart copy, for larger ones
 CLEANUP_SECONDS = 30  # what aborting an upload may take when a transfer is given up
 CONTENT_TYPE = "application/gzip"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """What a HEAD says about an object: its size, and the sha256 we stamped on it (or None)."""
-
-    name: str
-    size: int
-    sha256: str | None
 
 
 class S3Destination:
@@ -177,8 +167,6 @@ class S3Destination:
             return False
         return sha256 is None or stored.sha256 == sha256
 
-    # -- more ----------------------------------------------------------------------------------
-
     async def stat(self, name: str) -> StoredObject | None:
         """HEAD the object: None if there is none. A run without its journal asks this."""
         key = self.key(name)
@@ -190,6 +178,8 @@ class S3Destination:
                     return None
                 raise
         return StoredObject(name, int(head["ContentLength"]), head.get("Metadata", {}).get("sha256"))
+
+    # -- more ----------------------------------------------------------------------------------
 
     async def list_names(self) -> list[str]:
         """Every key under the prefix, relative to it (for `collector merge`)."""

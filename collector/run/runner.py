@@ -222,7 +222,7 @@ async def _run(
             stopped=stopped_reason(outcome, sweep),
         )
         outcome.report_path = write_report(out_dir, report, report_name)
-        if not isinstance(destination, LocalDestination) and hasattr(destination, "write_text"):
+        if not isinstance(destination, LocalDestination):  # else the report above is in its folder
             await destination.write_text(report_name, json.dumps(report, indent=1))
     except Exception as exc:  # noqa: BLE001 - the report's failure is the crash if there was none
         if outcome.crash is None:

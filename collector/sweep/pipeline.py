@@ -392,12 +392,11 @@ class Sweep:
     async def _found_stored(self, target: Target, progress: _Progress) -> bool:
         """Without a journal entry (a new pod's first run into a bucket), is the archive already
         stored, whole (its size and the sha256 we stamped on it)? Only destinations that can
-        say (`stat`) are asked, and not with --fresh."""
-        stat = getattr(self.destination, "stat", None)
-        if stat is None or self.fresh:
+        say (`stat`: a local folder cannot) are asked, and not with --fresh."""
+        if self.fresh:
             return False
         name = archive_name(*target.key)
-        stored = await stat(name)  # a StorageError fails this server like any other
+        stored = await self.destination.stat(name)  # a StorageError fails this server like any other
         if stored is None or stored.sha256 is None:
             return False
         progress.result.collected(name, stored.size, stored.sha256, earlier=True)
