@@ -28,7 +28,6 @@ When it pauses and when it gives up:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random as _random
 from collections import deque
@@ -93,8 +92,8 @@ class EndpointHealth:
         self._next_probe = 0.0
         self._probing = False
         self._last_error: BaseException | None = None
-        self._change = asyncio.Event()
-        self._gone = asyncio.Event()  # set when given up
+        self._change = anyio.Event()  # replaced by a fresh one at each change: a broadcast
+        self._gone = anyio.Event()  # set when given up
         self._queued: set[anyio.CancelScope] = set()  # requests let through, waiting for the rate
         self._overload_signals: deque[float] = deque()
 
@@ -276,7 +275,7 @@ class EndpointHealth:
 
     def _notify(self) -> None:
         self._change.set()
-        self._change = asyncio.Event()
+        self._change = anyio.Event()
 
 
 def exc_kind(exc: BaseException) -> str:

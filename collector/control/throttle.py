@@ -20,6 +20,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+import anyio
+
 from collector.errors import (
     APIError,
     ArchiveDamaged,
@@ -242,7 +244,7 @@ class RateLimiter:
 class _Waiter:
     priority: int
     arrival: int
-    turn: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
+    turn: anyio.Event = field(default_factory=anyio.Event, compare=False)
     cancelled: bool = field(default=False, compare=False)
 
 

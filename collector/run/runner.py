@@ -90,10 +90,12 @@ async def run_sweep(
         if isinstance(output, S3Location):
             state = prepare_output(state_dir_for(output, settings.state_dir))
             if destination is None:
-                destination = await _open_bucket(stack, output)
+                destination = await _open_bucket(stack, output, settings)
             shown: str | Path = output.url
         else:
             state = shown = prepare_output(output)
+        if destination is None:
+            destination = await stack.enter_async_context(LocalDestination(state))
         metrics = (
             Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway else None
         )
@@ -114,7 +116,7 @@ async def run_sweep(
                 shown,
                 fresh=fresh,
                 live=live,
-                destination=destination or LocalDestination(state),
+                destination=destination,
                 listeners=listeners,
                 metrics=metrics,
                 session=session,
@@ -129,9 +131,12 @@ async def run_sweep(
         return outcome
 
 
-async def _open_bucket(stack: AsyncExitStack, location: S3Location) -> Destination:
-    """The bucket as a destination, proven reachable with our credentials before any API call."""
-    bucket = await stack.enter_async_context(location.open())
+async def _open_bucket(stack: AsyncExitStack, location: S3Location, settings: Settings) -> Destination:
+    """The bucket as a destination, proven reachable with our credentials before any API call.
+    Its client waits as long as the run's other HTTP clients (--connect-timeout, --read-timeout)."""
+    bucket = await stack.enter_async_context(
+        location.open(connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+    )
     try:
         await bucket.check_bucket()
     except StorageError as exc:
