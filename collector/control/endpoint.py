@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import random as _random
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import anyio
@@ -75,7 +75,7 @@ class EndpointHealth:
         outage_timeout: float = 600.0,
         clock: Clock = monotonic,
         sleep: Sleep = sleep,
-        random=_random.random,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         self.url = url
         self.dead_after = dead_after
@@ -135,7 +135,7 @@ class EndpointHealth:
                     self._probing = False
                     self._notify()
                     raise
-                if self.given_up is None and self.paused:
+                if self.given_up is None and self.paused_since is not None:  # still, after the wait
                     return True
                 self._probing = False
                 self._notify()
@@ -178,7 +178,7 @@ class EndpointHealth:
         self._failures_in_row = 0
         if probe:
             self._probing = False
-        if self.paused:
+        if self.paused_since is not None:
             downtime = self._clock() - self.paused_since
             self.paused_since = None
             self._probes_failed = 0
@@ -251,9 +251,13 @@ class EndpointHealth:
             )
 
     def _deadline(self) -> float:
-        if self.answered_once:
-            return self.paused_since + self.outage_timeout
-        return self._first_request + self.dead_after
+        """When a paused endpoint is given up: `outage_timeout` after the pause if it ever
+        answered, else `dead_after` after the first request."""
+        since, limit = (
+            (self.paused_since, self.outage_timeout) if self.answered_once else (self._first_request, self.dead_after)
+        )
+        assert since is not None, "a deadline exists only while paused, after a first request"
+        return since + limit
 
     def _check_deadline(self, now: float) -> None:
         if self.given_up is not None or not self.paused or now < self._deadline():

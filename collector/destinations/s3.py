@@ -213,7 +213,8 @@ class S3Destination:
         with translating(f"read {self.where(key)}"):
             answer = await self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")
             async with answer["Body"] as body:
-                return await body.read()
+                data: bytes = await body.read()
+                return data
 
     async def write_text(self, name: str, text: str, *, content_type: str = "application/json") -> None:
         """Put a small document (report.json) in one PutObject: readers see all of it or the old one."""

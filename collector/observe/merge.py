@@ -307,6 +307,9 @@ def _server(name: str, entry: Any, key: str) -> dict[str, Any]:
     return entry
 
 
+_EXPECTED: dict[type, str] = {dict: "an object", list: "a list", str: "a string"}
+
+
 def _field(name: str, parent: Any, field: str, kind: type, where: str) -> Any:
     if not isinstance(parent, dict):
         raise ReportError(name, f"expected a JSON object, got {_kind(parent)}")
@@ -314,7 +317,7 @@ def _field(name: str, parent: Any, field: str, kind: type, where: str) -> Any:
         raise ReportError(name, f"{where}{field}: missing")
     value = parent[field]
     if not isinstance(value, kind):
-        expected = {dict: "an object", list: "a list", str: "a string"}[kind]
+        expected = _EXPECTED[kind]
         raise ReportError(name, f"{where}{field}: expected {expected}, got {_kind(value)}")
     return value
 
@@ -378,7 +381,7 @@ def _run(parsed: list[_Parsed], result: MergeResult) -> dict[str, Any]:
         "finished_at": finished.isoformat(timespec="seconds"),
         "duration_s": round((finished - started).total_seconds(), 3),
         # The shards' inventory, as report.json has it; a list only if they disagree.
-        "inventory": (inventories or [None])[0] if len(inventories) <= 1 else inventories,
+        "inventory": (inventories[0] if inventories else None) if len(inventories) <= 1 else inventories,
         "version": __version__,
     }
     stopped = [f"{p.shard.label}: {p.stopped}" for p in parsed if p.stopped]

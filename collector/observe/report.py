@@ -19,7 +19,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from collector import __version__
 from collector.destinations.local import write_atomically
@@ -264,7 +264,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return [clean(line, 1000) for line in lines]
 
 
-def emit_summary(record: dict[str, Any], log_format: str, *, stream=None) -> None:
+def emit_summary(record: dict[str, Any], log_format: str, *, stream: TextIO | None = None) -> None:
     """Show the summary: lines on stderr for people, or one `summary` log record in JSON mode
     (its message is the first line, its fields the record), so stderr stays all JSON."""
     lines = summary_lines(record)

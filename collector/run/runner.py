@@ -192,7 +192,8 @@ async def _run(
                 listeners = (*listeners, metrics.on_event)
             tally = Tally(inventory.server_count)
             # The display first: it need not wait for the disk.
-            for listener in (tally, journal.record, ledger, *listeners):
+            subscribers: list[Listener] = [tally, journal.record, ledger, *listeners]
+            for listener in subscribers:
                 sweep.events.subscribe(listener)
             try:
                 async with anyio.create_task_group() as helpers:

@@ -90,7 +90,16 @@ class _Progress:
             "endpoint": self.target.project.endpoint,
         }
 
-    async def enter(self, phase: Phase, **details) -> None:
+    async def enter(
+        self,
+        phase: Phase,
+        *,
+        export_id: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         previous, self.phase = self.phase, phase
         await self.events.emit(
             PhaseChanged(
@@ -100,7 +109,11 @@ class _Progress:
                 previous,
                 endpoint=self.target.project.endpoint,
                 attempt=self.result.attempts,
-                **details,
+                export_id=export_id,
+                size=size,
+                sha256=sha256,
+                error=error,
+                reason=reason,
             )
         )
 
@@ -191,7 +204,7 @@ class Sweep:
         renewals_left = 1
         while True:
             resumed = export_id is not None
-            if not resumed:
+            if export_id is None:
                 export_id = await self.start_export(api, target, progress)
             try:
                 await self.wait_for_export(api, target, export_id, progress, resumed=resumed)
