@@ -16,7 +16,7 @@ What it cannot do like ours: keep a write in flight while the loop receives the 
 the commits of many archives into one thread trip and one folder fsync.
 
 Run as ``python benchmarks/aiofiles_writer.py run -i INVENTORY -o OUT ...``: the arguments of
-``collector``, with `collector.cli.main`'s destination replaced.
+``collector``, with the run's destination (`collector.run.runner`'s) replaced.
 """
 
 from __future__ import annotations
@@ -34,21 +34,14 @@ except ImportError:  # a benchmark-only dependency
 
 from collector.cli import main as cli
 from collector.destinations.base import Archive
-from collector.destinations.local import LocalDestination
+from collector.destinations.local import LocalDestination, fsync_folder
+from collector.run import runner
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _fsync = aiofiles.os.wrap(os.fsync)
 
 
-def _fsync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-_fsync_folder_async = aiofiles.os.wrap(_fsync_folder)
+_fsync_folder_async = aiofiles.os.wrap(fsync_folder)
 
 
 def _open_part(path: str, _flags: int) -> int:
@@ -120,5 +113,5 @@ class AiofilesDestination(LocalDestination):
 
 
 if __name__ == "__main__":
-    cli.LocalDestination = AiofilesDestination
+    runner.LocalDestination = AiofilesDestination  # the runner builds the run's destination
     sys.exit(cli.main(sys.argv[1:]))

@@ -7,9 +7,10 @@ from pathlib import Path
 from collector.config.inventory import load_inventory
 from collector.config.settings import Settings
 from collector.destinations.base import archive_name
-from collector.run.runner import Outcome, run_sweep
+from collector.run.outcome import Outcome
+from collector.run.runner import run_sweep
 from collector.simulator import Simulator
-from collector.sweep.pipeline import ServerResult
+from collector.sweep.results import ServerResult
 
 
 async def sweep(sim: Simulator, tmp_path: Path, settings: Settings, *, then=None, **kwargs) -> Outcome:

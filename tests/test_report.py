@@ -18,7 +18,7 @@ from collector.observe.report import (
     summary_lines,
     summary_record,
 )
-from collector.sweep.pipeline import ServerResult
+from collector.sweep.results import ServerResult
 
 _count = 0
 

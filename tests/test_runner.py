@@ -15,10 +15,12 @@ from collector.config.inventory import load_inventory
 from collector.config.settings import Settings
 from collector.errors import ExitCode, UsageError
 from collector.observe import crash
-from collector.run.runner import Outcome, _Ledger, closing_lines, error_exit_code, exit_code
+from collector.run.ledger import Ledger
+from collector.run.outcome import Outcome, error_exit_code, exit_code
+from collector.run.present import closing_lines
 from collector.simulator import SimConfig, Simulator
 from collector.sweep.events import Phase, PhaseChanged
-from collector.sweep.pipeline import ServerResult
+from collector.sweep.results import ServerResult
 
 CONFIG = SimConfig(servers=12, export_seconds=(0.05, 0.15), archive_bytes=(4096, 16384), seed=31)
 
@@ -178,7 +180,7 @@ def test_after_a_crash_each_server_reports_its_last_known_state(tmp_path):
         "endpoint: https://api.example.com\nproject_id: p1\nauth: {token_env: T}\nservers: [S1, S2, S3, S4]\n"
     )
     inventory = load_inventory(path, {"T": "t"})
-    ledger = _Ledger()
+    ledger = Ledger()
     ledger(PhaseChanged("p1", "S1", Phase.COLLECTED, Phase.DOWNLOADING, export_id="e1", size=10, sha256="ab"))
     ledger(
         PhaseChanged("p1", "S2", Phase.FAILED, Phase.POLLING, export_id="e2", error="export failed", reason="export")

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 
+import anyio
 import pytest
-from _moto import new_bucket_name
+from _moto import FaultyProxy, new_bucket_name
 from test_s3 import get, keys, open_uploads
 
 from collector.config.inventory import load_inventory
 from collector.destinations.base import archive_name
 from collector.destinations.location import S3Location, parse_destination
 from collector.errors import ExitCode, UsageError
-from collector.run.runner import exit_code, run_sweep, state_dir_for
+from collector.run.outcome import exit_code
+from collector.run.paths import state_dir_for
+from collector.run.runner import run_sweep
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -63,6 +66,36 @@ async def test_a_bucket_that_refuses_us_is_a_usage_error_before_any_api_request(
         with pytest.raises(UsageError, match="-o s3://"):
             await run_sweep(inventory, settings, location)
         assert sim.count() == 0
+
+
+class HoldingProxy(FaultyProxy):
+    """Forwards to moto, but holds its first bucket listing for `HOLD` seconds: longer than
+    the run's --read-timeout, far shorter than botocore's own default of 60 s."""
+
+    HOLD = 3.0
+    listings = 0
+
+    async def _handle(self, request):
+        if "list-type" in request.query:
+            self.listings += 1
+            if self.listings == 1:
+                await anyio.sleep(self.HOLD)
+        return await super()._handle(request)
+
+
+async def test_the_bucket_client_keeps_the_runs_read_timeout(tmp_path, fast_settings, moto_server, bucket):
+    """--read-timeout bounds the object-storage client too: the held listing times out and is
+    asked again, where botocore's default (60 s) would have waited for it."""
+    async with HoldingProxy(moto_server.url).running() as proxy, Simulator(SimConfig(servers=1)) as sim:
+        location = parse_destination(f"s3://{bucket}/x", endpoint_url=proxy.url)
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory = load_inventory(tmp_path / "inventory.yaml")
+        settings = fast_settings.__class__(
+            **{**fast_settings.__dict__, "state_dir": str(tmp_path / "state"), "read_timeout": 0.5}
+        )
+        outcome = await run_sweep(inventory, settings, location)
+        assert exit_code(outcome) is ExitCode.OK
+        assert proxy.listings == 2  # the held one timed out after 0.5 s; the second was answered
 
 
 def test_the_state_folder_of_a_bucket_is_derived_from_it_or_refused_without_a_home():

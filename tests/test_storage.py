@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import threading
@@ -20,13 +21,13 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
 
 def counting_folder_fsyncs(monkeypatch) -> list[Path]:
     fsynced: list[Path] = []
-    real = storage._fsync_folder
+    real = storage.fsync_folder
 
     def fsync_folder(folder: Path) -> None:
         fsynced.append(folder)
         real(folder)
 
-    monkeypatch.setattr(storage, "_fsync_folder", fsync_folder)
+    monkeypatch.setattr(storage, "fsync_folder", fsync_folder)
     return fsynced
 
 
@@ -49,7 +50,11 @@ def renaming(folder: Path, name: str, gate: threading.Event | None = None, enter
 
 async def test_commits_arriving_during_a_batch_share_the_next_one(tmp_path, monkeypatch):
     fsynced = counting_folder_fsyncs(monkeypatch)
-    commits = _GroupCommit()
+    async with anyio.create_task_group() as leaders:
+        await commits_share_batches(tmp_path, _GroupCommit(leaders), fsynced)
+
+
+async def commits_share_batches(tmp_path, commits: _GroupCommit, fsynced: list[Path]) -> None:
     gate, entered = threading.Event(), threading.Event()
     first = asyncio.ensure_future(commits.run(renaming(tmp_path, "a", gate, entered)))
     await anyio.to_thread.run_sync(entered.wait, 10)  # the first batch is in its worker thread, held at the gate
@@ -62,7 +67,11 @@ async def test_commits_arriving_during_a_batch_share_the_next_one(tmp_path, monk
 
 
 async def test_a_failed_step_fails_its_own_commit_only(tmp_path):
-    commits = _GroupCommit()
+    async with anyio.create_task_group() as leaders:
+        await one_failure_alone(tmp_path, _GroupCommit(leaders))
+
+
+async def one_failure_alone(tmp_path, commits: _GroupCommit) -> None:
 
     def full_disk() -> Path:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
@@ -80,7 +89,11 @@ async def test_a_failed_step_fails_its_own_commit_only(tmp_path):
 
 async def test_a_cancelled_commit_finishes_before_the_cancellation_lands(tmp_path):
     """Its caller then removes nothing that a worker thread is about to rename."""
-    commits = _GroupCommit()
+    async with anyio.create_task_group() as leaders:
+        await cancelled_commit_finishes(tmp_path, _GroupCommit(leaders))
+
+
+async def cancelled_commit_finishes(tmp_path, commits: _GroupCommit) -> None:
     gate, entered = threading.Event(), threading.Event()
     task = asyncio.ensure_future(commits.run(renaming(tmp_path, "a", gate, entered)))
     await anyio.to_thread.run_sync(entered.wait, 10)  # its step is running in a worker thread
@@ -94,12 +107,15 @@ async def test_a_cancelled_commit_finishes_before_the_cancellation_lands(tmp_pat
     assert (tmp_path / "a").read_bytes() == b"a"
 
 
-async def test_small_archives_land_whole_in_a_folder_made_on_demand(tmp_path):
+@pytest.mark.parametrize("entered", [True, False], ids=["grouped", "alone"])
+async def test_small_archives_land_whole_in_a_folder_made_on_demand(tmp_path, entered):
+    """In its `async with` (as a run uses it) commits are grouped; outside it, each is alone."""
     destination = LocalDestination(tmp_path)
-    partials = [await destination.open_partial(f"project/{n}.tar.gz") for n in range(20)]
-    for n, partial in enumerate(partials):
-        await partial.write([b"\x1f\x8b", bytes([n]) * 100])
-    archives = await asyncio.gather(*(partial.commit() for partial in partials))
+    async with destination if entered else contextlib.nullcontext(destination):
+        partials = [await destination.open_partial(f"project/{n}.tar.gz") for n in range(20)]
+        for n, partial in enumerate(partials):
+            await partial.write([b"\x1f\x8b", bytes([n]) * 100])
+        archives = await asyncio.gather(*(partial.commit() for partial in partials))
     assert [a.size for a in archives] == [102] * 20
     assert sorted(p.name for p in (tmp_path / "project").iterdir()) == sorted(f"{n}.tar.gz" for n in range(20))
     assert (tmp_path / "project" / "7.tar.gz").read_bytes() == b"\x1f\x8b" + bytes([7]) * 100
@@ -117,7 +133,11 @@ async def test_a_stale_part_from_a_killed_run_is_replaced(tmp_path):
 
 
 async def test_a_commit_cancelled_by_its_scope_finishes_first(tmp_path):
-    commits = _GroupCommit()
+    async with anyio.create_task_group() as leaders:
+        await commit_cancelled_by_scope_finishes(tmp_path, _GroupCommit(leaders))
+
+
+async def commit_cancelled_by_scope_finishes(tmp_path, commits: _GroupCommit) -> None:
     gate, entered = threading.Event(), threading.Event()
     order: list[str] = []
     with anyio.CancelScope() as scope:

@@ -20,7 +20,10 @@ from collector.cli.logs import configure_logging
 from collector.config.inventory import load_inventory
 from collector.config.settings import Settings, given, resolve
 from collector.errors import ExitCode
-from collector.run.runner import Outcome, finish, prepare_output, run_sweep
+from collector.run.outcome import Outcome
+from collector.run.paths import prepare_output
+from collector.run.present import finish
+from collector.run.runner import run_sweep
 from collector.simulator import SimConfig, Simulator
 
 DEMO_RATE_LIMIT = 15.0  # requests/s the simulated gateway allows: below our default 20

@@ -21,7 +21,7 @@ import logging
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from collector.text import MESSAGE_LIMIT, clean, clean_block, clean_value
 
@@ -32,7 +32,7 @@ _RESERVED = frozenset({"ts", "level", "event", "message", "logger", "traceback",
 def _message(record: logging.LogRecord) -> str:
     try:
         text = record.getMessage()
-    except Exception as exc:  # a bad format string must not cost the record, or add lines
+    except Exception as exc:  # noqa: BLE001 - a bad format string must not cost the record, or add lines
         text = f"{record.msg!r} {record.args!r} (unformattable: {type(exc).__name__})"
     return clean(text, MESSAGE_LIMIT)
 
@@ -69,7 +69,7 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         try:
             return self._format(record)
-        except Exception as exc:  # logging's own error report would be lines of plain text
+        except Exception as exc:  # noqa: BLE001 - logging's own error report would be lines of plain text
             return json.dumps(
                 {
                     "ts": None,
@@ -90,8 +90,8 @@ class JsonFormatter(logging.Formatter):
         }
         if "event" not in record.__dict__:
             entry["logger"] = clean(record.name, 100)  # where a record without an event came from
-        for key, value in fields_of(record).items():
-            key = clean(str(key), 64)
+        for name, value in fields_of(record).items():
+            key = clean(str(name), 64)
             entry[f"field_{key}" if key in _RESERVED else key] = clean_value(value)
         if record.exc_info:
             entry["traceback"] = clean_block(self.formatException(record.exc_info))
@@ -100,15 +100,15 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-class _StderrHandler(logging.StreamHandler):
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stderr is now, so a live display can interleave log lines."""
 
     @property
-    def stream(self):
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value) -> None:
+    def stream(self, _value: TextIO) -> None:
         pass
 
 

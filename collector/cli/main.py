@@ -2,7 +2,7 @@
 
 Data flows one way: flags and the inventory are read and checked here before the event loop
 starts (a bad one costs no request), `collector.run.runner.run_sweep` does the run, and
-`collector.run.runner.exit_code` turns its outcome into the one number the scheduler sees. The
+`collector.run.outcome.exit_code` turns its outcome into the one number the scheduler sees. The
 settings' flags come from their declarations in `collector.config.settings`.
 
 `collector run` never imports the simulator: `simulate`'s own flags are parsed only when that
@@ -42,7 +42,9 @@ from collector.errors import ExitCode, InventoryErrors, UsageError
 from collector.observe import crash
 from collector.observe.merge import merge_bucket, merge_folder
 from collector.observe.metrics import pushgateway_url
-from collector.run.runner import Outcome, error_exit_code, exit_code, finish, open_session, run_sweep
+from collector.run.outcome import Outcome, error_exit_code, exit_code
+from collector.run.present import finish
+from collector.run.runner import open_session, run_sweep
 from collector.sweep.journal import JournalError
 
 __all__ = ["Outcome", "build_parser", "exit_code", "main"]
@@ -58,15 +60,15 @@ def _shard(text: str) -> Shard:
 def command_merge(args: argparse.Namespace) -> ExitCode:
     location = parse_destination(args.output, endpoint_url=args.s3_endpoint)
     if isinstance(location, LocalLocation):
-        result = merge_folder(location.path)
+        result, where = merge_folder(location.path), str(location.path)
     else:
-        result = anyio.run(merge_bucket, location)
+        result, where = anyio.run(merge_bucket, location), location.url
     for line in result.problems():
         print(f"collector: {line}", file=sys.stderr)
     totals = result.report["totals"]
     print(
         f"{totals['servers']} servers from {len(result.found)} shard report(s): {totals['collected']} collected, "
-        f"{totals['failed']} failed, {totals['pending']} pending; report in {result.path or location.url}",
+        f"{totals['failed']} failed, {totals['pending']} pending; report in {result.path or where}",
         file=sys.stderr,
     )
     return result.exit_code
@@ -184,8 +186,8 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
         found = {(d.project.project_id, d.project.endpoint): d for d in discoveries}
         code = check_exit_code(d.verdict for d in discoveries)
         if code is not ExitCode.OK:
-            for discovery in discoveries:
-                print(discovery.line())
+            for failed in discoveries:
+                print(failed.line())
             print(f"{args.inventory}: discovery failed for {sum(d.error is not None for d in discoveries)} project(s)")
             return code
     elif args.discover:
@@ -193,8 +195,8 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
     if not selection.everything:
         chosen = selection.apply(inventory.targets())
         print(selection.describe(len(chosen), inventory.server_count))
-        for project, server in chosen[:SHOWN]:
-            print(f"  {project.project_id}/{server.id}" + (f"  {server.name}" if server.name else ""))
+        for project, listed in chosen[:SHOWN]:
+            print(f"  {project.project_id}/{listed.id}" + (f"  {listed.name}" if listed.name else ""))
         if len(chosen) > SHOWN:
             print(f"  ... and {len(chosen) - SHOWN:,} more")
     for project in inventory.projects:
@@ -232,8 +234,9 @@ def command_check(args: argparse.Namespace) -> ExitCode:
     return check_exit_code(result.verdict for result in checks)
 
 
-async def _check(inventory: Inventory, timeout: float) -> list[ProjectCheck]:
-    settings = patient_for(resolve(inventory.settings), timeout)
+async def _check(inventory: Inventory, patience: float) -> list[ProjectCheck]:
+    """`collector check`; `patience` (--timeout) is how long an endpoint may stay silent."""
+    settings = patient_for(resolve(inventory.settings), patience)
     async with open_session(settings) as session:
         return await check_inventory(inventory, settings, session, environ=os.environ)
 
@@ -294,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(error_exit_code(exc))
     except KeyboardInterrupt as exc:
         return int(error_exit_code(exc))
-    except Exception as exc:  # a bug: one line for the user, the traceback for a maintainer
+    except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback for a maintainer
         path = crash.save(crash.folder_for(getattr(args, "output", None)), exc)
         print(crash.line(exc, path), file=sys.stderr)
         return int(error_exit_code(exc))

@@ -28,11 +28,10 @@ When it pauses and when it gives up:
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random as _random
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
 import anyio
@@ -77,7 +76,7 @@ class EndpointHealth:
         outage_timeout: float = OUTAGE_TIMEOUT,
         clock: Clock = monotonic,
         sleep: Sleep = sleep,
-        random=_random.random,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         self.url = url
         self.dead_after = dead_after
@@ -94,8 +93,8 @@ class EndpointHealth:
         self._next_probe = 0.0
         self._probing = False
         self._last_error: BaseException | None = None
-        self._change = asyncio.Event()
-        self._gone = asyncio.Event()  # set when given up
+        self._change = anyio.Event()  # replaced by a fresh one at each change: a broadcast
+        self._gone = anyio.Event()  # set when given up
         self._queued: set[anyio.CancelScope] = set()  # requests let through, waiting for the rate
         self._overload_signals: deque[float] = deque()
 
@@ -137,7 +136,7 @@ class EndpointHealth:
                     self._probing = False
                     self._notify()
                     raise
-                if self.given_up is None and self.paused:
+                if self.given_up is None and self.paused_since is not None:  # still, after the wait
                     return True
                 self._probing = False
                 self._notify()
@@ -180,7 +179,7 @@ class EndpointHealth:
         self._failures_in_row = 0
         if probe:
             self._probing = False
-        if self.paused:
+        if self.paused_since is not None:
             downtime = self._clock() - self.paused_since
             self.paused_since = None
             self._probes_failed = 0
@@ -253,9 +252,13 @@ class EndpointHealth:
             )
 
     def _deadline(self) -> float:
-        if self.answered_once:
-            return self.paused_since + self.outage_timeout
-        return self._first_request + self.dead_after
+        """When a paused endpoint is given up: `outage_timeout` after the pause if it ever
+        answered, else `dead_after` after the first request."""
+        since, limit = (
+            (self.paused_since, self.outage_timeout) if self.answered_once else (self._first_request, self.dead_after)
+        )
+        assert since is not None, "a deadline exists only while paused, after a first request"
+        return since + limit
 
     def _check_deadline(self, now: float) -> None:
         if self.given_up is not None or not self.paused or now < self._deadline():
@@ -277,7 +280,7 @@ class EndpointHealth:
 
     def _notify(self) -> None:
         self._change.set()
-        self._change = asyncio.Event()
+        self._change = anyio.Event()
 
 
 def exc_kind(exc: BaseException) -> str:

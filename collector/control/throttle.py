@@ -19,6 +19,9 @@ import random as _random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+import anyio
 
 from collector.errors import (
     APIError,
@@ -35,6 +38,7 @@ MAX_RETRY_AFTER = 600.0  # never sleep longer than 10 minutes on a server's say-
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+T = TypeVar("T")
 
 # The clock and sleep of the hot paths (every request passes the limiter and `retrying`).
 # asyncio's loop clock is time.monotonic, and anyio.current_time/anyio.sleep call into it
@@ -102,7 +106,7 @@ class RetryPolicy:
     random: Callable[[], float] = field(default=_random.random, repr=False, compare=False)
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
-        ceiling = min(self.cap, self.base * 2 ** (retry - 1))
+        ceiling = min(self.cap, self.base * 2.0 ** (retry - 1))
         jittered = self.random() * ceiling
         return max(jittered, retry_after or 0.0)
 
@@ -242,7 +246,7 @@ class RateLimiter:
 class _Waiter:
     priority: int
     arrival: int
-    turn: asyncio.Event = field(default_factory=asyncio.Event, compare=False)
+    turn: anyio.Event = field(default_factory=anyio.Event, compare=False)
     cancelled: bool = field(default=False, compare=False)
 
 
@@ -310,14 +314,14 @@ class RetryQuota:
 
 
 async def retrying(
-    call: Callable[[], Awaitable],
+    call: Callable[[], Awaitable[T]],
     policy: RetryPolicy,
     *,
     on_retry: Callable[[BaseException, int, float], None] | None = None,
     quota: RetryQuota | None = None,
     clock: Clock = monotonic,
     sleep: Sleep = sleep,
-):
+) -> tuple[T, int]:
     """Run `call` until it succeeds or `policy` (or the shared `quota`) says the failure is
     final; re-raise that one.
 

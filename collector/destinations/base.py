@@ -31,6 +31,26 @@ class PartialFile(Protocol):
     def sha256(self) -> str: ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredObject:
+    """What a destination vouches for about a stored archive: its size, and the sha256 we
+    stamped on it (None if it carries none)."""
+
+    name: str
+    size: int
+    sha256: str | None
+
+
 class Destination(Protocol):
     async def open_partial(self, name: str) -> PartialFile: ...
     async def check(self, name: str, size: int, sha256: str | None) -> bool: ...
+
+    async def stat(self, name: str) -> StoredObject | None:
+        """The archive stored under `name` as the destination itself records it, or None if it
+        holds no record of one (a local folder: its journal is the record). Asked by a run
+        without a journal entry for the server, before it collects it."""
+        ...
+
+    async def write_text(self, name: str, text: str) -> None:
+        """Store a small document (the report) under `name`, whole or not at all."""
+        ...

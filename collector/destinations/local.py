@@ -20,20 +20,30 @@ Where the time goes, and what is done about it:
   fsync per folder per batch, instead of a trip and two fsyncs per archive. Each system call
   in a worker thread hands the GIL back and forth with the busy event loop; per archive that
   handover and the journal commits of ext4 cost more than the transfer itself.
+
+The write in flight and the commit leader are tasks of the destination's own task group,
+open while it is used as ``async with LocalDestination(root) as destination`` (the runner
+does). Used without the block, a destination does the same work in its caller's task: each
+batch written before the next is taken, each archive committed alone.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
+from types import TracebackType
 
 import anyio
+import anyio.to_thread
+from anyio.abc import TaskGroup
 
-from collector.destinations.base import Archive
+from collector.destinations import jobs
+from collector.destinations.base import Archive, StoredObject
+from collector.destinations.jobs import Job
 
 READ_CHUNK = 1024 * 1024  # rereading an archive to check its sha256
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -44,20 +54,41 @@ class LocalDestination:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._tasks: TaskGroup | None = None
         self._commits = _GroupCommit()
 
+    async def __aenter__(self) -> LocalDestination:
+        self._tasks = self._commits.tasks = await jobs.open_group()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        tasks, self._tasks, self._commits.tasks = self._tasks, None, None
+        if tasks is not None:
+            await jobs.close_group(tasks, failed=exc is not None)
+
     async def open_partial(self, name: str) -> LocalPartial:
-        return LocalPartial(self.root, name, self._commits)
+        return LocalPartial(self.root, name, self._commits, self._tasks)
 
     async def check(self, name: str, size: int, sha256: str | None) -> bool:
         """Is the archive there with this size (and, if given, this sha256)?"""
         return await anyio.to_thread.run_sync(_check_file, self.root / name, size, sha256)
 
+    async def stat(self, name: str) -> StoredObject | None:
+        """None: a local file carries no sha256 of ours; the journal beside it is the record."""
+        return None
+
+    async def write_text(self, name: str, text: str) -> None:
+        await anyio.to_thread.run_sync(write_atomically, self.root / name, text.encode())
+
 
 class LocalPartial:
     """One archive on its way to `ROOT/name`: see the module's docstring."""
 
-    def __init__(self, root: Path, name: str, commits: _GroupCommit | None = None) -> None:
+    def __init__(
+        self, root: Path, name: str, commits: _GroupCommit | None = None, tasks: TaskGroup | None = None
+    ) -> None:
         self.name = name
         self.final = root / name
         self.part = self.final.with_name(self.final.name + ".part")
@@ -66,7 +97,8 @@ class LocalPartial:
         self._hash = hashlib.sha256()
         self._fd: int | None = None
         self._first: list[bytes] | None = None  # the first chunks, while the file does not exist yet
-        self._writing: asyncio.Future[None] | None = None  # the write in flight
+        self._tasks = tasks  # where a write runs while the next batch arrives (None: inline)
+        self._writing: Job | None = None  # the write in flight
 
     # -- in the event loop -------------------------------------------------------------------
 
@@ -83,9 +115,9 @@ class LocalPartial:
             self._fd = await anyio.to_thread.run_sync(self._create_fd)
             if self._first:
                 first, self._first = self._first, None
-                self._writing = _in_thread(write_all, self._fd, first)
+                await self._start_write(self._fd, first)
         await self._settle()
-        self._writing = _in_thread(write_all, self._fd, chunks)
+        await self._start_write(self._fd, chunks)
         self.size += size
 
     async def truncate(self) -> None:
@@ -116,11 +148,19 @@ class LocalPartial:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(_unlink_quietly, self.part)
 
+    async def _start_write(self, fd: int, chunks: list[bytes]) -> None:
+        """Write `chunks` in a worker thread: as a task that the next `_settle` waits for, so
+        the event loop receives the next batch meanwhile; without a task group, now."""
+        if self._tasks is None:
+            await anyio.to_thread.run_sync(write_all, fd, chunks)  # waits for the thread, cancelled or not
+        else:
+            self._writing = jobs.start(self._tasks, lambda: anyio.to_thread.run_sync(write_all, fd, chunks))
+
     async def _settle(self) -> None:
         """Wait for the write in flight and raise its error."""
         if self._writing is not None:
-            # Shielded: cancelling this wait must not forget a thread still writing (see _close).
-            await asyncio.shield(self._writing)
+            # A cancelled caller leaves the write running: `_close` waits for it.
+            await self._writing.result()
             self._writing = None
 
     async def _close(self) -> None:
@@ -130,10 +170,7 @@ class LocalPartial:
         fd, writing = self._fd, self._writing
         self._fd = self._writing = None
         if writing is not None:
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({writing})
-            if not writing.cancelled():
-                writing.exception()  # an error there is this file's, now unwanted; mark it seen
+            await writing.finished()  # an error there is this file's, now unwanted
         os.close(fd)
 
     # -- in a worker thread ------------------------------------------------------------------
@@ -159,66 +196,56 @@ class LocalPartial:
         return self._finish(fd)
 
     def _finish(self, fd: int) -> Path:
-        """fsync and close `fd`, rename the `.part` into place; returns the folder to fsync.
-
-        os.replace swaps the name atomically, and replaces a symlink at the final path rather
-        than following it.
-        """
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(self.part, self.final)
-        return self.final.parent
+        """fsync and close `fd`, rename the `.part` into place; returns the folder to fsync."""
+        return publish(fd, self.part, self.final)
 
 
 class _GroupCommit:
     """Commits archives in batches: one worker-thread trip and one fsync per folder per batch.
 
-    Group commit, as databases do for their logs: a leader task takes the waiting commits to
-    a worker thread, then the ones that arrived meanwhile, until none wait. The leader is a
-    task of its own, so no caller's cancellation can strand the others' outcomes; and a caller
-    waits for its own step even when cancelled, so it never races a thread that is renaming
-    its file (the cancellation lands once the step is done).
+    Group commit, as databases do for their logs: a leader, a task of `tasks`, takes the
+    waiting commits to a worker thread, then the ones that arrived meanwhile, until none wait.
+    The leader is a task of its own, so no caller's cancellation can strand the others'
+    outcomes; and a caller waits for its own step even when cancelled, so it never races a
+    thread that is renaming its file (the cancellation lands once the step is done). Without
+    `tasks` (a destination used outside its `async with`), each caller commits alone.
     """
 
-    def __init__(self) -> None:
-        self._waiting: list[tuple[Callable[[], Path], asyncio.Future[None]]] = []
-        self._leader: asyncio.Task[None] | None = None
+    def __init__(self, tasks: TaskGroup | None = None) -> None:
+        self.tasks = tasks
+        self._waiting: list[tuple[Callable[[], Path], Job]] = []
+        self._leading = False
 
     async def run(self, step: Callable[[], Path]) -> None:
         """Run `step` (in a worker thread; it returns the folder to fsync) as part of a batch."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.tasks is None:
+            [error] = await anyio.to_thread.run_sync(_commit_batch, [step])  # waits for the thread, cancelled or not
+            if error is not None:
+                raise error
+            return
+        done = Job()
         self._waiting.append((step, done))
-        if self._leader is None:
-            self._leader = asyncio.ensure_future(self._lead())
-        with anyio.CancelScope(shield=True):
-            try:
-                await asyncio.shield(done)
-            except asyncio.CancelledError:
-                if not done.done():  # a plain asyncio cancel() got past anyio's shield: finish first
-                    await asyncio.wait({done})
-                    if not done.cancelled():
-                        done.exception()  # mark an error as seen: the cancellation wins
-                raise
+        if not self._leading:
+            self._leading = True
+            self.tasks.start_soon(self._lead)
+        await done.result_through_cancellation()
 
     async def _lead(self) -> None:
+        batch: list[tuple[Callable[[], Path], Job]] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting, []
-                try:
-                    outcomes = await anyio.to_thread.run_sync(_commit_batch, [step for step, _ in batch])
-                except BaseException:  # the loop is shutting down under us
-                    for _, done in batch:
-                        done.cancel()
-                    raise
+                outcomes = await anyio.to_thread.run_sync(_commit_batch, [step for step, _ in batch])
                 for (_, done), outcome in zip(batch, outcomes, strict=True):
-                    if outcome is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(outcome)
+                    done.settle(outcome)
+                batch = []
+        except BaseException as exc:  # the destination is being torn down under us
+            for _, done in [*batch, *self._waiting]:
+                done.settle(exc)
+            self._waiting = []
+            raise
         finally:
-            self._leader = None
+            self._leading = False
 
 
 def _commit_batch(steps: list[Callable[[], Path]]) -> list[BaseException | None]:
@@ -233,25 +260,65 @@ def _commit_batch(steps: list[Callable[[], Path]]) -> list[BaseException | None]
             outcomes.append(exc)
     for folder, indices in folders.items():
         try:
-            _fsync_folder(folder)
+            fsync_folder(folder)
         except OSError as exc:
             for index in indices:
                 outcomes[index] = exc
     return outcomes
 
 
-def _fsync_folder(folder: Path) -> None:
+# -- the one atomic write ----------------------------------------------------------------------
+#
+# Every file the collector publishes whole goes through `publish` and `fsync_folder`: the
+# archives here (their folder fsyncs batched by `_GroupCommit`), and through `write_atomically`
+# the report (`collector.observe.report`) and the metrics textfile (`collector.observe.metrics`).
+
+
+def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """`data` under `path`, all or nothing, durable: a reader sees the old file or the new one.
+
+    Written to a hidden temporary file in the same folder (`.NAME.XXXXXX.tmp`, created with
+    O_EXCL), fsynced, renamed over `path`, and the folder fsynced so the rename survives a
+    crash (where the file system allows: some cannot fsync a folder, and the file is in place).
+    """
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        try:
+            if mode != 0o600:  # mkstemp's own
+                os.fchmod(fd, mode)
+            write_all(fd, [data])
+        except BaseException:
+            os.close(fd)
+            raise
+        publish(fd, Path(temporary), path)
+    except BaseException:
+        _unlink_quietly(Path(temporary))
+        raise
+    with suppress(OSError):
+        fsync_folder(path.parent)
+
+
+def publish(fd: int, temporary: Path, final: Path) -> Path:
+    """fsync and close `fd` (open on `temporary`), rename it to `final`; returns the folder
+    whose fsync (`fsync_folder`) makes the rename durable.
+
+    os.replace swaps the name atomically, and replaces a symlink at the final path rather
+    than following it.
+    """
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, final)
+    return final.parent
+
+
+def fsync_folder(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _in_thread(func, *args) -> asyncio.Future[None]:
-    """Start `func` in the loop's executor and return its future, to await later: unlike
-    anyio.to_thread, this lets the write run while the event loop receives the next batch."""
-    return asyncio.get_running_loop().run_in_executor(None, func, *args)
 
 
 def write_all(fd: int, chunks: list[bytes]) -> None:

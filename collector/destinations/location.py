@@ -14,8 +14,8 @@ The endpoint is, in order: the `endpoint_url` given (a command-line option), the
 standard `AWS_ENDPOINT_URL_S3` and `AWS_ENDPOINT_URL` (as the AWS SDKs read them, unless
 `AWS_IGNORE_CONFIGURED_ENDPOINT_URLS` is true), else AWS's own. Credentials and region are
 left to botocore's usual chain, except that an OBS endpoint
-(`https://obs.REGION.myhuaweicloud.com`) gives the region when none is set. This module does not import aiobotocore: a local run never
-loads it.
+(`https://obs.REGION.myhuaweicloud.com`) gives the region when none is set. This module does
+not import aiobotocore: a local run never loads it.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ def _check_endpoint(url: str, source: str) -> str:
     if parts.username is not None or parts.password is not None:
         raise UsageError(
             f"{source}: the object-storage endpoint cannot carry credentials",
-            hint="give it as https://HOST[:PORT]; credentials come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile",
+            hint="give it as https://HOST[:PORT]; credentials come from "
+            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile",
         )
     if parts.query or parts.fragment:
         raise UsageError(

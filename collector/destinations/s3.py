@@ -1,6 +1,6 @@
 """Archives in object storage (AWS S3, Huawei OBS, MinIO, Ceph): `-o s3://BUCKET/PREFIX`.
 
-`S3Destination` is a `collector.transfer.download.Destination`: archive `name` becomes the object
+`S3Destination` is a `collector.destinations.base.Destination`: archive `name` becomes the object
 `PREFIX/name`. One aiobotocore client serves a whole run (`async with S3Destination(...)`):
 botocore signs, finds credentials along its usual chain, and retries; aiohttp carries it.
 
@@ -36,20 +36,21 @@ lifecycle rule that aborts incomplete multipart uploads after a day.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from anyio.abc import TaskGroup
 from botocore.exceptions import ClientError
 
-from collector.destinations.base import Archive
+from collector.destinations import jobs
+from collector.destinations.base import Archive, StoredObject
+from collector.destinations.jobs import Job
 from collector.destinations.s3errors import http_status, translating
 from collector.errors import StorageError
 
@@ -63,15 +64,6 @@ MAX_COPY = 5 * 1024 * MiB  # the largest object one CopyObject copies
 COPY_PART = 512 * MiB  # parts of a multipart copy, for larger ones
 CLEANUP_SECONDS = 30  # what aborting an upload may take when a transfer is given up
 CONTENT_TYPE = "application/gzip"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """What a HEAD says about an object: its size, and the sha256 we stamped on it (or None)."""
-
-    name: str
-    size: int
-    sha256: str | None
 
 
 class S3Destination:
@@ -121,6 +113,7 @@ class S3Destination:
         )
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
+        self._tasks: TaskGroup | None = None  # where parts upload while the next one fills
         self.buffered = 0  # bytes held by every transfer, filling or uploading
         self.peak_buffered = 0
 
@@ -140,20 +133,33 @@ class S3Destination:
                 )
             )
             self._stack = stack.pop_all()
+        # Opened after the client, and closed before it: every part is over before it closes.
+        self._tasks = await jobs.open_group()
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
+        stack, self._stack, tasks, self._tasks = self._stack, None, self._tasks, None
+        try:
+            if tasks is not None:
+                await jobs.close_group(tasks, failed=exc is not None)
+        finally:
+            self._client = None
+            if stack is not None:
+                await stack.aclose()
 
     @property
     def client(self) -> Any:
         if self._client is None:
             raise RuntimeError("S3Destination is used outside its `async with` block")
         return self._client
+
+    @property
+    def tasks(self) -> TaskGroup:
+        if self._tasks is None:
+            raise RuntimeError("S3Destination is used outside its `async with` block")
+        return self._tasks
 
     def key(self, name: str) -> str:
         """The object key of archive (or report) `name`. Names are ours, checked all the same."""
@@ -177,8 +183,6 @@ class S3Destination:
             return False
         return sha256 is None or stored.sha256 == sha256
 
-    # -- more ----------------------------------------------------------------------------------
-
     async def stat(self, name: str) -> StoredObject | None:
         """HEAD the object: None if there is none. A run without its journal asks this."""
         key = self.key(name)
@@ -190,6 +194,8 @@ class S3Destination:
                     return None
                 raise
         return StoredObject(name, int(head["ContentLength"]), head.get("Metadata", {}).get("sha256"))
+
+    # -- more ----------------------------------------------------------------------------------
 
     async def list_names(self) -> list[str]:
         """Every key under the prefix, relative to it (for `collector merge`)."""
@@ -207,7 +213,8 @@ class S3Destination:
         with translating(f"read {self.where(key)}"):
             answer = await self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{limit}")
             async with answer["Body"] as body:
-                return await body.read()
+                data: bytes = await body.read()
+                return data
 
     async def write_text(self, name: str, text: str, *, content_type: str = "application/json") -> None:
         """Put a small document (report.json) in one PutObject: readers see all of it or the old one."""
@@ -252,7 +259,7 @@ class S3Partial:
         self._filling = 0
         self._held = 0  # bytes filling, uploading, or being put
         self._in_flight = 0  # bytes of the part uploading
-        self._sending: asyncio.Task[None] | None = None
+        self._sending: Job | None = None  # the part uploading, a task of the destination's
         self._upload_id: str | None = None
         self._parts: list[dict[str, Any]] = []
 
@@ -346,7 +353,7 @@ class S3Partial:
     # -- parts ---------------------------------------------------------------------------------
 
     async def _start_part(self) -> None:
-        """Send what has filled as the next part, in a task of its own; `_settle` awaits it."""
+        """Send what has filled as the next part, as a task of the destination's; `_settle` awaits it."""
         destination = self.destination
         if len(self._parts) >= MAX_PARTS:
             raise StorageError(
@@ -362,7 +369,8 @@ class S3Partial:
             self._upload_id = started["UploadId"]
         body = self._take_part()
         self._in_flight = len(body)
-        self._sending = asyncio.ensure_future(self._upload_part(self._upload_id, len(self._parts) + 1, body))
+        upload_id, number = self._upload_id, len(self._parts) + 1
+        self._sending = jobs.start(destination.tasks, lambda: self._upload_part(upload_id, number, body))
 
     async def _upload_part(self, upload_id: str, number: int, body: bytes) -> None:
         destination = self.destination
@@ -383,19 +391,16 @@ class S3Partial:
     async def _settle(self) -> None:
         """Wait for the part in flight and raise its error."""
         if self._sending is not None:
-            # Shielded: a cancelled caller must not cancel the upload behind `_abandon`'s back.
-            await asyncio.shield(self._sending)
+            # A cancelled caller leaves the upload running: `_abandon` stops it.
+            await self._sending.result()
             self._sending = None
 
     async def _abandon(self) -> None:
         """Stop the part in flight and abort the upload. Raises `StorageError` if S3 refuses."""
         sending, self._sending = self._sending, None
         if sending is not None:
-            sending.cancel()
-            with anyio.CancelScope(shield=True):
-                await asyncio.wait({sending})
-            if not sending.cancelled():
-                sending.exception()  # this part's failure is moot now: mark it seen
+            sending.scope.cancel()
+            await sending.finished()  # this part's failure, if it failed, is moot now
             self._part_done()
         upload_id, self._upload_id = self._upload_id, None
         self._parts = []

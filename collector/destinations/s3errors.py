@@ -80,7 +80,8 @@ def error_code(exc: ClientError) -> str:
 
 def http_status(exc: BaseException) -> int | None:
     if isinstance(exc, ClientError):
-        return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status if isinstance(status, int) else None
     return None
 
 

@@ -3,7 +3,7 @@
 A bug in the orchestrator (not a server's failure, not a user error) must not cost the run
 its report, nor greet the operator with a traceback. The runner writes the report with what
 it has, `save` puts the traceback in ``OUT/.collector/crash-<UTC time>.txt`` (0600), and
-`line` is the single line the user sees; the exit code is 70 (see `collector.run.runner`).
+`line` is the single line the user sees; the exit code is 70 (see `collector.run.outcome`).
 """
 
 from __future__ import annotations

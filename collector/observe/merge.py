@@ -369,7 +369,7 @@ def _run(parsed: list[_Parsed], result: MergeResult) -> dict[str, Any]:
         "finished_at": finished.isoformat(timespec="seconds"),
         "duration_s": round((finished - started).total_seconds(), 3),
         # The shards' inventory, as report.json has it; a list only if they disagree.
-        "inventory": (inventories or [None])[0] if len(inventories) <= 1 else inventories,
+        "inventory": (inventories[0] if inventories else None) if len(inventories) <= 1 else inventories,
         "version": __version__,
     }
     stopped = [f"{p.shard.label}: {p.stopped}" for p in parsed if p.stopped]

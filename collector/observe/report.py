@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections import Counter
 from collections.abc import Callable, Hashable
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from collector import __version__
-from collector.destinations.local import write_all
+from collector.destinations.local import write_atomically
 from collector.log import ev
-from collector.sweep.pipeline import ServerResult
+from collector.sweep.results import ServerResult
 from collector.text import clean
 
 REPORT_NAME = "report.json"
@@ -66,15 +65,7 @@ def build_report(
 
 def write_report(out_dir: Path, report: dict[str, Any], name: str = REPORT_NAME) -> Path:
     path = Path(out_dir) / name
-    tmp = path.with_name(f".{name}.tmp")
-    data = json.dumps(report, indent=1).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    try:
-        write_all(fd, [data])  # a single os.write may stop short
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(report, indent=1).encode())
     return path
 
 
@@ -273,7 +264,7 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
     return [clean(line, 1000) for line in lines]
 
 
-def emit_summary(record: dict[str, Any], log_format: str, *, stream=None) -> None:
+def emit_summary(record: dict[str, Any], log_format: str, *, stream: TextIO | None = None) -> None:
     """Show the summary: lines on stderr for people, or one `summary` log record in JSON mode
     (its message is the first line, its fields the record), so stderr stays all JSON."""
     lines = summary_lines(record)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
-from anyio.abc import ObjectReceiveStream, ObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from collector.config.settings import JOURNAL_DIR
 from collector.errors import CollectorError
@@ -33,6 +33,9 @@ from collector.log import ev
 from collector.sweep.events import Phase, PhaseChanged
 
 log = logging.getLogger(__name__)
+
+_Row = dict[str, object]  # the named parameters of `_UPSERT`
+_Queued = tuple[_Row, anyio.Event | None]  # a row, and what its writer sets once it is durable
 
 JOURNAL_NAME = "journal.db"
 
@@ -98,9 +101,9 @@ class Journal:
         self._db = connection
         self.path = path
         self._lock_fd = lock_fd
-        send, receive = anyio.create_memory_object_stream[tuple[dict, anyio.Event]](math.inf)
-        self._send: ObjectSendStream = send
-        self._receive: ObjectReceiveStream = receive
+        send, receive = anyio.create_memory_object_stream[_Queued](math.inf)
+        self._send: MemoryObjectSendStream[_Queued] = send
+        self._receive: MemoryObjectReceiveStream[_Queued] = receive
         self.failure: JournalError | None = None
 
     @classmethod
@@ -140,7 +143,7 @@ class Journal:
         """Events listener: returns once the row is durable (or the journal has failed)."""
         if self.failure is not None:
             return
-        row = {
+        row: _Row = {
             "project_id": event.project_id,
             "server_id": event.server_id,
             "phase": event.phase.value,
@@ -184,7 +187,7 @@ class Journal:
                             if done is not None:
                                 done.set()
 
-    def _commit(self, rows: list[dict]) -> None:
+    def _commit(self, rows: list[_Row]) -> None:
         with self._db:  # one transaction: BEGIN ... COMMIT, or ROLLBACK on error
             self._db.execute("BEGIN IMMEDIATE")
             self._db.executemany(_UPSERT, rows)
@@ -233,7 +236,7 @@ def _lock_folder(folder: Path, out_dir: Path) -> int:
 
 
 def summarize(entries: Mapping[tuple[str, str], Entry]) -> str:
-    phases = {}
+    phases: dict[str, int] = {}
     for entry in entries.values():
         phases[entry.phase.value] = phases.get(entry.phase.value, 0) + 1
     return ", ".join(f"{count} {phase}" for phase, count in sorted(phases.items()))

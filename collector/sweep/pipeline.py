@@ -21,7 +21,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import aiohttp
 import anyio
@@ -40,6 +40,7 @@ from collector.log import ev
 from collector.sweep.events import Events, Phase, PhaseChanged
 from collector.sweep.journal import Entry
 from collector.sweep.polling import ExportDurations, PollSchedule
+from collector.sweep.results import ServerResult
 from collector.transfer.download import DownloadOptions, fetch_archive
 
 log = logging.getLogger(__name__)
@@ -57,30 +58,6 @@ class Target:
         return (self.project.project_id, self.server.id)
 
 
-@dataclass
-class ServerResult:
-    """One server's line in the report."""
-
-    project_id: str
-    server_id: str
-    name: str | None
-    state: str = Phase.PENDING.value  # collected | failed | pending (run stopped before it finished)
-    file: str | None = None
-    bytes: int | None = None
-    sha256: str | None = None
-    export_id: str | None = None
-    attempts: int = 0
-    duration_s: float | None = None
-    error: str | None = None
-    error_kind: str | None = None  # the error's `kind`: "timeout", "http", "archive", ...
-    status: int | None = None  # the HTTP status of the final error, if any
-    error_code: str | None = None  # the API's error_code of the final error, if any
-    request_id: str | None = None  # of the final error, for support
-    exports: int = 0  # exports this run asked for (a POST retried after a timeout counts again)
-    collected_earlier: bool = False  # collected by an earlier run into this folder
-    reason: str | None = field(default=None, repr=False)  # short grouping key for the summary
-
-
 class _Progress:
     """One server's journey: which phase, which export, how many tries. Emits as it moves."""
 
@@ -92,7 +69,7 @@ class _Progress:
         self.scope = anyio.CancelScope()
 
     def retried(self, exc: BaseException, attempt: int, wait: float) -> None:
-        self.result.attempts += 1
+        self.result.retried()
         log.info(
             "%s: %s; retry %d in %.1f s",
             self.target.server.id,
@@ -103,7 +80,7 @@ class _Progress:
         )
 
     def export_sent(self) -> None:
-        self.result.exports += 1
+        self.result.export_sent()
 
     def where(self) -> dict[str, str | None]:
         """The fields that say which server a log line is about."""
@@ -114,7 +91,16 @@ class _Progress:
             "endpoint": self.target.project.endpoint,
         }
 
-    async def enter(self, phase: Phase, **details) -> None:
+    async def enter(
+        self,
+        phase: Phase,
+        *,
+        export_id: str | None = None,
+        size: int | None = None,
+        sha256: str | None = None,
+        error: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         previous, self.phase = self.phase, phase
         await self.events.emit(
             PhaseChanged(
@@ -124,7 +110,11 @@ class _Progress:
                 previous,
                 endpoint=self.target.project.endpoint,
                 attempt=self.result.attempts,
-                **details,
+                export_id=export_id,
+                size=size,
+                sha256=sha256,
+                error=error,
+                reason=reason,
             )
         )
 
@@ -189,7 +179,7 @@ class Sweep:
         renewals_left = 1
         while True:
             resumed = export_id is not None
-            if not resumed:
+            if export_id is None:
                 export_id = await self.start_export(api, target, progress)
             try:
                 await self.wait_for_export(api, target, export_id, progress, resumed=resumed)
@@ -237,7 +227,7 @@ class Sweep:
         self, api: CloudDC, target: Target, export_id: str, progress: _Progress, *, resumed: bool = False
     ) -> ExportStatus:
         """Poll until the export completes; raise `ExportFailed` if it fails or takes too long."""
-        progress.result.export_id = export_id
+        progress.result.polling(export_id)
         await progress.enter(Phase.POLLING, export_id=export_id)
         server_id = target.server.id
         timeout = self.settings.export_timeout
@@ -288,9 +278,7 @@ class Sweep:
                     tasks.start_soon(self._run_one, target, result)
         why = self.stop_reason or "cancellation"
         for result in results:
-            if result.state == Phase.PENDING.value and result.error is None:
-                result.error = f"not collected: run stopped ({why})"
-                result.reason = f"run stopped: {why}"
+            result.stopped(why)
         return results
 
     @property
@@ -314,7 +302,7 @@ class Sweep:
 
     async def _run_one(self, target: Target, result: ServerResult) -> None:
         progress = _Progress(target, self.events, result)
-        result.attempts = 1
+        result.started()
         started = time.monotonic()
         self._active.add(progress)
         try:
@@ -330,15 +318,13 @@ class Sweep:
         except Unreachable as exc:
             # Not this server's failure: the endpoint was given up. Pending, and no log line
             # per server (the endpoint said it once).
-            result.error = f"not collected: {exc}"
-            result.reason = "API unreachable"
-            result.error_kind = exc.kind
+            result.pending("API unreachable", f"not collected: {exc}", exc)
         except AuthError as exc:
             # Not this server's failure either: the run stops, and a re-run with fresh
             # credentials picks this server up where the journal says.
-            result.error = f"not collected: run stopped, credentials rejected ({exc})"
-            result.reason = "run stopped: credentials rejected"
-            result.error_kind, result.status = exc.kind, exc.status
+            result.pending(
+                "run stopped: credentials rejected", f"not collected: run stopped, credentials rejected ({exc})", exc
+            )
             self._stop_for_auth(exc, progress)
         except CollectorError as exc:
             await self._fail(progress, exc, getattr(exc, "reason", None))
@@ -355,8 +341,7 @@ class Sweep:
             )
             await self._fail(progress, exc, f"internal error: {type(exc).__name__}")
         else:
-            result.state = Phase.COLLECTED.value
-            result.file, result.bytes, result.sha256 = archive.name, archive.size, archive.sha256
+            result.collected(archive.name, archive.size, archive.sha256)
             log.info(
                 "%s/%s: collected, %d bytes",
                 result.project_id,
@@ -373,7 +358,7 @@ class Sweep:
             await progress.enter(Phase.COLLECTED, export_id=result.export_id, size=archive.size, sha256=archive.sha256)
         finally:
             self._active.discard(progress)
-            result.duration_s = round(time.monotonic() - started, 3)
+            result.finished(time.monotonic() - started)
             self._in_flight.release()
 
     async def _already_collected(self, target: Target, prior: Entry, progress: _Progress) -> bool:
@@ -388,45 +373,27 @@ class Sweep:
                 extra=ev("archive_recollected", **progress.where(), reason="missing or changed"),
             )
             return False
-        result = progress.result
-        result.state = Phase.COLLECTED.value
-        result.file, result.bytes, result.sha256 = name, prior.bytes, prior.sha256
-        result.export_id, result.attempts = prior.export_id, 0
-        result.collected_earlier = True
+        progress.result.collected(name, prior.bytes, prior.sha256, earlier=True, export_id=prior.export_id)
         await progress.enter(Phase.COLLECTED, export_id=prior.export_id, size=prior.bytes, sha256=prior.sha256)
         return True
 
     async def _found_stored(self, target: Target, progress: _Progress) -> bool:
         """Without a journal entry (a new pod's first run into a bucket), is the archive already
         stored, whole (its size and the sha256 we stamped on it)? Only destinations that can
-        say (`stat`) are asked, and not with --fresh."""
-        stat = getattr(self.destination, "stat", None)
-        if stat is None or self.fresh:
+        say (`stat`: a local folder cannot) are asked, and not with --fresh."""
+        if self.fresh:
             return False
         name = archive_name(*target.key)
-        stored = await stat(name)  # a StorageError fails this server like any other
+        stored = await self.destination.stat(name)  # a StorageError fails this server like any other
         if stored is None or stored.sha256 is None:
             return False
-        result = progress.result
-        result.state = Phase.COLLECTED.value
-        result.file, result.bytes, result.sha256 = name, stored.size, stored.sha256
-        result.attempts, result.collected_earlier = 0, True
+        progress.result.collected(name, stored.size, stored.sha256, earlier=True)
         await progress.enter(Phase.COLLECTED, size=stored.size, sha256=stored.sha256)
         return True
 
     async def _fail(self, progress: _Progress, exc: Exception, reason: str | None) -> None:
         result = progress.result
-        result.state = Phase.FAILED.value
-        if isinstance(exc, CollectorError):
-            result.error = str(exc)
-            result.error_kind = exc.kind
-        else:
-            result.error = f"internal error: {type(exc).__name__}: {exc}"
-            result.error_kind = "internal"
-        result.reason = reason
-        result.status = getattr(exc, "status", None)
-        result.error_code = getattr(exc, "error_code", None)
-        result.request_id = getattr(exc, "request_id", None)
+        result.failed(exc, reason)
         log.warning(
             "%s/%s: failed: %s",
             result.project_id,

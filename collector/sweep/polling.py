@@ -72,10 +72,7 @@ class PollSchedule:
     def first_delay(self, now: float) -> float:
         """How long after `now` to poll first."""
         typical = self.durations.quantile(0.9) if self.durations is not None else None
-        if typical is None:
-            wait = self.first
-        else:
-            wait = typical * 1.05 - (now - self.started)
+        wait = self.first if typical is None else typical * 1.05 - (now - self.started)
         self._wait = min(self.longest, max(self.shortest, wait))
         return self._wait
 
