@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import enum
 from pathlib import Path
+from typing import Any
 
 
 class ExitCode(enum.IntEnum):
@@ -202,7 +203,7 @@ class APIError(CollectorError):
 class ThrottledError(APIError):
     """429 from the API gateway."""
 
-    def __init__(self, *args, retry_after: float | None = None, **kwargs) -> None:
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.retry_after = retry_after
 
@@ -228,7 +229,7 @@ class NotFoundError(APIError):
 class ServerError(APIError):
     """5xx from the API; a 503 may say when to come back (`retry_after`)."""
 
-    def __init__(self, *args, retry_after: float | None = None, **kwargs) -> None:
+    def __init__(self, *args: Any, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.retry_after = retry_after
 

@@ -111,7 +111,7 @@ def plan_archive(server_id: str, size: int, seed: int) -> ArchivePlan:
         server_id=server_id,
         size=size,
         seed=seed,
-        members=tuple(zip(names, lengths)),
+        members=tuple(zip(names, lengths, strict=True)),
         tar_size=tar_size,
         comment_bytes=size - tar_size - _gzip_overhead(name_len, tar_size),
     )

@@ -23,6 +23,7 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from collector.simulator.archive import iter_archive, plan_archive
 from collector.simulator.config import SimConfig
@@ -72,11 +73,11 @@ def audit_output(out: Path, config: SimConfig) -> Audit:
         entries, totals = [], None
 
     fleet = Fleet(config)
-    listed = Counter(entry.get("server_id") for entry in entries if isinstance(entry, dict))
+    listed = Counter(str(entry.get("server_id")) for entry in entries if isinstance(entry, dict))
     for sid in fleet.ids if totals is not None else ():
         if listed[sid] != 1:
             problems.append(f"{sid}: listed {listed[sid]} times in report.json")
-    audit.states.update(entry.get("state") for entry in entries if isinstance(entry, dict))
+    audit.states.update(str(entry.get("state")) for entry in entries if isinstance(entry, dict))
     if totals is not None:
         for state in ("collected", "failed", "pending"):
             if totals.get(state) != audit.states[state]:
@@ -98,9 +99,9 @@ def audit_output(out: Path, config: SimConfig) -> Audit:
 
 
 def _check_collected(
-    out: Path, config: SimConfig, fleet: Fleet, entry: dict, reported: set[Path], problems: list[str]
+    out: Path, config: SimConfig, fleet: Fleet, entry: dict[str, Any], reported: set[Path], problems: list[str]
 ) -> None:
-    sid = entry.get("server_id")
+    sid = str(entry.get("server_id"))
     name = f"{config.project_id}/{sid}{ARCHIVE_SUFFIX}"
     if entry.get("file") != name:
         problems.append(f"{sid}: collected as {entry.get('file')!r}, not {name!r}")

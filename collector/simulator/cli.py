@@ -14,6 +14,7 @@ import asyncio
 import re
 import signal
 import sys
+from collections.abc import Callable
 
 from collector.errors import ExitCode
 from collector.simulator.config import (
@@ -86,8 +87,8 @@ def _number(kind: type[int] | type[float], minimum: float, text: str) -> int | f
     return value
 
 
-def _int_at_least(minimum: int):
-    return lambda text: _number(int, minimum, text)
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    return lambda text: int(_number(int, minimum, text))
 
 
 def _positive_float(text: str) -> float:

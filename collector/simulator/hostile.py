@@ -32,6 +32,7 @@ import functools
 import json
 import struct
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -69,16 +70,18 @@ ANY_CALL = frozenset(
     {"error_8mib", "error_control_bytes", "error_ansi_json", "503_retry_after", "burst_5xx", *REDIRECTS}
 )
 
+Body = dict[str, Any]  # a JSON answer's object, before it is made hostile
+
 
 def _dump(body: object) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def _field(name: str, value: object) -> Callable[[dict], bytes]:
+def _field(name: str, value: object) -> Callable[[Body], bytes]:
     return lambda body: _dump({**body, name: value})
 
 
-def _without(name: str) -> Callable[[dict], bytes]:
+def _without(name: str) -> Callable[[Body], bytes]:
     return lambda body: _dump({key: value for key, value in body.items() if key != name})
 
 
@@ -92,20 +95,20 @@ def _deep() -> bytes:
     return b"[" * DEEP_NESTING + b"]" * DEEP_NESTING
 
 
-def _deep_body(body: dict) -> bytes:
+def _deep_body(body: Body) -> bytes:
     return _dump(body)[:-1] + b',"detail":' + _deep() + b"}"
 
 
-def _padded_body(body: dict) -> bytes:
+def _padded_body(body: Body) -> bytes:
     return b'{"padding":"' + _padding(BIG_BODY_BYTES) + b'",' + _dump(body)[1:]
 
 
-def _export_id_number(body: dict) -> bytes:
+def _export_id_number(body: Body) -> bytes:
     return _dump({**body, "export_id": int(body["export_id"])})
 
 
 # Export and status answers: the normal body in, the hostile bytes out.
-_JSON_BODIES: dict[str, Callable[[dict], bytes]] = {
+_JSON_BODIES: dict[str, Callable[[Body], bytes]] = {
     "json_deep": _deep_body,
     "body_8mib": _padded_body,
     "percentage_400_digits": _field("percentage", 10**400 - 1),
@@ -208,7 +211,7 @@ class HostileReplies:
         request: web.Request,
         fault: str,
         status: int,
-        body: dict,
+        body: Body,
         rid: str,
         *,
         content_type: str,

@@ -29,7 +29,7 @@ import hmac
 import json
 import random
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -90,7 +90,9 @@ class Identity:
     def add_routes(self, app: web.Application, record: Callable[[str, int], None]) -> None:
         """Serve both services on `app`; `record(operation, status)` counts each answer."""
 
-        def recorded(operation: str, handler: Callable[[web.Request], object]):
+        def recorded(
+            operation: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
             async def handle(request: web.Request) -> web.StreamResponse:
                 response = await handler(request)
                 record(operation, response.status)

@@ -88,9 +88,10 @@ def reset_connection(request: web.BaseRequest) -> None:
     transport.abort()
 
 
-async def flushed(request: web.BaseRequest, timeout: float = 5.0) -> None:
+async def flushed(request: web.BaseRequest, within: float = 5.0) -> None:
     """Wait until the transport's buffer is handed to the kernel (or the client is gone)."""
+    # aiohttp has no event for "the write buffer is empty": a short poll, bounded by `within`.
     with suppress(TimeoutError):
-        async with asyncio.timeout(timeout):
-            while connection_open(request) and request.transport.get_write_buffer_size():
+        async with asyncio.timeout(within):
+            while connection_open(request) and (transport := request.transport) and transport.get_write_buffer_size():  # noqa: ASYNC110
                 await asyncio.sleep(0.005)
