@@ -40,7 +40,7 @@ from typing import Any
 
 
 class ExitCode(enum.IntEnum):
-    """The process exit codes, listed in the README. Decided only in `collector.run.runner`."""
+    """The process exit codes, listed in the README. Decided only in `collector.run.outcome`."""
 
     OK = 0  # every server collected
     PARTIAL = 1  # the run finished, some servers failed

@@ -26,7 +26,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.cli.logs import JsonFormatter, TextFormatter
-from collector.clouddc.api import CallStats
+from collector.clouddc.gateway import CallStats
 from collector.config.inventory import load_inventory
 from collector.control.throttle import RateLimiter
 from collector.destinations.local import LocalDestination

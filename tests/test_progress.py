@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 from collector.cli.logs import JsonFormatter
-from collector.clouddc.api import CallStats
+from collector.clouddc.gateway import CallStats
 from collector.observe.progress import Snapshot, Tally, _Rates, progress_line, render, show_progress, snapshot
 from collector.sweep.events import Phase, PhaseChanged
 

@@ -16,7 +16,7 @@ answers badly end within `MAX_ELAPSED` seconds.
 Both end the way a run does (`exit_code`): 3 when credentials were rejected (401) or may not
 list servers (403: the nightly job cannot do its work with them either), else 4 when an
 endpoint could not be reached, else 1 when the API answered but not usefully (5xx, a reply
-that makes no sense), else 0. Credentials first, as `collector.run.runner.exit_code` decides:
+that makes no sense), else 0. Credentials first, as `collector.run.outcome.exit_code` decides:
 they are the operator's to fix, and a 401 proves the endpoint answers.
 """
 
@@ -29,9 +29,9 @@ from dataclasses import dataclass, field, replace
 import aiohttp
 import anyio
 
-from collector.clouddc.api import LIST, CloudDC
+from collector.clouddc.api import CloudDC
 from collector.clouddc.discovery import DiscoveredServer, merge_discovered, parse_server_page, unusable
-from collector.clouddc.gateway import Gateways
+from collector.clouddc.gateway import LIST, Gateways
 from collector.clouddc.replies import parse_json
 from collector.config.inventory import DiscoverSpec, Inventory, Project
 from collector.config.settings import Settings
@@ -65,7 +65,7 @@ def verdict_of(exc: CollectorError) -> Verdict:
 
 
 def exit_code(verdicts: Iterable[Verdict]) -> ExitCode:
-    """The worst of `verdicts`, in `collector.run.runner.exit_code`'s order: 3, then 4, then 1."""
+    """The worst of `verdicts`, in `collector.run.outcome.exit_code`'s order: 3, then 4, then 1."""
     found = set(verdicts)
     if found & {Verdict.REJECTED, Verdict.FORBIDDEN}:
         return ExitCode.AUTH

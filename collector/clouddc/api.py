@@ -40,18 +40,7 @@ from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota
 from collector.errors import APIError, AuthError, ProtocolError, RequestError, ServerError
 from collector.text import clean_text
 
-__all__ = [
-    "DOWNLOAD",
-    "EXPORT",
-    "LIST",
-    "MAX_REDIRECTS",
-    "STATUS",
-    "ArchiveResponse",
-    "CallStats",
-    "CloudDC",
-    "OnRetry",
-    "redirect_target",
-]
+__all__ = ["MAX_REDIRECTS", "ArchiveResponse", "CloudDC", "redirect_target"]
 
 MAX_REDIRECTS = 5
 

@@ -22,7 +22,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from collector.clouddc.api import CallStats
+from collector.clouddc.gateway import CallStats
 from collector.log import ev
 from collector.observe.report import human_bytes, human_duration
 from collector.sweep.events import Phase, PhaseChanged

@@ -33,7 +33,8 @@ from dataclasses import dataclass, field
 import aiohttp
 import anyio
 
-from collector.clouddc.api import DOWNLOAD, ArchiveResponse, CloudDC, OnRetry
+from collector.clouddc.api import ArchiveResponse, CloudDC
+from collector.clouddc.gateway import DOWNLOAD, OnRetry
 from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy, Sleep, retrying
 from collector.destinations.base import Archive, Destination, PartialFile

@@ -28,7 +28,7 @@ LAST_SUCCESS = "collector_last_success_timestamp_seconds"
 
 
 class _Stats(Protocol):
-    """What `observe_stats` reads: `collector.clouddc.api.CallStats`."""
+    """What `observe_stats` reads: `collector.clouddc.gateway.CallStats`."""
 
     retries: int
     throttled: int
