@@ -467,9 +467,9 @@ def test_plain_paths_are_local_folders():
         ("s3://logs/a\tb", {}, "control characters"),
         ("s3://logs/" + "x" * 800, {}, "longer than"),
         ("/srv/logs", {"endpoint_url": "https://s3.example"}, "is for object storage"),
-        ("s3://logs/p", {"endpoint_url": "ftp://s3.example"}, "not an http(s) URL"),
-        ("s3://logs/p", {"endpoint_url": "s3.example:9000"}, "not an http(s) URL"),
-        ("s3://logs/p", {"endpoint_url": "https://s3.example:99999"}, "not an http(s) URL"),
+        ("s3://logs/p", {"endpoint_url": "ftp://s3.example"}, "not a usable object-storage endpoint"),
+        ("s3://logs/p", {"endpoint_url": "s3.example:9000"}, "not a usable object-storage endpoint"),
+        ("s3://logs/p", {"endpoint_url": "https://s3.example:99999"}, "not a usable object-storage endpoint"),
     ],
 )
 def test_bad_destinations_are_usage_errors_with_a_hint(text, options, message):

@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
-from urllib.parse import urlsplit
 
 import yaml
 
@@ -61,6 +60,7 @@ from collector.config.settings import (
     parse_budget,
     size_in_bytes,
 )
+from collector.config.urls import url_problem
 from collector.config.yamlnodes import (
     BOOL,
     FLOAT,
@@ -78,7 +78,7 @@ from collector.config.yamlnodes import (
     line_of,
 )
 from collector.errors import InventoryError, InventoryErrors
-from collector.text import quoted, unsafe_char
+from collector.text import quoted
 
 __all__ = ["RUN_TIME_LOOKUP", "DiscoverSpec", "Inventory", "Project", "Server", "load_inventory"]
 
@@ -560,7 +560,7 @@ class _Loader(NodeReader):
 
     def endpoint(self, node: yaml.Node, key: str) -> str:
         url = self.string(node, key)
-        problem = _url_problem(url)
+        problem = url_problem(url)
         if problem:
             raise self.error(
                 node,
@@ -712,23 +712,3 @@ def _encodable(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
-
-
-def _url_problem(url: str) -> str | None:
-    """Why `url` cannot be an endpoint, or None if it can."""
-    if unsafe_char(url, spaces=False, unprintable=False) is not None:
-        return "it contains spaces or control characters"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- parsing the port is what raises for a bad one
-    except ValueError:
-        return "it is not a valid URL"
-    if parts.scheme.lower() not in ("http", "https"):
-        return "it must start with https:// (or http://)"
-    if not parts.hostname:
-        return "it has no host"
-    if "@" in parts.netloc:
-        return "it holds a user name or password (credentials go under auth)"
-    if "?" in url or "#" in url:
-        return "it has a query or fragment"
-    return None

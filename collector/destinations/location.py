@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from collector.config.urls import url_problem
 from collector.errors import UsageError
 
 if TYPE_CHECKING:
@@ -173,27 +174,14 @@ def _endpoint(given: str | None, env: Mapping[str, str]) -> str | None:
 
 
 def _check_endpoint(url: str, source: str) -> str:
-    """An http(s) URL with a host, and nothing secret in it. Its text is shown only if safe."""
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        parts = None
-    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+    """An http(s) URL with a host, and nothing secret in it. Its text is never shown: it may
+    hold credentials."""
+    problem = url_problem(url)
+    if problem is not None:
         raise UsageError(
-            f"{source}: the object-storage endpoint is not an http(s) URL",
-            hint="give it as https://HOST[:PORT], e.g. https://obs.cn-north-4.myhuaweicloud.com",
-        )
-    if parts.username is not None or parts.password is not None:
-        raise UsageError(
-            f"{source}: the object-storage endpoint cannot carry credentials",
-            hint="give it as https://HOST[:PORT]; credentials come from "
-            "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile",
-        )
-    if parts.query or parts.fragment:
-        raise UsageError(
-            f"{source}: the object-storage endpoint cannot have a query or fragment",
-            hint="give it as https://HOST[:PORT]",
+            f"{source}: not a usable object-storage endpoint: {problem}",
+            hint="give it as https://HOST[:PORT], e.g. https://obs.cn-north-4.myhuaweicloud.com; credentials "
+            "come from AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or a profile",
         )
     return url.rstrip("/")
 

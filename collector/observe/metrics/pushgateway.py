@@ -13,6 +13,7 @@ import anyio
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from yarl import URL
 
+from collector.config.urls import url_problem
 from collector.errors import UsageError
 from collector.log import ev
 from collector.net.session import open_session
@@ -32,19 +33,13 @@ class _PushRefused(Exception):
 def pushgateway_url(text: str) -> URL:
     """`--pushgateway`, checked: an http(s) URL with a host. It may carry `user:password@`
     for basic auth, so no message here ever repeats it whole."""
-    try:
-        url = URL(text)
-        host = url.host
-    except (ValueError, TypeError):
+    problem = url_problem(text, userinfo=True)
+    if problem is not None:
         raise UsageError(
-            "--pushgateway: not a valid URL", "give the Pushgateway's address, like https://pushgateway.example:9091"
-        ) from None
-    if url.scheme not in ("http", "https") or not host:
-        raise UsageError(
-            f"--pushgateway: {shown_url(url)} is not an http:// or https:// URL with a host",
+            f"--pushgateway: not a usable URL: {problem}",
             "give the Pushgateway's address, like https://pushgateway.example:9091",
         )
-    return url
+    return URL(text)
 
 
 def shown_url(url: URL) -> str:
