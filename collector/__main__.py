@@ -1,3 +1,5 @@
-from collector.cli.main import main
+import sys
 
-raise SystemExit(main())
+from collector.cli import main
+
+sys.exit(main())

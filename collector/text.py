@@ -12,14 +12,16 @@ A leaf: it imports nothing of ours, and every layer that shows text uses it.
 from __future__ import annotations
 
 import math
+import sys
 import unicodedata
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 MESSAGE_LIMIT = 2000  # characters of a rendered message, after escaping
 FIELD_LIMIT = 500  # characters of one string field
 TRACEBACK_LIMIT = 8000  # characters of a traceback; its end is where the error is
 ITEMS_LIMIT = 50  # entries of a list or mapping field
+LINE_LIMIT = 500  # characters of one line a person reads on the terminal, its cut marker included
 
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 _ELLIPSIS = "..."
@@ -251,3 +253,29 @@ def kind_of(value: object, *, numbers: bool = False) -> str:
     if isinstance(value, Mapping):
         return "an object"
     return a_or_an(type(value).__name__)
+
+
+# -- what reaches the terminal ---------------------------------------------------------------
+
+
+def one_line(text: str, limit: int = LINE_LIMIT) -> str:
+    """`text` as one line a person reads: escaped by the one rule, at most `limit` characters
+    with its cut marker ("... [N more characters]")."""
+    shown = clean(text, limit)
+    if len(shown) <= limit:
+        return shown
+    marker_room = 40  # "... [N more characters]" for any N we can hold
+    return clean(text, limit - marker_room)
+
+
+class Writable(Protocol):
+    def write(self, text: str, /) -> object: ...
+
+
+def say(*lines: str, file: Writable | None = None) -> None:
+    """Print each of `lines` through `one_line`: every line the command line prints (results,
+    errors, hints, the summary) goes through here, whatever the source of its text -- a
+    server's reply, the user's inventory or selection file, an exception."""
+    stream = file if file is not None else sys.stdout
+    for line in lines:
+        stream.write(one_line(line) + "\n")  # a newline inside `line` is escaped, never a second line

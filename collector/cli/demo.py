@@ -25,6 +25,7 @@ from collector.run.paths import prepare_output
 from collector.run.present import finish
 from collector.run.runner import run_sweep
 from collector.simulator import SimConfig, Simulator
+from collector.text import say
 
 DEMO_RATE_LIMIT = 15.0  # requests/s the simulated gateway allows: below our default 20
 
@@ -44,7 +45,7 @@ async def _demo(servers: int, settings: Settings, output: Path, live: bool) -> O
             inventory_path = Path(folder) / "inventory.yaml"
             sim.write_inventory(inventory_path)
             inventory = load_inventory(inventory_path)
-            print(
+            say(
                 f"demo: simulated CloudDC at {sim.url}: {servers} servers, gateway limit "
                 f"{DEMO_RATE_LIMIT:g} requests/s, a few injected faults",
                 file=sys.stderr,
@@ -60,5 +61,5 @@ def run_demo(args: argparse.Namespace) -> ExitCode:
     live = settings.progress and sys.stderr.isatty()
     outcome = anyio.run(functools.partial(_demo, args.servers, settings, args.output, live))
     code = finish(outcome, settings.log_format)
-    print(f"demo finished with exit code {int(code)} ({code.name})", file=sys.stderr)
+    say(f"demo finished with exit code {int(code)} ({code.name})", file=sys.stderr)
     return code

@@ -23,18 +23,21 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from collector.text import MESSAGE_LIMIT, clean, clean_block, clean_value
+from collector.text import LINE_LIMIT, MESSAGE_LIMIT, clean, clean_block, clean_value, one_line
 
 # The keys every JSON line starts with; a field of the same name is renamed, never lost.
 _RESERVED = frozenset({"ts", "level", "event", "message", "logger", "traceback", "stack"})
 
 
-def _message(record: logging.LogRecord) -> str:
+def _text(record: logging.LogRecord) -> str:
     try:
-        text = record.getMessage()
+        return record.getMessage()
     except Exception as exc:  # noqa: BLE001 - a bad format string must not cost the record, or add lines
-        text = f"{record.msg!r} {record.args!r} (unformattable: {type(exc).__name__})"
-    return clean(text, MESSAGE_LIMIT)
+        return f"{record.msg!r} {record.args!r} (unformattable: {type(exc).__name__})"
+
+
+def _message(record: logging.LogRecord) -> str:
+    return clean(_text(record), MESSAGE_LIMIT)
 
 
 def event_of(record: logging.LogRecord) -> str:
@@ -52,7 +55,8 @@ class TextFormatter(logging.Formatter):
     indented lines, so a continuation can never pass for a record of its own."""
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} {_message(record)}"
+        head = f"{self.formatTime(record, '%H:%M:%S')} {record.levelname:<7} "
+        line = head + one_line(_text(record), LINE_LIMIT - len(head))  # a person reads it: one bounded line
         extra = []
         if record.exc_info:
             extra.append(self.formatException(record.exc_info))

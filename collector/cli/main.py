@@ -46,8 +46,18 @@ from collector.run.outcome import Outcome, error_exit_code, exit_code
 from collector.run.present import finish
 from collector.run.runner import open_session, run_sweep
 from collector.sweep.journal import JournalError
+from collector.text import Writable, say
 
 __all__ = ["Outcome", "build_parser", "exit_code", "main"]
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but what it prints goes through the one escaping: its errors repeat what was
+    typed (an unknown option, a bad value), and that may hold anything."""
+
+    def _print_message(self, message: str, file: Writable | None = None) -> None:
+        if message:
+            say(*message.rstrip("\n").split("\n"), file=file if file is not None else sys.stderr)
 
 
 def _shard(text: str) -> Shard:
@@ -64,9 +74,9 @@ def command_merge(args: argparse.Namespace) -> ExitCode:
     else:
         result, where = anyio.run(merge_bucket, location), location.url
     for line in result.problems():
-        print(f"collector: {line}", file=sys.stderr)
+        say(f"collector: {line}", file=sys.stderr)
     totals = result.report["totals"]
-    print(
+    say(
         f"{totals['servers']} servers from {len(result.found)} shard report(s): {totals['collected']} collected, "
         f"{totals['failed']} failed, {totals['pending']} pending; report in {result.path or where}",
         file=sys.stderr,
@@ -86,7 +96,7 @@ def _add_select(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="collector",
         description="Collect diagnostic log bundles from Huawei Cloud CloudDC physical servers.",
     )
@@ -187,35 +197,35 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
         code = check_exit_code(d.verdict for d in discoveries)
         if code is not ExitCode.OK:
             for failed in discoveries:
-                print(failed.line())
-            print(f"{args.inventory}: discovery failed for {sum(d.error is not None for d in discoveries)} project(s)")
+                say(failed.line())
+            say(f"{args.inventory}: discovery failed for {sum(d.error is not None for d in discoveries)} project(s)")
             return code
     elif args.discover:
-        print("--discover: no project has discover:, so nothing was sent")
+        say("--discover: no project has discover:, so nothing was sent")
     if not selection.everything:
         chosen = selection.apply(inventory.targets())
-        print(selection.describe(len(chosen), inventory.server_count))
+        say(selection.describe(len(chosen), inventory.server_count))
         for project, listed in chosen[:SHOWN]:
-            print(f"  {project.project_id}/{listed.id}" + (f"  {listed.name}" if listed.name else ""))
+            say(f"  {project.project_id}/{listed.id}" + (f"  {listed.name}" if listed.name else ""))
         if len(chosen) > SHOWN:
-            print(f"  ... and {len(chosen) - SHOWN:,} more")
+            say(f"  ... and {len(chosen) - SHOWN:,} more")
     for project in inventory.projects:
         discovery = found.get((project.project_id, project.endpoint))
         if discovery is None:
             later = f" + what {describe_filter(project.discover)} finds (--discover)" if project.discover else ""
-            print(
+            say(
                 f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers{later}  "
                 f"({project.describe_credentials()})"
             )
             continue
-        print(discovery.line())
+        say(discovery.line())
         for server in discovery.chosen[:FIRST]:
-            print(f"  {server.id}" + (f"  {server.name}" if server.name else ""))
+            say(f"  {server.id}" + (f"  {server.name}" if server.name else ""))
         if len(discovery.chosen) > FIRST:
-            print(f"  ... and {len(discovery.chosen) - FIRST:,} more")
+            say(f"  ... and {len(discovery.chosen) - FIRST:,} more")
         for server in discovery.unusable:
-            print(f"  unusable: {server.id or '(no id)'}: {server.problem}")
-    print(f"{args.inventory}: OK, {inventory.server_count} servers in {len(inventory.projects)} project(s)")
+            say(f"  unusable: {server.id or '(no id)'}: {server.problem}")
+    say(f"{args.inventory}: OK, {inventory.server_count} servers in {len(inventory.projects)} project(s)")
     return ExitCode.OK
 
 
@@ -230,7 +240,7 @@ def command_check(args: argparse.Namespace) -> ExitCode:
     _quiet_machinery(args.verbose)
     checks = anyio.run(_check, inventory, args.timeout)
     for result in checks:
-        print(result.line())
+        say(result.line())
     return check_exit_code(result.verdict for result in checks)
 
 
@@ -259,9 +269,7 @@ def command_demo(args: argparse.Namespace) -> ExitCode:
 def _simulate(extra: list[str]) -> int:
     from collector.simulator import cli as simulator_cli
 
-    parser = argparse.ArgumentParser(
-        prog="collector simulate", description="Serve a simulated CloudDC API on loopback."
-    )
+    parser = Parser(prog="collector simulate", description="Serve a simulated CloudDC API on loopback.")
     simulator_cli.add_arguments(parser)
     return int(simulator_cli.main(parser.parse_args(extra)))
 
@@ -293,11 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, JournalError) as exc:
         lines = exc.lines() if isinstance(exc, InventoryErrors) else [str(exc)]
         for line in lines:
-            print(f"collector: error: {line}", file=sys.stderr)
+            say(f"collector: error: {line}", file=sys.stderr)
         return int(error_exit_code(exc))
     except KeyboardInterrupt as exc:
         return int(error_exit_code(exc))
     except Exception as exc:  # noqa: BLE001 - a bug: one line for the user, the traceback for a maintainer
         path = crash.save(crash.folder_for(getattr(args, "output", None)), exc)
-        print(crash.line(exc, path), file=sys.stderr)
+        say(crash.line(exc, path), file=sys.stderr)
         return int(error_exit_code(exc))

@@ -299,8 +299,16 @@ def did_you_mean(name: str, allowed: Collection[str]) -> str:
     return "the keys allowed here are " + ", ".join(allowed)
 
 
+NAME_LIMIT = 60  # characters of one key in a key path: enough to recognise it, never a megabyte
+
+
 def join(parent: str, name: str) -> str:
-    part = name if _PLAIN_NAME.fullmatch(name) else f"[{name!r}]"
+    """The key path of `name` under `parent` (``projects[0].servers``), each key cut short."""
+    if len(name) > NAME_LIMIT:
+        name = f"{name[:NAME_LIMIT]}...[{len(name) - NAME_LIMIT} more]"
+        part = f"[{name!r}]"
+    else:
+        part = name if _PLAIN_NAME.fullmatch(name) else f"[{name!r}]"
     if not parent:
         return part
     return f"{parent}{part}" if part.startswith("[") else f"{parent}.{part}"

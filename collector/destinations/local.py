@@ -180,7 +180,7 @@ class LocalPartial:
         try:
             return os.open(self.part, _CREATE, 0o600)
         except FileNotFoundError:
-            self.final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_folders(self.final.parent)
         except FileExistsError:
             _unlink_quietly(self.part)  # left by a killed run, or a planted symlink: removed, never followed
         return os.open(self.part, _CREATE, 0o600)
@@ -272,6 +272,26 @@ def _commit_batch(steps: list[Callable[[], Path]]) -> list[BaseException | None]
 # Every file the collector publishes whole goes through `publish` and `fsync_folder`: the
 # archives here (their folder fsyncs batched by `_GroupCommit`), and through `write_atomically`
 # the report (`collector.observe.report`) and the metrics textfile (`collector.observe.metrics`).
+
+
+def make_folders(folder: Path) -> None:
+    """Create `folder` and every missing parent, each 0700 whatever the umask: `Path.mkdir`'s
+    `parents=True` makes the parents with the umask's mode (0777 under `umask 0`), and a
+    folder of log bundles, or one on the way to it, is nobody else's to list."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for level in reversed(missing):
+        try:
+            level.mkdir(mode=0o700)
+        except FileExistsError:
+            if not level.is_dir():
+                raise
+            continue
+        os.chmod(level, 0o700)  # mkdir masks its mode with the umask: one that takes the owner's bits would lock us out
 
 
 def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:

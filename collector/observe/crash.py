@@ -17,6 +17,7 @@ from pathlib import Path
 
 from collector import __version__
 from collector.config.settings import JOURNAL_DIR
+from collector.destinations.local import make_folders
 
 _MESSAGE_LIMIT = 300
 
@@ -46,7 +47,7 @@ def save(folder: Path, exc: BaseException, *, now: datetime | None = None) -> Pa
     )
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_folders(folder)
         for attempt in range(100):
             path = folder / (f"crash-{stamp}.txt" if attempt == 0 else f"crash-{stamp}-{attempt}.txt")
             try:

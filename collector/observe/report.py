@@ -25,7 +25,7 @@ from collector import __version__
 from collector.destinations.local import write_atomically
 from collector.log import ev
 from collector.sweep.results import ServerResult
-from collector.text import clean
+from collector.text import clean, say
 
 REPORT_NAME = "report.json"
 
@@ -273,7 +273,7 @@ def emit_summary(record: dict[str, Any], log_format: str, *, stream: TextIO | No
         return
     stream = stream if stream is not None else sys.stderr
     for line in lines:
-        print(line, file=stream)
+        say(line, file=stream)
 
 
 def summary(

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from collector.destinations.local import make_folders
 from collector.destinations.location import S3Location
 from collector.errors import UsageError
 
@@ -18,7 +19,7 @@ def prepare_output(out_dir: Path) -> Path:
     """Create the output folder (0700) and prove we can write there, before any request."""
     out_dir = Path(out_dir).expanduser()
     try:
-        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        make_folders(out_dir)
         with tempfile.TemporaryFile(dir=out_dir):
             pass
     except OSError as exc:

@@ -21,6 +21,7 @@ from collector.observe.report import emit_summary
 from collector.run.outcome import Outcome, exit_code
 from collector.sweep.events import Phase
 from collector.sweep.journal import Entry, summarize
+from collector.text import say
 
 # The run's own records (its start, stops and end) show at the default level: see
 # collector.cli.logs.configure_logging.
@@ -108,7 +109,7 @@ def finish(outcome: Outcome, log_format: str) -> ExitCode:
     emit_summary(outcome.record, log_format)
     if log_format != "json":
         for line in closing_lines(outcome):
-            print(line, file=sys.stderr)
+            say(line, file=sys.stderr)
     if outcome.crash is not None:
         tell_crash(outcome.crash, outcome.crash_file, log_format)
     return exit_code(outcome)
@@ -127,4 +128,4 @@ def tell_crash(exc: BaseException, crash_file: Path | None, log_format: str) -> 
             ),
         )
     else:
-        print(line, file=sys.stderr)
+        say(line, file=sys.stderr)

@@ -28,6 +28,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from collector.config.settings import JOURNAL_DIR
+from collector.destinations.local import make_folders
 from collector.errors import CollectorError
 from collector.log import ev
 from collector.sweep.events import Phase, PhaseChanged
@@ -112,7 +113,7 @@ class Journal:
         folder = Path(out_dir) / JOURNAL_DIR if folder is None else Path(folder)
         path = folder / JOURNAL_NAME
         try:
-            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_folders(folder)
         except OSError as exc:
             raise JournalError(f"cannot create {folder}: {exc.strerror or exc}") from exc
         lock_fd = _lock_folder(folder, out_dir)
