@@ -256,6 +256,9 @@ class ArchiveError(CollectorError):
 class ArchiveTooLarge(ArchiveError):
     """The archive is larger than the configured limit. Not retried."""
 
+    kind = "too_large"
+    reason = "archive larger than --max-archive-bytes"
+
 
 class ArchiveDamaged(ArchiveError):
     """The bytes arrived whole but are not whole gzip (cut short, bad CRC, junk after the end).

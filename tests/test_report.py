@@ -6,8 +6,10 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import replace
 
 import pytest
+from _fleet import by_id, sweep
 
 from collector.cli.logs import JsonFormatter
 from collector.observe.report import (
@@ -18,6 +20,8 @@ from collector.observe.report import (
     summary_lines,
     summary_record,
 )
+from collector.simulator.config import SimConfig
+from collector.simulator.server import Simulator
 from collector.sweep.results import ServerResult
 
 _count = 0
@@ -236,3 +240,20 @@ def test_human_bytes(n, text):
 @pytest.mark.parametrize("s, text", [(0, "0:00"), (83.4, "1:23"), (3600, "1:00:00"), (45 * 3600 + 61, "45:01:01")])
 def test_human_duration(s, text):
     assert human_duration(s) == text
+
+
+@pytest.mark.anyio
+async def test_an_archive_over_the_limit_is_summarised_as_too_large_not_damaged(tmp_path, fast_settings):
+    """It used to share the "archive damaged" group of the summary (issue 18)."""
+    settings = replace(fast_settings, max_archive_bytes=100_000)
+    async with Simulator(
+        SimConfig(servers=3, seed=14, oversize_bytes=300_000, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))
+    ) as sim:
+        target = sim.server_ids[1]
+        sim.script(target, download=["oversize"])
+        outcome = await sweep(sim, tmp_path, settings)
+    result = by_id(outcome)[target]
+    assert result.reason == "archive larger than --max-archive-bytes" and result.error_kind == "too_large"
+    lines = summary_lines(outcome.record)
+    assert any("larger than --max-archive-bytes" in line for line in lines), lines
+    assert not any("damaged" in line for line in lines), lines

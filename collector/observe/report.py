@@ -104,6 +104,7 @@ KIND_LABELS = {
     "protocol": "unusable answer from the API",
     "export": "export failed",
     "archive": "archive damaged",
+    "too_large": "archive larger than --max-archive-bytes",
     "storage": "archive could not be stored",
     "internal": "internal error (a bug in collector)",
 }
