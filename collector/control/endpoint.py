@@ -47,6 +47,7 @@ OUTAGE_TIMEOUT = 600.0  # the --outage-timeout default (collector.config.setting
 OUTAGE_AFTER = 3  # failures in a row, with no answer between, that pause an endpoint that worked
 PROBE_BASE = 0.5
 PROBE_CAP = 30.0
+LAST_PROBE = 2.0  # seconds a probe sent at (or just before) the deadline still gets
 GATEWAY_FAILURES = frozenset({502, 503, 504})
 # Gateway failures (502, 504) or timeouts this close together, from across the fleet, say the
 # endpoint is overloaded: slow everyone down, as a 429 does. One server's 500 says nothing.
@@ -112,7 +113,18 @@ class EndpointHealth:
         """
         probe = await self._wait_turn()
         try:
-            yield probe
+            if not probe:
+                yield probe
+                return
+            # A probe gets until the deadline (at least LAST_PROBE): one that hangs (a proxy or
+            # a host that drops packets: connect times out after --connect-timeout) must not
+            # carry the verdict past the documented `dead_after` / `outage_timeout`.
+            window = max(self._deadline() - self._clock(), LAST_PROBE)
+            with anyio.move_on_after(window) as scope:
+                yield probe
+            if scope.cancelled_caught:
+                self.give_up(self._verdict(f"a probe had no answer in {window:.0f} s; last error: {self._last_error}"))
+                raise Unreachable(str(self.given_up))
         finally:
             if probe and self._probing:
                 self._probing = False
@@ -263,11 +275,14 @@ class EndpointHealth:
     def _check_deadline(self, now: float) -> None:
         if self.given_up is not None or not self.paused or now < self._deadline():
             return
+        self.give_up(self._verdict(f"last error: {self._last_error}"))
+
+    def _verdict(self, detail: str) -> str:
         if self.answered_once:
             why = f"no answer for {self.outage_timeout:g} s (--outage-timeout)"
         else:
             why = f"no answer in {self.dead_after:g} s"
-        self.give_up(f"API unreachable: {self.url}: {why}; last error: {self._last_error}")
+        return f"API unreachable: {self.url}: {why}; {detail}"
 
     def give_up(self, reason: str) -> None:
         if self.given_up is None:
