@@ -6,12 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-from dataclasses import replace
 
 import pytest
-from _fleet import by_id, sweep
+from _listing import collector
 
 from collector.cli.logs import JsonFormatter
+from collector.errors import ExitCode
 from collector.observe.report import (
     emit_summary,
     human_bytes,
@@ -243,17 +243,26 @@ def test_human_duration(s, text):
 
 
 @pytest.mark.anyio
-async def test_an_archive_over_the_limit_is_summarised_as_too_large_not_damaged(tmp_path, fast_settings):
-    """It used to share the "archive damaged" group of the summary (issue 18)."""
-    settings = replace(fast_settings, max_archive_bytes=100_000)
-    async with Simulator(
-        SimConfig(servers=3, seed=14, oversize_bytes=300_000, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))
-    ) as sim:
-        target = sim.server_ids[1]
-        sim.script(target, download=["oversize"])
-        outcome = await sweep(sim, tmp_path, settings)
-    result = by_id(outcome)[target]
-    assert result.reason == "archive larger than --max-archive-bytes" and result.error_kind == "too_large"
-    lines = summary_lines(outcome.record)
-    assert any("larger than --max-archive-bytes" in line for line in lines), lines
-    assert not any("damaged" in line for line in lines), lines
+async def test_an_archive_over_the_limit_is_summarised_as_too_large_not_damaged(tmp_path):
+    """It shared the "archive damaged" group of the summary (issue 18). A real `collector run`."""
+    async with Simulator(SimConfig(servers=6, seed=14, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        sizes = {profile.id: profile.archive_bytes for profile in sim.fleet.profiles}
+        limit = sorted(sizes.values())[2]  # three archives fit, three do not
+        code, _, stderr = await collector(
+            "run",
+            "-i",
+            str(inventory),
+            "-o",
+            str(tmp_path / "out"),
+            "--max-archive-bytes",
+            str(limit),
+            "--poll-interval",
+            "0.1",
+            "--no-progress",
+        )
+    assert code == ExitCode.PARTIAL, stderr
+    assert "3 x archive larger than --max-archive-bytes" in stderr and "damaged" not in stderr, stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    too_large = {s["server_id"] for s in report["servers"] if s.get("error_kind") == "too_large"}
+    assert too_large == {server_id for server_id, size in sizes.items() if size > limit}
