@@ -113,10 +113,25 @@ async def test_grace_period_ends_a_stalled_download_and_a_second_signal_is_immed
         # download_requests is recorded when a request arrives; the stalled one never ends
         await wait_until(lambda: len({r.server_id for r in sim.download_requests}) == 4)
         process.send_signal(signal.SIGTERM)
-        await anyio.sleep(0.3)
+        await anyio.sleep(1.3)  # past the debounce: a deliberate second signal
         process.send_signal(signal.SIGTERM)  # do not wait out the 30 s grace
         returncode, stderr = await finish(process, limit=10)
         assert returncode == ExitCode.SIGTERM, stderr
         assert not list(out.rglob("*.part"))
         assert not (out / sim.project_id / f"{stalled}-dump.tar.gz").exists()
         assert journal_phases(out)[stalled] != "collected"
+
+
+async def test_two_signals_in_the_same_instant_are_one_and_the_grace_is_kept(tmp_path):
+    """Ctrl-C under `timeout` reaches the run twice at once; it skipped the grace (issue 16)."""
+    config = SimConfig(servers=4, export_seconds=(0.1, 0.2), archive_bytes=(300_000, 400_000), seed=23)
+    async with Simulator(config) as sim:
+        sim.script(sim.server_ids[0], download=["stall"])
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        process = await start_run(inventory, tmp_path / "out", "--grace", "2")
+        await wait_until(lambda: len({r.server_id for r in sim.download_requests}) == 4)
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGINT)
+        returncode, stderr = await finish(process, limit=20)
+    assert returncode == ExitCode.SIGINT, stderr
+    assert "second signal" not in stderr and "grace period over" in stderr, stderr

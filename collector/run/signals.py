@@ -18,15 +18,25 @@ from collector.sweep.pipeline import Sweep
 log = logging.getLogger("collector.run")
 
 
+# A second signal counts only this long after the first. Ctrl-C under `timeout` or a cron
+# wrapper reaches the run twice in the same instant (the terminal signals the process group,
+# the wrapper passes it on); that is one request to stop, and it must not skip the grace.
+DEBOUNCE = 1.0
+
+
 async def watch_signals(sweep: Sweep, outcome: Outcome) -> None:
-    """First SIGINT/SIGTERM: start nothing new (`grace_after_stop` bounds the rest). Second:
-    stop now."""
+    """First SIGINT/SIGTERM: start nothing new (`grace_after_stop` bounds the rest). Second,
+    at least `DEBOUNCE` s later: stop now."""
+    first_at = 0.0
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             if outcome.signal is not None:
+                if anyio.current_time() - first_at < DEBOUNCE:
+                    continue  # the same Ctrl-C, delivered twice
                 log.warning("second signal: stopping now", extra=ev("run_cancelled", reason="second signal"))
                 sweep.cancel()
                 return
+            first_at = anyio.current_time()
             outcome.signal = signum
             name = signal.Signals(signum).name
             log.warning(
