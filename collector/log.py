@@ -51,6 +51,8 @@ EVENTS: dict[str, str] = {
     "chosen (by discover:)",
     "discovery_failed": "prepare, collector.run, error: project_id, endpoint, error, error_kind",
     "tls_unverified": "runner, collector.run, warning, every run: endpoint",
+    "selection_unmatched": "prepare, collector.run, warning, terms of --select (or its @FILE) that match no server: "
+    "terms (as written, with file:line)",
     "credentials_found": "prepare, collector.run, info, no auth in the inventory: source (kind and where)",
     "metrics_failed": "metrics, warning, once per file or push: destination (path, or URL without credentials), "
     "error, error_kind, status",

@@ -34,7 +34,7 @@ from collector.cli.check import exit_code as check_exit_code
 from collector.cli.logs import configure_logging
 from collector.cli.tuning import calm_garbage_collector, keep_heap_headroom
 from collector.config.inventory import Inventory, load_inventory
-from collector.config.select import parse_selection
+from collector.config.select import parse_selection, unmatched_line
 from collector.config.settings import add_flags, given, parse_count, parse_positive, resolve
 from collector.config.shards import Shard, parse_shard
 from collector.destinations.location import LocalLocation, parse_destination
@@ -203,6 +203,9 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
     elif args.discover:
         say("--discover: no project has discover:, so nothing was sent")
     if not selection.everything:
+        unmatched = selection.unmatched(inventory.targets())
+        if unmatched:
+            say(f"collector: warning: {unmatched_line(unmatched)}", file=sys.stderr)
         chosen = selection.apply(inventory.targets())
         say(selection.describe(len(chosen), inventory.server_count))
         for project, listed in chosen[:SHOWN]:

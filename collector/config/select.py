@@ -188,6 +188,12 @@ class _Term:
     key: str = ""  # the tag's key
 
 
+def _term_matches(term: _Term, project_id: str, server: _ServerLike) -> bool:
+    group = _Union()
+    group.add(term)
+    return group.matches(project_id, server)
+
+
 class _ProjectLike(Protocol):
     @property
     def project_id(self) -> str: ...
@@ -208,6 +214,7 @@ class Selection:
     _union: _Union | None = field(repr=False)  # None: no plain term, start from every server
     _intersections: tuple[_Union, ...] = field(repr=False)
     _exclusion: _Union | None = field(repr=False)
+    _terms: tuple[tuple[str, _Term], ...] = field(default=(), repr=False)  # (how to name it, the term)
 
     @property
     def everything(self) -> bool:
@@ -236,6 +243,29 @@ class Selection:
         self.require_match(len(chosen), total)
         return chosen
 
+    def unmatched(self, targets: Iterable[_Target]) -> list[str]:
+        """The terms (as written, with their file and line) that match none of `targets`:
+        a ticket's id mistyped, or pasted where it does not belong, is said, not dropped."""
+        literals: dict[tuple[str, str, str], list[str]] = {}
+        globs: list[tuple[str, _Term]] = []
+        for label, term in self._terms:
+            if term.glob.literal:
+                literals.setdefault((term.field, term.key, term.glob.text), []).append(label)
+            else:
+                globs.append((label, term))
+        for project, server in targets:
+            if not literals and not globs:
+                break
+            values = [("id", "", server.id), ("any", "", server.id), ("project", "", project.project_id)]
+            if server.name is not None:
+                values += [("name", "", server.name), ("any", "", server.name)]
+            values += [("tag", key, value) for key, value in server.tags.items()]
+            for value in values:
+                literals.pop(value, None)
+            globs = [(label, term) for label, term in globs if not _term_matches(term, project.project_id, server)]
+        left = {label for labels in literals.values() for label in labels} | {label for label, _ in globs}
+        return [label for label, _ in self._terms if label in left]
+
     def require_match(self, count: int, total: int | None = None) -> None:
         """Raise `UsageError`, quoting the expression, if `count` servers (of `total`) is none."""
         if count:
@@ -254,6 +284,18 @@ class Selection:
             return f"{total:,} of {total:,} servers (no --select)"
         verb = "matches" if count == 1 else "match"
         return f"{count:,} of {total:,} servers {verb} {clean_text(self.text, 200)}"
+
+
+SHOWN_TERMS = 10  # unmatched terms a warning names
+
+
+def unmatched_line(labels: list[str]) -> str:
+    """``--select: 2 terms match no server: 'id1', suspects.txt:3: 'id2'``."""
+    shown = ", ".join(labels[:SHOWN_TERMS])
+    if len(labels) > SHOWN_TERMS:
+        shown += f" and {len(labels) - SHOWN_TERMS} more"
+    several = len(labels) != 1
+    return f"--select: {len(labels)} term{'s' * several} match{'es' * (not several)} no server: {shown}"
 
 
 def parse_selection(exprs: Iterable[str], *, cwd: str | os.PathLike[str] | None = None) -> Selection:
@@ -277,9 +319,15 @@ class _Builder:
         self.union: _Union | None = None
         self.intersections: list[_Union] = []
         self.exclusion: _Union | None = None
+        self.terms: list[tuple[str, _Term]] = []
 
     def selection(self, text: str) -> Selection:
-        return Selection(text, self.union, tuple(self.intersections), self.exclusion)
+        return Selection(text, self.union, tuple(self.intersections), self.exclusion, tuple(self.terms))
+
+    def parsed(self, text: str, fail: _Failure) -> _Term:
+        term = _parse_term(text, fail)
+        self.terms.append((fail.label(), term))
+        return term
 
     def term(self, piece: str, context: _Failure) -> None:
         """Add one comma-separated piece; `context` quotes the expression or file line."""
@@ -298,7 +346,7 @@ class _Builder:
             self.file(op, rest[1:].strip(), fail)
             return
         group = _Union()
-        group.add(_parse_term(rest, fail))
+        group.add(self.parsed(rest, fail))
         self.place(op, group)
 
     def file(self, op: str, name: str, fail: _Failure) -> None:
@@ -313,23 +361,20 @@ class _Builder:
         if not op:
             for number, line in lines:
                 context = _Failure(line, f"{name}:{number}")
-                for piece in line.split(","):
+                for piece in _pieces(line):
                     self.term(piece, context)
             return
         # &@FILE and !@FILE: the file's terms are one group, their union.
         group = _Union()
         for number, line in lines:
             context = _Failure(line, f"{name}:{number}")
-            for piece in line.split(","):
-                text = piece.strip()
-                if not text:
-                    raise context("an empty term", "remove the extra ','")
+            for text in _pieces(line):
                 if text[0] in "&!@":
                     raise context.about(text)(
                         f"'{text[0]}' inside a file read with '{op}@'",
                         f"list plain terms in it, or read it with @{name}",
                     )
-                group.add(_parse_term(text, context.about(text)))
+                group.add(self.parsed(text, context.about(text)))
         self.place(op, group)
 
     def place(self, op: str, group: _Union) -> None:
@@ -350,6 +395,11 @@ class _Failure:
 
     def about(self, term: str) -> _Failure:
         return _Failure(term, self.where)
+
+    def label(self) -> str:
+        """The term as a warning names it: ``id1`` or ``suspects.txt:3: id1``."""
+        term = quoted(self.text, 60)
+        return term if self.where is None else f"{clean_text(self.where, 80)}: {term}"
 
     def __call__(self, problem: str, hint: str) -> UsageError:
         origin = "--select" if self.where is None else f"--select @{clean_text(self.where, 80)}:"
@@ -421,6 +471,13 @@ def _file_lines(path: Path, name: str) -> list[tuple[int, str]]:
         if line:
             lines.append((number, line))
     return lines
+
+
+def _pieces(line: str) -> list[str]:
+    """The terms of one line of a selection file: separated by commas or white space, as ids
+    are pasted from a ticket (``id1 id2``, ``id1, id2``). A glob for a name with a space in
+    it uses ``?`` (``name:rack?7``)."""
+    return [piece for piece in re.split(r"[,\s]+", line) if piece]
 
 
 def _without_comment(line: str) -> str:

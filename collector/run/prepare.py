@@ -35,7 +35,7 @@ from collector.clouddc.discovery import (
 )
 from collector.clouddc.gateway import Gateways
 from collector.config.inventory import Inventory, Project, Server
-from collector.config.select import Selection
+from collector.config.select import Selection, unmatched_line
 from collector.config.settings import Settings
 from collector.config.shards import Shard
 from collector.errors import CollectorError, UsageError
@@ -121,6 +121,7 @@ async def prepare(
             )
         inventory = replace(inventory, projects=tuple(projects))
     if selection is not None and not selection.everything:
+        warn_unmatched(selection, inventory)
         chosen_pairs = selection.apply(inventory.targets())
         inventory = restricted(inventory, chosen_pairs)
         rejected = [r for r in rejected if _selected(selection, r)]
@@ -128,6 +129,14 @@ async def prepare(
         inventory = shard.select(inventory)
         rejected = [r for r in rejected if shard.owns(r.project_id, r.server_id)]
     return inventory, rejected
+
+
+def warn_unmatched(selection: Selection, inventory: Inventory) -> list[str]:
+    """Warn about each term of `selection` that matches no server of `inventory`; return them."""
+    unmatched = selection.unmatched(inventory.targets())
+    if unmatched:
+        log.warning(unmatched_line(unmatched), extra=ev("selection_unmatched", terms=unmatched))
+    return unmatched
 
 
 async def with_credentials(inventory: Inventory, environ: Mapping[str, str]) -> Inventory:

@@ -1,0 +1,45 @@
+"""What a new operator met (issue 16): each case through the command line, as a user types it,
+against the simulator over loopback."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from _listing import collector
+
+from collector.errors import ExitCode
+from collector.simulator import SimConfig, Simulator
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+
+SMALL = dict(export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))
+FAST = ["--poll-interval", "0.1", "--no-progress"]
+
+
+async def test_a_ticket_line_of_ids_separated_by_spaces_selects_each_and_a_typo_is_warned(tmp_path):
+    """`@FILE` with `id1 id2` on one line was one term matching nothing: 2 of 4 collected, exit 0."""
+    async with Simulator(SimConfig(servers=6, seed=3, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        a, b, c, d = sim.server_ids[:4]
+        ticket = tmp_path / "ticket.txt"
+        ticket.write_text(f"{a} {b}\n{c},{d}   # the rack of INC-1234\nnot-a-server\n")
+        code, _, stderr = await collector(
+            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), "--select", f"@{ticket}", *FAST
+        )
+    assert code == ExitCode.OK, stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert sorted(s["server_id"] for s in report["servers"]) == sorted([a, b, c, d])
+    warning = [line for line in stderr.splitlines() if "match no server" in line or "matches no server" in line]
+    assert len(warning) == 1 and "ticket.txt:3: 'not-a-server'" in warning[0], stderr
+
+
+async def test_validate_warns_about_each_term_that_matches_nothing(tmp_path):
+    async with Simulator(SimConfig(servers=3, seed=4, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, stdout, stderr = await collector(
+            "validate", "-i", str(inventory), "--select", f"{sim.server_ids[0]},nope-1,name:nope-*"
+        )
+    assert code == ExitCode.OK, stderr
+    assert "1 of 3 servers match" in stdout
+    assert stderr.strip() == "collector: warning: --select: 2 terms match no server: 'nope-1', 'name:nope-*'"
