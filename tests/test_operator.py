@@ -43,3 +43,25 @@ async def test_validate_warns_about_each_term_that_matches_nothing(tmp_path):
     assert code == ExitCode.OK, stderr
     assert "1 of 3 servers match" in stdout
     assert stderr.strip() == "collector: warning: --select: 2 terms match no server: 'nope-1', 'name:nope-*'"
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "words"),
+    [
+        ("--metrics-file", "{tmp}/missing/collector.prom", "does not exist"),
+        ("--metrics-file", "{tmp}", "is a folder"),
+        ("--pushgateway", "ftp://pushgateway:9091", "https://"),
+    ],
+)
+async def test_every_output_is_checked_before_the_first_request(tmp_path, flag, value, words):
+    """A --metrics-file into a missing folder was one warning at the end, and exit 0."""
+    async with Simulator(SimConfig(servers=2, seed=5, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, _, stderr = await collector(
+            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), flag, value.format(tmp=tmp_path), *FAST
+        )
+        assert sim.count() == 0
+    assert code == ExitCode.USAGE
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"collector: error: {flag}") and words in lines[0], stderr
+    assert not (tmp_path / "out").exists()

@@ -42,6 +42,7 @@ from collector.errors import ExitCode, InventoryErrors, UsageError
 from collector.observe import crash
 from collector.observe.merge import merge_bucket, merge_folder
 from collector.observe.metrics import pushgateway_url
+from collector.observe.metrics.textfile import check_textfile
 from collector.run.outcome import Outcome, error_exit_code, exit_code
 from collector.run.present import finish
 from collector.run.runner import open_session, run_sweep
@@ -167,8 +168,11 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     live = settings.progress and sys.stderr.isatty()
     calm_garbage_collector()  # the inventory is loaded: see collector.cli.tuning
     location = parse_destination(args.output, endpoint_url=settings.s3_endpoint)
+    # Every output is checked before the first request, as -o is: not a warning at the end.
     if settings.pushgateway:
-        pushgateway_url(settings.pushgateway)  # a bad URL is a usage error now, not a failed push later
+        pushgateway_url(settings.pushgateway)
+    if settings.metrics_file:
+        check_textfile(settings.metrics_file)
     output = location.path if isinstance(location, LocalLocation) else location
     selection = parse_selection(args.select)
     outcome = anyio.run(

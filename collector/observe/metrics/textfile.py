@@ -4,6 +4,7 @@ once more at its end, its first failure logged and none ever raised."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import anyio.to_thread
 from prometheus_client.parser import text_string_to_metric_families
 
 from collector.destinations.local import write_atomically as _write_atomically
+from collector.errors import UsageError
 from collector.log import ev
 from collector.observe.metrics.registry import LAST_SUCCESS, Metrics, describe, log
 
@@ -29,6 +31,22 @@ def write_atomically(path: Path, data: bytes) -> None:
     it. 0644: node_exporter runs as another user, and metrics hold no secrets.
     """
     _write_atomically(path, data, mode=0o644)
+
+
+def check_textfile(path: Path | str) -> None:
+    """`--metrics-file`, checked before the run starts, as `-o` is: its folder must exist and
+    be writable. Not created: node_exporter reads one folder, and a typo in its name would
+    otherwise be a file nobody reads, found out at the end of the run, or never."""
+    folder = Path(path).expanduser().parent
+    if not folder.is_dir():
+        raise UsageError(
+            f"--metrics-file {path}: the folder {folder} does not exist",
+            "give a file in node_exporter's --collector.textfile.directory",
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"--metrics-file {path}: the folder {folder} is not writable", "fix its permissions")
+    if Path(path).expanduser().is_dir():
+        raise UsageError(f"--metrics-file {path}: is a folder", "give a file name, like collector.prom")
 
 
 def previous_success(path: Path, shard: str | None) -> float | None:
