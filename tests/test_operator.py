@@ -4,7 +4,10 @@ against the simulator over loopback."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
+import anyio
 import pytest
 from _listing import collector
 
@@ -65,3 +68,32 @@ async def test_every_output_is_checked_before_the_first_request(tmp_path, flag, 
     lines = stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"collector: error: {flag}") and words in lines[0], stderr
     assert not (tmp_path / "out").exists()
+
+
+async def test_a_folder_in_use_is_one_line_and_exit_2_before_any_request(tmp_path):
+    """It was `internal error: JournalError ... please report it`, exit 70, after discovery's
+    ListServers calls had gone out (issue 16, bug 1)."""
+    config = SimConfig(servers=2, seed=6, export_seconds=(30, 30), archive_bytes=(4096, 8192))
+    async with Simulator(config) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        with_discovery = tmp_path / "discover.yaml"
+        text = inventory.read_text()
+        with_discovery.write_text(text + "discover: {}\n")
+        out = tmp_path / "out"
+        first = await anyio.open_process(
+            [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(out), *FAST],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with anyio.fail_after(20):
+                while sim.count("export") < 2:  # noqa: ASYNC110 - the simulator has no event for it
+                    await anyio.sleep(0.05)
+            code, _, stderr = await collector("run", "-i", str(with_discovery), "-o", str(out), *FAST)
+            assert sim.count("list") == 0  # the second run sent no ListServers
+        finally:
+            first.terminate()
+            await first.wait()
+    assert code == ExitCode.USAGE, stderr
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and "in use by another collector run" in lines[0] and "internal" not in lines[0], stderr

@@ -97,6 +97,10 @@ async def run_sweep(
             state = shown = prepare_output(output)
         if destination is None:
             destination = await stack.enter_async_context(LocalDestination(state))
+        # The folder's lock before any request: a folder in use by another run is a user error
+        # (exit 2) that must not cost ListServers calls, nor be wrapped by a task group.
+        journal = Journal.open(state, fresh=fresh, folder=shard.state_dir(state) if shard else None)
+        stack.callback(journal.shutdown)
         metrics = (
             Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway else None
         )
@@ -118,6 +122,7 @@ async def run_sweep(
                 settings,
                 state,
                 shown,
+                journal=journal,
                 fresh=fresh,
                 live=live,
                 destination=destination,
@@ -158,6 +163,7 @@ async def _run(
     out_dir: Path,
     shown: str | Path,
     *,
+    journal: Journal,
     fresh: bool,
     live: bool,
     destination: Destination,
@@ -168,7 +174,6 @@ async def _run(
     rejected: list[Rejected],
     shard: Shard | None,
 ) -> Outcome:
-    journal = Journal.open(out_dir, fresh=fresh, folder=shard.state_dir(out_dir) if shard else None)
     report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
     started = datetime.now(UTC)
@@ -212,8 +217,6 @@ async def _run(
                 journal.close()  # the writer commits what is left, then returns
     except Exception as exc:  # noqa: BLE001 - a crash of the orchestrator is reported; cancellation passes
         outcome.crash = exc
-    finally:
-        journal.shutdown()
     outcome.results = results if results is not None else ledger.results(inventory)
     outcome.results += [rejected_result(r) for r in rejected]
     finished = datetime.now(UTC)
