@@ -585,6 +585,8 @@ class _Loader(NodeReader):
 
     def auth(self, node: yaml.Node, key: str) -> AuthSpec:
         fields = self.mapping(node, key, _AUTH_KINDS, hint=f"write {_AUTH_EXAMPLE}")
+        if not fields and self.incomplete(fields):
+            raise Stopped  # its one key was misspelt, and that is reported
         if not fields:
             raise self.error(
                 node,

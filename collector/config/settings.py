@@ -185,7 +185,8 @@ class Settings:
     metrics_file: str | None = _setting(
         None,
         Kind.TEXT,
-        "write Prometheus metrics to this file every 10 s and at the end (for node_exporter's textfile collector)",
+        "write Prometheus metrics to this file every 10 s and at the end (for node_exporter's textfile collector); "
+        "its folder must exist and be writable, checked before the first request",
         metavar="PATH",
     )
     pushgateway: str | None = _setting(

@@ -141,6 +141,8 @@ class NodeReader:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.problems: list[InventoryError] = []
+        self._meant: dict[str, set[str]] = {}  # by a mapping's key path: the keys its misspelt keys were close to
+        self._lost: set[int] = set()  # the entries (by id) of mappings that lost a key to a problem
 
     def error(self, node: yaml.Node | None, key: str | None, message: str, hint: str) -> InventoryError:
         line = None if node is None else line_of(node)
@@ -184,18 +186,27 @@ class NodeReader:
         if not isinstance(node, yaml.MappingNode):
             raise self.error(node, key, f"expected a mapping, got {got(node)}", hint=hint)
         entries: dict[str, Entry] = {}
-        problems = []
+        meant: set[str] = set()
         for key_node, value_node in node.value:
             try:
                 name = self.entry_name(key_node, key, entries, allowed, hint=hint)
             except InventoryError as exc:
-                problems.append(exc)  # every key of this mapping is checked, then we stop
+                # Recorded, and the rest of the mapping is still checked: every problem of the
+                # file in one pass, not one round per fix.
+                self.problems.append(exc)
+                if allowed is not None and isinstance(key_node, yaml.ScalarNode):
+                    meant.update(difflib.get_close_matches(str(key_node.value), list(allowed), n=1))
                 continue
             entries[name] = Entry(key_node, value_node)
-        if problems:
-            self.problems.extend(problems)
-            raise Stopped
+        if len(entries) < len(node.value):
+            self._lost.add(id(entries))
+        self._meant.setdefault(key, set()).update(meant)
         return entries
+
+    def incomplete(self, fields: Mapping[str, Entry]) -> bool:
+        """Whether `fields` (from `mapping`) lost keys to problems already reported: what it
+        lacks may be one of them, so "missing" would only repeat the same mistake."""
+        return id(fields) in self._lost
 
     def entry_name(
         self,
@@ -276,6 +287,8 @@ class NodeReader:
         hint: str,
     ) -> yaml.Node:
         if name not in fields:
+            if name in self._meant.get(key, ()):
+                raise Stopped  # its misspelling is already reported, with "did you mean"
             raise self.error(node, join(key, name), "required but missing", hint=hint)
         return fields[name].value
 
