@@ -5,10 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 from _moto import bucket, moto_server  # noqa: F401 - fixtures for the object-storage tests
 
 from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy
+
+# The one hypothesis profile: deterministic in CI (the same examples every run, nothing
+# remembered between runs), no deadline (the machine is shared and xdist runs four at once).
+# A test that needs more or fewer examples says so with `@settings(max_examples=...)`.
+settings.register_profile(
+    "collector",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("collector")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import json
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collector.clouddc.discovery import (
@@ -40,13 +40,7 @@ from collector.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.timeout(60)
 
-PROPERTY = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY = settings(max_examples=200)  # the rest is conftest's profile
 
 DANGEROUS = [
     "/",

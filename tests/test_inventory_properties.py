@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collector.config.inventory import Inventory, load_inventory
@@ -21,14 +21,7 @@ from collector.errors import InventoryError
 
 pytestmark = pytest.mark.timeout(60)
 
-# Deterministic in CI: a fixed sequence of examples, nothing remembered between runs.
-PROPERTY = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY = settings(max_examples=150)  # the rest is conftest's profile
 
 ENVIRON = {
     "CLOUDDC_TOKEN": "t0k3n",

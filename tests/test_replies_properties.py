@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
@@ -43,14 +43,7 @@ from collector.text import clean_text
 
 pytestmark = pytest.mark.timeout(60)
 
-# Deterministic in CI: the same examples every run, nothing remembered between runs.
-PROPERTY = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY = settings(max_examples=150)  # the rest is conftest's profile
 
 # Characters a hostile or broken server might put anywhere, made likely rather than rare.
 DANGEROUS = [

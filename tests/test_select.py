@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.config.inventory import Server
@@ -21,13 +21,7 @@ from collector.errors import UsageError
 
 pytestmark = pytest.mark.timeout(60)
 
-PROPERTY = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY = settings(max_examples=200)  # the rest is conftest's profile
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collector.errors import UsageError
 
 pytestmark = pytest.mark.timeout(60)
 
-PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(max_examples=200)  # the rest is conftest's profile
 
 TOKEN = StaticToken("t0k3n", "$CLOUDDC_TOKEN")
 
