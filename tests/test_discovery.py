@@ -12,6 +12,7 @@ import json
 
 import aiohttp
 import pytest
+from _strategies import DANGEROUS
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -42,34 +43,6 @@ pytestmark = pytest.mark.timeout(60)
 
 PROPERTY = settings(max_examples=200)  # the rest is conftest's profile
 
-DANGEROUS = [
-    "/",
-    "\\",
-    ".",
-    "..",
-    "-",
-    " ",
-    "\t",
-    "\n",
-    "\x00",
-    "\x1b",
-    "\x7f",
-    "\x85",
-    "\u00a0",
-    "\u2028",
-    "\u200b",
-    "\u202e",
-    "\ufeff",
-    "\ud800",
-    "\ue000",
-    "\U0001f600",
-    "é",
-    "=",
-    "&",
-    "#",
-    "%",
-    "?",
-]
 TEXT = st.lists(st.sampled_from(DANGEROUS) | st.characters(), max_size=8).map("".join) | st.sampled_from(
     ["", "a" * 300]
 )

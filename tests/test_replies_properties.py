@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from _strategies import DANGEROUS, texts
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
@@ -44,54 +45,6 @@ from collector.text import clean_text
 pytestmark = pytest.mark.timeout(60)
 
 PROPERTY = settings(max_examples=150)  # the rest is conftest's profile
-
-# Characters a hostile or broken server might put anywhere, made likely rather than rare.
-DANGEROUS = [
-    "/",
-    "\\",
-    ".",
-    "..",
-    "%2e",
-    "%2F",
-    "?",
-    "#",
-    "%",
-    " ",
-    "\t",
-    "\n",
-    "\r",
-    "\x00",
-    "\x1b",
-    "\x7f",
-    "\x85",
-    "\x9b",
-    "\u00a0",
-    "\u2028",
-    "\u3000",
-    "\u200b",
-    "\u200e",
-    "\u202e",
-    "\u2066",
-    "\ufeff",
-    "\ud800",
-    "\udfff",
-    "\udc80",
-    "\ue000",
-    "\U0010ffff",
-    "\U0001f600",
-    "é",
-    "[",
-    "]",
-    "{",
-    "}",
-    '"',
-]
-PIECES = st.one_of(st.characters(exclude_categories=()), st.sampled_from(DANGEROUS))
-
-
-def texts(min_size: int = 0, max_size: int = 40, pieces=PIECES) -> st.SearchStrategy[str]:
-    return st.lists(pieces, min_size=min_size, max_size=max_size).map("".join)
-
 
 TEXT = texts()
 HUGE_INTS = st.one_of(
