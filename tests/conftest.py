@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, settings
 from _moto import bucket, moto_server  # noqa: F401 - fixtures for the object-storage tests
+from hypothesis import HealthCheck, settings
 
 from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy

@@ -20,8 +20,8 @@ import shutil
 import ssl
 import stat
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,6 +30,7 @@ import pytest
 import trustme
 from _auth_servers import serving
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
+from _sockets import raw_http, raw_server
 from aiohttp import web
 
 from collector.auth import StaticToken
@@ -96,29 +97,6 @@ def raw_answer(body: bytes, status: str = "200 OK", **headers: str) -> bytes:
     fields.update((name.replace("_", "-"), value) for name, value in headers.items())
     head = f"HTTP/1.1 {status}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
     return (head + "Connection: close\r\n\r\n").encode("latin-1") + body
-
-
-@asynccontextmanager
-async def raw_http(respond: Callable[[bytes], bytes]) -> AsyncIterator[str]:
-    """Answer each connection's request with `respond(request head)`, verbatim, then close it.
-
-    aiohttp's own server rightly refuses to send control characters in headers or a body
-    shorter than its Content-Length; servers in the wild do both.
-    """
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.write(respond(await reader.readuntil(b"\r\n\r\n")))
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 # -- broken transfers ---------------------------------------------------------------------------
@@ -732,29 +710,26 @@ async def test_cancelled_transfer_waits_for_the_write_in_flight_then_closes_and_
         await released.wait()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    url = "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
     destination = LocalDestination(tmp_path)
     name = archive_name(PROJECT, SERVER)
     part = tmp_path / (name + ".part")
-    try:
-        async with plain_session() as session:
-            api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=1))
-            task = asyncio.ensure_future(
-                fetch_archive(api, SERVER, "1", destination, name, DownloadOptions(policy=api.policy))
-            )
-            for _ in range(500):  # until the .part exists and holds a few MiB: writes are under way
-                await asyncio.sleep(0.01)
-                if part.exists() and part.stat().st_size >= 2 * 1024 * 1024:
-                    break
-            assert files_open_under(tmp_path) == [str(part)]  # the check can see what it looks for
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-    finally:
-        released.set()
-        server.close()
-        await server.wait_closed()
+    async with raw_server(answer) as url:
+        try:
+            async with plain_session() as session:
+                api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=1))
+                task = asyncio.ensure_future(
+                    fetch_archive(api, SERVER, "1", destination, name, DownloadOptions(policy=api.policy))
+                )
+                for _ in range(500):  # until the .part exists and holds a few MiB: writes are under way
+                    await asyncio.sleep(0.01)
+                    if part.exists() and part.stat().st_size >= 2 * 1024 * 1024:
+                        break
+                assert files_open_under(tmp_path) == [str(part)]  # the check can see what it looks for
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            released.set()
     assert not part.exists() and not (tmp_path / name).exists()
     assert files_open_under(tmp_path) == []
 

@@ -10,7 +10,6 @@ import functools
 import logging
 import os
 import re
-import socket
 import stat
 import threading
 from collections.abc import AsyncIterator
@@ -22,6 +21,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 import yaml
+from _sockets import closed_port
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -522,9 +522,7 @@ async def test_push_refused_by_the_gateway_logs_one_line_and_returns(caplog):
 
 async def test_push_to_nothing_listening_logs_and_returns(caplog):
     caplog.set_level(logging.WARNING, logger="collector.metrics")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed at the end of the block: nothing listens there
+    port = closed_port()
     assert await push(f"http://u:hunter2@127.0.0.1:{port}", full()) is False
     [record] = caplog.records
     assert record.event == "metrics_failed" and f"127.0.0.1:{port}" in record.getMessage()
