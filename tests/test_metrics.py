@@ -21,6 +21,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 import yaml
+from _audit import watching
 from _sockets import closed_port
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
@@ -260,24 +261,25 @@ def test_textfile_parses_back_with_every_metric(tmp_path):
     assert os.listdir(tmp_path) == ["collector.prom"]
 
 
-def test_textfile_appears_only_complete_under_its_name(tmp_path, monkeypatch):
+def test_textfile_appears_only_complete_under_its_name(tmp_path):
     """Written in full, fsynced and 0644 under another name in the same folder, then renamed:
-    node_exporter reads `*.prom`, so the temporary name must not end in `.prom`."""
+    node_exporter reads `*.prom`, so the temporary name must not end in `.prom`. (The rename is
+    watched by an audit hook, which runs just before it happens.)"""
     path = tmp_path / "collector.prom"
     path.write_text("# an earlier run's\n")
     renames = []
-    real_replace = os.replace
 
-    def spy(source, target):
+    def on_rename(source, target, *dir_fds):
         source = Path(source)
-        renames.append((source, Path(target), source.read_bytes(), stat.S_IMODE(source.stat().st_mode)))
-        assert path.read_text() == "# an earlier run's\n"  # until the rename, the old file stands
-        real_replace(source, target)
+        if source.parent == tmp_path:
+            old = path.read_text()  # until the rename, the old file stands
+            renames.append((source, Path(target), source.read_bytes(), stat.S_IMODE(source.stat().st_mode), old))
 
-    monkeypatch.setattr(os, "replace", spy)
     metrics = full()
-    assert write_textfile(path, metrics)
-    [(source, target, data, mode)] = renames
+    with watching("os.rename", on_rename):
+        assert write_textfile(path, metrics)
+    [(source, target, data, mode, old)] = renames
+    assert old == "# an earlier run's\n"
     assert target == path and source.parent == path.parent
     assert source != path and not source.name.endswith(".prom")
     assert data == metrics.text() and mode == 0o644
