@@ -19,7 +19,7 @@ async def raw_server(handle: Handler) -> AsyncIterator[str]:
     """
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     try:
-        yield "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         server.close()
         await server.wait_closed()

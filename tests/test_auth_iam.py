@@ -252,7 +252,7 @@ async def test_iam_that_does_not_answer_is_a_timeout():
     server = IamServer(clock, domain=DOMAIN, user=USER, password=PASSWORD)
     server.gate = Gate()  # never opened before the client gives up
     async with serving(server.app()) as url:
-        with pytest.raises(RequestTimeout, match="no answer from 127.0.0.1"):
+        with pytest.raises(RequestTimeout, match=r"no answer from 127\.0\.0\.1"):
             await token_of(provider(url, clock, timeout=0.2))
         server.gate.opened.set()
 

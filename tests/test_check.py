@@ -226,7 +226,7 @@ async def test_validate_discover_with_select_and_a_filter_counts_what_the_run_wo
 
 
 async def test_validate_discover_lists_unusable_servers_with_the_reason(tmp_path):
-    listed = servers(2) + [{"id": "../../etc", "name": "evil"}]
+    listed = [*servers(2), {"id": "../../etc", "name": "evil"}]
     listing = Listing(listed)
     async with serving(listing.app()) as url:
         inventory = write_inventory(tmp_path / "inv.yaml", url, discover=True)

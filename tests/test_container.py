@@ -134,8 +134,8 @@ def in_build_context(path: str) -> bool:
     """Whether `docker build` sends `path` (relative to the context): the last pattern that
     matches it or one of its parent folders decides."""
     rules = []
-    for line in DOCKERIGNORE.read_text().splitlines():
-        line = line.strip()
+    for raw in DOCKERIGNORE.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             negated = line.startswith("!")
             rules.append((dockerignore_pattern(line.removeprefix("!")), negated))

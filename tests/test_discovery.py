@@ -245,7 +245,7 @@ def test_a_page_without_page_info_is_the_last():
 
 
 def test_the_operation_names_the_errors():
-    with pytest.raises(ProtocolError, match="^Discover: "):
+    with pytest.raises(ProtocolError, match=r"^Discover: "):
         parse_server_page(b"[]", operation="Discover")
 
 

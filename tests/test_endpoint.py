@@ -116,7 +116,7 @@ async def test_an_endpoint_that_answers_within_the_deadline_lets_every_waiter_th
     time_ = FakeTime()
     health = EndpointHealth("http://api", dead_after=30, clock=time_, sleep=time_.sleep)
     # Refused until the 5th request (the 4th probe, about 5 s in); then everything answers.
-    ends, sent = await hammer(health, time_, lambda n: refused() if n < 5 else "ok")
+    ends, _sent = await hammer(health, time_, lambda n: refused() if n < 5 else "ok")
     assert ends == ["ok"] * 50
     assert not health.paused and health.given_up is None
     assert time_.now - 1000.0 < 30
@@ -161,7 +161,7 @@ async def test_an_outage_ends_at_the_first_answer():
     time_ = FakeTime()
     health = EndpointHealth("http://api", outage_timeout=600, clock=time_, sleep=time_.sleep)
     health.answered()
-    ends, sent = await hammer(health, time_, lambda n: refused() if n < 15 else "ok", tasks=10)
+    ends, _sent = await hammer(health, time_, lambda n: refused() if n < 15 else "ok", tasks=10)
     assert ends == ["ok"] * 10
     assert not health.paused
 
@@ -252,7 +252,7 @@ async def test_a_sweep_across_two_endpoints_collects_the_live_one_and_leaves_the
 
         outcome = await sweep(sim, tmp_path, settings, then=add_dead_project)
     results = by_id(outcome)
-    live = [sid for sid in sim.server_ids]
+    live = list(sim.server_ids)
     assert all(results[sid].state == "collected" for sid in live)
     assert_exact(tmp_path, sim, live)
     dead = [r for r in outcome.results if r.server_id not in live]

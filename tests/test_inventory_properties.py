@@ -326,9 +326,11 @@ _EDITS = st.lists(
 def _spoiled(edits: list[tuple[tuple, object]], as_projects: bool) -> dict:
     """`_valid()` with each (place, value) edit made where the place still exists."""
     document = _valid()
-    for *steps, last, value in ((*place, value) for place, value in edits):
+    for place, edit in edits:
+        *steps, last = place
+        value = edit
         if (*steps, last) == ("auth", "token_file"):
-            steps, last, value = [], "auth", {"token_file": value}  # one token source, not two
+            steps, last, value = [], "auth", {"token_file": edit}  # one token source, not two
         parent = document
         for step in steps:
             parent = _child(parent, step)

@@ -196,15 +196,15 @@ def test_merging_every_shard_gives_back_the_fleet_and_its_totals(fleet, count):
 
 @pytest.mark.parametrize("odd_one", [failed, pending])
 def test_one_failed_or_pending_server_makes_exit_1_though_every_shard_reported(odd_one):
-    result = merge_reports(all_shards(4, FLEET + [odd_one("the-odd-one")]))
+    result = merge_reports(all_shards(4, [*FLEET, odd_one("the-odd-one")]))
     assert result.complete and result.problems() == []
     assert result.exit_code is ExitCode.PARTIAL
 
 
 def test_a_shard_stopped_by_a_signal_is_said_in_the_run():
-    reports = all_shards(2, FLEET + [pending("left")])
+    reports = all_shards(2, [*FLEET, pending("left")])
     stopped_shard = Shard(shard_of(PROJECT, "left", 2), 2)
-    reports[stopped_shard.report_name] = shard_report(stopped_shard, FLEET + [pending("left")], stopped="SIGTERM")
+    reports[stopped_shard.report_name] = shard_report(stopped_shard, [*FLEET, pending("left")], stopped="SIGTERM")
     result = merge_reports(reports)
     assert result.report["run"]["stopped"] == f"{stopped_shard.label}: SIGTERM"
     assert result.exit_code is ExitCode.PARTIAL

@@ -14,6 +14,7 @@ import stat
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from itertools import pairwise
 from pathlib import Path
 
 import aiohttp
@@ -86,7 +87,7 @@ def moved(server_id: str, previous: Phase, phase: Phase) -> PhaseChanged:
 
 
 def walk(metrics: Metrics, server_id: str, *phases: Phase) -> None:
-    for previous, phase in zip((Phase.PENDING, *phases), phases):
+    for previous, phase in pairwise((Phase.PENDING, *phases)):
         metrics.on_event(moved(server_id, previous, phase))
 
 
@@ -108,7 +109,7 @@ async def test_servers_per_state_follow_the_sweeps_events():
     metrics = Metrics(servers=4)
     events = Events()
     events.subscribe(metrics.on_event)  # a plain function listener
-    states = [state for state in servers(metrics)]
+    states = list(servers(metrics))
     assert states == ["pending", "exporting", "polling", "downloading", "collected", "failed"]
     assert servers(metrics) == dict.fromkeys(states, 0) | {"pending": 4}
 
@@ -638,7 +639,7 @@ async def test_a_run_with_metrics_flags_writes_the_file_and_pushes_once_at_the_e
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    url = "http://127.0.0.1:%d" % runner.addresses[0][1]
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
     try:
         config = SimConfig(servers=5, failing=1, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=4)
         async with Simulator(config) as sim:

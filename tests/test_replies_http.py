@@ -89,7 +89,7 @@ def octets(body: bytes, status: int = 202, **headers: str) -> Answer:
 async def test_export_id_that_climbs_out_of_the_path_is_refused_and_never_requested():
     body = b'{"export_id": "../../../../x", "status": "Running"}'
     async with hostile_api(octets(body)) as (api, seen):
-        with pytest.raises(ProtocolError, match="unsafe export_id '../../../../x': it contains a slash"):
+        with pytest.raises(ProtocolError, match=r"unsafe export_id '\.\./\.\./\.\./\.\./x': it contains a slash"):
             await api.export(SERVER)
     assert seen == [f"POST {EXPORTS}"]
 

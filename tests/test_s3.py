@@ -69,12 +69,14 @@ async def open_uploads(url: str, bucket: str) -> list[str]:
 
 async def test_large_archive_streams_as_multipart_with_one_part_uploading_at_a_time(moto_server, bucket):
     data = payload(20 * MiB)
-    async with FaultyProxy(moto_server.url).running() as proxy:
-        async with S3Destination(bucket, "nightly", endpoint_url=proxy.url, part_size=PART) as destination:
-            partial = await destination.open_partial(NAME)
-            await write_in_batches(partial, data)
-            archive = await partial.commit()
-            assert destination.buffered == 0
+    async with (
+        FaultyProxy(moto_server.url).running() as proxy,
+        S3Destination(bucket, "nightly", endpoint_url=proxy.url, part_size=PART) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await write_in_batches(partial, data)
+        archive = await partial.commit()
+        assert destination.buffered == 0
     digest = hashlib.sha256(data).hexdigest()
     assert (archive.name, archive.size, archive.sha256) == (NAME, len(data), digest)
     # Bounded: the part uploading, and the next one filling up to one batch past its size.
@@ -92,11 +94,13 @@ async def test_large_archive_streams_as_multipart_with_one_part_uploading_at_a_t
 
 async def test_small_archive_is_one_put_with_its_sha256(moto_server, bucket):
     data = payload(300 * 1024)
-    async with FaultyProxy(moto_server.url).running() as proxy:
-        async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination:
-            partial = await destination.open_partial(NAME)
-            await write_in_batches(partial, data, chunk=64 * 1024, batch=128 * 1024)
-            archive = await partial.commit()
+    async with (
+        FaultyProxy(moto_server.url).running() as proxy,
+        S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await write_in_batches(partial, data, chunk=64 * 1024, batch=128 * 1024)
+        archive = await partial.commit()
     assert [op for op, _ in proxy.seen] == ["PutObject"]
     assert archive.sha256 == hashlib.sha256(data).hexdigest()
     assert await get(moto_server.url, bucket, f"p/{NAME}") == (data, {"sha256": archive.sha256})
@@ -151,30 +155,34 @@ async def test_cancelled_transfer_is_discarded_with_its_upload_aborted(moto_serv
 
 async def test_truncate_aborts_the_upload_and_the_restart_is_exact(moto_server, bucket):
     first, second = payload(11 * MiB, seed=1), payload(7 * MiB, seed=2)
-    async with FaultyProxy(moto_server.url).running() as proxy:
-        async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination:
-            partial = await destination.open_partial(NAME)
-            await write_in_batches(partial, first)
-            aborted = partial.upload_id
-            await partial.truncate()
-            assert partial.size == 0 and partial.buffered == 0
-            assert await open_uploads(moto_server.url, bucket) == []
-            await write_in_batches(partial, second)
-            assert partial.upload_id not in (None, aborted)
-            archive = await partial.commit()
+    async with (
+        FaultyProxy(moto_server.url).running() as proxy,
+        S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await write_in_batches(partial, first)
+        aborted = partial.upload_id
+        await partial.truncate()
+        assert partial.size == 0 and partial.buffered == 0
+        assert await open_uploads(moto_server.url, bucket) == []
+        await write_in_batches(partial, second)
+        assert partial.upload_id not in (None, aborted)
+        archive = await partial.commit()
     assert proxy.count("AbortMultipartUpload") == 1
     assert archive.size == len(second) and archive.sha256 == hashlib.sha256(second).hexdigest()
     assert await get(moto_server.url, bucket, f"p/{NAME}") == (second, {"sha256": archive.sha256})
 
 
 async def test_truncate_of_a_small_archive_sends_nothing(moto_server, bucket):
-    async with FaultyProxy(moto_server.url).running() as proxy:
-        async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination:
-            partial = await destination.open_partial(NAME)
-            await partial.write([b"\x1f\x8bfirst try"])
-            await partial.truncate()
-            await partial.write([b"\x1f\x8bsecond"])
-            await partial.commit()
+    async with (
+        FaultyProxy(moto_server.url).running() as proxy,
+        S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await partial.write([b"\x1f\x8bfirst try"])
+        await partial.truncate()
+        await partial.write([b"\x1f\x8bsecond"])
+        await partial.commit()
     assert [op for op, _ in proxy.seen] == ["PutObject"]
     assert (await get(moto_server.url, bucket, f"p/{NAME}"))[0] == b"\x1f\x8bsecond"
 
@@ -223,11 +231,13 @@ def test_names_that_would_escape_the_prefix_are_refused():
 async def test_slow_down_is_retried_by_botocore_and_the_archive_is_exact(moto_server, bucket):
     data = payload(7 * MiB, seed=5)
     faults = {"CreateMultipartUpload": 1, "UploadPart": 1, "CompleteMultipartUpload": 1}
-    async with FaultyProxy(moto_server.url, faults=dict(faults)).running() as proxy:
-        async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART, max_attempts=3) as destination:
-            partial = await destination.open_partial(NAME)
-            await write_in_batches(partial, data)
-            archive = await partial.commit()
+    async with (
+        FaultyProxy(moto_server.url, faults=dict(faults)).running() as proxy,
+        S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART, max_attempts=3) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await write_in_batches(partial, data)
+        archive = await partial.commit()
     assert [(op, proxy.count(op, 503), proxy.count(op, 200)) for op in faults] == [
         ("CreateMultipartUpload", 1, 1),
         ("UploadPart", 1, 2),
@@ -237,13 +247,15 @@ async def test_slow_down_is_retried_by_botocore_and_the_archive_is_exact(moto_se
 
 
 async def test_throttling_past_the_attempts_fails_the_archive_and_aborts_its_upload(moto_server, bucket):
-    async with FaultyProxy(moto_server.url, faults={"UploadPart": 100}).running() as proxy:
-        async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART, max_attempts=2) as destination:
-            partial = await destination.open_partial(NAME)
-            await write_in_batches(partial, payload(6 * MiB))
-            with pytest.raises(StorageError) as caught:
-                await partial.commit()
-            await partial.discard()
+    async with (
+        FaultyProxy(moto_server.url, faults={"UploadPart": 100}).running() as proxy,
+        S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART, max_attempts=2) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await write_in_batches(partial, payload(6 * MiB))
+        with pytest.raises(StorageError) as caught:
+            await partial.commit()
+        await partial.discard()
     assert caught.value.reason == "object storage kept throttling us (SlowDown)"
     assert f"s3://{bucket}/p/{NAME}" in str(caught.value)
     assert proxy.count("UploadPart", 503) == 2  # botocore's attempts, then our error
@@ -253,14 +265,16 @@ async def test_throttling_past_the_attempts_fails_the_archive_and_aborts_its_upl
 
 async def test_failed_stamp_leaves_no_object_that_check_takes_for_committed(moto_server, bucket):
     data = payload(6 * MiB, seed=4)
-    async with FaultyProxy(moto_server.url, faults={"CopyObject": 100}).running() as proxy:
-        async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART, max_attempts=1) as destination:
-            partial = await destination.open_partial(NAME)
-            await write_in_batches(partial, data)
-            with pytest.raises(StorageError, match="cannot set the metadata of"):
-                await partial.commit()
-            await partial.discard()
-            assert not await destination.check(NAME, len(data), hashlib.sha256(data).hexdigest())
+    async with (
+        FaultyProxy(moto_server.url, faults={"CopyObject": 100}).running() as proxy,
+        S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART, max_attempts=1) as destination,
+    ):
+        partial = await destination.open_partial(NAME)
+        await write_in_batches(partial, data)
+        with pytest.raises(StorageError, match="cannot set the metadata of"):
+            await partial.commit()
+        await partial.discard()
+        assert not await destination.check(NAME, len(data), hashlib.sha256(data).hexdigest())
     assert await open_uploads(moto_server.url, bucket) == []
 
 
@@ -346,11 +360,13 @@ async def test_download_cut_half_way_lands_exact_in_the_bucket(moto_server, buck
         export = await api.export(server)
         clock.now += 3600
         name = archive_name(sim.project_id, server)
-        async with FaultyProxy(moto_server.url).running() as proxy:
-            async with S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination:
-                archive, attempts = await fetch_archive(
-                    api, server, export.export_id, destination, name, DownloadOptions(policy=policy)
-                )
+        async with (
+            FaultyProxy(moto_server.url).running() as proxy,
+            S3Destination(bucket, "p", endpoint_url=proxy.url, part_size=PART) as destination,
+        ):
+            archive, attempts = await fetch_archive(
+                api, server, export.export_id, destination, name, DownloadOptions(policy=policy)
+            )
         expected = sim.expected_archive(server)
     assert attempts == 2
     assert proxy.count("AbortMultipartUpload") == (0 if accept_ranges else 1)

@@ -386,7 +386,7 @@ def test_a_selection_matching_nothing_is_a_usage_error_quoting_it():
 def test_require_match_without_a_total():
     selection = parse_selection(["x"])
     selection.require_match(3)
-    with pytest.raises(UsageError, match="^--select 'x': no server matches"):
+    with pytest.raises(UsageError, match=r"^--select 'x': no server matches"):
         selection.require_match(0)
 
 

@@ -223,7 +223,7 @@ def test_an_unexpanded_job_completion_index_says_the_job_must_be_indexed(text):
 
 
 def test_the_flag_named_in_errors_can_be_another():
-    with pytest.raises(UsageError, match="^COLLECTOR_SHARD '3/3'"):
+    with pytest.raises(UsageError, match=r"^COLLECTOR_SHARD '3/3'"):
         parse_shard("3/3", flag="COLLECTOR_SHARD")
 
 
