@@ -24,6 +24,13 @@ settings.register_profile(
 settings.load_profile("collector")
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long end-to-end runs (marked slow) first, the rest in their order: xdist deals the
+    first tests out one per worker, so the long ones start at once on different workers and
+    overlap everything else, instead of one of them starting last and holding up the suite."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

@@ -399,6 +399,7 @@ def test_describe_counts_with_thousands_separators():
 # -- through the command line -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_select_collects_exactly_the_matching_servers_and_reports_only_them(tmp_path):
     """`collector run --select`, a real process against the simulator: the incident sweep."""
     import json
