@@ -25,9 +25,12 @@ settings.load_profile("collector")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long end-to-end runs (marked slow) first, the rest in their order: xdist deals the
-    first tests out one per worker, so the long ones start at once on different workers and
-    overlap everything else, instead of one of them starting last and holding up the suite."""
+    """The long end-to-end runs (marked slow) first, the rest in their order.
+
+    With pyproject's `--maxschedchunk 1`, xdist hands each worker two tests to begin with and
+    then one at a time as it finishes: the long runs start at once on different workers and
+    overlap everything else (longest first), instead of one of them starting last and holding
+    up the suite. (With the default chunks, the first worker would get all of them.)"""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
