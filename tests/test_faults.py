@@ -3,8 +3,8 @@
 Most tests script one fault for one server of a small simulated fleet and sweep it in-process:
 the server is then either collected byte-for-byte (`sim.expected_archive`) or failed with a
 reason that says why, and the others are collected either way. The few things the simulator
-cannot do (TLS, odd `Content-Disposition` names, a full disk) get a tiny server or a test
-double here.
+cannot do (TLS, odd `Content-Disposition` names, a full disk) get a tiny server here or a
+real small tmpfs.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from collector.cli.main import Outcome, exit_code
 from collector.clouddc.api import CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations import local as storage
-from collector.destinations.base import archive_name
+from collector.destinations.base import Archive, archive_name
 from collector.destinations.local import LocalDestination
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
 from collector.simulator import SimConfig, Simulator
@@ -86,6 +86,13 @@ CONTENT = f"/v1/{PROJECT}/physicalservers/{SERVER}/logs/exports/1/content"
 def api_client(session: aiohttp.ClientSession, endpoint: str, policy: RetryPolicy) -> CloudDC:
     credentials = StaticToken("test-token", "test")
     return CloudDC(session, endpoint, PROJECT, credentials, limiter=RateLimiter(1000), policy=policy)
+
+
+async def fetch_one(api: CloudDC, folder: Path) -> tuple[Archive, int]:
+    """Fetch export "1" of SERVER into `folder`, retrying as the client's policy says."""
+    return await fetch_archive(
+        api, SERVER, "1", LocalDestination(folder), archive_name(PROJECT, SERVER), DownloadOptions(policy=api.policy)
+    )
 
 
 def plain_session(**kwargs) -> aiohttp.ClientSession:
@@ -247,14 +254,7 @@ async def test_range_answered_from_another_offset_is_never_written(tmp_path):
 
     async with raw_http(respond) as url, plain_session() as session:
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=5))
-        stored, _ = await fetch_archive(
-            api,
-            SERVER,
-            "1",
-            LocalDestination(tmp_path),
-            archive_name(PROJECT, SERVER),
-            DownloadOptions(policy=api.policy),
-        )
+        stored, _ = await fetch_one(api, tmp_path)
     assert (tmp_path / stored.name).read_bytes() == archive
     assert ranges[0] is None and ranges[1] is not None and ranges[2] is None, ranges
 
@@ -385,14 +385,7 @@ async def test_https_download_redirected_to_http_is_refused(tmp_path):
         ):
             api = api_client(session, tls_url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
             with pytest.raises(ProtocolError, match="refused redirect from https to http"):
-                await fetch_archive(
-                    api,
-                    SERVER,
-                    "1",
-                    LocalDestination(tmp_path),
-                    archive_name(PROJECT, SERVER),
-                    DownloadOptions(policy=api.policy),
-                )
+                await fetch_one(api, tmp_path)
     assert plain_hits == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -415,14 +408,7 @@ async def test_storage_refusing_a_redirected_download_fails_that_download_not_th
         async with serving(app) as url, plain_session() as session:
             api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
             with pytest.raises(APIError) as refused:
-                await fetch_archive(
-                    api,
-                    SERVER,
-                    "1",
-                    LocalDestination(tmp_path),
-                    archive_name(PROJECT, SERVER),
-                    DownloadOptions(policy=api.policy),
-                )
+                await fetch_one(api, tmp_path)
     assert refused.value.status == 403 and not isinstance(refused.value, AuthError)
     assert "redirected to 127.0.0.1" in str(refused.value)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -460,9 +446,7 @@ async def test_server_suggested_file_name_is_ignored_and_warned_once(tmp_path, c
 
     async with raw_http(respond) as url, plain_session() as session:
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
-        archive_info, attempts = await fetch_archive(
-            api, SERVER, "1", LocalDestination(out), archive_name(PROJECT, SERVER), DownloadOptions(policy=api.policy)
-        )
+        archive_info, attempts = await fetch_one(api, out)
     assert attempts == 2
     assert archive_info.name == archive_name(PROJECT, SERVER)
     assert (out / archive_info.name).read_bytes() == archive
@@ -597,14 +581,7 @@ async def test_full_disk_removes_the_part_and_says_why(tmp_path, archive):
         async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
             api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
             with pytest.raises(StorageError, match="No space left on device"):
-                await fetch_archive(
-                    api,
-                    SERVER,
-                    "1",
-                    LocalDestination(destination),
-                    archive_name(PROJECT, SERVER),
-                    DownloadOptions(policy=api.policy),
-                )
+                await fetch_one(api, destination)
         assert [p for p in destination.rglob("*") if not p.is_dir()] == []
 
 
