@@ -38,6 +38,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +150,7 @@ def run_kind(kind: str, base: SimConfig, workdir: Path, collector_args: list[str
         statuses.get("401", 0) for op, statuses in stats["requests"].items() if op not in ("iam", "pod_identity")
     )
     issued_at = [t for t, _ in identity["issued"]]
-    gaps = [later - earlier for earlier, later in zip(issued_at, issued_at[1:])]
+    gaps = [later - earlier for earlier, later in pairwise(issued_at)]
     record: dict[str, Any] = {
         "kind": kind,
         "servers": config.servers,

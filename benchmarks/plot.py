@@ -57,9 +57,9 @@ def plot_sweep(stats: dict[str, Any], path: Path, *, title: str, lower_bound: fl
     grid = [i * width for i in range(bins + 1)]
     for counts in (*per_second.values(), throttled):
         counts.append(counts[-1])
-    for op, color in zip(operations, ("tab:orange", "tab:green", "tab:purple")):
+    for op, color in zip(operations, ("tab:orange", "tab:green", "tab:purple"), strict=True):
         middle.step(grid, per_second[op], where="post", label=f"{op} (not 429)", color=color, linewidth=1)
-    total = [sum(counts) for counts in zip(*per_second.values())]
+    total = [sum(counts) for counts in zip(*per_second.values(), strict=True)]
     middle.step(grid, total, where="post", label="all (not 429)", color="black", linewidth=0.8, alpha=0.6)
     if stats.get("rate_limit"):
         middle.axhline(stats["rate_limit"], color="grey", linestyle=":", label=f"limit {stats['rate_limit']:g}/s")

@@ -6,9 +6,32 @@ from pathlib import Path
 
 import pytest
 from _moto import bucket, moto_server  # noqa: F401 - fixtures for the object-storage tests
+from hypothesis import HealthCheck, settings
 
 from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy
+
+# The one hypothesis profile: deterministic in CI (the same examples every run, nothing
+# remembered between runs), no deadline (the machine is shared and xdist runs four at once).
+# A test that needs more or fewer examples says so with `@settings(max_examples=...)`.
+settings.register_profile(
+    "collector",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("collector")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The long end-to-end runs (marked slow) first, the rest in their order.
+
+    With pyproject's `--maxschedchunk 1`, xdist hands each worker two tests to begin with and
+    then one at a time as it finishes: the long runs start at once on different workers and
+    overlap everything else (longest first), instead of one of them starting last and holding
+    up the suite. (With the default chunks, the first worker would get all of them.)"""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

@@ -62,7 +62,7 @@ async def test_damaged_archive_once_is_fetched_again_from_zero_and_exact(tmp_pat
         sim.script(target, download=[fault])
         outcome = await sweep(sim, tmp_path, fast_settings)
         assert_exact(tmp_path, sim, sim.server_ids)
-        _, second = download_requests(sim, target)
+        _first, second = download_requests(sim, target)
     assert "Range" not in second.headers  # from zero, although the server takes ranges
     assert exit_code(outcome) is ExitCode.OK
     assert by_id(outcome)[target].attempts == 2

@@ -12,7 +12,7 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 import yarl
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
@@ -98,9 +98,7 @@ def requests(draw):
     return request, pairs
 
 
-@settings(
-    derandomize=True, database=None, max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+@settings(max_examples=400)
 @given(
     requests(),
     st.one_of(st.none(), st.text("ABCDEFabcdef0123456789+/=", min_size=1, max_size=40)),

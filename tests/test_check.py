@@ -4,13 +4,13 @@ codes from real processes."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 import yaml
 from _auth_servers import serving
 from _listing import PROJECT, TOKEN, Listing, collector, servers, tls_pair, write_inventory
+from _sockets import closed_port
 
 from collector.cli.check import Verdict, check_inventory, exit_code, patient_for
 from collector.config.inventory import load_inventory
@@ -21,13 +21,6 @@ from collector.simulator import SimConfig, Simulator
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
 SMALL = dict(export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (it was free a moment ago, and nothing here binds)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def discover_only(path: Path, sim: Simulator, discover=True, token: str | None = None) -> Path:

@@ -34,6 +34,8 @@ from typing import Any
 import anyio
 import pytest
 import yaml
+from _unprivileged import open_folder as reachable_folder
+from _unprivileged import unprivileged
 from kubernetes_validate import utils as kubernetes_schemas
 from packaging.specifiers import SpecifierSet
 
@@ -132,8 +134,8 @@ def in_build_context(path: str) -> bool:
     """Whether `docker build` sends `path` (relative to the context): the last pattern that
     matches it or one of its parent folders decides."""
     rules = []
-    for line in DOCKERIGNORE.read_text().splitlines():
-        line = line.strip()
+    for raw in DOCKERIGNORE.read_text().splitlines():
+        line = raw.strip()
         if line and not line.startswith("#"):
             negated = line.startswith("!")
             rules.append((dockerignore_pattern(line.removeprefix("!")), negated))
@@ -377,23 +379,9 @@ _LISTENING = re.compile(rb"simulator listening on (http://\S+) ")
 
 @pytest.fixture
 def open_folder() -> Iterator[Path]:
-    """A folder uid 65532 can reach: pytest's tmp_path is under a 0700 folder of root's."""
-    path = Path(tempfile.mkdtemp(prefix="collector-container-"))
-    path.chmod(0o755)
-    try:
+    """A folder uid 65532 can reach."""
+    with reachable_folder("collector-container-") as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def unprivileged(command: list[str]) -> list[str]:
-    """`command` as uid 65532, no groups (as the pod runs it); as it is if we are not root,
-    which is unprivileged already."""
-    if os.geteuid() != 0:
-        return command
-    setpriv = shutil.which("setpriv")
-    assert setpriv, "setpriv (util-linux) is needed to drop to uid 65532"
-    return [setpriv, f"--reuid={UID}", f"--regid={UID}", "--clear-groups", "--", *command]
 
 
 def pod_environment(token: str) -> dict[str, str]:
@@ -516,7 +504,9 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
         # Before the rehearsal proper: can uid 65532 import the package from this venv at all?
         with anyio.fail_after(60):
             probe = await anyio.run_process(
-                unprivileged([sys.executable, "-c", "import collector.cli.main; print(collector.cli.main.__file__)"]),
+                unprivileged(
+                    [sys.executable, "-c", "import collector.cli.main; print(collector.cli.main.__file__)"], UID
+                ),
                 env=env,
                 cwd="/",
                 stdin=subprocess.DEVNULL,
@@ -529,7 +519,7 @@ async def test_unprivileged_run_without_home_stops_on_sigterm_within_grace_and_t
         assert probe.stdout.decode().startswith(str(app)), probe.stdout
 
         command = unprivileged(
-            [str(BIN / "collector"), "run", "-i", str(etc / "inventory.yaml"), "-o", str(out), *RUN_FLAGS]
+            [str(BIN / "collector"), "run", "-i", str(etc / "inventory.yaml"), "-o", str(out), *RUN_FLAGS], UID
         )
 
         async def run(*, stop_after: int | None) -> tuple[int, str, dict[str, Any] | None]:

@@ -12,7 +12,8 @@ import json
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from _strategies import DANGEROUS
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collector.clouddc.discovery import (
@@ -40,42 +41,8 @@ from collector.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.timeout(60)
 
-PROPERTY = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY = settings(max_examples=200)  # the rest is conftest's profile
 
-DANGEROUS = [
-    "/",
-    "\\",
-    ".",
-    "..",
-    "-",
-    " ",
-    "\t",
-    "\n",
-    "\x00",
-    "\x1b",
-    "\x7f",
-    "\x85",
-    "\u00a0",
-    "\u2028",
-    "\u200b",
-    "\u202e",
-    "\ufeff",
-    "\ud800",
-    "\ue000",
-    "\U0001f600",
-    "é",
-    "=",
-    "&",
-    "#",
-    "%",
-    "?",
-]
 TEXT = st.lists(st.sampled_from(DANGEROUS) | st.characters(), max_size=8).map("".join) | st.sampled_from(
     ["", "a" * 300]
 )

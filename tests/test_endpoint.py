@@ -10,7 +10,6 @@ import asyncio
 import heapq
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import anyio.lowlevel
 import pytest
 import yaml
 from _fleet import assert_exact, by_id, sweep
+from _sockets import closed_port
 
 from collector.cli.main import exit_code
 from collector.control.endpoint import OUTAGE_AFTER, EndpointHealth, Unreachable
@@ -116,7 +116,7 @@ async def test_an_endpoint_that_answers_within_the_deadline_lets_every_waiter_th
     time_ = FakeTime()
     health = EndpointHealth("http://api", dead_after=30, clock=time_, sleep=time_.sleep)
     # Refused until the 5th request (the 4th probe, about 5 s in); then everything answers.
-    ends, _ = await hammer(health, time_, lambda n: refused() if n < 5 else "ok")
+    ends, _sent = await hammer(health, time_, lambda n: refused() if n < 5 else "ok")
     assert ends == ["ok"] * 50
     assert not health.paused and health.given_up is None
     assert time_.now - 1000.0 < 30
@@ -161,7 +161,7 @@ async def test_an_outage_ends_at_the_first_answer():
     time_ = FakeTime()
     health = EndpointHealth("http://api", outage_timeout=600, clock=time_, sleep=time_.sleep)
     health.answered()
-    ends, _ = await hammer(health, time_, lambda n: refused() if n < 15 else "ok", tasks=10)
+    ends, _sent = await hammer(health, time_, lambda n: refused() if n < 15 else "ok", tasks=10)
     assert ends == ["ok"] * 10
     assert not health.paused
 
@@ -200,13 +200,6 @@ def test_gateway_failures_from_across_the_fleet_are_an_overload_signal_and_one_5
 # -- end to end -------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A loopback port nobody listens on (bound, then closed)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def dead_inventory(path: Path, servers: int, port: int) -> Path:
     ids = "\n".join(f"  - 2102313YJK10N{n:07d}" for n in range(servers))
     path.write_text(
@@ -220,7 +213,7 @@ def dead_inventory(path: Path, servers: int, port: int) -> Path:
 @pytest.mark.timeout(120)
 def test_a_port_where_nothing_listens_ends_in_exit_4_within_60_s_with_few_log_lines(tmp_path):
     """The issue's acceptance check, as a user runs it: 1,000 servers, default settings."""
-    inventory = dead_inventory(tmp_path / "fleet.yaml", 1000, free_port())
+    inventory = dead_inventory(tmp_path / "fleet.yaml", 1000, closed_port())
     out = tmp_path / "out"
     started = time.monotonic()
     run = subprocess.run(
@@ -250,7 +243,7 @@ async def test_a_sweep_across_two_endpoints_collects_the_live_one_and_leaves_the
     tmp_path, fast_settings
 ):
     settings = fast_settings.__class__(**{**fast_settings.__dict__, "dead_after": 0.5})
-    port = free_port()
+    port = closed_port()
     async with Simulator(SimConfig(servers=6, export_seconds=(0.05, 0.1))) as sim:
         inventory = tmp_path / "inventory.yaml"
 

@@ -3,25 +3,27 @@
 Most tests script one fault for one server of a small simulated fleet and sweep it in-process:
 the server is then either collected byte-for-byte (`sim.expected_archive`) or failed with a
 reason that says why, and the others are collected either way. The few things the simulator
-cannot do (TLS, odd `Content-Disposition` names, a full disk) get a tiny server or a test
-double here.
+cannot do (TLS, odd `Content-Disposition` names, a full disk) get a tiny server here or a
+real small tmpfs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
+import fcntl
 import gzip
 import hashlib
 import logging
 import os
 import re
-import shutil
+import signal
 import ssl
 import stat
-import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+import termios
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,16 +32,17 @@ import pytest
 import trustme
 from _auth_servers import serving
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
+from _mounts import fill, tmpfs
+from _sockets import raw_http, raw_server
 from aiohttp import web
 
 from collector.auth import StaticToken
-from collector.cli import main as cli
 from collector.cli.main import Outcome, exit_code
 from collector.clouddc.api import CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations import local as storage
-from collector.destinations.base import archive_name
-from collector.destinations.local import LocalDestination, LocalPartial
+from collector.destinations.base import Archive, archive_name
+from collector.destinations.local import LocalDestination
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
 from collector.simulator import SimConfig, Simulator
 from collector.simulator.archive import build_archive
@@ -85,6 +88,13 @@ def api_client(session: aiohttp.ClientSession, endpoint: str, policy: RetryPolic
     return CloudDC.alone(session, endpoint, PROJECT, credentials, limiter=RateLimiter(1000), policy=policy)
 
 
+async def fetch_one(api: CloudDC, folder: Path) -> tuple[Archive, int]:
+    """Fetch export "1" of SERVER into `folder`, retrying as the client's policy says."""
+    return await fetch_archive(
+        api, SERVER, "1", LocalDestination(folder), archive_name(PROJECT, SERVER), DownloadOptions(policy=api.policy)
+    )
+
+
 def plain_session(**kwargs) -> aiohttp.ClientSession:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
     return aiohttp.ClientSession(auto_decompress=False, timeout=timeout, **kwargs)
@@ -96,29 +106,6 @@ def raw_answer(body: bytes, status: str = "200 OK", **headers: str) -> bytes:
     fields.update((name.replace("_", "-"), value) for name, value in headers.items())
     head = f"HTTP/1.1 {status}\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields.items())
     return (head + "Connection: close\r\n\r\n").encode("latin-1") + body
-
-
-@asynccontextmanager
-async def raw_http(respond: Callable[[bytes], bytes]) -> AsyncIterator[str]:
-    """Answer each connection's request with `respond(request head)`, verbatim, then close it.
-
-    aiohttp's own server rightly refuses to send control characters in headers or a body
-    shorter than its Content-Length; servers in the wild do both.
-    """
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            writer.write(respond(await reader.readuntil(b"\r\n\r\n")))
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 # -- broken transfers ---------------------------------------------------------------------------
@@ -267,14 +254,7 @@ async def test_range_answered_from_another_offset_is_never_written(tmp_path):
 
     async with raw_http(respond) as url, plain_session() as session:
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=5))
-        stored, _ = await fetch_archive(
-            api,
-            SERVER,
-            "1",
-            LocalDestination(tmp_path),
-            archive_name(PROJECT, SERVER),
-            DownloadOptions(policy=api.policy),
-        )
+        stored, _ = await fetch_one(api, tmp_path)
     assert (tmp_path / stored.name).read_bytes() == archive
     assert ranges[0] is None and ranges[1] is not None and ranges[2] is None, ranges
 
@@ -405,14 +385,7 @@ async def test_https_download_redirected_to_http_is_refused(tmp_path):
         ):
             api = api_client(session, tls_url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
             with pytest.raises(ProtocolError, match="refused redirect from https to http"):
-                await fetch_archive(
-                    api,
-                    SERVER,
-                    "1",
-                    LocalDestination(tmp_path),
-                    archive_name(PROJECT, SERVER),
-                    DownloadOptions(policy=api.policy),
-                )
+                await fetch_one(api, tmp_path)
     assert plain_hits == []
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
@@ -435,14 +408,7 @@ async def test_storage_refusing_a_redirected_download_fails_that_download_not_th
         async with serving(app) as url, plain_session() as session:
             api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
             with pytest.raises(APIError) as refused:
-                await fetch_archive(
-                    api,
-                    SERVER,
-                    "1",
-                    LocalDestination(tmp_path),
-                    archive_name(PROJECT, SERVER),
-                    DownloadOptions(policy=api.policy),
-                )
+                await fetch_one(api, tmp_path)
     assert refused.value.status == 403 and not isinstance(refused.value, AuthError)
     assert "redirected to 127.0.0.1" in str(refused.value)
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
@@ -480,9 +446,7 @@ async def test_server_suggested_file_name_is_ignored_and_warned_once(tmp_path, c
 
     async with raw_http(respond) as url, plain_session() as session:
         api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
-        archive_info, attempts = await fetch_archive(
-            api, SERVER, "1", LocalDestination(out), archive_name(PROJECT, SERVER), DownloadOptions(policy=api.policy)
-        )
+        archive_info, attempts = await fetch_one(api, out)
     assert attempts == 2
     assert archive_info.name == archive_name(PROJECT, SERVER)
     assert (out / archive_info.name).read_bytes() == archive
@@ -581,74 +545,9 @@ async def test_429_on_export_waits_at_least_retry_after_then_collects(tmp_path, 
 # -- a full disk --------------------------------------------------------------------------------
 
 
-class FillingPartial:
-    """A `LocalPartial` on a disk that is full after `room` bytes."""
-
-    def __init__(self, inner, room: int) -> None:
-        self.inner = inner
-        self.room = room
-
-    @property
-    def size(self) -> int:
-        return self.inner.size
-
-    async def write(self, chunks: list[bytes]) -> None:
-        if self.inner.size + sum(map(len, chunks)) > self.room:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.inner.part))
-        await self.inner.write(chunks)
-
-    async def truncate(self) -> None:
-        await self.inner.truncate()
-
-    async def commit(self):
-        return await self.inner.commit()
-
-    async def discard(self) -> None:
-        await self.inner.discard()
-
-    def sha256(self) -> str:
-        return self.inner.sha256()
-
-
-class FillingDestination:
-    """`LocalDestination` whose archive `full_for` runs out of space after `room` bytes."""
-
-    def __init__(self, inner: LocalDestination, full_for: str, room: int) -> None:
-        self.inner = inner
-        self.full_for = full_for
-        self.room = room
-
-    async def open_partial(self, name: str):
-        partial = await self.inner.open_partial(name)
-        return FillingPartial(partial, self.room) if name == self.full_for else partial
-
-    async def check(self, name: str, size: int, sha256: str | None) -> bool:
-        return await self.inner.check(name, size, sha256)
-
-
-@contextmanager
-def small_tmpfs(path: Path, size: str) -> Iterator[bool]:
-    """Mount a tmpfs of `size` at `path` if this process may (root, mount works); yields whether it did."""
-    path.mkdir(mode=0o700, exist_ok=True)
-    mount, umount = shutil.which("mount"), shutil.which("umount")
-    mounted = False
-    if os.geteuid() == 0 and mount and umount:
-        done = subprocess.run(
-            [mount, "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)], capture_output=True, check=False
-        )
-        mounted = done.returncode == 0 and os.path.ismount(path)
-    try:
-        yield mounted
-    finally:
-        if mounted:
-            subprocess.run([umount, str(path)], capture_output=True, check=True)
-
-
-async def test_full_disk_fails_that_server_removes_its_part_and_the_run_goes_on(tmp_path, fast_settings, monkeypatch):
-    """A real 1 MiB tmpfs where we may mount one; else a destination that fills up after 256 KiB.
-
-    The tmpfs holds the project's archives only (the journal stays on the big disk), and one
-    transfer runs at a time, so the other archives fit once the big one's `.part` is gone.
+async def test_full_disk_fails_that_server_removes_its_part_and_the_run_goes_on(tmp_path, fast_settings):
+    """A real 1 MiB tmpfs holds the project's archives only (the journal stays on the big disk),
+    and one transfer runs at a time, so the other archives fit once the big one's `.part` is gone.
     """
     config = SimConfig(servers=3, seed=29, oversize_bytes=2 * 1024 * 1024, **SMALL)
     settings = replace(fast_settings, downloads=1)
@@ -656,29 +555,11 @@ async def test_full_disk_fails_that_server_removes_its_part_and_the_run_goes_on(
         target = sim.server_ids[1]
         sim.script(target, download=["oversize"])  # 2 MiB: more than the disk holds
         (tmp_path / "out").mkdir(mode=0o700)
-        with small_tmpfs(tmp_path / "out" / sim.project_id, "1m") as on_tmpfs:
-            if not on_tmpfs:
-                name = archive_name(sim.project_id, target)
-                monkeypatch.setattr(
-                    cli, "LocalDestination", lambda root: FillingDestination(LocalDestination(root), name, 256 * 1024)
-                )
+        with tmpfs(tmp_path / "out" / sim.project_id, "1m"):
             outcome = await sweep(sim, tmp_path, settings)
             result = assert_failed_alone(tmp_path, sim, outcome, target)
         assert sim.count("download", server_id=target) == 1  # a full disk is not the server's fault
     assert "No space left on device" in result.error
-
-
-class DevFullPartial(LocalPartial):
-    """A `LocalPartial` whose bytes go to /dev/full: every write that reaches the disk fails."""
-
-    def _create_fd(self) -> int:
-        os.close(super()._create_fd())  # the .part is created as usual, so its removal can be checked
-        return os.open("/dev/full", os.O_WRONLY)
-
-
-class DevFullDestination(LocalDestination):
-    async def open_partial(self, name: str) -> DevFullPartial:
-        return DevFullPartial(self.root, name)
 
 
 @pytest.mark.parametrize(
@@ -691,18 +572,17 @@ class DevFullDestination(LocalDestination):
     ],
 )
 async def test_full_disk_removes_the_part_and_says_why(tmp_path, archive):
-    async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
-        api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
-        with pytest.raises(StorageError, match="No space left on device"):
-            await fetch_archive(
-                api,
-                SERVER,
-                "1",
-                DevFullDestination(tmp_path),
-                archive_name(PROJECT, SERVER),
-                DownloadOptions(policy=api.policy),
-            )
-    assert [p for p in tmp_path.rglob("*") if not p.is_dir()] == []
+    """A real tmpfs, filled to the last byte before the transfer: the `.part` can be created
+    (that takes an inode, not a block), and the first byte written to it cannot."""
+    with tmpfs(tmp_path / "disk", "256k") as disk:
+        destination = disk / "out"
+        destination.mkdir(mode=0o700)
+        fill(disk)
+        async with raw_http(lambda head: raw_answer(archive)) as url, plain_session() as session:
+            api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=3))
+            with pytest.raises(StorageError, match="No space left on device"):
+                await fetch_one(api, destination)
+        assert [p for p in destination.rglob("*") if not p.is_dir()] == []
 
 
 # -- streaming to disk --------------------------------------------------------------------------
@@ -732,29 +612,26 @@ async def test_cancelled_transfer_waits_for_the_write_in_flight_then_closes_and_
         await released.wait()
         writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    url = "http://127.0.0.1:%d" % server.sockets[0].getsockname()[1]
     destination = LocalDestination(tmp_path)
     name = archive_name(PROJECT, SERVER)
     part = tmp_path / (name + ".part")
-    try:
-        async with plain_session() as session:
-            api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=1))
-            task = asyncio.ensure_future(
-                fetch_archive(api, SERVER, "1", destination, name, DownloadOptions(policy=api.policy))
-            )
-            for _ in range(500):  # until the .part exists and holds a few MiB: writes are under way
-                await asyncio.sleep(0.01)
-                if part.exists() and part.stat().st_size >= 2 * 1024 * 1024:
-                    break
-            assert files_open_under(tmp_path) == [str(part)]  # the check can see what it looks for
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-    finally:
-        released.set()
-        server.close()
-        await server.wait_closed()
+    async with raw_server(answer) as url:
+        try:
+            async with plain_session() as session:
+                api = api_client(session, url, RetryPolicy(base=0.01, cap=0.05, max_attempts=1))
+                task = asyncio.ensure_future(
+                    fetch_archive(api, SERVER, "1", destination, name, DownloadOptions(policy=api.policy))
+                )
+                for _ in range(500):  # until the .part exists and holds a few MiB: writes are under way
+                    await asyncio.sleep(0.01)
+                    if part.exists() and part.stat().st_size >= 2 * 1024 * 1024:
+                        break
+                assert files_open_under(tmp_path) == [str(part)]  # the check can see what it looks for
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            released.set()
     assert not part.exists() and not (tmp_path / name).exists()
     assert files_open_under(tmp_path) == []
 
@@ -771,23 +648,50 @@ async def test_archive_streamed_across_many_writes_is_exact(tmp_path, fast_setti
     assert exit_code(outcome) is ExitCode.OK
 
 
-def test_short_writes_are_continued_where_they_stopped(tmp_path, monkeypatch):
-    """`write` may write less than asked (a signal, a nearly full disk): the rest follows, in order."""
-    real_write = os.write
-    calls = []
+def test_short_writes_are_continued_where_they_stopped():
+    """`write` may write less than asked (a signal, a nearly full disk): the rest follows, in order.
 
-    def short_write(fd, data):
-        calls.append(len(data))
-        data = bytes(data)
-        return real_write(fd, data[: len(data) // 2 + 1])  # a little over half of what was asked
+    A real short write: a writer thread blocks in `write` on a full pipe of one page, and a
+    signal sent to that thread ends the call with what it had written so far.
+    """
+    chunks = [bytes([n]) * (20_000 + n) for n in range(1, 8)]  # each more than the pipe holds
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    capacity = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+    interrupted = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: interrupted.append(signum))
+    failed: list[BaseException] = []
 
-    monkeypatch.setattr(os, "write", short_write)
-    chunks = [bytes([n % 251]) * (1000 + n) for n in range(7)]
-    path = tmp_path / "file"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    def writer() -> None:
+        try:
+            storage.write_all(write_end, chunks)
+        except BaseException as exc:  # handed to the test thread
+            failed.append(exc)
+        finally:
+            os.close(write_end)
+
+    thread = threading.Thread(target=writer)
+    received = bytearray()
     try:
-        storage.write_all(fd, chunks)
+        thread.start()
+        for _ in range(2):  # twice: in the first chunk, then again in what is left of it
+            for _ in range(1000):  # until the pipe is full: the writer is blocked inside write
+                if int.from_bytes(fcntl.ioctl(read_end, termios.FIONREAD, bytes(4)), "little") >= capacity:
+                    break
+                time.sleep(0.005)
+            signal.pthread_kill(thread.ident, signal.SIGUSR1)
+            for _ in range(1000):  # until the handler has run: the write returned short
+                if interrupted:
+                    break
+                time.sleep(0.005)
+            assert interrupted
+            interrupted.clear()
+            received += os.read(read_end, capacity)  # room again: the writer goes on with the rest
+        while block := os.read(read_end, 65536):
+            received += block
     finally:
-        os.close(fd)
-    assert calls[:2] == [1000, 499]  # the first chunk's rest was asked for next, before the second chunk
-    assert path.read_bytes() == b"".join(chunks)
+        thread.join(10)
+        signal.signal(signal.SIGUSR1, previous)
+        os.close(read_end)
+    assert not failed, failed
+    assert bytes(received) == b"".join(chunks)

@@ -42,6 +42,7 @@ def _tail(text: str, lines: int = 40) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(RUN_SECONDS + 60)
 @pytest.mark.parametrize("seed", SEEDS)
 def test_hostile_replies_leave_the_run_whole_and_only_true_archives(seed: int, tmp_path: Path):

@@ -7,9 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from _unprivileged import open_folder, unprivileged
 
 from collector.auth import (
     CredentialsUnavailable,
@@ -288,16 +293,41 @@ def test_directory_instead_of_file(tmp_path):
     check(info.value, None, None, "is a directory")
 
 
-def test_unreadable_file(tmp_path, monkeypatch):
-    path = write(tmp_path, [*HEAD, "servers: [S1]"])
+# Loads the inventory named by argv[1] and prints the InventoryError it raised, as JSON.
+LOAD_AND_SHOW = """
+import json, sys
+from collector.config.inventory import load_inventory
+from collector.errors import InventoryError
+try:
+    load_inventory(sys.argv[1], {"CLOUDDC_TOKEN": "t"})
+except InventoryError as error:
+    print(json.dumps({"path": str(error.path), "message": error.message, "key": error.key,
+                      "line": error.line, "hint": error.hint}))
+"""
 
-    def refuse(self):
-        raise PermissionError(13, "Permission denied", str(self))
 
-    monkeypatch.setattr(Path, "read_bytes", refuse)
-    with pytest.raises(InventoryError) as info:
-        load_inventory(path, ENV)
-    check(info.value, None, None, "cannot be read (Permission denied)")
+def test_unreadable_file():
+    """A real mode-0000 file, read by an unprivileged process: as root (CI), the loader runs as
+    uid 65534, since root reads any file whatever its mode."""
+    with open_folder("collector-inventory-") as folder:
+        path = write(folder, [*HEAD, "servers: [S1]"])
+        path.chmod(0)
+        done = subprocess.run(
+            unprivileged([sys.executable, "-c", LOAD_AND_SHOW, str(path)], 65534),
+            capture_output=True,
+            text=True,
+            cwd="/",
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONDONTWRITEBYTECODE": "1"},
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0 and done.stdout, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen["path"] == str(path)
+    error = InventoryError(
+        path.name, seen["message"].removeprefix(f"{path}: "), key=seen["key"], line=seen["line"], hint=seen["hint"]
+    )
+    check(error, None, None, "cannot be read (Permission denied)")
 
 
 def test_file_not_utf8_names_the_line(tmp_path):

@@ -813,7 +813,7 @@ def test_discover_with_listed_and_empty_servers(tmp_path):
         "  - {project_id: p5, discover: false, servers: [S5]}",
     ]
     inventory = load(tmp_path, lines)
-    p1, p2, p3, p4, p5 = inventory.projects
+    _p1, _p2, _p3, _p4, _p5 = inventory.projects
     assert [p.discover for p in inventory.projects] == [DiscoverSpec("db-*")] * 3 + [DiscoverSpec(), None]
     assert [len(p.servers) for p in inventory.projects] == [2, 0, 0, 0, 1]
     assert inventory.server_count == 3  # listed servers only

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trustme
 import yaml
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from collector.config.inventory import Inventory, load_inventory
@@ -21,14 +21,7 @@ from collector.errors import InventoryError
 
 pytestmark = pytest.mark.timeout(60)
 
-# Deterministic in CI: a fixed sequence of examples, nothing remembered between runs.
-PROPERTY = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY = settings(max_examples=150)  # the rest is conftest's profile
 
 ENVIRON = {
     "CLOUDDC_TOKEN": "t0k3n",
@@ -333,9 +326,11 @@ _EDITS = st.lists(
 def _spoiled(edits: list[tuple[tuple, object]], as_projects: bool) -> dict:
     """`_valid()` with each (place, value) edit made where the place still exists."""
     document = _valid()
-    for *steps, last, value in ((*place, value) for place, value in edits):
+    for place, edit in edits:
+        *steps, last = place
+        value = edit
         if (*steps, last) == ("auth", "token_file"):
-            steps, last, value = [], "auth", {"token_file": value}  # one token source, not two
+            steps, last, value = [], "auth", {"token_file": edit}  # one token source, not two
         parent = document
         for step in steps:
             parent = _child(parent, step)

@@ -172,7 +172,7 @@ fleets = st.lists(
 )
 
 
-@settings(max_examples=100, deadline=None, derandomize=True, database=None)
+@settings(max_examples=100)
 @given(fleet=fleets, count=st.integers(1, 16))
 def test_merging_every_shard_gives_back_the_fleet_and_its_totals(fleet, count):
     results = [

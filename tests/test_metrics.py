@@ -10,11 +10,11 @@ import functools
 import logging
 import os
 import re
-import socket
 import stat
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from itertools import pairwise
 from pathlib import Path
 
 import aiohttp
@@ -22,6 +22,8 @@ import anyio
 import anyio.lowlevel
 import pytest
 import yaml
+from _audit import watching
+from _sockets import closed_port
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -85,7 +87,7 @@ def moved(server_id: str, previous: Phase, phase: Phase) -> PhaseChanged:
 
 
 def walk(metrics: Metrics, server_id: str, *phases: Phase) -> None:
-    for previous, phase in zip((Phase.PENDING, *phases), phases, strict=False):
+    for previous, phase in pairwise((Phase.PENDING, *phases)):
         metrics.on_event(moved(server_id, previous, phase))
 
 
@@ -260,24 +262,25 @@ def test_textfile_parses_back_with_every_metric(tmp_path):
     assert os.listdir(tmp_path) == ["collector.prom"]
 
 
-def test_textfile_appears_only_complete_under_its_name(tmp_path, monkeypatch):
+def test_textfile_appears_only_complete_under_its_name(tmp_path):
     """Written in full, fsynced and 0644 under another name in the same folder, then renamed:
-    node_exporter reads `*.prom`, so the temporary name must not end in `.prom`."""
+    node_exporter reads `*.prom`, so the temporary name must not end in `.prom`. (The rename is
+    watched by an audit hook, which runs just before it happens.)"""
     path = tmp_path / "collector.prom"
     path.write_text("# an earlier run's\n")
     renames = []
-    real_replace = os.replace
 
-    def spy(source, target):
+    def on_rename(source, target, *dir_fds):
         source = Path(source)
-        renames.append((source, Path(target), source.read_bytes(), stat.S_IMODE(source.stat().st_mode)))
-        assert path.read_text() == "# an earlier run's\n"  # until the rename, the old file stands
-        real_replace(source, target)
+        if source.parent == tmp_path:
+            old = path.read_text()  # until the rename, the old file stands
+            renames.append((source, Path(target), source.read_bytes(), stat.S_IMODE(source.stat().st_mode), old))
 
-    monkeypatch.setattr(os, "replace", spy)
     metrics = full()
-    assert write_textfile(path, metrics)
-    [(source, target, data, mode)] = renames
+    with watching("os.rename", on_rename):
+        assert write_textfile(path, metrics)
+    [(source, target, data, mode, old)] = renames
+    assert old == "# an earlier run's\n"
     assert target == path and source.parent == path.parent
     assert source != path and not source.name.endswith(".prom")
     assert data == metrics.text() and mode == 0o644
@@ -522,9 +525,7 @@ async def test_push_refused_by_the_gateway_logs_one_line_and_returns(caplog):
 
 async def test_push_to_nothing_listening_logs_and_returns(caplog):
     caplog.set_level(logging.WARNING, logger="collector.metrics")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed at the end of the block: nothing listens there
+    port = closed_port()
     assert await push(f"http://u:hunter2@127.0.0.1:{port}", full()) is False
     [record] = caplog.records
     assert record.event == "metrics_failed" and f"127.0.0.1:{port}" in record.getMessage()

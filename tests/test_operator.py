@@ -87,7 +87,7 @@ async def test_a_folder_in_use_is_one_line_and_exit_2_before_any_request(tmp_pat
         )
         try:
             with anyio.fail_after(20):
-                while sim.count("export") < 2:  # noqa: ASYNC110 - the simulator has no event for it
+                while sim.count("export") < 2:
                     await anyio.sleep(0.05)
             code, _, stderr = await collector("run", "-i", str(with_discovery), "-o", str(out), *FAST)
             assert sim.count("list") == 0  # the second run sent no ListServers

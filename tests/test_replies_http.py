@@ -7,12 +7,12 @@ aiohttp server here sends them, and records every path it was asked for.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
+from _sockets import raw_http
 from aiohttp import web
 
 from collector.auth import StaticToken
@@ -67,30 +67,17 @@ async def raw_api(answer: bytes) -> AsyncIterator[CloudDC]:
     """A client for a server that answers every request with `answer`, verbatim: aiohttp's own
     server rightly refuses to send control characters in a header; servers in the wild do."""
 
-    async def respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(answer)
-            await writer.drain()
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(respond, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
+    async with raw_http(lambda head: answer) as url:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=2, sock_read=2)
         async with aiohttp.ClientSession(auto_decompress=False, timeout=timeout) as session:
             yield CloudDC.alone(
                 session,
-                f"http://127.0.0.1:{port}",
+                url,
                 PROJECT,
                 StaticToken("test-token", "test"),
                 limiter=RateLimiter(1000),
                 policy=ONCE,
             )
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 def octets(body: bytes, status: int = 202, **headers: str) -> Answer:

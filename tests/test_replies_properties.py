@@ -16,7 +16,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from _strategies import DANGEROUS, texts
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 from yarl import URL
@@ -43,62 +44,7 @@ from collector.text import clean_text
 
 pytestmark = pytest.mark.timeout(60)
 
-# Deterministic in CI: the same examples every run, nothing remembered between runs.
-PROPERTY = settings(
-    max_examples=150,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-
-# Characters a hostile or broken server might put anywhere, made likely rather than rare.
-DANGEROUS = [
-    "/",
-    "\\",
-    ".",
-    "..",
-    "%2e",
-    "%2F",
-    "?",
-    "#",
-    "%",
-    " ",
-    "\t",
-    "\n",
-    "\r",
-    "\x00",
-    "\x1b",
-    "\x7f",
-    "\x85",
-    "\x9b",
-    "\u00a0",
-    "\u2028",
-    "\u3000",
-    "\u200b",
-    "\u200e",
-    "\u202e",
-    "\u2066",
-    "\ufeff",
-    "\ud800",
-    "\udfff",
-    "\udc80",
-    "\ue000",
-    "\U0010ffff",
-    "\U0001f600",
-    "é",
-    "[",
-    "]",
-    "{",
-    "}",
-    '"',
-]
-PIECES = st.one_of(st.characters(exclude_categories=()), st.sampled_from(DANGEROUS))
-
-
-def texts(min_size: int = 0, max_size: int = 40, pieces=PIECES) -> st.SearchStrategy[str]:
-    return st.lists(pieces, min_size=min_size, max_size=max_size).map("".join)
-
+PROPERTY = settings(max_examples=150)  # the rest is conftest's profile
 
 TEXT = texts()
 HUGE_INTS = st.one_of(
@@ -416,7 +362,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     st.one_of(
         TEXT,
         st.text(st.characters(exclude_categories=()), min_size=100, max_size=260),
-        texts(max_size=130, pieces=st.sampled_from(DANGEROUS + ["a", "€"])),
+        texts(max_size=130, pieces=st.sampled_from([*DANGEROUS, "a", "€"])),
     )
 )
 @example("a" * 238)

@@ -4,13 +4,13 @@ redirects that make no sense, and the export limiter. Real loopback sockets thro
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
 import pytest
 from _fleet import assert_exact, by_id, sweep
+from _sockets import closed_port, raw_server
 from aiohttp import web
 from test_faults import CONTENT, PROJECT, SERVER, api_client, plain_session, raw_answer, raw_http, serving
 
@@ -31,12 +31,6 @@ FEW = RetryPolicy(base=0.01, cap=0.02, max_attempts=3, max_elapsed=10)
 EXPORTS = f"/v1/{PROJECT}/physicalservers/{SERVER}/logs/exports"
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @asynccontextmanager
 async def trickling(head: bytes, body: bytes, every: float = 0.2) -> AsyncIterator[str]:
     """A server that sends `head` at once and then `body` one byte every `every` seconds."""
@@ -54,11 +48,8 @@ async def trickling(head: bytes, body: bytes, every: float = 0.2) -> AsyncIterat
         finally:
             writer.close()
 
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        server.close()
+    async with raw_server(answer) as url:
+        yield url
 
 
 # -- resets, refusals, timeouts on the JSON calls --------------------------------------------

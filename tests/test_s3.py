@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import socket
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import aiohttp
 import anyio
 import pytest
 from _moto import FaultyProxy, MotoServer, raw_client
+from _sockets import closed_port
 
 from collector.auth import StaticToken
 from collector.clouddc.api import CloudDC
@@ -286,9 +286,7 @@ async def test_missing_bucket_is_a_storage_error_that_says_so(moto_server):
 
 
 async def test_unreachable_endpoint_is_a_storage_error(moto_server):
-    with socket.socket() as probe:  # a port nothing listens on once it is closed
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = closed_port()
     async with S3Destination(
         "some-bucket", "p", endpoint_url=f"http://127.0.0.1:{port}", max_attempts=1
     ) as destination:

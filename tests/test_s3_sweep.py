@@ -21,6 +21,7 @@ from collector.simulator import SimConfig, Simulator
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
 
+@pytest.mark.slow
 async def test_a_sweep_into_a_bucket_is_exact_and_a_new_pod_without_state_skips_what_is_stored(
     tmp_path, fast_settings, moto_server, bucket
 ):

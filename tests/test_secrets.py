@@ -28,6 +28,7 @@ def everything_written(*roots: Path) -> bytes:
     return data
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("log_format", ["text", "json"])
 @pytest.mark.parametrize("kind", ["token_env", "token_file", "aksk", "aksk_temporary", "iam", "pod_identity"])
 async def test_no_secret_appears_in_anything_a_run_writes(tmp_path, kind, log_format):

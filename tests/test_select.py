@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collector.config.inventory import Server
@@ -21,13 +21,7 @@ from collector.errors import UsageError
 
 pytestmark = pytest.mark.timeout(60)
 
-PROPERTY = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+PROPERTY = settings(max_examples=200)  # the rest is conftest's profile
 
 
 @dataclass(frozen=True)
@@ -392,7 +386,7 @@ def test_a_selection_matching_nothing_is_a_usage_error_quoting_it():
 def test_require_match_without_a_total():
     selection = parse_selection(["x"])
     selection.require_match(3)
-    with pytest.raises(UsageError, match="^--select 'x': no server matches"):
+    with pytest.raises(UsageError, match=r"^--select 'x': no server matches"):
         selection.require_match(0)
 
 
@@ -405,6 +399,7 @@ def test_describe_counts_with_thousands_separators():
 # -- through the command line -------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_run_select_collects_exactly_the_matching_servers_and_reports_only_them(tmp_path):
     """`collector run --select`, a real process against the simulator: the incident sweep."""
     import json

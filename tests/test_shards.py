@@ -17,7 +17,7 @@ from collector.errors import UsageError
 
 pytestmark = pytest.mark.timeout(60)
 
-PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(max_examples=200)  # the rest is conftest's profile
 
 TOKEN = StaticToken("t0k3n", "$CLOUDDC_TOKEN")
 
@@ -223,7 +223,7 @@ def test_an_unexpanded_job_completion_index_says_the_job_must_be_indexed(text):
 
 
 def test_the_flag_named_in_errors_can_be_another():
-    with pytest.raises(UsageError, match="^COLLECTOR_SHARD '3/3'"):
+    with pytest.raises(UsageError, match=r"^COLLECTOR_SHARD '3/3'"):
         parse_shard("3/3", flag="COLLECTOR_SHARD")
 
 

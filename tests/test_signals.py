@@ -39,7 +39,7 @@ async def finish(process: anyio.abc.Process, limit: float = 60) -> tuple[int, st
 
 async def wait_until(predicate, limit: float = 30) -> None:
     with anyio.fail_after(limit):
-        while not predicate():  # noqa: ASYNC110 - a condition with no event to wait on
+        while not predicate():
             await anyio.sleep(0.02)
 
 

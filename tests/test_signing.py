@@ -91,10 +91,12 @@ def exports_path(sim: Simulator, sid: str) -> str:
 
 
 async def send(method: str, url: str, headers: dict[str, str]) -> tuple[int, dict]:
-    async with aiohttp.ClientSession() as session:
-        # encoded=True: send the path and query exactly as the signer wrote them.
-        async with session.request(method, URL(url, encoded=True), headers=headers) as response:
-            return response.status, await response.json(content_type=None)
+    # encoded=True: send the path and query exactly as the signer wrote them.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, URL(url, encoded=True), headers=headers) as response,
+    ):
+        return response.status, await response.json(content_type=None)
 
 
 # -- the official client, end to end ----------------------------------------------------------

@@ -869,9 +869,12 @@ async def test_hostile_draws_are_seeded_and_come_at_the_asked_rate():
 
 async def test_a_10000_character_export_id_in_the_url_is_answered_404():
     """A collector that believed `export_id_long` sends it back in a URL: a 404, not a server error."""
-    async with Simulator(SimConfig(**FAST)) as sim, client(sim) as session:
-        async with session.get(f"{exports_url(sim, sim.server_ids[0])}/{'7' * 10_000}") as response:
-            assert response.status == 404
+    async with (
+        Simulator(SimConfig(**FAST)) as sim,
+        client(sim) as session,
+        session.get(f"{exports_url(sim, sim.server_ids[0])}/{'7' * 10_000}") as response,
+    ):
+        assert response.status == 404
 
 
 def _true_output(tmp_path: Path, sim: Simulator) -> tuple[Path, dict]:

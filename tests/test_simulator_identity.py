@@ -95,9 +95,12 @@ async def test_iam_answers_the_documented_token_format():
             "scope": {"project": {"id": config.project_id}},
         }
     }
-    async with Simulator(config, wall_clock=clock) as sim, aiohttp.ClientSession() as session:
-        async with session.post(f"{sim.iam_url}/v3/auth/tokens?nocatalog=true", json=body) as response:
-            status, headers, answer = response.status, response.headers, await response.json()
+    async with (
+        Simulator(config, wall_clock=clock) as sim,
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.iam_url}/v3/auth/tokens?nocatalog=true", json=body) as response,
+    ):
+        status, headers, answer = response.status, response.headers, await response.json()
     assert status == 201
     assert headers["X-Subject-Token"].startswith("MII")
     assert answer["token"]["expires_at"] == "2027-01-15T08:00:05.000000Z"  # FakeClock's T0 + 5 s
@@ -126,10 +129,13 @@ async def test_iam_refuses_any_wrong_part_of_the_identity_with_401(field):
 
 
 async def test_iam_answers_400_to_a_body_that_is_not_a_password_identity():
-    async with Simulator(CONFIG) as sim, aiohttp.ClientSession() as session:
-        async with session.post(f"{sim.iam_url}/v3/auth/tokens", data=b'{"auth": []}') as response:
-            assert response.status == 400
-            assert (await response.json())["error"]["code"] == 400
+    async with (
+        Simulator(CONFIG) as sim,
+        aiohttp.ClientSession() as session,
+        session.post(f"{sim.iam_url}/v3/auth/tokens", data=b'{"auth": []}') as response,
+    ):
+        assert response.status == 400
+        assert (await response.json())["error"]["code"] == 400
 
 
 # -- pod identity ---------------------------------------------------------------------------------

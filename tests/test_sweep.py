@@ -209,7 +209,7 @@ async def test_a_401_renews_credentials_once_for_everyone_and_the_run_goes_on(tm
         outcome = None
 
         async def rotate_mid_run() -> None:
-            while sim.count("export") < 20:  # noqa: ASYNC110 - the simulator's counters have no event
+            while sim.count("export") < 20:
                 await anyio.sleep(0.01)
             sim.revoke_token()  # every request with the old token is refused from now on
 

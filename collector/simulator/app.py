@@ -199,6 +199,14 @@ class CloudDC:
             self.recorder.download_requests.append(
                 SeenRequest(request.method, request.path_qs, CIMultiDict(request.headers), sid)
             )
+        recorded = False
+
+        def record(status: int) -> None:  # once: when the sender says the head is out, or here
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self.recorder.record(now - self.t0, operation, status, sid)
+
         response = await self._refuse(request, now, rid)
         server = None if sid is None else self.fleet.get(sid)
         if response is None and sid is not None and server is None:
@@ -209,9 +217,12 @@ class CloudDC:
                 self.recorder.faults[fault] += 1
             response = self._common_fault(request, operation, fault, rid)
             if response is None:
-                response = await respond(request, server, fault, now, rid)
-        status = response.sent_status if isinstance(response, Abandoned) else response.status
-        self.recorder.record(now - self.t0, operation, status, sid)
+                self.sender.answering[id(request)] = record
+                try:
+                    response = await respond(request, server, fault, now, rid)
+                finally:
+                    del self.sender.answering[id(request)]
+        record(response.sent_status if isinstance(response, Abandoned) else response.status)
         return response
 
     async def _refuse(self, request: web.Request, now: float, rid: str) -> web.Response | None:

@@ -36,6 +36,7 @@ import asyncio
 import email.utils
 import hashlib
 import re
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -118,6 +119,10 @@ class ArchiveSender:
         self.accept_ranges = accept_ranges
         self.stall_seconds = stall_seconds
         self.stopping = False  # set by Simulator.stop(), ends stalls
+        # id(request) -> what its origin counts the answer with, if it wants to hear as soon as
+        # the head is out: an answer held open (a stall, a trickle) is then counted before the
+        # client gives up and asks again, not some time after it left.
+        self.answering: dict[int, Callable[[int], None]] = {}
 
     async def send(
         self,
@@ -161,6 +166,7 @@ class ArchiveSender:
         try:
             await response.prepare(request)
             if fault == "trickle":
+                self._answered(request, status)
                 if not await self._trickle(request, response, server_id, size, start, stop):
                     close_connection(request)
                     return Abandoned(status)
@@ -207,9 +213,15 @@ class ArchiveSender:
             reset_connection(request)
         else:
             if fault == "stall":
+                self._answered(request, status)
                 await self._stall(request)
             close_connection(request)
         return Abandoned(status)
+
+    def _answered(self, request: web.Request, status: int) -> None:
+        note = self.answering.get(id(request))
+        if note is not None:
+            note(status)
 
     async def _trickle(
         self, request: web.Request, response: web.StreamResponse, server_id: str, size: int, start: int, stop: int
