@@ -207,7 +207,7 @@ class CloudDC:
                 recorded = True
                 self.recorder.record(now - self.t0, operation, status, sid)
 
-        response = await self._refuse(request, now, rid)
+        response: web.StreamResponse | None = await self._refuse(request, now, rid)
         server = None if sid is None else self.fleet.get(sid)
         if response is None and sid is not None and server is None:
             response = error_response(404, "CLOUDDC.0404", f"physical server {sid} not found", rid)
@@ -222,6 +222,7 @@ class CloudDC:
                     response = await respond(request, server, fault, now, rid)
                 finally:
                     del self.sender.answering[id(request)]
+        assert response is not None  # `respond` always answers
         record(response.sent_status if isinstance(response, Abandoned) else response.status)
         return response
 
@@ -270,9 +271,8 @@ class CloudDC:
         fault = self.script.next(operation, key) if sid is not None else None
         attempt = self._attempts[operation, key]
         probability = self.config.fault_500
-        if fault is None and probability:
-            if chance(self.config.seed, "500", operation, key, attempt) < probability:
-                fault = "500"
+        if fault is None and probability and chance(self.config.seed, "500", operation, key, attempt) < probability:
+            fault = "500"
         if fault is None and self.config.hostile and sid is not None:
             fault = hostile_fault(self.config.seed, self.config.hostile, operation, key, attempt)
         return fault

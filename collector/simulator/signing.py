@@ -60,7 +60,7 @@ class Authorization:
 
 def is_signed(authorization: str | None) -> bool:
     """Does this ``Authorization`` value claim SDK-HMAC-SHA256?"""
-    return bool(authorization) and authorization.startswith(ALGORITHM + " ")
+    return authorization is not None and authorization.startswith(ALGORITHM + " ")
 
 
 def parse_authorization(value: str) -> Authorization:

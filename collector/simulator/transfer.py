@@ -243,5 +243,6 @@ class ArchiveSender:
     async def _stall(self, request: web.Request) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.stall_seconds
-        while connection_open(request) and not self.stopping and loop.time() < deadline:
+        # aiohttp has no event for "the client left": a short poll, bounded by the deadline.
+        while connection_open(request) and not self.stopping and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_STALL_POLL)
