@@ -228,7 +228,8 @@ def test_wheel_from_the_build_context_declares_the_entrypoint_for_the_base_image
         scripts = archive.read(entry_points).decode()
         requires = re.search(r"^Requires-Python: (.+)$", archive.read(metadata).decode(), re.MULTILINE)
         module, _, function = re.search(r"^collector = (\S+)$", scripts, re.MULTILINE).group(1).partition(":")
-        assert f"{module.replace('.', '/')}.py" in names
+        path = module.replace(".", "/")
+        assert f"{path}.py" in names or f"{path}/__init__.py" in names  # a module or a package
     assert json.loads(dict(dockerfile_stages()[-1])["ENTRYPOINT"])[0] == "collector"
     assert "[console_scripts]" in scripts
     assert function == "main"

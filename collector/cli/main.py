@@ -207,10 +207,10 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
     elif args.discover:
         say("--discover: no project has discover:, so nothing was sent")
     if not selection.everything:
+        chosen = selection.apply(inventory.targets())  # nothing at all: exit 2, no warning
         unmatched = selection.unmatched(inventory.targets())
         if unmatched:
             say(f"collector: warning: {unmatched_line(unmatched)}", file=sys.stderr)
-        chosen = selection.apply(inventory.targets())
         say(selection.describe(len(chosen), inventory.server_count))
         for project, listed in chosen[:SHOWN]:
             say(f"  {project.project_id}/{listed.id}" + (f"  {listed.name}" if listed.name else ""))

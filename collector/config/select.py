@@ -399,7 +399,7 @@ class _Failure:
     def label(self) -> str:
         """The term as a warning names it: ``id1`` or ``suspects.txt:3: id1``."""
         term = quoted(self.text, 60)
-        return term if self.where is None else f"{clean_text(self.where, 80)}: {term}"
+        return term if self.where is None else f"{clean_text(self.where, 160)}: {term}"
 
     def __call__(self, problem: str, hint: str) -> UsageError:
         origin = "--select" if self.where is None else f"--select @{clean_text(self.where, 80)}:"

@@ -121,8 +121,8 @@ async def prepare(
             )
         inventory = replace(inventory, projects=tuple(projects))
     if selection is not None and not selection.everything:
+        chosen_pairs = selection.apply(inventory.targets())  # nothing at all: exit 2, no warning
         warn_unmatched(selection, inventory)
-        chosen_pairs = selection.apply(inventory.targets())
         inventory = restricted(inventory, chosen_pairs)
         rejected = [r for r in rejected if _selected(selection, r)]
     if shard is not None:

@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import math
+import shutil
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
@@ -32,7 +33,7 @@ import anyio
 from collector.clouddc.gateway import Gateways
 from collector.config.inventory import Inventory
 from collector.config.select import Selection
-from collector.config.settings import Settings
+from collector.config.settings import JOURNAL_DIR, Settings
 from collector.config.shards import Shard
 from collector.destinations.base import Destination
 from collector.destinations.local import LocalDestination
@@ -99,7 +100,9 @@ async def run_sweep(
             destination = await stack.enter_async_context(LocalDestination(state))
         # The folder's lock before any request: a folder in use by another run is a user error
         # (exit 2) that must not cost ListServers calls, nor be wrapped by a task group.
-        journal = Journal.open(state, fresh=fresh, folder=shard.state_dir(state) if shard else None)
+        journal_folder = shard.state_dir(state) if shard else state / JOURNAL_DIR
+        made_here = not journal_folder.exists()
+        journal = Journal.open(state, fresh=fresh, folder=journal_folder)
         stack.callback(journal.shutdown)
         metrics = (
             Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway else None
@@ -111,9 +114,15 @@ async def run_sweep(
         # Before any task group: a user error here (no credentials, a selection of nothing)
         # must reach the caller as itself, not wrapped in an exception group.
         gateways = Gateways(session, settings, observe=metrics.request if metrics is not None else None)
-        inventory, rejected = await prepare(
-            inventory, settings, session, selection=selection, shard=shard, gateways=gateways
-        )
+        try:
+            inventory, rejected = await prepare(
+                inventory, settings, session, selection=selection, shard=shard, gateways=gateways
+            )
+        except UsageError:
+            if made_here:  # a run that ends in exit 2 leaves the output as it found it
+                journal.shutdown()
+                shutil.rmtree(journal_folder, ignore_errors=True)
+            raise
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)

@@ -106,6 +106,7 @@ class Journal:
         self._send: MemoryObjectSendStream[_Queued] = send
         self._receive: MemoryObjectReceiveStream[_Queued] = receive
         self.failure: JournalError | None = None
+        self._shut = False
 
     @classmethod
     def open(cls, out_dir: Path, *, fresh: bool = False, folder: Path | None = None) -> Journal:
@@ -207,7 +208,10 @@ class Journal:
         self._send.close()
 
     def shutdown(self) -> None:
-        """Close the database and let the folder go (after the writer has returned)."""
+        """Close the database and let the folder go (after the writer has returned). Once."""
+        if self._shut:
+            return
+        self._shut = True
         self._send.close()
         self._receive.close()
         self._db.close()
