@@ -22,12 +22,12 @@ from _fleet import archive_path, assert_exact, by_id, partials, sweep
 from aiohttp import web
 
 from collector.auth import StaticToken
-from collector.cli.main import exit_code
 from collector.clouddc.api import ArchiveResponse, CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy, is_retryable
 from collector.destinations.base import archive_name
 from collector.destinations.local import LocalDestination
 from collector.errors import ArchiveDamaged, ArchiveError, ExitCode, RequestTimeout
+from collector.run.outcome import exit_code
 from collector.simulator import SimConfig, Simulator
 from collector.simulator.transfer import archive_etag
 from collector.transfer import download

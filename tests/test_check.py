@@ -250,7 +250,8 @@ async def test_a_discovery_the_api_refuses_is_reported_not_a_crash(tmp_path, fas
     """ListServers answered 401: the run ends as any 401 does (exit 3), not as a bug (70), and
     the report says discovery failed and why."""
     from collector.errors import ExitCode
-    from collector.run.runner import exit_code, run_sweep
+    from collector.run.outcome import exit_code
+    from collector.run.runner import run_sweep
     from collector.simulator import SimConfig, Simulator
 
     async with Simulator(SimConfig(servers=3, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:

@@ -22,9 +22,9 @@ import yaml
 from _fleet import assert_exact, by_id, sweep
 from _sockets import closed_port
 
-from collector.cli.main import exit_code
 from collector.control.endpoint import OUTAGE_AFTER, EndpointHealth, Unreachable
 from collector.errors import ConnectionReset, ConnectRefused, ExitCode, RequestTimeout, ServerError
+from collector.run.outcome import exit_code
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.anyio

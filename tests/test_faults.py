@@ -37,13 +37,13 @@ from _sockets import raw_http, raw_server
 from aiohttp import web
 
 from collector.auth import StaticToken
-from collector.cli.main import Outcome, exit_code
 from collector.clouddc.api import CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations import local as storage
 from collector.destinations.base import Archive, archive_name
 from collector.destinations.local import LocalDestination
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
+from collector.run.outcome import Outcome, exit_code
 from collector.simulator import SimConfig, Simulator
 from collector.simulator.archive import build_archive
 from collector.sweep.pipeline import ServerResult

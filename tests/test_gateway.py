@@ -15,7 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from collector.config.inventory import load_inventory
 from collector.errors import ExitCode
-from collector.run.runner import exit_code, run_sweep
+from collector.run.outcome import exit_code
+from collector.run.runner import run_sweep
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = pytest.mark.anyio

@@ -11,10 +11,10 @@ import anyio
 import pytest
 from _fleet import sweep
 
-from collector.cli.main import exit_code
 from collector.config.inventory import load_inventory
 from collector.destinations.local import LocalDestination
 from collector.errors import ExitCode
+from collector.run.outcome import exit_code
 from collector.simulator import SimConfig, Simulator
 from collector.sweep.events import Events, Phase
 from collector.sweep.journal import Journal, JournalError

@@ -260,7 +260,8 @@ async def test_four_shards_into_one_folder_then_merge_collect_every_server_exact
     from collector.config.inventory import load_inventory
     from collector.errors import ExitCode
     from collector.observe.merge import merge_folder
-    from collector.run.runner import exit_code, run_sweep
+    from collector.run.outcome import exit_code
+    from collector.run.runner import run_sweep
     from collector.simulator import SimConfig, Simulator
 
     config = SimConfig(servers=40, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192), seed=17)

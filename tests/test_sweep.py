@@ -8,9 +8,9 @@ import anyio
 import pytest
 from _fleet import archive_path, assert_exact, by_id, partials, sweep
 
-from collector.cli.main import exit_code
 from collector.config.settings import parse_budget
 from collector.errors import ExitCode
+from collector.run.outcome import exit_code
 from collector.simulator import SimConfig, Simulator
 from collector.sweep.pipeline import Settings
 

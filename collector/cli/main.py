@@ -43,13 +43,13 @@ from collector.observe import crash
 from collector.observe.merge import merge_bucket, merge_folder
 from collector.observe.metrics import pushgateway_url
 from collector.observe.metrics.textfile import check_textfile
-from collector.run.outcome import Outcome, error_exit_code, exit_code
+from collector.run.outcome import error_exit_code
 from collector.run.present import finish
 from collector.run.runner import open_session, run_sweep
 from collector.sweep.journal import JournalError
 from collector.text import Writable, say
 
-__all__ = ["Outcome", "build_parser", "exit_code", "main"]
+__all__ = ["build_parser", "main"]
 
 
 class Parser(argparse.ArgumentParser):

@@ -35,6 +35,7 @@ from collector.clouddc.gateway import (
 )
 from collector.clouddc.replies import ExportStatus, parse_json, safe_export_id
 from collector.config.inventory import Project
+from collector.config.settings import Settings
 from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota
 from collector.errors import APIError, AuthError, ProtocolError, RequestError, ServerError
@@ -98,7 +99,7 @@ class CloudDC:
         stats: CallStats | None = None,
         health: EndpointHealth | None = None,
         quota: RetryQuota | None = None,
-        call_timeout: float = 60.0,
+        call_timeout: float = Settings.read_timeout,
         ssl: ssl_.SSLContext | bool = True,
         observe: Observer | None = None,
     ) -> CloudDC:

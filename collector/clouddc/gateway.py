@@ -90,7 +90,7 @@ class Gateway:
         health: EndpointHealth | None = None,
         quota: RetryQuota | None = None,
         stats: CallStats | None = None,
-        call_timeout: float = 60.0,
+        call_timeout: float = Settings.read_timeout,
         observe: Observer | None = None,
     ) -> None:
         self.session = session

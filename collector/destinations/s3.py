@@ -48,6 +48,7 @@ from aiobotocore.session import get_session
 from anyio.abc import TaskGroup
 from botocore.exceptions import ClientError
 
+from collector.config.settings import Settings
 from collector.destinations import jobs
 from collector.destinations.base import Archive, StoredObject
 from collector.destinations.jobs import Job
@@ -85,8 +86,8 @@ class S3Destination:
         max_connections: int = 32,
         max_attempts: int = 10,
         retry_mode: str = "adaptive",
-        connect_timeout: float = 10.0,
-        read_timeout: float = 60.0,
+        connect_timeout: float = Settings.connect_timeout,
+        read_timeout: float = Settings.read_timeout,
         addressing_style: str | None = None,
         copy_part_size: int = COPY_PART,
         max_copy: int = MAX_COPY,

@@ -13,6 +13,7 @@ import anyio
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from yarl import URL
 
+from collector.config.settings import Settings
 from collector.config.urls import url_problem
 from collector.errors import UsageError
 from collector.log import ev
@@ -75,7 +76,7 @@ async def push(
     url: str,
     metrics: Metrics,
     *,
-    job: str = "collector",
+    job: str = Settings.metrics_job,
     grouping: Mapping[str, str] | None = None,
     timeout: float = PUSH_TIMEOUT,  # noqa: ASYNC109 - the push bounds itself: a caller's scope would raise
 ) -> bool:
