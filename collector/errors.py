@@ -242,9 +242,14 @@ class ProtocolError(CollectorError):
 
 
 class ExportFailed(CollectorError):
-    """The export task ended without an archive: failed, stuck, went backwards, timed out."""
+    """The export task ended without an archive: failed, stuck, went backwards, timed out.
+    `reason` groups it in the summary; the message has this server's details."""
 
     kind = "export"
+
+    def __init__(self, message: str, reason: str = "export failed on the server") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class ArchiveError(CollectorError):

@@ -276,9 +276,13 @@ async def test_stalled_transfer_times_out_and_is_retried_exact(tmp_path, fast_se
 @pytest.mark.parametrize(
     "case, expected",
     [
-        ("stuck", r"export stuck at \d+%: not completed within 0.6 s"),
-        ("backwards", r"export progress went backwards \(\d+% -> \d+%\) and did not complete within 0.6 s"),
-        ("unknown", r"export status 'Exploding' not understood after 0.6 s"),
+        ("stuck", r"export stuck at \d+%: not completed after [\d.]+ s \(--export-timeout 0.6 s\)"),
+        (
+            "backwards",
+            r"export progress went backwards \(\d+% -> \d+%\) and it did not complete after [\d.]+ s "
+            r"\(--export-timeout 0.6 s\)",
+        ),
+        ("unknown", r"export status 'Exploding' not understood after [\d.]+ s \(--export-timeout 0.6 s\)"),
     ],
     ids=["stuck", "backwards", "unknown"],
 )

@@ -135,7 +135,11 @@ class Settings:
         metavar="S",
     )
     export_timeout: float = _setting(
-        1800.0, Kind.POSITIVE, "seconds an export may take before the server is failed", metavar="S"
+        1800.0,
+        Kind.POSITIVE,
+        "seconds an export may take, from its acceptance, before the server is failed (judged on the server's "
+        "answers: a poll held up by our own rate limit does not count against it)",
+        metavar="S",
     )
     read_timeout: float = _setting(
         60.0,

@@ -241,8 +241,13 @@ class Sweep:
             max_age=timeout,
             durations=self.durations,
         )
-        delay = schedule.first_delay(now)
-        with anyio.move_on_after(timeout):
+        # The timeout judges the server, not our own queue: it runs from the export's acceptance,
+        # and an export fails only on an answer, received after the deadline, that it is still
+        # not complete. A poll waiting for our rate limiter past the deadline is not the
+        # server's fault. The scope is a safety net for a poll that never comes back.
+        deadline = now + timeout
+        delay = min(schedule.first_delay(now), timeout)
+        with anyio.move_on_after(timeout + max(60.0, timeout / 2)):
             while True:
                 await sleep(delay)
                 status = await api.status(server_id, export_id, on_retry=progress.retried)
@@ -253,8 +258,10 @@ class Sweep:
                 if status.state is ExportState.FAILED:
                     at = f" at {status.percentage}%" if status.percentage is not None else ""
                     raise ExportFailed(f"export {export_id} failed{at} (status {status.status!r})")
-                delay = schedule.next_delay(status, now)
-        raise ExportFailed(schedule.failure_reason(timeout))
+                if now >= deadline:
+                    raise schedule.failure(timeout, now - schedule.started)
+                delay = max(0.0, min(schedule.next_delay(status, now), deadline - now))
+        raise schedule.failure(timeout, monotonic() - schedule.started)
 
     # -- the fan-out ----------------------------------------------------------------------
 

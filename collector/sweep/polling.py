@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from collector.clouddc.replies import ExportState, ExportStatus
 from collector.config.settings import Settings
+from collector.errors import ExportFailed
 
 
 class ExportDurations:
@@ -131,15 +132,25 @@ class PollSchedule:
         speed = (p1 - p0) / (t1 - t0)
         return (100 - p1) / speed - (now - t1)
 
-    def failure_reason(self, timeout: float) -> str:
-        """Why an export that did not finish within `timeout` seconds is given up."""
+    def failure(self, timeout: float, waited: float) -> ExportFailed:
+        """Why an export the server had not completed after `waited` seconds (past `timeout`,
+        --export-timeout) is given up: the message says this server's numbers, the reason is
+        the summary's group (stuck, went backwards, not understood, no status at all)."""
         last = self.last
+        took = f"after {waited:.1f} s" if waited < 10 else f"after {waited:.0f} s"
+        took += f" (--export-timeout {timeout:g} s)"
         if last is None:
-            return f"export did not report status within {timeout:g} s"
+            return ExportFailed(f"export did not report status {took}", "export reported no status in time")
         if last.state is ExportState.UNKNOWN:
-            return f"export status {last.status!r} not understood after {timeout:g} s"
+            return ExportFailed(f"export status {last.status!r} not understood {took}", "export status not understood")
         if self.went_backwards is not None:
             before, after = self.went_backwards
-            return f"export progress went backwards ({before}% -> {after}%) and did not complete within {timeout:g} s"
+            return ExportFailed(
+                f"export progress went backwards ({before}% -> {after}%) and it did not complete {took}",
+                "export progress went backwards",
+            )
         at = f" at {last.percentage}%" if last.percentage is not None else ""
-        return f"export stuck{at}: not completed within {timeout:g} s (status {last.status!r})"
+        return ExportFailed(
+            f"export stuck{at}: not completed {took} (status {last.status!r})",
+            "export not completed within --export-timeout",
+        )
