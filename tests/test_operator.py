@@ -136,3 +136,19 @@ async def test_an_export_that_outlives_the_timeout_says_how_long_and_groups_in_t
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     errors = [s["error"] for s in report["servers"] if s["state"] == "failed"]
     assert len(errors) == 2 and all("(--export-timeout 1 s)" in error and " after " in error for error in errors)
+
+
+@pytest.mark.slow
+async def test_the_progress_line_says_it_waits_on_exports_not_100_percent(tmp_path):
+    """Two stuck exports of ten: the line at 10 s says what the run waits on, below 100 %."""
+    config = SimConfig(servers=10, seed=10, export_seconds=(0.1, 0.2), archive_bytes=(4096, 8192), stuck=2)
+    async with Simulator(config) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, _, stderr = await collector(
+            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), "--export-timeout", "12", *FAST
+        )
+    assert code == ExitCode.PARTIAL, stderr
+    progress = [line for line in stderr.splitlines() if "progress:" in line]
+    assert len(progress) >= 2, stderr
+    assert "80% 8/10" in progress[1] and "waiting on 2 exports (timeout in 0:0" in progress[1], progress
+    assert not any("100%" in line for line in progress)

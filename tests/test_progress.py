@@ -234,4 +234,33 @@ def test_snapshot_reads_the_tally_and_the_stats():
     s = snapshot(tally, stats, _Rates(stats, clock))
     assert (s.elapsed_s, s.collected, s.collected_earlier, s.exporting, s.not_started) == (12.5, 1, 1, 1, 1)
     assert (s.requests, s.throttled, s.retries, s.bytes) == (7, 2, 1, 4096)
-    assert s.percent == pytest.approx(100 / 3)
+    assert s.percent == 33.3  # rounded down
+
+
+def test_two_servers_left_is_never_shown_as_100_percent():
+    """`100% 498/500, ETA 0:00` while two stuck exports went on being polled (issue 16, bug 4)."""
+    clock = FakeClock(0.0)
+    tally = Tally(500, export_timeout=1800, clock=clock)
+    for n in range(500):
+        move(tally, Phase.EXPORTING, Phase.PENDING, server=f"S{n}")
+        move(tally, Phase.POLLING, Phase.EXPORTING, server=f"S{n}")
+    clock.now = 50.0
+    for n in range(498):
+        move(tally, Phase.DOWNLOADING, Phase.POLLING, server=f"S{n}")
+        move(tally, Phase.COLLECTED, Phase.DOWNLOADING, server=f"S{n}")
+    stats = CallStats()
+    s = snapshot(tally, stats, _Rates(stats, clock))
+    assert s.percent < 100 and s.waiting_only
+    line = progress_line(s)
+    assert line.startswith("99% 498/500, elapsed 0:50, waiting on 2 exports (timeout in 29:10)"), line
+    assert "ETA" not in line.split(";")[0]
+
+
+def test_the_eta_is_back_once_anything_but_waiting_is_left():
+    clock = FakeClock(0.0)
+    tally = Tally(3, export_timeout=60, clock=clock)
+    move(tally, Phase.EXPORTING, Phase.PENDING, server="a")
+    move(tally, Phase.POLLING, Phase.EXPORTING, server="a")
+    stats = CallStats()
+    s = snapshot(tally, stats, _Rates(stats, clock))
+    assert not s.waiting_only and "ETA --" in progress_line(s)

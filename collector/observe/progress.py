@@ -8,6 +8,7 @@ Time comes from an injected clock and waits from an injected sleep, so tests nee
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import time
 from collections import Counter, deque
@@ -44,17 +45,24 @@ class Tally:
 
     WINDOW = 120.0  # seconds of finishes the rate is measured over
 
-    def __init__(self, total: int, *, clock: Clock = time.monotonic) -> None:
+    def __init__(self, total: int, *, export_timeout: float | None = None, clock: Clock = time.monotonic) -> None:
         self.total = total
         self.counts: Counter[Phase] = Counter({Phase.PENDING: total})
         self.earlier = 0
         self.clock = clock
         self.started = clock()
+        self.export_timeout = export_timeout
         self._finishes: deque[float] = deque()  # clock() of this run's finishes, in the window
+        self._polling_since: dict[tuple[str, str], float] = {}  # when each export was accepted
 
     def __call__(self, event: PhaseChanged) -> None:
         self.counts[event.previous] -= 1
         self.counts[event.phase] += 1
+        key = (event.project_id, event.server_id)
+        if event.phase is Phase.POLLING:
+            self._polling_since.setdefault(key, self.clock())
+        else:
+            self._polling_since.pop(key, None)
         if event.phase is Phase.COLLECTED and event.previous is Phase.PENDING:
             self.earlier += 1
         elif event.phase.finished:
@@ -75,6 +83,18 @@ class Tally:
             return None
         rate = (len(self._finishes) - 1) / (now - self._finishes[0])
         return remaining / rate
+
+    def waiting_only(self) -> bool:
+        """Whether all that is left is exports the server has not finished: nothing to start,
+        nothing to download."""
+        c = self.counts
+        return c[Phase.POLLING] > 0 and not (c[Phase.PENDING] or c[Phase.EXPORTING] or c[Phase.DOWNLOADING])
+
+    def timeout_in(self, now: float) -> float | None:
+        """Seconds until the last export still polled reaches --export-timeout."""
+        if self.export_timeout is None or not self._polling_since:
+            return None
+        return max(0.0, max(self._polling_since.values()) + self.export_timeout - now)
 
 
 class _Rates:
@@ -122,6 +142,8 @@ class Snapshot:
     requests_per_s: float
     throttled: int
     retries: int
+    waiting_only: bool = False  # all that is left is exports the server has not finished
+    timeout_in_s: float | None = None  # until the last of them reaches --export-timeout
 
     @property
     def finished(self) -> int:
@@ -129,7 +151,11 @@ class Snapshot:
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.finished / self.servers if self.servers else 100.0
+        """Rounded down, and below 100 while any server is left: never "100%" with two to go."""
+        if not self.servers:
+            return 100.0
+        exact = 100.0 * self.finished / self.servers
+        return exact if self.finished == self.servers else min(math.floor(exact * 10) / 10, 99.9)
 
     def fields(self) -> dict[str, Any]:
         return {
@@ -150,6 +176,8 @@ class Snapshot:
             "requests_per_s": round(self.requests_per_s, 1),
             "throttled": self.throttled,
             "retries": self.retries,
+            "waiting_only": self.waiting_only,
+            "timeout_in_s": None if self.timeout_in_s is None else round(self.timeout_in_s),
         }
 
 
@@ -173,12 +201,19 @@ def snapshot(tally: Tally, stats: CallStats, rates: _Rates) -> Snapshot:
         requests_per_s=rates.requests_per_s,
         throttled=stats.throttled,
         retries=stats.retries,
+        waiting_only=tally.waiting_only(),
+        timeout_in_s=tally.timeout_in(now),
     )
 
 
 def _clock_line(s: Snapshot) -> str:
+    done = f"{math.floor(s.percent):3d}% {s.finished}/{s.servers}, elapsed {human_duration(s.elapsed_s)}"
+    if s.waiting_only:  # no rate of finishes predicts when a server finishes its export
+        exports = f"{s.polling} export{'s' * (s.polling != 1)}"
+        timeout = "" if s.timeout_in_s is None else f" (timeout in {human_duration(s.timeout_in_s)})"
+        return f"{done}, waiting on {exports}{timeout}"
     eta = "--" if s.eta_s is None else human_duration(s.eta_s)
-    return f"{s.percent:3.0f}% {s.finished}/{s.servers}, elapsed {human_duration(s.elapsed_s)}, ETA {eta}"
+    return f"{done}, ETA {eta}"
 
 
 def _done_line(s: Snapshot) -> str:

@@ -210,7 +210,7 @@ async def _run(
                 metrics.observe_stats(sweep.stats)
                 metrics.observe_limiters({client.endpoint: client.limiter for client in sweep.clients.values()})
                 listeners = (*listeners, metrics.on_event)
-            tally = Tally(inventory.server_count)
+            tally = Tally(inventory.server_count, export_timeout=settings.export_timeout)
             # The display first: it need not wait for the disk.
             subscribers: list[Listener] = [tally, journal.record, ledger, *listeners]
             for listener in subscribers:
