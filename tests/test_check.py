@@ -264,5 +264,7 @@ async def test_a_discovery_the_api_refuses_is_reported_not_a_crash(tmp_path, fas
         outcome = await run_sweep(inventory, fast_settings, tmp_path / "out")
     assert outcome.crash is None
     assert exit_code(outcome) is ExitCode.AUTH
-    [failed] = [r for r in outcome.results if r.server_id == "(discovery)"]
-    assert failed.state == "failed" and "discovery failed" in failed.error and "401" in failed.error
+    assert not [r for r in outcome.results if r.server_id == "(discovery)"]  # not a server (issue 16)
+    [failure] = outcome.discovery_failed
+    assert failure["project_id"] == sim.project_id and "401" in failure["error"]
+    assert any(line.startswith("discovery failed for project") for line in outcome.summary)

@@ -9,6 +9,7 @@ import sys
 
 import anyio
 import pytest
+import yaml
 from _listing import collector
 
 from collector.errors import ExitCode
@@ -152,3 +153,32 @@ async def test_the_progress_line_says_it_waits_on_exports_not_100_percent(tmp_pa
     assert len(progress) >= 2, stderr
     assert "80% 8/10" in progress[1] and "waiting on 2 exports (timeout in 0:0" in progress[1], progress
     assert not any("100%" in line for line in progress)
+
+
+async def test_a_failed_discovery_is_reported_for_its_project_not_counted_as_a_server(tmp_path):
+    """`0/3 servers collected` for 2 servers, and `server_id: "(discovery)"` in report.json
+    (issue 16, bug 3): a project whose ListServers failed is said at run level."""
+    async with Simulator(SimConfig(servers=2, seed=11, **SMALL)) as sim:
+        listed = sim.write_inventory(tmp_path / "listed.yaml")
+        data = yaml.safe_load(listed.read_text())
+        other = "f" * 32  # a project the API does not know: ListServers answers 404
+        inventory = tmp_path / "inventory.yaml"
+        inventory.write_text(
+            yaml.safe_dump(
+                {
+                    "endpoint": data["endpoint"],
+                    "auth": data["auth"],
+                    "projects": [
+                        {"project_id": data["project_id"], "servers": data["servers"]},
+                        {"project_id": other, "discover": True},
+                    ],
+                }
+            )
+        )
+        code, _, stderr = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "out"), *FAST)
+    assert code == ExitCode.PARTIAL, stderr
+    assert "2/2 servers collected" in stderr and f"discovery failed for project {other}:" in stderr, stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["totals"]["servers"] == 2 and all(s["server_id"] != "(discovery)" for s in report["servers"])
+    [failure] = report["run"]["discovery_failed"]
+    assert failure["project_id"] == other and failure["error"]

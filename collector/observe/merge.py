@@ -149,6 +149,7 @@ class _Parsed:
     version: str | None
     stopped: str | None
     servers: list[dict[str, Any]]
+    discovery_failed: list[dict[str, str]]
 
 
 def merge_reports(reports: Mapping[str, Any]) -> MergeResult:
@@ -196,8 +197,9 @@ def merge_reports(reports: Mapping[str, Any]) -> MergeResult:
         misplaced=tuple(sorted(misplaced, key=lambda m: (m.project_id, m.server_id, m.report))),
         exit_code=ExitCode.PARTIAL,
     )
-    ok = result.complete and totals["failed"] == 0 and totals["pending"] == 0
-    report = {"run": _run(parsed, result), "totals": totals, "servers": servers}
+    run = _run(parsed, result)
+    ok = result.complete and totals["failed"] == 0 and totals["pending"] == 0 and "discovery_failed" not in run
+    report = {"run": run, "totals": totals, "servers": servers}
     return dataclasses.replace(result, report=report, exit_code=ExitCode.OK if ok else ExitCode.PARTIAL)
 
 
@@ -288,7 +290,24 @@ def _parse(name: str, data: Any) -> _Parsed:
         version=_optional_str(name, run, "version", "run."),
         stopped=_optional_str(name, run, "stopped", "run."),
         servers=checked,
+        discovery_failed=_discovery_failed(name, run),
     )
+
+
+def _discovery_failed(name: str, run: dict[str, Any]) -> list[dict[str, str]]:
+    """`run.discovery_failed`: the projects whose ListServers failed, each an object of strings."""
+    entries = run.get("discovery_failed", [])
+    if not isinstance(entries, list):
+        raise ReportError(name, f"run.discovery_failed: expected a list, got {kind_of(entries, numbers=True)}")
+    checked = []
+    for i, entry in enumerate(entries):
+        key = f"run.discovery_failed[{i}]"
+        if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+            raise ReportError(name, f"{key}: expected an object of strings")
+        if not isinstance(entry.get("project_id"), str):
+            raise ReportError(name, f"{key}.project_id: expected a string")
+        checked.append(entry)
+    return checked
 
 
 def _server(name: str, entry: Any, key: str) -> dict[str, Any]:
@@ -375,6 +394,10 @@ def _run(parsed: list[_Parsed], result: MergeResult) -> dict[str, Any]:
     stopped = [f"{p.shard.label}: {p.stopped}" for p in parsed if p.stopped]
     if stopped:
         run["stopped"] = "; ".join(stopped)
+    # Every shard discovers the whole fleet: the same project may have failed in each.
+    failed = {entry["project_id"]: entry for p in parsed for entry in p.discovery_failed}
+    if failed:
+        run["discovery_failed"] = [failed[project] for project in sorted(failed)]
     run["shards"] = {
         "count": result.counts[0] if len(result.counts) == 1 else None,
         "counts": list(result.counts),

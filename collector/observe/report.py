@@ -37,6 +37,7 @@ def build_report(
     finished_at: datetime,
     inventory: str,
     stopped: str | None = None,
+    discovery_failed: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     states = Counter(r.state for r in results)
     run: dict[str, Any] = {
@@ -48,6 +49,8 @@ def build_report(
     }
     if stopped:
         run["stopped"] = stopped
+    if discovery_failed:
+        run["discovery_failed"] = discovery_failed  # projects, not servers: not counted in totals
     totals = {
         "servers": len(results),
         "collected": states["collected"],
@@ -177,6 +180,7 @@ def summary_record(
     exit_code: int | None = None,
     stopped: str | None = None,
     report_path: Path | str | None = None,
+    discovery_failed: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The end of a run in numbers, with failures and unfinished servers grouped.
 
@@ -209,6 +213,8 @@ def summary_record(
         record["stopped"] = stopped
     if report_path is not None:
         record["report"] = str(report_path)
+    if discovery_failed:
+        record["discovery_failed"] = discovery_failed
     record["failures"] = failures[:TOP_GROUPS]
     record["failure_groups"] = len(failures)
     record["pending_reasons"] = waiting[:TOP_GROUPS]
@@ -243,6 +249,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         ]
     else:
         lines = [f"{head}, {traffic}"]
+    for failure in record.get("discovery_failed", ()):
+        lines.append(f"discovery failed for project {failure['project_id']}: {failure['error']}")
     if record["failed"]:
         lines.append(f"{record['failed']} failed:")
         for group in record["failures"]:

@@ -13,9 +13,8 @@ from collector.sweep.results import ServerResult
 
 def rejected_result(rejected: Rejected) -> ServerResult:
     """A discovered server we cannot collect: failed, with why, and nothing written for it."""
-    why = "discovery failed" if rejected.server_id == "(discovery)" else "listed with an unusable id"
     result = ServerResult(rejected.project_id, rejected.server_id, rejected.name)
-    result.failed_as(rejected.reason, why, kind=rejected.kind)
+    result.failed_as(rejected.reason, "listed with an unusable id", kind=rejected.kind)
     return result
 
 

@@ -31,6 +31,7 @@ class Outcome:
     auth_failed: bool = False
     unreachable: str | None = None  # why the API could not be reached, if that stopped the run
     too_many_failures: bool = False  # the error budget (--max-failures) ran out
+    discovery_failed: list[dict[str, str]] = field(default_factory=list)  # projects whose ListServers failed
     crash: BaseException | None = None  # a bug in the orchestrator ended the run
     crash_file: Path | None = None  # where its traceback is
     requests: int = 0
@@ -52,7 +53,7 @@ def exit_code(outcome: Outcome) -> ExitCode:
       401 proves the endpoint answers);
     - 4, the API could not be reached;
     - 5, more servers failed than --max-failures allows (the rest are pending);
-    - 0 if every server was collected, else 1.
+    - 0 if every server was collected (and every discovery answered), else 1.
     """
     if outcome.crash is not None:
         return ExitCode.INTERNAL
@@ -66,8 +67,8 @@ def exit_code(outcome: Outcome) -> ExitCode:
         return ExitCode.UNREACHABLE
     if outcome.too_many_failures:
         return ExitCode.TOO_MANY_FAILURES
-    if all(r.state == Phase.COLLECTED.value for r in outcome.results):
-        return ExitCode.OK
+    if not outcome.discovery_failed and all(r.state == Phase.COLLECTED.value for r in outcome.results):
+        return ExitCode.OK  # a project whose discovery failed may have servers nobody saw
     return ExitCode.PARTIAL
 
 

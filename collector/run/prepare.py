@@ -45,6 +45,25 @@ log = logging.getLogger("collector.run")
 
 
 @dataclass(frozen=True, slots=True)
+class DiscoveryFailed:
+    """A project whose ListServers failed: its listed servers are still swept; the report
+    says, at run level, what is missing (it is not a server)."""
+
+    project_id: str
+    endpoint: str
+    error: str
+    error_kind: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "project_id": self.project_id,
+            "endpoint": self.endpoint,
+            "error": self.error,
+            "error_kind": self.error_kind,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class Rejected:
     """A discovered server that cannot be collected, and why."""
 
@@ -64,8 +83,9 @@ async def prepare(
     shard: Shard | None = None,
     environ: Mapping[str, str] | None = None,
     gateways: Gateways | None = None,
-) -> tuple[Inventory, list[Rejected]]:
-    """The inventory the sweep takes, and the discovered servers it cannot.
+) -> tuple[Inventory, list[Rejected], list[DiscoveryFailed]]:
+    """The inventory the sweep takes, the discovered servers it cannot, and the projects whose
+    discovery failed.
 
     Discovery sends through `gateways`, the run's (made here if not given). Every shard
     discovers the whole fleet and keeps its own part: the split depends only on the servers'
@@ -75,6 +95,7 @@ async def prepare(
         gateways = Gateways(session, settings)
     inventory = await with_credentials(inventory, os.environ if environ is None else environ)
     rejected: list[Rejected] = []
+    failed: list[DiscoveryFailed] = []
     if any(project.discover is not None for project in inventory.projects):
         projects = []
         for project in inventory.projects:
@@ -97,7 +118,7 @@ async def prepare(
                         error_kind=exc.kind,
                     ),
                 )
-                rejected.append(Rejected(project.project_id, "(discovery)", None, f"discovery failed: {exc}", exc.kind))
+                failed.append(DiscoveryFailed(project.project_id, project.endpoint, str(exc), exc.kind))
                 projects.append(project)
                 continue
             wanted = chooser(project)
@@ -128,7 +149,7 @@ async def prepare(
     if shard is not None:
         inventory = shard.select(inventory)
         rejected = [r for r in rejected if shard.owns(r.project_id, r.server_id)]
-    return inventory, rejected
+    return inventory, rejected, failed
 
 
 def warn_unmatched(selection: Selection, inventory: Inventory) -> list[str]:

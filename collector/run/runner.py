@@ -48,7 +48,7 @@ from collector.observe.report import REPORT_NAME, build_report, summary_lines, s
 from collector.run.ledger import Ledger, rejected_result
 from collector.run.outcome import Outcome, exit_code, stopped_reason
 from collector.run.paths import prepare_output, state_dir_for
-from collector.run.prepare import Rejected, prepare
+from collector.run.prepare import DiscoveryFailed, Rejected, prepare
 from collector.run.present import announce
 from collector.run.signals import grace_after_stop, watch_signals
 from collector.sweep.events import Listener
@@ -115,7 +115,7 @@ async def run_sweep(
         # must reach the caller as itself, not wrapped in an exception group.
         gateways = Gateways(session, settings, observe=metrics.request if metrics is not None else None)
         try:
-            inventory, rejected = await prepare(
+            inventory, rejected, discovery_failed = await prepare(
                 inventory, settings, session, selection=selection, shard=shard, gateways=gateways
             )
         except UsageError:
@@ -140,6 +140,7 @@ async def run_sweep(
                 session=session,
                 gateways=gateways,
                 rejected=rejected,
+                discovery_failed=discovery_failed,
                 shard=shard,
             )
             if metrics is not None:
@@ -181,6 +182,7 @@ async def _run(
     session: aiohttp.ClientSession,
     gateways: Gateways,
     rejected: list[Rejected],
+    discovery_failed: list[DiscoveryFailed],
     shard: Shard | None,
 ) -> Outcome:
     report_name = shard.report_name if shard else REPORT_NAME
@@ -228,6 +230,7 @@ async def _run(
         outcome.crash = exc
     outcome.results = results if results is not None else ledger.results(inventory)
     outcome.results += [rejected_result(r) for r in rejected]
+    outcome.discovery_failed = [failure.as_dict() for failure in discovery_failed]
     finished = datetime.now(UTC)
     retries = 0
     if sweep is not None:
@@ -244,6 +247,7 @@ async def _run(
             finished_at=finished,
             inventory=str(inventory.path),
             stopped=stopped_reason(outcome, sweep),
+            discovery_failed=outcome.discovery_failed,
         )
         outcome.report_path = write_report(out_dir, report, report_name)
         if not isinstance(destination, LocalDestination):  # else the report above is in its folder
@@ -264,6 +268,7 @@ async def _run(
         exit_code=exit_code(outcome),
         stopped=stopped_reason(outcome, sweep),
         report_path=outcome.report_path,
+        discovery_failed=outcome.discovery_failed,
     )
     outcome.summary = summary_lines(outcome.record)
     return outcome
