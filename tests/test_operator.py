@@ -4,6 +4,7 @@ against the simulator over loopback."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -182,3 +183,39 @@ async def test_a_failed_discovery_is_reported_for_its_project_not_counted_as_a_s
     assert report["totals"]["servers"] == 2 and all(s["server_id"] != "(discovery)" for s in report["servers"])
     [failure] = report["run"]["discovery_failed"]
     assert failure["project_id"] == other and failure["error"]
+
+
+async def test_a_misspelt_option_gets_the_commands_usage_and_the_option_meant(tmp_path):
+    code, _, stderr = await collector("run", "-i", "x.yaml", "-o", str(tmp_path / "out"), "--concurency", "5")
+    assert code == ExitCode.USAGE
+    assert stderr.startswith("usage: collector run ") and "--concurency: did you mean --concurrency?" in stderr
+
+
+async def test_a_shard_past_the_last_is_one_line_and_the_start_line_names_the_shard(tmp_path):
+    async with Simulator(SimConfig(servers=4, seed=12, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, _, stderr = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "a"), "--shard", "2/2")
+        assert code == ExitCode.USAGE and len(stderr.splitlines()) == 1 and "0/2 to 1/2" in stderr, stderr
+        code, _, stderr = await collector(
+            "run", "-i", str(inventory), "-o", str(tmp_path / "b"), "--shard", "1/2", *FAST
+        )
+    assert code == ExitCode.OK, stderr
+    assert "shard 1/2 (of 0/2 to 1/2)" in stderr.splitlines()[0]
+
+
+async def test_with_json_logs_a_usage_error_is_one_json_object(tmp_path):
+    async with Simulator(SimConfig(servers=2, seed=13, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, _, stderr = await collector(
+            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), "--log-format", "json", "--select", "nothing"
+        )
+    assert code == ExitCode.USAGE
+    [record] = [json.loads(line) for line in stderr.splitlines()]
+    assert record["level"] == "error" and record["event"] == "usage_error" and "--select" in record["message"]
+
+
+async def test_run_help_says_what_it_does_and_its_exit_codes():
+    code, stdout, _ = await collector("run", "--help")
+    assert code == 0 and "exit codes:" in stdout and "  4    the API could not be reached" in stdout
+    assert "resuming what an earlier run into OUT left" in stdout
+    assert not re.search(r"\$XDG_STATE_HOME/collector\)\s+\(default", stdout)  # its default said once

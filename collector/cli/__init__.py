@@ -3,6 +3,9 @@ the logging set-up and the simulator. May import every layer below it."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 
 def main() -> int:
     """The `collector` console script and `python -m collector`. Its modules take a moment to
@@ -13,3 +16,6 @@ def main() -> int:
         return command()
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `collector run --help | head`: the reader left, nothing is wrong
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 141  # 128 + SIGPIPE, as a shell reports a pipeline's early reader

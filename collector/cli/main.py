@@ -12,10 +12,13 @@ command is chosen, and `demo` is imported only when it is.
 from __future__ import annotations
 
 import argparse
+import difflib
 import functools
+import json
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -36,7 +39,7 @@ from collector.cli.tuning import calm_garbage_collector, keep_heap_headroom
 from collector.config.inventory import Inventory, load_inventory
 from collector.config.select import parse_selection, unmatched_line
 from collector.config.settings import add_flags, given, parse_count, parse_positive, resolve
-from collector.config.shards import Shard, parse_shard
+from collector.config.shards import parse_shard
 from collector.destinations.location import LocalLocation, parse_destination
 from collector.errors import ExitCode, InventoryErrors, UsageError
 from collector.observe import crash
@@ -47,7 +50,7 @@ from collector.run.outcome import error_exit_code
 from collector.run.present import finish
 from collector.run.runner import open_session, run_sweep
 from collector.sweep.journal import JournalError
-from collector.text import Writable, say
+from collector.text import MESSAGE_LIMIT, Writable, clean, say
 
 __all__ = ["build_parser", "main"]
 
@@ -59,13 +62,6 @@ class Parser(argparse.ArgumentParser):
     def _print_message(self, message: str, file: Writable | None = None) -> None:
         if message:
             say(*message.rstrip("\n").split("\n"), file=file if file is not None else sys.stderr)
-
-
-def _shard(text: str) -> Shard:
-    try:
-        return parse_shard(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def command_merge(args: argparse.Namespace) -> ExitCode:
@@ -96,6 +92,19 @@ def _add_select(parser: argparse.ArgumentParser) -> None:
     )
 
 
+INVENTORY_HELP = "the YAML fleet inventory (see configs/example-inventory.yaml)"
+
+EXIT_CODES = """exit codes:
+  0    every server collected
+  1    the run finished; some servers failed (report.json says which and why)
+  2    a mistake in the flags, the inventory or the output; nothing was sent
+  3    the API rejected the credentials; run again once they are fixed, to resume
+  4    the API could not be reached; run again once it answers, to resume
+  5    more servers failed than --max-failures allows; the rest are pending
+  70   a bug in collector (the report is still written; a crash file says where)
+  130  SIGINT, 143 SIGTERM: stopped; run again to resume"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="collector",
@@ -104,8 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"collector {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="collect the log bundles of every server in an inventory")
-    run.add_argument("-i", "--inventory", required=True, type=Path, help="YAML fleet inventory")
+    run = commands.add_parser(
+        "run",
+        help="collect the log bundles of every server in an inventory",
+        description="Collect the log bundles of the inventory's servers (those --select picks) into OUT, "
+        "resuming what an earlier run into OUT left; report.json says what was collected, what failed and why.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("-i", "--inventory", required=True, type=Path, help=INVENTORY_HELP)
     run.add_argument(
         "-o",
         "--output",
@@ -118,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--shard",
         metavar="K/N",
-        type=_shard,
         help="only shard K of N (0 <= K < N, as a Kubernetes Indexed Job's "
         "JOB_COMPLETION_INDEX counts): the servers whose sha256 of project_id/server_id "
         "mod N is K; starts at --rate/N; writes report.shard-K-of-N.json",
@@ -126,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(run)
 
     validate = commands.add_parser("validate", help="check an inventory without sending any request")
-    validate.add_argument("-i", "--inventory", required=True, type=Path)
+    validate.add_argument("-i", "--inventory", required=True, type=Path, help=INVENTORY_HELP)
     _add_select(validate)
     validate.add_argument(
         "--discover",
@@ -137,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check", help="ask each project's API once: reachable, credentials accepted, servers visible"
     )
-    check.add_argument("-i", "--inventory", required=True, type=Path)
+    check.add_argument("-i", "--inventory", required=True, type=Path, help=INVENTORY_HELP)
     check.add_argument(
         "--timeout",
         type=parse_positive,
@@ -156,12 +171,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="sweep a built-in simulated fleet of 200 servers")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="default: ./demo-output")
-    demo.add_argument("--servers", type=parse_count, default=200)
+    demo.add_argument(
+        "--servers", type=parse_count, default=200, metavar="N", help="how many simulated servers (default 200)"
+    )
     add_flags(demo, demo=True)
     return parser
 
 
 def command_run(args: argparse.Namespace) -> ExitCode:
+    shard = parse_shard(args.shard) if args.shard else None  # the flags first, then the files
     inventory = load_inventory(args.inventory)
     settings = resolve(inventory.settings, given(args))
     configure_logging(settings.log_format, args.verbose or 0)
@@ -184,7 +202,7 @@ def command_run(args: argparse.Namespace) -> ExitCode:
             fresh=bool(args.fresh),
             live=live,
             selection=selection,
-            shard=args.shard,
+            shard=shard,
         )
     )
     return finish(outcome, settings.log_format)
@@ -281,6 +299,28 @@ def _simulate(extra: list[str]) -> int:
     return int(simulator_cli.main(parser.parse_args(extra)))
 
 
+def _log_format(args: argparse.Namespace) -> str | None:
+    """The --log-format given, or the inventory's `log_format` if it can be read at all."""
+    given_format: str | None = getattr(args, "log_format", None)
+    if given_format is not None or getattr(args, "inventory", None) is None:
+        return given_format
+    try:
+        value = load_inventory(args.inventory).settings.get("log_format")
+    except Exception:  # noqa: BLE001 - an inventory that cannot be read says so in text
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _error_record(line: str) -> dict[str, str]:
+    now = datetime.now(UTC)
+    return {
+        "ts": now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z",
+        "level": "error",
+        "event": "usage_error",
+        "message": clean(line, MESSAGE_LIMIT),
+    }
+
+
 SHOWN = 10  # servers `validate --select` lists
 
 FIRST = 5  # servers `validate --discover` lists per project
@@ -294,21 +334,46 @@ _COMMANDS = {
 }
 
 
+def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
+    """Exit 2 with the subcommand's usage and, for a misspelt option, the one meant."""
+    sub = _subparsers(parser).get(command, parser)
+    known = [option for action in sub._actions for option in action.option_strings if option.startswith("--")]
+    hints = []
+    for word in extra:
+        if word.startswith("--"):
+            close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
+            if close:
+                hints.append(f"{word}: did you mean {close[0]}?")
+    message = f"unrecognized arguments: {' '.join(extra)}"
+    sub.error("; ".join([message, *hints]))
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if args.command == "simulate":
         return _simulate(extra)
     if extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        _unrecognized(parser, args.command, extra)
     if args.command in ("run", "demo"):
         keep_heap_headroom()  # streaming archives churns the heap; see collector.cli.tuning
     try:
         return int(_COMMANDS[args.command](args))
     except (UsageError, JournalError) as exc:
         lines = exc.lines() if isinstance(exc, InventoryErrors) else [str(exc)]
-        for line in lines:
-            say(f"collector: error: {line}", file=sys.stderr)
+        if _log_format(args) == "json":  # stderr stays all JSON: one object per problem
+            for line in lines:  # json.dumps escapes every control and non-ASCII character
+                sys.stderr.write(json.dumps(_error_record(line)) + "\n")
+        else:
+            for line in lines:
+                say(f"collector: error: {line}", file=sys.stderr)
         return int(error_exit_code(exc))
     except KeyboardInterrupt as exc:
         return int(error_exit_code(exc))

@@ -416,14 +416,19 @@ def add_flags(parser: argparse.ArgumentParser, *, demo: bool = False) -> None:
     Every flag defaults to None, "not given", so that `resolve` can let the inventory's value
     stand where no flag was given.
     """
-    settings = parser.add_argument_group("settings (the inventory's collector: section may set these; flags win)")
+    settings = parser.add_argument_group(
+        "settings" if demo else "settings (the inventory's collector: section may set these; flags win)"
+    )
     invocation = parser.add_argument_group("this run")
     for option in OPTIONS:
         if demo and option.run_only:
             continue
         group = settings if option.yaml else invocation
         shown = option.shown_default()
-        text = option.help.replace("`", "").replace("%", "%%") + (f" (default {shown})" if shown else "")
+        described = "(default" in option.help  # its help says what the default is, in words
+        text = option.help.replace("`", "").replace("%", "%%") + (
+            f" (default {shown})" if shown and not described else ""
+        )
         names = option.flags or (option.flag,)
         if option.kind is Kind.SWITCH:
             group.add_argument(

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from collector import __version__
 from collector.config.inventory import Inventory
 from collector.config.settings import Settings
+from collector.config.shards import Shard
 from collector.errors import ExitCode
 from collector.log import ev
 from collector.observe import crash
@@ -28,7 +29,7 @@ from collector.text import say
 log = logging.getLogger("collector.run")
 
 
-def start_line(inventory: Inventory, settings: Settings, out_dir: Path | str) -> str:
+def start_line(inventory: Inventory, settings: Settings, out_dir: Path | str, shard: Shard | None = None) -> str:
     """``collector 0.1.0: 200 servers in 1 project at https://..., into /abs/out, starting at 20 req/s``"""
     endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
     servers, projects = inventory.server_count, len(inventory.projects)
@@ -36,18 +37,27 @@ def start_line(inventory: Inventory, settings: Settings, out_dir: Path | str) ->
     rate = f"{settings.rate:g} req/s" + (" per endpoint" if len(endpoints) > 1 else "")
     if settings.max_rate is not None:
         rate += f" (at most {settings.max_rate:g})"
-    return (
+    line = (
         f"collector {__version__}: {servers} server{'s' * (servers != 1)} in {projects} "
         f"project{'s' * (projects != 1)} at {at}, into {out_dir}, starting at {rate}"
     )
+    if shard is not None:  # numbered from 0, as JOB_COMPLETION_INDEX is: say which half this is
+        line += f"; shard {shard.index}/{shard.count} (of 0/{shard.count} to {shard.count - 1}/{shard.count})"
+    return line
 
 
-def announce(inventory: Inventory, settings: Settings, out_dir: Path | str, prior: Mapping[Any, Entry]) -> None:
+def announce(
+    inventory: Inventory,
+    settings: Settings,
+    out_dir: Path | str,
+    prior: Mapping[Any, Entry],
+    shard: Shard | None = None,
+) -> None:
     """The start line, at once and before any request; a warning for each plain-http endpoint."""
     endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
     earlier = sum(1 for entry in prior.values() if entry.phase is Phase.COLLECTED)
     log.info(
-        start_line(inventory, settings, out_dir),
+        start_line(inventory, settings, out_dir, shard),
         extra=ev(
             "run_started",
             servers=inventory.server_count,

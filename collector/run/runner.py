@@ -195,7 +195,7 @@ async def _run(
     try:
         prior = journal.entries()
         outcome.projects = tuple(dict.fromkeys(p.project_id for p in inventory.projects))
-        announce(inventory, settings, shown, prior)
+        announce(inventory, settings, shown, prior, shard)
         async with anyio.create_task_group() as journalling:
             journalling.start_soon(journal.writer)
             sweep = Sweep(
