@@ -207,7 +207,7 @@ async def test_validate_discover_shows_found_chosen_and_the_first_ids(tmp_path):
         f"(token from {tmp_path / 'inv.token'})"
     )
     assert lines[1:7] == [f"  {sid}  node-{n:04d}" for n, sid in enumerate(sim.server_ids[:5])] + ["  ... and 7 more"]
-    assert lines[7] == f"{inventory}: OK, 12 servers in 1 project(s)"
+    assert lines[7] == f"{inventory}: OK, 12 servers in 1 project"
     assert sim.count() == sim.count("list", 200) == 1  # one page; nothing else was asked
 
 
@@ -234,7 +234,7 @@ async def test_validate_discover_lists_unusable_servers_with_the_reason(tmp_path
     assert code == ExitCode.OK, stdout + stderr
     assert "3 found by ListServers, 2 chosen by discover: true, 1 unusable" in stdout
     assert "  unusable: ../../etc: " in stdout and "file name" in stdout
-    assert stdout.splitlines()[-1] == f"{inventory}: OK, 2 servers in 1 project(s)"
+    assert stdout.splitlines()[-1] == f"{inventory}: OK, 2 servers in 1 project"
 
 
 async def test_validate_discover_with_a_rejected_token_is_exit_3(tmp_path):
@@ -243,7 +243,7 @@ async def test_validate_discover_with_a_rejected_token_is_exit_3(tmp_path):
         code, stdout, stderr = await collector("validate", "--discover", "-i", str(inventory))
     assert code == ExitCode.AUTH, stdout + stderr
     assert f"{sim.project_id}  {sim.url}  discovery FAILED: ListServers: HTTP 401" in stdout
-    assert stdout.splitlines()[-1] == f"{inventory}: discovery failed for 1 project(s)"
+    assert stdout.splitlines()[-1] == f"{inventory}: discovery failed for 1 project"
 
 
 async def test_a_discovery_the_api_refuses_is_reported_not_a_crash(tmp_path, fast_settings):

@@ -219,3 +219,22 @@ async def test_run_help_says_what_it_does_and_its_exit_codes():
     assert code == 0 and "exit codes:" in stdout and "  4    the API could not be reached" in stdout
     assert "resuming what an earlier run into OUT left" in stdout
     assert not re.search(r"\$XDG_STATE_HOME/collector\)\s+\(default", stdout)  # its default said once
+
+
+async def test_validate_select_on_a_discover_inventory_suggests_discover(tmp_path):
+    async with Simulator(SimConfig(servers=2, seed=14, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory.write_text(inventory.read_text() + "discover: true\n")
+        code, _, stderr = await collector("validate", "-i", str(inventory), "--select", "name:db-*")
+    assert code == ExitCode.USAGE
+    assert "collector validate --discover --select" in stderr and len(stderr.splitlines()) == 1, stderr
+
+
+async def test_counts_read_as_words(tmp_path):
+    """`1 servers`, `project(s)`: what a new operator read."""
+    async with Simulator(SimConfig(servers=1, seed=15, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, stdout, _ = await collector("validate", "-i", str(inventory))
+    assert code == 0
+    assert stdout.splitlines()[-1] == f"{inventory}: OK, 1 server in 1 project"
+    assert "  1 server  (" in stdout and "(s)" not in stdout

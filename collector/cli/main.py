@@ -220,12 +220,23 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
         if code is not ExitCode.OK:
             for failed in discoveries:
                 say(failed.line())
-            say(f"{args.inventory}: discovery failed for {sum(d.error is not None for d in discoveries)} project(s)")
+            failed_count = sum(d.error is not None for d in discoveries)
+            say(f"{args.inventory}: discovery failed for {_count(failed_count, 'project')}")
             return code
     elif args.discover:
         say("--discover: no project has discover:, so nothing was sent")
     if not selection.everything:
-        chosen = selection.apply(inventory.targets())  # nothing at all: exit 2, no warning
+        try:
+            chosen = selection.apply(inventory.targets())  # nothing at all: exit 2, no warning
+        except UsageError as exc:
+            if args.discover or not any(project.discover is not None for project in inventory.projects):
+                raise
+            # The servers discover: would add are not known without asking the API.
+            raise UsageError(
+                exc.message,
+                "the servers discover: finds are not listed without --discover: "
+                "collector validate --discover --select ... asks ListServers and counts them too",
+            ) from None
         unmatched = selection.unmatched(inventory.targets())
         if unmatched:
             say(f"collector: warning: {unmatched_line(unmatched)}", file=sys.stderr)
@@ -239,7 +250,7 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
         if discovery is None:
             later = f" + what {describe_filter(project.discover)} finds (--discover)" if project.discover else ""
             say(
-                f"{project.project_id}  {project.endpoint}  {len(project.servers)} servers{later}  "
+                f"{project.project_id}  {project.endpoint}  {_count(len(project.servers), 'server')}{later}  "
                 f"({project.describe_credentials()})"
             )
             continue
@@ -250,7 +261,8 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
             say(f"  ... and {len(discovery.chosen) - FIRST:,} more")
         for server in discovery.unusable:
             say(f"  unusable: {server.id or '(no id)'}: {server.problem}")
-    say(f"{args.inventory}: OK, {inventory.server_count} servers in {len(inventory.projects)} project(s)")
+    servers, projects = _count(inventory.server_count, "server"), _count(len(inventory.projects), "project")
+    say(f"{args.inventory}: OK, {servers} in {projects}")
     return ExitCode.OK
 
 
@@ -297,6 +309,11 @@ def _simulate(extra: list[str]) -> int:
     parser = Parser(prog="collector simulate", description="Serve a simulated CloudDC API on loopback.")
     simulator_cli.add_arguments(parser)
     return int(simulator_cli.main(parser.parse_args(extra)))
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 server``, ``2 servers``, ``1,200 servers``."""
+    return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
 def _log_format(args: argparse.Namespace) -> str | None:

@@ -124,14 +124,16 @@ class MergeResult:
             examples = "; ".join(
                 f"{o.project_id}/{o.server_id} in {', '.join(o.reports)}" for o in self.overlapping[:EXAMPLES]
             )
-            lines.append(f"{len(self.overlapping)} server(s) in more than one report, e.g. {examples}")
+            n = len(self.overlapping)
+            lines.append(f"{n} server{'s' * (n != 1)} in more than one report, e.g. {examples}")
         if self.misplaced:
             examples = "; ".join(
                 f"{m.project_id}/{m.server_id} in {m.report} belongs to {m.belongs.label}"
                 for m in self.misplaced[:EXAMPLES]
             )
             lines.append(
-                f"{len(self.misplaced)} server(s) in the report of another shard, e.g. {examples};"
+                f"{len(self.misplaced)} server{'s' * (len(self.misplaced) != 1)} in the report of another shard, "
+                f"e.g. {examples};"
                 " did the pods run different versions of collector?"
             )
         return [clean(line, 1000) for line in lines]

@@ -128,7 +128,7 @@ async def prepare(
                 Rejected(project.project_id, s.id, s.name, s.problem or "") for s in unusable(project.servers, chosen)
             ]
             log.info(
-                "%s: %d servers listed by the API, %d of them chosen by discover:",
+                "%s: %d servers listed by the API, %d of them chosen by its discover: filter",
                 project.project_id,
                 len(found),
                 len(chosen),
