@@ -30,7 +30,7 @@ CRASH_LINE = re.compile(
 
 
 def result(state: str, **fields) -> ServerResult:
-    return ServerResult("p1", fields.pop("server_id", "S1"), None, state=state, **fields)
+    return ServerResult(fields.pop("project", "p1"), fields.pop("server_id", "S1"), None, state=state, **fields)
 
 
 # -- exit codes ---------------------------------------------------------------------------------
@@ -78,9 +78,15 @@ def test_closing_lines_name_the_real_archive_folder_and_what_to_do():
         [result("pending")], output=Path("/srv/logs"), projects=("0f1e",), unreachable="connection refused"
     )
     lines = closing_lines(outcome)
-    assert lines[0] == "archives in /srv/logs/0f1e/"
+    assert lines[0] == "no archive collected"  # no folder named that does not exist (issue 16)
     assert "could not be reached (connection refused)" in lines[1]
-    several = Outcome([result("collected")], output=Path("/srv/logs"), projects=("a", "b"))
+    one = Outcome([result("collected", project="0f1e")], output=Path("/srv/logs"), projects=("0f1e", "2a3b"))
+    assert closing_lines(one) == ["archives in /srv/logs/0f1e/"]
+    several = Outcome(
+        [result("collected", project="a"), result("collected", project="b")],
+        output=Path("/srv/logs"),
+        projects=("a", "b"),
+    )
     assert closing_lines(several) == ["archives in /srv/logs/ (a folder per project)"]
 
 

@@ -93,8 +93,11 @@ def announce(
 def closing_lines(outcome: Outcome) -> list[str]:
     """What a person needs after the summary: where the archives are, what to do next."""
     out = outcome.output
-    if len(outcome.projects) == 1:
-        lines = [f"archives in {out}/{outcome.projects[0]}/"]
+    holding = {r.project_id for r in outcome.results if r.state == "collected"}
+    if not holding:
+        lines = ["no archive collected"]  # and no folder of them to point at
+    elif len(holding) == 1:
+        lines = [f"archives in {out}/{next(iter(holding))}/"]
     else:
         lines = [f"archives in {out}/ (a folder per project)"]
     code = exit_code(outcome)
