@@ -560,7 +560,9 @@ def test_cli_prints_ready_line_and_exits_0_on_sigterm(tmp_path: Path):
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     assert ready.startswith("simulator listening on http://127.0.0.1:")
-    assert ready.rstrip().endswith(f"(3 servers, project {DEFAULT_PROJECT_ID})")
+    # The token it accepts, so that an inventory of your own can use it (issue 16).
+    token = f"token {DEFAULT_TOKEN}: export CLOUDDC_TOKEN={DEFAULT_TOKEN}"
+    assert ready.rstrip().endswith(f"(3 servers, project {DEFAULT_PROJECT_ID}, {token})")
     assert written.strip() == f"inventory written to {inventory}"
     assert inventory.exists()
 

@@ -2,7 +2,8 @@
 
 `add_arguments` fills the subcommand's parser and `main` runs it; ``collector.cli.main`` wires them
 in, and ``python -m collector.simulator`` runs them alone. When both origins listen it prints
-one line, ``simulator listening on URL (N servers, project ID)``, and flushes it: benchmarks
+one line, ``simulator listening on URL (N servers, project ID, token T: export
+CLOUDDC_TOKEN=T)``, and flushes it: benchmarks
 read that line to learn the port. With ``--write-inventory`` the inventory is written before
 that line and named on the next one.
 """
@@ -240,7 +241,12 @@ async def _serve(config: SimConfig, inventory: str | None) -> int:
                 print(f"collector simulate: error: cannot write the inventory: {exc}", file=sys.stderr)
                 return ExitCode.USAGE
             count = len(simulator.server_ids)
-            print(f"simulator listening on {simulator.url} ({count} servers, project {simulator.project_id})")
+            # The token it accepts is the simulator's own, made up for it: said here, so that an
+            # inventory of your own can use it (auth: {token_env: CLOUDDC_TOKEN}).
+            print(
+                f"simulator listening on {simulator.url} ({count} servers, project {simulator.project_id}, "
+                f"token {simulator.token}: export CLOUDDC_TOKEN={simulator.token})"
+            )
             if written:
                 print(f"inventory written to {written}")
             sys.stdout.flush()
