@@ -258,6 +258,12 @@ def kind_of(value: object, *, numbers: bool = False) -> str:
 # -- what reaches the terminal ---------------------------------------------------------------
 
 
+def short_id(text: str, keep: int = 4) -> str:
+    """A long id as a person scans it in a line: ``0a5f…1c80`` (the full one is in the report and
+    in the JSON log's fields). Ids of up to 3 x `keep` characters stay whole."""
+    return text if len(text) <= 3 * keep else f"{text[:keep]}\u2026{text[-keep:]}"
+
+
 def one_line(text: str, limit: int = LINE_LIMIT) -> str:
     """`text` as one line a person reads: escaped by the one rule, at most `limit` characters
     with its cut marker ("... [N more characters]")."""

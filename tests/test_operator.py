@@ -238,3 +238,18 @@ async def test_counts_read_as_words(tmp_path):
     assert code == 0
     assert stdout.splitlines()[-1] == f"{inventory}: OK, 1 server in 1 project"
     assert "  1 server  (" in stdout and "(s)" not in stdout
+
+
+async def test_warning_lines_shorten_ids_and_the_json_fields_keep_them_whole(tmp_path):
+    """A project id and a server id are 53 characters: a failure's line passed 80 columns."""
+    async with Simulator(SimConfig(servers=3, seed=16, failing=1, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        failing = sim.fleet.failing_ids[0]
+        _, _, text = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "a"), *FAST)
+        _, _, logs = await collector(
+            "run", "-i", str(inventory), "-o", str(tmp_path / "b"), "--log-format", "json", *FAST
+        )
+    [line] = [line for line in text.splitlines() if ": failed: " in line]
+    assert f"{sim.project_id[:4]}\u2026{sim.project_id[-4:]}/{failing[:4]}\u2026{failing[-4:]}: failed:" in line
+    [record] = [json.loads(line) for line in logs.splitlines() if '"server_failed"' in line]
+    assert (record["project_id"], record["server_id"]) == (sim.project_id, failing)

@@ -41,6 +41,7 @@ from collector.sweep.events import Events, Phase, PhaseChanged
 from collector.sweep.journal import Entry
 from collector.sweep.polling import ExportDurations, PollSchedule
 from collector.sweep.results import ServerResult
+from collector.text import short_id
 from collector.transfer.download import DownloadOptions, fetch_archive
 
 log = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ class _Progress:
         self.result.retried()
         log.info(
             "%s: %s; retry %d in %.1f s",
-            self.target.server.id,
+            short_id(self.target.server.id),
             exc,
             attempt,
             wait,
@@ -189,7 +190,7 @@ class Sweep:
                     raise ExportFailed(f"export {export_id} vanished twice (404); last: {exc}") from exc
                 log.info(
                     "%s: export %s is gone (%s); asking for a new one",
-                    target.server.id,
+                    short_id(target.server.id),
                     export_id,
                     exc,
                     extra=ev("export_renewed", **progress.where(), **error_fields(exc)),
@@ -339,8 +340,8 @@ class Sweep:
             self._internal_errors += 1
             log.error(
                 "%s/%s: internal error: %s: %s",
-                result.project_id,
-                result.server_id,
+                short_id(result.project_id),
+                short_id(result.server_id),
                 type(exc).__name__,
                 exc,
                 exc_info=self._internal_errors <= MAX_TRACEBACKS,
@@ -351,8 +352,8 @@ class Sweep:
             result.collected(archive.name, archive.size, archive.sha256)
             log.info(
                 "%s/%s: collected, %d bytes",
-                result.project_id,
-                result.server_id,
+                short_id(result.project_id),
+                short_id(result.server_id),
                 archive.size,
                 extra=ev(
                     "server_collected",
@@ -403,8 +404,8 @@ class Sweep:
         result.failed(exc, reason)
         log.warning(
             "%s/%s: failed: %s",
-            result.project_id,
-            result.server_id,
+            short_id(result.project_id),
+            short_id(result.server_id),
             result.error,
             extra=ev("server_failed", **progress.where(), **error_fields(exc), reason=reason),
         )
