@@ -268,3 +268,16 @@ async def test_a_discovery_the_api_refuses_is_reported_not_a_crash(tmp_path, fas
     [failure] = outcome.discovery_failed
     assert failure["project_id"] == sim.project_id and "401" in failure["error"]
     assert any(line.startswith("discovery failed for project") for line in outcome.summary)
+
+
+async def test_validate_discover_shows_the_inventorys_own_names(tmp_path):
+    """`db-01` in the inventory, `node-0000` at the API: the inventory's wins, as in a run (issue 16)."""
+    async with Simulator(SimConfig(servers=3, **SMALL)) as sim:
+        inventory = discover_only(tmp_path / "inv.yaml", sim)
+        data = yaml.safe_load(inventory.read_text())
+        data["servers"] = [{"id": sim.server_ids[0], "name": "db-01"}]
+        inventory.write_text(yaml.safe_dump(data))
+        code, stdout, stderr = await collector("validate", "--discover", "-i", str(inventory))
+    assert code == ExitCode.OK, stdout + stderr
+    assert f"  {sim.server_ids[0]}  db-01" in stdout.splitlines()
+    assert f"  {sim.server_ids[1]}  node-0001" in stdout.splitlines()

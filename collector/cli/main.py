@@ -212,6 +212,8 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
     inventory = load_inventory(args.inventory)
     selection = parse_selection(args.select)
     found: dict[tuple[str, str], Discovery] = {}
+    # The names the inventory gives its servers win over the API's (as they do in a run).
+    own_names = {(p.project_id, s.id): s.name for p in inventory.projects for s in p.servers if s.name}
     if args.discover and any(project.discover is not None for project in inventory.projects):
         _quiet_machinery(0)
         inventory, discoveries = anyio.run(_discover, inventory)
@@ -256,7 +258,8 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
             continue
         say(discovery.line())
         for server in discovery.chosen[:FIRST]:
-            say(f"  {server.id}" + (f"  {server.name}" if server.name else ""))
+            name = own_names.get((project.project_id, server.id), server.name)
+            say(f"  {server.id}" + (f"  {name}" if name else ""))
         if len(discovery.chosen) > FIRST:
             say(f"  ... and {len(discovery.chosen) - FIRST:,} more")
         for server in discovery.unusable:
