@@ -4,6 +4,7 @@ against the simulator over loopback."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -253,3 +254,25 @@ async def test_warning_lines_shorten_ids_and_the_json_fields_keep_them_whole(tmp
     assert f"{sim.project_id[:4]}\u2026{sim.project_id[-4:]}/{failing[:4]}\u2026{failing[-4:]}: failed:" in line
     [record] = [json.loads(line) for line in logs.splitlines() if '"server_failed"' in line]
     assert (record["project_id"], record["server_id"]) == (sim.project_id, failing)
+
+
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        (
+            {"HUAWEICLOUD_SDK_AK": "AK0", "HUAWEICLOUD_SDK_SK": "SK0"},
+            "no auth: the SDK's lookup finds AK/SK from $HUAWEICLOUD_SDK_AK",
+        ),
+        ({}, "no auth, and none in the environment, the credentials file or pod identity"),
+    ],
+    ids=["found", "none"],
+)
+async def test_validate_says_which_credentials_a_run_would_use_without_auth(tmp_path, env, said):
+    """`auth:` left out: validate said only "looked up at run time"; a new operator's exported
+    CLOUDDC_TOKEN was silently ignored and only `check` told (issue 16)."""
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text("region: cn-east-3\nproject_id: " + "a" * 32 + "\nservers: [s1]\n")
+    assert not any(name.startswith(("HUAWEICLOUD_SDK_", "HC_CONTAINER_")) for name in os.environ)
+    code, stdout, stderr = await collector("validate", "-i", str(inventory), env={"HOME": str(tmp_path), **env})
+    assert code == ExitCode.OK, stderr
+    assert said in stdout and "SK0" not in stdout

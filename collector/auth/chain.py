@@ -106,10 +106,39 @@ async def default_chain(
 ) -> Credentials:
     """The first credentials found where the SDK looks; `CredentialsUnavailable` saying what
     was tried when there are none. A source that is there but broken is an error, not skipped."""
+    found, tried = found_locally(environ, session_factory=session_factory, clock=clock, policy=policy)
+    if found is not None:
+        return found
+
+    source = MetadataService(metadata_endpoint, session_factory=session_factory, clock=clock, timeout=probe_timeout)
+    provider = metadata_credentials(source, clock=clock, policy=policy)
+    try:
+        await provider.refresher.get()  # the probe: its keys are the first ones used
+    except (RequestError, APIError, ProtocolError) as exc:
+        tried.append(f"the ECS metadata service: {exc}")
+        raise CredentialsUnavailable(
+            "no credentials found: " + "; ".join(tried),
+            hint=f"export {AK_ENV} and {SK_ENV}, or give auth in the inventory (token_env, aksk, iam, ...)",
+        ) from None
+    finally:
+        source.timeout = TIMEOUT
+    return provider
+
+
+def found_locally(
+    environ: Mapping[str, str],
+    *,
+    session_factory: SessionFactory = default_session,
+    clock: Clock = time.time,
+    policy: RefreshPolicy = DEFAULT_REFRESH,
+) -> tuple[Credentials | None, list[str]]:
+    """What the SDK's lookup finds without sending anything (the environment's AK/SK, the
+    credentials file, pod identity's settings), and what it tried; the metadata service, the
+    last place, needs a request. `collector validate` says which it would be."""
     tried: list[str] = []
     ak, sk = environ.get(AK_ENV, "").strip(), environ.get(SK_ENV, "").strip()
     if ak and sk:
-        return keys_from_env(environ, clock=clock)
+        return keys_from_env(environ, clock=clock), tried
     tried.append(
         f"${AK_ENV} is set but ${SK_ENV} is not"
         if ak
@@ -129,25 +158,12 @@ async def default_chain(
         except ProfileMissing as exc:
             tried.append(exc.message)
         else:
-            return _profile_provider(profile, clock)
+            return _profile_provider(profile, clock), tried
 
     if environ.get(FULL_URI_ENV, "").strip() and environ.get(TOKEN_FILE_ENV, "").strip():
-        return pod_identity_from_env(environ, session_factory=session_factory, clock=clock, policy=policy)
+        return pod_identity_from_env(environ, session_factory=session_factory, clock=clock, policy=policy), tried
     tried.append(f"${FULL_URI_ENV} and ${TOKEN_FILE_ENV} (CCE pod identity) are not both set")
-
-    source = MetadataService(metadata_endpoint, session_factory=session_factory, clock=clock, timeout=probe_timeout)
-    provider = metadata_credentials(source, clock=clock, policy=policy)
-    try:
-        await provider.refresher.get()  # the probe: its keys are the first ones used
-    except (RequestError, APIError, ProtocolError) as exc:
-        tried.append(f"the ECS metadata service: {exc}")
-        raise CredentialsUnavailable(
-            "no credentials found: " + "; ".join(tried),
-            hint=f"export {AK_ENV} and {SK_ENV}, or give auth in the inventory (token_env, aksk, iam, ...)",
-        ) from None
-    finally:
-        source.timeout = TIMEOUT
-    return provider
+    return None, tried
 
 
 def _aksk(options: Mapping[str, str], environ: Mapping[str, str], clock: Clock) -> AkSk:

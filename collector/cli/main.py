@@ -24,6 +24,7 @@ from pathlib import Path
 import anyio
 
 from collector import __version__
+from collector.auth.chain import found_locally
 from collector.cli.check import (
     DEFAULT_TIMEOUT,
     Discovery,
@@ -247,13 +248,14 @@ def command_validate(args: argparse.Namespace) -> ExitCode:
             say(f"  {project.project_id}/{listed.id}" + (f"  {listed.name}" if listed.name else ""))
         if len(chosen) > SHOWN:
             say(f"  ... and {len(chosen) - SHOWN:,} more")
+    lookup = _lookup_said(inventory)
     for project in inventory.projects:
         discovery = found.get((project.project_id, project.endpoint))
         if discovery is None:
             later = f" + what {describe_filter(project.discover)} finds (--discover)" if project.discover else ""
             say(
                 f"{project.project_id}  {project.endpoint}  {_count(len(project.servers), 'server')}{later}  "
-                f"({project.describe_credentials()})"
+                f"({project.describe_credentials() if project.credentials is not None else lookup})"
             )
             continue
         say(discovery.line())
@@ -312,6 +314,20 @@ def _simulate(extra: list[str]) -> int:
     parser = Parser(prog="collector simulate", description="Serve a simulated CloudDC API on loopback.")
     simulator_cli.add_arguments(parser)
     return int(simulator_cli.main(parser.parse_args(extra)))
+
+
+def _lookup_said(inventory: Inventory) -> str:
+    """For projects without `auth`: which credentials the SDK's lookup would find, from what
+    needs no request (the metadata service, the last place it looks, does)."""
+    if all(project.credentials is not None for project in inventory.projects):
+        return ""
+    credentials, _ = found_locally(os.environ)
+    if credentials is not None:
+        return f"no auth: the SDK's lookup finds {credentials.describe()}"
+    return (
+        "no auth, and none in the environment, the credentials file or pod identity: "
+        "a run asks the ECS metadata service last, or fails saying what it tried"
+    )
 
 
 def _count(n: int, noun: str) -> str:
