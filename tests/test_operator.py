@@ -276,3 +276,16 @@ async def test_validate_says_which_credentials_a_run_would_use_without_auth(tmp_
     code, stdout, stderr = await collector("validate", "-i", str(inventory), env={"HOME": str(tmp_path), **env})
     assert code == ExitCode.OK, stderr
     assert said in stdout and "SK0" not in stdout
+
+
+async def test_a_token_refused_at_discovery_ends_the_run_before_the_sweep_pays_for_it_again(tmp_path):
+    """Discovery and then the sweep each paid for a rejected token (issue 16, bug 3)."""
+    async with Simulator(SimConfig(servers=3, seed=17, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        inventory.write_text(inventory.read_text() + "discover: true\n")
+        sim.revoke_token()
+        code, _, stderr = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "out"), *FAST)
+        assert sim.count("export") == 0 and sim.count("status") == 0
+    assert code == ExitCode.AUTH, stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert {s["state"] for s in report["servers"]} == {"pending"} and report["run"]["stopped"] == "credentials rejected"

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import aiohttp
 
@@ -53,6 +53,7 @@ class DiscoveryFailed:
     endpoint: str
     error: str
     error_kind: str
+    exc: CollectorError | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -118,7 +119,7 @@ async def prepare(
                         error_kind=exc.kind,
                     ),
                 )
-                failed.append(DiscoveryFailed(project.project_id, project.endpoint, str(exc), exc.kind))
+                failed.append(DiscoveryFailed(project.project_id, project.endpoint, str(exc), exc.kind, exc))
                 projects.append(project)
                 continue
             wanted = chooser(project)

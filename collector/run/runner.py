@@ -38,7 +38,7 @@ from collector.config.shards import Shard
 from collector.destinations.base import Destination
 from collector.destinations.local import LocalDestination
 from collector.destinations.location import S3Location
-from collector.errors import StorageError, UsageError
+from collector.errors import AuthError, StorageError, UsageError
 from collector.net import session as net_session
 from collector.net.transport import auth_requests
 from collector.observe import crash
@@ -207,6 +207,12 @@ async def _run(
                 fresh=fresh,
                 gateways=gateways,
             )
+            # Discovery's credentials were refused, even fresh ones: the sweep would only be
+            # refused again, server after server. One verdict for the run (exit 3).
+            for failure in discovery_failed:
+                if isinstance(failure.exc, AuthError):
+                    sweep.credentials_rejected(failure.exc, failure.project_id, failure.endpoint)
+                    break
             if metrics is not None:
                 metrics.set_servers(inventory.server_count)
                 metrics.observe_stats(sweep.stats)

@@ -425,17 +425,17 @@ class Sweep:
             self.stop(why)
 
     def _stop_for_auth(self, exc: AuthError, progress: _Progress) -> None:
+        self.credentials_rejected(exc, progress.target.project.project_id, progress.target.project.endpoint)
+
+    def credentials_rejected(self, exc: AuthError, project_id: str, endpoint: str) -> None:
+        """Stop the run: the API refused our credentials, even fresh ones. Before `run`
+        (discovery was refused), it starts nothing and leaves every server pending."""
         if self.auth_error is None:
             self.auth_error = exc
             log.error(
                 "credentials rejected: %s; stopping the run",
                 exc,
-                extra=ev(
-                    "credentials_rejected",
-                    project_id=progress.target.project.project_id,
-                    endpoint=progress.target.project.endpoint,
-                    **error_fields(exc),
-                ),
+                extra=ev("credentials_rejected", project_id=project_id, endpoint=endpoint, **error_fields(exc)),
             )
         if self._scope is not None:
             self._scope.cancel()
