@@ -289,3 +289,28 @@ async def test_a_token_refused_at_discovery_ends_the_run_before_the_sweep_pays_f
     assert code == ExitCode.AUTH, stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert {s["state"] for s in report["servers"]} == {"pending"} and report["run"]["stopped"] == "credentials rejected"
+
+
+async def test_every_inventory_problem_comes_in_one_round(tmp_path):
+    """Two key typos were reported, then after fixing them a duplicate id and `rate: fast`."""
+    inventory = tmp_path / "inventory.yaml"
+    inventory.write_text(
+        "endpoint: https://clouddc.cn-east-3.myhuaweicloud.com\n"
+        f"project_id: {'a' * 32}\n"
+        "servres: [a]\n"
+        "servers: [a, a]\n"
+        "colector: {}\n"
+        "collector: {rate: fast, concurency: 4}\n"
+    )
+    code, _, stderr = await collector("validate", "-i", str(inventory))
+    assert code == ExitCode.USAGE
+    lines = stderr.splitlines()
+    assert len(lines) == 5, stderr
+    for words in ("servres: unknown key", "listed twice", "colector: unknown key", "'fast'", "concurency"):
+        assert sum(words in line for line in lines) == 1, (words, stderr)
+    assert "required but missing" not in stderr  # `servres` is the `servers` meant, said once
+
+
+async def test_demo_help_speaks_of_no_inventory():
+    code, stdout, _ = await collector("demo", "--help")
+    assert code == 0 and "collector: section" not in stdout and "how many simulated servers" in stdout
