@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
@@ -314,3 +315,39 @@ async def test_every_inventory_problem_comes_in_one_round(tmp_path):
 async def test_demo_help_speaks_of_no_inventory():
     code, stdout, _ = await collector("demo", "--help")
     assert code == 0 and "collector: section" not in stdout and "how many simulated servers" in stdout
+
+
+@pytest.mark.slow
+async def test_one_servers_long_retry_after_does_not_stall_the_fleet_and_the_run_says_it_waits(tmp_path):
+    """One download answered `503 Retry-After: 600`: every other download stood still for ten
+    minutes, with `0 req/s ... ETA 0:59` on the progress line (issue 17)."""
+    config = SimConfig(servers=100, seed=18, retry_after_seconds=600, **SMALL)
+    async with Simulator(config) as sim:
+        target = sim.server_ids[37]
+        sim.script(target, download=["503-retry-after"])
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        started = anyio.current_time()
+        process = await anyio.open_process(
+            [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(tmp_path / "out"), *FAST],
+            stderr=subprocess.PIPE,
+        )
+        seen = b""
+        try:
+            with anyio.fail_after(45):
+                async for chunk in process.stderr:
+                    seen += chunk
+                    if b"waiting: API asked to retry after 600 s (1 server, until" in seen:
+                        break
+            took = anyio.current_time() - started
+            others = [sid for sid in sim.server_ids if sid != target]
+            assert all((tmp_path / "out" / sim.project_id / f"{sid}-dump.tar.gz").exists() for sid in others)
+            assert took < 60, took
+        finally:
+            process.send_signal(signal.SIGTERM)
+            async for chunk in process.stderr:
+                seen += chunk
+            code = await process.wait()
+    assert code == ExitCode.SIGTERM, seen.decode()
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    states = {s["server_id"]: s["state"] for s in report["servers"]}
+    assert states.pop(target) == "pending" and set(states.values()) == {"collected"}

@@ -168,12 +168,37 @@ async def test_limiter_paces_to_the_rate_after_a_short_burst(clock):
 
 
 @pytest.mark.anyio
-async def test_retry_after_pauses_every_caller(clock):
+async def test_retry_after_from_several_servers_pauses_every_caller(clock):
+    """The API's budget is plainly exhausted: everyone waits."""
     limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
     await limiter.acquire()
-    limiter.throttled(retry_after=3)
+    for server in ("s1", "s2", "s3"):
+        limiter.throttled(retry_after=3, subject=server)
     await limiter.acquire()
     assert clock.now >= 1000 + 3
+
+
+@pytest.mark.anyio
+async def test_one_servers_retry_after_pauses_only_that_server(clock):
+    """One `503 Retry-After: 600` stood the whole fleet still for ten minutes (issue 17): it
+    delays its own request (the retry policy's floor), the others go on at the (lowered) rate."""
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    await limiter.acquire()
+    limiter.throttled(retry_after=600, subject="s1")
+    limiter.throttled(retry_after=600, subject="s1")  # the same server again: still one
+    await limiter.acquire()
+    assert clock.now < 1000 + 1 and limiter.paused_for == 0
+    assert limiter.rate < 100  # a refusal still slows everyone down, as a 429 does
+
+
+@pytest.mark.anyio
+async def test_a_fleet_wide_pause_is_at_most_a_minute_at_a_time(clock):
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    for server in ("s1", "s2", "s3"):
+        limiter.throttled(retry_after=600, subject=server)
+    assert limiter.paused_for == RateLimiter.FLEET_PAUSE
+    await limiter.acquire()
+    assert 1000 + 60 <= clock.now < 1000 + 61
 
 
 def succeed_at(limiter, clock, per_second, seconds):

@@ -180,7 +180,7 @@ class Gateway:
                 except ThrottledError as error:
                     self.health.answered(probe)
                     self.stats.throttled += 1
-                    governor.throttled(error.retry_after, sent_at=sent_at)
+                    governor.throttled(error.retry_after, sent_at=sent_at, subject=subject_of(url))
                     raise
                 except AuthError as error:
                     self.health.answered(probe)
@@ -193,7 +193,7 @@ class Gateway:
                     if self.health.overloaded(error):
                         self.stats.throttled += 1
                         retry_after = error.retry_after if isinstance(error, ServerError) else None
-                        governor.throttled(retry_after, sent_at=sent_at)
+                        governor.throttled(retry_after, sent_at=sent_at, subject=subject_of(url))
                     raise
                 self.health.answered(probe)
                 governor.succeeded()
@@ -280,3 +280,14 @@ class Gateways:
 
     def __iter__(self) -> Iterator[Gateway]:
         return iter(list(self._by_endpoint.values()))
+
+
+def subject_of(url: URL) -> str:
+    """Whose request `url` is: the server id in ``.../physicalservers/{id}/...``, else the path
+    (ListServers: the project), so refusals can be told apart by server."""
+    parts = url.path.split("/")
+    if "physicalservers" in parts:
+        index = parts.index("physicalservers")
+        if index + 1 < len(parts) and parts[index + 1]:
+            return parts[index + 1]
+    return url.path

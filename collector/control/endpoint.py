@@ -103,6 +103,12 @@ class EndpointHealth:
     def paused(self) -> bool:
         return self.paused_since is not None
 
+    def gives_up_in(self) -> float | None:
+        """Seconds until a paused endpoint is given up; None while it answers (or once given up)."""
+        if not self.paused or self.given_up is not None or self._first_request is None:
+            return None
+        return max(0.0, self._deadline() - self._clock())
+
     @asynccontextmanager
     async def admit(self) -> AsyncIterator[bool]:
         """Hold a request until the endpoint lets it through; raise `Unreachable` if given up.

@@ -17,6 +17,7 @@ import itertools
 import math
 import random as _random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -148,8 +149,21 @@ class RateLimiter:
     TCP-like slow start, doubling until the first 429, was tried and measured worse: it
     overshoots into bursts of 429s.) A 429 whose request was sent before the last decrease
     says nothing new (the decrease already answered it) and is ignored, so a burst of 429s
-    from requests in flight counts once. A `Retry-After` holds every caller until then.
+    from requests in flight counts once.
+
+    A `Retry-After` delays its own request (the retry policy takes it as a floor). It holds
+    every caller only when the API's budget is plainly exhausted: refusals with a Retry-After
+    for `EXHAUSTED_SUBJECTS` different servers within `EXHAUSTED_WINDOW` seconds; and then for
+    `FLEET_PAUSE` seconds at most, re-armed while refusals go on. One server's, or one
+    download origin's, long Retry-After costs that server only (issue 17: one `503
+    Retry-After: 600` stood the whole fleet still for ten minutes). botocore and urllib3 take
+    a Retry-After per request; botocore's adaptive mode slows the shared rate on any throttle,
+    as this limiter does.
     """
+
+    EXHAUSTED_SUBJECTS = 3
+    EXHAUSTED_WINDOW = 2.0
+    FLEET_PAUSE = 60.0
 
     def __init__(
         self,
@@ -175,6 +189,7 @@ class RateLimiter:
         self._sleep = sleep
         self._next_slot = -math.inf
         self._paused_until = -math.inf
+        self._refusals: deque[tuple[float, str]] = deque()  # (when, whose) Retry-After refusals, in the window
         self._busy = False  # someone holds the turn (is taking or waiting for the next slot)
         self._waiting: list[_Waiter] = []
         self._arrivals = itertools.count()
@@ -223,16 +238,34 @@ class RateLimiter:
                 return
         self._busy = False
 
-    def throttled(self, retry_after: float | None = None, *, sent_at: float | None = None) -> None:
+    def throttled(
+        self, retry_after: float | None = None, *, sent_at: float | None = None, subject: str | None = None
+    ) -> None:
+        """A request was refused as too many (429, or 503 and the like, with `retry_after` if
+        it said one); `subject` names whose request it was (a server id), for telling one
+        server's trouble from the API's budget."""
         now = self._clock()
         if retry_after:
-            self._paused_until = max(self._paused_until, now + retry_after)
+            self._refused(now, retry_after, subject)
         if sent_at is not None and sent_at < self._last_decrease:
             return  # sent at the old rate; the decrease already answered it
         self._w_max = self.rate
         self.rate = max(self.min_rate, self.rate * self.beta)
         self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
+
+    def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
+        refusals = self._refusals
+        refusals.append((now, subject or f"#{len(refusals)}"))
+        while refusals and now - refusals[0][0] > self.EXHAUSTED_WINDOW:
+            refusals.popleft()
+        if len({whose for _, whose in refusals}) >= self.EXHAUSTED_SUBJECTS:
+            self._paused_until = max(self._paused_until, now + min(retry_after, self.FLEET_PAUSE))
+
+    @property
+    def paused_for(self) -> float:
+        """Seconds every caller still waits because the API's budget is exhausted (0: none)."""
+        return max(0.0, self._paused_until - self._clock())
 
     def succeeded(self) -> None:
         now = self._clock()

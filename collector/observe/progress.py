@@ -24,9 +24,10 @@ from rich.table import Table
 from rich.text import Text
 
 from collector.clouddc.gateway import CallStats
+from collector.control.endpoint import EndpointHealth
 from collector.log import ev
 from collector.observe.report import human_bytes, human_duration
-from collector.sweep.events import Phase, PhaseChanged
+from collector.sweep.events import Phase, PhaseChanged, Waits
 
 log = logging.getLogger("collector.progress")
 
@@ -144,6 +145,10 @@ class Snapshot:
     retries: int
     waiting_only: bool = False  # all that is left is exports the server has not finished
     timeout_in_s: float | None = None  # until the last of them reaches --export-timeout
+    retry_waits: int = 0  # servers waiting out a Retry-After
+    retry_asked_s: float = 0.0  # the longest Retry-After among them
+    retry_until: float | None = None  # wall-clock time the last of those waits ends
+    probing_gives_up_in_s: float | None = None  # an endpoint stopped answering: until it is given up
 
     @property
     def finished(self) -> int:
@@ -178,12 +183,25 @@ class Snapshot:
             "retries": self.retries,
             "waiting_only": self.waiting_only,
             "timeout_in_s": None if self.timeout_in_s is None else round(self.timeout_in_s),
+            "retry_waits": self.retry_waits,
+            "probing_gives_up_in_s": None if self.probing_gives_up_in_s is None else round(self.probing_gives_up_in_s),
         }
 
 
-def snapshot(tally: Tally, stats: CallStats, rates: _Rates) -> Snapshot:
+@dataclass(frozen=True)
+class Watched:
+    """What the run may be waiting on besides exports: servers told to come back later, and
+    endpoints that stopped answering."""
+
+    waits: Waits | None = None
+    endpoints: tuple[EndpointHealth, ...] = ()
+
+
+def snapshot(tally: Tally, stats: CallStats, rates: _Rates, watched: Watched = Watched()) -> Snapshot:
     now = tally.clock()
     c = tally.counts
+    waits = watched.waits.current() if watched.waits is not None else []
+    giving_up = [s for s in (e.gives_up_in() for e in watched.endpoints) if s is not None]
     return Snapshot(
         elapsed_s=now - tally.started,
         servers=tally.total,
@@ -203,16 +221,29 @@ def snapshot(tally: Tally, stats: CallStats, rates: _Rates) -> Snapshot:
         retries=stats.retries,
         waiting_only=tally.waiting_only(),
         timeout_in_s=tally.timeout_in(now),
+        retry_waits=len(waits),
+        retry_asked_s=max((asked for _, asked in waits), default=0.0),
+        retry_until=max((until for until, _ in waits), default=None),
+        probing_gives_up_in_s=min(giving_up, default=None),
     )
 
 
 def _clock_line(s: Snapshot) -> str:
     done = f"{math.floor(s.percent):3d}% {s.finished}/{s.servers}, elapsed {human_duration(s.elapsed_s)}"
-    if s.waiting_only:  # no rate of finishes predicts when a server finishes its export
+    # When the run waits rather than works, say on what and until when: no rate of finishes
+    # predicts it, and an ETA would count down, then grow.
+    if s.probing_gives_up_in_s is not None:
+        return f"{done}, endpoint unreachable, probing (giving up in {human_duration(s.probing_gives_up_in_s)})"
+    left = s.servers - s.finished
+    if s.retry_waits and s.retry_until is not None and s.retry_waits >= left - s.polling:
+        servers = f"{s.retry_waits} server{'s' * (s.retry_waits != 1)}"
+        until = time.strftime("%H:%M:%S", time.localtime(s.retry_until))
+        return f"{done}, waiting: API asked to retry after {s.retry_asked_s:g} s ({servers}, until {until})"
+    if s.waiting_only:
         exports = f"{s.polling} export{'s' * (s.polling != 1)}"
         timeout = "" if s.timeout_in_s is None else f" (timeout in {human_duration(s.timeout_in_s)})"
         return f"{done}, waiting on {exports}{timeout}"
-    eta = "--" if s.eta_s is None else human_duration(s.eta_s)
+    eta = "--" if s.eta_s is None or s.retry_waits else human_duration(s.eta_s)
     return f"{done}, ETA {eta}"
 
 
@@ -255,6 +286,7 @@ async def show_progress(
     stats: CallStats,
     *,
     live: bool,
+    watched: Watched = Watched(),
     interval: float = 10.0,
     refresh: float = 0.5,
     sleep: Sleep = anyio.sleep,
@@ -266,15 +298,17 @@ async def show_progress(
     if not live:
         while True:
             rates.update()
-            now = snapshot(tally, stats, rates)
+            now = snapshot(tally, stats, rates, watched)
             log.info("progress: %s", progress_line(now), extra=ev("progress", **now.fields()))
             await sleep(interval)
     console = console or Console(file=sys.stderr)
-    with Live(render(snapshot(tally, stats, rates)), console=console, auto_refresh=False, transient=False) as display:
+    with Live(
+        render(snapshot(tally, stats, rates, watched)), console=console, auto_refresh=False, transient=False
+    ) as display:
         try:
             while True:
                 await sleep(refresh)
                 rates.update()
-                display.update(render(snapshot(tally, stats, rates)), refresh=True)
+                display.update(render(snapshot(tally, stats, rates, watched)), refresh=True)
         finally:
-            display.update(render(snapshot(tally, stats, rates)), refresh=True)
+            display.update(render(snapshot(tally, stats, rates, watched)), refresh=True)

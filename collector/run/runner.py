@@ -43,7 +43,7 @@ from collector.net import session as net_session
 from collector.net.transport import auth_requests
 from collector.observe import crash
 from collector.observe.metrics import Metrics, push, write_textfile_every
-from collector.observe.progress import Tally, show_progress
+from collector.observe.progress import Tally, Watched, show_progress
 from collector.observe.report import REPORT_NAME, build_report, summary_lines, summary_record, write_report
 from collector.run.ledger import Ledger, rejected_result
 from collector.run.outcome import Outcome, exit_code, stopped_reason
@@ -225,7 +225,8 @@ async def _run(
                 sweep.events.subscribe(listener)
             try:
                 async with anyio.create_task_group() as helpers:
-                    helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live))
+                    watched = Watched(sweep.waits, tuple(sweep.health.values()))
+                    helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live, watched=watched))
                     helpers.start_soon(watch_signals, sweep, outcome)
                     helpers.start_soon(grace_after_stop, sweep, settings.grace)
                     results = await sweep.run()

@@ -291,6 +291,9 @@ class CloudDC:
             return error_response(500, "CLOUDDC.0500", "Internal error", rid)
         if fault == "503":
             return error_response(503, "CLOUDDC.0503", "Service unavailable, try again later", rid)
+        if fault == "503-retry-after":  # this one request, told to come back in retry_after_seconds
+            headers = {"Retry-After": retry_after_header(self.config.retry_after_seconds)}
+            return error_response(503, "CLOUDDC.0503", "Service unavailable, try again later", rid, headers)
         if fault in ("502", "504"):
             return hostile.gateway_page(int(fault), rid)
         if fault == "429":

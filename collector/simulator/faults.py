@@ -25,7 +25,20 @@ from collector.simulator import hostile
 EXPORT, STATUS, DOWNLOAD, LIST, STORAGE = "export", "status", "download", "list", "storage"
 
 ANY_CALL = frozenset(
-    {"500", "502", "503", "504", "429", "429-no-retry-after", "401", "403", "404", "reset", "redirect"}
+    {
+        "500",
+        "502",
+        "503",
+        "503-retry-after",
+        "504",
+        "429",
+        "429-no-retry-after",
+        "401",
+        "403",
+        "404",
+        "reset",
+        "redirect",
+    }
 )
 STATUS_ONLY = frozenset({"backwards", "unknown", "failed"})
 DOWNLOAD_ONLY = frozenset(

@@ -78,3 +78,27 @@ class Events:
                     exc_info=first,
                     extra={"event": "internal_error", "fields": {"error": f"{type(exc).__name__}: {exc}"}},
                 )
+
+
+class Waits:
+    """Servers waiting out a `Retry-After`, for the display to say what the run waits for.
+
+    The sweep notes each wait as its retry begins; the display reads those not yet over. A
+    wait needs no clearing: it is over when its time is.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._until: dict[tuple[str, str], tuple[float, float, float]] = {}
+
+    def note(self, key: tuple[str, str], seconds: float, asked: float) -> None:
+        """Server `key` waits `seconds` because the API asked for `asked` seconds."""
+        self._until[key] = (self._clock() + seconds, time.time() + seconds, asked)
+
+    def current(self) -> list[tuple[float, float]]:
+        """(the wall-clock time it ends, the seconds asked) of each wait not over yet."""
+        now = self._clock()
+        over = [key for key, (until, _, _) in self._until.items() if until <= now]
+        for key in over:
+            del self._until[key]
+        return [(wall, asked) for _, wall, asked in self._until.values()]

@@ -37,7 +37,7 @@ from collector.control.throttle import monotonic, sleep
 from collector.destinations.base import Archive, Destination, archive_name
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.log import ev
-from collector.sweep.events import Events, Phase, PhaseChanged
+from collector.sweep.events import Events, Phase, PhaseChanged, Waits
 from collector.sweep.journal import Entry
 from collector.sweep.polling import ExportDurations, PollSchedule
 from collector.sweep.results import ServerResult
@@ -62,10 +62,11 @@ class Target:
 class _Progress:
     """One server's journey: which phase, which export, how many tries. Emits as it moves."""
 
-    def __init__(self, target: Target, events: Events, result: ServerResult) -> None:
+    def __init__(self, target: Target, events: Events, result: ServerResult, waits: Waits | None = None) -> None:
         self.target = target
         self.events = events
         self.result = result
+        self.waits = waits
         self.phase = Phase.PENDING
         self.scope = anyio.CancelScope()
 
@@ -79,6 +80,9 @@ class _Progress:
             wait,
             extra=ev("retry", **self.where(), attempt=attempt, wait_s=round(wait, 3), **error_fields(exc)),
         )
+        asked = getattr(exc, "retry_after", None)
+        if self.waits is not None and asked:
+            self.waits.note(self.target.key, wait, asked)
 
     def export_sent(self) -> None:
         self.result.export_sent()
@@ -144,6 +148,7 @@ class Sweep:
         self.gateways = gateways if gateways is not None else Gateways(session, settings, observe=observe)
         self.stats = self.gateways.stats
         self.health: dict[str, EndpointHealth] = {}
+        self.waits = Waits()  # servers waiting out a Retry-After, for the display
         # Keyed by the project entry itself: two entries may name the same project id.
         self.clients: dict[int, CloudDC] = {}
         for project in inventory.projects:
@@ -309,7 +314,7 @@ class Sweep:
         return None
 
     async def _run_one(self, target: Target, result: ServerResult) -> None:
-        progress = _Progress(target, self.events, result)
+        progress = _Progress(target, self.events, result, self.waits)
         result.started()
         started = time.monotonic()
         self._active.add(progress)
