@@ -351,3 +351,39 @@ async def test_one_servers_long_retry_after_does_not_stall_the_fleet_and_the_run
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     states = {s["server_id"]: s["state"] for s in report["servers"]}
     assert states.pop(target) == "pending" and set(states.values()) == {"collected"}
+
+
+async def test_a_server_waiting_out_a_long_retry_after_gives_its_concurrency_place_back(tmp_path):
+    """With --concurrency 1, the one place was held through a ten-minute Retry-After: nothing
+    else could start. Now the waiting server gives it back while it waits (issue 17)."""
+    config = SimConfig(servers=3, seed=20, retry_after_seconds=600, **SMALL)
+    async with Simulator(config) as sim:
+        first, *others = sim.server_ids
+        sim.script(first, export=["503-retry-after"])
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        out = tmp_path / "out"
+        process = await anyio.open_process(
+            [
+                sys.executable,
+                "-m",
+                "collector",
+                "run",
+                "-i",
+                str(inventory),
+                "-o",
+                str(out),
+                "--concurrency",
+                "1",
+                *FAST,
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            with anyio.fail_after(30):
+                while not all((out / sim.project_id / f"{sid}-dump.tar.gz").exists() for sid in others):
+                    await anyio.sleep(0.1)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            code = await process.wait()
+    assert code == ExitCode.SIGTERM
+    assert not (out / sim.project_id / f"{first}-dump.tar.gz").exists()

@@ -14,7 +14,7 @@ What the answers mean is decided in `collector.clouddc.replies`.
 from __future__ import annotations
 
 import ssl as ssl_
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -37,9 +37,13 @@ from collector.clouddc.replies import ExportStatus, parse_json, safe_export_id
 from collector.config.inventory import Project
 from collector.config.settings import Settings
 from collector.control.endpoint import EndpointHealth
-from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota
+from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, Sleep
 from collector.errors import APIError, AuthError, ProtocolError, RequestError, ServerError
 from collector.text import clean_text
+
+# How a caller waits out a retry's backoff: `away(backoff, seconds)`, giving back meanwhile
+# what others need (the sweep's slot of --concurrency).
+Away = Callable[[Sleep, float], Awaitable[None]]
 
 __all__ = ["MAX_REDIRECTS", "ArchiveResponse", "CloudDC", "redirect_target"]
 
@@ -146,7 +150,12 @@ class CloudDC:
         return url / "content" if content else url
 
     async def export(
-        self, server_id: str, *, on_retry: OnRetry | None = None, on_sent: Callable[[], None] | None = None
+        self,
+        server_id: str,
+        *,
+        on_retry: OnRetry | None = None,
+        on_sent: Callable[[], None] | None = None,
+        away: Away | None = None,
     ) -> ExportStatus:
         """Start an export and return its first status. Retried under the policy.
 
@@ -168,7 +177,7 @@ class CloudDC:
                 on_sent()
             return status
 
-        return await self.gateway.retrying(post, on_retry)
+        return await self.gateway.retrying(post, on_retry, away=away)
 
     async def list_servers_page(self, marker: str | None = None, *, limit: int = 1000) -> bytes:
         """One page of ListServers, as the raw JSON body `collector.clouddc.discovery` parses.
@@ -184,9 +193,13 @@ class CloudDC:
 
         return await self.gateway.retrying(page)
 
-    async def status(self, server_id: str, export_id: str, *, on_retry: OnRetry | None = None) -> ExportStatus:
+    async def status(
+        self, server_id: str, export_id: str, *, on_retry: OnRetry | None = None, away: Away | None = None
+    ) -> ExportStatus:
         url = self._export_url(server_id, export_id)
-        return await self.gateway.retrying(lambda: self._json_call(STATUS, "GET", url, export_id=export_id), on_retry)
+        return await self.gateway.retrying(
+            lambda: self._json_call(STATUS, "GET", url, export_id=export_id), on_retry, away=away
+        )
 
     async def _send(
         self, operation: str, method: str, url: URL, headers: dict[str, str], *, read: bool

@@ -24,6 +24,7 @@ Which calls there are, and what their answers mean, is `collector.clouddc.api`'s
 
 from __future__ import annotations
 
+import functools
 import ssl as ssl_
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -38,7 +39,7 @@ from collector.auth.protocol import host_header
 from collector.clouddc.replies import MAX_JSON_BYTES
 from collector.config.settings import Settings
 from collector.control.endpoint import EndpointHealth
-from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, retrying
+from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, Sleep, retrying
 from collector.errors import AuthError, CollectorError, ServerError, ThrottledError
 from collector.net.status import status_error
 from collector.net.transport import read_bounded, translate
@@ -128,9 +129,16 @@ class Gateway:
             observe=observe,
         )
 
-    async def retrying(self, call: Callable[[], Awaitable[T]], on_retry: OnRetry | None = None) -> T:
+    async def retrying(
+        self,
+        call: Callable[[], Awaitable[T]],
+        on_retry: OnRetry | None = None,
+        *,
+        away: Callable[[Sleep, float], Awaitable[None]] | None = None,
+    ) -> T:
         """`call` under the run's retry policy and this endpoint's budget; its backoff ends
-        early if the endpoint is given up."""
+        early if the endpoint is given up. With `away`, the backoff is `away(backoff, seconds)`:
+        the caller's way to give back what it holds while it waits (a slot others need)."""
 
         def count(exc: BaseException, attempt: int, wait: float) -> None:
             self.stats.retries += 1
@@ -138,7 +146,9 @@ class Gateway:
                 on_retry(exc, attempt, wait)
 
         result: T
-        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota, sleep=self.health.backoff)
+        backoff: Sleep = self.health.backoff
+        sleep = backoff if away is None else functools.partial(away, backoff)
+        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota, sleep=sleep)
         return result
 
     async def send(

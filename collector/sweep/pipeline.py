@@ -33,7 +33,7 @@ from collector.clouddc.replies import ExportState, ExportStatus
 from collector.config.inventory import Inventory, Project, Server
 from collector.config.settings import Settings
 from collector.control.endpoint import EndpointHealth, Unreachable
-from collector.control.throttle import monotonic, sleep
+from collector.control.throttle import Sleep, monotonic, sleep
 from collector.destinations.base import Archive, Destination, archive_name
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.log import ev
@@ -49,6 +49,11 @@ log = logging.getLogger(__name__)
 MAX_TRACEBACKS = 3  # internal errors logged with their traceback; later ones in one line
 
 
+# A retry's wait this long or longer (a Retry-After of minutes) gives back the server's place of
+# --concurrency meanwhile; shorter ones keep it (re-queueing for it would cost more).
+LONG_WAIT = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     project: Project
@@ -62,13 +67,29 @@ class Target:
 class _Progress:
     """One server's journey: which phase, which export, how many tries. Emits as it moves."""
 
-    def __init__(self, target: Target, events: Events, result: ServerResult, waits: Waits | None = None) -> None:
+    def __init__(
+        self,
+        target: Target,
+        events: Events,
+        result: ServerResult,
+        waits: Waits | None = None,
+        slot: _Slot | None = None,
+    ) -> None:
         self.target = target
         self.events = events
         self.result = result
         self.waits = waits
+        self.slot = slot  # its place among --concurrency, given back during a long wait
         self.phase = Phase.PENDING
         self.scope = anyio.CancelScope()
+
+    async def away(self, backoff: Sleep, seconds: float) -> None:
+        """Wait out a retry's backoff; a long one (a Retry-After of minutes) without holding
+        a place of --concurrency that another server could use meanwhile."""
+        if self.slot is None or seconds < LONG_WAIT:
+            await backoff(seconds)
+        else:
+            await self.slot.away(backoff, seconds)
 
     def retried(self, exc: BaseException, attempt: int, wait: float) -> None:
         self.result.retried()
@@ -205,7 +226,9 @@ class Sweep:
 
     async def start_export(self, api: CloudDC, target: Target, progress: _Progress) -> str:
         await progress.enter(Phase.EXPORTING)
-        status = await api.export(target.server.id, on_retry=progress.retried, on_sent=progress.export_sent)
+        status = await api.export(
+            target.server.id, on_retry=progress.retried, on_sent=progress.export_sent, away=progress.away
+        )
         if status.state is ExportState.FAILED:
             raise ExportFailed(f"export {status.export_id} failed at once (status {status.status!r})")
         return status.export_id
@@ -256,7 +279,7 @@ class Sweep:
         with anyio.move_on_after(timeout + max(60.0, timeout / 2)):
             while True:
                 await sleep(delay)
-                status = await api.status(server_id, export_id, on_retry=progress.retried)
+                status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
                 now = monotonic()
                 if status.state is ExportState.COMPLETED:
                     schedule.completed(now)
@@ -314,7 +337,7 @@ class Sweep:
         return None
 
     async def _run_one(self, target: Target, result: ServerResult) -> None:
-        progress = _Progress(target, self.events, result, self.waits)
+        progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight))
         result.started()
         started = time.monotonic()
         self._active.add(progress)
@@ -372,7 +395,8 @@ class Sweep:
         finally:
             self._active.discard(progress)
             result.finished(time.monotonic() - started)
-            self._in_flight.release()
+            if progress.slot is not None:
+                progress.slot.give_back()
 
     async def _already_collected(self, target: Target, prior: Entry, progress: _Progress) -> bool:
         """Is this server's archive on disk from an earlier run, as the journal recorded it?"""
@@ -464,12 +488,25 @@ class Sweep:
 
 
 class _Slot:
-    """One of the `downloads` transfer slots, given back while its holder waits out a backoff
-    (up to a minute): a server that is not transferring must not keep another from it."""
+    """A place of a limited kind (one of the `downloads` transfer slots, or of --concurrency),
+    given back while its holder waits out a backoff: a server that is not working must not keep
+    another from working. Re-taken after the wait; given back at the end only if held."""
 
-    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+    def __init__(self, limiter: anyio.CapacityLimiter | anyio.Semaphore) -> None:
         self._limiter = limiter
         self._held = False
+
+    @classmethod
+    def held(cls, limiter: anyio.CapacityLimiter | anyio.Semaphore) -> _Slot:
+        """A slot its holder already took (the fan-out takes it before starting the task)."""
+        slot = cls(limiter)
+        slot._held = True
+        return slot
+
+    def give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._limiter.release()
 
     async def __aenter__(self) -> _Slot:
         await self._limiter.acquire()
@@ -477,9 +514,7 @@ class _Slot:
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
-        if self._held:
-            self._held = False
-            self._limiter.release()
+        self.give_back()
 
     async def away(self, sleep: Callable[[float], Awaitable[None]], seconds: float) -> None:
         """`sleep(seconds)` without the slot, then queue for one again."""
