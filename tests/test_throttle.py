@@ -7,6 +7,8 @@ import email.utils
 import anyio
 import anyio.lowlevel
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from collector.control.throttle import MAX_RETRY_AFTER, RateLimiter, RetryPolicy, parse_retry_after, retrying
 from collector.errors import (
@@ -347,3 +349,36 @@ def test_a_slow_start_whose_first_answer_comes_late_still_climbs(clock):
         limiter.succeeded()
         clock.now += 1 / limiter.rate
     assert limiter.rate > 10
+
+
+# -- no state of the limiter is a trap ---------------------------------------------------------
+
+EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["success", "throttle", "lull"]),
+        st.floats(min_value=0.001, max_value=30.0),  # seconds before it
+    ),
+    max_size=300,
+)
+
+
+@settings(max_examples=300)
+@given(start=st.floats(min_value=0.5, max_value=200.0), events=EVENTS)
+def test_from_any_history_the_rate_recovers_once_requests_get_through(start, events):
+    """Whatever came before (refusals, lulls, successes at any pace), once every request gets
+    through again the rate climbs back: it was possible for a limiter measured below 1 req/s
+    to take every success for the end of a lull and stay at 0.5 req/s for good (issue 14)."""
+    clock = FakeClock()
+    limiter = RateLimiter(start, clock=clock, sleep=clock.sleep)
+    for kind, gap in events:
+        clock.now += gap
+        if kind == "success":
+            limiter.succeeded()
+        elif kind == "throttle":
+            limiter.throttled(sent_at=clock.now - gap / 2)
+    # Now the API takes all we send, and we send as fast as the limiter lets us.
+    deadline = clock.now + 120
+    while clock.now < deadline and limiter.rate < 50:
+        clock.now += 1 / limiter.rate
+        limiter.succeeded()
+    assert limiter.rate >= 50, limiter.rate

@@ -269,7 +269,7 @@ class RateLimiter:
 
     def succeeded(self) -> None:
         now = self._clock()
-        self.measured.add(now)
+        self.measured.add(now, interval=1 / self.rate)
         t = now - self._epoch
         cubic = self.scale * (t - self._k) ** 3 + self._w_max
         self.rate = max(self.min_rate, min(cubic, 2 * self.measured.rate, self.max_rate))
@@ -303,8 +303,12 @@ class _MeasuredRate:
         self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
         self._count = 0
 
-    def add(self, now: float) -> None:
-        if now - self._last >= self.IDLE:
+    def add(self, now: float, interval: float = 0.0) -> None:
+        """A success at `now`; `interval` is the gap the limiter's pace puts between requests.
+        A gap counts as a lull only when it is also several of those: at 0.5 req/s, successes
+        two seconds apart are the flow, not a lull (taking them for one kept such a limiter
+        from ever measuring, so from ever climbing: issue 14)."""
+        if now - self._last >= max(self.IDLE, 4 * interval):
             self._bucket_start, self._count = now, 0
         elif (elapsed := now - self._bucket_start) >= self.BUCKET:
             latest = self._count / elapsed
