@@ -85,3 +85,10 @@ async def collector(*args: str, env: dict[str, str] | None = None) -> tuple[int,
         [sys.executable, "-m", "collector", *args], env={**os.environ, **(env or {})}, check=False
     )
     return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def collector_run(
+    inventory: Path, out: Path, *flags: str, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """`collector run -i INVENTORY -o OUT FLAGS...` in its own process: exit code, stdout, stderr."""
+    return await collector("run", "-i", str(inventory), "-o", str(out), *flags, env=env)

@@ -13,7 +13,7 @@ import sys
 import anyio
 import pytest
 import yaml
-from _listing import collector
+from _listing import collector, collector_run
 
 from collector.errors import ExitCode
 from collector.simulator import SimConfig, Simulator
@@ -31,9 +31,7 @@ async def test_a_ticket_line_of_ids_separated_by_spaces_selects_each_and_a_typo_
         a, b, c, d = sim.server_ids[:4]
         ticket = tmp_path / "ticket.txt"
         ticket.write_text(f"{a} {b}\n{c},{d}   # the rack of INC-1234\nnot-a-server\n")
-        code, _, stderr = await collector(
-            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), "--select", f"@{ticket}", *FAST
-        )
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", "--select", f"@{ticket}", *FAST)
     assert code == ExitCode.OK, stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert sorted(s["server_id"] for s in report["servers"]) == sorted([a, b, c, d])
@@ -64,9 +62,7 @@ async def test_every_output_is_checked_before_the_first_request(tmp_path, flag, 
     """A --metrics-file into a missing folder was one warning at the end, and exit 0."""
     async with Simulator(SimConfig(servers=2, seed=5, **SMALL)) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector(
-            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), flag, value.format(tmp=tmp_path), *FAST
-        )
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", flag, value.format(tmp=tmp_path), *FAST)
         assert sim.count() == 0
     assert code == ExitCode.USAGE
     lines = stderr.splitlines()
@@ -93,7 +89,7 @@ async def test_a_folder_in_use_is_one_line_and_exit_2_before_any_request(tmp_pat
             with anyio.fail_after(20):
                 while sim.count("export") < 2:
                     await anyio.sleep(0.05)
-            code, _, stderr = await collector("run", "-i", str(with_discovery), "-o", str(out), *FAST)
+            code, _, stderr = await collector_run(with_discovery, out, *FAST)
             assert sim.count("list") == 0  # the second run sent no ListServers
         finally:
             first.terminate()
@@ -110,12 +106,9 @@ async def test_a_short_export_timeout_judges_the_server_not_our_own_queue(tmp_pa
     config = SimConfig(servers=60, seed=8, export_seconds=(1.0, 1.5), archive_bytes=(4096, 8192), rate_limit=20)
     async with Simulator(config) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector(
-            "run",
-            "-i",
-            str(inventory),
-            "-o",
-            str(tmp_path / "out"),
+        code, _, stderr = await collector_run(
+            inventory,
+            tmp_path / "out",
             "--export-timeout",
             "2",
             "--rate",
@@ -132,9 +125,7 @@ async def test_an_export_that_outlives_the_timeout_says_how_long_and_groups_in_t
     config = SimConfig(servers=4, seed=9, export_seconds=(0.1, 0.2), archive_bytes=(4096, 8192), stuck=2)
     async with Simulator(config) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector(
-            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), "--export-timeout", "1", *FAST
-        )
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", "--export-timeout", "1", *FAST)
     assert code == ExitCode.PARTIAL, stderr
     assert "2 x export not completed within --export-timeout" in stderr, stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -148,9 +139,7 @@ async def test_the_progress_line_says_it_waits_on_exports_not_100_percent(tmp_pa
     config = SimConfig(servers=10, seed=10, export_seconds=(0.1, 0.2), archive_bytes=(4096, 8192), stuck=2)
     async with Simulator(config) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector(
-            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), "--export-timeout", "12", *FAST
-        )
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", "--export-timeout", "12", *FAST)
     assert code == ExitCode.PARTIAL, stderr
     progress = [line for line in stderr.splitlines() if "progress:" in line]
     assert len(progress) >= 2, stderr
@@ -178,7 +167,7 @@ async def test_a_failed_discovery_is_reported_for_its_project_not_counted_as_a_s
                 }
             )
         )
-        code, _, stderr = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "out"), *FAST)
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", *FAST)
     assert code == ExitCode.PARTIAL, stderr
     assert "2/2 servers collected" in stderr and f"discovery failed for project {other}:" in stderr, stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -196,11 +185,9 @@ async def test_a_misspelt_option_gets_the_commands_usage_and_the_option_meant(tm
 async def test_a_shard_past_the_last_is_one_line_and_the_start_line_names_the_shard(tmp_path):
     async with Simulator(SimConfig(servers=4, seed=12, **SMALL)) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "a"), "--shard", "2/2")
+        code, _, stderr = await collector_run(inventory, tmp_path / "a", "--shard", "2/2")
         assert code == ExitCode.USAGE and len(stderr.splitlines()) == 1 and "0/2 to 1/2" in stderr, stderr
-        code, _, stderr = await collector(
-            "run", "-i", str(inventory), "-o", str(tmp_path / "b"), "--shard", "1/2", *FAST
-        )
+        code, _, stderr = await collector_run(inventory, tmp_path / "b", "--shard", "1/2", *FAST)
     assert code == ExitCode.OK, stderr
     assert "shard 1/2 (of 0/2 to 1/2)" in stderr.splitlines()[0]
 
@@ -208,8 +195,8 @@ async def test_a_shard_past_the_last_is_one_line_and_the_start_line_names_the_sh
 async def test_with_json_logs_a_usage_error_is_one_json_object(tmp_path):
     async with Simulator(SimConfig(servers=2, seed=13, **SMALL)) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector(
-            "run", "-i", str(inventory), "-o", str(tmp_path / "out"), "--log-format", "json", "--select", "nothing"
+        code, _, stderr = await collector_run(
+            inventory, tmp_path / "out", "--log-format", "json", "--select", "nothing"
         )
     assert code == ExitCode.USAGE
     [record] = [json.loads(line) for line in stderr.splitlines()]
@@ -247,10 +234,8 @@ async def test_warning_lines_shorten_ids_and_the_json_fields_keep_them_whole(tmp
     async with Simulator(SimConfig(servers=3, seed=16, failing=1, **SMALL)) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
         failing = sim.fleet.failing_ids[0]
-        _, _, text = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "a"), *FAST)
-        _, _, logs = await collector(
-            "run", "-i", str(inventory), "-o", str(tmp_path / "b"), "--log-format", "json", *FAST
-        )
+        _, _, text = await collector_run(inventory, tmp_path / "a", *FAST)
+        _, _, logs = await collector_run(inventory, tmp_path / "b", "--log-format", "json", *FAST)
     [line] = [line for line in text.splitlines() if ": failed: " in line]
     assert f"{sim.project_id[:4]}\u2026{sim.project_id[-4:]}/{failing[:4]}\u2026{failing[-4:]}: failed:" in line
     [record] = [json.loads(line) for line in logs.splitlines() if '"server_failed"' in line]
@@ -285,7 +270,7 @@ async def test_a_token_refused_at_discovery_ends_the_run_before_the_sweep_pays_f
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
         inventory.write_text(inventory.read_text() + "discover: true\n")
         sim.revoke_token()
-        code, _, stderr = await collector("run", "-i", str(inventory), "-o", str(tmp_path / "out"), *FAST)
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", *FAST)
         assert sim.count("export") == 0 and sim.count("status") == 0
     assert code == ExitCode.AUTH, stderr
     report = json.loads((tmp_path / "out" / "report.json").read_text())

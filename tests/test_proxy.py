@@ -14,7 +14,7 @@ import pytest
 import yarl
 from _auth_servers import FakeClock, IamServer, serving
 from _fleet import assert_exact, sweep
-from _listing import Listing, collector, servers, tls_pair, write_inventory
+from _listing import Listing, collector, collector_run, servers, tls_pair, write_inventory
 from _proxy import ForwardProxy
 
 from collector.auth import IamPassword, Request
@@ -67,12 +67,9 @@ async def test_a_run_reaches_the_api_and_redirected_downloads_only_through_the_p
 async def test_collector_run_as_a_process_goes_through_the_proxy(tmp_path):
     async with Simulator(SimConfig(servers=6, seed=6, **SMALL)) as sim, ForwardProxy() as proxy:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector(
-            "run",
-            "-i",
-            str(inventory),
-            "-o",
-            str(tmp_path / "out"),
+        code, _, stderr = await collector_run(
+            inventory,
+            tmp_path / "out",
             "--poll-interval",
             "0.1",
             "--no-progress",
@@ -239,12 +236,9 @@ async def test_a_proxy_that_drops_every_connection_is_given_up_at_dead_after_not
         async with Simulator(SimConfig(servers=3, seed=9, **SMALL)) as sim:
             inventory = sim.write_inventory(tmp_path / "inventory.yaml")
             started = time.monotonic()
-            code, _, stderr = await collector(
-                "run",
-                "-i",
-                str(inventory),
-                "-o",
-                str(tmp_path / "out"),
+            code, _, stderr = await collector_run(
+                inventory,
+                tmp_path / "out",
                 "--connect-timeout",
                 "5",
                 "--no-progress",

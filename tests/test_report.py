@@ -8,7 +8,7 @@ import json
 import logging
 
 import pytest
-from _listing import collector
+from _listing import collector_run
 
 from collector.cli.logs import JsonFormatter
 from collector.errors import ExitCode
@@ -249,12 +249,9 @@ async def test_an_archive_over_the_limit_is_summarised_as_too_large_not_damaged(
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
         sizes = {profile.id: profile.archive_bytes for profile in sim.fleet.profiles}
         limit = sorted(sizes.values())[2]  # three archives fit, three do not
-        code, _, stderr = await collector(
-            "run",
-            "-i",
-            str(inventory),
-            "-o",
-            str(tmp_path / "out"),
+        code, _, stderr = await collector_run(
+            inventory,
+            tmp_path / "out",
             "--max-archive-bytes",
             str(limit),
             "--poll-interval",
