@@ -202,17 +202,28 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_measured(command: Sequence[str], *, timeout: float = 3600, cwd: Path | None = None) -> Measured:
+def run_measured(
+    command: Sequence[str], *, timeout: float = 3600, cwd: Path | None = None, state: Path | None = None
+) -> Measured:
     """Run `command`, reap it with wait4, return its wall time, peak RSS and CPU time.
+
+    The collector keeps what it learns of an API between runs (`collector.run.learned`): each
+    run gets a state folder of its own, so every run is a first run, unless `state` is given
+    (to measure the runs after the first).
 
     Peak RSS is the largest ``VmHWM`` read from /proc while the child runs (every 10 ms; the
     high-water mark only grows, so only growth in the last 10 ms could be missed), not
     rusage's ``ru_maxrss``: a child started by vfork/exec inherits its launcher's high-water
     mark there, so ``ru_maxrss`` would report at least this harness's own RSS.
     """
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.TemporaryDirectory(prefix="collector-state-") as fresh,
+    ):
+        env = {**os.environ, "XDG_STATE_HOME": str(state if state is not None else fresh)}
         started = time.monotonic()
-        process = subprocess.Popen(list(command), stdout=out, stderr=err, cwd=cwd)
+        process = subprocess.Popen(list(command), stdout=out, stderr=err, cwd=cwd, env=env)
         deadline = started + timeout
         status_file = f"/proc/{process.pid}/status"
         peak_kib = 0

@@ -53,6 +53,9 @@ EVENTS: dict[str, str] = {
     "tls_unverified": "runner, collector.run, warning, every run: endpoint",
     "selection_unmatched": "prepare, collector.run, warning, terms of --select (or its @FILE) that match no server: "
     "terms (as written, with file:line)",
+    "rate_learned": "runner, collector.run, info, an endpoint starts where an earlier run left it: endpoint, rate",
+    "learned_ignored": "learned, collector.run, debug, the learned rates could not be read: error",
+    "learned_not_kept": "learned, collector.run, warning, the learned rates could not be written: error",
     "usage_error": "cli, error, JSON logs only, a mistake found before any request (exit 2): message",
     "credentials_found": "prepare, collector.run, info, no auth in the inventory: source (kind and where)",
     "metrics_failed": "metrics, warning, once per file or push: destination (path, or URL without credentials), "

@@ -52,6 +52,13 @@ FAST = Settings(
 )
 
 
+@pytest.fixture(autouse=True)
+def own_state_folder(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's `collector` processes keep their learned rates (collector.run.learned) in a
+    folder of the test's own: no test starts where another (or the machine's user) left off."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def fast_settings() -> Settings:
     return FAST

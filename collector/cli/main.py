@@ -204,6 +204,8 @@ def command_run(args: argparse.Namespace) -> ExitCode:
             live=live,
             selection=selection,
             shard=shard,
+            # Learn the API's budget across runs unless a rate was chosen; a shard sees a share.
+            learn=shard is None and "rate" not in given(args) and "rate" not in inventory.settings,
         )
     )
     return finish(outcome, settings.log_format)

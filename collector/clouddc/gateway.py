@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 import ssl as ssl_
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -114,13 +114,16 @@ class Gateway:
         *,
         stats: CallStats | None = None,
         observe: Observer | None = None,
+        rate: float | None = None,
     ) -> Gateway:
-        """The gateway a run gives `endpoint`: limiters, health and budget from `settings`."""
+        """The gateway a run gives `endpoint`: limiters, health and budget from `settings`;
+        `rate` to start at instead of --rate (what an earlier run learned)."""
+        start = settings.rate if rate is None else rate
         return cls(
             session,
             endpoint,
-            limiter=RateLimiter(settings.rate, max_rate=settings.max_rate),
-            export_limiter=RateLimiter(settings.rate, max_rate=settings.max_rate),
+            limiter=RateLimiter(start, max_rate=settings.max_rate),
+            export_limiter=RateLimiter(start, max_rate=settings.max_rate),
             policy=settings.policy,
             health=EndpointHealth(endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout),
             quota=RetryQuota(),
@@ -272,10 +275,18 @@ class Gateway:
 class Gateways:
     """The run's gateways, one per endpoint, each made on first use and kept for the run."""
 
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings, *, observe: Observer | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: Settings,
+        *,
+        observe: Observer | None = None,
+        rates: Mapping[str, float] | None = None,
+    ) -> None:
         self.session = session
         self.settings = settings
         self.observe = observe
+        self.rates = dict(rates or {})  # endpoint -> the rate to start at, where one was learned
         self.stats = CallStats()  # one for the run: every gateway counts into it
         self._by_endpoint: dict[str, Gateway] = {}
 
@@ -283,7 +294,12 @@ class Gateways:
         gateway = self._by_endpoint.get(endpoint)
         if gateway is None:
             gateway = Gateway.from_settings(
-                self.session, endpoint, self.settings, stats=self.stats, observe=self.observe
+                self.session,
+                endpoint,
+                self.settings,
+                stats=self.stats,
+                observe=self.observe,
+                rate=self.rates.get(endpoint),
             )
             self._by_endpoint[endpoint] = gateway
         return gateway

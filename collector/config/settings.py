@@ -204,8 +204,8 @@ class Settings:
     state_dir: str | None = _setting(
         None,
         Kind.TEXT,
-        "where the journal and lock of an `s3://` output live (default: a folder per "
-        "destination under `$XDG_STATE_HOME/collector`)",
+        "the collector's own state: the learned request rates, and the journal and lock of an `s3://` "
+        "output (default: `$XDG_STATE_HOME/collector`, a folder per destination for the journals)",
         metavar="PATH",
     )
     # Not for users: tests scale these down.

@@ -263,6 +263,12 @@ class RateLimiter:
             self._paused_until = max(self._paused_until, now + min(retry_after, self.FLEET_PAUSE))
 
     @property
+    def learned(self) -> float:
+        """The rate this limiter found the API to take: where it was last refused, if it ever
+        was (it climbs past that while probing), else where it got to."""
+        return self._w_max if self._last_decrease > -math.inf else self.rate
+
+    @property
     def paused_for(self) -> float:
         """Seconds every caller still waits because the API's budget is exhausted (0: none)."""
         return max(0.0, self._paused_until - self._clock())

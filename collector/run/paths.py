@@ -30,17 +30,26 @@ def prepare_output(out_dir: Path) -> Path:
     return out_dir.resolve()
 
 
-def state_dir_for(location: S3Location, given: str | None, environ: Mapping[str, str] | None = None) -> Path:
-    """Where an object-storage output keeps its journal and lock: `given` (--state-dir), else a
-    folder per destination under `$XDG_STATE_HOME/collector` (`~/.local/state/collector`)."""
+def state_root(given: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """The collector's own state folder: `given` (--state-dir), else `$XDG_STATE_HOME/collector`
+    (`~/.local/state/collector`); None where there is none (no HOME, no XDG_STATE_HOME)."""
     if given:
         return Path(given).expanduser()
     environ = os.environ if environ is None else environ
     base = environ.get("XDG_STATE_HOME") or (environ.get("HOME") and f"{environ['HOME']}/.local/state")
-    if not base:
+    return Path(base) / "collector" if base else None
+
+
+def state_dir_for(location: S3Location, given: str | None, environ: Mapping[str, str] | None = None) -> Path:
+    """Where an object-storage output keeps its journal and lock: `given` (--state-dir), else a
+    folder per destination under the state root."""
+    if given:
+        return Path(given).expanduser()
+    root = state_root(None, environ)
+    if root is None:
         raise UsageError(
             f"no folder for the journal of {location.url}: neither XDG_STATE_HOME nor HOME is set",
             "give --state-dir PATH (in a container: a writable volume)",
         )
     digest = hashlib.sha256(location.url.encode()).hexdigest()[:12]
-    return Path(base) / "collector" / f"{location.bucket}-{digest}"
+    return root / f"{location.bucket}-{digest}"

@@ -52,6 +52,7 @@ def announce(
     out_dir: Path | str,
     prior: Mapping[Any, Entry],
     shard: Shard | None = None,
+    learned: Mapping[str, float] | None = None,
 ) -> None:
     """The start line, at once and before any request; a warning for each plain-http endpoint."""
     endpoints = list(dict.fromkeys(p.endpoint for p in inventory.projects))
@@ -72,6 +73,14 @@ def announce(
             version=__version__,
         ),
     )
+    for endpoint, rate in (learned or {}).items():
+        if endpoint in endpoints:
+            log.info(
+                "%s: starting at %.3g req/s, as an earlier run learned (--rate to choose)",
+                endpoint,
+                rate,
+                extra=ev("rate_learned", endpoint=endpoint, rate=rate),
+            )
     if prior:
         log.debug("resuming from the journal: %s", summarize(prior))
     for endpoint in endpoints:

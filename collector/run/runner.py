@@ -21,7 +21,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -45,9 +45,10 @@ from collector.observe import crash
 from collector.observe.metrics import Metrics, push, write_textfile_every
 from collector.observe.progress import Tally, Watched, show_progress
 from collector.observe.report import REPORT_NAME, build_report, summary_lines, summary_record, write_report
+from collector.run.learned import remember, starting_rates
 from collector.run.ledger import Ledger, rejected_result
 from collector.run.outcome import Outcome, exit_code, stopped_reason
-from collector.run.paths import prepare_output, state_dir_for
+from collector.run.paths import prepare_output, state_dir_for, state_root
 from collector.run.prepare import DiscoveryFailed, Rejected, prepare
 from collector.run.present import announce
 from collector.run.signals import grace_after_stop, watch_signals
@@ -72,9 +73,14 @@ async def run_sweep(
     listeners: Sequence[Listener] = (),
     selection: Selection | None = None,
     shard: Shard | None = None,
+    learn: bool = False,
 ) -> Outcome:
     """Collect every server of `inventory` (those `selection` picks, if given) into `output`,
     and write the report there.
+
+    With `learn`, each endpoint starts at the rate an earlier run learned and this run's is
+    kept for the next (`collector.run.learned`); the command line asks for it unless a rate
+    was given.
 
     `output` is a folder, or a bucket and prefix (`collector.destinations.location`); the
     journal and lock of a bucket live in a local state folder (--state-dir). With `shard`, only
@@ -113,7 +119,10 @@ async def run_sweep(
         session = await stack.enter_async_context(open_session(settings))
         # Before any task group: a user error here (no credentials, a selection of nothing)
         # must reach the caller as itself, not wrapped in an exception group.
-        gateways = Gateways(session, settings, observe=metrics.request if metrics is not None else None)
+        learned_in = state_root(settings.state_dir) if learn else None
+        rates = starting_rates(learned_in)
+        observe = metrics.request if metrics is not None else None
+        gateways = Gateways(session, settings, observe=observe, rates=rates)
         try:
             inventory, rejected, discovery_failed = await prepare(
                 inventory, settings, session, selection=selection, shard=shard, gateways=gateways
@@ -142,10 +151,13 @@ async def run_sweep(
                 rejected=rejected,
                 discovery_failed=discovery_failed,
                 shard=shard,
+                learned=rates,
             )
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
+        if learn and outcome.requests:
+            remember(learned_in, {gateway.endpoint: gateway.limiter.learned for gateway in gateways})
         if metrics is not None and settings.pushgateway:
             await push(settings.pushgateway, metrics, job=settings.metrics_job)
         return outcome
@@ -183,6 +195,7 @@ async def _run(
     gateways: Gateways,
     rejected: list[Rejected],
     discovery_failed: list[DiscoveryFailed],
+    learned: Mapping[str, float],
     shard: Shard | None,
 ) -> Outcome:
     report_name = shard.report_name if shard else REPORT_NAME
@@ -195,7 +208,7 @@ async def _run(
     try:
         prior = journal.entries()
         outcome.projects = tuple(dict.fromkeys(p.project_id for p in inventory.projects))
-        announce(inventory, settings, shown, prior, shard)
+        announce(inventory, settings, shown, prior, shard, learned)
         async with anyio.create_task_group() as journalling:
             journalling.start_soon(journal.writer)
             sweep = Sweep(
