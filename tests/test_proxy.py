@@ -223,6 +223,7 @@ def test_a_refused_proxy_is_named_by_its_variable_never_by_its_value(no_proxy_ye
     assert "$https_proxy or $HTTPS_PROXY" in str(caught.value) and "pr0xy-s3cret" not in str(caught.value)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(90)
 async def test_a_proxy_that_drops_every_connection_is_given_up_at_dead_after_not_a_connect_timeout_later(tmp_path):
     """A proxy whose host drops packets: every connection hangs until --connect-timeout. The

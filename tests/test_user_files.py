@@ -99,6 +99,7 @@ YAML_PIECES = [
 pieces = texts(max_size=30, pieces=st.one_of(PIECES, st.sampled_from(YAML_PIECES)))
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
     shape=st.one_of(
