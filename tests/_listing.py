@@ -87,8 +87,14 @@ async def collector(*args: str, env: dict[str, str] | None = None) -> tuple[int,
     return done.returncode, done.stdout.decode(), done.stderr.decode()
 
 
+def run_argv(inventory: Path, out: Path, *flags: str) -> list[str]:
+    """The command line of `collector run -i INVENTORY -o OUT FLAGS...`, for a process a test
+    watches (signals, stderr as it comes)."""
+    return [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(out), *flags]
+
+
 async def collector_run(
     inventory: Path, out: Path, *flags: str, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
     """`collector run -i INVENTORY -o OUT FLAGS...` in its own process: exit code, stdout, stderr."""
-    return await collector("run", "-i", str(inventory), "-o", str(out), *flags, env=env)
+    return await collector(*run_argv(inventory, out, *flags)[3:], env=env)

@@ -8,12 +8,11 @@ import os
 import re
 import signal
 import subprocess
-import sys
 
 import anyio
 import pytest
 import yaml
-from _listing import collector, collector_run
+from _listing import collector, collector_run, run_argv
 
 from collector.errors import ExitCode
 from collector.simulator import SimConfig, Simulator
@@ -81,7 +80,7 @@ async def test_a_folder_in_use_is_one_line_and_exit_2_before_any_request(tmp_pat
         with_discovery.write_text(text + "discover: {}\n")
         out = tmp_path / "out"
         first = await anyio.open_process(
-            [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(out), *FAST],
+            run_argv(inventory, out, *FAST),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -313,7 +312,7 @@ async def test_one_servers_long_retry_after_does_not_stall_the_fleet_and_the_run
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
         started = anyio.current_time()
         process = await anyio.open_process(
-            [sys.executable, "-m", "collector", "run", "-i", str(inventory), "-o", str(tmp_path / "out"), *FAST],
+            run_argv(inventory, tmp_path / "out", *FAST),
             stderr=subprocess.PIPE,
         )
         seen = b""
@@ -348,19 +347,7 @@ async def test_a_server_waiting_out_a_long_retry_after_gives_its_concurrency_pla
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
         out = tmp_path / "out"
         process = await anyio.open_process(
-            [
-                sys.executable,
-                "-m",
-                "collector",
-                "run",
-                "-i",
-                str(inventory),
-                "-o",
-                str(out),
-                "--concurrency",
-                "1",
-                *FAST,
-            ],
+            run_argv(inventory, out, "--concurrency", "1", *FAST),
             stderr=subprocess.DEVNULL,
         )
         try:
