@@ -23,6 +23,7 @@ import logging
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from collector.destinations.local import make_folders, write_atomically
 from collector.log import ev
@@ -37,41 +38,22 @@ MAX_BYTES = 1024 * 1024  # of the file we read: a few hundred bytes per endpoint
 
 def starting_rates(folder: Path | None, *, now: float | None = None) -> dict[str, float]:
     """Per endpoint, the rate to start at from what earlier runs learned (none: --rate)."""
-    if folder is None:
-        return {}
     now = time.time() if now is None else now
-    try:
-        with open(folder / LEARNED_FILE, "rb") as file:
-            data = json.loads(file.read(MAX_BYTES + 1)[:MAX_BYTES])
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.debug("learned rates not read: %s", exc, extra=ev("learned_ignored", error=str(exc)))
-        return {}
-    endpoints = data.get("endpoints") if isinstance(data, dict) else None
     rates: dict[str, float] = {}
-    for endpoint, entry in (endpoints if isinstance(endpoints, dict) else {}).items():
-        if not isinstance(entry, dict):
-            continue
+    for endpoint, entry in _entries(folder).items():
         rate, at = entry.get("rate"), entry.get("at")
         if isinstance(rate, (int, float)) and isinstance(at, (int, float)) and rate > 0 and 0 <= now - at < KEEP_FOR:
-            rates[str(endpoint)] = MARGIN * float(rate)
+            rates[endpoint] = MARGIN * float(rate)
     return rates
 
 
 def remember(folder: Path | None, rates: Mapping[str, float], *, now: float | None = None) -> None:
-    """Keep `rates` (endpoint -> the rate its limiter ended at) for the next run; other
+    """Keep `rates` (endpoint -> the rate its limiter learned) for the next run; other
     endpoints' entries stay. Never fails the run: a state folder we cannot write is said once."""
     if folder is None or not rates:
         return
     now = time.time() if now is None else now
-    try:
-        with open(folder / LEARNED_FILE, "rb") as file:
-            data = json.loads(file.read(MAX_BYTES))
-        kept = data.get("endpoints", {}) if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        kept = {}
-    endpoints = {k: v for k, v in kept.items() if isinstance(v, dict)} if isinstance(kept, dict) else {}
+    endpoints: dict[str, Any] = dict(_entries(folder))
     endpoints.update({endpoint: {"rate": round(rate, 3), "at": int(now)} for endpoint, rate in rates.items()})
     try:
         make_folders(folder)
@@ -83,3 +65,22 @@ def remember(folder: Path | None, rates: Mapping[str, float], *, now: float | No
             exc.strerror or exc,
             extra=ev("learned_not_kept", error=str(exc)),
         )
+
+
+def _entries(folder: Path | None) -> dict[str, dict[str, Any]]:
+    """The file's entries, by endpoint: those shaped as we write them; nothing if it is not
+    there or cannot be read (said at debug level: it only ever makes a start faster)."""
+    if folder is None:
+        return {}
+    try:
+        with open(folder / LEARNED_FILE, "rb") as file:
+            data = json.loads(file.read(MAX_BYTES))  # a larger file is cut, so not JSON: ignored
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.debug("learned rates not read: %s", exc, extra=ev("learned_ignored", error=str(exc)))
+        return {}
+    endpoints = data.get("endpoints") if isinstance(data, dict) else None
+    if not isinstance(endpoints, dict):
+        return {}
+    return {str(endpoint): entry for endpoint, entry in endpoints.items() if isinstance(entry, dict)}
