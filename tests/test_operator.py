@@ -191,12 +191,14 @@ async def test_a_shard_past_the_last_is_one_line_and_the_start_line_names_the_sh
     assert "shard 1/2 (of 0/2 to 1/2)" in stderr.splitlines()[0]
 
 
-async def test_with_json_logs_a_usage_error_is_one_json_object(tmp_path):
+@pytest.mark.parametrize("where", ["flag", "inventory"])
+async def test_with_json_logs_a_usage_error_is_one_json_object(tmp_path, where):
     async with Simulator(SimConfig(servers=2, seed=13, **SMALL)) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
-        code, _, stderr = await collector_run(
-            inventory, tmp_path / "out", "--log-format", "json", "--select", "nothing"
-        )
+        if where == "inventory":
+            inventory.write_text(inventory.read_text() + "collector: {log_format: json}\n")
+        flags = ["--log-format", "json"] if where == "flag" else []
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", *flags, "--select", "nothing")
     assert code == ExitCode.USAGE
     [record] = [json.loads(line) for line in stderr.splitlines()]
     assert record["level"] == "error" and record["event"] == "usage_error" and "--select" in record["message"]

@@ -183,6 +183,7 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     shard = parse_shard(args.shard) if args.shard else None  # the flags first, then the files
     inventory = load_inventory(args.inventory)
     settings = resolve(inventory.settings, given(args))
+    args.log_format = settings.log_format  # the inventory's, too: a usage error after this is told in it
     configure_logging(settings.log_format, args.verbose or 0)
     live = settings.progress and sys.stderr.isatty()
     calm_garbage_collector()  # the inventory is loaded: see collector.cli.tuning
@@ -337,18 +338,6 @@ def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'s' * (n != 1)}"
 
 
-def _log_format(args: argparse.Namespace) -> str | None:
-    """The --log-format given, or the inventory's `log_format` if it can be read at all."""
-    given_format: str | None = getattr(args, "log_format", None)
-    if given_format is not None or getattr(args, "inventory", None) is None:
-        return given_format
-    try:
-        value = load_inventory(args.inventory).settings.get("log_format")
-    except Exception:  # noqa: BLE001 - an inventory that cannot be read says so in text
-        return None
-    return value if isinstance(value, str) else None
-
-
 def _error_record(line: str) -> dict[str, str]:
     now = datetime.now(UTC)
     return {
@@ -406,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(_COMMANDS[args.command](args))
     except (UsageError, JournalError) as exc:
         lines = exc.lines() if isinstance(exc, InventoryErrors) else [str(exc)]
-        if _log_format(args) == "json":  # stderr stays all JSON: one object per problem
+        if getattr(args, "log_format", None) == "json":  # stderr stays all JSON: one object per problem
             for line in lines:  # json.dumps escapes every control and non-ASCII character
                 sys.stderr.write(json.dumps(_error_record(line)) + "\n")
         else:
