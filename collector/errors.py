@@ -48,6 +48,7 @@ class ExitCode(enum.IntEnum):
     AUTH = 3  # the API rejected our credentials; the run stopped early
     UNREACHABLE = 4  # the API could not be reached (dead endpoint, or an outage outlasted --outage-timeout)
     TOO_MANY_FAILURES = 5  # the error budget (--max-failures) ran out; the rest is pending
+    DEADLINE = 6  # --deadline came before every server was collected; the rest is pending
     INTERNAL = 70  # a bug in collector itself (sysexits EX_SOFTWARE); the report is still written
     SIGINT = 130
     SIGTERM = 143

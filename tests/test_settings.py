@@ -14,6 +14,7 @@ from collector.config.settings import (
     BY_KEY,
     OPTIONS,
     SETTINGS,
+    Deadline,
     FailureBudget,
     Kind,
     Settings,
@@ -41,6 +42,7 @@ SAMPLES = {
     Kind.SIZE: ("1G", "1G", 1024**3),
     Kind.BUDGET: ("5%", '"5%"', FailureBudget(percent=5.0)),
     Kind.TEXT: ("https://obs.example", "https://obs.example", "https://obs.example"),
+    Kind.DEADLINE: ("15m", "15m", Deadline(seconds=900.0)),
 }
 
 

@@ -102,6 +102,7 @@ EXIT_CODES = """exit codes:
   3    the API rejected the credentials; run again once they are fixed, to resume
   4    the API could not be reached; run again once it answers, to resume
   5    more servers failed than --max-failures allows; the rest are pending
+  6    the deadline (--deadline) came first; the rest are pending: run again to finish
   70   a bug in collector (the report is still written; a crash file says where)
   130  SIGINT, 143 SIGTERM: stopped; run again to resume"""
 

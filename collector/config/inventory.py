@@ -54,10 +54,12 @@ from collector.config.settings import (
     BY_KEY,
     HINTS,
     BadValue,
+    Deadline,
     FailureBudget,
     Kind,
     check_value,
     parse_budget,
+    parse_deadline,
     size_in_bytes,
 )
 from collector.config.urls import url_problem
@@ -67,6 +69,7 @@ from collector.config.yamlnodes import (
     INT,
     NULL,
     STR,
+    TIMESTAMP,
     Entry,
     NodeReader,
     Stopped,
@@ -493,6 +496,8 @@ class _Loader(NodeReader):
             return self.boolean(node, key)
         if kind is Kind.BUDGET:
             return self.budget(node, key)
+        if kind is Kind.DEADLINE:
+            return self.deadline(node, key)
         if kind is Kind.COUNT:
             value = self.typed(node, key, (INT,), "a whole number", hint=hint)
         elif kind in (Kind.POSITIVE, Kind.NON_NEGATIVE):
@@ -531,6 +536,16 @@ class _Loader(NodeReader):
                 pass
         message = f"expected a number or a share, got {got(node)}"
         raise self.error(node, key, message, hint=HINTS[Kind.BUDGET])
+
+    def deadline(self, node: yaml.Node, key: str) -> Deadline:
+        """A duration (`15m`, or seconds as a number) or a time with its zone, as the flag reads it."""
+        self.plain(node, key)
+        if isinstance(node, yaml.ScalarNode) and node.tag in (INT, FLOAT, STR, TIMESTAMP):
+            try:
+                return parse_deadline(node.value)
+            except ValueError as exc:
+                raise self.error(node, key, str(exc), hint=HINTS[Kind.DEADLINE]) from None
+        raise self.error(node, key, f"expected a duration or a time, got {got(node)}", hint=HINTS[Kind.DEADLINE])
 
     # -- single values -------------------------------------------------------------------------
 

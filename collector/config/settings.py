@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from collector.control.endpoint import DEAD_AFTER, OUTAGE_TIMEOUT
@@ -35,6 +36,7 @@ __all__ = [
     "HINTS",
     "OPTIONS",
     "BadValue",
+    "Deadline",
     "FailureBudget",
     "Kind",
     "Option",
@@ -44,6 +46,7 @@ __all__ = [
     "given",
     "markdown_table",
     "parse_budget",
+    "parse_deadline",
     "parse_size",
     "resolve",
     "size_in_bytes",
@@ -62,6 +65,7 @@ class Kind(enum.Enum):
     REPEAT = "repeat"  # a flag counted each time it is given (-v, -vv)
     BUDGET = "budget"  # a number of servers, 5, or a share of the run's servers, 2%
     TEXT = "text"  # a non-empty string: a URL, a path
+    DEADLINE = "deadline"  # a duration, 15m, 90s, 1h30m, or a time with its zone, 2026-12-06T21:00Z
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +205,13 @@ class Settings:
         metavar="URL",
     )
     metrics_job: str = _setting("collector", Kind.TEXT, "the Pushgateway job name", metavar="NAME")
+    deadline: Deadline | None = _setting(  # noqa: RUF009 -- _setting returns a dataclasses.field
+        None,
+        Kind.DEADLINE,
+        "end the run at this time (a duration from the start like `15m`, `90s`, `1h30m`, or a time like "
+        "`2026-12-06T21:00Z`); what is not collected by then is pending, to resume, and the run exits 6",
+        metavar="WHEN",
+    )
     state_dir: str | None = _setting(
         None,
         Kind.TEXT,
@@ -273,6 +284,49 @@ def parse_budget(text: str) -> FailureBudget:
         raise ValueError(f"expected a number of servers or a share like 5%, got {text!r}") from None
 
 
+@dataclass(frozen=True, slots=True)
+class Deadline:
+    """When a run must end (--deadline): `seconds` after it starts, or at `at` (a UTC time)."""
+
+    seconds: float | None = None
+    at: datetime | None = None
+    written: str = field(default="", compare=False)
+
+    def seconds_left(self, started: datetime) -> float:
+        """Seconds from `started` (the run's start, UTC) to the deadline; negative if past."""
+        if self.seconds is not None:
+            return self.seconds
+        assert self.at is not None  # parse_deadline gives one or the other
+        return (self.at - started).total_seconds()
+
+    def __str__(self) -> str:
+        return self.written or (f"{self.seconds:g}s" if self.seconds is not None else f"{self.at:%Y-%m-%dT%H:%M:%SZ}")
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?")
+
+
+def parse_deadline(text: str) -> Deadline:
+    """``15m``, ``90s``, ``90``, ``1h30m``, or ``2026-12-06T21:00Z`` (any ISO 8601 time with
+    its zone, as `datetime.fromisoformat` reads it); ValueError saying what is wrong."""
+    cleaned = str(text).strip()
+    match = _DURATION.fullmatch(cleaned.lower())
+    if match and cleaned and any(match.groups()):
+        hours, minutes, seconds = (float(part or 0) for part in match.groups())
+        total = hours * 3600 + minutes * 60 + seconds
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError(f"a deadline must be later than the start, got {text!r}")
+        return Deadline(seconds=total, written=cleaned)
+    try:
+        when = datetime.fromisoformat(cleaned)
+    except ValueError:
+        message = f"expected a duration like 15m or 90s, or a time like 2026-12-06T21:00Z, got {text!r}"
+        raise ValueError(message) from None
+    if when.tzinfo is None:
+        raise ValueError(f"the time {text!r} has no zone: add Z for UTC, or an offset like +08:00")
+    return Deadline(at=when.astimezone(UTC), written=cleaned)
+
+
 class BadValue(ValueError):
     """A setting's value is not one its kind allows: `str()` says what is wrong, `hint` what
     to give instead (the inventory shows both; a flag's error the first)."""
@@ -291,6 +345,7 @@ HINTS: Mapping[Kind, str] = {
     Kind.BUDGET: 'give a number of servers, like 5, or a share, like "5%"',
     Kind.SWITCH: "write true or false",
     Kind.TEXT: "give a value, or remove it",
+    Kind.DEADLINE: "give a duration like 15m or 90s, or a time with its zone like 2026-12-06T21:00Z",
 }
 
 
@@ -393,12 +448,20 @@ def _budget(text: str) -> FailureBudget:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _deadline(text: str) -> Deadline:
+    try:
+        return parse_deadline(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _text(text: str) -> str:
     return str(_checked(Kind.TEXT, text, text))
 
 
 _FLAG_TYPES = {
     Kind.BUDGET: _budget,
+    Kind.DEADLINE: _deadline,
     Kind.TEXT: _text,
     Kind.COUNT: parse_count,
     Kind.POSITIVE: parse_positive,

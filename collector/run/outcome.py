@@ -31,6 +31,7 @@ class Outcome:
     auth_failed: bool = False
     unreachable: str | None = None  # why the API could not be reached, if that stopped the run
     too_many_failures: bool = False  # the error budget (--max-failures) ran out
+    cut_off: bool = False  # --deadline left servers pending
     discovery_failed: list[dict[str, str]] = field(default_factory=list)  # projects whose ListServers failed
     crash: BaseException | None = None  # a bug in the orchestrator ended the run
     crash_file: Path | None = None  # where its traceback is
@@ -53,6 +54,8 @@ def exit_code(outcome: Outcome) -> ExitCode:
       401 proves the endpoint answers);
     - 4, the API could not be reached;
     - 5, more servers failed than --max-failures allows (the rest are pending);
+    - 6, the deadline (--deadline) came first and left servers pending (they did not fail:
+      the same command again finishes the sweep);
     - 0 if every server was collected (and every discovery answered), else 1.
     """
     if outcome.crash is not None:
@@ -67,6 +70,8 @@ def exit_code(outcome: Outcome) -> ExitCode:
         return ExitCode.UNREACHABLE
     if outcome.too_many_failures:
         return ExitCode.TOO_MANY_FAILURES
+    if outcome.cut_off:
+        return ExitCode.DEADLINE
     if not outcome.discovery_failed and all(r.state == Phase.COLLECTED.value for r in outcome.results):
         return ExitCode.OK  # a project whose discovery failed may have servers nobody saw
     return ExitCode.PARTIAL

@@ -35,6 +35,7 @@ from collector.config.inventory import Inventory
 from collector.config.select import Selection
 from collector.config.settings import JOURNAL_DIR, Settings
 from collector.config.shards import Shard
+from collector.control.throttle import monotonic
 from collector.destinations.base import Destination
 from collector.destinations.local import LocalDestination
 from collector.destinations.location import S3Location
@@ -56,6 +57,7 @@ from collector.sweep.events import Listener
 from collector.sweep.journal import Journal
 from collector.sweep.pipeline import Sweep
 from collector.sweep.results import ServerResult
+from collector.sweep.timebox import TimeBox
 
 # The run's own records (its start, stops and end) show at the default level: see
 # collector.cli.logs.configure_logging.
@@ -94,6 +96,7 @@ async def run_sweep(
     """
     if shard is not None:
         settings = replace(settings, rate=shard.rate(settings.rate))
+    timebox = time_box(settings)  # before anything: a deadline already past is a usage error
     async with AsyncExitStack() as stack:
         if isinstance(output, S3Location):
             state = prepare_output(state_dir_for(output, settings.state_dir))
@@ -152,6 +155,7 @@ async def run_sweep(
                 discovery_failed=discovery_failed,
                 shard=shard,
                 learned=rates,
+                timebox=timebox,
             )
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
@@ -197,6 +201,7 @@ async def _run(
     discovery_failed: list[DiscoveryFailed],
     learned: Mapping[str, float],
     shard: Shard | None,
+    timebox: TimeBox | None,
 ) -> Outcome:
     report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
@@ -219,6 +224,7 @@ async def _run(
                 prior=prior,
                 fresh=fresh,
                 gateways=gateways,
+                timebox=timebox,
             )
             # Discovery's credentials were refused, even fresh ones: the sweep would only be
             # refused again, server after server. One verdict for the run (exit 3).
@@ -257,6 +263,7 @@ async def _run(
         outcome.auth_failed = sweep.auth_error is not None
         outcome.unreachable = sweep.unreachable
         outcome.too_many_failures = sweep.budget_spent
+        outcome.cut_off = sweep.cut_off
         outcome.requests, outcome.throttled = sweep.stats.requests, sweep.stats.throttled
         retries = sweep.stats.retries
     outcome.duration_s = anyio.current_time() - clock_start
@@ -292,6 +299,20 @@ async def _run(
     )
     outcome.summary = summary_lines(outcome.record)
     return outcome
+
+
+def time_box(settings: Settings) -> TimeBox | None:
+    """--deadline on the sweep's clock, measured from now; a time already past is a user error."""
+    if settings.deadline is None:
+        return None
+    now = datetime.now(UTC)
+    left = settings.deadline.seconds_left(now)
+    if left <= 0:
+        raise UsageError(
+            f"--deadline {settings.deadline}: that time is past (it is {now:%Y-%m-%dT%H:%M:%SZ})",
+            "give a later time with its zone, or a duration like 15m",
+        )
+    return TimeBox(monotonic() + left, str(settings.deadline))
 
 
 def open_session(settings: Settings) -> aiohttp.ClientSession:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from collector.sweep.events import Events, Phase, PhaseChanged, Waits
 from collector.sweep.journal import Entry
 from collector.sweep.polling import ExportDurations, PollSchedule
 from collector.sweep.results import ServerResult
+from collector.sweep.timebox import DEADLINE, TimeBox
 from collector.text import short_id
 from collector.transfer.download import DownloadOptions, fetch_archive
 
@@ -157,8 +159,12 @@ class Sweep:
         fresh: bool = False,
         observe: Callable[[str, int | BaseException], None] | None = None,
         gateways: Gateways | None = None,
+        timebox: TimeBox | None = None,
+        first: Callable[[Target], bool] | None = None,
     ) -> None:
         self.inventory = inventory
+        self.timebox = timebox  # --deadline: see collector.sweep.timebox
+        self.first = first  # --first: these servers' exports are asked for, and downloads made, first
         self.prior = prior or {}  # what earlier runs reached, from the journal
         self.fresh = fresh  # collect everything again, whatever earlier runs left
         self.settings = settings
@@ -192,6 +198,7 @@ class Sweep:
         self.auth_error: AuthError | None = None
         self._active: set[_Progress] = set()
         self._internal_errors = 0
+        self.cut_off = False  # the deadline left servers pending
 
     # -- the pipeline ---------------------------------------------------------------------
 
@@ -225,6 +232,8 @@ class Sweep:
                 export_id = None
 
     async def start_export(self, api: CloudDC, target: Target, progress: _Progress) -> str:
+        if self.timebox is not None and not self.timebox.worth_exporting(self.durations):
+            raise _CutOff
         await progress.enter(Phase.EXPORTING)
         status = await api.export(
             target.server.id, on_retry=progress.retried, on_sent=progress.export_sent, away=progress.away
@@ -239,7 +248,10 @@ class Sweep:
             if self.stopping:  # ready, but we are shutting down: leave it for the next run
                 progress.scope.cancel()
                 await anyio.lowlevel.checkpoint()
+            if self.timebox is not None and not self.timebox.worth_downloading():
+                raise _CutOff  # the export stays in the journal: the next run downloads it
             await progress.enter(Phase.DOWNLOADING, export_id=export_id)
+            started = monotonic()
             archive, _ = await fetch_archive(
                 api,
                 target.server.id,
@@ -250,6 +262,8 @@ class Sweep:
                 on_retry=progress.retried,
                 sleep=functools.partial(slot.away, api.health.backoff),
             )
+            if self.timebox is not None:
+                self.timebox.transfers.add(monotonic() - started)
             return archive
 
     async def wait_for_export(
@@ -278,7 +292,7 @@ class Sweep:
         delay = min(schedule.first_delay(now), timeout)
         with anyio.move_on_after(timeout + max(60.0, timeout / 2)):
             while True:
-                await sleep(delay)
+                await sleep(delay if self.timebox is None else self.timebox.poll_delay(delay))
                 status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
                 now = monotonic()
                 if status.state is ExportState.COMPLETED:
@@ -304,7 +318,8 @@ class Sweep:
         if self.settings.max_failures is not None:
             self.failure_limit = self.settings.max_failures.limit(len(targets))
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
-        with anyio.CancelScope() as self._scope:
+        ends_at = math.inf if self.timebox is None else self.timebox.ends_at
+        with anyio.CancelScope(deadline=ends_at) as self._scope:
             async with anyio.create_task_group() as tasks:
                 for target, result in zip(targets, results, strict=True):
                     await self._in_flight.acquire()
@@ -312,6 +327,12 @@ class Sweep:
                         self._in_flight.release()
                         break
                     tasks.start_soon(self._run_one, target, result)
+        if self._scope.cancelled_caught and self.timebox is not None and self.timebox.left() <= 0:
+            self.stopping = self.stopping or DEADLINE
+        if self.stopping == DEADLINE:
+            self.cut_off = True
+            for result in results:
+                result.cut_off(str(self.timebox))
         why = self.stop_reason or "cancellation"
         for result in results:
             result.stopped(why)
@@ -330,6 +351,8 @@ class Sweep:
         """Why the run stopped before it had tried every server, if it did."""
         if self.stopping:
             return self.stopping
+        if self.cut_off:
+            return DEADLINE
         if self.auth_error is not None:
             return "credentials rejected"
         if self.unreachable is not None and all(h.given_up for h in self.health.values()):
@@ -351,6 +374,9 @@ class Sweep:
                 archive = await self.collect(target, progress, export_id=_resumable_export(prior))
             if progress.scope.cancelled_caught:
                 return  # stopped by `stop()`: stays pending
+        except _CutOff:
+            self.cut_off = True
+            result.cut_off(str(self.timebox))
         except Unreachable as exc:
             # Not this server's failure: the endpoint was given up. Pending, and no log line
             # per server (the endpoint said it once).
@@ -485,6 +511,10 @@ class Sweep:
         """Stop everything now."""
         if self._scope is not None:
             self._scope.cancel()
+
+
+class _CutOff(Exception):  # not an error: the deadline leaves this server to the next run
+    """Work that could not finish before --deadline is not started (`collector.sweep.timebox`)."""
 
 
 class _Slot:

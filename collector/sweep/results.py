@@ -95,6 +95,11 @@ class ServerResult:
         if exc is not None:
             self.error_kind, self.status = exc.kind, getattr(exc, "status", None)
 
+    def cut_off(self, deadline: str) -> None:
+        """The deadline came first: pending (unless already done), for the next run to finish."""
+        if self.state == Phase.PENDING.value and self.error is None:
+            self.pending("deadline", f"not collected: the deadline ({deadline}) came first")
+
     def stopped(self, why: str) -> None:
         """The run stopped (`why`) before this server was done: pending, unless already told why."""
         if self.state == Phase.PENDING.value and self.error is None:
