@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import anyio
 import pytest
 import yaml
 from _listing import collector, collector_run
@@ -13,6 +14,7 @@ from _listing import collector, collector_run
 from collector.errors import ExitCode
 from collector.simulator import SimConfig, Simulator
 from collector.sweep.journal import Journal
+from collector.sweep.pipeline import Places
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(90)]
 
@@ -113,3 +115,106 @@ async def test_the_inventory_may_set_the_deadline_and_a_bad_one_names_its_line(t
         code, _, stderr = await collector_run(inventory, tmp_path / "out2", *QUIET)
     assert code == ExitCode.USAGE
     assert re.search(r"inventory\.yaml:\d+: collector\.deadline: expected a duration", stderr), stderr
+
+
+# -- --first --------------------------------------------------------------------------------
+
+
+async def test_the_suspects_exports_are_the_first_the_api_sees(tmp_path):
+    """`--first @suspects.txt`, 12 of 60 servers spread over the inventory: the first 12
+    export requests the simulator receives are theirs; the rest follow, every server collected."""
+    async with Simulator(SimConfig(servers=60, seed=24, export_seconds=(0.05, 0.2), **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        suspects = sim.server_ids[3::5]
+        listed = tmp_path / "suspects.txt"
+        listed.write_text("# INC-4242\n" + "\n".join(suspects) + "\n")
+        code, _, stderr = await collector_run(
+            inventory, tmp_path / "out", "--first", f"@{listed}", "--rate", "5", "--poll-interval", "0.2", *QUIET
+        )
+        assert code == ExitCode.OK, stderr
+        order = list(sim.exports_started)
+    assert set(order[: len(suspects)]) == set(suspects), order[: len(suspects)]
+    assert len(order) == 60
+    assert "--first" not in stderr  # nothing to warn about
+
+
+async def test_a_first_that_matches_nothing_is_a_warning_and_the_run_goes_on(tmp_path):
+    async with Simulator(SimConfig(servers=3, seed=25, export_seconds=(0.05, 0.1), **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, _, stderr = await collector_run(
+            inventory, tmp_path / "out", "--first", "name:db-*", "--poll-interval", "0.1", *QUIET
+        )
+    assert code == ExitCode.OK, stderr
+    assert "--first: 1 term matches no server: 'name:db-*'" in stderr, stderr
+
+
+async def test_a_first_that_is_not_an_expression_is_one_line_and_exit_2(tmp_path):
+    async with Simulator(SimConfig(servers=2, seed=26, **SMALL)) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, _, stderr = await collector_run(inventory, tmp_path / "out", "--first", "@missing.txt", *QUIET)
+        assert sim.count() == 0
+    assert code == ExitCode.USAGE
+    assert len(stderr.strip().splitlines()) == 1 and "missing.txt" in stderr, stderr
+
+
+async def test_a_download_place_goes_to_a_first_server_before_any_other_waiting():
+    """The `downloads` places: in turn, but a --first server goes before every other that
+    waits; a waiter cancelled before its turn loses its place in line, one cancelled as it was
+    handed a place passes it on."""
+    places = Places(1)
+    await places.acquire()
+    order: list[str] = []
+
+    async def take(name: str, first: bool) -> None:
+        await places.acquire(first)
+        order.append(name)
+        places.release()
+
+    async with anyio.create_task_group() as tasks:
+        for name, first in [("a", False), ("b", False), ("s1", True), ("c", False), ("s2", True)]:
+            tasks.start_soon(take, name, first)
+            await anyio.wait_all_tasks_blocked()
+        with anyio.CancelScope() as gone:
+            gone.cancel()
+            await places.acquire(True)  # cancelled at once: takes nothing, queues nothing
+        places.release()
+    assert order == ["s1", "s2", "a", "b", "c"]
+    await places.acquire()  # the one place is free again
+
+    async with anyio.create_task_group() as tasks:
+        cancelled = anyio.CancelScope()
+
+        async def wait_then_cancelled() -> None:
+            with cancelled:
+                await places.acquire(True)
+                order.append("never")
+
+        tasks.start_soon(wait_then_cancelled)
+        await anyio.wait_all_tasks_blocked()
+        tasks.start_soon(take, "d", False)
+        await anyio.wait_all_tasks_blocked()
+        cancelled.cancel()
+        await anyio.wait_all_tasks_blocked()
+        places.release()
+    assert order[-1] == "d" and "never" not in order
+
+    # Cancelled, then handed the place before it could run: the place goes on to the next.
+    await places.acquire()
+    with anyio.fail_after(5):  # not forever, if the place were lost
+        async with anyio.create_task_group() as tasks:
+            handed = anyio.CancelScope()
+
+            async def handed_then_cancelled() -> None:
+                with handed:
+                    await places.acquire(True)
+                    order.append("never")
+                    places.release()
+
+            tasks.start_soon(handed_then_cancelled)
+            await anyio.wait_all_tasks_blocked()
+            tasks.start_soon(take, "e", False)
+            await anyio.wait_all_tasks_blocked()
+            handed.cancel()  # the first in line is cancelled, and before it runs...
+            places.release()  # ...is handed the place
+    assert order[-1] == "e" and "never" not in order
+    await places.acquire()  # and the place is free again

@@ -134,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_select(run)
     run.add_argument(
+        "--first",
+        action="append",
+        default=[],
+        metavar="EXPR",
+        help="these servers first: their exports are asked for, and their archives downloaded, before any "
+        "other's (the language of --select; repeatable); one that matches nothing is a warning",
+    )
+    run.add_argument(
         "--shard",
         metavar="K/N",
         help="only shard K of N (0 <= K < N, as a Kubernetes Indexed Job's "
@@ -196,6 +204,7 @@ def command_run(args: argparse.Namespace) -> ExitCode:
         check_textfile(settings.metrics_file)
     output = location.path if isinstance(location, LocalLocation) else location
     selection = parse_selection(args.select)
+    first = parse_selection(args.first) if args.first else None
     outcome = anyio.run(
         functools.partial(
             run_sweep,
@@ -205,6 +214,7 @@ def command_run(args: argparse.Namespace) -> ExitCode:
             fresh=bool(args.fresh),
             live=live,
             selection=selection,
+            first=first,
             shard=shard,
             # Learn the API's budget across runs unless a rate was chosen; a shard sees a share.
             learn=shard is None and "rate" not in given(args) and "rate" not in inventory.settings,

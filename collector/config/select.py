@@ -289,13 +289,13 @@ class Selection:
 SHOWN_TERMS = 10  # unmatched terms a warning names
 
 
-def unmatched_line(labels: list[str]) -> str:
+def unmatched_line(labels: list[str], flag: str = "--select") -> str:
     """``--select: 2 terms match no server: 'id1', suspects.txt:3: 'id2'``."""
     shown = ", ".join(labels[:SHOWN_TERMS])
     if len(labels) > SHOWN_TERMS:
         shown += f" and {len(labels) - SHOWN_TERMS} more"
     several = len(labels) != 1
-    return f"--select: {len(labels)} term{'s' * several} match{'es' * (not several)} no server: {shown}"
+    return f"{flag}: {len(labels)} term{'s' * several} match{'es' * (not several)} no server: {shown}"
 
 
 def parse_selection(exprs: Iterable[str], *, cwd: str | os.PathLike[str] | None = None) -> Selection:

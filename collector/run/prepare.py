@@ -153,11 +153,12 @@ async def prepare(
     return inventory, rejected, failed
 
 
-def warn_unmatched(selection: Selection, inventory: Inventory) -> list[str]:
-    """Warn about each term of `selection` that matches no server of `inventory`; return them."""
+def warn_unmatched(selection: Selection, inventory: Inventory, flag: str = "--select") -> list[str]:
+    """Warn about each term of `selection` (`flag`'s) that matches no server of `inventory`;
+    return them."""
     unmatched = selection.unmatched(inventory.targets())
     if unmatched:
-        log.warning(unmatched_line(unmatched), extra=ev("selection_unmatched", terms=unmatched))
+        log.warning(unmatched_line(unmatched, flag), extra=ev("selection_unmatched", flag=flag, terms=unmatched))
     return unmatched
 
 

@@ -50,7 +50,7 @@ from collector.run.learned import remember, starting_rates
 from collector.run.ledger import Ledger, rejected_result
 from collector.run.outcome import Outcome, exit_code, stopped_reason
 from collector.run.paths import prepare_output, state_dir_for, state_root
-from collector.run.prepare import DiscoveryFailed, Rejected, prepare
+from collector.run.prepare import DiscoveryFailed, Rejected, prepare, warn_unmatched
 from collector.run.present import announce
 from collector.run.signals import grace_after_stop, watch_signals
 from collector.sweep.events import Listener
@@ -74,6 +74,7 @@ async def run_sweep(
     destination: Destination | None = None,
     listeners: Sequence[Listener] = (),
     selection: Selection | None = None,
+    first: Selection | None = None,
     shard: Shard | None = None,
     learn: bool = False,
 ) -> Outcome:
@@ -83,6 +84,9 @@ async def run_sweep(
     With `learn`, each endpoint starts at the rate an earlier run learned and this run's is
     kept for the next (`collector.run.learned`); the command line asks for it unless a rate
     was given.
+
+    `first` (--first) picks the servers whose exports are asked for, and archives downloaded,
+    before any other's.
 
     `output` is a folder, or a bucket and prefix (`collector.destinations.location`); the
     journal and lock of a bucket live in a local state folder (--state-dir). With `shard`, only
@@ -135,6 +139,8 @@ async def run_sweep(
                 journal.shutdown()
                 shutil.rmtree(journal_folder, ignore_errors=True)
             raise
+        if first is not None:
+            warn_unmatched(first, inventory, flag="--first")
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
@@ -156,6 +162,7 @@ async def run_sweep(
                 shard=shard,
                 learned=rates,
                 timebox=timebox,
+                first=first,
             )
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
@@ -202,6 +209,7 @@ async def _run(
     learned: Mapping[str, float],
     shard: Shard | None,
     timebox: TimeBox | None,
+    first: Selection | None,
 ) -> Outcome:
     report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
@@ -225,6 +233,7 @@ async def _run(
                 fresh=fresh,
                 gateways=gateways,
                 timebox=timebox,
+                first=None if first is None else (lambda t: first.matches(t.project.project_id, t.server)),
             )
             # Discovery's credentials were refused, even fresh ones: the sweep would only be
             # refused again, server after server. One verdict for the run (exit 3).

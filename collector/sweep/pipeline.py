@@ -21,6 +21,7 @@ import functools
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -82,6 +83,7 @@ class _Progress:
         self.result = result
         self.waits = waits
         self.slot = slot  # its place among --concurrency, given back during a long wait
+        self.first = False  # --first picked it: its download goes before others'
         self.phase = Phase.PENDING
         self.scope = anyio.CancelScope()
 
@@ -188,7 +190,7 @@ class Sweep:
         )
         # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
         self._in_flight = anyio.Semaphore(settings.concurrency, fast_acquire=True)
-        self._downloads = anyio.CapacityLimiter(settings.downloads)
+        self._downloads = Places(settings.downloads)
         self._scope: anyio.CancelScope | None = None
         self.stopping: str | None = None  # why we start nothing new: a signal's name, the error budget
         self.stopped = anyio.Event()  # set by `stop()`: the runner then gives downloads --grace
@@ -244,7 +246,7 @@ class Sweep:
 
     async def download(self, api: CloudDC, target: Target, export_id: str, progress: _Progress) -> Archive:
         """Fetch and verify the archive, once one of the `downloads` transfer slots is free."""
-        async with _Slot(self._downloads) as slot:
+        async with _Slot(self._downloads, first=progress.first) as slot:
             if self.stopping:  # ready, but we are shutting down: leave it for the next run
                 progress.scope.cancel()
                 await anyio.lowlevel.checkpoint()
@@ -315,6 +317,9 @@ class Sweep:
     async def run(self, targets: Iterable[Target] | None = None) -> list[ServerResult]:
         """Collect every target; one result per target, in inventory order, whatever happens."""
         targets = list(self.targets() if targets is None else targets)
+        first = self.first
+        if first is not None:  # --first: theirs before any other's, each group in its order
+            targets.sort(key=lambda target: not first(target))
         if self.settings.max_failures is not None:
             self.failure_limit = self.settings.max_failures.limit(len(targets))
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
@@ -361,6 +366,7 @@ class Sweep:
 
     async def _run_one(self, target: Target, result: ServerResult) -> None:
         progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight))
+        progress.first = self.first is not None and self.first(target)
         result.started()
         started = time.monotonic()
         self._active.add(progress)
@@ -517,17 +523,53 @@ class _CutOff(Exception):  # not an error: the deadline leaves this server to th
     """Work that could not finish before --deadline is not started (`collector.sweep.timebox`)."""
 
 
+class Places:
+    """A number of places (the `downloads` transfer slots) taken in turn, except that a server
+    --first picked goes before every other that waits. A place given back goes straight to the
+    next in line."""
+
+    def __init__(self, total: int) -> None:
+        self._free = total
+        self._first: deque[anyio.Event] = deque()
+        self._others: deque[anyio.Event] = deque()
+
+    async def acquire(self, first: bool = False) -> None:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        if self._free and not self._first and not self._others:
+            self._free -= 1
+            return
+        turn = anyio.Event()
+        line = self._first if first else self._others
+        line.append(turn)
+        try:
+            await turn.wait()
+        except BaseException:
+            if turn.is_set():
+                self.release()  # handed a place as it was cancelled: the next in line takes it
+            else:
+                line.remove(turn)
+            raise
+
+    def release(self) -> None:
+        for line in (self._first, self._others):
+            if line:
+                line.popleft().set()
+                return
+        self._free += 1
+
+
 class _Slot:
     """A place of a limited kind (one of the `downloads` transfer slots, or of --concurrency),
     given back while its holder waits out a backoff: a server that is not working must not keep
     another from working. Re-taken after the wait; given back at the end only if held."""
 
-    def __init__(self, limiter: anyio.CapacityLimiter | anyio.Semaphore) -> None:
+    def __init__(self, limiter: Places | anyio.Semaphore, *, first: bool = False) -> None:
         self._limiter = limiter
+        self._first = first  # taken before others' (--first), where the limiter has an order
         self._held = False
 
     @classmethod
-    def held(cls, limiter: anyio.CapacityLimiter | anyio.Semaphore) -> _Slot:
+    def held(cls, limiter: Places | anyio.Semaphore) -> _Slot:
         """A slot its holder already took (the fan-out takes it before starting the task)."""
         slot = cls(limiter)
         slot._held = True
@@ -539,8 +581,7 @@ class _Slot:
             self._limiter.release()
 
     async def __aenter__(self) -> _Slot:
-        await self._limiter.acquire()
-        self._held = True
+        await self._take()
         return self
 
     async def __aexit__(self, *_exc: object) -> None:
@@ -551,7 +592,13 @@ class _Slot:
         self._held = False
         self._limiter.release()
         await sleep(seconds)
-        await self._limiter.acquire()
+        await self._take()
+
+    async def _take(self) -> None:
+        if isinstance(self._limiter, Places):
+            await self._limiter.acquire(self._first)
+        else:
+            await self._limiter.acquire()
         self._held = True
 
 
