@@ -4,7 +4,9 @@ without an inventory, each through the command line against the simulator over l
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
 
 import anyio
 import pytest
@@ -218,3 +220,92 @@ async def test_a_download_place_goes_to_a_first_server_before_any_other_waiting(
             places.release()  # ...is handed the place
     assert order[-1] == "e" and "never" not in order
     await places.acquire()  # and the place is free again
+
+
+# -- the run without an inventory -----------------------------------------------------------
+
+
+async def test_the_one_liner_collects_exactly_what_it_selects_with_ak_sk_from_the_environment(tmp_path):
+    config = SimConfig(servers=12, seed=27, export_seconds=(0.05, 0.1), **SMALL)
+    async with Simulator(config) as sim:
+        env = {"HUAWEICLOUD_SDK_AK": config.access_key, "HUAWEICLOUD_SDK_SK": config.secret_key}
+        code, _, stderr = await collector(
+            "run",
+            "--endpoint",
+            sim.url,
+            "--project",
+            sim.project_id,
+            "--discover",
+            "--select",
+            "name:node-000[2-6]",
+            "-o",
+            str(tmp_path / "out"),
+            "--poll-interval",
+            "0.1",
+            *QUIET,
+            env=env,
+        )
+        assert code == ExitCode.OK, stderr
+        names = {sim.server(sid).name: sid for sid in sim.server_ids}
+        wanted = {names[f"node-000{i}"] for i in range(2, 7)}
+        assert set(sim.exports_started) == wanted
+    report = report_of(tmp_path / "out")
+    assert {s["server_id"] for s in report["servers"]} == wanted
+    assert report["run"]["inventory"] is None
+    assert config.secret_key not in stderr
+
+
+async def test_the_one_liner_with_servers_named_and_no_output_writes_a_dated_folder_here(tmp_path):
+    config = SimConfig(servers=4, seed=28, export_seconds=(0.05, 0.1), **SMALL)
+    async with Simulator(config) as sim:
+        env = {"HUAWEICLOUD_SDK_AK": config.access_key, "HUAWEICLOUD_SDK_SK": config.secret_key}
+        a, b = sim.server_ids[1], sim.server_ids[3]
+        done = await anyio.run_process(
+            [
+                sys.executable,
+                "-m",
+                "collector",
+                "run",
+                "--endpoint",
+                sim.url,
+                "--project",
+                sim.project_id,
+                "--server",
+                a,
+                b,
+                "--poll-interval",
+                "0.1",
+                *QUIET,
+            ],
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            check=False,
+        )
+        assert done.returncode == ExitCode.OK, done.stderr.decode()
+        assert set(sim.exports_started) == {a, b}
+    (out,) = tmp_path.glob("collector-*")
+    assert re.fullmatch(r"collector-\d{4}-\d\d-\d\dT\d{4}Z", out.name), out.name
+    assert {s["server_id"] for s in report_of(out)["servers"]} == {a, b}
+    assert str(out) in done.stderr.decode()  # the run says where it went
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        ([], "no fleet given: -i INVENTORY, or --project ID with --region"),
+        (["--project", "p1", "--region", "cn-north-4"], "which servers? --project needs --discover"),
+        (["--project", "p 1", "--discover", "--region", "cn-north-4"], "--project 'p 1' may hold only letters"),
+        (["--project", "p1", "--discover"], "where is the API? give --region"),
+        (["--project", "p1", "--discover", "--region", "CN-North-4"], "--region 'CN-North-4' is not a region's ID"),
+        (["--project", "p1", "--discover", "--endpoint", "ftp://x"], "--endpoint is not a usable endpoint"),
+        (["--project", "p1", "--project", "p2", "--server", "s1"], "--server names servers of one project"),
+        (["--project", "p1", "--server", "../etc", "--region", "cn-north-4"], "--server '../etc' cannot be"),
+        (["-i", "inventory.yaml", "--project", "p1", "--discover"], "-i and --project --discover: the fleet comes"),
+    ],
+)
+async def test_a_one_liner_that_cannot_work_is_one_line_and_exit_2(tmp_path, flags, words):
+    code, _, stderr = await collector("run", "-o", str(tmp_path / "out"), *flags)
+    assert code == ExitCode.USAGE, stderr
+    assert words in stderr, stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert not (tmp_path / "out").exists()

@@ -37,6 +37,7 @@ from collector.cli.check import (
 from collector.cli.check import exit_code as check_exit_code
 from collector.cli.logs import configure_logging
 from collector.cli.tuning import calm_garbage_collector, keep_heap_headroom
+from collector.config.flags import FleetFlags, inventory_from_flags
 from collector.config.inventory import Inventory, load_inventory
 from collector.config.select import parse_selection, unmatched_line
 from collector.config.settings import add_flags, given, parse_count, parse_positive, resolve
@@ -94,6 +95,7 @@ def _add_select(parser: argparse.ArgumentParser) -> None:
 
 
 INVENTORY_HELP = "the YAML fleet inventory (see configs/example-inventory.yaml)"
+DEFAULT_OUTPUT = "collector-{datetime}"
 
 EXIT_CODES = """exit codes:
   0    every server collected
@@ -123,15 +125,23 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("-i", "--inventory", required=True, type=Path, help=INVENTORY_HELP)
+    run.add_argument("-i", "--inventory", type=Path, help=INVENTORY_HELP + "; or the fleet's flags below")
     run.add_argument(
         "-o",
         "--output",
-        required=True,
+        default=DEFAULT_OUTPUT,
         metavar="OUT",
         help="folder for archives and report.json, or s3://BUCKET/PREFIX (obs:// too); "
-        "{date} and {datetime} become today's UTC date and time",
+        f"{{date}} and {{datetime}} become today's UTC date and time (default: ./{DEFAULT_OUTPUT})",
     )
+    fleet = run.add_argument_group("the fleet without an inventory (the incident one-liner)")
+    fleet.add_argument("--region", metavar="REGION", help="the region's ID, like cn-north-4: its CloudDC endpoint")
+    fleet.add_argument("--project", action="append", default=[], metavar="ID", help="a project's ID (repeatable)")
+    fleet.add_argument("--discover", action="store_true", help="every server ListServers lists (--select narrows)")
+    fleet.add_argument(
+        "--server", action="extend", nargs="+", default=[], metavar="ID", help="these servers of the one --project"
+    )
+    fleet.add_argument("--endpoint", metavar="URL", help="the API's base URL, instead of the region's endpoint")
     _add_select(run)
     run.add_argument(
         "--first",
@@ -190,7 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def command_run(args: argparse.Namespace) -> ExitCode:
     shard = parse_shard(args.shard) if args.shard else None  # the flags first, then the files
-    inventory = load_inventory(args.inventory)
+    fleet = FleetFlags(args.region, args.endpoint, tuple(args.project), tuple(args.server), args.discover)
+    if args.inventory is None:
+        inventory = inventory_from_flags(fleet)
+    elif fleet.given:
+        raise UsageError(
+            f"-i and {' '.join(fleet.given)}: the fleet comes from the inventory or from these flags, not both",
+            "drop -i for the one-liner, or put the projects and servers in the inventory",
+        )
+    else:
+        inventory = load_inventory(args.inventory)
     settings = resolve(inventory.settings, given(args))
     args.log_format = settings.log_format  # the inventory's, too: a usage error after this is told in it
     configure_logging(settings.log_format, args.verbose or 0)
@@ -220,7 +239,11 @@ def command_run(args: argparse.Namespace) -> ExitCode:
             learn=shard is None and "rate" not in given(args) and "rate" not in inventory.settings,
         )
     )
-    return finish(outcome, settings.log_format)
+    code = finish(outcome, settings.log_format)
+    if args.output == DEFAULT_OUTPUT and code is not ExitCode.OK:
+        # "the same command again" would write a new dated folder: name the one to resume.
+        say(f"no -o was given: to resume, run the same command with -o {output}", file=sys.stderr)
+    return code
 
 
 def command_validate(args: argparse.Namespace) -> ExitCode:

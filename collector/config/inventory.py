@@ -83,7 +83,18 @@ from collector.config.yamlnodes import (
 from collector.errors import InventoryError, InventoryErrors
 from collector.text import quoted
 
-__all__ = ["RUN_TIME_LOOKUP", "DiscoverSpec", "Inventory", "Project", "Server", "load_inventory"]
+__all__ = [
+    "PROJECT_ID_HINT",
+    "RUN_TIME_LOOKUP",
+    "DiscoverSpec",
+    "Inventory",
+    "Project",
+    "Server",
+    "endpoint_of",
+    "load_inventory",
+    "project_id_problem",
+    "region_problem",
+]
 
 _NO_TAGS: Mapping[str, str] = MappingProxyType({})
 
@@ -143,7 +154,7 @@ class Project:
 class Inventory:
     """The whole inventory, checked. `settings` is its `collector:` section, defaults for flags."""
 
-    path: Path
+    path: Path | None  # None: made from the command line's flags (`collector.config.flags`)
     projects: tuple[Project, ...]
     settings: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}), hash=False)
 
@@ -204,10 +215,6 @@ _AUTH_KINDS_HINT = (
     " configs/example-inventory.yaml; or remove auth to look credentials up as the SDK does"
 )
 _DISCOVER_HINT = 'write discover: true, or discover: {name: "db-*", tags: {rack: "A1*"}}'
-
-
-def _endpoint_of(region: str) -> str:
-    return f"https://clouddc.{region}.myhuaweicloud.com"
 
 
 class _Level(NamedTuple):
@@ -402,7 +409,7 @@ class _Loader(NodeReader):
 
     def endpoint_field(self, node: yaml.Node | None, key: str, own: _Level, defaults: _Level, where: str) -> str:
         endpoint: str | None = _first(
-            own.endpoint, _derived(own.region, _endpoint_of), defaults.endpoint, _derived(defaults.region, _endpoint_of)
+            own.endpoint, _derived(own.region, endpoint_of), defaults.endpoint, _derived(defaults.region, endpoint_of)
         )
         if endpoint is None:
             raise self.error(
@@ -563,14 +570,9 @@ class _Loader(NodeReader):
 
     def project_id(self, node: yaml.Node, key: str) -> str:
         project_id = self.string(node, key)
-        if not _PROJECT_ID.fullmatch(project_id):
-            problem = "is empty" if not project_id else "may hold only letters, digits, '_' and '-'"
-            raise self.error(
-                node,
-                key,
-                f"project_id {quoted(project_id)} {problem}",
-                hint="give the project's ID as the console shows it under My Credentials",
-            )
+        problem = project_id_problem(project_id)
+        if problem:
+            raise self.error(node, key, f"project_id {problem}", hint=PROJECT_ID_HINT)
         return project_id
 
     def endpoint(self, node: yaml.Node, key: str) -> str:
@@ -587,15 +589,9 @@ class _Loader(NodeReader):
 
     def region(self, node: yaml.Node, key: str) -> str:
         region = self.string(node, key)
-        if not _REGION.fullmatch(region):
-            lower = region.strip().lower()
-            example = lower if _REGION.fullmatch(lower) else "cn-east-3"
-            raise self.error(
-                node,
-                key,
-                f"region {quoted(region)} is not a region's ID",
-                hint=f"give the region's ID as in its endpoints' host names, like {example}",
-            )
+        problem = region_problem(region)
+        if problem:
+            raise self.error(node, key, problem[0], hint=problem[1])
         return region
 
     def auth(self, node: yaml.Node, key: str) -> AuthSpec:
@@ -721,6 +717,33 @@ class _Loader(NodeReader):
             raise self.error(node, key, f"expected a value, got {got(node)}", hint=hint)
         value: str = node.value  # as written, so `rack: 007` stays "007"
         return value
+
+
+PROJECT_ID_HINT = "give the project's ID as the console shows it under My Credentials"
+
+
+def project_id_problem(project_id: str) -> str | None:
+    """What is wrong with a project id (``'a b' may hold only letters, ...``), or None."""
+    if _PROJECT_ID.fullmatch(project_id):
+        return None
+    return f"{quoted(project_id)} " + ("is empty" if not project_id else "may hold only letters, digits, '_' and '-'")
+
+
+def region_problem(region: str) -> tuple[str, str] | None:
+    """What is wrong with a region's ID, and a hint, or None."""
+    if _REGION.fullmatch(region):
+        return None
+    lower = region.strip().lower()
+    example = lower if _REGION.fullmatch(lower) else "cn-east-3"
+    return (
+        f"region {quoted(region)} is not a region's ID",
+        f"give the region's ID as in its endpoints' host names, like {example}",
+    )
+
+
+def endpoint_of(region: str) -> str:
+    """The CloudDC endpoint of a region."""
+    return f"https://clouddc.{region}.myhuaweicloud.com"
 
 
 def _encodable(text: str) -> bool:

@@ -35,7 +35,7 @@ def build_report(
     *,
     started_at: datetime,
     finished_at: datetime,
-    inventory: str,
+    inventory: str | None,
     stopped: str | None = None,
     discovery_failed: list[dict[str, str]] | None = None,
 ) -> dict[str, Any]:

@@ -281,7 +281,7 @@ async def _run(
             outcome.results,
             started_at=started,
             finished_at=finished,
-            inventory=str(inventory.path),
+            inventory=None if inventory.path is None else str(inventory.path),
             stopped=stopped_reason(outcome, sweep),
             discovery_failed=outcome.discovery_failed,
         )

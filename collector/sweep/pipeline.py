@@ -529,6 +529,8 @@ class Places:
     next in line."""
 
     def __init__(self, total: int) -> None:
+        if total < 1:
+            raise ValueError(f"places must be at least 1, got {total}")
         self._free = total
         self._first: deque[anyio.Event] = deque()
         self._others: deque[anyio.Event] = deque()
