@@ -159,7 +159,8 @@ class CloudDC:
         drawn by name (scripted, random, hostile). ``clock_t0`` is the clock at
         start: `time.monotonic()` seconds under the default (event loop) clock, so another process
         can place these times on its own clock. With `timeline`, also every request as
-        ``[t, operation, status]`` and the spans; without, only the counts.
+        ``[t, operation, status]``, the spans, and ``exports_by_server``: ``[server_id, n]``
+        in the order of each server's first export; without, only the counts.
         """
         now = self.clock()
         requests: dict[str, dict[str, int]] = {}
@@ -187,6 +188,7 @@ class CloudDC:
         if timeline:
             snapshot["timeline"] = [[round(t, 6), op, status] for t, op, status in self.recorder.timeline]
             snapshot["export_spans"] = [[round(start, 6), round(end, 6)] for start, end in spans]
+            snapshot["exports_by_server"] = [[server_id, n] for server_id, n in started.items()]
         return snapshot
 
     # The gate.
