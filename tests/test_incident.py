@@ -309,3 +309,21 @@ async def test_a_one_liner_that_cannot_work_is_one_line_and_exit_2(tmp_path, fla
     assert words in stderr, stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert not (tmp_path / "out").exists()
+
+
+async def test_a_server_waiting_out_a_ten_minute_retry_after_does_not_hold_the_run_past_its_deadline(tmp_path):
+    """Issue 17: while one server waits out a long Retry-After, --deadline is respected: the
+    run ends at it, the others collected, that one pending (deadline), its export journalled."""
+    config = SimConfig(servers=6, seed=29, retry_after_seconds=600, export_seconds=(0.05, 0.1), **SMALL)
+    async with Simulator(config) as sim:
+        target = sim.server_ids[2]
+        sim.script(target, download=["503-retry-after"])
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        out = tmp_path / "out"
+        with anyio.fail_after(60):  # not the 600 s the API asked for
+            code, _, stderr = await collector_run(inventory, out, "--deadline", "6s", "--poll-interval", "0.1", *QUIET)
+    assert code == ExitCode.DEADLINE, stderr
+    states = {s["server_id"]: s for s in report_of(out)["servers"]}
+    assert states.pop(target)["error"] == "not collected: the deadline (6s) came first"
+    assert {s["state"] for s in states.values()} == {"collected"}
+    assert target in journal_exports(out)
