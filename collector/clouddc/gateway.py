@@ -14,8 +14,9 @@ what belongs to the endpoint, not to one caller:
 
 `Gateway.send` is the chain every API request passes, outermost first: the endpoint's health
 gate (told how each request went, and whose it was, so that one server's timeouts are told
-from an endpoint's outage), the rate limiter(s), the credentials (applied last, to the finished request), the
-request itself (`Gateway.request`), and on a 401 one replay with refreshed credentials.
+from an endpoint's outage), the rate limiter(s), the credentials (applied last, to the
+finished request), the request itself (`Gateway.request`), and on a 401 one replay with
+refreshed credentials.
 `Gateway.request` is one request: aiohttp's errors become collector's
 (`collector.net.transport.translate`), an error status becomes its `APIError`
 (`collector.net.status.status_error`).
