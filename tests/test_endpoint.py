@@ -136,6 +136,46 @@ async def test_one_server_failing_does_not_pause_an_endpoint_that_answered_befor
     assert health.paused
 
 
+async def test_a_timeout_while_others_were_answered_is_its_servers_own_and_pauses_nobody():
+    """Issue 14: three slow servers in a fleet the API answered ended the run with exit 4."""
+    health = EndpointHealth("http://api")
+    health.answered(subject="fast")
+    slow = [health.sent() for _ in range(3)]
+    health.answered(subject="fast")  # the API answered someone while the three waited
+    assert all(health.failed(RequestTimeout("slow"), ticket=ticket, subject=f"s{n}") for n, ticket in enumerate(slow))
+    # Later, nothing else is in flight: their timeouts are still their own (they lag), however many.
+    for _ in range(2 * OUTAGE_AFTER):
+        for n in range(3):
+            assert health.failed(RequestTimeout("slow"), ticket=health.sent(), subject=f"s{n}")
+    assert not health.paused
+
+
+async def test_a_lagging_server_answered_again_is_judged_like_any_other():
+    health = EndpointHealth("http://api")
+    health.answered(subject="fast")
+    ticket = health.sent()
+    health.answered(subject="fast")
+    assert health.failed(RequestTimeout("slow"), ticket=ticket, subject="s")
+    health.answered(subject="s")  # its next request came back: no longer lagging
+    assert not health.failed(RequestTimeout("slow"), ticket=health.sent(), subject="s")
+
+
+async def test_timeouts_that_no_answer_outlived_still_pause_and_a_probes_timeout_is_the_endpoints():
+    """Every request times out and nothing answers anyone: an outage, whatever the subjects."""
+    health = EndpointHealth("http://api")
+    health.answered(subject="a")
+    ticket = health.sent()
+    health.answered(subject="a")
+    assert health.failed(RequestTimeout("slow"), ticket=ticket, subject="lagging")  # before the outage
+    tickets = [health.sent() for _ in range(OUTAGE_AFTER)]
+    for n, ticket in enumerate(tickets):
+        assert not health.failed(RequestTimeout("slow"), ticket=ticket, subject=f"s{n}")
+    assert health.paused
+    # While paused, the lagging server's timeout (as a probe or not) is the endpoint's.
+    assert not health.failed(RequestTimeout("slow"), probe=True, ticket=health.sent(), subject="lagging")
+    assert not health.failed(RequestTimeout("slow"), ticket=health.sent(), subject="lagging")
+
+
 async def test_a_refused_connection_pauses_an_endpoint_that_answered_before_at_once():
     time_ = FakeTime()
     health = EndpointHealth("http://api", clock=time_, sleep=time_.sleep)

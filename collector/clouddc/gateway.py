@@ -13,8 +13,10 @@ what belongs to the endpoint, not to one caller:
   run's `CallStats`, so discovery's ListServers are counted like every other call.
 
 `Gateway.send` is the chain every API request passes, outermost first: the endpoint's health
-gate, the rate limiter(s), the credentials (applied last, to the finished request), the
-request itself (`Gateway.request`), and on a 401 one replay with refreshed credentials.
+gate (told how each request went, and whose it was, so that one server's timeouts are told
+from an endpoint's outage), the rate limiter(s), the credentials (applied last, to the
+finished request), the request itself (`Gateway.request`), and on a 401 one replay with
+refreshed credentials.
 `Gateway.request` is one request: aiohttp's errors become collector's
 (`collector.net.transport.translate`), an error status becomes its `APIError`
 (`collector.net.status.status_error`).
@@ -38,7 +40,7 @@ from collector.auth import Credentials, Request
 from collector.auth.protocol import host_header
 from collector.clouddc.replies import MAX_JSON_BYTES
 from collector.config.settings import Settings
-from collector.control.endpoint import EndpointHealth
+from collector.control.endpoint import OWN_TIMEOUTS, EndpointHealth, OwnTimeout, ServerTimedOut
 from collector.control.throttle import RateLimiter, RetryPolicy, RetryQuota, Sleep, retrying
 from collector.errors import AuthError, CollectorError, ServerError, ThrottledError
 from collector.net.status import status_error
@@ -141,7 +143,28 @@ class Gateway:
     ) -> T:
         """`call` under the run's retry policy and this endpoint's budget; its backoff ends
         early if the endpoint is given up. With `away`, the backoff is `away(backoff, seconds)`:
-        the caller's way to give back what it holds while it waits (a slot others need)."""
+        the caller's way to give back what it holds while it waits (a slot others need).
+
+        A try that times out while the endpoint answers others (`OwnTimeout`) costs a minute
+        of a slot and says the server, not the API, is in trouble: after `OWN_TIMEOUTS` of
+        them the call fails for good (`ServerTimedOut`), where other failures get the
+        policy's `max_attempts`.
+        """
+        own_timeouts = 0
+
+        async def attempt() -> T:
+            nonlocal own_timeouts
+            try:
+                return await call()
+            except OwnTimeout as exc:
+                own_timeouts += 1
+                if own_timeouts < OWN_TIMEOUTS:
+                    raise
+                what = METRIC_NAMES.get(exc.operation, exc.operation)
+                raise ServerTimedOut(
+                    f"{what} request timed out {own_timeouts} times (no answer in {self.call_timeout:g} s); "
+                    "the API answered other servers"
+                ) from exc
 
         def count(exc: BaseException, attempt: int, wait: float) -> None:
             self.stats.retries += 1
@@ -151,7 +174,7 @@ class Gateway:
         result: T
         backoff: Sleep = self.health.backoff
         sleep = backoff if away is None else functools.partial(away, backoff)
-        result, _ = await retrying(call, self.policy, on_retry=count, quota=self.quota, sleep=sleep)
+        result, _ = await retrying(attempt, self.policy, on_retry=count, quota=self.quota, sleep=sleep)
         return result
 
     async def send(
@@ -180,6 +203,7 @@ class Gateway:
         # POSTs start exports, which the API may cap apart from its request rate: they pass
         # their own limiter first, so a refused export slows exports, not polls and downloads.
         governor = self.export_limiter if method == "POST" and self.export_limiter else self.limiter
+        subject = subject_of(url)
         resent = False
         while True:
             async with self.health.admit() as probe:
@@ -188,27 +212,30 @@ class Gateway:
                     continue  # the endpoint stopped answering while we queued: back to the gate
                 request = Request(method, url, {"Host": host_header(url), **headers}, project_id=project_id)
                 generation = await credentials.apply(request)
+                ticket = self.health.sent()
                 try:
                     result = await self.request(operation, request, ssl=ssl, read=read)
                 except ThrottledError as error:
-                    self.health.answered(probe)
+                    self.health.answered(probe, subject=subject)
                     self.stats.throttled += 1
-                    governor.throttled(error.retry_after, sent_at=sent_at, subject=subject_of(url))
+                    governor.throttled(error.retry_after, sent_at=sent_at, subject=subject)
                     raise
                 except AuthError as error:
-                    self.health.answered(probe)
+                    self.health.answered(probe, subject=subject)
                     if error.status == 401 and not resent and await credentials.rejected(generation):
                         resent = True
                         continue
                     raise
                 except CollectorError as error:
-                    self.health.failed(error, probe)
+                    own = self.health.failed(error, probe, ticket=ticket, subject=subject)
                     if self.health.overloaded(error):
                         self.stats.throttled += 1
                         retry_after = error.retry_after if isinstance(error, ServerError) else None
-                        governor.throttled(retry_after, sent_at=sent_at, subject=subject_of(url))
+                        governor.throttled(retry_after, sent_at=sent_at, subject=subject)
+                    if own:
+                        raise OwnTimeout(str(error), operation=operation, host=url.host) from error
                     raise
-                self.health.answered(probe)
+                self.health.answered(probe, subject=subject)
                 governor.succeeded()
                 if governor is not self.limiter:
                     self.limiter.succeeded()

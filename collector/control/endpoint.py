@@ -24,6 +24,25 @@ When it pauses and when it gives up:
   `outage_timeout` seconds (600) after the pause began.
 
 "Answered" means any HTTP status except 502/503/504: a 404 or a 500 proves the API is there.
+
+A slow server is not a dead endpoint (issue 14: three servers whose export POST trickled a
+byte a second, in a fleet of 50 that the API answered, ended the run after 690 s with exit 4).
+An endpoint is unreachable when it stops answering everyone, so a timeout is judged by what
+else happened while that request waited (the caller says when it was sent, `sent()`, and
+whose it was, a server id):
+
+- A timeout is **its server's own** when another request got an answer after it was sent
+  (the endpoint was answering meanwhile), and then every later timeout of that server is too,
+  until one of its requests is answered (the server is *lagging*). A timeout of its own never
+  counts toward an outage, never pauses anyone, and `failed()` says so: the caller gives
+  such timeouts fewer tries than others (`OWN_TIMEOUTS`) and then fails that server alone
+  (`ServerTimedOut`).
+- Any other timeout (nothing was answered since it was sent) counts toward an outage as
+  above; so does every timeout while the endpoint is paused (a probe's timeout is the
+  endpoint's). Refused connections, resets and 502/503/504 are judged as before.
+
+So a real outage (every request refused or timing out) still pauses the endpoint and is
+ridden out; the servers it catches mid-request may lose one try each, not their place.
 """
 
 from __future__ import annotations
@@ -45,6 +64,7 @@ log = logging.getLogger(__name__)
 DEAD_AFTER = 30.0
 OUTAGE_TIMEOUT = 600.0  # the --outage-timeout default (collector.config.settings reads both)
 OUTAGE_AFTER = 3  # failures in a row, with no answer between, that pause an endpoint that worked
+OWN_TIMEOUTS = 3  # a call's tries that time out on their own before its server fails (a refusal gets 8)
 PROBE_BASE = 0.5
 PROBE_CAP = 30.0
 LAST_PROBE = 2.0  # seconds a probe sent at (or just before) the deadline still gets
@@ -59,6 +79,26 @@ class Unreachable(CollectorError):
     """The endpoint was given up: its servers are left pending, not failed."""
 
     kind = "unreachable"
+
+
+class OwnTimeout(RequestTimeout):
+    """A timeout the endpoint did not share: it answered others while this request waited.
+
+    Retried like any timeout, but charged to its server (`OWN_TIMEOUTS`), not the endpoint.
+    `operation` is the call's name (``ExportServerLogs``).
+    """
+
+    def __init__(self, message: str, *, operation: str, host: str | None = None) -> None:
+        super().__init__(message, host=host)
+        self.operation = operation
+
+
+class ServerTimedOut(CollectorError):
+    """A server's call timed out `OWN_TIMEOUTS` times while the endpoint answered others:
+    that server fails, with reason ``timeout``; the rest of the fleet goes on."""
+
+    kind = "timeout"
+    reason = "timeout"
 
 
 def is_endpoint_failure(exc: BaseException) -> bool:
@@ -98,6 +138,9 @@ class EndpointHealth:
         self._gone = anyio.Event()  # set when given up
         self._queued: set[anyio.CancelScope] = set()  # requests let through, waiting for the rate
         self._overload_signals: deque[float] = deque()
+        self._sent = 0  # requests sent, numbered (`sent()`), and the latest that was answered
+        self._answered = 0  # ... as the number `sent()` had reached when that answer came
+        self._lagging: set[str] = set()  # servers whose latest outcome was a timeout of their own
 
     @property
     def paused(self) -> bool:
@@ -191,9 +234,18 @@ class EndpointHealth:
         if self.given_up is not None:
             raise Unreachable(str(self.given_up))
 
-    def answered(self, probe: bool = False) -> None:
-        """An HTTP answer came back (any status but a gateway failure)."""
+    def sent(self) -> int:
+        """A request is sent now: its number, for `failed(ticket=)`."""
+        self._sent += 1
+        return self._sent
+
+    def answered(self, probe: bool = False, *, subject: str | None = None) -> None:
+        """An HTTP answer came back (any status but a gateway failure); `subject` is whose
+        request it was (a server id)."""
         self.answered_once = True
+        self._answered = self._sent
+        if subject is not None:
+            self._lagging.discard(subject)
         self._failures_in_row = 0
         if probe:
             self._probing = False
@@ -209,11 +261,21 @@ class EndpointHealth:
             )
             self._notify()
 
-    def failed(self, exc: BaseException, probe: bool = False) -> None:
-        """A request to this endpoint failed; `exc` is what the API client raised."""
+    def failed(
+        self, exc: BaseException, probe: bool = False, *, ticket: int | None = None, subject: str | None = None
+    ) -> bool:
+        """A request to this endpoint failed; `exc` is what the API client raised, `ticket`
+        the request's number from `sent()`, `subject` whose request it was (a server id).
+
+        Returns True when the failure is its server's own (a timeout while others were
+        answered, see the module), which leaves the endpoint as it was; without `ticket`
+        and `subject` no failure is.
+        """
         if not is_endpoint_failure(exc):
-            self.answered(probe)  # a 404, a 500, bad JSON: the endpoint is there
-            return
+            self.answered(probe, subject=subject)  # a 404, a 500, bad JSON: the endpoint is there
+            return False
+        if self._own_timeout(exc, probe, ticket, subject):
+            return True
         now = self._clock()
         if self._first_request is None:
             self._first_request = now
@@ -231,6 +293,17 @@ class EndpointHealth:
             self._next_probe = min(now + ceiling * (0.5 + 0.5 * self._random()), self._deadline())
         self._check_deadline(now)
         self._notify()
+        return False
+
+    def _own_timeout(self, exc: BaseException, probe: bool, ticket: int | None, subject: str | None) -> bool:
+        if not isinstance(exc, RequestTimeout) or not exc.sent or ticket is None or subject is None:
+            return False
+        if probe or self.paused:
+            return False  # while paused, no answer comes to anyone: the endpoint's
+        if subject in self._lagging or self._answered >= ticket:
+            self._lagging.add(subject)
+            return True
+        return False
 
     def overloaded(self, exc: BaseException) -> bool:
         """Should this failure slow the endpoint's limiter down for everyone?"""
