@@ -137,6 +137,8 @@ async def test_the_suspects_exports_are_the_first_the_api_sees(tmp_path):
         order = list(sim.exports_started)
     assert set(order[: len(suspects)]) == set(suspects), order[: len(suspects)]
     assert len(order) == 60
+    # The report keeps the inventory's order.
+    assert [s["server_id"] for s in report_of(tmp_path / "out")["servers"]] == sim.server_ids
     assert "--first" not in stderr  # nothing to warn about
 
 

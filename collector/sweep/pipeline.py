@@ -317,16 +317,17 @@ class Sweep:
     async def run(self, targets: Iterable[Target] | None = None) -> list[ServerResult]:
         """Collect every target; one result per target, in inventory order, whatever happens."""
         targets = list(self.targets() if targets is None else targets)
-        first = self.first
-        if first is not None:  # --first: theirs before any other's, each group in its order
-            targets.sort(key=lambda target: not first(target))
         if self.settings.max_failures is not None:
             self.failure_limit = self.settings.max_failures.limit(len(targets))
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
+        work = list(zip(targets, results, strict=True))
+        first = self.first
+        if first is not None:  # --first: theirs before any other's, each group in its order
+            work.sort(key=lambda pair: not first(pair[0]))
         ends_at = math.inf if self.timebox is None else self.timebox.ends_at
         with anyio.CancelScope(deadline=ends_at) as self._scope:
             async with anyio.create_task_group() as tasks:
-                for target, result in zip(targets, results, strict=True):
+                for target, result in work:
                     await self._in_flight.acquire()
                     if self.stopping or self.auth_error:
                         self._in_flight.release()
