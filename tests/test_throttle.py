@@ -211,6 +211,7 @@ def succeed_at(limiter, clock, per_second, seconds):
 
 def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False  # CUBIC's decrease (start-up's first refusal halves: tested below)
     sent_earlier = clock.now
     clock.now += 0.5
     limiter.throttled(sent_at=clock.now)
@@ -224,6 +225,7 @@ def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
 
 def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(clock):
     limiter = RateLimiter(100, max_rate=100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False  # CUBIC's decrease (start-up's first refusal halves: tested below)
     succeed_at(limiter, clock, 100, 2)
     limiter.max_rate = float("inf")
     w_max = limiter.rate
