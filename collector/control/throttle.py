@@ -135,19 +135,24 @@ class RateLimiter:
     Starting, after TCP's slow start (RFC 5681) and BBR's start-up: until the first refusal the
     rate is
 
-        rate = min(GAIN * measured,  max_rate)        (GAIN = 2)
+        rate = min(GAIN * max(latest, measured),  max_rate)        (GAIN = 2)
 
-    where `measured` is the smoothed rate of successful requests while they flow (lulls are
-    left out, see `_MeasuredRate`): while the API takes all we send, the rate about doubles
-    every half second (a measuring bucket), so `--rate 20` finds a budget of 100 in under two
-    seconds and one of 1,000 in about three; while we have less to send than the rate allows,
-    it stays at twice what we send, so it never races ahead of what was tried. Start-up also
+    where `latest` is the rate of successful requests in the last half-second bucket and
+    `measured` its smoothed value while they flow (lulls are left out, see `_MeasuredRate`):
+    while the API takes all we send, the rate doubles every half second, so `--rate 20` finds
+    a budget of 100 in about a second and one of 1,000 in under three; while we have less to
+    send than the rate allows, it stays at twice what we send, so it never races far ahead
+    of what was tried. Start-up also
     ends, without a decrease, when answers slow down (a round's quickest answer more than twice
     the quickest seen, and 50 ms more: HyStart's delay test, RFC 9406), when the caller says
     when each request was sent. At the first refusal it hands over to CUBIC at the rate of the
-    round before, the last that got through whole:
+    round before the refused request's, the last that got through whole, and probes on from
+    there:
 
-        w_max = rate;  rate = rate / GAIN;  K = cbrt(w_max * (1 - 1 / GAIN) / C)
+        rate = w_max = rate_when_sent / GAIN;  K = 0
+
+    (not back towards the refused rate: doubling reaches past the budget by what a bucket's
+    burst and the answers still in flight hid, as much as three times it.)
 
     (A slow start that doubled until the first 429 was tried before and overshot into bursts
     of 429s; this one grows only with what was measured getting through, a refusal halves it,
@@ -160,7 +165,8 @@ class RateLimiter:
 
         w_max = rate;  rate = beta * rate;  K = cbrt(w_max * (1 - beta) / C)
 
-    and on each success, t seconds after that 429:
+    (with w_max = rate * (1 + beta) / 2 instead when refused below the last w_max: RFC 9438's
+    fast convergence) and on each success, t seconds after that 429:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
@@ -227,6 +233,8 @@ class RateLimiter:
         self._last_decrease = -math.inf
         self._learned = self.rate
         self.starting = True  # in start-up: growing with what gets through, until the first refusal
+        # (since, rate) of start-up's last rounds: the rate a refused request was sent at
+        self._start_up_rates: deque[tuple[float, float]] = deque([(now, self.rate)], maxlen=16)
         self._held_until = -math.inf  # refusals of requests sent before this are the last event's
         self._delivered = True  # a request sent since the last decrease got through
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
@@ -284,19 +292,26 @@ class RateLimiter:
             return  # sent at the old rate; the decrease already answered it
         if not self._delivered and (sent_at if sent_at is not None else now) < self._held_until:
             return  # the API still refuses everyone: the same event as the last decrease
-        self._w_max = self.rate
         if self.starting:
+            # The refused rate was reached by doubling past what a bucket's burst and the
+            # answers in flight hid: not a rate to return to. Probe on from the one before.
             self.starting = False
-            self.rate = max(self.min_rate, self.rate / self.GAIN)
-            self._learned = self.rate  # the last rate that got through whole
-            beta = 1 / self.GAIN
+            refused = self._rate_at(sent_at) if sent_at is not None else self.rate
+            self.rate = self._w_max = self._learned = max(self.min_rate, min(self.rate, refused) / self.GAIN)
+            self._k = 0.0
+            self._start_up_rates.clear()
         else:
+            # Fast convergence (RFC 9438, 4.7): refused below where it was refused last time,
+            # the budget has shrunk, or a pause's refill made it look larger: remember less.
+            fell = self.rate < self._w_max
+            self._learned = self.rate
+            self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
             self.rate = max(self.min_rate, self.rate * self.beta)
-            self._learned = self._w_max
-            beta = self.beta
-        self._k = (self._w_max * (1 - beta) / self.scale) ** (1 / 3)
+            self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
         self._delivered = False
+        # A hold is the event of the pause it follows: one armed before this decrease is over.
+        self._held_until = self._paused_until + self._grace() if self._paused_until > now else -math.inf
 
     def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
         refusals = self._refusals
@@ -306,8 +321,12 @@ class RateLimiter:
         if len({whose for _, whose in refusals}) >= self.EXHAUSTED_SUBJECTS:
             self._paused_until = max(self._paused_until, now + min(retry_after, self.FLEET_PAUSE))
             # What is sent in the first moments after the pause meets the same exhaustion.
-            grace = max(self.GRACE, self.EXHAUSTED_SUBJECTS / self.rate)
-            self._held_until = max(self._held_until, self._paused_until + grace)
+            self._held_until = max(self._held_until, self._paused_until + self._grace())
+
+    def _grace(self) -> float:
+        """How long after a fleet-wide pause refusals are still its event: long enough for
+        requests from several servers to go out and be answered."""
+        return max(self.GRACE, self.EXHAUSTED_SUBJECTS / self.rate)
 
     @property
     def learned(self) -> float:
@@ -332,11 +351,23 @@ class RateLimiter:
             if sent_at is not None:
                 self._watch_latency(now - sent_at, closed)
             if self.starting:
-                self.rate = max(self.min_rate, min(self.GAIN * self.measured.rate, self.max_rate))
+                got_through = max(self.measured.latest, self.measured.rate)
+                self.rate = max(self.min_rate, min(self.GAIN * got_through, self.max_rate))
+                if closed:
+                    self._start_up_rates.append((now, self.rate))
                 return
         t = now - self._epoch
         cubic = self.scale * (t - self._k) ** 3 + self._w_max
         self.rate = max(self.min_rate, min(cubic, 2 * self.measured.rate, self.max_rate))
+
+    def _rate_at(self, when: float) -> float:
+        """Start-up's rate at clock time `when` (it changes as each measuring round closes)."""
+        rate = self._start_up_rates[0][1]
+        for since, then in self._start_up_rates:
+            if since > when:
+                break
+            rate = then
+        return rate
 
     def _watch_latency(self, latency: float, closed: bool) -> None:
         """Start-up's delay test: a round (measuring bucket) whose quickest answer is much
@@ -377,6 +408,7 @@ class _MeasuredRate:
 
     def __init__(self, now: float, *, floor: float) -> None:
         self.rate = floor  # until measured, as if half the starting rate got through
+        self.latest = floor  # the last bucket's own rate, unsmoothed
         self._bucket_start = now
         self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
         self._count = 0
@@ -391,8 +423,8 @@ class _MeasuredRate:
         if now - self._last >= max(self.IDLE, 4 * interval):
             self._bucket_start, self._count = now, 0
         elif (elapsed := now - self._bucket_start) >= self.BUCKET:
-            latest = self._count / elapsed
-            self.rate = self.SMOOTHING * latest + (1 - self.SMOOTHING) * self.rate
+            self.latest = self._count / elapsed
+            self.rate = self.SMOOTHING * self.latest + (1 - self.SMOOTHING) * self.rate
             self._bucket_start, self._count = now, 0
             closed = True
         self._count += 1
