@@ -487,8 +487,8 @@ def test_start_up_doubles_with_what_gets_through_and_halves_at_the_first_refusal
     limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
     send_all_it_allows(limiter, clock, 1.0)  # the first bucket starts at the first answer
     rate = limiter.rate
-    send_all_it_allows(limiter, clock, 2.0)
-    assert limiter.starting and limiter.rate == pytest.approx(rate * 2**4, rel=0.1)  # twice every half second
+    send_all_it_allows(limiter, clock, 1.0)
+    assert limiter.starting and limiter.rate == pytest.approx(rate * 2**4, rel=0.1)  # twice every quarter second
     refused_at = limiter.rate
     limiter.throttled(sent_at=clock.now)
     assert not limiter.starting and limiter.rate == pytest.approx(refused_at / 2)

@@ -137,12 +137,12 @@ class RateLimiter:
 
         rate = min(GAIN * max(latest, measured),  max_rate)        (GAIN = 2)
 
-    where `latest` is the rate of successful requests in the last half-second bucket and
+    where `latest` is the rate of successful requests in the last round and
     `measured` its smoothed value while they flow (lulls are left out, see `_MeasuredRate`):
-    while the API takes all we send, the rate doubles every half second, so `--rate 20` finds
-    a budget of 100 in about a second and one of 1,000 in under three; while we have less to
-    send than the rate allows, it stays at twice what we send, so it never races far ahead
-    of what was tried. Start-up also
+    while the API takes all we send, the rate doubles every round (`ROUND`, a quarter of a
+    second), so `--rate 20` finds a budget of 100 in under a second and one of 1,000 in under
+    two; while we have less to send than the rate allows, it stays at twice what we send, so
+    it never races far ahead of what was tried. Start-up also
     ends, without a decrease, when answers slow down (a round's quickest answer more than twice
     the quickest seen, and 50 ms more: HyStart's delay test, RFC 9406), when the caller says
     when each request was sent. At the first refusal it hands over to CUBIC at the rate of the
@@ -194,6 +194,7 @@ class RateLimiter:
     EXHAUSTED_WINDOW = 2.0
     FLEET_PAUSE = 60.0
     GAIN = 2.0  # start-up: the rate is this many times what gets through
+    ROUND = 0.25  # start-up: seconds of each measuring round (a bucket of `_MeasuredRate`)
     GRACE = 1.0  # after a fleet-wide pause, seconds of refusals that are still its event
     SLOWER = 2.0  # start-up ends when a round's quickest answer is this many times the quickest
     SLOWER_BY = 0.05  # ... and this many seconds more
@@ -240,6 +241,7 @@ class RateLimiter:
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
+        self.measured.bucket = self.ROUND
 
     async def acquire(self, priority: int = 0) -> float:
         """Wait for this caller's turn; returns the clock time it was sent at.
@@ -300,6 +302,7 @@ class RateLimiter:
             self.rate = self._w_max = self._learned = max(self.min_rate, min(self.rate, refused) / self.GAIN)
             self._k = 0.0
             self._start_up_rates.clear()
+            self.measured.bucket = _MeasuredRate.BUCKET
         else:
             # Fast convergence (RFC 9438, 4.7): refused below where it was refused last time,
             # the budget has shrunk, or a pause's refill made it look larger: remember less.
@@ -379,6 +382,7 @@ class RateLimiter:
             self._round_quickest = math.inf
             if slower:
                 self.starting = False
+                self.measured.bucket = _MeasuredRate.BUCKET
                 self._w_max, self._k, self._epoch = self.rate, 0.0, self._clock()
                 return
         self._round_quickest = min(self._round_quickest, max(0.0, latency))
@@ -393,7 +397,8 @@ class _Waiter:
 
 
 class _MeasuredRate:
-    """Successful requests per second while requests flow: half-second buckets, smoothed.
+    """Successful requests per second while requests flow: half-second buckets (a quarter of a
+    second in start-up), smoothed.
 
     A lull (no success for `IDLE` seconds: every server waiting for its export, say) measures
     our demand, not the API's capacity, so it is left out: the bucket it would have ended is
@@ -408,6 +413,7 @@ class _MeasuredRate:
 
     def __init__(self, now: float, *, floor: float) -> None:
         self.rate = floor  # until measured, as if half the starting rate got through
+        self.bucket = self.BUCKET  # seconds; start-up measures in shorter rounds
         self.latest = floor  # the last bucket's own rate, unsmoothed
         self._bucket_start = now
         self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
@@ -422,7 +428,7 @@ class _MeasuredRate:
         closed = False
         if now - self._last >= max(self.IDLE, 4 * interval):
             self._bucket_start, self._count = now, 0
-        elif (elapsed := now - self._bucket_start) >= self.BUCKET:
+        elif (elapsed := now - self._bucket_start) >= self.bucket:
             self.latest = self._count / elapsed
             self.rate = self.SMOOTHING * self.latest + (1 - self.SMOOTHING) * self.rate
             self._bucket_start, self._count = now, 0
