@@ -157,6 +157,7 @@ class Sweep:
         fresh: bool = False,
         observe: Callable[[str, int | BaseException], None] | None = None,
         gateways: Gateways | None = None,
+        durations: ExportDurations | None = None,
     ) -> None:
         self.inventory = inventory
         self.prior = prior or {}  # what earlier runs reached, from the journal
@@ -175,7 +176,7 @@ class Sweep:
         for project in inventory.projects:
             client = self.clients[id(project)] = CloudDC.for_project(self.gateways, project)
             self.health[project.endpoint] = client.health
-        self.durations = ExportDurations()
+        self.durations = durations if durations is not None else ExportDurations()  # from earlier runs, if kept
         # A transfer that trickles below the floor for as long as --read-timeout is stalled too.
         self.download_options = DownloadOptions(
             max_bytes=settings.max_archive_bytes, policy=settings.policy, stall_window=settings.read_timeout
@@ -279,6 +280,8 @@ class Sweep:
         with anyio.move_on_after(timeout + max(60.0, timeout / 2)):
             while True:
                 await sleep(delay)
+                while (later := schedule.postpone(monotonic())) > 0:  # the fleet's durations, seen meanwhile
+                    await sleep(later)
                 status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
                 now = monotonic()
                 if status.state is ExportState.COMPLETED:
