@@ -219,8 +219,13 @@ def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     limiter.throttled(sent_at=sent_earlier)  # sent at the old rate: already answered
     assert limiter.rate == pytest.approx(70)
     clock.now += 0.1
-    limiter.throttled(sent_at=clock.now)  # sent after the cut: a new signal
-    assert limiter.rate == pytest.approx(49)
+    limiter.throttled(sent_at=clock.now)  # sent after the cut, but nothing got through since:
+    assert limiter.rate == pytest.approx(70)  # the same event (issue 17's waves; it cut again before)
+    limiter.succeeded()
+    clock.now += 0.1
+    before = limiter.rate
+    limiter.throttled(sent_at=clock.now)  # refused after something got through: a new signal
+    assert limiter.rate == pytest.approx(0.7 * before)
 
 
 def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(clock):
@@ -392,7 +397,7 @@ def test_from_any_history_the_rate_recovers_once_requests_get_through(start, eve
 def against_a_token_bucket(limiter, clock, *, budget, burst, latency, seconds):
     """Send as fast as `limiter` allows to an API that takes `budget` requests/s with a bucket
     of `burst`, each answer `latency` s after its request; returns what happened, in order:
-    (kind, sent_at, answered_at, rate when sent, rate after the answer, pause after it)."""
+    (kind, sent_at, answered_at, rate when sent, and after the answer: rate, pause, starting)."""
     import heapq as _heapq
 
     tokens, updated = float(burst), clock.now
@@ -409,9 +414,8 @@ def against_a_token_bucket(limiter, clock, *, budget, burst, latency, seconds):
                 limiter.succeeded()
             else:
                 limiter.throttled(1.0, sent_at=sent, subject=f"s{len(history) % 7}")
-            history.append(
-                ("ok" if granted else "refused", sent, answered, rate_then, limiter.rate, limiter.paused_for)
-            )
+            after = (limiter.rate, limiter.paused_for, limiter.starting)
+            history.append(("ok" if granted else "refused", sent, answered, rate_then, *after))
             continue
         if send_next == float("inf"):
             return history
@@ -459,20 +463,25 @@ def test_start_up_finds_any_budget_in_seconds_with_few_refusals(start, budget, b
 )
 def test_start_up_ends_at_its_first_refusal_below_the_refused_rate(start, budget, latency):
     """Start-up takes one refusal, not a burst: the first refusal ends it (the refusals of
-    requests already in flight count with it), and after any refusal the rate is below the
-    rate the refused request was sent at."""
+    requests already in flight count with it); after any refusal the rate is no higher than
+    the rate the refused request was sent at, and lower when something got through since the
+    last decrease (else it is that decrease's event, issue 17), unless everyone is paused."""
     clock = FakeClock()
     limiter = RateLimiter(start, clock=clock, sleep=clock.sleep)
-    in_start_up = 0
-    for kind, _sent, _answered, rate_then, rate_after, paused in against_a_token_bucket(
+    rate_before, delivered, last_cut = start, True, -1.0
+    for kind, sent, answered, rate_then, rate_after, paused, starting in against_a_token_bucket(
         limiter, clock, budget=budget, burst=budget, latency=latency, seconds=10
     ):
-        if kind == "refused":
-            # (or everyone is paused: the API said Retry-After for several servers)
-            assert rate_after < rate_then or rate_after == limiter.min_rate or paused > 0
-            in_start_up += limiter.starting
-    assert in_start_up == 0  # no refusal ever left the limiter starting
-    assert not limiter.starting or budget > 2 * start * 2**18  # (it always met the budget here)
+        if kind == "ok":
+            delivered = True
+        else:
+            assert not starting  # start-up never outlives a refusal
+            assert rate_after <= rate_then
+            if delivered and sent >= last_cut and not paused and rate_after > limiter.min_rate:
+                assert rate_after < rate_then
+            if rate_after < rate_before:
+                delivered, last_cut = False, answered
+        rate_before = rate_after
 
 
 def send_all_it_allows(limiter, clock, seconds, latency=None):

@@ -174,11 +174,12 @@ class RateLimiter:
 
     One congestion event, one decrease (TCP counts one loss per window): a refusal of a request
     sent before the last decrease says nothing new (the decrease already answered it), so a
-    burst of 429s from requests in flight counts once. And while the API refuses everything
-    and asks everyone to wait (a fleet-wide pause, below), the refusals of each wave after the
-    pause are that same event until a request sent since the decrease gets through: waves of
-    refusals during a 20 s outage cost one decrease, not one each (which took the rate to its
-    floor, and the run minutes to climb back: issue 17).
+    burst of 429s from requests in flight counts once. Until a request gets through again,
+    refusals of requests sent within `GRACE` seconds of the decrease (or of the end of a
+    fleet-wide pause, below, when the API asked everyone to wait) are that same event too:
+    waves of refusals during a 20 s outage cost one decrease, not one each (which took the
+    rate to its floor, and the run minutes to climb back: issue 17). Without a pause, an API
+    that refuses everything is still met with a decrease every `GRACE` seconds.
 
     A `Retry-After` delays its own request (the retry policy takes it as a floor). It holds
     every caller only when the API's budget is plainly exhausted: refusals with a Retry-After
@@ -195,7 +196,7 @@ class RateLimiter:
     FLEET_PAUSE = 60.0
     GAIN = 2.0  # start-up: the rate is this many times what gets through
     ROUND = 0.25  # start-up: seconds of each measuring round (a bucket of `_MeasuredRate`)
-    GRACE = 1.0  # after a fleet-wide pause, seconds of refusals that are still its event
+    GRACE = 1.0  # seconds after a decrease (or a pause) whose refusals are still its event
     SLOWER = 2.0  # start-up ends when a round's quickest answer is this many times the quickest
     SLOWER_BY = 0.05  # ... and this many seconds more
 
@@ -313,8 +314,9 @@ class RateLimiter:
             self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
         self._delivered = False
-        # A hold is the event of the pause it follows: one armed before this decrease is over.
-        self._held_until = self._paused_until + self._grace() if self._paused_until > now else -math.inf
+        # Until something gets through, refusals within a grace of this decrease (or of the
+        # end of a fleet-wide pause) are this event. A hold armed before it is over.
+        self._held_until = max(now, self._paused_until) + self._grace()
 
     def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
         refusals = self._refusals
@@ -327,8 +329,8 @@ class RateLimiter:
             self._held_until = max(self._held_until, self._paused_until + self._grace())
 
     def _grace(self) -> float:
-        """How long after a fleet-wide pause refusals are still its event: long enough for
-        requests from several servers to go out and be answered."""
+        """How long after a decrease or a fleet-wide pause refusals are still its event: long
+        enough for requests from several servers to go out and be answered."""
         return max(self.GRACE, self.EXHAUSTED_SUBJECTS / self.rate)
 
     @property
