@@ -5,7 +5,7 @@ limit, every poll that finds an export still running delays the whole fleet. So:
 
 - The first poll of an export comes when most exports of this run have finished by then:
   a percentile of the durations seen so far (`ExportDurations`), measured from the export's
-  `created_at`: the 50th to the 95th, spread evenly over the exports so that their polls and
+  `created_at`: the 30th to the 95th, spread evenly over the exports so that their polls and
   downloads do not all come at once. Until a few exports have been seen, `first` seconds (--poll-interval);
   an export whose first poll is still ahead when the fleet's durations become known waits
   for them instead (`postpone`), so only the first few exports of a run pay for finding out.
@@ -45,7 +45,7 @@ class ExportDurations:
     """
 
     MIN_SAMPLES = 5
-    SPREAD = (0.5, 0.95)  # the shares of exports done by the first polls, spread over
+    SPREAD = (0.3, 0.95)  # the shares of exports done by the first polls, spread over
     KEPT = 21  # points of the distribution kept for the next run: every 5th percentile
 
     def __init__(self, size: int = 512, prior: Iterable[float] = (), spread: tuple[float, float] = SPREAD) -> None:
@@ -53,6 +53,7 @@ class ExportDurations:
         self.spread = spread
         self.seen = 0  # estimates of this run (not the prior's)
         self._turn = 0
+        self._imputed = 0
 
     def add(self, seconds: float) -> None:
         if seconds > 0:
@@ -64,12 +65,18 @@ class ExportDurations:
         done by then. Spread evenly over SPREAD (a golden-ratio sequence), not all at one
         percentile: exports asked for together would otherwise all be polled, and the done
         ones downloaded, in the same second, a burst of twice the fleet's requests at the
-        end of the run. The cost: a second poll for 27.5 % of the exports on average, where
+        end of the run. The cost: a second poll for 37.5 % of the exports on average, where
         aiming all at the 90th percentile costs 10 % but collects most of the fleet late, and
         at once."""
         self._turn += 1
         lo, hi = self.spread
         return lo + (hi - lo) * ((self._turn * 0.6180339887498949) % 1.0)
+
+    def below(self, share: float) -> float:
+        """A share spread evenly over [0, `share`) (a golden-ratio sequence): where in the
+        distribution to take the duration of an export known only to be done by `share`."""
+        self._imputed += 1
+        return share * ((self._imputed * 0.6180339887498949) % 1.0)
 
     def quantile(self, q: float) -> float | None:
         if len(self._recent) < self.MIN_SAMPLES:
@@ -160,12 +167,17 @@ class PollSchedule:
     def completed(self, now: float) -> None:
         """The export was found complete at `now`: at most this long, a sample for the fleet.
 
-        Found at a first poll aimed at the fleet's 90th percentile, it counts as that
-        percentile, not as the later moment of the poll: otherwise each run's sample (and,
-        kept between runs, the next run's) would drift later by the poll's margin."""
+        Found at a first poll aimed at the fleet's q-th percentile, it counts as a duration
+        drawn from the fleet's own distribution below q, not as the later moment of the poll:
+        otherwise each run's sample (and, kept between runs, the next run's) would lose its
+        lower part and drift later by the poll's margin."""
         if self.durations is not None and self._polls <= 1:
             took = now - self.started
-            self.durations.add(took if self._aimed is None else min(took, self._aimed))
+            if self._aimed is not None and self._share is not None:
+                # Done before a poll aimed at the fleet's share q: a duration from the fleet's
+                # own distribution below q (at a share spread over 0..q), not the poll's time.
+                took = min(took, self.durations.quantile(self.durations.below(self._share)) or took)
+            self.durations.add(took)
 
     def _anchor(self, status: ExportStatus, now: float) -> None:
         """For an export an earlier run asked for, take its start from `created_at`, once.
