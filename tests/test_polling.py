@@ -176,11 +176,11 @@ def test_an_export_found_done_at_a_first_poll_counts_as_a_duration_of_the_fleet_
 
 def test_first_polls_spread_over_the_fleets_likely_ends():
     """Exports asked for together are not all polled at one percentile (then all downloaded
-    at once): their first polls spread evenly from the 30th to the 95th."""
+    at once): their first polls spread evenly from the 60th to the 95th."""
     durations = ExportDurations(prior=range(1, 101))
     delays = sorted(
         PollSchedule(first=5, longest=600, started=0, durations=durations).first_delay(0) for _ in range(200)
     )
-    assert delays[0] >= 30 * 1.05 and delays[-1] <= 96 * 1.05
+    assert delays[0] >= 60 * 1.05 and delays[-1] <= 96 * 1.05
     for i in range(0, 200, 20):  # evenly
-        assert delays[i] / 1.05 == pytest.approx(30 + 65 * i / 200, abs=3)
+        assert delays[i] / 1.05 == pytest.approx(60 + 35 * i / 200, abs=3)

@@ -5,7 +5,7 @@ limit, every poll that finds an export still running delays the whole fleet. So:
 
 - The first poll of an export comes when most exports of this run have finished by then:
   a percentile of the durations seen so far (`ExportDurations`), measured from the export's
-  `created_at`: the 30th to the 95th, spread evenly over the exports so that their polls and
+  `created_at`: the 60th to the 95th, spread evenly over the exports so that their polls and
   downloads do not all come at once. Until a few exports have been seen, `first` seconds (--poll-interval);
   an export whose first poll is still ahead when the fleet's durations become known waits
   for them instead (`postpone`), so only the first few exports of a run pay for finding out.
@@ -45,7 +45,7 @@ class ExportDurations:
     """
 
     MIN_SAMPLES = 5
-    SPREAD = (0.3, 0.95)  # the shares of exports done by the first polls, spread over
+    SPREAD = (0.6, 0.95)  # the shares of exports done by the first polls, spread over
     KEPT = 21  # points of the distribution kept for the next run: every 5th percentile
 
     def __init__(self, size: int = 512, prior: Iterable[float] = (), spread: tuple[float, float] = SPREAD) -> None:
@@ -65,7 +65,7 @@ class ExportDurations:
         done by then. Spread evenly over SPREAD (a golden-ratio sequence), not all at one
         percentile: exports asked for together would otherwise all be polled, and the done
         ones downloaded, in the same second, a burst of twice the fleet's requests at the
-        end of the run. The cost: a second poll for 37.5 % of the exports on average, where
+        end of the run. The cost: a second poll for 22.5 % of the exports on average, where
         aiming all at the 90th percentile costs 10 % but collects most of the fleet late, and
         at once."""
         self._turn += 1
