@@ -135,21 +135,19 @@ class RateLimiter:
     Starting, after TCP's slow start (RFC 5681) and BBR's start-up: until the first refusal the
     rate is
 
-        rate = max(rate,  min(GAIN * latest,  max_rate))        (GAIN = 2)
+        rate = min(GAIN * max(latest, measured),  max_rate)        (GAIN = 2)
 
-    where `latest` is the rate of successful requests in the last round while they flow
-    (lulls are left out, see `_MeasuredRate`): while the API takes all we send, the rate
-    doubles every round (`ROUND`, a quarter of a second), so `--rate 20` finds a budget of 100
-    in under a second and one of 1,000 in under two; while we have less to send than the rate
-    allows, it stays where it is, at most twice the most that was ever sent in a round, so it
-    never races far ahead of what was tried. It never falls while starting (BBR's max filter):
-    a round with few answers (our own event loop busy starting thousands of tasks) says
-    nothing of the API, and following it down spiralled a 5,000-server run to a crawl.
-    Start-up also ends, without a decrease, when answers slow down (a round's quickest answer
-    more than twice the quickest seen, and 50 ms more: HyStart's delay test, RFC 9406), when
-    the caller says when each request was sent (`succeeded(sent_at=...)`). At the first
-    refusal it hands over to CUBIC at the rate of the round before the refused request's, the
-    last that got through whole, and probes on from there:
+    where `latest` is the rate of successful requests in the last round and
+    `measured` its smoothed value while they flow (lulls are left out, see `_MeasuredRate`):
+    while the API takes all we send, the rate doubles every round (`ROUND`, a quarter of a
+    second), so `--rate 20` finds a budget of 100 in under a second and one of 1,000 in under
+    two; while we have less to send than the rate allows, it stays at twice what we send, so
+    it never races far ahead of what was tried. Start-up also
+    ends, without a decrease, when answers slow down (a round's quickest answer more than twice
+    the quickest seen, and 50 ms more: HyStart's delay test, RFC 9406), when the caller says
+    when each request was sent. At the first refusal it hands over to CUBIC at the rate of the
+    round before the refused request's, the last that got through whole, and probes on from
+    there:
 
         rate = w_max = rate_when_sent / GAIN;  K = 0
 
@@ -358,9 +356,8 @@ class RateLimiter:
             if sent_at is not None:
                 self._watch_latency(now - sent_at, closed)
             if self.starting:
-                # Never down while starting (BBR's max filter): a round in which few answers
-                # came (our own loop busy starting 5,000 tasks) says nothing of the API.
-                self.rate = max(self.rate, min(self.GAIN * self.measured.latest, self.max_rate))
+                got_through = max(self.measured.latest, self.measured.rate)
+                self.rate = max(self.min_rate, min(self.GAIN * got_through, self.max_rate))
                 if closed:
                     self._start_up_rates.append((now, self.rate))
                 return
