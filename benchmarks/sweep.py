@@ -18,6 +18,11 @@ The lower bound is the largest of (each term is printed with how it was computed
 - export cap: sum of export durations / max concurrent exports, when there is a cap;
 - bytes: total archive bytes / loopback bandwidth (one simulator process to curl, measured).
 
+With ``--second-run``, each run is followed by a second ``collector run`` against the same
+simulator into a new folder with the same state folder, so it starts from what the first
+learned (`collector.run.learned`: the request rate and the export-time distribution); its
+record says ``"pass": 2`` and counts only its own requests. The medians are per pass.
+
 One JSON line per run, then a median line; with ``--peer`` also the official-SDK script
 (`peer_sdk.py`) against a fresh simulator with the same settings, and a comparison line.
 Exits 1 if any run's result was wrong (non-zero exit, missing or incorrect archives).
@@ -94,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=3600, help="seconds a collector run may take")
     parser.add_argument("--workdir", type=Path, help="where runs write (default: a temporary folder, removed)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run (under 30 s)")
+    parser.add_argument(
+        "--second-run",
+        action="store_true",
+        help="after each run, another into a new folder with the same state folder (what was learned kept)",
+    )
     return parser
 
 
@@ -167,27 +177,55 @@ def run_once(
     *,
     timeout: float,
     rtt: list[float] | None = None,
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One fresh simulator, one measured client run, the checks. Returns (record, stats)."""
+    passes: int = 1,
+) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """One fresh simulator, `passes` measured client runs against it (each into a folder of
+    its own, all with one state folder), the checks. Returns (record, stats) per pass; the
+    stats of a pass after the first count only its own requests."""
     workdir = root / f"{kind}-{index}"
-    out_dir = workdir / "out"
     workdir.mkdir(parents=True)
+    results = []
     with SimProcess(config, workdir) as sim:
         if rtt is not None:
             rtt.append(sim.round_trip_s())
-        command = [
-            part.replace("{inventory}", str(sim.inventory)).replace("{out}", str(out_dir)).replace("{url}", sim.url)
-            for part in command
-        ]
-        note(f"{kind} run {index}: {config.servers} servers ...")
-        measured = run_measured(command, timeout=timeout)
-        stats = sim.stats()
+        before: dict[str, Any] | None = None
+        for number in range(1, passes + 1):
+            out_dir = workdir / ("out" if number == 1 else f"out-{number}")
+            argv = [
+                part.replace("{inventory}", str(sim.inventory)).replace("{out}", str(out_dir)).replace("{url}", sim.url)
+                for part in command
+            ]
+            note(f"{kind} run {index}{f' pass {number}' if passes > 1 else ''}: {config.servers} servers ...")
+            measured = run_measured(argv, timeout=timeout, state=workdir / "state" if passes > 1 else None)
+            stats = sim.stats()
+            results.append(_record(kind, config, index, measured, stats, before, out_dir, number, passes))
+            before = stats
+    # The archives stay until every run is done (the whole folder goes at the end): ext4
+    # skips inodes freed in the last minute or more when it allocates new ones, so deleting
+    # 10,000 archives right before the next run made that run's file creation several times
+    # slower (perf: recently_deleted in __ext4_new_inode, about 11 % of the collector's CPU).
+    return results
+
+
+def _record(
+    kind: str,
+    config: SimConfig,
+    index: int,
+    measured: Any,
+    stats: dict[str, Any],
+    before: dict[str, Any] | None,
+    out_dir: Path,
+    number: int,
+    passes: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    own = _since(stats, before)
     report = load_report(out_dir) if kind != "peer_sdk" else None
     check = check_archives(config, out_dir, report=report)
     record: dict[str, Any] = {
         "bench": "sweep",
         "tool": kind,
         "run": index,
+        **({"pass": number} if passes > 1 else {}),
         "servers": config.servers,
         "exit_code": measured.exit_code,
         **check.summary(),
@@ -195,7 +233,7 @@ def run_once(
         "peak_rss_mb": measured.peak_rss_mb,
         "cpu_s": measured.cpu_s,
         "cpu_ms_per_server": measured.cpu_s * 1000 / max(1, config.servers),
-        **sweep_metrics(config, stats),
+        **sweep_metrics(config, own),
     }
     if report is not None:
         record["collector_duration_s"] = report.get("run", {}).get("duration_s")
@@ -206,11 +244,18 @@ def run_once(
         record["stderr_tail"] = measured.stderr[-2000:]
     stats["_client_start_on_sim_clock"] = measured.started - stats["clock_t0"]
     stats["_client_end_on_sim_clock"] = measured.ended - stats["clock_t0"]
-    # The archives stay until every run is done (the whole folder goes at the end): ext4
-    # skips inodes freed in the last minute or more when it allocates new ones, so deleting
-    # 10,000 archives right before the next run made that run's file creation several times
-    # slower (perf: recently_deleted in __ext4_new_inode, about 11 % of the collector's CPU).
     return round_floats(record), stats
+
+
+def _since(stats: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+    """The simulator's counts of requests made after `before` (a pass's own)."""
+    if before is None:
+        return stats
+    requests = {
+        operation: {status: n - before["requests"].get(operation, {}).get(status, 0) for status, n in by_status.items()}
+        for operation, by_status in stats["requests"].items()
+    }
+    return {**stats, "requests": requests, "exports_started": stats["exports_started"] - before["exports_started"]}
 
 
 def _last_json(text: str) -> Any:
@@ -241,44 +286,59 @@ def main(argv: list[str] | None = None) -> int:
         records: list[dict[str, Any]] = []
         stats = None
         bound = None
+        passes = 2 if args.second_run else 1
         for index in range(1, args.runs + 1):
             command = collector_command(Path("{inventory}"), Path("{out}"), extra)
-            record, stats = run_once(
-                "collector", command, config, root, index, timeout=args.timeout, rtt=rtt if index == 1 else None
+            ran = run_once(
+                "collector",
+                command,
+                config,
+                root,
+                index,
+                timeout=args.timeout,
+                rtt=rtt if index == 1 else None,
+                passes=passes,
             )
-            if bound is None:
-                bound = lower_bound(config, bandwidth, rtt[0])
-                emit(
-                    {
-                        "bench": "sweep",
-                        "kind": "setup",
-                        "code": code_version(),
-                        "sim": _sim_summary(config),
-                        "collector_args": extra,
-                        "loopback_MiB_per_s": round(bandwidth["bytes_per_s"] / MIB, 1),
-                        "rtt_ms": round(rtt[0] * 1000, 3),
-                        **round_floats(bound),
-                    }
-                )
-            record["lower_bound_s"] = round(bound["lower_bound_s"], 4)
-            record["ratio"] = round(record["makespan_s"] / bound["lower_bound_s"], 4)
-            emit(record)
-            records.append(record)
-            failed |= not record["correct"]
+            stats = ran[-1][1]
+            for record, _ in ran:
+                if bound is None:
+                    bound = lower_bound(config, bandwidth, rtt[0])
+                    emit(
+                        {
+                            "bench": "sweep",
+                            "kind": "setup",
+                            "code": code_version(),
+                            "sim": _sim_summary(config),
+                            "collector_args": extra,
+                            "loopback_MiB_per_s": round(bandwidth["bytes_per_s"] / MIB, 1),
+                            "rtt_ms": round(rtt[0] * 1000, 3),
+                            **round_floats(bound),
+                        }
+                    )
+                record["lower_bound_s"] = round(bound["lower_bound_s"], 4)
+                record["ratio"] = round(record["makespan_s"] / bound["lower_bound_s"], 4)
+                emit(record)
+                records.append(record)
+                failed |= not record["correct"]
         ours = None
-        if records:  # --runs 0: only the profile, or only the peer
-            ours = {
+        for number in range(1, passes + 1):
+            mine = [r for r in records if r.get("pass", 1) == number]
+            if not mine:  # --runs 0: only the profile, or only the peer
+                continue
+            median = {
                 "bench": "sweep",
                 "tool": "collector",
                 "kind": "median",
-                "runs": len(records),
+                **({"pass": number} if passes > 1 else {}),
+                "runs": len(mine),
                 "servers": config.servers,
                 "collector_args": extra,
                 "lower_bound_s": round(bound["lower_bound_s"], 4),
-                "all_correct": all(r["correct"] for r in records),
-                **median_record(records, MEDIAN_KEYS),
+                "all_correct": all(r["correct"] for r in mine),
+                **median_record(mine, MEDIAN_KEYS),
             }
-            emit(ours)
+            emit(median)
+            ours = ours or median
         if args.plot and stats is not None:
             from plot import plot_sweep
 
@@ -315,7 +375,7 @@ def profile(path: Path, config: SimConfig, root: Path, extra: list[str], *, time
         "--",
         *collector_command(Path("{inventory}"), Path("{out}"), extra),
     ]
-    record, _ = run_once("profiled", command, config, root, 1, timeout=timeout * 2)
+    ((record, _),) = run_once("profiled", command, config, root, 1, timeout=timeout * 2)
     emit(
         {
             "bench": "sweep",
@@ -334,7 +394,7 @@ def run_peer(
     from peer_sdk import peer_command
 
     command = peer_command("{url}", config, Path("{inventory}"), Path("{out}"), workers=args.peer_workers)
-    record, stats = run_once("peer_sdk", command, config, root, 1, timeout=args.timeout * 4)
+    ((record, stats),) = run_once("peer_sdk", command, config, root, 1, timeout=args.timeout * 4)
     record["lower_bound_s"] = round(bound["lower_bound_s"], 4)
     record["ratio"] = round(record["makespan_s"] / bound["lower_bound_s"], 4)
     emit(record)

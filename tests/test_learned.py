@@ -9,7 +9,7 @@ import pytest
 from _listing import collector_run
 
 from collector.errors import ExitCode
-from collector.run.learned import KEEP_FOR, LEARNED_FILE, MARGIN, remember, starting_rates
+from collector.run.learned import KEEP_FOR, LEARNED_FILE, MARGIN, remember, starting_durations, starting_rates
 from collector.simulator import SimConfig, Simulator
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -65,3 +65,23 @@ def test_a_state_file_that_cannot_be_read_only_means_no_head_start(tmp_path, tex
     assert starting_rates(tmp_path) == {}
     remember(tmp_path, {"https://a": 10.0})  # and the next run still writes its own
     assert set(starting_rates(tmp_path)) == {"https://a"}
+
+
+def test_the_export_time_distribution_is_kept_beside_the_rate_and_aged_out_the_same_way(tmp_path):
+    points = [float(s) for s in range(60, 121, 3)]
+    remember(tmp_path, {"https://a": 100.0}, durations=points, now=1_000_000)
+    assert starting_durations(tmp_path, ["https://a"], now=1_000_000 + 3600) == points
+    assert starting_durations(tmp_path, ["https://b"], now=1_000_000 + 3600) == []  # another endpoint's
+    assert starting_durations(tmp_path, ["https://a"], now=1_000_000 + KEEP_FOR + 1) == []
+    # a run that saw too few exports to say keeps the earlier distribution, with its age
+    remember(tmp_path, {"https://a": 90.0}, now=1_000_000 + 7200)
+    assert starting_durations(tmp_path, ["https://a"], now=1_000_000 + KEEP_FOR - 1) == points
+    assert starting_durations(tmp_path, ["https://a"], now=1_000_000 + KEEP_FOR + 1) == []
+    assert starting_rates(tmp_path, now=1_000_000 + KEEP_FOR + 1) == {"https://a": pytest.approx(MARGIN * 90)}
+
+
+@pytest.mark.parametrize("kept", ["soon", {"seconds": "many", "at": 1}, {"seconds": [1, "x", -3, 1e999], "at": 1}])
+def test_a_kept_distribution_that_cannot_be_read_only_means_first_polls_as_a_first_run(tmp_path, kept):
+    data = {"endpoints": {"https://a": {"rate": 10, "at": 1, "exports": kept}}}
+    (tmp_path / LEARNED_FILE).write_text(json.dumps(data))
+    assert starting_durations(tmp_path, ["https://a"], now=2) in ([], [1.0])

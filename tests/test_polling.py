@@ -67,7 +67,7 @@ def test_failure_reason_says_which(samples, words):
 
 
 def test_first_poll_waits_until_most_exports_of_the_run_are_done():
-    durations = ExportDurations()
+    durations = ExportDurations(spread=(0.9, 0.9))
     for seconds in [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]:
         durations.add(seconds)
     schedule = PollSchedule(first=5, longest=60, started=100, durations=durations)
@@ -89,7 +89,8 @@ def test_polls_teach_the_fleet_estimate():
         schedule = PollSchedule(started=0, durations=durations)
         schedule.first_delay(0)
         schedule.next_delay(status(25), now=5)  # 25 % after 5 s: about 20 s in all
-    assert durations.quantile(0.5) == pytest.approx(20)
+    # 25 % is 25 to 26 %: the fleet's sample takes the middle (it took 100/25 x 5 s before)
+    assert durations.quantile(0.5) == pytest.approx(5 * 100 / 25.5)
 
 
 def test_resumed_export_is_timed_from_its_created_at():
@@ -122,3 +123,64 @@ def test_a_resumed_export_created_longer_ago_than_any_export_may_take_is_not_bel
     delay = schedule.next_delay(ExportStatus("1", ExportState.RUNNING, "Running", 50, ancient), now=505)
     assert 5 <= delay <= 7  # timed from when we took it up, 5 s ago
     assert durations.quantile(0.5) is None or durations.quantile(0.5) < 60
+
+
+def test_the_latest_end_the_percentages_allow_is_aimed_at():
+    """A percentage is rounded down: 33 % after 5 s may end as late as 5 x 100 / 33 s."""
+    schedule = PollSchedule(first=5, longest=60, started=0)
+    schedule.first_delay(0)
+    latest_end = 5 * 100 / 33
+    delay = schedule.next_delay(status(33), now=5)
+    assert latest_end - 5 < delay <= (latest_end - 5) * 1.02 + 0.2
+    # two reports: no faster than from the first's top (34 %) to the latest's bottom (60 %)
+    delay = schedule.next_delay(status(60), now=9)
+    assert delay == pytest.approx((40 / (26 / 4)) * 1.02 + 0.2)
+
+
+def test_a_first_poll_waits_for_the_fleet_estimate_learned_meanwhile():
+    """Every export asked for before any was seen gets --poll-interval; when its poll comes
+    and the fleet has been seen meanwhile, it waits for the fleet's likely end instead."""
+    durations = ExportDurations(spread=(0.9, 0.9))
+    schedule = PollSchedule(first=5, longest=600, started=0, durations=durations)
+    assert schedule.first_delay(0) == 5
+    for seconds in [80, 90, 100, 110, 120]:
+        durations.add(seconds)
+    assert schedule.postpone(5) == pytest.approx(120 * 1.05 - 5)
+    assert schedule.postpone(5) == 0  # once
+    schedule.next_delay(status(96), now=126)
+    assert schedule.postpone(130) == 0  # and never after a poll
+
+
+def test_a_prior_sample_answers_until_the_runs_own_push_it_out():
+    durations = ExportDurations(size=30, prior=[60, 70, 80, 90, 100, 110, 120], spread=(0.9, 0.9))
+    assert PollSchedule(first=5, longest=600, started=0, durations=durations).first_delay(0) == pytest.approx(126)
+    assert durations.summary() == []  # nothing of this run's own to keep
+    for _ in range(30):
+        durations.add(10)
+    assert durations.quantile(0.9) == 10
+    assert durations.summary() == [10] * ExportDurations.KEPT
+
+
+def test_an_export_found_done_at_a_first_poll_counts_as_a_duration_of_the_fleet_below_its_aim():
+    """Its poll came after the fleet's q-th percentile (5 % later, and our queue's delay): as a
+    sample it is a duration of the fleet's below that, or each run's estimate would drift later."""
+    prior = [(i * 37) % 100 + 1 for i in range(100)]  # 1 to 100, in no order
+    durations = ExportDurations(size=100, prior=prior, spread=(0.9, 0.9))
+    for _ in range(100):  # the prior pushed out by these, one for one
+        schedule = PollSchedule(first=5, longest=600, started=0, durations=durations)
+        schedule.first_delay(0)
+        schedule.completed(now=109)
+    assert durations.quantile(1.0) <= 91
+    assert durations.quantile(0.5) == pytest.approx(45, abs=5)  # the lower part stays
+
+
+def test_first_polls_spread_over_the_fleets_likely_ends():
+    """Exports asked for together are not all polled at one percentile (then all downloaded
+    at once): their first polls spread evenly from the 60th to the 95th."""
+    durations = ExportDurations(prior=range(1, 101))
+    delays = sorted(
+        PollSchedule(first=5, longest=600, started=0, durations=durations).first_delay(0) for _ in range(200)
+    )
+    assert delays[0] >= 60 * 1.05 and delays[-1] <= 96 * 1.05
+    for i in range(0, 200, 20):  # evenly
+        assert delays[i] / 1.05 == pytest.approx(60 + 35 * i / 200, abs=3)

@@ -211,6 +211,7 @@ def succeed_at(limiter, clock, per_second, seconds):
 
 def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False  # CUBIC's decrease (start-up's first refusal halves: tested below)
     sent_earlier = clock.now
     clock.now += 0.5
     limiter.throttled(sent_at=clock.now)
@@ -218,12 +219,18 @@ def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     limiter.throttled(sent_at=sent_earlier)  # sent at the old rate: already answered
     assert limiter.rate == pytest.approx(70)
     clock.now += 0.1
-    limiter.throttled(sent_at=clock.now)  # sent after the cut: a new signal
-    assert limiter.rate == pytest.approx(49)
+    limiter.throttled(sent_at=clock.now)  # sent after the cut, but nothing got through since:
+    assert limiter.rate == pytest.approx(70)  # the same event (issue 17's waves; it cut again before)
+    limiter.succeeded()
+    clock.now += 0.1
+    before = limiter.rate
+    limiter.throttled(sent_at=clock.now)  # refused after something got through: a new signal
+    assert limiter.rate == pytest.approx(0.7 * before)
 
 
 def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(clock):
     limiter = RateLimiter(100, max_rate=100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False  # CUBIC's decrease (start-up's first refusal halves: tested below)
     succeed_at(limiter, clock, 100, 2)
     limiter.max_rate = float("inf")
     w_max = limiter.rate
@@ -382,3 +389,136 @@ def test_from_any_history_the_rate_recovers_once_requests_get_through(start, eve
         clock.now += 1 / limiter.rate
         limiter.succeeded()
     assert limiter.rate >= 50, limiter.rate
+
+
+# -- start-up: finding the budget fast, without a burst of refusals ---------------------------
+
+
+def against_a_token_bucket(limiter, clock, *, budget, burst, latency, seconds):
+    """Send as fast as `limiter` allows to an API that takes `budget` requests/s with a bucket
+    of `burst`, each answer `latency` s after its request; returns what happened, in order:
+    (kind, sent_at, answered_at, rate when sent, and after the answer: rate, pause, starting)."""
+    import heapq as _heapq
+
+    tokens, updated = float(burst), clock.now
+    pending: list[tuple[float, float, bool, float]] = []  # (answered_at, sent_at, granted, rate then)
+    history = []
+    next_send = clock.now
+    end = clock.now + seconds
+    while True:
+        send_next = next_send if next_send < end else float("inf")
+        if pending and pending[0][0] <= send_next:
+            answered, sent, granted, rate_then = _heapq.heappop(pending)
+            clock.now = answered
+            if granted:
+                limiter.succeeded()
+            else:
+                limiter.throttled(1.0, sent_at=sent, subject=f"s{len(history) % 7}")
+            after = (limiter.rate, limiter.paused_for, limiter.starting)
+            history.append(("ok" if granted else "refused", sent, answered, rate_then, *after))
+            continue
+        if send_next == float("inf"):
+            return history
+        clock.now = max(next_send, clock.now, limiter._paused_until)
+        tokens = min(float(burst), tokens + (clock.now - updated) * budget)
+        updated = clock.now
+        granted = tokens >= 1
+        tokens -= granted
+        _heapq.heappush(pending, (clock.now + latency, clock.now, granted, limiter.rate))
+        next_send = clock.now + 1 / limiter.rate
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.floats(min_value=1.0, max_value=50.0),
+    budget=st.floats(min_value=20.0, max_value=400.0),
+    burst_share=st.floats(min_value=0.25, max_value=1.0),
+    latency=st.floats(min_value=0.001, max_value=0.2),
+)
+def test_start_up_finds_any_budget_in_seconds_with_few_refusals(start, budget, burst_share, latency):
+    """From any --rate, against any budget of 20 requests/s or more: the budget is in use
+    within seconds, and refusals are start-up's one event (the requests in flight when it was
+    refused) and then at most 5 % of what was sent. (Below 20 requests/s CUBIC's own probing,
+    a refusal every few seconds, is a larger share.)"""
+    clock = FakeClock()
+    limiter = RateLimiter(start, clock=clock, sleep=clock.sleep)
+    began = clock.now
+    history = against_a_token_bucket(
+        limiter, clock, budget=budget, burst=max(1.0, burst_share * budget), latency=latency, seconds=30
+    )
+    refused = [h for h in history if h[0] == "refused"]
+    first = refused[0] if refused else None
+    in_flight = sum(1 for h in history if first and h[1] < first[2] and h[2] >= first[2])
+    assert len(refused) <= in_flight + max(3, 0.05 * len(history)), (len(refused), in_flight, len(history))
+    # the budget is found: the second half of the run got at least 60 % of it through
+    late = [h for h in history if h[0] == "ok" and h[1] >= began + 15]
+    assert len(late) >= 0.6 * budget * 15, (len(late), budget)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    start=st.floats(min_value=1.0, max_value=50.0),
+    budget=st.floats(min_value=5.0, max_value=400.0),
+    latency=st.floats(min_value=0.001, max_value=0.2),
+)
+def test_start_up_ends_at_its_first_refusal_below_the_refused_rate(start, budget, latency):
+    """Start-up takes one refusal, not a burst: the first refusal ends it (the refusals of
+    requests already in flight count with it); after any refusal the rate is no higher than
+    the rate the refused request was sent at, and lower when something got through since the
+    last decrease (else it is that decrease's event, issue 17), unless everyone is paused."""
+    clock = FakeClock()
+    limiter = RateLimiter(start, clock=clock, sleep=clock.sleep)
+    rate_before, delivered, last_cut = start, True, -1.0
+    for kind, sent, answered, rate_then, rate_after, paused, starting in against_a_token_bucket(
+        limiter, clock, budget=budget, burst=budget, latency=latency, seconds=10
+    ):
+        if kind == "ok":
+            delivered = True
+        else:
+            assert not starting  # start-up never outlives a refusal
+            assert rate_after <= rate_then
+            if delivered and sent >= last_cut and not paused and rate_after > limiter.min_rate:
+                assert rate_after < rate_then
+            if rate_after < rate_before:
+                delivered, last_cut = False, answered
+        rate_before = rate_after
+
+
+def send_all_it_allows(limiter, clock, seconds, latency=None):
+    """Every request the limiter allows for `seconds`, each taken (answered `latency` later)."""
+    end = clock.now + seconds
+    while clock.now < end:
+        clock.now += 1 / limiter.rate
+        limiter.succeeded(sent_at=None if latency is None else clock.now - latency)
+
+
+def test_start_up_doubles_with_what_gets_through_and_halves_at_the_first_refusal(clock):
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    send_all_it_allows(limiter, clock, 1.0)  # the first bucket starts at the first answer
+    rate = limiter.rate
+    send_all_it_allows(limiter, clock, 1.0)
+    assert limiter.starting and limiter.rate == pytest.approx(rate * 2**4, rel=0.1)  # twice every quarter second
+    refused_at = limiter.rate
+    limiter.throttled(sent_at=clock.now)
+    assert not limiter.starting and limiter.rate == pytest.approx(refused_at / 2)
+    assert limiter.learned == pytest.approx(refused_at / 2)  # the last rate that got through whole
+    send_all_it_allows(limiter, clock, 2.0)
+    assert refused_at / 2 < limiter.rate < refused_at / 2 + 0.4 * 2**3 + 1  # CUBIC probes on from there
+
+
+def test_start_up_grows_no_faster_than_twice_what_is_sent(clock):
+    """With little to send, start-up does not race ahead of what was tried."""
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    succeed_at(limiter, clock, 5, 20)
+    assert limiter.starting and limiter.rate == pytest.approx(10, abs=0.5)
+
+
+def test_start_up_stops_growing_when_answers_slow_down(clock):
+    """HyStart's delay test: a queue building at the API ends start-up, without a decrease."""
+    limiter = RateLimiter(20, clock=clock, sleep=clock.sleep)
+    send_all_it_allows(limiter, clock, 2.0, latency=0.01)
+    assert limiter.starting
+    rate = limiter.rate
+    send_all_it_allows(limiter, clock, 1.0, latency=0.2)  # answers 20 times slower
+    assert not limiter.starting
+    assert rate <= limiter.rate <= 4 * rate  # kept (a round at most past it), not cut

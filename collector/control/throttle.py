@@ -132,6 +132,32 @@ class RateLimiter:
     turn goes by priority: a download holds one of few transfer slots and an export starts
     work on the server, so both go before polls, which only ask whether work is done.
 
+    Starting, after TCP's slow start (RFC 5681) and BBR's start-up: until the first refusal the
+    rate is
+
+        rate = min(GAIN * max(latest, measured),  max_rate)        (GAIN = 2)
+
+    where `latest` is the rate of successful requests in the last round and
+    `measured` its smoothed value while they flow (lulls are left out, see `_MeasuredRate`):
+    while the API takes all we send, the rate doubles every round (`ROUND`, a quarter of a
+    second), so `--rate 20` finds a budget of 100 in under a second and one of 1,000 in under
+    two; while we have less to send than the rate allows, it stays at twice what we send, so
+    it never races far ahead of what was tried. Start-up also
+    ends, without a decrease, when answers slow down (a round's quickest answer more than twice
+    the quickest seen, and 50 ms more: HyStart's delay test, RFC 9406), when the caller says
+    when each request was sent. At the first refusal it hands over to CUBIC at the rate of the
+    round before the refused request's, the last that got through whole, and probes on from
+    there:
+
+        rate = w_max = rate_when_sent / GAIN;  K = 0
+
+    (not back towards the refused rate: doubling reaches past the budget by what a bucket's
+    burst and the answers still in flight hid, as much as three times it.)
+
+    (A slow start that doubled until the first 429 was tried before and overshot into bursts
+    of 429s; this one grows only with what was measured getting through, a refusal halves it,
+    and the refusals of requests already in flight count once, as below.)
+
     Adapting, after CUBIC (RFC 9438) as botocore's "adaptive" retry mode applies it to request
     rates. CUBIC rather than plain AIMD because it returns quickly to the rate that last
     worked and then probes carefully around it, where AIMD's linear climb would spend most of
@@ -139,17 +165,21 @@ class RateLimiter:
 
         w_max = rate;  rate = beta * rate;  K = cbrt(w_max * (1 - beta) / C)
 
-    and on each success, t seconds after that 429:
+    (with w_max = rate * (1 + beta) / 2 instead when refused below the last w_max: RFC 9438's
+    fast convergence) and on each success, t seconds after that 429:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
-    where `measured` is the smoothed rate of successful requests while they flow (lulls are
-    left out): we never send faster than twice what we saw getting through. Before any 429,
-    w_max is the starting rate and K = 0, so the limiter probes upwards from `--rate`. (A
-    TCP-like slow start, doubling until the first 429, was tried and measured worse: it
-    overshoots into bursts of 429s.) A 429 whose request was sent before the last decrease
-    says nothing new (the decrease already answered it) and is ignored, so a burst of 429s
-    from requests in flight counts once.
+    we never send faster than twice what we saw getting through.
+
+    One congestion event, one decrease (TCP counts one loss per window): a refusal of a request
+    sent before the last decrease says nothing new (the decrease already answered it), so a
+    burst of 429s from requests in flight counts once. Until a request gets through again,
+    refusals of requests sent within `GRACE` seconds of the decrease (or of the end of a
+    fleet-wide pause, below, when the API asked everyone to wait) are that same event too:
+    waves of refusals during a 20 s outage cost one decrease, not one each (which took the
+    rate to its floor, and the run minutes to climb back: issue 17). Without a pause, an API
+    that refuses everything is still met with a decrease every `GRACE` seconds.
 
     A `Retry-After` delays its own request (the retry policy takes it as a floor). It holds
     every caller only when the API's budget is plainly exhausted: refusals with a Retry-After
@@ -164,6 +194,11 @@ class RateLimiter:
     EXHAUSTED_SUBJECTS = 3
     EXHAUSTED_WINDOW = 2.0
     FLEET_PAUSE = 60.0
+    GAIN = 2.0  # start-up: the rate is this many times what gets through
+    ROUND = 0.25  # start-up: seconds of each measuring round (a bucket of `_MeasuredRate`)
+    GRACE = 1.0  # seconds after a decrease (or a pause) whose refusals are still its event
+    SLOWER = 2.0  # start-up ends when a round's quickest answer is this many times the quickest
+    SLOWER_BY = 0.05  # ... and this many seconds more
 
     def __init__(
         self,
@@ -198,7 +233,16 @@ class RateLimiter:
         self._epoch = now  # when the current CUBIC curve started: the last decrease, or now
         self._k = 0.0
         self._last_decrease = -math.inf
+        self._learned = self.rate
+        self.starting = True  # in start-up: growing with what gets through, until the first refusal
+        # (since, rate) of start-up's last rounds: the rate a refused request was sent at
+        self._start_up_rates: deque[tuple[float, float]] = deque([(now, self.rate)], maxlen=16)
+        self._held_until = -math.inf  # refusals of requests sent before this are the last event's
+        self._delivered = True  # a request sent since the last decrease got through
+        self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
+        self._round_quickest = math.inf  # ... in the current measuring bucket
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
+        self.measured.bucket = self.ROUND
 
     async def acquire(self, priority: int = 0) -> float:
         """Wait for this caller's turn; returns the clock time it was sent at.
@@ -249,10 +293,30 @@ class RateLimiter:
             self._refused(now, retry_after, subject)
         if sent_at is not None and sent_at < self._last_decrease:
             return  # sent at the old rate; the decrease already answered it
-        self._w_max = self.rate
-        self.rate = max(self.min_rate, self.rate * self.beta)
-        self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
+        if not self._delivered and (sent_at if sent_at is not None else now) < self._held_until:
+            return  # the API still refuses everyone: the same event as the last decrease
+        if self.starting:
+            # The refused rate was reached by doubling past what a bucket's burst and the
+            # answers in flight hid: not a rate to return to. Probe on from the one before.
+            self.starting = False
+            refused = self._rate_at(sent_at) if sent_at is not None else self.rate
+            self.rate = self._w_max = self._learned = max(self.min_rate, min(self.rate, refused) / self.GAIN)
+            self._k = 0.0
+            self._start_up_rates.clear()
+            self.measured.bucket = _MeasuredRate.BUCKET
+        else:
+            # Fast convergence (RFC 9438, 4.7): refused below where it was refused last time,
+            # the budget has shrunk, or a pause's refill made it look larger: remember less.
+            fell = self.rate < self._w_max
+            self._learned = self.rate
+            self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
+            self.rate = max(self.min_rate, self.rate * self.beta)
+            self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
+        self._delivered = False
+        # Until something gets through, refusals within a grace of this decrease (or of the
+        # end of a fleet-wide pause) are this event. A hold armed before it is over.
+        self._held_until = max(now, self._paused_until) + self._grace()
 
     def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
         refusals = self._refusals
@@ -261,24 +325,69 @@ class RateLimiter:
             refusals.popleft()
         if len({whose for _, whose in refusals}) >= self.EXHAUSTED_SUBJECTS:
             self._paused_until = max(self._paused_until, now + min(retry_after, self.FLEET_PAUSE))
+            # What is sent in the first moments after the pause meets the same exhaustion.
+            self._held_until = max(self._held_until, self._paused_until + self._grace())
+
+    def _grace(self) -> float:
+        """How long after a decrease or a fleet-wide pause refusals are still its event: long
+        enough for requests from several servers to go out and be answered."""
+        return max(self.GRACE, self.EXHAUSTED_SUBJECTS / self.rate)
 
     @property
     def learned(self) -> float:
         """The rate this limiter found the API to take: where it was last refused, if it ever
-        was (it climbs past that while probing), else where it got to."""
-        return self._w_max if self._last_decrease > -math.inf else self.rate
+        was (it climbs past that while probing; for start-up's refusal, the round before, the
+        last that got through whole), else where it got to."""
+        return self._learned if self._last_decrease > -math.inf else self.rate
 
     @property
     def paused_for(self) -> float:
         """Seconds every caller still waits because the API's budget is exhausted (0: none)."""
         return max(0.0, self._paused_until - self._clock())
 
-    def succeeded(self) -> None:
+    def succeeded(self, *, sent_at: float | None = None) -> None:
+        """A request got through; `sent_at` (what `acquire` returned for it), when given, lets
+        start-up watch the answers' latency."""
         now = self._clock()
-        self.measured.add(now, interval=1 / self.rate)
+        if sent_at is None or sent_at >= self._last_decrease:
+            self._delivered = True
+        closed = self.measured.add(now, interval=1 / self.rate)
+        if self.starting:
+            if sent_at is not None:
+                self._watch_latency(now - sent_at, closed)
+            if self.starting:
+                got_through = max(self.measured.latest, self.measured.rate)
+                self.rate = max(self.min_rate, min(self.GAIN * got_through, self.max_rate))
+                if closed:
+                    self._start_up_rates.append((now, self.rate))
+                return
         t = now - self._epoch
         cubic = self.scale * (t - self._k) ** 3 + self._w_max
         self.rate = max(self.min_rate, min(cubic, 2 * self.measured.rate, self.max_rate))
+
+    def _rate_at(self, when: float) -> float:
+        """Start-up's rate at clock time `when` (it changes as each measuring round closes)."""
+        rate = self._start_up_rates[0][1]
+        for since, then in self._start_up_rates:
+            if since > when:
+                break
+            rate = then
+        return rate
+
+    def _watch_latency(self, latency: float, closed: bool) -> None:
+        """Start-up's delay test: a round (measuring bucket) whose quickest answer is much
+        slower than the quickest seen means a queue is building: stop doubling, keep the rate,
+        and probe on from it as CUBIC does."""
+        if closed:
+            slower = self._round_quickest > max(self.SLOWER * self._quickest, self._quickest + self.SLOWER_BY)
+            self._quickest = min(self._quickest, self._round_quickest)
+            self._round_quickest = math.inf
+            if slower:
+                self.starting = False
+                self.measured.bucket = _MeasuredRate.BUCKET
+                self._w_max, self._k, self._epoch = self.rate, 0.0, self._clock()
+                return
+        self._round_quickest = min(self._round_quickest, max(0.0, latency))
 
 
 @dataclass(order=True)
@@ -290,7 +399,8 @@ class _Waiter:
 
 
 class _MeasuredRate:
-    """Successful requests per second while requests flow: half-second buckets, smoothed.
+    """Successful requests per second while requests flow: half-second buckets (a quarter of a
+    second in start-up), smoothed.
 
     A lull (no success for `IDLE` seconds: every server waiting for its export, say) measures
     our demand, not the API's capacity, so it is left out: the bucket it would have ended is
@@ -305,23 +415,29 @@ class _MeasuredRate:
 
     def __init__(self, now: float, *, floor: float) -> None:
         self.rate = floor  # until measured, as if half the starting rate got through
+        self.bucket = self.BUCKET  # seconds; start-up measures in shorter rounds
+        self.latest = floor  # the last bucket's own rate, unsmoothed
         self._bucket_start = now
         self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
         self._count = 0
 
-    def add(self, now: float, interval: float = 0.0) -> None:
-        """A success at `now`; `interval` is the gap the limiter's pace puts between requests.
+    def add(self, now: float, interval: float = 0.0) -> bool:
+        """A success at `now`; `interval` is the gap the limiter's pace puts between requests;
+        True when it closed a bucket (a measuring round).
         A gap counts as a lull only when it is also several of those: at 0.5 req/s, successes
         two seconds apart are the flow, not a lull (taking them for one kept such a limiter
         from ever measuring, so from ever climbing: issue 14)."""
+        closed = False
         if now - self._last >= max(self.IDLE, 4 * interval):
             self._bucket_start, self._count = now, 0
-        elif (elapsed := now - self._bucket_start) >= self.BUCKET:
-            latest = self._count / elapsed
-            self.rate = self.SMOOTHING * latest + (1 - self.SMOOTHING) * self.rate
+        elif (elapsed := now - self._bucket_start) >= self.bucket:
+            self.latest = self._count / elapsed
+            self.rate = self.SMOOTHING * self.latest + (1 - self.SMOOTHING) * self.rate
             self._bucket_start, self._count = now, 0
+            closed = True
         self._count += 1
         self._last = now
+        return closed
 
 
 class RetryQuota:

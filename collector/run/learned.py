@@ -1,15 +1,27 @@
-"""What a run learned of each endpoint's request budget, kept for the next run's start.
+"""What a run learned of each endpoint, kept for the next run's start: its request budget and
+how long its servers' exports take.
 
-The limiter finds the API's budget by climbing from `--rate` (20 by default); on a small fleet
-or a generous API most of a first run is that climb. So a run writes, per endpoint, the rate
-its limiter ended at, and the next run (whatever its output folder: a nightly `-o
-logs/{date}` too) starts there, less a margin:
+The limiter finds the API's budget by climbing from `--rate` (20 by default, doubling four
+times a second until the first refusal); a run writes, per endpoint, the rate its limiter
+learned, and the next run (whatever its output folder: a nightly `-o logs/{date}` too) starts
+there, less a margin:
 
     start = MARGIN x learned rate, if it was learned less than KEEP_FOR ago; else --rate
 
 Aged out after a week, and started below it, so a budget that was lowered since is met with a
-few 429s (the limiter then drops to 70 % of its rate at once), not hammered. A `--rate` given
-(as a flag or in the inventory) always wins; shards and the demo neither read nor write it.
+few 429s (the limiter then halves its rate at once), not hammered.
+
+The export-time distribution (21 points: every 5th percentile of the run's estimates, see
+`collector.sweep.polling.ExportDurations`) is kept beside it. The next run's first polls aim
+at its 90th percentile from the first export on, where a first run polls its first exports at
+--poll-interval to find out; the run's own estimates replace it one for one as they come.
+Aged out the same way: kept a week from the run that saw it, then forgotten; a run that saw
+too few exports to say (fewer than 5) leaves the earlier distribution, with its own age.
+A fleet that became slower since costs a second poll of the exports that outlast it; one
+that became faster, a few seconds' wait at each first poll, until its own estimates take over.
+
+A `--rate` given (as a flag or in the inventory) always wins, and then nothing is read or kept;
+shards and the demo neither read nor write it either.
 
 Kept in the state folder (`--state-dir`, else `$XDG_STATE_HOME/collector`, else
 `~/.local/state/collector`), never under OUT. A file that cannot be read is ignored (said at
@@ -20,8 +32,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +47,7 @@ LEARNED_FILE = "learned.json"
 KEEP_FOR = 7 * 86400.0  # seconds a learned rate is believed
 MARGIN = 0.8  # of the learned rate, the next run starts at
 MAX_BYTES = 1024 * 1024  # of the file we read: a few hundred bytes per endpoint
+MAX_POINTS = 64  # of a kept export-time distribution (we write 21)
 
 
 def starting_rates(folder: Path | None, *, now: float | None = None) -> dict[str, float]:
@@ -47,14 +61,45 @@ def starting_rates(folder: Path | None, *, now: float | None = None) -> dict[str
     return rates
 
 
-def remember(folder: Path | None, rates: Mapping[str, float], *, now: float | None = None) -> None:
-    """Keep `rates` (endpoint -> the rate its limiter learned) for the next run; other
-    endpoints' entries stay. Never fails the run: a state folder we cannot write is said once."""
+def starting_durations(folder: Path | None, endpoints: Iterable[str], *, now: float | None = None) -> list[float]:
+    """The export-time distribution earlier runs saw at these endpoints (seconds, the points
+    of each kept one, together), for the next run's first polls; empty if none is recent."""
+    now = time.time() if now is None else now
+    wanted = set(endpoints)
+    points: list[float] = []
+    for endpoint, entry in _entries(folder).items():
+        kept = entry.get("exports")
+        if endpoint not in wanted or not isinstance(kept, dict):
+            continue
+        seconds, at = kept.get("seconds"), kept.get("at")
+        if not isinstance(at, (int, float)) or not 0 <= now - at < KEEP_FOR or not isinstance(seconds, list):
+            continue
+        points += [float(s) for s in seconds[:MAX_POINTS] if isinstance(s, (int, float)) and 0 < s < math.inf]
+    return points
+
+
+def remember(
+    folder: Path | None,
+    rates: Mapping[str, float],
+    *,
+    durations: Sequence[float] = (),
+    now: float | None = None,
+) -> None:
+    """Keep `rates` (endpoint -> the rate its limiter learned) and, for those endpoints, the
+    run's export-time distribution `durations` (if it saw enough to say; else the one kept
+    stays) for the next run; other endpoints' entries stay. Never fails the run: a state
+    folder we cannot write is said once."""
     if folder is None or not rates:
         return
     now = time.time() if now is None else now
     endpoints: dict[str, Any] = dict(_entries(folder))
-    endpoints.update({endpoint: {"rate": round(rate, 3), "at": int(now)} for endpoint, rate in rates.items()})
+    for endpoint, rate in rates.items():
+        entry: dict[str, Any] = {"rate": round(rate, 3), "at": int(now)}
+        if durations:
+            entry["exports"] = {"seconds": [round(s, 3) for s in durations[:MAX_POINTS]], "at": int(now)}
+        elif isinstance(kept := endpoints.get(endpoint, {}).get("exports"), dict):
+            entry["exports"] = kept
+        endpoints[endpoint] = entry
     try:
         make_folders(folder)
         write_atomically(folder / LEARNED_FILE, json.dumps({"endpoints": endpoints}, indent=1).encode())

@@ -46,7 +46,7 @@ from collector.observe import crash
 from collector.observe.metrics import Metrics, push, write_textfile_every
 from collector.observe.progress import Tally, Watched, show_progress
 from collector.observe.report import REPORT_NAME, build_report, summary_lines, summary_record, write_report
-from collector.run.learned import remember, starting_rates
+from collector.run.learned import remember, starting_durations, starting_rates
 from collector.run.ledger import Ledger, rejected_result
 from collector.run.outcome import Outcome, exit_code, stopped_reason
 from collector.run.paths import prepare_output, state_dir_for, state_root
@@ -56,6 +56,7 @@ from collector.run.signals import grace_after_stop, watch_signals
 from collector.sweep.events import Listener
 from collector.sweep.journal import Journal
 from collector.sweep.pipeline import Sweep
+from collector.sweep.polling import ExportDurations
 from collector.sweep.results import ServerResult
 from collector.sweep.timebox import TimeBox
 
@@ -128,6 +129,7 @@ async def run_sweep(
         # must reach the caller as itself, not wrapped in an exception group.
         learned_in = state_root(settings.state_dir) if learn else None
         rates = starting_rates(learned_in)
+        durations = ExportDurations(prior=starting_durations(learned_in, (p.endpoint for p in inventory.projects)))
         observe = metrics.request if metrics is not None else None
         gateways = Gateways(session, settings, observe=observe, rates=rates)
         try:
@@ -163,12 +165,14 @@ async def run_sweep(
                 learned=rates,
                 timebox=timebox,
                 first=first,
+                durations=durations,
             )
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
         if learn and outcome.requests:
-            remember(learned_in, {gateway.endpoint: gateway.limiter.learned for gateway in gateways})
+            learned = {gateway.endpoint: gateway.limiter.learned for gateway in gateways}
+            remember(learned_in, learned, durations=durations.summary())
         if metrics is not None and settings.pushgateway:
             await push(settings.pushgateway, metrics, job=settings.metrics_job)
         return outcome
@@ -210,6 +214,7 @@ async def _run(
     shard: Shard | None,
     timebox: TimeBox | None,
     first: Selection | None,
+    durations: ExportDurations | None = None,
 ) -> Outcome:
     report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
@@ -234,6 +239,7 @@ async def _run(
                 gateways=gateways,
                 timebox=timebox,
                 first=None if first is None else (lambda t: first.matches(t.project.project_id, t.server)),
+                durations=durations,
             )
             # Discovery's credentials were refused, even fresh ones: the sweep would only be
             # refused again, server after server. One verdict for the run (exit 3).

@@ -6,7 +6,7 @@ Every API request goes through the same gate, in this order:
    ``SDK-HMAC-SHA256`` signature checked by `collector.simulator.signing`, with the configured
    keys or live pod identity keys, and the security token temporary keys need), 401
    ``APIGW.0301``;
-2. the gateway's token bucket, 429 ``APIGW.0308``;
+2. an outage (`SimConfig.outage`), then the gateway's token bucket, 429 ``APIGW.0308``;
 3. the project id and server id in the path, 404;
 4. the next scripted fault for this (operation, server), else a seeded random 500, else
    (with `SimConfig.hostile`) a seeded entry of the hostile catalogue
@@ -38,7 +38,7 @@ from multidict import CIMultiDict
 from collector.simulator import hostile
 from collector.simulator.config import SimConfig
 from collector.simulator.exports import COMPLETED, FAILED, RUNNING, Export, ExportBook
-from collector.simulator.faults import DOWNLOAD, EXPORT, LIST, STATUS, FaultScript, chance, hostile_fault
+from collector.simulator.faults import DOWNLOAD, EXPORT, LIST, STATUS, FaultScript, Outage, chance, hostile_fault
 from collector.simulator.fleet import Fleet, ServerProfile
 from collector.simulator.gateway import TokenBucket, retry_after_header
 from collector.simulator.hostile import HostileReplies
@@ -98,6 +98,7 @@ class CloudDC:
         self.book = ExportBook(ttl=config.export_ttl)
         self.t0 = 0.0
         self._bucket: TokenBucket | None = None
+        self._outage = Outage(config.outage)
         self._attempts: Counter[tuple[str, str]] = Counter()
         self._request_ids = random.Random(f"{config.seed}:request-ids")
         self._exports: list[Export] = []  # every export started, for the snapshot's spans
@@ -241,6 +242,8 @@ class CloudDC:
             if reason is not None:
                 message = f"Incorrect IAM authentication information: {reason}"
                 return error_response(401, "APIGW.0301", message, rid)
+        if self._outage.active(now):
+            return self._throttled(rid, self.config.retry_after_seconds, "outage")
         if self._bucket is not None:
             wait = self._bucket.take(now)
             if wait:

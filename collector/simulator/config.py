@@ -50,6 +50,8 @@ class SimConfig:
     retry_after: bool = True  # send Retry-After with every 429
     retry_after_seconds: int = 1  # the Retry-After of a scripted 429
     max_concurrent_exports: int | None = None
+    # (after, seconds) from the first API call: every call refused 429, Retry-After retry_after_seconds
+    outage: tuple[float, float] | None = None
 
     # Random faults, decided per (operation, server, attempt) from the seed.
     fault_500: float = 0.0
@@ -76,6 +78,8 @@ class SimConfig:
         # Accept lists (from YAML or JSON) but keep the frozen instance hashable.
         object.__setattr__(self, "export_seconds", tuple(map(float, self.export_seconds)))
         object.__setattr__(self, "archive_bytes", tuple(map(int, self.archive_bytes)))
+        if self.outage is not None:
+            object.__setattr__(self, "outage", tuple(map(float, self.outage)))
         _check(0 <= self.servers <= MAX_SERVERS, f"servers must be 0..{MAX_SERVERS}")
         _check(bool(self.project_id) and "/" not in self.project_id, "project_id must be a path segment")
         _check(bool(self.token), "token must not be empty")
@@ -102,6 +106,10 @@ class SimConfig:
         _check(self.export_ttl is None or self.export_ttl > 0, "export_ttl must be > 0")
         _check(self.rate_limit is None or self.rate_limit > 0, "rate_limit must be > 0")
         _check(self.retry_after_seconds >= 1, "retry_after_seconds must be >= 1")
+        _check(
+            self.outage is None or (len(self.outage) == 2 and min(self.outage) >= 0),
+            "outage must be (after, seconds) >= 0",
+        )
         _check(
             self.max_concurrent_exports is None or self.max_concurrent_exports >= 1,
             "max_concurrent_exports must be >= 1",

@@ -8,6 +8,11 @@ Each list is a queue for that (operation, server): every request of that kind fo
 that gets past authentication and throttling takes the next item, None meaning "answer
 normally". When a queue is empty the server behaves normally (random faults still apply).
 
+An outage (`SimConfig.outage`) is a time window in which the gateway refuses every API call
+with ``429`` and ``Retry-After: retry_after_seconds``, as an API whose budget is exhausted for
+everyone does; its clock starts at the first API call, so a client's own start-up time does
+not move it (`Outage`).
+
 Random faults are decided by hashing (seed, operation, server, attempt number), not by a shared
 random stream, so the same server's n-th request meets the same fault whatever order the
 fleet's requests arrive in. The hostile catalogue (`collector.simulator.hostile`) adds its
@@ -128,3 +133,21 @@ def hostile_fault(seed: int, probability: float, operation: str, server_id: str,
         return None
     menu = HOSTILE_MENU[operation]
     return menu[int(chance(seed, "hostile-pick", operation, server_id, attempt) * len(menu))]
+
+
+class Outage:
+    """The window ``(after, seconds)`` of `SimConfig.outage`, counted from the first API call:
+    while it lasts, every call is refused (the gateway answers ``429``)."""
+
+    def __init__(self, window: tuple[float, float] | None) -> None:
+        self.window = window
+        self._first: float | None = None
+
+    def active(self, now: float) -> bool:
+        """Whether a call at clock time `now` falls in the outage (the first call starts its clock)."""
+        if self.window is None:
+            return False
+        if self._first is None:
+            self._first = now
+        after, seconds = self.window
+        return after <= now - self._first < after + seconds

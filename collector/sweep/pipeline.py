@@ -163,6 +163,7 @@ class Sweep:
         gateways: Gateways | None = None,
         timebox: TimeBox | None = None,
         first: Callable[[Target], bool] | None = None,
+        durations: ExportDurations | None = None,
     ) -> None:
         self.inventory = inventory
         self.timebox = timebox  # --deadline: see collector.sweep.timebox
@@ -183,7 +184,7 @@ class Sweep:
         for project in inventory.projects:
             client = self.clients[id(project)] = CloudDC.for_project(self.gateways, project)
             self.health[project.endpoint] = client.health
-        self.durations = ExportDurations()
+        self.durations = durations if durations is not None else ExportDurations()  # from earlier runs, if kept
         # A transfer that trickles below the floor for as long as --read-timeout is stalled too.
         self.download_options = DownloadOptions(
             max_bytes=settings.max_archive_bytes, policy=settings.policy, stall_window=settings.read_timeout
@@ -294,7 +295,10 @@ class Sweep:
         delay = min(schedule.first_delay(now), timeout)
         with anyio.move_on_after(timeout + max(60.0, timeout / 2)):
             while True:
-                await sleep(delay if self.timebox is None else self.timebox.poll_delay(delay))
+                await sleep(self._poll_wait(delay))
+                # Until the fleet's durations are known, wait for them (unless --deadline is near).
+                while (later := schedule.postpone(monotonic())) > 0 and self._poll_wait(later) == later:
+                    await sleep(later)
                 status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
                 now = monotonic()
                 if status.state is ExportState.COMPLETED:
@@ -307,6 +311,10 @@ class Sweep:
                     raise schedule.failure(timeout, now - schedule.started)
                 delay = max(0.0, min(schedule.next_delay(status, now), deadline - now))
         raise schedule.failure(timeout, monotonic() - schedule.started)
+
+    def _poll_wait(self, delay: float) -> float:
+        """`delay` before a poll, shortened as --deadline nears."""
+        return delay if self.timebox is None else self.timebox.poll_delay(delay)
 
     # -- the fan-out ----------------------------------------------------------------------
 

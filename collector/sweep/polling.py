@@ -4,11 +4,16 @@ Polls are most of the requests a sweep sends, and when the API's request budget 
 limit, every poll that finds an export still running delays the whole fleet. So:
 
 - The first poll of an export comes when most exports of this run have finished by then:
-  the 90th percentile of the durations seen so far (`ExportDurations`), measured from the
-  export's `created_at`. Until a few exports have been seen, `first` seconds (--poll-interval).
+  a percentile of the durations seen so far (`ExportDurations`), measured from the export's
+  `created_at`: the 60th to the 95th, spread evenly over the exports so that their polls and
+  downloads do not all come at once. Until a few exports have been seen, `first` seconds (--poll-interval);
+  an export whose first poll is still ahead when the fleet's durations become known waits
+  for them instead (`postpone`), so only the first few exports of a run pay for finding out.
+  A run starts with what earlier runs saw (a prior sample, `collector.run.learned`), so
+  even its first exports wait for their likely end.
 - After a poll that reports progress, we estimate when the export reaches 100 % from its
-  percentage history (rate between the two latest reports, or since it started) and aim just
-  after that.
+  percentage history (rate between the two latest reports, or since it started): the latest
+  end those percentages allow (a reported 40 % may be 40.9 %), and aim just after that.
 - Without an estimate (no percentage, or it did not move), each wait is 1.5 times the last.
   Every wait stays between `shortest` and `longest` seconds, whatever the estimate says.
 
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from collector.clouddc.replies import ExportState, ExportStatus
@@ -33,22 +38,60 @@ from collector.errors import ExportFailed
 
 
 class ExportDurations:
-    """How long exports of this run take: a bounded sample of recent estimates, in seconds."""
+    """How long exports of this run take: a bounded sample of recent estimates, in seconds.
+
+    `prior` is a sample from earlier runs (`collector.run.learned`): it answers until this
+    run's own estimates push it out of the sample, one for one.
+    """
 
     MIN_SAMPLES = 5
+    SPREAD = (0.6, 0.95)  # the shares of exports done by the first polls, spread over
+    KEPT = 21  # points of the distribution kept for the next run: every 5th percentile
 
-    def __init__(self, size: int = 512) -> None:
-        self._recent: deque[float] = deque(maxlen=size)
+    def __init__(self, size: int = 512, prior: Iterable[float] = (), spread: tuple[float, float] = SPREAD) -> None:
+        self._recent: deque[float] = deque((s for s in prior if s > 0), maxlen=size)
+        self.spread = spread
+        self.seen = 0  # estimates of this run (not the prior's)
+        self._turn = 0
+        self._imputed = 0
 
     def add(self, seconds: float) -> None:
         if seconds > 0:
             self._recent.append(seconds)
+            self.seen += 1
+
+    def first_poll_quantile(self) -> float:
+        """Where in the distribution the next export's first poll aims: its share of exports
+        done by then. Spread evenly over SPREAD (a golden-ratio sequence), not all at one
+        percentile: exports asked for together would otherwise all be polled, and the done
+        ones downloaded, in the same second, a burst of twice the fleet's requests at the
+        end of the run. The cost: a second poll for 22.5 % of the exports on average, where
+        aiming all at the 90th percentile costs 10 % but collects most of the fleet late, and
+        at once."""
+        self._turn += 1
+        lo, hi = self.spread
+        return lo + (hi - lo) * ((self._turn * 0.6180339887498949) % 1.0)
+
+    def below(self, share: float) -> float:
+        """A share spread evenly over [0, `share`) (a golden-ratio sequence): where in the
+        distribution to take the duration of an export known only to be done by `share`."""
+        self._imputed += 1
+        return share * ((self._imputed * 0.6180339887498949) % 1.0)
 
     def quantile(self, q: float) -> float | None:
         if len(self._recent) < self.MIN_SAMPLES:
             return None
         ordered = sorted(self._recent)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def summary(self) -> list[float]:
+        """The distribution in `KEPT` points (its quantiles, 0 to 100 %), as the next run's
+        prior; empty when this run saw too few exports to say."""
+        if self.seen < self.MIN_SAMPLES:
+            return []
+        ordered = sorted(self._recent)
+        last = len(ordered) - 1
+        return [round(ordered[round(last * i / (self.KEPT - 1))], 3) for i in range(self.KEPT)]
 
 
 @dataclass
@@ -67,15 +110,37 @@ class PollSchedule:
     _samples: list[tuple[float, int]] = field(default_factory=list, init=False)
     _polls: int = field(default=0, init=False)
     _anchored: bool = field(default=False, init=False)
+    _aimed: float | None = field(default=None, init=False)  # the fleet's duration the first poll aimed at
+    _share: float | None = field(default=None, init=False)  # ... at this share of exports done
     went_backwards: tuple[int, int] | None = field(default=None, init=False)
     last: ExportStatus | None = field(default=None, init=False)
 
     def first_delay(self, now: float) -> float:
         """How long after `now` to poll first."""
-        typical = self.durations.quantile(0.9) if self.durations is not None else None
+        typical = self._typical()
         wait = self.first if typical is None else typical * 1.05 - (now - self.started)
+        self._aimed = typical
         self._wait = min(self.longest, max(self.shortest, wait))
         return self._wait
+
+    def postpone(self, now: float) -> float:
+        """Before the first poll: how much longer to wait, now that the fleet's durations may
+        be known (they were not when `first_delay` was asked); 0 to poll now."""
+        if self._polls or self._aimed is not None:
+            return 0.0
+        typical = self._typical()
+        if typical is None:
+            return 0.0
+        self._aimed = typical
+        return max(0.0, min(self.longest, typical * 1.05 - (now - self.started)))
+
+    def _typical(self) -> float | None:
+        """How long this export likely takes: the fleet's duration at this export's share."""
+        if self.durations is None or self.durations.quantile(0.5) is None:
+            return None
+        if self._share is None:
+            self._share = self.durations.first_poll_quantile()
+        return self.durations.quantile(self._share)
 
     def next_delay(self, status: ExportStatus, now: float) -> float:
         """Record a poll answer seen at clock time `now`; return how long to wait before the next."""
@@ -89,19 +154,30 @@ class PollSchedule:
             self._samples.append((now, status.percentage))
             del self._samples[:-2]
             if self.durations is not None and 0 < status.percentage < 100:
-                self.durations.add((now - self.started) * 100 / status.percentage)
+                # For the fleet, the middle of what the percentage allows (40 % is 40 to 41).
+                self.durations.add((now - self.started) * 100 / (status.percentage + 0.5))
         eta = self._eta(now)
         if eta is None:
             self._wait = min(self.longest, max(self.shortest, self._wait * self.growth))
         else:
-            # Aim a little after the estimate: polling too early costs a request, and another.
-            self._wait = min(self.longest, max(self.shortest, eta * 1.1 + 0.2))
+            # Just after the latest end the percentages allow: too early costs a request.
+            self._wait = min(self.longest, max(self.shortest, eta * 1.02 + 0.2))
         return self._wait
 
     def completed(self, now: float) -> None:
-        """The export was found complete at `now`: at most this long, a sample for the fleet."""
+        """The export was found complete at `now`: at most this long, a sample for the fleet.
+
+        Found at a first poll aimed at the fleet's q-th percentile, it counts as a duration
+        drawn from the fleet's own distribution below q, not as the later moment of the poll:
+        otherwise each run's sample (and, kept between runs, the next run's) would lose its
+        lower part and drift later by the poll's margin."""
         if self.durations is not None and self._polls <= 1:
-            self.durations.add(now - self.started)
+            took = now - self.started
+            if self._aimed is not None and self._share is not None:
+                # Done before a poll aimed at the fleet's share q: a duration from the fleet's
+                # own distribution below q (at a share spread over 0..q), not the poll's time.
+                took = min(took, self.durations.quantile(self.durations.below(self._share)) or took)
+            self.durations.add(took)
 
     def _anchor(self, status: ExportStatus, now: float) -> None:
         """For an export an earlier run asked for, take its start from `created_at`, once.
@@ -119,12 +195,16 @@ class PollSchedule:
         self.started = min(now, now - age)
 
     def _eta(self, now: float) -> float | None:
-        """Seconds until 100 %, from the two latest samples (or the start and the latest)."""
+        """Seconds until 100 % at the latest the two latest samples allow (or the start and
+        the latest): a reported percentage is rounded down, so the export may have been
+        almost a point further at each, and went no faster than from the first's top to the
+        latest's bottom. From the start, 0 % is exact."""
         if not self._samples:
             return None
         t1, p1 = self._samples[-1]
-        if len(self._samples) >= 2:
+        if len(self._samples) >= 2 and self._samples[0][1] + 1 < p1:
             t0, p0 = self._samples[0]
+            p0 += 1
         else:
             t0, p0 = self.started, 0
         if p1 <= p0 or t1 <= t0:
