@@ -236,9 +236,9 @@ class Gateway:
                         raise OwnTimeout(str(error), operation=operation, host=url.host) from error
                     raise
                 self.health.answered(probe, subject=subject)
-                governor.succeeded()
+                governor.succeeded(sent_at=sent_at)
                 if governor is not self.limiter:
-                    self.limiter.succeeded()
+                    self.limiter.succeeded(sent_at=sent_at)
                 return result
 
     async def _take_turn(self, governor: RateLimiter, operation: str, probe: bool) -> float | None:
