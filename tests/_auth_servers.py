@@ -15,23 +15,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
+from _clock import FakeClock as _Clock
 from aiohttp import web
 from multidict import CIMultiDict
 
 T0 = 1_800_000_000.0  # 2027-01-15, Unix time
 
 
-class FakeClock:
-    """Wall-clock seconds that move only when the test says so."""
+class FakeClock(_Clock):
+    """The tests' clock (tests/_clock.py), starting at the credentials' epoch."""
 
     def __init__(self, now: float = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+        super().__init__(now)
 
 
 def iso(when: float) -> str:

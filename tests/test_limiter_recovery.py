@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from _clock import FakeClock
 from _listing import collector_run
 
 from collector.control.throttle import RateLimiter
@@ -15,17 +16,6 @@ from collector.simulator import SimConfig, Simulator
 pytestmark = [pytest.mark.anyio]
 
 OUTAGE_AFTER, OUTAGE_FOR = 1.0, 20.0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def test_waves_of_refusals_through_an_outage_are_one_decrease():

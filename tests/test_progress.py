@@ -10,20 +10,13 @@ import logging
 import anyio
 import anyio.lowlevel
 import pytest
+from _clock import FakeClock
 from rich.console import Console
 
 from collector.cli.logs import JsonFormatter
 from collector.clouddc.gateway import CallStats
 from collector.observe.progress import Snapshot, Tally, _Rates, progress_line, render, show_progress, snapshot
 from collector.sweep.events import Phase, PhaseChanged
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def move(tally: Tally, phase: Phase, previous: Phase, server: str = "S") -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 import yaml
+from _clock import FakeClock
 
 from collector.simulator import DEFAULT_PROJECT_ID, DEFAULT_TOKEN, SimConfig, Simulator, hostile
 from collector.simulator.archive import build_archive
@@ -29,19 +30,6 @@ from collector.simulator.fleet import COMPLETED_WORDS, FAILED_WORDS, RUNNING_WOR
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(10)]
 
 FAST = dict(servers=5, export_seconds=(0.05, 0.1), archive_bytes=(16384, 65536))
-
-
-class FakeClock:
-    """Stands in for the event loop's clock, so lifecycle tests do not sleep."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def client(sim: Simulator, **kwargs) -> aiohttp.ClientSession:

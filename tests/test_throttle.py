@@ -7,6 +7,7 @@ import email.utils
 import anyio
 import anyio.lowlevel
 import pytest
+from _clock import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,19 +21,6 @@ from collector.errors import (
     ServerError,
     ThrottledError,
 )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 @pytest.fixture
