@@ -1,0 +1,285 @@
+"""One archive searched, member by member and line by line, in bounded memory.
+
+`search_archive` walks an archive's stream (`collector.grep.unpack`): a gzip layer is
+inflated, a tar or zip is walked, and any other member is text to search. Lines are never
+split one by one: each chunk of text is searched whole (`Matcher`), and only around a hit is
+the line found and its number counted, so text that does not match costs one scan.
+
+A line longer than `MAX_LINE` is searched in windows of that size, as it streams (a match
+across two windows' edge is not seen); it is reported once, cut to `TEXT_BYTES`, with its
+length. What is kept of a line is bytes: the printer decodes and escapes it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from collector.config.select import Glob
+from collector.grep.unpack import (
+    MAX_DEPTH,
+    TAR_BLOCK,
+    Bomb,
+    Budget,
+    Damaged,
+    Decompressor,
+    Inflate,
+    Limited,
+    Peek,
+    Stream,
+    sniff,
+    tar_members,
+    zip_members,
+)
+
+MAX_LINE = 1024 * 1024  # bytes of one line searched at once; a longer one is searched in windows
+TEXT_BYTES = 4096  # bytes of a selected line kept for printing (the printer cuts further)
+_WORD = rb"(?<![0-9A-Za-z_])(?:%s)(?![0-9A-Za-z_])"
+_META = frozenset(b".^$*+?{}[]\\|()")
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    """What to look for and how to report it; the same in every worker."""
+
+    pattern: bytes
+    fixed: bool = False  # -F
+    ignore_case: bool = False  # -i
+    word: bool = False  # -w
+    invert: bool = False  # -v
+    max_count: int | None = None  # -m: selected lines per archive
+    mode: str = "lines"  # "lines", "count" (-c) or "list" (-l)
+    member: str | None = None  # --member GLOB
+    engine: str = "re"  # "re" or "re2" (google-re2): see Matcher
+
+    def check(self) -> str | None:
+        """Why the pattern cannot be used, or None (the CLI turns it into a usage error)."""
+        try:
+            Matcher(self)
+        except (re.error, ValueError) as exc:
+            return str(exc)
+        return None
+
+
+class Matcher:
+    """Finds the first hit in ``buf[pos:end]``: `bytes.find` for a plain literal (a two-way
+    search in C), else a compiled regex (MULTILINE, so ``^`` and ``$`` are line ends)."""
+
+    def __init__(self, query: Query) -> None:
+        literal = query.pattern if query.fixed else _plain(query.pattern)
+        self.literal = literal if literal is not None and not query.ignore_case and not query.word else None
+        self.empty = query.pattern == b""
+        source = re.escape(query.pattern) if query.fixed else query.pattern
+        if query.word:
+            source = _WORD % source
+        flags = re.MULTILINE | (re.IGNORECASE if query.ignore_case else 0)
+        self._regex = re.compile(source, flags)
+        self._search: Callable[[bytes, int, int], re.Match[bytes] | None] = self._regex.search
+        if query.engine == "re2" and self.literal is None and not query.word:
+            import re2  # type: ignore[import-untyped]  # google-re2 ships no types
+
+            options = re2.Options()
+            options.case_sensitive = not query.ignore_case
+            options.never_nl = False
+            options.posix_syntax = False
+            options.one_line = False
+            self._search = re2.compile(source, options).search
+
+    def find(self, buf: bytes, pos: int, end: int) -> tuple[int, int] | None:
+        if self.literal is not None:
+            start = buf.find(self.literal, pos, end)
+            return None if start < 0 else (start, start + len(self.literal))
+        match = self._search(buf, pos, end)
+        return None if match is None else (match.start(), match.end())
+
+
+def _plain(pattern: bytes) -> bytes | None:
+    """`pattern` if no character of it is special to a regex, else None."""
+    return pattern if _META.isdisjoint(pattern) else None
+
+
+class Stop(Exception):
+    """Enough lines of this archive were selected."""
+
+
+class Sink:
+    """Where an archive's findings go. The worker subclasses it to batch them to the parent."""
+
+    def __init__(self, query: Query) -> None:
+        self.query = query
+        self.selected = 0
+        self.limit = 1 if query.mode == "list" else query.max_count
+
+    def line(self, member: str, number: int, text: bytes, length: int) -> None:
+        """A selected line: `text` is at most `TEXT_BYTES` of it, `length` its whole size."""
+
+    def warn(self, message: str) -> None:
+        """Something of the archive could not be searched: `message` says what and why."""
+
+    def selected_line(self, member: str, number: int, text: bytes, length: int) -> None:
+        self.selected += 1
+        if self.query.mode == "lines":
+            self.line(member, number, text[:TEXT_BYTES], length)
+        if self.limit is not None and self.selected >= self.limit:
+            raise Stop
+
+
+class _Lines:
+    """The line search of one member's text."""
+
+    def __init__(self, matcher: Matcher, sink: Sink, member: str, invert: bool) -> None:
+        self.matcher = matcher
+        self.sink = sink
+        self.member = member
+        self.invert = invert
+        self.number = 1  # the number of the line the current buffer starts with
+        # A line longer than MAX_LINE, while it streams: its first bytes, its length so far,
+        # whether it matched, and the last bytes searched (a window's overlap).
+        self.long_head: bytes | None = None
+        self.long_length = 0
+        self.long_hit = False
+
+    def run(self, source: Stream) -> None:
+        carry = b""
+        while True:
+            chunk = source.read(MAX_LINE)
+            if not chunk:
+                break
+            buf = carry + chunk if carry else chunk
+            end = buf.rfind(b"\n") + 1
+            if self.long_head is not None:
+                if end == 0:
+                    self._long_window(buf)
+                    carry = b""
+                    continue
+                first = buf.find(b"\n")
+                self._long_window(buf[:first])
+                self._long_end()
+                buf, end = buf[first + 1 :], end - first - 1
+            if end == 0:
+                if len(buf) >= MAX_LINE:
+                    self.long_head, self.long_length, self.long_hit = buf[:TEXT_BYTES], 0, False
+                    self._long_window(buf)
+                    carry = b""
+                else:
+                    carry = buf
+                continue
+            self._block(buf, end)
+            carry = buf[end:]
+        if self.long_head is not None:
+            self._long_end()
+        elif carry:
+            self._block(carry + b"\n", len(carry) + 1)  # a last line without its newline
+
+    def _long_window(self, window: bytes) -> None:
+        self.long_length += len(window)
+        if not self.long_hit and window and self.matcher.find(window, 0, len(window)) is not None:
+            self.long_hit = True
+
+    def _long_end(self) -> None:
+        head, self.long_head = self.long_head or b"", None
+        if self.long_hit != self.invert:
+            self.sink.selected_line(self.member, self.number, head, self.long_length)
+        self.number += 1
+
+    def _block(self, buf: bytes, end: int) -> None:
+        """The whole lines of ``buf[:end]`` (``buf[end - 1]`` is a newline)."""
+        find = self.matcher.find
+        invert = self.invert
+        pos = 0  # where the search goes on: always a line's start
+        number = self.number  # the number of the line at `pos`
+        while pos < end:
+            hit = find(buf, pos, end)
+            if hit is None:
+                break
+            start, stop = hit
+            before = buf.rfind(b"\n", pos, start)
+            line_start = before + 1 if before >= 0 else pos
+            line_end = buf.find(b"\n", start, end)
+            # grep matches within one line: a match that ran over its end is tried again inside it.
+            matched = (
+                stop <= line_end
+                or stop == start
+                or find(buf[line_start:line_end], 0, line_end - line_start) is not None
+            )
+            if invert:
+                self._unselected(buf, pos, line_start if matched else line_end + 1, number)
+            number += buf.count(b"\n", pos, line_start)
+            if matched and not invert:
+                self.sink.selected_line(self.member, number, buf[line_start:line_end], line_end - line_start)
+            pos = line_end + 1
+            number += 1
+        if pos < end:
+            if invert:
+                self._unselected(buf, pos, end, number)
+            number += buf.count(b"\n", pos, end)
+        self.number = number
+
+    def _unselected(self, buf: bytes, start: int, end: int, number: int) -> None:
+        """-v: every line of ``buf[start:end]`` is selected; `number` is the first's."""
+        if self.sink.query.mode == "count" and self.sink.limit is None:
+            self.sink.selected += buf.count(b"\n", start, end)
+            return
+        while start < end:
+            line_end = buf.find(b"\n", start, end)
+            self.sink.selected_line(self.member, number, buf[start:line_end], line_end - start)
+            start = line_end + 1
+            number += 1
+
+
+@dataclass
+class Walk:
+    """The state of one archive's search: what to match, where findings go, its budget."""
+
+    query: Query
+    matcher: Matcher
+    sink: Sink
+    budget: Budget
+    inflater: Decompressor
+    member_glob: Glob | None
+    top_name: str  # the archive's file name: the member name of an archive that is not a container
+
+    texts: int = 0  # members searched, whole or in part
+
+    def search(self, stream: Stream) -> bool:
+        """Search the whole archive; a damaged or bombing archive is a warning, not an error.
+        False if nothing of it could be searched."""
+        try:
+            self._walk(stream, "", 0)
+        except Stop:
+            pass
+        except (Damaged, Bomb) as exc:
+            self.sink.warn(f"damaged: {exc}" if isinstance(exc, Damaged) else str(exc))
+            return self.texts > 0
+        return True
+
+    def _walk(self, stream: Stream, shown: str, depth: int) -> None:
+        peek, head = Peek.of(stream, TAR_BLOCK)
+        kind = sniff(head)
+        if kind == "data":
+            self._text(peek, shown or self.top_name)
+            return
+        if depth >= MAX_DEPTH:
+            self.sink.warn(f"{shown}: nested deeper than {MAX_DEPTH} archives, not searched")
+            return
+        if kind == "gzip":
+            self._walk(Inflate(peek, self.budget, self.inflater), shown, depth + 1)
+            return
+        members = tar_members(peek) if kind == "tar" else zip_members(peek, self.budget, self.inflater)
+        for member in members:
+            name = f"{shown}!{member.name}" if shown else member.name
+            try:
+                self._walk(member.data, name, depth + 1)
+            except Damaged as exc:
+                if isinstance(member.data, Limited):
+                    member.data.drain()  # raises again if it is the container that is damaged
+                self.sink.warn(f"{name}: damaged: {exc}")
+
+    def _text(self, stream: Stream, shown: str) -> None:
+        if self.member_glob is not None:
+            leaf = shown.rsplit("!", 1)[-1]
+            if not (self.member_glob(shown) or self.member_glob(leaf)):
+                return
+        self.texts += 1
+        _Lines(self.matcher, self.sink, shown, self.query.invert).run(stream)
