@@ -246,7 +246,10 @@ class Walk:
         """Search the whole archive; a damaged or bombing archive is a warning, not an error.
         False if nothing of it could be searched."""
         try:
-            self._walk(stream, "", 0)
+            peek, head = Peek.of(stream, TAR_BLOCK)
+            if sniff(head) != "gzip":
+                raise Damaged("not a gzip archive" if head else "empty")
+            self._walk(peek, "", 0)
         except Stop:
             pass
         except (Damaged, Bomb) as exc:

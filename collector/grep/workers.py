@@ -133,8 +133,20 @@ class _Bucket:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="grep-s3", daemon=True)
         self.thread.start()
-        self.destination = self.location.open()
-        self._call(self.destination.__aenter__())
+        self._ready = threading.Event()
+        self._closing: asyncio.Event | None = None
+        # The destination is entered and left by one task, as its task group requires.
+        self._holder = asyncio.run_coroutine_threadsafe(self._hold(), self.loop)
+        while not self._ready.wait(0.05):
+            if self._holder.done():
+                self._holder.result()  # raises what kept it from opening
+
+    async def _hold(self) -> None:
+        self._closing = asyncio.Event()
+        async with self.location.open() as destination:
+            self.destination = destination
+            self._ready.set()
+            await self._closing.wait()
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result()
@@ -174,9 +186,12 @@ class _Bucket:
         return stream, int(answer.get("ContentLength") or 0), close
 
     def close(self) -> None:
-        self._call(self.destination.__aexit__(None, None, None))
+        if self._closing is not None:
+            self.loop.call_soon_threadsafe(self._closing.set)
+        self._holder.result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
+        self.thread.join(30)
+        self.loop.close()
 
 
 def _drain_until(pumping: Future[None], chunks: queue.Queue[bytes | BaseException | None]) -> None:
@@ -209,14 +224,14 @@ class _Chunks:
         return out
 
 
-def _worker(query: Query, tasks: Any, results: Any) -> None:
+def _worker(query: Query, found: list[Found], tasks: Any, results: Any) -> None:
     searcher = _Searcher(query, results.put)
     try:
         while True:
-            job = tasks.get()
-            if job is None:
+            index = tasks.get()
+            if index is None:
                 break
-            searcher.search(*job)
+            searcher.search(index, found[index])
     finally:
         searcher.close()
         results.put(("exit",))
@@ -232,16 +247,22 @@ def search_all(found: list[Found], query: Query, workers: int) -> Iterator[Messa
     results = context.Queue(maxsize=64)
     count = min(workers, len(found))
     processes = [
-        context.Process(target=_worker, args=(query, tasks, results), name=f"grep-{n}", daemon=True)
+        context.Process(target=_worker, args=(query, found, tasks, results), name=f"grep-{n}", daemon=True)
         for n in range(count)
     ]
     for process in processes:
         process.start()
-    try:
-        for job in enumerate(found):
-            tasks.put(job)
+
+    def feed() -> None:
+        # From a thread: the task pipe fills long before thousands of archives are handed out.
+        for index in range(len(found)):
+            tasks.put(index)
         for _ in processes:
             tasks.put(None)
+
+    feeder = threading.Thread(target=feed, name="grep-feeder", daemon=True)
+    feeder.start()
+    try:
         running = count
         while running:
             try:
