@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         return _simulate(extra)
     if extra:
         _unrecognized(parser, args.command, extra)
-    if args.command in ("run", "demo"):
+    if args.command in ("run", "demo", "grep"):
         keep_heap_headroom()  # streaming archives churns the heap; see collector.cli.tuning
     try:
         return int(_COMMANDS[args.command](args))

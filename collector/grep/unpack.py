@@ -23,7 +23,7 @@ import struct
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, cast
 
 CHUNK = 1024 * 1024  # bytes a layer asks of the one below, and gives at most per read
 MAX_NAME = 64 * 1024  # bytes kept of a GNU long name or a pax header
@@ -65,6 +65,17 @@ Decompressor = Callable[[int], Decompressing]
 
 def _zlib_decompressobj(wbits: int) -> Decompressing:
     return zlib.decompressobj(wbits)
+
+
+def _inflate_errors() -> tuple[type[Exception], ...]:
+    try:
+        from isal.isal_zlib import error as isal_error
+    except ImportError:  # pragma: no cover - as below
+        return (zlib.error,)
+    return (zlib.error, cast(type[Exception], isal_error))
+
+
+INFLATE_ERRORS = _inflate_errors()  # what either inflater raises for bytes that are not deflate
 
 
 def best_decompressobj() -> Decompressor:
@@ -208,7 +219,7 @@ class Inflate:
                 raise Damaged(f"the gzip stream stops before its end (after {self.inflated:,} bytes inflated)")
             try:
                 out = d.decompress(data, n)
-            except zlib.error as exc:
+            except INFLATE_ERRORS as exc:
                 raise Damaged(f"not a valid deflate stream ({exc})") from None
             if out:
                 self.inflated += len(out)

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from multiprocessing.context import ForkContext, ForkServerContext
 from typing import Any
 
 from collector.config.select import Glob
@@ -242,7 +243,13 @@ def search_all(found: list[Found], query: Query, workers: int) -> Iterator[Messa
     if workers <= 1 or len(found) <= 1:
         yield from _in_process(found, query)
         return
-    context = multiprocessing.get_context("forkserver")
+    # fork where no thread runs yet (the command line): workers start at once, and their CPU
+    # time is this process's children's (a benchmark reads it); forkserver otherwise (tests).
+    context: ForkContext | ForkServerContext = (
+        multiprocessing.get_context("fork")
+        if threading.active_count() == 1
+        else multiprocessing.get_context("forkserver")
+    )
     tasks = context.SimpleQueue()
     results = context.Queue(maxsize=64)
     count = min(workers, len(found))

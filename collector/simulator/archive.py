@@ -338,10 +338,11 @@ BAD_TEXT = (
 
 
 def hostile_case(server_id: str) -> str | None:
-    """Which hostile archive this server serves in hostile mode; None for a normal one (one
-    server in eight)."""
-    digest = hashlib.sha256(f"hostile:{server_id}".encode()).digest()
-    pick = digest[0] % (len(HOSTILE_CASES) + 1)
+    """Which hostile archive this server serves in hostile mode; None for a normal one. By the
+    number the id ends with, so consecutive ids (the simulator's) take every case in turn."""
+    digits = len(server_id) - len(server_id.rstrip("0123456789"))
+    hashed = hashlib.sha256(f"hostile:{server_id}".encode()).digest()[0]
+    pick = (int(server_id[-min(digits, 9) :]) if digits else hashed) % (len(HOSTILE_CASES) + 1)
     return HOSTILE_CASES[pick] if pick < len(HOSTILE_CASES) else None
 
 
