@@ -35,6 +35,7 @@ from collector.grep.unpack import (
 )
 
 MAX_LINE = 1024 * 1024  # bytes of one line searched at once; a longer one is searched in windows
+HELD_BYTES = 8 * 1024 * 1024  # text held uncounted until a hit needs its line numbers
 TEXT_BYTES = 4096  # bytes of a selected line kept for printing (the printer cuts further)
 _WORD = rb"(?<![0-9A-Za-z_])(?:%s)(?![0-9A-Za-z_])"
 _META = frozenset(b".^$*+?{}[]\\|()")
@@ -190,6 +191,11 @@ class _Lines:
         self.long_head: bytes | None = None
         self.long_length = 0
         self.long_hit = False
+        # Blocks without a hit, their newlines not counted yet: most members hold no match,
+        # and then their lines are never counted (counting was most of a search's CPU).
+        self.held: list[tuple[bytes, int]] = []
+        self.held_bytes = 0
+        self.lazy = sink.query.mode == "lines" and not invert
 
     def run(self, source: Stream) -> None:
         carry = b""
@@ -228,7 +234,15 @@ class _Lines:
         if not self.long_hit and window and self.matcher.find(window, 0, len(window)) is not None:
             self.long_hit = True
 
+    def _settle(self) -> None:
+        """Count the newlines of the held blocks: a line number is about to be used."""
+        for buf, end in self.held:
+            self.number += buf.count(b"\n", 0, end)
+        self.held.clear()
+        self.held_bytes = 0
+
     def _long_end(self) -> None:
+        self._settle()
         head, self.long_head = self.long_head or b"", None
         if self.long_hit != self.invert:
             self.sink.selected_line(self.member, self.number, head, self.long_length)
@@ -239,6 +253,16 @@ class _Lines:
         find = self.matcher.find
         invert = self.invert
         numbered = self.sink.query.mode == "lines"
+        if self.lazy:
+            if find(buf, 0, end) is None:
+                self.held.append((buf, end))
+                self.held_bytes += end
+                while self.held_bytes > HELD_BYTES:
+                    first, first_end = self.held.pop(0)
+                    self.number += first.count(b"\n", 0, first_end)
+                    self.held_bytes -= first_end
+                return
+            self._settle()
         pos = 0  # where the search goes on: always a line's start
         number = self.number  # the number of the line at `pos`
         while pos < end:
