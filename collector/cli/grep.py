@@ -13,6 +13,7 @@ goes on.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -157,9 +158,15 @@ def command_grep(args: argparse.Namespace) -> ExitCode:
         selection.require_match(len(found), total)
     workers = args.jobs or len(os.sched_getaffinity(0))
     printer = _Printer(found, query, as_json=args.json)
-    for message in search_all(found, query, workers):
-        printer.take(message)
-    printer.finish()
+    try:
+        with contextlib.closing(search_all(found, query, workers)) as messages:
+            for message in messages:
+                printer.take(message)
+            printer.finish()
+    except BrokenPipeError:
+        # The reader went away (| head): as grep, stop quietly; nothing more can be said.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return MATCHED if printer.selected else NOTHING
     if printer.searched == 0:
         say("collector grep: error: no archive could be searched", file=sys.stderr)
         return TROUBLE

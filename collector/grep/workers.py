@@ -18,7 +18,7 @@ import multiprocessing
 import os
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from multiprocessing.context import ForkContext, ForkServerContext
@@ -97,6 +97,9 @@ class _Searcher:
             searched = walk.search(stream)
         except OSError as exc:
             sink.warn(f"cannot be read: {exc.strerror or exc}")
+            searched = False
+        except Exception as exc:  # noqa: BLE001 - a bug fails this archive, not the search
+            sink.warn(f"not searched: a bug in collector ({type(exc).__name__}: {exc}); please report it")
             searched = False
         finally:
             close()
@@ -238,7 +241,7 @@ def _worker(query: Query, found: list[Found], tasks: Any, results: Any) -> None:
         results.put(("exit",))
 
 
-def search_all(found: list[Found], query: Query, workers: int) -> Iterator[Message]:
+def search_all(found: list[Found], query: Query, workers: int) -> Generator[Message, None, None]:
     """Every message of every archive's search, as the workers send them."""
     if workers <= 1 or len(found) <= 1:
         yield from _in_process(found, query)
