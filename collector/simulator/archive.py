@@ -96,15 +96,18 @@ _LINES = (
 )
 
 
+_DISTINCT_LINES = 2048  # lines drawn for a pool; the pool repeats them in a seeded order
+
+
 @functools.lru_cache(maxsize=4)
 def _text_pool(seed: int) -> tuple[bytes, tuple[int, ...]]:
     """About `POOL_BYTES` of plausible log lines (none with a fault's words), and where each
-    line starts; one extra piece so any start below POOL_BYTES can be sliced a piece long."""
+    line starts; one extra piece so any start below POOL_BYTES can be sliced a piece long.
+    A few thousand lines are drawn and then repeated in a seeded order: a simulator answers
+    its first download from inside its event loop, and the pool must be quick to make."""
     rng = random.Random(f"pool:{seed}")
-    lines: list[bytes] = []
-    starts: list[int] = []
-    size = 0
-    while size < POOL_BYTES + PIECE_BYTES:
+    drawn: list[bytes] = []
+    for _ in range(_DISTINCT_LINES):
         fields = {
             "n": rng.randrange(1, 99999),
             "p": rng.randrange(300, 65000),
@@ -119,10 +122,15 @@ def _text_pool(seed: int) -> tuple[bytes, tuple[int, ...]]:
         }
         host = f"{rng.choice(_HOSTS)}-{rng.randrange(1000):03d}"
         line = f"Nov 27 10:{fields['mm']:02d}:{fields['ss']:02d} {host} {rng.choice(_LINES).format(**fields)}\n"
+        drawn.append(line.encode())
+    average = sum(map(len, drawn)) // len(drawn)
+    lines = rng.choices(drawn, k=(POOL_BYTES + 2 * PIECE_BYTES) // average)
+    starts: list[int] = []
+    size = 0
+    for line in lines:
         if size < POOL_BYTES:
             starts.append(size)
-        lines.append(line.encode())
-        size += len(lines[-1])
+        size += len(line)
     return b"".join(lines), tuple(starts)
 
 
