@@ -127,10 +127,10 @@ def _text_pool(seed: int) -> tuple[bytes, tuple[int, ...]]:
     lines = rng.choices(drawn, k=(POOL_BYTES + 2 * PIECE_BYTES) // average)
     starts: list[int] = []
     size = 0
-    for line in lines:
+    for piece in lines:
         if size < POOL_BYTES:
             starts.append(size)
-        size += len(line)
+        size += len(piece)
     return b"".join(lines), tuple(starts)
 
 
