@@ -35,6 +35,8 @@ from collector.cli.check import (
     patient_for,
 )
 from collector.cli.check import exit_code as check_exit_code
+from collector.cli.grep import add_parser as add_grep_parser
+from collector.cli.grep import command_grep
 from collector.cli.logs import configure_logging
 from collector.cli.tuning import calm_garbage_collector, keep_heap_headroom
 from collector.config.flags import FleetFlags, inventory_from_flags
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     merge = commands.add_parser("merge", help="join the shards' reports of a run into report.json")
     merge.add_argument("output", metavar="OUT", help="the folder or s3://BUCKET/PREFIX the shards wrote to")
     merge.add_argument("--s3-endpoint", metavar="URL", help="object storage endpoint for s3:// or obs://")
+
+    add_grep_parser(commands)
 
     demo = commands.add_parser("demo", help="sweep a built-in simulated fleet of 200 servers")
     demo.add_argument("-o", "--output", type=Path, default=Path("demo-output"), help="default: ./demo-output")
@@ -392,6 +396,7 @@ _COMMANDS = {
     "validate": command_validate,
     "check": command_check,
     "demo": command_demo,
+    "grep": command_grep,
 }
 
 
@@ -423,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
         return _simulate(extra)
     if extra:
         _unrecognized(parser, args.command, extra)
-    if args.command in ("run", "demo"):
+    if args.command in ("run", "demo", "grep"):
         keep_heap_headroom()  # streaming archives churns the heap; see collector.cli.tuning
     try:
         return int(_COMMANDS[args.command](args))

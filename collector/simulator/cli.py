@@ -169,6 +169,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="P",
         help="chance any export, status or download call answers junk from the hostile catalogue",
     )
+    add("--hostile-archives", action="store_true", help="archives with hostile members (see simulator/archive.py)")
     add("--stuck", type=_int_at_least(0), default=0, metavar="N", help="servers whose export never ends")
     add("--failing", type=_int_at_least(0), default=0, metavar="N", help="servers whose export fails")
     add("--accept-ranges", action="store_true", help="honour Range: bytes=N- on downloads")
@@ -206,6 +207,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         fault_500=args.fault_500,
         fault_truncate=args.fault_truncate,
         hostile=args.hostile,
+        hostile_archives=args.hostile_archives,
         accept_ranges=args.accept_ranges,
         redirect_downloads=args.redirect_downloads,
     )

@@ -57,6 +57,7 @@ class SimConfig:
     fault_500: float = 0.0
     fault_truncate: float = 0.0
     hostile: float = 0.0  # chance of an answer from the hostile catalogue (collector.simulator.hostile)
+    hostile_archives: bool = False  # archives hostile inside (collector.simulator.archive.hostile_case)
 
     # Downloads.
     accept_ranges: bool = False

@@ -61,7 +61,9 @@ class Simulator:
         self.config = config or SimConfig()
         self.fleet = Fleet(self.config)
         self.recorder = Recorder()
-        self.archives = ArchiveStore(self.config.seed, chunk_bytes=self.config.chunk_bytes)
+        self.archives = ArchiveStore(
+            self.config.seed, hostile=self.config.hostile_archives, chunk_bytes=self.config.chunk_bytes
+        )
         self._script = FaultScript()
         clock = clock or _loop_time
         sender = ArchiveSender(
