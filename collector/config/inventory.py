@@ -358,7 +358,7 @@ class _Loader(NodeReader):
         self.keep = keep
         self.streamed = False  # the file was composed by `_KeepingComposer`, entries checked
         self.folder = path.parent.absolute()
-        self.seen: dict[tuple[str, str], tuple[str, int]] = {}  # (project, id) -> first key, line
+        self.seen: dict[str, dict[str, tuple[str, int]]] = {}  # project -> id -> first key, line
         self.resolver = Resolver(self, environ, self.folder)
 
     # -- the inventory's structure --------------------------------------------------------------
@@ -559,7 +559,8 @@ class _Loader(NodeReader):
     def listed_server(self, node: yaml.Node, key: str, project_id: str) -> Server:
         """One entry of a servers list, checked, and not listed before in its project."""
         server = self.server(node, key)
-        first = self.seen.get((project_id, server.id))
+        seen = self.seen.setdefault(project_id, {})
+        first = seen.get(server.id)
         if first is not None:
             shown = "this project" if project_id.startswith("\0") else f"project {project_id}"
             raise self.error(
@@ -568,7 +569,7 @@ class _Loader(NodeReader):
                 f"server {server.id} is listed twice in {shown} (first at {first[0]}, line {first[1]})",
                 hint="remove one of the two entries",
             )
-        self.seen[project_id, server.id] = (key, line_of(node))
+        seen[server.id] = (key, line_of(node))
         return server
 
     def server(self, node: yaml.Node, key: str) -> Server:

@@ -201,7 +201,8 @@ class NodeReader:
             entries[name] = Entry(key_node, value_node)
         if len(entries) < len(node.value):
             self._lost.add(id(entries))
-        self._meant.setdefault(key, set()).update(meant)
+        if meant:  # not a set per mapping: an inventory lists 100,000 servers as mappings
+            self._meant.setdefault(key, set()).update(meant)
         return entries
 
     def incomplete(self, fields: Mapping[str, Entry]) -> bool:
