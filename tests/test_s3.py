@@ -22,7 +22,7 @@ from collector.clouddc.api import CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations import LocalLocation, S3Location, parse_destination
 from collector.destinations.base import archive_name
-from collector.destinations.s3 import MiB, S3Destination
+from collector.destinations.s3 import Buffers, MiB, S3Destination
 from collector.errors import StorageError, UsageError
 from collector.simulator import SimConfig, Simulator
 from collector.transfer.download import DownloadOptions, fetch_archive
@@ -148,6 +148,32 @@ async def test_a_budget_of_one_part_serves_transfers_one_part_at_a_time(moto_ser
         assert destination.peak_buffered == PART
     for index, expected in enumerate(data):
         assert (await get(moto_server.url, bucket, f"p/{index}.tar.gz"))[0] == expected
+
+
+async def test_room_is_refused_when_no_transfer_could_then_finish_its_part_and_a_cancelled_wait_takes_none():
+    """The banker's rule of `Buffers`, without S3: owners are only keys to it."""
+    buffers = Buffers(2 * PART, PART)
+    a, b, c = object(), object(), object()
+    await buffers.fill(a, PART - 1)
+    await buffers.fill(b, PART - 1)  # a can still finish: 1 byte, 2 there
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(buffers.fill, c, 2)  # there is room, but then nobody could finish a part
+        await anyio.wait_all_tasks_blocked()
+        assert buffers.held == 2 * PART - 2
+        await buffers.fill(a, 1)  # a's part is full: it needs nothing more
+        buffers.send(a)
+        await anyio.wait_all_tasks_blocked()
+        assert buffers.held == 2 * PART - 1  # still no room for c
+        buffers.sent(PART)  # a's part is stored: its bytes come back, and c gets its two
+    assert buffers.held == PART + 1 and buffers.peak == 2 * PART - 1
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(buffers.fill, c, PART)  # more than there is: waits
+        await anyio.wait_all_tasks_blocked()
+        tasks.cancel_scope.cancel()
+    assert buffers.held == PART + 1  # the cancelled wait took nothing
+    buffers.drop(b)
+    buffers.drop(c)
+    assert buffers.held == 0
 
 
 async def test_small_archive_is_one_put_with_its_sha256(moto_server, bucket):
