@@ -22,6 +22,11 @@ generated archives through `S3Destination`, ``--downloads`` at a time, without t
 
     python benchmarks/s3_rss.py                       # 2,000 x 256 KiB, S3 and local
     python benchmarks/s3_rss.py --servers 200 --no-local
+
+Memory bounded by the part budget (``--s3-buffer``), whatever the archives' sizes (issue 14)::
+
+    python benchmarks/s3_rss.py --servers 300 --archive-bytes 4M --no-local --sample 20
+    python benchmarks/s3_rss.py --servers 40 --archive-bytes 64M --no-local --sample 5
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ BUCKET = "collector-bench"
 async def child_direct(args: argparse.Namespace) -> dict[str, Any]:
     import anyio
 
+    from collector.config.settings import parse_size
     from collector.destinations.base import archive_name
     from collector.destinations.s3 import S3Destination
 
@@ -78,8 +84,9 @@ async def child_direct(args: argparse.Namespace) -> dict[str, Any]:
     limiter = anyio.CapacityLimiter(args.downloads)
     collected = 0
 
+    budget = {"buffer_size": parse_size(args.s3_buffer)} if args.s3_buffer else {}
     async with S3Destination(
-        BUCKET, args.prefix, endpoint_url=args.endpoint, max_connections=args.downloads + 8
+        BUCKET, args.prefix, endpoint_url=args.endpoint, max_connections=args.downloads + 8, **budget
     ) as destination:
 
         async def one(server_id: str, size: int) -> None:
@@ -127,6 +134,7 @@ def s3_command(inventory: Path, url: str, endpoint: str, state_dir: Path, args: 
         f"{args.rate:g}",
         "--downloads",
         str(args.downloads),
+        *(["--s3-buffer", args.s3_buffer] if args.s3_buffer else []),
     ]
 
 
@@ -227,6 +235,7 @@ def run_s3(config: SimConfig, args: argparse.Namespace, workdir: Path, moto: Mot
             f"{config.archive_bytes[0]}-{config.archive_bytes[1]}",
             "--seed",
             str(args.seed),
+            *(["--s3-buffer", args.s3_buffer] if args.s3_buffer else []),
         ]
         measured = run_measured(command)
         record: dict[str, Any] = {"command": shown(command, {moto.url: "MOTO"})}
@@ -291,6 +300,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="the collector's starting request rate (--rate)")
     parser.add_argument("--downloads", type=int, default=16)
     parser.add_argument("--sample", type=int, default=100, help="objects whose full bodies are compared (default 100)")
+    parser.add_argument("--s3-buffer", help="the collector's --s3-buffer (default: its own)")
     parser.add_argument("--direct", action="store_true", help="the destination alone, without collector run")
     parser.add_argument("--no-local", action="store_true", help="skip the local-folder baseline")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

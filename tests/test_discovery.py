@@ -9,6 +9,7 @@ The last test lists the simulator's fleet over real HTTP, page by page.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -498,3 +499,29 @@ async def test_the_simulators_fleet_is_discovered_page_by_page_and_selectable():
     targets = [(sim, server) for server in servers]  # the simulator has a project_id, as a Project does
     chosen = parse_selection(["tag:rack=R00[01]", "!name:node-0000"]).apply(targets)
     assert [server.name for _, server in chosen] == [f"node-{n:04d}" for n in range(1, 80)]
+
+
+@pytest.mark.anyio
+async def test_a_shard_keeps_only_its_discovered_servers_page_by_page():
+    from collector.auth import StaticToken
+    from collector.config.inventory import DiscoverSpec, Inventory, Project
+    from collector.config.settings import Settings
+    from collector.config.shards import Shard
+    from collector.net.session import open_session
+    from collector.run.prepare import prepare
+
+    def ids(inventory: Inventory) -> list[str]:
+        return [server.id for _, server in inventory.targets()]
+
+    async with Simulator(SimConfig(servers=1234)) as sim:
+        project = Project(sim.project_id, sim.url, StaticToken(sim.token, "test"), (), discover=DiscoverSpec())
+        inventory = Inventory(Path("fleet.yaml").absolute(), (project,))
+        async with open_session(connect_timeout=5, read_timeout=5) as session:
+            whole, _, failed = await prepare(inventory, Settings(), session)
+            shards = [(await prepare(inventory, Settings(), session, shard=Shard(k, 3)))[0] for k in range(3)]
+    assert not failed and whole.server_count == 1234
+    for index, kept in enumerate(shards):
+        assert [s.id for s in kept.projects[0].servers] == [
+            s.id for s in Shard(index, 3).select(whole).projects[0].servers
+        ]
+    assert sum(kept.server_count for kept in shards) == 1234

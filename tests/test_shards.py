@@ -315,3 +315,56 @@ def test_a_shard_out_of_range_is_a_usage_error_on_the_command_line(tmp_path):
     )
     assert run.returncode == 2
     assert "--shard" in run.stderr and "Traceback" not in run.stderr
+
+
+# -- a shard keeps only its own servers while it reads the inventory ---------------------------
+
+TOKEN_YAML = "auth: {token_env: CLOUDDC_TOKEN}\n"
+ENV = {"CLOUDDC_TOKEN": "t0k3n"}
+
+
+def _entries(ids: list[str]) -> str:
+    return "".join(f"  - {{id: {sid}, name: n-{sid}}}\n" if i % 2 else f"  - {sid}\n" for i, sid in enumerate(ids))
+
+
+def _listed(inv: Inventory) -> list[tuple[str, str, str | None]]:
+    return [(project.project_id, server.id, server.name) for project, server in inv.targets()]
+
+
+@pytest.mark.parametrize("form", ["top", "projects", "servers-first"])
+def test_a_shard_reads_only_its_servers_and_gets_what_selecting_afterwards_gets(tmp_path, form):
+    from collector.config.inventory import load_inventory
+
+    ids = [f"srv-{n:04d}" for n in range(300)]
+    if form == "top":
+        text = f"endpoint: https://a.example\n{TOKEN_YAML}project_id: p1\nservers:\n{_entries(ids)}"
+    elif form == "projects":
+        text = (
+            f"endpoint: https://a.example\n{TOKEN_YAML}projects:\n"
+            f"- project_id: p1\n  servers:\n{_entries(ids[:200])}"
+            f"- project_id: p2\n  servers:\n{_entries(ids[200:])}"
+        )
+    else:  # the project's id after its servers: read whole, then kept
+        text = f"endpoint: https://a.example\n{TOKEN_YAML}servers:\n{_entries(ids)}project_id: p1\n"
+    path = tmp_path / "fleet.yaml"
+    path.write_text(text)
+    whole = load_inventory(path, ENV)
+    kept = [load_inventory(path, ENV, keep=Shard(index, 4).owns) for index in range(4)]
+    for index, inv in enumerate(kept):
+        assert _listed(inv) == _listed(Shard(index, 4).select(whole))
+    assert sorted(pair for inv in kept for pair in _listed(inv)) == sorted(_listed(whole))
+
+
+def test_every_shard_refuses_the_same_inventory_with_the_same_problems(tmp_path):
+    from collector.config.inventory import load_inventory
+    from collector.errors import InventoryError
+
+    ids = [f"srv-{n:03d}" for n in range(40)] + ["bad/id", "srv-007"]  # a bad id, and one listed twice
+    path = tmp_path / "fleet.yaml"
+    path.write_text(f"endpoint: https://a.example\n{TOKEN_YAML}project_id: p1\nservers:\n{_entries(ids)}")
+    with pytest.raises(InventoryError) as whole:
+        load_inventory(path, ENV)
+    for index in range(3):
+        with pytest.raises(InventoryError) as shard:
+            load_inventory(path, ENV, keep=Shard(index, 3).owns)
+        assert str(shard.value) == str(whole.value)

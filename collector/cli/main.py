@@ -213,7 +213,8 @@ def command_run(args: argparse.Namespace) -> ExitCode:
             "drop -i for the one-liner, or put the projects and servers in the inventory",
         )
     else:
-        inventory = load_inventory(args.inventory)
+        # A shard keeps only its own servers from the start, unless --select is to judge the whole fleet.
+        inventory = load_inventory(args.inventory, keep=shard.owns if shard is not None and not args.select else None)
     settings = resolve(inventory.settings, given(args))
     args.log_format = settings.log_format  # the inventory's, too: a usage error after this is told in it
     configure_logging(settings.log_format, args.verbose or 0)

@@ -33,6 +33,7 @@ The ``collector:`` section's keys, kinds and checks are the settings' own
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -170,9 +171,18 @@ class Inventory:
                 yield project, server
 
 
-def load_inventory(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Inventory:
+def load_inventory(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    keep: Callable[[str, str], bool] | None = None,
+) -> Inventory:
     """Read and check the inventory at `path`; raise `InventoryError` for a problem, or
     `InventoryErrors` holding every problem when there are several.
+
+    With `keep` (a shard's `owns`), only the listed servers `keep(project_id, server_id)`
+    takes are kept, as they are read: every entry is still checked, so every shard accepts
+    or refuses the same file, but a shard holds only its own servers.
 
     Environment variables the ``auth`` entries name are looked up in `environ` (``os.environ``
     by default); relative paths (``token_file``, ``password_file``, ``ca_bundle``) start from
@@ -180,8 +190,14 @@ def load_inventory(path: str | os.PathLike[str], environ: Mapping[str, str] | No
     settings some project uses, and after the rest of the file has been checked.
     """
     path = Path(path)
-    root = compose(path)
-    loader = _Loader(path, os.environ if environ is None else environ)
+    loader = _Loader(path, os.environ if environ is None else environ, keep)
+    if keep is None or _CParser is None:
+        root = compose(path)
+    else:
+        root = compose(path, fast=functools.partial(_KeepingComposer, loader=loader))
+        if not loader.streamed:  # libyaml gave up and the pure-Python parser composed it all
+            loader.problems.clear()
+            loader.seen.clear()
     try:
         return loader.inventory(root)
     except InventoryError as exc:
@@ -215,6 +231,96 @@ _AUTH_KINDS_HINT = (
     " configs/example-inventory.yaml; or remove auth to look credentials up as the SDK does"
 )
 _DISCOVER_HINT = 'write discover: true, or discover: {name: "db-*", tags: {rack: "A1*"}}'
+
+
+class _KeptServers(yaml.SequenceNode):
+    """A servers list read as it was composed (`_KeepingComposer`): every entry checked, only
+    the kept ones here (`servers`, with `Broken` for an entry with problems), `count` listed."""
+
+    servers: list[Any]
+    count: int
+
+
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)  # libyaml's, when PyYAML has it
+
+
+class _KeepingComposer(yaml.composer.Composer, _CParser or object, yaml.resolver.Resolver):  # type: ignore[misc]  # a base known at run time
+    """libyaml's events composed into nodes, except a project's servers list: each entry is
+    checked by the loader as soon as it is composed and dropped unless `_Loader.keep` takes
+    it, so a shard of a 100,000-server inventory never holds the other shards' nodes.
+
+    Only where the list's project is known already (its project_id comes before servers, as
+    in every inventory we write) and the list has no anchor; anywhere else, nodes as usual.
+    """
+
+    def __init__(self, stream: str, loader: _Loader) -> None:
+        _CParser.__init__(self, stream)
+        yaml.composer.Composer.__init__(self)
+        yaml.resolver.Resolver.__init__(self)
+        self.loader = loader
+        self.path: list[tuple[Any, Any]] = []  # (parent, index) of each node being composed
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        self.loader.streamed = True
+        return node
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.path.append((parent, index))
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.path.pop()
+
+    def compose_sequence_node(self, anchor: Any) -> Any:
+        where = self.servers_list() if anchor is None else None
+        if where is None:
+            return super().compose_sequence_node(anchor)
+        key, project_id = where
+        start = self.get_event()
+        tag = start.tag
+        if tag is None or tag == "!":
+            tag = self.resolve(yaml.SequenceNode, None, start.implicit)  # type: ignore[no-untyped-call]  # PyYAML's stubs
+        node = _KeptServers(tag, [], start.start_mark, None, flow_style=start.flow_style)
+        node.servers, node.count = [], 0
+        loader = self.loader
+        while not self.check_event(yaml.SequenceEndEvent):
+            item = self.compose_node(node, node.count)
+            server = loader.part(loader.listed_server, item, f"{key}[{node.count}]", project_id)
+            if broken(server) or loader.keep is None or loader.keep(project_id, server.id):
+                node.servers.append(server)
+            node.count += 1
+        node.end_mark = self.get_event().end_mark
+        return node
+
+    def servers_list(self) -> tuple[str, str] | None:
+        """The key path and project id of the servers list about to be composed, if it is one
+        to keep from: the top level's, or that of an entry of the top level's projects."""
+        path = self.path
+        if len(path) == 2:
+            prefix = ""
+        elif len(path) == 4 and isinstance(path[2][1], int) and _is_key(path[1][1], "projects"):
+            prefix = f"projects[{path[2][1]}]"
+        else:
+            return None
+        parent, index = path[-1]
+        if not _is_key(index, "servers") or not isinstance(parent, yaml.MappingNode):
+            return None
+        for key_node, value_node in parent.value:
+            if _is_key(key_node, "project_id") and isinstance(value_node, yaml.ScalarNode):
+                try:
+                    return join(prefix, "servers"), self.loader.project_id(value_node, join(prefix, "project_id"))
+                except InventoryError:
+                    return None
+        return None
+
+
+def _is_key(node: Any, name: str) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == STR and node.value == name
+
+
+def _endpoint_of(region: str) -> str:
+    return f"https://clouddc.{region}.myhuaweicloud.com"
 
 
 class _Level(NamedTuple):
@@ -261,10 +367,12 @@ class _Loader(NodeReader):
     """Walks the inventory's schema over the node tree, checking as it goes; then has the
     `Resolver` make the credentials and TLS contexts the checked file names."""
 
-    def __init__(self, path: Path, environ: Mapping[str, str]) -> None:
+    def __init__(self, path: Path, environ: Mapping[str, str], keep: Callable[[str, str], bool] | None = None) -> None:
         super().__init__(path)
+        self.keep = keep
+        self.streamed = False  # the file was composed by `_KeepingComposer`, entries checked
         self.folder = path.parent.absolute()
-        self.seen: dict[tuple[str, str], tuple[str, int]] = {}  # (project, id) -> first key, line
+        self.seen: dict[str, dict[str, tuple[str, int]]] = {}  # project -> id -> first key, line
         self.resolver = Resolver(self, environ, self.folder)
 
     # -- the inventory's structure --------------------------------------------------------------
@@ -443,6 +551,13 @@ class _Loader(NodeReader):
     def servers(self, node: yaml.Node, key: str, project_id: str, *, empty_allowed: bool = False) -> tuple[Server, ...]:
         hint = "servers is a list of server ids, one '- <id>' per line"
         items = self.sequence(node, key, hint=hint)
+        if isinstance(node, _KeptServers):  # checked and kept as it was composed
+            if not node.count and not empty_allowed:
+                hint = "list at least one server, set discover: true, or remove the project"
+                raise self.error(node, key, "the list is empty", hint=hint)
+            if broken(*node.servers):
+                raise Stopped
+            return tuple(node.servers)
         if not items and not empty_allowed:
             hint = "list at least one server, set discover: true, or remove the project"
             raise self.error(node, key, "the list is empty", hint=hint)
@@ -451,12 +566,15 @@ class _Loader(NodeReader):
         ]
         if broken(*servers):
             raise Stopped
+        if self.keep is not None and not project_id.startswith("\0"):
+            return tuple(server for server in servers if self.keep(project_id, server.id))
         return tuple(servers)
 
     def listed_server(self, node: yaml.Node, key: str, project_id: str) -> Server:
         """One entry of a servers list, checked, and not listed before in its project."""
         server = self.server(node, key)
-        first = self.seen.get((project_id, server.id))
+        seen = self.seen.setdefault(project_id, {})
+        first = seen.get(server.id)
         if first is not None:
             shown = "this project" if project_id.startswith("\0") else f"project {project_id}"
             raise self.error(
@@ -465,7 +583,7 @@ class _Loader(NodeReader):
                 f"server {server.id} is listed twice in {shown} (first at {first[0]}, line {first[1]})",
                 hint="remove one of the two entries",
             )
-        self.seen[project_id, server.id] = (key, line_of(node))
+        seen[server.id] = (key, line_of(node))
         return server
 
     def server(self, node: yaml.Node, key: str) -> Server:

@@ -190,6 +190,13 @@ class Settings:
         "object storage endpoint for `-o s3://` or `obs://` (else `AWS_ENDPOINT_URL_S3` or `AWS_ENDPOINT_URL`)",
         metavar="URL",
     )
+    s3_buffer: int = _setting(
+        32 * 1024**2,
+        Kind.SIZE,
+        "memory for archive parts on their way to `-o s3://`, shared by all transfers (at least one 8M part): "
+        "a transfer waits for room rather than growing the process",
+        metavar="SIZE",
+    )
     metrics_file: str | None = _setting(
         None,
         Kind.TEXT,

@@ -49,14 +49,14 @@ _CONSTRUCTOR = yaml.constructor.SafeConstructor()
 _T = TypeVar("_T")
 
 
-def _compose_text(text: str) -> yaml.Node | None:
+def _compose_text(text: str, fast: Any = None) -> yaml.Node | None:
     """Compose with libyaml where PyYAML has it (three times faster on a 10,000-server file).
 
     libyaml refuses a few corners the pure-Python parser accepts (``{tags:}``), and words its
     errors differently; so on any complaint the pure-Python parser decides, and its message
     is the one the user sees.
     """
-    fast = getattr(yaml, "CSafeLoader", None)
+    fast = fast or getattr(yaml, "CSafeLoader", None)
     if fast is not None:
         try:
             return yaml.compose(text, Loader=fast)
@@ -65,8 +65,9 @@ def _compose_text(text: str) -> yaml.Node | None:
     return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
-def compose(path: Path) -> yaml.Node:
-    """The file's YAML node tree; every way of not getting one is an `InventoryError`."""
+def compose(path: Path, fast: Any = None) -> yaml.Node:
+    """The file's YAML node tree; every way of not getting one is an `InventoryError`.
+    `fast` composes in libyaml's stead, given the text (the pure-Python parser stays the judge)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -83,7 +84,7 @@ def compose(path: Path) -> yaml.Node:
         line = data.count(b"\n", 0, exc.start) + 1
         raise InventoryError(path, "not UTF-8 text", line=line, hint="save the file as UTF-8") from None
     try:
-        root = _compose_text(text)
+        root = _compose_text(text, fast)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         detail = ", ".join(part for part in (exc.context, exc.problem) if part).replace("\n", " ")
@@ -200,7 +201,8 @@ class NodeReader:
             entries[name] = Entry(key_node, value_node)
         if len(entries) < len(node.value):
             self._lost.add(id(entries))
-        self._meant.setdefault(key, set()).update(meant)
+        if meant:  # not a set per mapping: an inventory lists 100,000 servers as mappings
+            self._meant.setdefault(key, set()).update(meant)
         return entries
 
     def incomplete(self, fields: Mapping[str, Entry]) -> bool:

@@ -9,8 +9,15 @@ How an archive gets there, and why:
 - **Streamed, never staged on disk, memory bounded.** Bytes from the download gather in
   memory until they make a part (`part_size`, 8 MiB; S3's minimum is 5 MiB). The first full
   part starts a multipart upload; each part uploads while the next one fills, and a transfer
-  whose next part is full waits for the one uploading. So one transfer holds at most about
-  two parts, whatever the archive's size (`S3Partial.peak_buffered` keeps the figure).
+  whose next part is full waits for the one uploading. So one transfer holds at most two
+  parts, whatever the archive's size (`S3Partial.peak_buffered` keeps the figure).
+- **One budget for every transfer's parts** (`Buffers`, `buffer_size`, ``--s3-buffer``,
+  32 MiB: rclone's ``--buffer-size`` times its transfers, the AWS CLI's
+  ``max_concurrent_requests`` times its chunk size, are the same idea). A transfer waits for
+  room before it takes more bytes, rather than growing the process, so the parts in memory
+  never add up to more than the budget, whatever the archives' sizes and the number of
+  transfers (`S3Destination.peak_buffered`; benchmarks/s3_rss.py measures the process). Each
+  part is filled straight into the buffer it is sent from, so its bytes are held once.
 - **Small archives are one PutObject** at commit: most log bundles are smaller than a part,
   and one request is both cheaper and atomic.
 - **Nothing partial under the final key.** A multipart upload is invisible until it is
@@ -37,7 +44,9 @@ lifecycle rule that aborts incomplete multipart uploads after a day.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
+from collections import deque
 from contextlib import AsyncExitStack
 from types import TracebackType
 from typing import Any
@@ -91,6 +100,7 @@ class S3Destination:
         addressing_style: str | None = None,
         copy_part_size: int = COPY_PART,
         max_copy: int = MAX_COPY,
+        buffer_size: int = Settings.s3_buffer,
     ) -> None:
         if part_size < MIN_PART:
             raise ValueError(f"part_size must be at least {MIN_PART} bytes (S3's minimum part)")
@@ -115,11 +125,20 @@ class S3Destination:
         self._stack: AsyncExitStack | None = None
         self._client: Any = None
         self._tasks: TaskGroup | None = None  # where parts upload while the next one fills
-        self.buffered = 0  # bytes held by every transfer, filling or uploading
-        self.peak_buffered = 0
+        self.buffers = Buffers(max(buffer_size, part_size), part_size)  # at least one part
 
     def __repr__(self) -> str:
         return f"S3Destination({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held by every transfer now, filling or uploading."""
+        return self.buffers.held
+
+    @property
+    def peak_buffered(self) -> int:
+        """The most bytes every transfer held at once: never above `buffers.size`."""
+        return self.buffers.peak
 
     @property
     def url(self) -> str:
@@ -241,9 +260,98 @@ class S3Destination:
                 Bucket=self.bucket, Prefix=f"{self.prefix}/" if self.prefix else "", MaxKeys=1
             )
 
-    def _holding(self, delta: int) -> None:
-        self.buffered += delta
-        self.peak_buffered = max(self.peak_buffered, self.buffered)
+
+class Buffers:
+    """The bytes every transfer of one destination may hold: parts filling and parts on their way.
+
+    A transfer asks before it takes bytes (`fill`) and waits while the answer is no. Bytes
+    held are never more than `size`. Waiting while holding can deadlock: transfers each
+    holding part of a part, every one waiting for room that only another's finished part
+    would free. So a request is granted only if, afterwards, some transfer can still finish
+    the part it is filling with the room there is, counting the parts being sent (they come
+    back without needing anything; the banker's algorithm's safe state). That transfer
+    finishes its part, sends it, gets its bytes back, and the next one can finish, and so on:
+    a part is never more than `part_size` (the transfers cut it there), and `size` is at
+    least one part. Small archives share the room byte for byte, so a budget of a few parts
+    lets many small transfers run at once.
+    """
+
+    def __init__(self, size: int, part_size: int) -> None:
+        if size < part_size:
+            raise ValueError("the buffer budget must hold at least one part")
+        self.size = size
+        self.part_size = part_size
+        self.held = 0  # every byte held: parts filling and parts being sent
+        self.sending = 0  # of which: parts being sent, which come back without more room
+        self.peak = 0
+        self._filling: dict[S3Partial, int] = {}  # each transfer's part filling, if any
+        self._waiting: deque[tuple[S3Partial, int, anyio.Event]] = deque()
+
+    async def fill(self, owner: S3Partial, size: int) -> None:
+        """Take `size` more bytes for `owner`'s part filling, once that is safe."""
+        if self._grantable(owner, size):  # before those waiting: they may need this one's part done
+            self._grant(owner, size)
+            self._wake()  # a fuller part can make another's request safe
+            return
+        turn = (owner, size, anyio.Event())
+        self._waiting.append(turn)
+        try:
+            await turn[2].wait()
+        except BaseException:
+            if turn in self._waiting:
+                self._waiting.remove(turn)
+            else:  # granted as we were cancelled: give it back
+                self._filling[owner] -= size
+                if not self._filling[owner]:
+                    del self._filling[owner]
+                self._release(size)
+            raise
+
+    def send(self, owner: S3Partial) -> int:
+        """`owner`'s part filling is on its way now; `sent` gives its bytes back."""
+        size = self._filling.pop(owner, 0)
+        self.sending += size
+        return size
+
+    def sent(self, size: int) -> None:
+        """A part `send` started is over, whatever became of it."""
+        self.sending -= size
+        self._release(size)
+
+    def drop(self, owner: S3Partial) -> None:
+        """`owner`'s part filling is thrown away."""
+        self._release(self._filling.pop(owner, 0))
+
+    def _grantable(self, owner: S3Partial, size: int) -> bool:
+        if self.held + size > self.size:
+            return False
+        fullest = self._filling.get(owner, 0) + size
+        for other, filled in self._filling.items():
+            if other is not owner and filled > fullest:
+                fullest = filled
+        return self.part_size - fullest <= self.size - self.held - size + self.sending
+
+    def _grant(self, owner: S3Partial, size: int) -> None:
+        self._filling[owner] = self._filling.get(owner, 0) + size
+        self.held += size
+        self.peak = max(self.peak, self.held)
+
+    def _release(self, size: int) -> None:
+        self.held -= size
+        self._wake()
+
+    def _wake(self) -> None:
+        """Grant what has become safe, in the order asked, until nothing more is."""
+        granted = True
+        while granted:
+            granted = False
+            for turn in list(self._waiting):
+                owner, wanted, event = turn
+                if self._grantable(owner, wanted):
+                    self._waiting.remove(turn)
+                    self._grant(owner, wanted)
+                    event.set()
+                    granted = True
 
 
 class S3Partial:
@@ -256,7 +364,7 @@ class S3Partial:
         self.size = 0
         self.peak_buffered = 0  # the most bytes this transfer held at once
         self._hash = hashlib.sha256()
-        self._chunks: list[bytes] = []  # the part filling
+        self._part = io.BytesIO()  # the part filling; sent as it is (botocore would copy bytes)
         self._filling = 0
         self._held = 0  # bytes filling, uploading, or being put
         self._in_flight = 0  # bytes of the part uploading
@@ -281,17 +389,33 @@ class S3Partial:
         return self._upload_id
 
     async def write(self, chunks: list[bytes]) -> None:
-        """Take these chunks after what came before; upload a part once enough is here."""
-        size = 0
-        for chunk in chunks:
-            self._hash.update(chunk)
-            size += len(chunk)
-        self._chunks.extend(chunks)
-        self.size += size
-        self._hold(size)
-        if self._filling >= self.destination.part_size:
-            await self._settle()  # the part before it is done: at most one uploading
-            await self._start_part()
+        """Take these chunks after what came before; upload a part once enough is here.
+
+        Each part is `part_size` exactly but the last: the chunk that crosses the boundary is
+        cut there, so the room a part asks of `Buffers` is never more than one part.
+        """
+        part_size = self.destination.part_size
+        pieces: deque[bytes | memoryview] = deque(chunks)
+        while pieces:
+            room, size = part_size - self._filling, 0
+            taken: list[bytes | memoryview] = []
+            while pieces and size < room:
+                piece = pieces.popleft()
+                if size + len(piece) > room:
+                    view = memoryview(piece)
+                    piece, rest = view[: room - size], view[room - size :]
+                    pieces.appendleft(rest)
+                taken.append(piece)
+                size += len(piece)
+            await self.destination.buffers.fill(self, size)
+            self._hold(size)
+            for piece in taken:
+                self._hash.update(piece)
+                self._part.write(piece)
+            self.size += size
+            if self._filling >= part_size:
+                await self._settle()  # the part before it is done: at most one uploading
+                await self._start_part()
 
     async def truncate(self) -> None:
         """Start again from zero: the upload under way is aborted, a new one starts when needed."""
@@ -306,7 +430,7 @@ class S3Partial:
         digest = self.sha256()
         where = destination.where(self.key)
         if self._upload_id is None:
-            body = self._take_part()
+            body, size = self._take_part()
             try:
                 with translating(f"store {where}"):
                     await client.put_object(
@@ -317,7 +441,7 @@ class S3Partial:
                         Metadata={"sha256": digest},
                     )
             finally:
-                self._release(len(body))
+                self._release(size)
             return Archive(self.name, self.size, digest)
         await self._settle()
         if self._filling:
@@ -368,12 +492,11 @@ class S3Partial:
                     Bucket=destination.bucket, Key=self.key, ContentType=CONTENT_TYPE
                 )
             self._upload_id = started["UploadId"]
-        body = self._take_part()
-        self._in_flight = len(body)
+        body, self._in_flight = self._take_part()
         upload_id, number = self._upload_id, len(self._parts) + 1
         self._sending = jobs.start(destination.tasks, lambda: self._upload_part(upload_id, number, body))
 
-    async def _upload_part(self, upload_id: str, number: int, body: bytes) -> None:
+    async def _upload_part(self, upload_id: str, number: int, body: io.BytesIO) -> None:
         destination = self.destination
         try:
             with translating(f"upload part {number} of {destination.where(self.key)}"):
@@ -470,24 +593,31 @@ class S3Partial:
 
     # -- the bytes held --------------------------------------------------------------------------
 
-    def _take_part(self) -> bytes:
-        """The chunks filled so far as one body; still counted until `_release`."""
-        body = b"".join(self._chunks)
-        self._chunks = []
-        self._filling = 0
-        return body
+    def _take_part(self) -> tuple[io.BytesIO, int]:
+        """The part filled so far, ready to send, and its size; still counted until `_release`.
+
+        A `BytesIO` of our own, not bytes: botocore would wrap bytes in a `BytesIO` sharing
+        them, and aiohttp's `getbuffer()` on that copies the whole part once more.
+        """
+        body, size = self._part, self._filling
+        body.seek(0)
+        self._part, self._filling = io.BytesIO(), 0
+        self.destination.buffers.send(self)
+        return body, size
 
     def _hold(self, size: int) -> None:
+        """`size` bytes more in the part filling, granted already by `Buffers.fill`."""
         self._filling += size
         self._held += size
         self.peak_buffered = max(self.peak_buffered, self._held)
-        self.destination._holding(size)
 
     def _release(self, size: int) -> None:
+        """A part sent (or given up) of `size` bytes is out of memory."""
         self._held -= size
-        self.destination._holding(-size)
+        self.destination.buffers.sent(size)
 
     def _drop_buffer(self) -> None:
-        self._chunks = []
-        self._release(self._filling)
+        self._part = io.BytesIO()
+        self._held -= self._filling
+        self.destination.buffers.drop(self)
         self._filling = 0

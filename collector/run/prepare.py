@@ -89,11 +89,15 @@ async def prepare(
     discovery failed.
 
     Discovery sends through `gateways`, the run's (made here if not given). Every shard
-    discovers the whole fleet and keeps its own part: the split depends only on the servers'
-    ids, so the shards agree without talking to each other.
+    discovers the whole fleet and keeps its own part, page by page as the listing arrives:
+    the split depends only on the servers' ids, so the shards agree without talking to each
+    other. A `selection` is judged on the whole fleet (a term no server matches is reported,
+    whichever shard would own it), so with one every server is kept until it has been applied.
     """
     if gateways is None:
         gateways = Gateways(session, settings)
+    early = shard is not None and (selection is None or selection.everything)
+    keep = shard.owns if shard is not None and early else None
     inventory = await with_credentials(inventory, os.environ if environ is None else environ)
     rejected: list[Rejected] = []
     failed: list[DiscoveryFailed] = []
@@ -104,7 +108,7 @@ async def prepare(
                 projects.append(project)
                 continue
             try:
-                found = await discover(project, gateways)
+                found, listed = await discover_kept(project, gateways, keep)
             except CollectorError as exc:
                 # The project's listed servers are still swept; the report says what is missing.
                 log.error(
@@ -131,13 +135,13 @@ async def prepare(
             log.info(
                 "%s: %d servers listed by the API, %d of them chosen by its discover: filter",
                 project.project_id,
-                len(found),
+                listed,
                 len(chosen),
                 extra=ev(
                     "servers_discovered",
                     project_id=project.project_id,
                     endpoint=project.endpoint,
-                    servers=len(found),
+                    servers=listed,
                     chosen=len(chosen),
                 ),
             )
@@ -179,14 +183,29 @@ async def with_credentials(inventory: Inventory, environ: Mapping[str, str]) -> 
 
 async def discover(project: Project, gateways: Gateways) -> list[DiscoveredServer]:
     """Every server the project lists, page by page, following `next_marker`."""
+    found, _ = await discover_kept(project, gateways)
+    return found
+
+
+async def discover_kept(
+    project: Project, gateways: Gateways, keep: Callable[[str, str], bool] | None = None
+) -> tuple[list[DiscoveredServer], int]:
+    """Every server the project lists, page by page, following `next_marker`, and how many
+    were listed. With `keep` (a shard's `owns`), only the entries it takes are kept, as each
+    page arrives."""
     client = CloudDC.for_project(gateways, project)
     cursor = PageCursor()
     found: list[DiscoveredServer] = []
+    listed = 0
     while True:
         page = parse_server_page(await client.list_servers_page(cursor.marker, limit=PAGE_LIMIT))
-        found += page.servers
+        listed += len(page.servers)
+        if keep is None:
+            found += page.servers
+        else:
+            found += [server for server in page.servers if keep(project.project_id, server.id)]
         if not cursor.advance(page):
-            return found
+            return found, listed
 
 
 def chooser(project: Project) -> Callable[[DiscoveredServer], bool]:

@@ -182,7 +182,11 @@ async def _open_bucket(stack: AsyncExitStack, location: S3Location, settings: Se
     """The bucket as a destination, proven reachable with our credentials before any API call.
     Its client waits as long as the run's other HTTP clients (--connect-timeout, --read-timeout)."""
     bucket = await stack.enter_async_context(
-        location.open(connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
+        location.open(
+            connect_timeout=settings.connect_timeout,
+            read_timeout=settings.read_timeout,
+            buffer_size=settings.s3_buffer,
+        )
     )
     try:
         await bucket.check_bucket()
