@@ -39,11 +39,10 @@ from _common import (
     emit,
     load_report,
     note,
-    parse_bytes_range,
-    parse_range,
     round_floats,
     run_measured,
 )
+from sweep import sim_config
 
 from collector.simulator.config import SimConfig
 
@@ -59,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-seconds", default="5-15", metavar="LO-HI")
     parser.add_argument("--archive-bytes", default="16K-16K", metavar="LO-HI")
     parser.add_argument("--rate-limit", type=float, default=0.0, help="API requests/s; 0 for none (default)")
+    parser.add_argument("--max-concurrent-exports", type=int, default=None, metavar="N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=3, help="runs of each build (default 3)")
     parser.add_argument("--collector-args", default="", help="extra `collector run` flags, for both builds")
@@ -120,13 +120,7 @@ def profile(path: Path, config: SimConfig, root: Path, args: argparse.Namespace)
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = SimConfig(
-        servers=args.servers,
-        seed=args.seed,
-        export_seconds=parse_range(args.export_seconds),
-        archive_bytes=parse_bytes_range(args.archive_bytes),
-        rate_limit=args.rate_limit or None,
-    )
+    config = sim_config(args)
     root = Path(tempfile.mkdtemp(prefix="bench-cpu-", dir=args.workdir))
     try:
         base_tree = args.base_tree or export_tree(args.base, root / "base-tree")
