@@ -69,9 +69,9 @@ def parse_json(body: bytes, *, operation: str, request_id: str | None = None) ->
     later, when the id is written to the journal or a log). `request_id`, the answer's
     X-Request-Id, goes into the message for the API's support to trace.
     """
-    where = f" (request id {clean_text(request_id, MAX_CODE_CHARS)})" if request_id else ""
 
     def refused(problem: str) -> ProtocolError:
+        where = f" (request id {clean_text(request_id, MAX_CODE_CHARS)})" if request_id else ""
         return ProtocolError(f"{operation}: answer {problem}{where}")
 
     body = bytes(body)
@@ -84,7 +84,7 @@ def parse_json(body: bytes, *, operation: str, request_id: str | None = None) ->
     if not _depth_within(body, MAX_JSON_DEPTH):
         raise refused(f"is not JSON, or nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
+        value = _DECODER.decode(text)
     except _Refused as exc:
         raise refused(f"has {exc}") from None
     except json.JSONDecodeError as exc:
@@ -139,6 +139,11 @@ def _parse_float(text: str) -> float:
 
 def _refuse_constant(name: str) -> float:
     raise _Refused(f"{name}, which is not a JSON number")
+
+
+# One decoder for every answer: `json.loads` with hooks would build a new one per call, which
+# cost more than decoding a status answer (benchmarks/parse_json.py).
+_DECODER = json.JSONDecoder(parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant)
 
 
 def _has_surrogate(value: object) -> bool:

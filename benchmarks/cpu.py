@@ -1,0 +1,173 @@
+"""CPU per server of `collector run`, two builds in alternation (issue 14, section 3).
+
+The machine is shared, so two builds are only comparable when measured in the same minutes:
+this runs the base build and this work tree in turn (ABBA order by round, so a drift in the
+machine's load falls on both), each run against a fresh simulator with the same settings, and
+reports each run's CPU seconds per server (user + system time of the collector process alone,
+from ``os.wait4``; the simulator is a separate process and is not counted), wall time and peak
+RSS, then medians by build and the median of each round's ratio, ours / base.
+
+The base build is `git archive`d from the commit given (``--base``, default e59499c, the build
+of 2026-11-28 that issue 14 measures against) into a temporary folder and run from there with
+the same interpreter (``python -m collector`` with that folder as the working directory finds
+its package first); its dependencies are this environment's. The simulator is always this work
+tree's, for both builds. Every archive is checked against the simulator's generator, as in
+benchmarks/sweep.py; a wrong result makes the exit code 1.
+
+    python benchmarks/cpu.py                                   # e59499c vs the work tree, 5,000 servers, 3 rounds
+    python benchmarks/cpu.py --servers 1000 --runs 1           # a quick look
+    python benchmarks/cpu.py --profile prof.svg                # then one run of the work tree under py-spy
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from _common import (
+    SimProcess,
+    check_archives,
+    code_version,
+    collector_command,
+    emit,
+    load_report,
+    note,
+    round_floats,
+    run_measured,
+)
+from sweep import sim_config
+
+from collector.simulator.config import SimConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = ("cpu_ms_per_server", "cpu_s", "wall_s", "peak_rss_mb")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", default="e59499c", help="the commit to compare with (default e59499c)")
+    parser.add_argument("--base-tree", type=Path, help="a checked-out tree to use as the base instead of --base")
+    parser.add_argument("--servers", type=int, default=5000)
+    parser.add_argument("--export-seconds", default="5-15", metavar="LO-HI")
+    parser.add_argument("--archive-bytes", default="16K-16K", metavar="LO-HI")
+    parser.add_argument("--rate-limit", type=float, default=0.0, help="API requests/s; 0 for none (default)")
+    parser.add_argument("--max-concurrent-exports", type=int, default=None, metavar="N")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", type=int, default=3, help="runs of each build (default 3)")
+    parser.add_argument("--collector-args", default="", help="extra `collector run` flags, for both builds")
+    parser.add_argument("--profile", type=Path, metavar="PATH", help="then one unmeasured run of ours under py-spy")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds a collector run may take")
+    parser.add_argument("--workdir", type=Path, help="where runs write (default: a temporary folder, removed)")
+    return parser
+
+
+def export_tree(commit: str, into: Path) -> Path:
+    """The `collector` package as it was at `commit`, extracted under `into`."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "collector"], cwd=ROOT, capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def run_build(label: str, tree: Path, config: SimConfig, root: Path, index: int, args: argparse.Namespace) -> dict:
+    workdir = root / f"{label}-{index}"
+    out_dir = workdir / "out"
+    workdir.mkdir(parents=True)
+    with SimProcess(config, workdir) as sim:
+        command = collector_command(sim.inventory, out_dir, shlex.split(args.collector_args))
+        note(f"{label} run {index}: {config.servers} servers ...")
+        measured = run_measured(command, timeout=args.timeout, cwd=tree)
+    check = check_archives(config, out_dir, report=load_report(out_dir))
+    record: dict[str, Any] = {
+        "bench": "cpu",
+        "build": label,
+        "run": index,
+        "servers": config.servers,
+        "exit_code": measured.exit_code,
+        "correct": check.ok and measured.exit_code == 0,
+        "cpu_s": measured.cpu_s,
+        "cpu_ms_per_server": measured.cpu_s * 1000 / max(1, config.servers),
+        "wall_s": measured.wall_s,
+        "peak_rss_mb": measured.peak_rss_mb,
+    }
+    if not record["correct"]:
+        record["problems"] = check.summary()["problems"]
+        record["stderr_tail"] = measured.stderr[-2000:]
+    return round_floats(record)
+
+
+def profile(path: Path, config: SimConfig, root: Path, args: argparse.Namespace) -> None:
+    """Ours once more under py-spy (100 Hz, on-CPU samples only); not a measurement."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    output_format = {".json": "speedscope", ".txt": "raw"}.get(path.suffix, "flamegraph")
+    workdir = root / "profiled"
+    workdir.mkdir(parents=True)
+    with SimProcess(config, workdir) as sim:
+        command = [py_spy, "record", "--rate", "100", "--format", output_format, "--output", str(path.resolve())]
+        command += ["--", *collector_command(sim.inventory, workdir / "out", shlex.split(args.collector_args))]
+        measured = run_measured(command, timeout=args.timeout * 2, cwd=ROOT)
+    emit({"bench": "cpu", "kind": "profile", "path": str(path), "exit_code": measured.exit_code})
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = sim_config(args)
+    root = Path(tempfile.mkdtemp(prefix="bench-cpu-", dir=args.workdir))
+    try:
+        base_tree = args.base_tree or export_tree(args.base, root / "base-tree")
+        base_label = f"base {args.base_tree or args.base}"
+        builds = {base_label: base_tree.resolve(), "ours": ROOT}
+        emit(
+            {
+                "bench": "cpu",
+                "kind": "setup",
+                "code": code_version(),
+                "base": str(args.base_tree or args.base),
+                "servers": config.servers,
+                "export_seconds": list(config.export_seconds),
+                "archive_bytes": list(config.archive_bytes),
+                "rate_limit": config.rate_limit,
+                "collector_args": args.collector_args,
+            }
+        )
+        records: dict[str, list[dict[str, Any]]] = {label: [] for label in builds}
+        for index in range(1, args.runs + 1):
+            order = list(builds) if index % 2 else list(reversed(builds))
+            for label in order:
+                record = run_build(label.split()[0], builds[label], config, root, index, args)
+                emit(record)
+                records[label].append(record)
+        failed = any(not r["correct"] for runs in records.values() for r in runs)
+        for label, runs in records.items():
+            summary = {k: round(statistics.median(r[k] for r in runs), 4) for k in KEYS}
+            emit({"bench": "cpu", "kind": "median", "build": label, "runs": len(runs), **summary})
+        ratios = {
+            k: [o[k] / b[k] for o, b in zip(records["ours"], records[base_label], strict=True) if b[k]] for k in KEYS
+        }
+        emit(
+            {
+                "bench": "cpu",
+                "kind": "ratio",
+                "note": "ours / base, the median of each round's ratio",
+                **{k: round(statistics.median(v), 3) for k, v in ratios.items() if v},
+            }
+        )
+        if args.profile:
+            profile(args.profile, config, root, args)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(root, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
