@@ -1,4 +1,5 @@
-"""`collector grep` against `ugrep -z -r` over the same folder of collected archives.
+"""`collector grep` against `ugrep -z --zmax=4 -r` over the same folder of collected archives
+(nested archives opened to the same depth by both).
 
 Two shapes, as issue 15 asks: 2,000 archives of 1 MiB ("small") and 20 of 256 MiB ("large"),
 laid out as a run writes them (``OUT/PROJECT/SERVER-dump.tar.gz``). Two kinds of archive:
@@ -81,7 +82,8 @@ def _write_compressed(path: Path, sid: str, size: int) -> None:
 
 def measure(folder: Path, pattern: str, rounds: int, jobs: int | None) -> dict[str, dict[str, float]]:
     commands = {
-        "ugrep": ["ugrep", "-z", "-r", "-n", pattern, str(folder)],
+        # --zmax=4: into nested archives as deep as collector grep goes (ugrep stops at 1 by default)
+        "ugrep": ["ugrep", "-z", "--zmax=4", "-r", "-n", pattern, str(folder)],
         "collector": [PYTHON, "-m", "collector", "grep", pattern, str(folder)] + (["-j", str(jobs)] if jobs else []),
     }
     figures: dict[str, list[tuple[float, float, float, int, int]]] = {tool: [] for tool in commands}
