@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+from dataclasses import replace
 
 import anyio
 import anyio.lowlevel
@@ -257,3 +258,18 @@ def test_the_eta_is_back_once_anything_but_waiting_is_left():
     stats = CallStats()
     s = snapshot(tally, stats, _Rates(stats, clock))
     assert not s.waiting_only and "ETA --" in progress_line(s)
+
+
+@pytest.mark.parametrize("width", [80, 60])
+def test_with_a_deadline_the_display_still_fits(width):
+    lines = rendered(big_snapshot(deadline_in_s=99 * 3600), width)
+    assert len(lines) == 4
+    assert max(len(line) for line in lines) <= width
+
+
+def test_the_clock_line_says_when_the_deadline_comes_and_an_eta_past_it():
+    s = big_snapshot(servers=10, collected=4, failed=0, collected_earlier=0, elapsed_s=20, eta_s=30, deadline_in_s=90)
+    assert progress_line(s).startswith("40% 4/10, elapsed 0:20, deadline in 1:30, ETA 0:30;")
+    late = replace(s, eta_s=300)
+    assert progress_line(late).startswith("40% 4/10, elapsed 0:20, deadline in 1:30, ETA after the deadline;")
+    assert late.fields()["deadline_in_s"] == 90

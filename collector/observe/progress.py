@@ -28,6 +28,7 @@ from collector.control.endpoint import EndpointHealth
 from collector.log import ev
 from collector.observe.report import human_bytes, human_duration
 from collector.sweep.events import Phase, PhaseChanged, Waits
+from collector.sweep.timebox import TimeBox
 
 log = logging.getLogger("collector.progress")
 
@@ -149,6 +150,7 @@ class Snapshot:
     retry_asked_s: float = 0.0  # the longest Retry-After among them
     retry_until: float | None = None  # wall-clock time the last of those waits ends
     probing_gives_up_in_s: float | None = None  # an endpoint stopped answering: until it is given up
+    deadline_in_s: float | None = None  # --deadline: until the run ends
 
     @property
     def finished(self) -> int:
@@ -185,16 +187,18 @@ class Snapshot:
             "timeout_in_s": None if self.timeout_in_s is None else round(self.timeout_in_s),
             "retry_waits": self.retry_waits,
             "probing_gives_up_in_s": None if self.probing_gives_up_in_s is None else round(self.probing_gives_up_in_s),
+            "deadline_in_s": None if self.deadline_in_s is None else round(self.deadline_in_s),
         }
 
 
 @dataclass(frozen=True)
 class Watched:
-    """What the run may be waiting on besides exports: servers told to come back later, and
-    endpoints that stopped answering."""
+    """What the run may be waiting on besides exports: servers told to come back later,
+    endpoints that stopped answering, and the deadline (--deadline) it must end by."""
 
     waits: Waits | None = None
     endpoints: tuple[EndpointHealth, ...] = ()
+    timebox: TimeBox | None = None
 
 
 def snapshot(tally: Tally, stats: CallStats, rates: _Rates, watched: Watched = Watched()) -> Snapshot:
@@ -225,11 +229,14 @@ def snapshot(tally: Tally, stats: CallStats, rates: _Rates, watched: Watched = W
         retry_asked_s=max((asked for _, asked in waits), default=0.0),
         retry_until=max((until for until, _ in waits), default=None),
         probing_gives_up_in_s=min(giving_up, default=None),
+        deadline_in_s=None if watched.timebox is None else max(0.0, watched.timebox.left()),
     )
 
 
 def _clock_line(s: Snapshot) -> str:
     done = f"{math.floor(s.percent):3d}% {s.finished}/{s.servers}, elapsed {human_duration(s.elapsed_s)}"
+    if s.deadline_in_s is not None:
+        done += f", deadline in {human_duration(s.deadline_in_s)}"
     # When the run waits rather than works, say on what and until when: no rate of finishes
     # predicts it, and an ETA would count down, then grow.
     if s.probing_gives_up_in_s is not None:
@@ -244,6 +251,8 @@ def _clock_line(s: Snapshot) -> str:
         timeout = "" if s.timeout_in_s is None else f" (timeout in {human_duration(s.timeout_in_s)})"
         return f"{done}, waiting on {exports}{timeout}"
     eta = "--" if s.eta_s is None or s.retry_waits else human_duration(s.eta_s)
+    if s.eta_s is not None and s.deadline_in_s is not None and s.eta_s > s.deadline_in_s:
+        eta = "after the deadline"  # what is left then stays pending
     return f"{done}, ETA {eta}"
 
 

@@ -263,7 +263,7 @@ async def _run(
                 sweep.events.subscribe(listener)
             try:
                 async with anyio.create_task_group() as helpers:
-                    watched = Watched(sweep.waits, tuple(sweep.health.values()))
+                    watched = Watched(sweep.waits, tuple(sweep.health.values()), timebox)
                     helpers.start_soon(functools.partial(show_progress, tally, sweep.stats, live=live, watched=watched))
                     helpers.start_soon(watch_signals, sweep, outcome)
                     helpers.start_soon(grace_after_stop, sweep, settings.grace)
