@@ -146,6 +146,8 @@ def test_list_max_count_member_and_json(tmp_path, capsys):
     assert grep(capsys, "sshd", root, "-m", "0") == (1, [], [])
     _, lines, _ = grep(capsys, ".", root, "--member", "*messages.1.gz")
     assert lines and all(line.split(":")[1].endswith("/var/log/messages.1.gz") for line in lines)
+    # Options before OUT, as grep takes them: `grep -c PATTERN --member GLOB OUT`.
+    assert grep(capsys, ".", "--member", "*messages.1.gz", root)[1] == lines
     _, lines, _ = grep(capsys, "degrees", root, "--member", "*bmc-events.tar.gz!*", "--json")
     assert {json.loads(line)["member"].split("!")[1] for line in lines} == {"sel/sensors.txt"}
     _, lines, _ = grep(capsys, "board", root, "-l", "--json")

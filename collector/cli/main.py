@@ -427,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "simulate":
         return _simulate(extra)
+    if args.command == "grep" and extra and not any(word.startswith("-") for word in extra):
+        # `grep PATTERN --member GLOB OUT`: OUTs after an option are OUTs, as grep takes them.
+        args.outputs, extra = [*args.outputs, *extra], []
     if extra:
         _unrecognized(parser, args.command, extra)
     if args.command in ("run", "demo", "grep"):
