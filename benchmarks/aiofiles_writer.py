@@ -33,7 +33,7 @@ except ImportError:  # a benchmark-only dependency
     sys.exit("aiofiles_writer.py: aiofiles is not installed (pip install aiofiles)")
 
 from collector.cli import main as cli
-from collector.destinations.base import Archive
+from collector.destinations.base import WRITE_BATCH_BYTES, Archive
 from collector.destinations.local import LocalDestination, fsync_folder
 from collector.run import runner
 
@@ -50,6 +50,8 @@ def _open_part(path: str, _flags: int) -> int:
 
 class AiofilesPartial:
     """The `PartialFile` of `collector.transfer.download`, written through aiofiles."""
+
+    batch = WRITE_BATCH_BYTES
 
     def __init__(self, root: Path, name: str) -> None:
         self.name = name

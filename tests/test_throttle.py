@@ -314,6 +314,49 @@ async def test_a_cancelled_waiter_does_not_stall_the_queue(clock):
     assert not limiter._busy and not limiter._waiting
 
 
+@pytest.mark.anyio
+async def test_a_waiter_cancelled_as_it_is_handed_the_turn_passes_it_on(clock):
+    """A's turn ends and goes to B; B is cancelled before it could run: the turn must reach C,
+    not stay with the cancelled B (the future B waits on already has its result)."""
+    due = anyio.Event()
+
+    async def sleep_until_due(seconds: float) -> None:
+        await due.wait()
+        clock.now += seconds
+
+    limiter = RateLimiter(1, burst_seconds=0, clock=clock, sleep=sleep_until_due)
+    await limiter.acquire()
+    got: list[str] = []
+    b = anyio.CancelScope()
+
+    async def a_then_cancel_b() -> None:
+        await limiter.acquire()  # its turn went to B as it returned; B has not run since
+        got.append("A")
+        b.cancel()
+
+    async def b_waits() -> None:
+        with b:
+            await limiter.acquire()
+            got.append("B")
+
+    async def c_waits() -> None:
+        await limiter.acquire()
+        got.append("C")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(a_then_cancel_b)
+        await wait_until(lambda: limiter._busy)
+        tasks.start_soon(b_waits)
+        await wait_until(lambda: len(limiter._waiting) == 1)
+        tasks.start_soon(c_waits)
+        await wait_until(lambda: len(limiter._waiting) == 2)
+        due.set()
+        with anyio.fail_after(2):
+            await wait_until(lambda: len(got) == 2)
+    assert got == ["A", "C"] and b.cancelled_caught
+    assert not limiter._busy and not limiter._waiting
+
+
 async def wait_until(condition) -> None:
     """Let other tasks run until `condition()` holds (no wall-clock waiting)."""
     for _ in range(1000):

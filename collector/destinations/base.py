@@ -21,8 +21,12 @@ class Archive:
     sha256: str
 
 
+WRITE_BATCH_BYTES = 1024 * 1024  # a destination's usual `PartialFile.batch`
+
+
 class PartialFile(Protocol):
     size: int
+    batch: int  # bytes the download gathers before each `write` (a file: one writev of this many)
 
     async def write(self, chunks: list[bytes]) -> None: ...  # in order, after what came before
     async def truncate(self) -> None: ...

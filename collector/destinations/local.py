@@ -42,7 +42,7 @@ import anyio.to_thread
 from anyio.abc import TaskGroup
 
 from collector.destinations import jobs
-from collector.destinations.base import Archive, StoredObject
+from collector.destinations.base import WRITE_BATCH_BYTES, Archive, StoredObject
 from collector.destinations.jobs import Job
 
 READ_CHUNK = 1024 * 1024  # rereading an archive to check its sha256
@@ -85,6 +85,8 @@ class LocalDestination:
 
 class LocalPartial:
     """One archive on its way to `ROOT/name`: see the module's docstring."""
+
+    batch = WRITE_BATCH_BYTES
 
     def __init__(
         self, root: Path, name: str, commits: _GroupCommit | None = None, tasks: TaskGroup | None = None

@@ -37,14 +37,14 @@ from collector.clouddc.api import ArchiveResponse, CloudDC
 from collector.clouddc.gateway import DOWNLOAD, OnRetry
 from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy, Sleep, retrying
-from collector.destinations.base import Archive, Destination, PartialFile
+from collector.destinations.base import WRITE_BATCH_BYTES, Archive, Destination, PartialFile
 from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestTimeout, StorageError
 from collector.net.transport import translate
 from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
 
 log = logging.getLogger(__name__)
 
-WRITE_CHUNK = 1024 * 1024  # received chunks go to the destination in batches of this many bytes
+WRITE_CHUNK = WRITE_BATCH_BYTES  # a local file's batch (each destination says its own: `PartialFile.batch`)
 WRITE_BATCH = 512  # or of this many chunks (one writev takes at most IOV_MAX, 1024 on Linux)
 
 
@@ -194,6 +194,7 @@ class _Transfer:
         clock, floor, window = self.options.clock, self.options.stall_floor, self.options.stall_window
         mark_at, mark_bytes = clock(), 0  # the start of the current rate window
         received = 0
+        batch = partial.batch
 
         async def flush() -> None:
             nonlocal chunks, pending
@@ -228,7 +229,7 @@ class _Transfer:
                             f"under the floor of {floor:.0f} bytes/s"
                         )
                     mark_at, mark_bytes = now, received
-                if pending >= WRITE_CHUNK or len(chunks) >= WRITE_BATCH:
+                if pending >= batch or len(chunks) >= WRITE_BATCH:
                     await flush()
         except (TimeoutError, aiohttp.ClientError, RequestTimeout) as exc:
             got = partial.size + pending
