@@ -51,7 +51,7 @@ import logging
 import random as _random
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager, nullcontext
 
 import anyio
 
@@ -73,6 +73,10 @@ GATEWAY_FAILURES = frozenset({502, 503, 504})
 # endpoint is overloaded: slow everyone down, as a 429 does. One server's 500 says nothing.
 OVERLOAD_BURST = 3
 OVERLOAD_WINDOW = 2.0
+
+
+# `admit()` of an open endpoint: lets the request through, not a probe.
+_OPEN: AbstractAsyncContextManager[bool] = nullcontext(False)
 
 
 class Unreachable(CollectorError):
@@ -152,14 +156,21 @@ class EndpointHealth:
             return None
         return max(0.0, self._deadline() - self._clock())
 
-    @asynccontextmanager
-    async def admit(self) -> AsyncIterator[bool]:
+    def admit(self) -> AbstractAsyncContextManager[bool]:
         """Hold a request until the endpoint lets it through; raise `Unreachable` if given up.
 
         Yields whether this request is the probe of a paused endpoint. The body reports how
         it went with `answered(probe)` or `failed(exc, probe)`; a probe that ends any other
         way (cancelled, a bug) hands its turn to the next waiter.
         """
+        if self._first_request is not None and self.given_up is None and self.paused_since is None:
+            # Open, the common case: nothing to wait for or to clean up (what `_admit` would
+            # do, without its generator's cost on every request).
+            return _OPEN
+        return self._admit()
+
+    @asynccontextmanager
+    async def _admit(self) -> AsyncIterator[bool]:
         probe = await self._wait_turn()
         try:
             if not probe:
