@@ -143,11 +143,13 @@ class CloudDC:
         return self.gateway.policy
 
     def _export_url(self, server_id: str, export_id: str | None = None, *, content: bool = False) -> URL:
-        url = self._base / server_id / "logs" / "exports"
+        parts = [server_id, "logs", "exports"]
         if export_id is not None:
             # Checked where it entered; again here, for an id an older journal kept unchecked.
-            url = url / safe_export_id(export_id, operation="export id")
-        return url / "content" if content else url
+            parts.append(safe_export_id(export_id, operation="export id"))
+        if content:
+            parts.append("content")
+        return self._base.joinpath(*parts)  # one join: each `/` would build a URL
 
     async def export(
         self,

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import aiohttp
-import anyio
 from yarl import URL
 
 from collector.auth import Credentials, Request
@@ -106,6 +105,7 @@ class Gateway:
         self.stats = stats if stats is not None else CallStats()
         self.call_timeout = call_timeout
         self.observe = observe  # told each request's outcome (metrics): operation, status or error
+        self._json_timeout = json_timeout(session.timeout, call_timeout)
 
     @classmethod
     def from_settings(
@@ -258,45 +258,63 @@ class Gateway:
 
         A JSON call (`read`) has a total deadline, `call_timeout`: an answer trickled one
         byte a second never trips the per-read timeout, and must not hold a server forever.
+        aiohttp keeps that deadline (`json_timeout`), from the request until the body is read,
+        and raises a `TimeoutError` when it passes, which `translate` words like any other.
         """
         self.stats.requests += 1
         url = request.url
         observed = METRIC_NAMES.get(operation.split(" ", 1)[0], "other")
         try:
-            with anyio.fail_after(self.call_timeout if read else None):
-                response = await self.session.request(
-                    request.method,
-                    url,
-                    headers=request.headers,
-                    data=request.body or None,
-                    allow_redirects=False,
-                    ssl=ssl,
-                )
-                if self.observe is not None:
-                    self.observe(observed, response.status)
-                try:
-                    if response.status >= 400:
-                        # The status decides; the body only adds detail: cut, not refused, and
-                        # a body that breaks off still leaves the status to act on.
-                        try:
-                            body = await read_bounded(response, MAX_ERROR_BYTES, operation, cut=True)
-                        except (TimeoutError, aiohttp.ClientError):
-                            body = b""
-                        raise status_error(response.status, operation, body, response.headers)
-                    content = None
-                    if read and not 300 <= response.status < 400:
-                        content = await read_bounded(response, MAX_JSON_BYTES, operation)
-                except BaseException:
-                    response.release()
-                    raise
-                if read:
-                    response.release()
-                return response, content
+            response = await self.session.request(
+                request.method,
+                url,
+                headers=request.headers,
+                data=request.body or None,
+                allow_redirects=False,
+                ssl=ssl,
+                timeout=self._json_timeout if read else self.session.timeout,
+            )
+            if self.observe is not None:
+                self.observe(observed, response.status)
+            try:
+                if response.status >= 400:
+                    # The status decides; the body only adds detail: cut, not refused, and
+                    # a body that breaks off still leaves the status to act on.
+                    try:
+                        body = await read_bounded(response, MAX_ERROR_BYTES, operation, cut=True)
+                    except (TimeoutError, aiohttp.ClientError):
+                        body = b""
+                    raise status_error(response.status, operation, body, response.headers)
+                content = None
+                if read and not 300 <= response.status < 400:
+                    content = await read_bounded(response, MAX_JSON_BYTES, operation)
+            except BaseException:
+                response.release()
+                raise
+            if read:
+                response.release()
+            return response, content
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             error = translate(exc, operation, url)
             if self.observe is not None:
                 self.observe(observed, error)
             raise error from exc
+
+
+def json_timeout(session: aiohttp.ClientTimeout, total: float) -> aiohttp.ClientTimeout:
+    """A JSON call's timeouts: the session's, with `total` as the deadline for the whole call
+    (connection, request, answer and body). A per-read limit no shorter than that adds nothing,
+    and is left out (one timer less per read)."""
+    sock_read = session.sock_read
+    if sock_read is not None and sock_read >= total:
+        sock_read = None
+    return aiohttp.ClientTimeout(
+        total=total,
+        connect=session.connect,
+        sock_read=sock_read,
+        sock_connect=session.sock_connect,
+        ceil_threshold=session.ceil_threshold,
+    )
 
 
 class Gateways:

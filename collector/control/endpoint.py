@@ -50,8 +50,9 @@ from __future__ import annotations
 import logging
 import random as _random
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from types import TracebackType
 
 import anyio
 
@@ -73,6 +74,10 @@ GATEWAY_FAILURES = frozenset({502, 503, 504})
 # endpoint is overloaded: slow everyone down, as a 429 does. One server's 500 says nothing.
 OVERLOAD_BURST = 3
 OVERLOAD_WINDOW = 2.0
+
+
+# `admit()` of an open endpoint: lets the request through, not a probe.
+_OPEN: AbstractAsyncContextManager[bool] = nullcontext(False)
 
 
 class Unreachable(CollectorError):
@@ -152,14 +157,21 @@ class EndpointHealth:
             return None
         return max(0.0, self._deadline() - self._clock())
 
-    @asynccontextmanager
-    async def admit(self) -> AsyncIterator[bool]:
+    def admit(self) -> AbstractAsyncContextManager[bool]:
         """Hold a request until the endpoint lets it through; raise `Unreachable` if given up.
 
         Yields whether this request is the probe of a paused endpoint. The body reports how
         it went with `answered(probe)` or `failed(exc, probe)`; a probe that ends any other
         way (cancelled, a bug) hands its turn to the next waiter.
         """
+        if self._first_request is not None and self.given_up is None and self.paused_since is None:
+            # Open, the common case: nothing to wait for or to clean up (what `_admit` would
+            # do, without its generator's cost on every request).
+            return _OPEN
+        return self._admit()
+
+    @asynccontextmanager
+    async def _admit(self) -> AsyncIterator[bool]:
         probe = await self._wait_turn()
         try:
             if not probe:
@@ -205,22 +217,14 @@ class EndpointHealth:
             change = self._change
             await change.wait()
 
-    @contextmanager
-    def queued(self, probe: bool) -> Iterator[anyio.CancelScope]:
+    def queued(self, probe: bool) -> _Queued:
         """Scope a request's wait for the rate limiter: if the endpoint pauses meanwhile, the
         wait is cancelled (`cancelled_caught`) and the request goes back to the gate.
 
         Otherwise requests let through before the pause would each still spend a slot of
         the rate on a dead endpoint, and a probe would queue behind all of them.
         """
-        scope = anyio.CancelScope()
-        if not probe:
-            self._queued.add(scope)
-        try:
-            with scope:
-                yield scope
-        finally:
-            self._queued.discard(scope)
+        return _Queued(self._queued, probe)
 
     async def backoff(self, seconds: float) -> None:
         """A retry's wait before its next try at this endpoint; ends early if it is given up.
@@ -375,6 +379,34 @@ class EndpointHealth:
     def _notify(self) -> None:
         self._change.set()
         self._change = anyio.Event()
+
+
+class _Queued:
+    """`EndpointHealth.queued`: a cancel scope that `_pause` can reach while it is open. A class,
+    not a generator: it is on every request's path."""
+
+    __slots__ = ("_queue", "_scope")
+
+    def __init__(self, queue: set[anyio.CancelScope], probe: bool) -> None:
+        self._scope = anyio.CancelScope()
+        self._queue = queue
+        if not probe:
+            queue.add(self._scope)
+
+    def __enter__(self) -> anyio.CancelScope:
+        try:
+            return self._scope.__enter__()
+        except BaseException:
+            self._queue.discard(self._scope)
+            raise
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> bool:
+        try:
+            return self._scope.__exit__(exc_type, exc, traceback)
+        finally:
+            self._queue.discard(self._scope)
 
 
 def exc_kind(exc: BaseException) -> str:
