@@ -40,14 +40,13 @@ from collector.auth import StaticToken
 from collector.clouddc.api import CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations import local as storage
-from collector.destinations.base import Archive, archive_name
+from collector.destinations.base import WRITE_BATCH_BYTES, Archive, archive_name
 from collector.destinations.local import LocalDestination
 from collector.errors import APIError, AuthError, ExitCode, ProtocolError, StorageError
 from collector.run.outcome import Outcome, exit_code
 from collector.simulator import SimConfig, Simulator
 from collector.simulator.archive import build_archive
 from collector.sweep.pipeline import ServerResult
-from collector.transfer import download
 from collector.transfer.download import DownloadOptions, fetch_archive
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(20)]
@@ -642,7 +641,7 @@ async def test_cancelled_transfer_waits_for_the_write_in_flight_then_closes_and_
 
 async def test_archive_streamed_across_many_writes_is_exact(tmp_path, fast_settings):
     """Over 16 MiB, so the file is written in many batches, one in flight while the next arrives."""
-    size = 16 * 1024 * 1024 + 3 * download.WRITE_CHUNK + 12345
+    size = 16 * 1024 * 1024 + 3 * WRITE_BATCH_BYTES + 12345  # a local file's batch
     config = SimConfig(servers=2, seed=31, export_seconds=(0.05, 0.1), archive_bytes=(size, size))
     async with Simulator(config) as sim:
         outcome = await sweep(sim, tmp_path, fast_settings)

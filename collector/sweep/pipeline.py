@@ -77,13 +77,14 @@ class _Progress:
         result: ServerResult,
         waits: Waits | None = None,
         slot: _Slot | None = None,
+        first: bool = False,
     ) -> None:
         self.target = target
         self.events = events
         self.result = result
         self.waits = waits
         self.slot = slot  # its place among --concurrency, given back during a long wait
-        self.first = False  # --first picked it: its download goes before others'
+        self.first = first  # --first picked it: its download goes before others'
         self.phase = Phase.PENDING
         self.scope = anyio.CancelScope()
 
@@ -328,22 +329,21 @@ class Sweep:
         if self.settings.max_failures is not None:
             self.failure_limit = self.settings.max_failures.limit(len(targets))
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
-        work = list(zip(targets, results, strict=True))
         first = self.first
+        work = [(t, r, first is not None and first(t)) for t, r in zip(targets, results, strict=True)]
         if first is not None:  # --first: theirs before any other's, each group in its order
-            work.sort(key=lambda pair: not first(pair[0]))
+            work.sort(key=lambda item: not item[2])
         ends_at = math.inf if self.timebox is None else self.timebox.ends_at
         with anyio.CancelScope(deadline=ends_at) as self._scope:
             async with anyio.create_task_group() as tasks:
-                for target, result in work:
+                for target, result, picked in work:
                     await self._in_flight.acquire()
                     if self.stopping or self.auth_error:
                         self._in_flight.release()
                         break
-                    tasks.start_soon(self._run_one, target, result)
-        if self._scope.cancelled_caught and self.timebox is not None and self.timebox.left() <= 0:
-            self.stopping = self.stopping or DEADLINE
-        if self.stopping == DEADLINE:
+                    tasks.start_soon(self._run_one, target, result, picked)
+        ran_out = self.timebox is not None and self.timebox.left() <= 0
+        if self._scope.cancelled_caught and ran_out and not self.stopping:  # not a signal's stop
             self.cut_off = True
             for result in results:
                 result.cut_off(str(self.timebox))
@@ -373,9 +373,8 @@ class Sweep:
             return "API unreachable"
         return None
 
-    async def _run_one(self, target: Target, result: ServerResult) -> None:
-        progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight))
-        progress.first = self.first is not None and self.first(target)
+    async def _run_one(self, target: Target, result: ServerResult, first: bool = False) -> None:
+        progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight), first)
         result.started()
         started = time.monotonic()
         self._active.add(progress)

@@ -37,15 +37,14 @@ from collector.clouddc.api import ArchiveResponse, CloudDC
 from collector.clouddc.gateway import DOWNLOAD, OnRetry
 from collector.config.settings import Settings
 from collector.control.throttle import RetryPolicy, Sleep, retrying
-from collector.destinations.base import WRITE_BATCH_BYTES, Archive, Destination, PartialFile
+from collector.destinations.base import Archive, Destination, PartialFile
 from collector.errors import ArchiveDamaged, ArchiveError, ArchiveTooLarge, RequestTimeout, StorageError
 from collector.net.transport import translate
 from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
 
 log = logging.getLogger(__name__)
 
-WRITE_CHUNK = WRITE_BATCH_BYTES  # a local file's batch (each destination says its own: `PartialFile.batch`)
-WRITE_BATCH = 512  # or of this many chunks (one writev takes at most IOV_MAX, 1024 on Linux)
+WRITE_BATCH = 512  # chunks a batch holds at most, whatever `PartialFile.batch` says (one writev takes at most IOV_MAX, 1024 on Linux)
 
 
 @contextmanager
