@@ -44,7 +44,9 @@ from collector.transfer.gzipcheck import GZIP_MAGIC, GzipCheck
 
 log = logging.getLogger(__name__)
 
-WRITE_BATCH = 512  # chunks a batch holds at most, whatever `PartialFile.batch` says (one writev takes at most IOV_MAX, 1024 on Linux)
+# Chunks a batch holds at most, whatever `PartialFile.batch` says: one writev takes at most
+# IOV_MAX of them, 1024 on Linux.
+WRITE_BATCH = 512
 
 
 @contextmanager
