@@ -329,3 +329,18 @@ async def test_a_server_waiting_out_a_ten_minute_retry_after_does_not_hold_the_r
     assert states.pop(target)["error"] == "not collected: the deadline (6s) came first"
     assert {s["state"] for s in states.values()} == {"collected"}
     assert target in journal_exports(out)
+
+
+async def test_a_one_liner_refused_before_any_export_leaves_no_dated_folder_behind(tmp_path):
+    """Without -o, a run that ends in exit 2 (here a --select of nothing, after discovery) must
+    not leave an empty ./collector-{datetime} behind each time it is tried."""
+    config = SimConfig(servers=3, seed=30, **SMALL)
+    async with Simulator(config) as sim:
+        env = {"HUAWEICLOUD_SDK_AK": config.access_key, "HUAWEICLOUD_SDK_SK": config.secret_key}
+        argv = ["run", "--endpoint", sim.url, "--project", sim.project_id, "--discover", "--select", "name:nope"]
+        done = await anyio.run_process(
+            [sys.executable, "-m", "collector", *argv, *QUIET], env={**os.environ, **env}, cwd=tmp_path, check=False
+        )
+        assert sim.count("export") == 0
+    assert done.returncode == ExitCode.USAGE, done.stderr.decode()
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ it, to end in exit 70.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -102,6 +103,8 @@ async def run_sweep(
     if shard is not None:
         settings = replace(settings, rate=shard.rate(settings.rate))
     timebox = time_box(settings)  # before anything: a deadline already past is a usage error
+    # A folder this run makes is removed again, if empty, when the run ends in a usage error.
+    new_folder = not isinstance(output, S3Location) and not Path(output).expanduser().exists()  # noqa: ASYNC240 -- before any task runs, as prepare_output below
     async with AsyncExitStack() as stack:
         if isinstance(output, S3Location):
             state = prepare_output(state_dir_for(output, settings.state_dir))
@@ -140,6 +143,9 @@ async def run_sweep(
             if made_here:  # a run that ends in exit 2 leaves the output as it found it
                 journal.shutdown()
                 shutil.rmtree(journal_folder, ignore_errors=True)
+                if new_folder:  # the folder too, if this run made it and left it empty
+                    with contextlib.suppress(OSError):
+                        state.rmdir()
             raise
         if first is not None:
             warn_unmatched(first, inventory, flag="--first")
