@@ -56,6 +56,12 @@ MAX_TRACEBACKS = 3  # internal errors logged with their traceback; later ones in
 # --concurrency meanwhile; shorter ones keep it (re-queueing for it would cost more).
 LONG_WAIT = 10.0
 
+# New servers are started while fewer exports than this wait for their turn at the rate limiter
+# (at least MIN_QUEUED, else QUEUED_SECONDS at the limiter's rate); the fan-out looks again every QUEUED_CHECK s.
+MIN_QUEUED = 32
+QUEUED_SECONDS = 0.5
+QUEUED_CHECK = 0.05
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -69,6 +75,8 @@ class Target:
 
 class _Progress:
     """One server's journey: which phase, which export, how many tries. Emits as it moves."""
+
+    __slots__ = ("asking", "events", "first", "phase", "result", "scope", "slot", "target", "waits")
 
     def __init__(
         self,
@@ -87,6 +95,7 @@ class _Progress:
         self.first = first  # --first picked it: its download goes before others'
         self.phase = Phase.PENDING
         self.scope = anyio.CancelScope()
+        self.asking = True  # started, not yet past its export request (see `Sweep._room_to_ask`)
 
     async def away(self, backoff: Sleep, seconds: float) -> None:
         """Wait out a retry's backoff; a long one (a Retry-After of minutes) without holding
@@ -192,6 +201,7 @@ class Sweep:
         )
         # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
         self._in_flight = anyio.Semaphore(settings.concurrency, fast_acquire=True)
+        self._asking = 0  # servers started and not yet past their export request
         self._downloads = Places(settings.downloads)
         self._scope: anyio.CancelScope | None = None
         self.stopping: str | None = None  # why we start nothing new: a signal's name, the error budget
@@ -274,6 +284,7 @@ class Sweep:
         self, api: CloudDC, target: Target, export_id: str, progress: _Progress, *, resumed: bool = False
     ) -> ExportStatus:
         """Poll until the export completes; raise `ExportFailed` if it fails or takes too long."""
+        self._asked(progress)
         progress.result.polling(export_id)
         await progress.enter(Phase.POLLING, export_id=export_id)
         server_id = target.server.id
@@ -291,27 +302,27 @@ class Sweep:
         # The timeout judges the server, not our own queue: it runs from the export's acceptance,
         # and an export fails only on an answer, received after the deadline, that it is still
         # not complete. A poll waiting for our rate limiter past the deadline is not the
-        # server's fault. The scope is a safety net for a poll that never comes back.
+        # server's fault. Each poll is itself bounded (the retry policy's `max_elapsed`, the endpoint's
+        # --outage-timeout), so the loop needs no cancel scope of its own as a safety net: one per
+        # server in flight cost ~700 bytes at thousands of servers (issue 14).
         deadline = now + timeout
         delay = min(schedule.first_delay(now), timeout)
-        with anyio.move_on_after(timeout + max(60.0, timeout / 2)):
-            while True:
-                await sleep(self._poll_wait(delay))
-                # Until the fleet's durations are known, wait for them (unless --deadline is near).
-                while (later := schedule.postpone(monotonic())) > 0 and self._poll_wait(later) == later:
-                    await sleep(later)
-                status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
-                now = monotonic()
-                if status.state is ExportState.COMPLETED:
-                    schedule.completed(now)
-                    return status
-                if status.state is ExportState.FAILED:
-                    at = f" at {status.percentage}%" if status.percentage is not None else ""
-                    raise ExportFailed(f"export {export_id} failed{at} (status {status.status!r})")
-                if now >= deadline:
-                    raise schedule.failure(timeout, now - schedule.started)
-                delay = max(0.0, min(schedule.next_delay(status, now), deadline - now))
-        raise schedule.failure(timeout, monotonic() - schedule.started)
+        while True:
+            await sleep(self._poll_wait(delay))
+            # Until the fleet's durations are known, wait for them (unless --deadline is near).
+            while (later := schedule.postpone(monotonic())) > 0 and self._poll_wait(later) == later:
+                await sleep(later)
+            status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
+            now = monotonic()
+            if status.state is ExportState.COMPLETED:
+                schedule.completed(now)
+                return status
+            if status.state is ExportState.FAILED:
+                at = f" at {status.percentage}%" if status.percentage is not None else ""
+                raise ExportFailed(f"export {export_id} failed{at} (status {status.status!r})")
+            if now >= deadline:
+                raise schedule.failure(timeout, now - schedule.started)
+            delay = max(0.0, min(schedule.next_delay(status, now), deadline - now))
 
     def _poll_wait(self, delay: float) -> float:
         """`delay` before a poll, shortened as --deadline nears."""
@@ -338,9 +349,11 @@ class Sweep:
             async with anyio.create_task_group() as tasks:
                 for target, result, picked in work:
                     await self._in_flight.acquire()
+                    await self._room_to_ask(target)
                     if self.stopping or self.auth_error:
                         self._in_flight.release()
                         break
+                    self._asking += 1  # until `_asked`
                     tasks.start_soon(self._run_one, target, result, picked)
         ran_out = self.timebox is not None and self.timebox.left() <= 0
         if self._scope.cancelled_caught and ran_out and not self.stopping:  # not a signal's stop
@@ -351,6 +364,26 @@ class Sweep:
         for result in results:
             result.stopped(why)
         return results
+
+    async def _room_to_ask(self, target: Target) -> None:
+        """Wait while this server's export request would only queue behind others'.
+
+        A server started while many exports still wait for the rate limiter would wait there
+        too, holding its task and its request's chain (~10 KB) and nothing else: at the start
+        of a large run, all --concurrency servers at once. So the fan-out keeps about
+        `QUEUED_SECONDS` of exports at the limiter's current rate asked for and not answered,
+        enough that the limiter never runs dry (issue 14).
+        """
+        gateway = self.clients[id(target.project)].gateway
+        limiter = gateway.export_limiter or gateway.limiter
+        while self._asking > max(MIN_QUEUED, limiter.measured.rate * QUEUED_SECONDS) and not self.stopping:
+            await sleep(QUEUED_CHECK)
+
+    def _asked(self, progress: _Progress) -> None:
+        """This server is past its export request (answered, or never needed: a resumed export)."""
+        if progress.asking:
+            progress.asking = False
+            self._asking -= 1
 
     @property
     def unreachable(self) -> str | None:
@@ -433,6 +466,7 @@ class Sweep:
             )
             await progress.enter(Phase.COLLECTED, export_id=result.export_id, size=archive.size, sha256=archive.sha256)
         finally:
+            self._asked(progress)
             self._active.discard(progress)
             result.finished(time.monotonic() - started)
             if progress.slot is not None:

@@ -94,7 +94,7 @@ class ExportDurations:
         return [round(ordered[round(last * i / (self.KEPT - 1))], 3) for i in range(self.KEPT)]
 
 
-@dataclass
+@dataclass(slots=True)  # one per export in flight: thousands at once
 class PollSchedule:
     first: float = Settings.poll_interval
     shortest: float = 1.0
