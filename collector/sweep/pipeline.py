@@ -57,7 +57,7 @@ MAX_TRACEBACKS = 3  # internal errors logged with their traceback; later ones in
 LONG_WAIT = 10.0
 
 # New servers are started while fewer exports than this wait for their turn at the rate limiter
-# (at least MIN_QUEUED, else QUEUED_SECONDS at the limiter's rate); the fan-out looks again every QUEUED_CHECK s.
+# (at least MIN_QUEUED, else QUEUED_SECONDS of what gets through); the fan-out looks again every QUEUED_CHECK s.
 MIN_QUEUED = 32
 QUEUED_SECONDS = 0.5
 QUEUED_CHECK = 0.05
@@ -371,7 +371,7 @@ class Sweep:
         A server started while many exports still wait for the rate limiter would wait there
         too, holding its task and its request's chain (~10 KB) and nothing else: at the start
         of a large run, all --concurrency servers at once. So the fan-out keeps about
-        `QUEUED_SECONDS` of exports at the limiter's current rate asked for and not answered,
+        `QUEUED_SECONDS` of exports, at the rate they get through, asked for and not answered,
         enough that the limiter never runs dry (issue 14).
         """
         gateway = self.clients[id(target.project)].gateway
