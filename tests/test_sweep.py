@@ -270,3 +270,31 @@ async def test_servers_are_started_as_their_exports_can_be_asked_not_all_at_once
         outcome = await sweep(sim, tmp_path, replace(fast_settings, rate=40, max_rate=40), listeners=[listen])
     assert exit_code(outcome) is ExitCode.OK
     assert MIN_QUEUED // 2 < peak <= 2 * MIN_QUEUED < config.servers
+
+
+@pytest.mark.timeout(60)
+async def test_servers_in_flight_are_what_the_rate_can_finish_not_all_concurrency(tmp_path, fast_settings):
+    """At 150 requests/s with exports of a tenth of a second, a hundred-odd servers in flight
+    keep the API busy (exports asked for in the next half second, polls due in the next
+    --poll-interval): 400 servers are not all started to wait for their polls and downloads
+    behind each other's exports (issue 14). Seen from a listener: started, not yet finished."""
+    from dataclasses import replace
+
+    from collector.sweep.events import Phase
+
+    in_flight: set[str] = set()
+    peak = 0
+
+    def listen(event) -> None:
+        nonlocal peak
+        if event.phase is Phase.EXPORTING:
+            in_flight.add(event.server_id)
+            peak = max(peak, len(in_flight))
+        elif event.phase in (Phase.COLLECTED, Phase.FAILED):
+            in_flight.discard(event.server_id)
+
+    config = SimConfig(servers=400, export_seconds=(0.05, 0.1), archive_bytes=(4096, 4096), seed=6)
+    async with Simulator(config) as sim:
+        outcome = await sweep(sim, tmp_path, replace(fast_settings, rate=150, max_rate=150), listeners=[listen])
+    assert exit_code(outcome) is ExitCode.OK
+    assert 50 < peak < config.servers / 2, peak

@@ -62,6 +62,9 @@ MIN_QUEUED = 32
 QUEUED_SECONDS = 0.5
 QUEUED_CHECK = 0.05
 
+# Nor while more polls and downloads are due than the endpoints' rates send in a --poll-interval
+# (at least MIN_QUEUED): see `Sweep._behind`.
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -202,6 +205,7 @@ class Sweep:
         # A semaphore, not a CapacityLimiter: the loop acquires, the server task releases.
         self._in_flight = anyio.Semaphore(settings.concurrency, fast_acquire=True)
         self._asking = 0  # servers started and not yet past their export request
+        self._polls_due = 0  # polls whose time has come, not yet answered (see `_behind`)
         self._downloads = Places(settings.downloads)
         self._scope: anyio.CancelScope | None = None
         self.stopping: str | None = None  # why we start nothing new: a signal's name, the error budget
@@ -312,7 +316,11 @@ class Sweep:
             # Until the fleet's durations are known, wait for them (unless --deadline is near).
             while (later := schedule.postpone(monotonic())) > 0 and self._poll_wait(later) == later:
                 await sleep(later)
-            status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
+            self._polls_due += 1
+            try:
+                status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
+            finally:
+                self._polls_due -= 1
             now = monotonic()
             if status.state is ExportState.COMPLETED:
                 schedule.completed(now)
@@ -350,6 +358,8 @@ class Sweep:
                 for target, result, picked in work:
                     await self._in_flight.acquire()
                     await self._room_to_ask(target)
+                    while self._behind() and not self.stopping:
+                        await sleep(QUEUED_CHECK)
                     if self.stopping or self.auth_error:
                         self._in_flight.release()
                         break
@@ -378,6 +388,21 @@ class Sweep:
         limiter = gateway.export_limiter or gateway.limiter
         while self._asking > max(MIN_QUEUED, limiter.measured.rate * QUEUED_SECONDS) and not self.stopping:
             await sleep(QUEUED_CHECK)
+
+    def _behind(self) -> bool:
+        """Are the servers in flight waiting for each other: more polls and downloads due than
+        the endpoints send in a --poll-interval? Then another server would only wait too.
+
+        Exports go before polls at the rate limiter, so against a rate-limited API (a shard of a
+        large fleet, say) the fan-out would otherwise start all --concurrency servers while the
+        ones started first, long done, wait for their polls and downloads, each holding its task
+        (issue 14). Starting stays ahead of finishing by what one --poll-interval can send.
+        """
+        due = self._polls_due + self._downloads.waiting
+        if due <= MIN_QUEUED:
+            return False
+        rate = sum(gateway.limiter.rate for gateway in self.gateways)
+        return due > rate * self.settings.poll_interval
 
     def _asked(self, progress: _Progress) -> None:
         """This server is past its export request (answered, or never needed: a resumed export)."""
@@ -593,6 +618,10 @@ class Places:
             else:
                 line.remove(turn)
             raise
+
+    @property
+    def waiting(self) -> int:
+        return len(self._first) + len(self._others)
 
     def release(self) -> None:
         for line in (self._first, self._others):
