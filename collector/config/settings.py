@@ -115,10 +115,10 @@ class Settings:
         False, Kind.SWITCH, "rehash archives earlier runs collected before skipping them", run_only=True
     )
     concurrency: int = _setting(
-        4096,
+        8192,
         Kind.COUNT,
-        "servers between their export and the end of their download (exports run on "
-        "the servers' side; this bounds what we hold)",
+        "at most this many servers between their export and the end of their download (each holds "
+        "a few KB meanwhile; fewer are started while the API's rate cannot keep more busy)",
         metavar="N",
     )
     downloads: int = _setting(16, Kind.COUNT, "archive transfers at a time", metavar="N")

@@ -7,9 +7,11 @@ the rate limiter and retries live in `collector.control.throttle` (via the API c
 logs and the journal listen to `collector.sweep.events`.
 
 Limits, all shared by the whole run:
-- `concurrency`: servers between their export and the end of their download. Exports run on
-  the servers' side, so many can be in flight; this also bounds the tasks we hold, so 10,000
-  servers never means 10,000 of anything heavy.
+- `concurrency`: servers between their export and the end of their download, at most. Exports
+  run on the servers' side, so many can be in flight; this bounds the tasks we hold. Below it,
+  the fan-out starts a server only when its export can be asked soon (`_room_to_ask`) and the
+  servers already started are not waiting for each other (`_behind`): against a rate-limited
+  API, a few hundred in flight keep it busy, and more would only wait, each holding its task.
 - `downloads`: archive transfers at a time.
 - `rate`: where each endpoint's adaptive `RateLimiter` starts; export POSTs also pass a
   second one of their own, so an API that caps running exports slows only exports.
@@ -386,7 +388,7 @@ class Sweep:
         """
         gateway = self.clients[id(target.project)].gateway
         limiter = gateway.export_limiter or gateway.limiter
-        while self._asking > max(MIN_QUEUED, limiter.measured.rate * QUEUED_SECONDS) and not self.stopping:
+        while self._asking > max(MIN_QUEUED, limiter.rate * QUEUED_SECONDS) and not self.stopping:
             await sleep(QUEUED_CHECK)
 
     def _behind(self) -> bool:
