@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import aiohttp
 import anyio
 import anyio.lowlevel
+from anyio import TaskHandle
 
 from collector.clouddc.api import CloudDC
 from collector.clouddc.gateway import Gateways
@@ -81,7 +82,7 @@ class Target:
 class _Progress:
     """One server's journey: which phase, which export, how many tries. Emits as it moves."""
 
-    __slots__ = ("asking", "events", "first", "phase", "result", "scope", "slot", "target", "waits")
+    __slots__ = ("asking", "events", "first", "phase", "result", "slot", "target", "task", "waits")
 
     def __init__(
         self,
@@ -99,7 +100,7 @@ class _Progress:
         self.slot = slot  # its place among --concurrency, given back during a long wait
         self.first = first  # --first picked it: its download goes before others'
         self.phase = Phase.PENDING
-        self.scope = anyio.CancelScope()
+        self.task: TaskHandle[None] | None = None  # its task, for `Sweep.stop` to cancel it alone
         self.asking = True  # started, not yet past its export request (see `Sweep._room_to_ask`)
 
     async def away(self, backoff: Sleep, seconds: float) -> None:
@@ -109,6 +110,11 @@ class _Progress:
             await backoff(seconds)
         else:
             await self.slot.away(backoff, seconds)
+
+    def cancel(self) -> None:
+        """Stop this server now (`Sweep.stop`): it is left pending."""
+        if self.task is not None:
+            self.task.cancel()
 
     def retried(self, exc: BaseException, attempt: int, wait: float) -> None:
         self.result.retried()
@@ -266,7 +272,7 @@ class Sweep:
         """Fetch and verify the archive, once one of the `downloads` transfer slots is free."""
         async with _Slot(self._downloads, first=progress.first) as slot:
             if self.stopping:  # ready, but we are shutting down: leave it for the next run
-                progress.scope.cancel()
+                progress.cancel()
                 await anyio.lowlevel.checkpoint()
             if self.timebox is not None and not self.timebox.worth_downloading():
                 raise _CutOff  # the export stays in the journal: the next run downloads it
@@ -366,7 +372,8 @@ class Sweep:
                         self._in_flight.release()
                         break
                     self._asking += 1  # until `_asked`
-                    tasks.start_soon(self._run_one, target, result, picked)
+                    progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight), picked)
+                    progress.task = tasks.start_soon(self._run_one, progress)
         ran_out = self.timebox is not None and self.timebox.left() <= 0
         if self._scope.cancelled_caught and ran_out and not self.stopping:  # not a signal's stop
             self.cut_off = True
@@ -433,8 +440,10 @@ class Sweep:
             return "API unreachable"
         return None
 
-    async def _run_one(self, target: Target, result: ServerResult, first: bool = False) -> None:
-        progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight), first)
+    async def _run_one(self, progress: _Progress) -> None:
+        """One server, whatever happens; `stop()` may cancel it (its task's own scope, no scope of
+        its own: one per server in flight was ~650 bytes, issue 14), and then it stays pending."""
+        target, result = progress.target, progress.result
         result.started()
         started = time.monotonic()
         self._active.add(progress)
@@ -444,10 +453,7 @@ class Sweep:
                 return
             if prior is None and await self._found_stored(target, progress):
                 return
-            with progress.scope:
-                archive = await self.collect(target, progress, export_id=_resumable_export(prior))
-            if progress.scope.cancelled_caught:
-                return  # stopped by `stop()`: stays pending
+            archive = await self.collect(target, progress, export_id=_resumable_export(prior))
         except _CutOff:
             self.cut_off = True
             result.cut_off(str(self.timebox))
@@ -580,7 +586,7 @@ class Sweep:
         self.stopped.set()
         for progress in list(self._active):
             if progress.phase is not Phase.DOWNLOADING:
-                progress.scope.cancel()
+                progress.cancel()
 
     def cancel(self) -> None:
         """Stop everything now."""
