@@ -1,6 +1,7 @@
 """What a plain `collector run` to a folder does not use, it does not import (issue 14: every
 MB of a run's baseline counts toward the memory targets). Through a real run, in its own
-process: the live display's rich, the metrics' prometheus_client, S3's aiobotocore stay out."""
+process: the live display's rich, the metrics' prometheus_client, S3's aiobotocore and
+`collector grep`'s search stay out."""
 
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ try:
     runpy.run_module("collector", run_name="__main__", alter_sys=True)
 except SystemExit as exit:
     code = exit.code
-heavy = ("rich", "prometheus_client", "aiobotocore", "botocore")
+heavy = ("rich", "prometheus_client", "aiobotocore", "botocore", "collector.grep.search")
 print(json.dumps({"code": code, "loaded": [name for name in heavy if name in sys.modules]}))
 """
 
 
 @pytest.mark.anyio
-async def test_a_run_to_a_folder_without_a_terminal_loads_no_display_metrics_or_s3(tmp_path):
+async def test_a_run_to_a_folder_without_a_terminal_loads_no_display_metrics_s3_or_grep(tmp_path):
     async with Simulator(SimConfig(servers=3, seed=1, export_seconds=(0.05, 0.1), archive_bytes=(4096, 8192))) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")
         done = await anyio.run_process(
