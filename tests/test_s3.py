@@ -16,13 +16,14 @@ import anyio
 import pytest
 from _moto import FaultyProxy, MotoServer, raw_client
 from _sockets import closed_port
+from botocore.loaders import Loader
 
 from collector.auth import StaticToken
 from collector.clouddc.api import CloudDC
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations import LocalLocation, S3Location, parse_destination
 from collector.destinations.base import archive_name
-from collector.destinations.s3 import Buffers, MiB, S3Destination
+from collector.destinations.s3 import KEPT_ENDPOINTS, Buffers, MiB, PartBody, S3Destination, S3EndpointsOnly
 from collector.errors import StorageError, UsageError
 from collector.simulator import SimConfig, Simulator
 from collector.transfer.download import DownloadOptions, fetch_archive
@@ -174,6 +175,33 @@ async def test_room_is_refused_when_no_transfer_could_then_finish_its_part_and_a
     buffers.drop(b)
     buffers.drop(c)
     assert buffers.held == 0
+
+
+def test_a_part_reads_back_as_the_file_botocore_takes_its_length_and_sha256_from():
+    data = payload(3 * MiB + 17)
+    part = PartBody(PART)
+    view = memoryview(data)
+    for start in range(0, len(data), 256 * 1024):
+        part.append(view[start : start + 256 * 1024])
+    assert len(part) == part.size == len(data)
+    assert part.seek(0, 2) == part.tell() == len(data)
+    part.seek(0)
+    assert b"".join(iter(lambda: part.read(MiB), b"")) == data
+    assert part.read() == b""
+    part.seek(5)
+    assert part.read(3) == data[5:8]
+    part.release()
+    part.release()  # harmless twice: a part is released wherever its transfer ends
+
+
+def test_the_client_loads_only_the_endpoints_an_s3_client_and_its_credentials_read():
+    full = Loader().load_data("endpoints")
+    kept = Loader(file_loader=S3EndpointsOnly()).load_data("endpoints")
+    assert [p["partition"] for p in kept["partitions"]] == [p["partition"] for p in full["partitions"]]
+    for partition, whole in zip(kept["partitions"], full["partitions"], strict=True):
+        assert partition["services"] == {k: v for k, v in whole["services"].items() if k in KEPT_ENDPOINTS}
+        assert partition["regions"] == whole["regions"] and partition["defaults"] == whole["defaults"]
+    assert any("s3" in partition["services"] for partition in kept["partitions"])
 
 
 async def test_small_archive_is_one_put_with_its_sha256(moto_server, bucket):

@@ -18,17 +18,18 @@ import json
 import os
 import sys
 from collections import Counter
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from collector.config.select import GLOB_HINT, glob_problem, parse_selection
 from collector.destinations.location import LocalLocation, parse_destination
 from collector.errors import CollectorError, ExitCode, UsageError
-from collector.grep.layout import Found, bucket_archives, local_archives
-from collector.grep.search import Query
-from collector.grep.workers import search_all
 from collector.text import clean_text, quoted, say
+
+if TYPE_CHECKING:  # the search itself is imported where it runs: `collector run` never loads it
+    from collector.grep.layout import Found
+    from collector.grep.search import Query
 
 MATCHED, NOTHING, TROUBLE = ExitCode(0), ExitCode(1), ExitCode(2)  # grep's, not a run's
 CUT_SHOWN = 300  # characters shown of a line longer than a worker keeps
@@ -96,6 +97,8 @@ def _count(least: int) -> Any:
 
 
 def query_of(args: argparse.Namespace) -> Query:
+    from collector.grep.search import Query  # see TYPE_CHECKING above
+
     if args.member is not None and (problem := glob_problem(args.member)):
         raise UsageError(f"--member {quoted(args.member)}: {problem}", GLOB_HINT)
     mode = "list" if args.files_with_matches else "count" if args.count else "lines"
@@ -120,6 +123,8 @@ def query_of(args: argparse.Namespace) -> Query:
 
 def find_archives(outputs: list[str], endpoint: str | None) -> tuple[list[Found], int]:
     """The archives of every OUT, and how many OUTs could not be listed (each one said)."""
+    from collector.grep.layout import bucket_archives, local_archives  # see TYPE_CHECKING above
+
     found: list[Found] = []
     failed = 0
     for output in outputs:
@@ -144,6 +149,8 @@ def find_archives(outputs: list[str], endpoint: str | None) -> tuple[list[Found]
 
 
 def command_grep(args: argparse.Namespace) -> ExitCode:
+    from collector.grep.workers import search_all  # see TYPE_CHECKING above
+
     query = query_of(args)
     selection = parse_selection(args.select)
     if query.max_count == 0:

@@ -48,8 +48,6 @@ from collector.destinations.location import LocalLocation, parse_destination
 from collector.errors import ExitCode, InventoryErrors, UsageError
 from collector.observe import crash
 from collector.observe.merge import merge_bucket, merge_folder
-from collector.observe.metrics import pushgateway_url
-from collector.observe.metrics.textfile import check_textfile
 from collector.run.outcome import error_exit_code
 from collector.run.present import finish
 from collector.run.runner import open_session, run_sweep
@@ -223,8 +221,12 @@ def command_run(args: argparse.Namespace) -> ExitCode:
     location = parse_destination(args.output, endpoint_url=settings.s3_endpoint)
     # Every output is checked before the first request, as -o is: not a warning at the end.
     if settings.pushgateway:
+        from collector.observe.metrics import pushgateway_url  # prometheus_client only when metrics are asked for
+
         pushgateway_url(settings.pushgateway)
     if settings.metrics_file:
+        from collector.observe.metrics.textfile import check_textfile  # as above
+
         check_textfile(settings.metrics_file)
     output = location.path if isinstance(location, LocalLocation) else location
     selection = parse_selection(args.select)

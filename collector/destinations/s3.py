@@ -17,7 +17,8 @@ How an archive gets there, and why:
   room before it takes more bytes, rather than growing the process, so the parts in memory
   never add up to more than the budget, whatever the archives' sizes and the number of
   transfers (`S3Destination.peak_buffered`; benchmarks/s3_rss.py measures the process). Each
-  part is filled straight into the buffer it is sent from, so its bytes are held once.
+  part is filled straight into the buffer it is sent from, so its bytes are held once, in
+  pages of its own that go back to the kernel as soon as the part is stored (`PartBody`).
 - **Small archives are one PutObject** at commit: most log bundles are smaller than a part,
   and one request is both cheaper and atomic.
 - **Nothing partial under the final key.** A multipart upload is invisible until it is
@@ -44,8 +45,9 @@ lifecycle rule that aborts incomplete multipart uploads after a day.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
+import mmap
+import os
 from collections import deque
 from contextlib import AsyncExitStack
 from types import TracebackType
@@ -54,8 +56,11 @@ from typing import Any
 import anyio
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.payload import Payload
 from anyio.abc import TaskGroup
 from botocore.exceptions import ClientError
+from botocore.loaders import JSONFileLoader
 
 from collector.config.settings import Settings
 from collector.destinations import jobs
@@ -74,6 +79,8 @@ MAX_COPY = 5 * 1024 * MiB  # the largest object one CopyObject copies
 COPY_PART = 512 * MiB  # parts of a multipart copy, for larger ones
 CLEANUP_SECONDS = 30  # what aborting an upload may take when a transfer is given up
 CONTENT_TYPE = "application/gzip"
+SEND_SLICE = 256 * 1024  # what aiohttp is given at a time of a part it sends
+KEPT_ENDPOINTS = ("s3", "sts", "sso", "sso-oidc")  # see `S3EndpointsOnly`
 
 
 class S3Destination:
@@ -145,10 +152,12 @@ class S3Destination:
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     async def __aenter__(self) -> S3Destination:
+        session = get_session()
+        session.get_component("data_loader").file_loader = S3EndpointsOnly()
         stack = AsyncExitStack()
         async with stack:
             self._client = await stack.enter_async_context(
-                get_session().create_client(
+                session.create_client(
                     "s3", region_name=self.region, endpoint_url=self.endpoint_url, config=self._config
                 )
             )
@@ -261,6 +270,25 @@ class S3Destination:
             )
 
 
+class S3EndpointsOnly(JSONFileLoader):  # type: ignore[misc]  # botocore ships no types
+    """botocore's model files as they are, but of endpoints.json only the entries of S3 and
+    of the services botocore's credential chain may call (a service without an entry gets its
+    partition's defaults).
+
+    The client keeps the whole file for as long as it lives: 6.7 MiB of Python objects for
+    every AWS service's endpoints, 5 MB of RSS, of which an S3 client reads S3's
+    (benchmarks/s3_rss.py).
+    """
+
+    def load_file(self, file_path: str) -> Any:
+        data = super().load_file(file_path)
+        if isinstance(data, dict) and file_path.endswith(f"{os.sep}endpoints"):
+            for partition in data.get("partitions", []):
+                services = partition.get("services", {})
+                partition["services"] = {name: services[name] for name in KEPT_ENDPOINTS if name in services}
+        return data
+
+
 class Buffers:
     """The bytes every transfer of one destination may hold: parts filling and parts on their way.
 
@@ -354,6 +382,74 @@ class Buffers:
                     granted = True
 
 
+class PartBody(Payload):
+    """One part's bytes in pages of their own: filled once, then sent from where they are.
+
+    An anonymous map of `capacity` bytes: only the pages written take memory, and every one
+    goes back to the kernel on `release`. A `BytesIO` grew by copies, an eighth over its
+    size, and the heap kept the buffers it left behind: a run held ~20 MB more than its
+    budget (benchmarks/s3_rss.py). botocore reads it as a file (its length; its sha256 over
+    plain HTTP); aiohttp sends it as a `Payload`, in slices of the map, never copied whole.
+    """
+
+    _autoclose = True  # memory only: `release` gives it back, not aiohttp
+
+    def __init__(self, capacity: int) -> None:
+        self._map = mmap.mmap(-1, max(capacity, mmap.PAGESIZE))
+        super().__init__(None, content_type="application/octet-stream")
+        self._filled = 0
+        self._position = 0  # where botocore reads
+
+    @property
+    def size(self) -> int:
+        """The bytes filled: what aiohttp sends, botocore's Content-Length."""
+        return self._filled
+
+    def __len__(self) -> int:
+        return self._filled
+
+    def append(self, data: bytes | memoryview) -> None:
+        self._map[self._filled : self._filled + len(data)] = data
+        self._filled += len(data)
+
+    def release(self) -> None:
+        """Give the pages back (if a slice is still out, the map goes when it does)."""
+        try:
+            self._map.close()
+        except BufferError:
+            pass
+
+    # -- read as a file, by botocore ---------------------------------------------------------
+
+    def read(self, size: int = -1) -> bytes:
+        end = self._filled if size < 0 else min(self._filled, self._position + size)
+        data = self._map[self._position : end] if end > self._position else b""
+        self._position = max(self._position, end)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._position, 2: self._filled}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    # -- sent as a payload, by aiohttp -------------------------------------------------------
+
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return self._map[: self._filled].decode(encoding, errors)
+
+    async def write(self, writer: AbstractStreamWriter) -> None:
+        await self.write_with_length(writer, None)
+
+    async def write_with_length(self, writer: AbstractStreamWriter, content_length: int | None) -> None:
+        end = self._filled if content_length is None else min(self._filled, content_length)
+        with memoryview(self._map) as view:
+            for start in range(0, end, SEND_SLICE):
+                await writer.write(view[start : min(start + SEND_SLICE, end)])
+
+
 class S3Partial:
     """One archive on its way to `PREFIX/name`: see the module's docstring."""
 
@@ -369,7 +465,7 @@ class S3Partial:
         self.size = 0
         self.peak_buffered = 0  # the most bytes this transfer held at once
         self._hash = hashlib.sha256()
-        self._part = io.BytesIO()  # the part filling; sent as it is (botocore would copy bytes)
+        self._part: PartBody | None = None  # the part filling, sent from where it is
         self._filling = 0
         self._held = 0  # bytes filling, uploading, or being put
         self._in_flight = 0  # bytes of the part uploading
@@ -414,9 +510,11 @@ class S3Partial:
                 size += len(piece)
             await self.destination.buffers.fill(self, size)
             self._hold(size)
+            if self._part is None:
+                self._part = PartBody(part_size)
             for piece in taken:
                 self._hash.update(piece)
-                self._part.write(piece)
+                self._part.append(piece)
             self.size += size
             if self._filling >= part_size:
                 await self._settle()  # the part before it is done: at most one uploading
@@ -446,6 +544,7 @@ class S3Partial:
                         Metadata={"sha256": digest},
                     )
             finally:
+                body.release()
                 self._release(size)
             return Archive(self.name, self.size, digest)
         await self._settle()
@@ -501,7 +600,7 @@ class S3Partial:
         upload_id, number = self._upload_id, len(self._parts) + 1
         self._sending = jobs.start(destination.tasks, lambda: self._upload_part(upload_id, number, body))
 
-    async def _upload_part(self, upload_id: str, number: int, body: io.BytesIO) -> None:
+    async def _upload_part(self, upload_id: str, number: int, body: PartBody) -> None:
         destination = self.destination
         try:
             with translating(f"upload part {number} of {destination.where(self.key)}"):
@@ -510,6 +609,7 @@ class S3Partial:
                 )
             self._parts.append({"PartNumber": number, "ETag": sent["ETag"]})
         finally:
+            body.release()
             self._part_done()
 
     def _part_done(self) -> None:
@@ -598,15 +698,10 @@ class S3Partial:
 
     # -- the bytes held --------------------------------------------------------------------------
 
-    def _take_part(self) -> tuple[io.BytesIO, int]:
-        """The part filled so far, ready to send, and its size; still counted until `_release`.
-
-        A `BytesIO` of our own, not bytes: botocore would wrap bytes in a `BytesIO` sharing
-        them, and aiohttp's `getbuffer()` on that copies the whole part once more.
-        """
-        body, size = self._part, self._filling
-        body.seek(0)
-        self._part, self._filling = io.BytesIO(), 0
+    def _take_part(self) -> tuple[PartBody, int]:
+        """The part filled so far, ready to send, and its size; still counted until `_release`."""
+        body, size = self._part or PartBody(0), self._filling
+        self._part, self._filling = None, 0
         self.destination.buffers.send(self)
         return body, size
 
@@ -622,7 +717,9 @@ class S3Partial:
         self.destination.buffers.sent(size)
 
     def _drop_buffer(self) -> None:
-        self._part = io.BytesIO()
+        if self._part is not None:
+            self._part.release()
+        self._part = None
         self._held -= self._filling
         self.destination.buffers.drop(self)
         self._filling = 0

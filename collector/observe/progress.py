@@ -14,14 +14,9 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.progress_bar import ProgressBar
-from rich.table import Table
-from rich.text import Text
 
 from collector.clouddc.gateway import CallStats
 from collector.control.endpoint import EndpointHealth
@@ -29,6 +24,9 @@ from collector.log import ev
 from collector.observe.report import human_bytes, human_duration
 from collector.sweep.events import Phase, PhaseChanged, Waits
 from collector.sweep.timebox import TimeBox
+
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
 
 log = logging.getLogger("collector.progress")
 
@@ -279,6 +277,11 @@ def progress_line(s: Snapshot) -> str:
 
 def render(s: Snapshot) -> RenderableType:
     """Four lines, none wider than 80 columns; on a narrower terminal they are cut, not wrapped."""
+    # Imported here: a run without a terminal (or with --no-progress) never loads rich.
+    from rich.console import Group
+    from rich.progress_bar import ProgressBar
+    from rich.table import Table
+    from rich.text import Text
 
     def line(text: str) -> Text:
         return Text(text, no_wrap=True, overflow="ellipsis")
@@ -310,6 +313,9 @@ async def show_progress(
             now = snapshot(tally, stats, rates, watched)
             log.info("progress: %s", progress_line(now), extra=ev("progress", **now.fields()))
             await sleep(interval)
+    from rich.console import Console  # only a live display loads rich (see `render`)
+    from rich.live import Live
+
     console = console or Console(file=sys.stderr)
     with Live(
         render(snapshot(tally, stats, rates, watched)), console=console, auto_refresh=False, transient=False

@@ -27,6 +27,7 @@ from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
@@ -44,7 +45,6 @@ from collector.errors import AuthError, StorageError, UsageError
 from collector.net import session as net_session
 from collector.net.transport import auth_requests
 from collector.observe import crash
-from collector.observe.metrics import Metrics, push, write_textfile_every
 from collector.observe.progress import Tally, Watched, show_progress
 from collector.observe.report import REPORT_NAME, build_report, summary_lines, summary_record, write_report
 from collector.run.learned import remember, starting_durations, starting_rates
@@ -60,6 +60,9 @@ from collector.sweep.pipeline import Sweep
 from collector.sweep.polling import ExportDurations
 from collector.sweep.results import ServerResult
 from collector.sweep.timebox import TimeBox
+
+if TYPE_CHECKING:
+    from collector.observe.metrics import Metrics
 
 # The run's own records (its start, stops and end) show at the default level: see
 # collector.cli.logs.configure_logging.
@@ -121,6 +124,8 @@ async def run_sweep(
         made_here = not journal_folder.exists()
         journal = Journal.open(state, fresh=fresh, folder=journal_folder)
         stack.callback(journal.shutdown)
+        if settings.metrics_file or settings.pushgateway:  # only these runs load prometheus_client
+            from collector.observe.metrics import Metrics
         metrics = (
             Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway else None
         )
@@ -151,6 +156,8 @@ async def run_sweep(
             warn_unmatched(first, inventory, flag="--first")
         async with anyio.create_task_group() as exporters:
             if metrics is not None and settings.metrics_file:
+                from collector.observe.metrics import write_textfile_every  # as Metrics above
+
                 exporters.start_soon(write_textfile_every, settings.metrics_file, metrics)
             outcome = await _run(
                 inventory,
@@ -180,6 +187,8 @@ async def run_sweep(
             learned = {gateway.endpoint: gateway.limiter.learned for gateway in gateways}
             remember(learned_in, learned, durations=durations.summary())
         if metrics is not None and settings.pushgateway:
+            from collector.observe.metrics import push  # as Metrics above
+
             await push(settings.pushgateway, metrics, job=settings.metrics_job)
         return outcome
 
