@@ -10,8 +10,9 @@ RSS, then medians by build and the median of each round's ratio, ours / base.
 The base build is `git archive`d from the commit given (``--base``, default e59499c, the build
 of 2026-11-28 that issue 14 measures against) into a temporary folder and run from there with
 the same interpreter (``python -m collector`` with that folder as the working directory finds
-its package first); its dependencies are this environment's. The simulator is always this work
-tree's, for both builds. Every archive is checked against the simulator's generator, as in
+its package first); its dependencies are this environment's. Both builds are byte-compiled
+first, as an installed package is. The simulator is always this work tree's, for both builds.
+Every archive is checked against the simulator's generator, as in
 benchmarks/sweep.py; a wrong result makes the exit code 1.
 
     python benchmarks/cpu.py                                   # e59499c vs the work tree, 5,000 servers, 3 rounds
@@ -78,6 +79,13 @@ def export_tree(commit: str, into: Path) -> Path:
     return into
 
 
+def compile_tree(tree: Path) -> None:
+    """Byte-compile a build's `collector` package, as installing it does: otherwise a shell with
+    PYTHONDONTWRITEBYTECODE set (this machine's) compiles every module on every run, and that
+    CPU (more modules, more of it) is counted against the build, not its work."""
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "collector")], check=True)
+
+
 def run_build(label: str, tree: Path, config: SimConfig, root: Path, index: int, args: argparse.Namespace) -> dict:
     workdir = root / f"{label}-{index}"
     out_dir = workdir / "out"
@@ -126,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         base_tree = args.base_tree or export_tree(args.base, root / "base-tree")
         base_label = f"base {args.base_tree or args.base}"
         builds = {base_label: base_tree.resolve(), "ours": ROOT}
+        for tree in builds.values():
+            compile_tree(tree)
         emit(
             {
                 "bench": "cpu",
