@@ -611,7 +611,7 @@ def test_tab_indentation_gets_a_hint_about_tabs(tmp_path):
             [*HEAD, "servers:", "  - S1", "  - S2", "  - id: S1"],
             "servers[2]",
             7,
-            "server S1 is listed twice in project p1 (first at servers[0], line 5)",
+            "server S1 is listed twice in project p1 (first on line 5)",
             id="dup-server",
         ),
         pytest.param(
@@ -624,7 +624,7 @@ def test_tab_indentation_gets_a_hint_about_tabs(tmp_path):
             ],
             "projects[1].servers[0]",
             5,
-            "first at projects[0].servers[0], line 4",
+            "(first on line 4)",
             id="dup-server-across-entries",
         ),
     ],
@@ -966,7 +966,7 @@ def test_every_bad_server_and_setting_is_reported_in_one_go_in_file_order(tmp_pa
     assert lines == [str(p) for p in error.problems]
     assert lines[2] == (
         "inventory.yaml:9: servers[4]: server S1 is listed twice in project p1"
-        " (first at servers[0], line 5); remove one of the two entries"
+        " (first on line 5); remove one of the two entries"
     ).replace("inventory.yaml", str(tmp_path / "inventory.yaml"))
     # The error itself reads as its first problem, for whoever looks at one only.
     assert (error.key, error.line) == ("servers[1]", 6)
