@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         bandwidth = loopback_bandwidth(root / "probe", size=(64 if args.quick else 256) * MIB)
         rtt: list[float] = []
         records: list[dict[str, Any]] = []
-        stats = None
+        stats = first_stats = None
         bound = None
         passes = 2 if args.second_run else 1
         for index in range(1, args.runs + 1):
@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 passes=passes,
             )
             stats = ran[-1][1]
+            first_stats = ran[0][1] if passes > 1 else None
             for record, _ in ran:
                 if bound is None:
                     bound = lower_bound(config, bandwidth, rtt[0])
@@ -349,6 +350,15 @@ def main(argv: list[str] | None = None) -> int:
                 lower_bound=bound["lower_bound_s"],
             )
             note(f"plot written to {args.plot}")
+            if first_stats is not None:  # the first pass too: its start-up is another story
+                first_plot = args.plot.with_name(f"{args.plot.stem}-pass1{args.plot.suffix}")
+                plot_sweep(
+                    first_stats,
+                    first_plot,
+                    title=f"collector, first pass: {_sim_title(config)}",
+                    lower_bound=bound["lower_bound_s"],
+                )
+                note(f"plot written to {first_plot}")
         if args.profile:
             profile(args.profile, config, root, extra, timeout=args.timeout)
         if args.peer:
