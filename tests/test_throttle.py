@@ -637,3 +637,12 @@ def test_a_lull_is_no_time_on_the_curve(clock):
     clock.now += 10  # nothing to send
     succeed_at(limiter, clock, 70, 0.5)
     assert before < limiter.rate < 100  # still below w_max, on the concave part
+
+
+def test_a_limiter_idle_from_its_start_resumes_at_its_rate(clock):
+    """The poll limiter of a run started from a learned rate waits ten seconds for the first
+    exports to end: its curve starts with its first answer, not 0.4 x 10**3 above it."""
+    limiter = RateLimiter(95, start_up=False, clock=clock, sleep=clock.sleep)
+    clock.now += 10
+    send_all_it_allows(limiter, clock, 1.0)
+    assert 95 <= limiter.rate < 96

@@ -450,7 +450,7 @@ class _MeasuredRate:
         self.rate = floor  # until measured, as if half the starting rate got through
         self.bucket = self.BUCKET  # seconds; start-up measures in shorter rounds
         self.latest = floor  # the last bucket's own rate, unsmoothed
-        self._bucket_start = now
+        self._bucket_start = self._started = now
         self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
         self.lull = 0.0  # seconds of the lull the latest success ended (0: none)
         self._count = 0
@@ -465,7 +465,8 @@ class _MeasuredRate:
         self.lull = 0.0
         if now - self._last >= max(self.IDLE, 4 * interval):
             self._bucket_start, self._count = now, 0
-            self.lull = now - self._last if self._last > -math.inf else 0.0
+            # (before the first success: since the start, when nothing had been asked yet)
+            self.lull = now - (self._last if self._last > -math.inf else self._started)
         elif (elapsed := now - self._bucket_start) >= self.bucket:
             self.latest = self._count / elapsed
             self.rate = self.SMOOTHING * self.latest + (1 - self.SMOOTHING) * self.rate
