@@ -578,7 +578,11 @@ def test_start_up_doubles_with_what_gets_through_and_halves_at_the_first_refusal
     assert not limiter.starting and limiter.rate == pytest.approx(refused_at / 2)
     assert limiter.learned == pytest.approx(refused_at / 2)  # the last rate that got through whole
     send_all_it_allows(limiter, clock, 2.0)
-    assert refused_at / 2 < limiter.rate < refused_at / 2 + 0.4 * 2**3 + 1  # CUBIC probes on from there
+    # CUBIC probes on from there, concave towards half-way back to the refused rate (it
+    # climbed convex from the halved rate, 0.4 t**3, before: issue 14)
+    w_max, k = 0.75 * refused_at, (refused_at / 4 / 0.4) ** (1 / 3)
+    assert limiter.rate == pytest.approx(0.4 * (2 - k) ** 3 + w_max, rel=0.02)
+    assert refused_at / 2 + 0.4 * 2**3 + 1 < limiter.rate < w_max
 
 
 def test_start_up_grows_no_faster_than_twice_what_is_sent(clock):

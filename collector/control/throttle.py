@@ -147,10 +147,12 @@ class RateLimiter:
     round before the refused request's, the last that got through whole, and probes on from
     there:
 
-        rate = w_max = rate_when_sent / GAIN;  K = 0
+        rate = rate_when_sent / GAIN;  w_max = HANDOVER * rate;  K = cbrt((w_max - rate) / C)
 
-    (not back towards the refused rate: doubling reaches past the budget by what a bucket's
-    burst and the answers still in flight hid, as much as three times it.)
+    (not back to the refused rate: doubling reaches past the budget by what a bucket's burst
+    and the answers still in flight hid, as much as three times it; but half-way, along the
+    concave part of the curve, so that a budget above the rate is reached within a second
+    or two, not the four of a convex climb from it.)
 
     Without start-up (`start_up=False`: the rate given is what an earlier run learned, less a
     margin), CUBIC probes on from it at once (w_max = rate, K = 0): doubling from a known
@@ -212,6 +214,7 @@ class RateLimiter:
     GRACE = 1.0  # seconds after a decrease (or a pause) whose refusals are still its event
     SLOWER = 2.0  # start-up ends when a round's quickest answer is this many times the quickest
     SLOWER_BY = 0.05  # ... and this many seconds more
+    HANDOVER = 1.5  # start-up's first refusal: w_max is this many times the rate it sets
     DELIVERED = 0.9  # a decrease goes no lower than this share of the rate measured getting through
     DELIVERY_SPAN = 1.0  # ... measured over at least this many seconds since the last decrease
 
@@ -320,8 +323,13 @@ class RateLimiter:
             # answers in flight hid: not a rate to return to. Probe on from the one before.
             self.starting = False
             refused = self._rate_at(sent_at) if sent_at is not None else self.rate
-            self.rate = self._w_max = self._learned = max(self.min_rate, min(self.rate, refused) / self.GAIN)
-            self._k = 0.0
+            self.rate = self._learned = max(self.min_rate, min(self.rate, refused) / self.GAIN)
+            # The budget lies between the two: the curve aims half-way, concave, so it is back
+            # near a budget above the rate in a second or so, where a convex climb from the
+            # rate itself (K = 0) took four (issue 14), and a refusal on the way meets the
+            # delivery-rate floor.
+            self._w_max = self.rate * self.HANDOVER
+            self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
             self._start_up_rates.clear()
             self.measured.bucket = _MeasuredRate.BUCKET
         else:
