@@ -176,8 +176,7 @@ class RateLimiter:
     the last decrease and this refusal (over `DELIVERY_SPAN` seconds at least; else 0). An
     API's token bucket that refuses us is empty at each refusal, so what got through between
     two is its refill rate, its budget, and a cut far below it (to 0.7 of the rate) would
-    cost seconds of climbing back for nothing. And on
-    each success, t seconds after that 429:
+    cost seconds of climbing back for nothing. And on each success, t seconds after that 429:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
