@@ -85,19 +85,3 @@ def test_a_kept_distribution_that_cannot_be_read_only_means_first_polls_as_a_fir
     data = {"endpoints": {"https://a": {"rate": 10, "at": 1, "exports": kept}}}
     (tmp_path / LEARNED_FILE).write_text(json.dumps(data))
     assert starting_durations(tmp_path, ["https://a"], now=2) in ([], [1.0])
-
-
-async def test_an_endpoint_started_from_a_learned_rate_skips_start_up():
-    """Doubling from a known budget only overshoots it into a refusal and a halving: a
-    gateway given an earlier run's rate starts its limiters in CUBIC's probing; --rate's in
-    start-up."""
-    from collector.clouddc.gateway import Gateway
-    from collector.config.settings import Settings
-    from collector.net.session import open_session
-
-    async with open_session(connect_timeout=5, read_timeout=5) as session:
-        learned = Gateway.from_settings(session, "https://a", Settings(), rate=95.0)
-        fresh = Gateway.from_settings(session, "https://a", Settings())
-    assert learned.limiter.rate == 95 and not learned.limiter.starting
-    assert learned.export_limiter is not None and not learned.export_limiter.starting
-    assert fresh.limiter.starting and fresh.export_limiter is not None and fresh.export_limiter.starting

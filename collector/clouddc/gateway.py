@@ -124,8 +124,8 @@ class Gateway:
         return cls(
             session,
             endpoint,
-            limiter=RateLimiter(start, max_rate=settings.max_rate, start_up=rate is None),
-            export_limiter=RateLimiter(start, max_rate=settings.max_rate, start_up=rate is None),
+            limiter=RateLimiter(start, max_rate=settings.max_rate),
+            export_limiter=RateLimiter(start, max_rate=settings.max_rate),
             policy=settings.policy,
             health=EndpointHealth(endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout),
             quota=RetryQuota(),

@@ -4,14 +4,12 @@ how long its servers' exports take.
 The limiter finds the API's budget by climbing from `--rate` (20 by default, doubling four
 times a second until the first refusal); a run writes, per endpoint, the rate its limiter
 learned, and the next run (whatever its output folder: a nightly `-o logs/{date}` too) starts
-there, less a margin, without start-up's doubling (CUBIC probes on from it at once):
+there, less a margin:
 
     start = MARGIN x learned rate, if it was learned less than KEEP_FOR ago; else --rate
 
-The learned rate is what got through between the limiter's last two decreases (a token
-bucket's refill: its budget), so the margin is small. Aged out after a week, and started
-below it, so a budget that was lowered since is met with a few 429s (the limiter then cuts
-its rate at once, to no less than what it measures getting through), not hammered.
+Aged out after a week, and started below it, so a budget that was lowered since is met with a
+few 429s (the limiter then halves its rate at once), not hammered.
 
 The export-time distribution (21 points: every 5th percentile of the run's estimates, see
 `collector.sweep.polling.ExportDurations`) is kept beside it. The next run's first polls aim
@@ -47,7 +45,7 @@ log = logging.getLogger("collector.run")
 
 LEARNED_FILE = "learned.json"
 KEEP_FOR = 7 * 86400.0  # seconds a learned rate is believed
-MARGIN = 0.95  # of the learned rate, the next run starts at
+MARGIN = 0.8  # of the learned rate, the next run starts at
 MAX_BYTES = 1024 * 1024  # of the file we read: a few hundred bytes per endpoint
 MAX_POINTS = 64  # of a kept export-time distribution (we write 21)
 
