@@ -603,19 +603,6 @@ def test_start_up_stops_growing_when_answers_slow_down(clock):
     assert rate <= limiter.rate <= 4 * rate  # kept (a round at most past it), not cut
 
 
-def test_from_a_learned_rate_there_is_no_start_up_cubic_probes_on_from_it(clock):
-    """A run that starts where an earlier one learned does not double past it (that only
-    overshot into a refusal and a halving, seconds below the budget): it climbs from it."""
-    limiter = RateLimiter(95, start_up=False, clock=clock, sleep=clock.sleep)
-    assert not limiter.starting
-    send_all_it_allows(limiter, clock, 1.0)
-    assert 95 <= limiter.rate < 96  # 0.4 t**3 above it, not twice it
-    send_all_it_allows(limiter, clock, 2.0)
-    assert 98 < limiter.rate < 110
-    limiter.throttled(sent_at=clock.now)
-    assert limiter.rate < 98
-
-
 def test_what_is_learned_is_what_got_through_between_two_decreases(clock):
     """The next run starts from the budget measured (a bucket's refill), not from the rate
     CUBIC had probed to when it was last refused, which is above it."""
@@ -644,9 +631,10 @@ def test_a_lull_is_no_time_on_the_curve(clock):
 
 
 def test_a_limiter_idle_from_its_start_resumes_at_its_rate(clock):
-    """The poll limiter of a run started from a learned rate waits ten seconds for the first
-    exports to end: its curve starts with its first answer, not 0.4 x 10**3 above it."""
-    limiter = RateLimiter(95, start_up=False, clock=clock, sleep=clock.sleep)
+    """The poll limiter waits ten seconds for the first exports to end: once out of start-up,
+    its curve starts with its first answer, not 0.4 x 10**3 above it."""
+    limiter = RateLimiter(95, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
     clock.now += 10
     send_all_it_allows(limiter, clock, 1.0)
     assert 95 <= limiter.rate < 96

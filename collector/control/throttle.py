@@ -154,10 +154,6 @@ class RateLimiter:
     concave part of the curve, so that a budget above the rate is reached within a second
     or two, not the four of a convex climb from it.)
 
-    Without start-up (`start_up=False`: the rate given is what an earlier run learned, less a
-    margin), CUBIC probes on from it at once (w_max = rate, K = 0): doubling from a known
-    budget only overshot it into a refusal and a halving, seconds below the budget.
-
     (A slow start that doubled until the first 429 was tried before and overshot into bursts
     of 429s; this one grows only with what was measured getting through, a refusal halves it,
     and the refusals of requests already in flight count once, as below.)
@@ -226,7 +222,6 @@ class RateLimiter:
         beta: float = 0.7,
         scale: float = 0.4,
         burst_seconds: float = 0.25,
-        start_up: bool = True,
         clock: Clock = monotonic,
         sleep: Sleep = sleep,
     ) -> None:
@@ -252,7 +247,7 @@ class RateLimiter:
         self._k = 0.0
         self._last_decrease = -math.inf
         self._learned = self.rate
-        self.starting = start_up  # in start-up: growing with what gets through, until the first refusal
+        self.starting = True  # in start-up: growing with what gets through, until the first refusal
         # (since, rate) of start-up's last rounds: the rate a refused request was sent at
         self._start_up_rates: deque[tuple[float, float]] = deque([(now, self.rate)], maxlen=16)
         self._held_until = -math.inf  # refusals of requests sent before this are the last event's
@@ -261,7 +256,7 @@ class RateLimiter:
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
-        self.measured.bucket = self.ROUND if start_up else _MeasuredRate.BUCKET
+        self.measured.bucket = self.ROUND
 
     async def acquire(self, priority: int = 0) -> float:
         """Wait for this caller's turn; returns the clock time it was sent at.
