@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         bandwidth = loopback_bandwidth(root / "probe", size=(64 if args.quick else 256) * MIB)
         rtt: list[float] = []
         records: list[dict[str, Any]] = []
-        stats = None
+        stats = first_stats = None
         bound = None
         passes = 2 if args.second_run else 1
         for index in range(1, args.runs + 1):
@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
                 passes=passes,
             )
             stats = ran[-1][1]
+            first_stats = ran[0][1] if passes > 1 else None
             for record, _ in ran:
                 if bound is None:
                     bound = lower_bound(config, bandwidth, rtt[0])
@@ -340,15 +341,9 @@ def main(argv: list[str] | None = None) -> int:
             emit(median)
             ours = ours or median
         if args.plot and stats is not None:
-            from plot import plot_sweep
-
-            plot_sweep(
-                stats,
-                args.plot,
-                title=f"collector {' '.join(extra) or '(defaults)'}: {_sim_title(config)}",
-                lower_bound=bound["lower_bound_s"],
-            )
-            note(f"plot written to {args.plot}")
+            _plot(stats, args.plot, f"collector {' '.join(extra) or '(defaults)'}", config, bound)
+            if first_stats is not None:  # the first pass too: its start-up is another story
+                _plot(first_stats, args.plot, "collector, first pass", config, bound, suffix="-pass1")
         if args.profile:
             profile(args.profile, config, root, extra, timeout=args.timeout)
         if args.peer:
@@ -399,16 +394,7 @@ def run_peer(
     record["ratio"] = round(record["makespan_s"] / bound["lower_bound_s"], 4)
     emit(record)
     if args.plot:
-        from plot import plot_sweep
-
-        peer_plot = args.plot.with_name(f"{args.plot.stem}-peer{args.plot.suffix}")
-        plot_sweep(
-            stats,
-            peer_plot,
-            title=f"peer_sdk.py ({args.peer_workers} threads): {_sim_title(config)}",
-            lower_bound=bound["lower_bound_s"],
-        )
-        note(f"plot written to {peer_plot}")
+        _plot(stats, args.plot, f"peer_sdk.py ({args.peer_workers} threads)", config, bound, suffix="-peer")
     compare = {
         "bench": "sweep",
         "kind": "compare",
@@ -423,6 +409,17 @@ def run_peer(
         compare[f"peer_sdk_{key}"] = record.get(key)
     emit(compare)
     return record["correct"]
+
+
+def _plot(
+    stats: dict[str, Any], path: Path, who: str, config: SimConfig, bound: dict[str, Any], *, suffix: str = ""
+) -> None:
+    """The run's plot (`plot.plot_sweep`) at `path`, its name ending in `suffix`."""
+    from plot import plot_sweep
+
+    path = path.with_name(f"{path.stem}{suffix}{path.suffix}")
+    plot_sweep(stats, path, title=f"{who}: {_sim_title(config)}", lower_bound=bound["lower_bound_s"])
+    note(f"plot written to {path}")
 
 
 def _sim_summary(config: SimConfig) -> dict[str, Any]:

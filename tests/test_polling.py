@@ -184,3 +184,18 @@ def test_first_polls_spread_over_the_fleets_likely_ends():
     assert delays[0] >= 60 * 1.05 and delays[-1] <= 96 * 1.05
     for i in range(0, 200, 20):  # evenly
         assert delays[i] / 1.05 == pytest.approx(60 + 35 * i / 200, abs=3)
+
+
+def test_a_first_poll_aimed_at_long_exports_is_not_cut_to_the_backoffs_cap():
+    """Exports of 60-120 s: --poll-max (60 s) caps the backoff, not the aim, else every first
+    poll came at 60 s, when almost no export was done: a poll more per server (issue 14)."""
+    durations = ExportDurations(spread=(0.9, 0.9))
+    for seconds in [80, 90, 100, 110, 120]:
+        durations.add(seconds)
+    assert PollSchedule(first=5, longest=60, started=0, durations=durations).first_delay(0) == pytest.approx(126)
+    waiting = PollSchedule(first=5, longest=60, started=0, durations=ExportDurations(spread=(0.9, 0.9)))
+    assert waiting.first_delay(0) == 5
+    waiting.durations = durations
+    assert waiting.postpone(5) == pytest.approx(126 - 5)
+    capped = PollSchedule(first=5, longest=60, started=0, max_age=100, durations=durations)
+    assert capped.first_delay(0) == 100  # never past the longest an export may take

@@ -181,6 +181,25 @@ async def test_one_servers_retry_after_pauses_only_that_server(clock):
     assert limiter.rate < 100  # a refusal still slows everyone down, as a 429 does
 
 
+def test_the_wave_a_decrease_answered_is_no_sign_of_exhaustion(clock):
+    """A token bucket refuses the few requests in flight at once, each `Retry-After: 1`: they
+    were sent before the decrease their first refusal made, so they pause nobody (pausing
+    everyone for that second cost a second of the budget, twice or three times a run);
+    refusals of requests sent after it still do."""
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    sent = clock.now
+    clock.now += 0.01
+    for server in ("s1", "s2", "s3", "s4"):
+        limiter.throttled(retry_after=1, sent_at=sent, subject=server)
+        clock.now += 0.001
+    assert limiter.paused_for == 0
+    for server in ("s1", "s2", "s3"):
+        clock.now += 0.01
+        limiter.throttled(retry_after=1, sent_at=clock.now - 0.005, subject=server)
+    assert limiter.paused_for > 0
+
+
 @pytest.mark.anyio
 async def test_a_fleet_wide_pause_is_at_most_a_minute_at_a_time(clock):
     limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
@@ -231,6 +250,31 @@ def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(cloc
     assert limiter.rate == pytest.approx(w_max, abs=1)
     succeed_at(limiter, clock, 100, 3)
     assert limiter.rate == pytest.approx(0.4 * 27 + w_max, abs=2)
+
+
+def test_a_decrease_stops_at_what_was_measured_getting_through(clock):
+    """BBR's delivery-rate floor: refused while 100 a second got through (a token bucket's
+    refill), the rate goes to 0.9 x 100, not 0.7 x 100; when little got through (our demand
+    was low), the cut is CUBIC's 0.7. CUBIC then climbs from where the cut left it."""
+    limiter = RateLimiter(120, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)  # the bucket is empty: from here, what gets through is its refill
+    assert limiter.rate == pytest.approx(84)  # nothing measured yet: CUBIC's 0.7
+    succeed_at(limiter, clock, 100, 3)
+    refused_at = limiter.rate
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(90, rel=0.01)  # 0.9 x the 100 that got through, not 0.7 x
+    assert refused_at * 0.7 < 90
+    before = limiter.rate
+    succeed_at(limiter, clock, 100, 0.2)
+    assert before <= limiter.rate <= refused_at  # the curve starts where the cut left it
+    idle = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    idle.starting = False
+    idle.throttled(sent_at=clock.now)
+    succeed_at(idle, clock, 20, 3)  # only 20 a second to send: no measure of the budget
+    idle.rate = 100
+    idle.throttled(sent_at=clock.now)
+    assert idle.rate == pytest.approx(70)
 
 
 def test_never_faster_than_twice_what_gets_through(clock):
@@ -534,7 +578,11 @@ def test_start_up_doubles_with_what_gets_through_and_halves_at_the_first_refusal
     assert not limiter.starting and limiter.rate == pytest.approx(refused_at / 2)
     assert limiter.learned == pytest.approx(refused_at / 2)  # the last rate that got through whole
     send_all_it_allows(limiter, clock, 2.0)
-    assert refused_at / 2 < limiter.rate < refused_at / 2 + 0.4 * 2**3 + 1  # CUBIC probes on from there
+    # CUBIC probes on from there, concave towards half-way back to the refused rate (it
+    # climbed convex from the halved rate, 0.4 t**3, before: issue 14)
+    w_max, k = 0.75 * refused_at, (refused_at / 4 / 0.4) ** (1 / 3)
+    assert limiter.rate == pytest.approx(0.4 * (2 - k) ** 3 + w_max, rel=0.02)
+    assert refused_at / 2 + 0.4 * 2**3 + 1 < limiter.rate < w_max
 
 
 def test_start_up_grows_no_faster_than_twice_what_is_sent(clock):
@@ -553,3 +601,40 @@ def test_start_up_stops_growing_when_answers_slow_down(clock):
     send_all_it_allows(limiter, clock, 1.0, latency=0.2)  # answers 20 times slower
     assert not limiter.starting
     assert rate <= limiter.rate <= 4 * rate  # kept (a round at most past it), not cut
+
+
+def test_what_is_learned_is_what_got_through_between_two_decreases(clock):
+    """The next run starts from the budget measured (a bucket's refill), not from the rate
+    CUBIC had probed to when it was last refused, which is above it."""
+    limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)
+    succeed_at(limiter, clock, 100, 2)
+    limiter.rate = 120
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.learned == pytest.approx(100, rel=0.01)
+
+
+def test_a_lull_is_no_time_on_the_curve(clock):
+    """Polls wait ten seconds for their exports: when they come, the rate resumes where the
+    curve was, not at 0.4 x 10**3 above it (capped only by twice the rate measured, a burst
+    into refusals)."""
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    succeed_at(limiter, clock, 100, 1)
+    limiter.throttled(sent_at=clock.now)
+    succeed_at(limiter, clock, 70, 1)
+    before = limiter.rate
+    clock.now += 10  # nothing to send
+    succeed_at(limiter, clock, 70, 0.5)
+    assert before < limiter.rate < 100  # still below w_max, on the concave part
+
+
+def test_a_limiter_idle_from_its_start_resumes_at_its_rate(clock):
+    """The poll limiter waits ten seconds for the first exports to end: once out of start-up,
+    its curve starts with its first answer, not 0.4 x 10**3 above it."""
+    limiter = RateLimiter(95, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    clock.now += 10
+    send_all_it_allows(limiter, clock, 1.0)
+    assert 95 <= limiter.rate < 96

@@ -147,10 +147,12 @@ class RateLimiter:
     round before the refused request's, the last that got through whole, and probes on from
     there:
 
-        rate = w_max = rate_when_sent / GAIN;  K = 0
+        rate = rate_when_sent / GAIN;  w_max = HANDOVER * rate;  K = cbrt((w_max - rate) / C)
 
-    (not back towards the refused rate: doubling reaches past the budget by what a bucket's
-    burst and the answers still in flight hid, as much as three times it.)
+    (not back to the refused rate: doubling reaches past the budget by what a bucket's burst
+    and the answers still in flight hid, as much as three times it; but half-way, along the
+    concave part of the curve, so that a budget above the rate is reached within a second
+    or two, not the four of a convex climb from it.)
 
     (A slow start that doubled until the first 429 was tried before and overshot into bursts
     of 429s; this one grows only with what was measured getting through, a refusal halves it,
@@ -161,14 +163,21 @@ class RateLimiter:
     worked and then probes carefully around it, where AIMD's linear climb would spend most of
     a sweep below the budget. On a 429 (`throttled()`):
 
-        w_max = rate;  rate = beta * rate;  K = cbrt(w_max * (1 - beta) / C)
+        w_max = rate;  rate = max(beta * rate,  DELIVERED * min(rate, delivered))
+        w_max = max(w_max, rate);  K = cbrt((w_max - rate) / C)
 
-    (with w_max = rate * (1 + beta) / 2 instead when refused below the last w_max: RFC 9438's
-    fast convergence) and on each success, t seconds after that 429:
+    (with w_max = rate * (1 + beta) / 2 first when refused below the last w_max: RFC 9438's
+    fast convergence; K as RFC 9438 4.2 has it, so the curve starts at the new rate). The
+    floor is BBR's delivery-rate estimate: `delivered` is what got through per second between
+    the last decrease and this refusal (over `DELIVERY_SPAN` seconds at least; else 0). An
+    API's token bucket that refuses us is empty at each refusal, so what got through between
+    two is its refill rate, its budget, and a cut far below it (to 0.7 of the rate) would
+    cost seconds of climbing back for nothing. And on each success, t seconds after that 429:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
-    we never send faster than twice what we saw getting through.
+    we never send faster than twice what we saw getting through. A lull (see `_MeasuredRate`)
+    does not count in t: the curve resumes where it was when requests flow again.
 
     One congestion event, one decrease (TCP counts one loss per window): a refusal of a request
     sent before the last decrease says nothing new (the decrease already answered it), so a
@@ -181,7 +190,10 @@ class RateLimiter:
 
     A `Retry-After` delays its own request (the retry policy takes it as a floor). It holds
     every caller only when the API's budget is plainly exhausted: refusals with a Retry-After
-    for `EXHAUSTED_SUBJECTS` different servers within `EXHAUSTED_WINDOW` seconds; and then for
+    for `EXHAUSTED_SUBJECTS` different servers within `EXHAUSTED_WINDOW` seconds, each of a
+    request sent after the last decrease (those sent before are the wave the decrease
+    answered: a token bucket refuses a few at once, each `Retry-After: 1`, and pausing
+    everyone for that second cost a second of the budget each time); and then for
     `FLEET_PAUSE` seconds at most, re-armed while refusals go on. One server's, or one
     download origin's, long Retry-After costs that server only (issue 17: one `503
     Retry-After: 600` stood the whole fleet still for ten minutes). botocore and urllib3 take
@@ -197,6 +209,9 @@ class RateLimiter:
     GRACE = 1.0  # seconds after a decrease (or a pause) whose refusals are still its event
     SLOWER = 2.0  # start-up ends when a round's quickest answer is this many times the quickest
     SLOWER_BY = 0.05  # ... and this many seconds more
+    HANDOVER = 1.5  # start-up's first refusal: w_max is this many times the rate it sets
+    DELIVERED = 0.9  # a decrease goes no lower than this share of the rate measured getting through
+    DELIVERY_SPAN = 1.0  # ... measured over at least this many seconds since the last decrease
 
     def __init__(
         self,
@@ -237,6 +252,7 @@ class RateLimiter:
         self._start_up_rates: deque[tuple[float, float]] = deque([(now, self.rate)], maxlen=16)
         self._held_until = -math.inf  # refusals of requests sent before this are the last event's
         self._delivered = True  # a request sent since the last decrease got through
+        self._got_through = 0  # successes since the last decrease
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
@@ -290,10 +306,10 @@ class RateLimiter:
         it said one); `subject` names whose request it was (a server id), for telling one
         server's trouble from the API's budget."""
         now = self._clock()
+        if sent_at is not None and sent_at < self._last_decrease:
+            return  # sent at the old rate; the decrease already answered it (nor is it exhaustion)
         if retry_after:
             self._refused(now, retry_after, subject)
-        if sent_at is not None and sent_at < self._last_decrease:
-            return  # sent at the old rate; the decrease already answered it
         if not self._delivered and (sent_at if sent_at is not None else now) < self._held_until:
             return  # the API still refuses everyone: the same event as the last decrease
         if self.starting:
@@ -301,23 +317,42 @@ class RateLimiter:
             # answers in flight hid: not a rate to return to. Probe on from the one before.
             self.starting = False
             refused = self._rate_at(sent_at) if sent_at is not None else self.rate
-            self.rate = self._w_max = self._learned = max(self.min_rate, min(self.rate, refused) / self.GAIN)
-            self._k = 0.0
+            self.rate = self._learned = max(self.min_rate, min(self.rate, refused) / self.GAIN)
+            # The budget lies between the two: the curve aims half-way, concave, so it is back
+            # near a budget above the rate in a second or so, where a convex climb from the
+            # rate itself (K = 0) took four (issue 14), and a refusal on the way meets the
+            # delivery-rate floor.
+            self._w_max = self.rate * self.HANDOVER
+            self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
             self._start_up_rates.clear()
             self.measured.bucket = _MeasuredRate.BUCKET
         else:
             # Fast convergence (RFC 9438, 4.7): refused below where it was refused last time,
             # the budget has shrunk, or a pause's refill made it look larger: remember less.
             fell = self.rate < self._w_max
-            self._learned = self.rate
+            delivered_rate = self._delivered_rate(now)
+            self._learned = min(self.rate, delivered_rate) if delivered_rate else self.rate
             self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
-            self.rate = max(self.min_rate, self.rate * self.beta)
-            self._k = (self._w_max * (1 - self.beta) / self.scale) ** (1 / 3)
+            # A token bucket that refuses still lets its refill rate through: never cut below
+            # (a share of) what was measured getting through, and probe on from there.
+            delivered = self.DELIVERED * min(self.rate, delivered_rate)
+            self.rate = max(self.min_rate, self.rate * self.beta, delivered)
+            self._w_max = max(self._w_max, self.rate)
+            self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
         self._delivered = False
+        self._got_through = 0
         # Until something gets through, refusals within a grace of this decrease (or of the
         # end of a fleet-wide pause) are this event. A hold armed before it is over.
         self._held_until = max(now, self._paused_until) + self._grace()
+
+    def _delivered_rate(self, now: float) -> float:
+        """What got through per second since the last decrease: a refusal says the API's
+        bucket is empty, so between two refusals all that got through was its refill (and
+        a lull's, or a pause's, refill besides: an over-estimate of at most the bucket over
+        the interval, hence `DELIVERED` and at least `DELIVERY_SPAN` seconds). 0 if unknown."""
+        span = now - self._last_decrease
+        return self._got_through / span if self.DELIVERY_SPAN <= span < math.inf else 0.0
 
     def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
         refusals = self._refusals
@@ -336,9 +371,10 @@ class RateLimiter:
 
     @property
     def learned(self) -> float:
-        """The rate this limiter found the API to take: where it was last refused, if it ever
-        was (it climbs past that while probing; for start-up's refusal, the round before, the
-        last that got through whole), else where it got to."""
+        """The rate this limiter found the API to take: what got through between its last two
+        decreases (the refill of a token bucket, see `_delivered_rate`), else where it was
+        last refused, if it ever was (it climbs past that while probing; for start-up's
+        refusal, the round before, the last that got through whole), else where it got to."""
         return self._learned if self._last_decrease > -math.inf else self.rate
 
     @property
@@ -352,7 +388,13 @@ class RateLimiter:
         now = self._clock()
         if sent_at is None or sent_at >= self._last_decrease:
             self._delivered = True
+        self._got_through += 1
         closed = self.measured.add(now, interval=1 / self.rate)
+        if self.measured.lull and not self.starting:
+            # Time with nothing to send is no probing: the curve waits for us (Linux's CUBIC
+            # moves its epoch by the idle time), else a limiter idle for ten seconds (polls
+            # waiting for their exports) came back at a rate of t**3, a burst into refusals.
+            self._epoch = min(now, self._epoch + self.measured.lull)
         if self.starting:
             if sent_at is not None:
                 self._watch_latency(now - sent_at, closed)
@@ -410,8 +452,9 @@ class _MeasuredRate:
         self.rate = floor  # until measured, as if half the starting rate got through
         self.bucket = self.BUCKET  # seconds; start-up measures in shorter rounds
         self.latest = floor  # the last bucket's own rate, unsmoothed
-        self._bucket_start = now
+        self._bucket_start = self._started = now
         self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
+        self.lull = 0.0  # seconds of the lull the latest success ended (0: none)
         self._count = 0
 
     def add(self, now: float, interval: float = 0.0) -> bool:
@@ -421,8 +464,11 @@ class _MeasuredRate:
         two seconds apart are the flow, not a lull (taking them for one kept such a limiter
         from ever measuring, so from ever climbing: issue 14)."""
         closed = False
+        self.lull = 0.0
         if now - self._last >= max(self.IDLE, 4 * interval):
             self._bucket_start, self._count = now, 0
+            # (before the first success: since the start, when nothing had been asked yet)
+            self.lull = now - (self._last if self._last > -math.inf else self._started)
         elif (elapsed := now - self._bucket_start) >= self.bucket:
             self.latest = self._count / elapsed
             self.rate = self.SMOOTHING * self.latest + (1 - self.SMOOTHING) * self.rate

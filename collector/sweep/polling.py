@@ -15,7 +15,8 @@ limit, every poll that finds an export still running delays the whole fleet. So:
   percentage history (rate between the two latest reports, or since it started): the latest
   end those percentages allow (a reported 40 % may be 40.9 %), and aim just after that.
 - Without an estimate (no percentage, or it did not move), each wait is 1.5 times the last.
-  Every wait stays between `shortest` and `longest` seconds, whatever the estimate says.
+  Every wait stays between `shortest` and `longest` seconds, whatever the estimate says;
+  a first poll aimed at the fleet's durations, between `shortest` and `max_age`.
 
 Polling a little late costs that one server a few seconds; polling early costs a request
 for everyone. The makespan of a sweep is set by its slowest exports and its request budget,
@@ -118,10 +119,20 @@ class PollSchedule:
     def first_delay(self, now: float) -> float:
         """How long after `now` to poll first."""
         typical = self._typical()
-        wait = self.first if typical is None else typical * 1.05 - (now - self.started)
         self._aimed = typical
-        self._wait = min(self.longest, max(self.shortest, wait))
+        if typical is None:
+            self._wait = min(self.longest, max(self.shortest, self.first))
+        else:
+            self._wait = self._aim(typical, now)
         return self._wait
+
+    def _aim(self, typical: float, now: float) -> float:
+        """The wait until just after `typical` seconds from the export's start. Not capped at
+        `longest` (the backoff's cap, for when nothing is known): with exports of 60-120 s,
+        that cap brought every first poll to 60 s after the first few, when almost none was
+        done, a poll more per server (issue 14); at most `max_age`, the longest an export may
+        take."""
+        return min(self.max_age, max(self.shortest, typical * 1.05 - (now - self.started)))
 
     def postpone(self, now: float) -> float:
         """Before the first poll: how much longer to wait, now that the fleet's durations may
@@ -132,7 +143,7 @@ class PollSchedule:
         if typical is None:
             return 0.0
         self._aimed = typical
-        return max(0.0, min(self.longest, typical * 1.05 - (now - self.started)))
+        return max(0.0, min(self.max_age, typical * 1.05 - (now - self.started)))
 
     def _typical(self) -> float | None:
         """How long this export likely takes: the fleet's duration at this export's share."""
