@@ -199,3 +199,20 @@ def test_a_first_poll_aimed_at_long_exports_is_not_cut_to_the_backoffs_cap():
     assert waiting.postpone(5) == pytest.approx(126 - 5)
     capped = PollSchedule(first=5, longest=60, started=0, max_age=100, durations=durations)
     assert capped.first_delay(0) == 100  # never past the longest an export may take
+
+
+def test_a_poll_that_waited_for_its_turn_gives_no_duration_only_a_prompt_one_does():
+    """Before the fleet's durations are known, a first poll due at 5 s that waited 20 s for the
+    rate limiter (exports go first) and found the export done says nothing of how long exports
+    take: taken as 25 s, every later first poll would wait that long (issue 14)."""
+    durations = ExportDurations()
+    for _ in range(ExportDurations.MIN_SAMPLES):
+        schedule = PollSchedule(first=5, started=0, durations=durations)
+        schedule.first_delay(0)
+        schedule.completed(now=25, due=5)
+    assert durations.quantile(0.5) is None
+    for _ in range(ExportDurations.MIN_SAMPLES):
+        schedule = PollSchedule(first=5, started=0, durations=durations)
+        schedule.first_delay(0)
+        schedule.completed(now=5.2, due=5)
+    assert durations.quantile(0.5) == pytest.approx(5.2)

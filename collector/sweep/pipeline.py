@@ -324,6 +324,7 @@ class Sweep:
             # Until the fleet's durations are known, wait for them (unless --deadline is near).
             while (later := schedule.postpone(monotonic())) > 0 and self._poll_wait(later) == later:
                 await sleep(later)
+            due = monotonic()
             self._polls_due += 1
             try:
                 status = await api.status(server_id, export_id, on_retry=progress.retried, away=progress.away)
@@ -331,7 +332,7 @@ class Sweep:
                 self._polls_due -= 1
             now = monotonic()
             if status.state is ExportState.COMPLETED:
-                schedule.completed(now)
+                schedule.completed(now, due)
                 return status
             if status.state is ExportState.FAILED:
                 at = f" at {status.percentage}%" if status.percentage is not None else ""

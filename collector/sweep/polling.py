@@ -32,6 +32,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from collector.clouddc.replies import ExportState, ExportStatus
 from collector.config.settings import Settings
@@ -107,6 +108,8 @@ class PollSchedule:
     durations: ExportDurations | None = None  # shared by every export of the run
     wall: Callable[[], float] = field(default=time.time, repr=False)
 
+    QUEUED: ClassVar[float] = 0.5  # see `completed`
+
     _wait: float = field(default=0.0, init=False)
     _samples: list[tuple[float, int]] = field(default_factory=list, init=False)
     _polls: int = field(default=0, init=False)
@@ -175,13 +178,20 @@ class PollSchedule:
             self._wait = min(self.longest, max(self.shortest, eta * 1.02 + 0.2))
         return self._wait
 
-    def completed(self, now: float) -> None:
-        """The export was found complete at `now`: at most this long, a sample for the fleet.
+    def completed(self, now: float, due: float | None = None) -> None:
+        """The export was found complete at `now` by a poll that was `due` (its wait over) at
+        that clock time: at most this long, a sample for the fleet.
 
         Found at a first poll aimed at the fleet's q-th percentile, it counts as a duration
         drawn from the fleet's own distribution below q, not as the later moment of the poll:
         otherwise each run's sample (and, kept between runs, the next run's) would lose its
-        lower part and drift later by the poll's margin."""
+        lower part and drift later by the poll's margin. And a poll that waited for its turn
+        (our own rate limiter, busy with exports) for more than `QUEUED` of the time it was
+        due at gives no sample: it tells our queue's length, not the export's. Taken as one,
+        a run's first exports, polled late behind the others' POSTs, made every later first
+        poll wait as long as they had, and the servers pile up waiting (issue 14)."""
+        if due is not None and now - due > self.QUEUED * max(0.0, due - self.started):
+            return
         if self.durations is not None and self._polls <= 1:
             took = now - self.started
             if self._aimed is not None and self._share is not None:
