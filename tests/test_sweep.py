@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import anyio
 import pytest
@@ -12,7 +13,8 @@ from collector.config.settings import parse_budget
 from collector.errors import ExitCode
 from collector.run.outcome import exit_code
 from collector.simulator import SimConfig, Simulator
-from collector.sweep.pipeline import Settings
+from collector.sweep.events import Phase
+from collector.sweep.pipeline import MIN_QUEUED, Settings
 
 pytestmark = pytest.mark.anyio
 
@@ -243,33 +245,32 @@ async def test_a_401_after_a_fresh_credential_ends_the_run_with_exit_3(tmp_path,
     assert credentials.renewals == 1
 
 
+class _Peak:
+    """A listener: the most servers at once between their EXPORTING event and one of `until`."""
+
+    def __init__(self, until: tuple[Phase, ...]) -> None:
+        self.until, self.now, self.most = until, set(), 0
+
+    def __call__(self, event) -> None:
+        if event.phase is Phase.EXPORTING:
+            self.now.add(event.server_id)
+            self.most = max(self.most, len(self.now))
+        elif event.phase in self.until:
+            self.now.discard(event.server_id)
+
+
 @pytest.mark.timeout(60)
 async def test_servers_are_started_as_their_exports_can_be_asked_not_all_at_once(tmp_path, fast_settings):
     """At 40 requests/s, 80 servers are not all started at once to wait for the rate limiter
     (each would hold its task for nothing, issue 14): at most MIN_QUEUED are between their start
     and their export's answer, and all are collected. Seen from a listener, which hears that an
     export was answered only once the journal has it (a batch later), so with that much slack."""
-    from dataclasses import replace
-
-    from collector.sweep.events import Phase
-    from collector.sweep.pipeline import MIN_QUEUED
-
-    asking: set[str] = set()
-    peak = 0
-
-    def listen(event) -> None:
-        nonlocal peak
-        if event.phase is Phase.EXPORTING:
-            asking.add(event.server_id)
-            peak = max(peak, len(asking))
-        else:
-            asking.discard(event.server_id)
-
+    asking = _Peak(until=(Phase.POLLING, Phase.DOWNLOADING, Phase.COLLECTED, Phase.FAILED))
     config = SimConfig(servers=80, export_seconds=(0.05, 0.1), archive_bytes=(4096, 4096), seed=5)
     async with Simulator(config) as sim:
-        outcome = await sweep(sim, tmp_path, replace(fast_settings, rate=40, max_rate=40), listeners=[listen])
+        outcome = await sweep(sim, tmp_path, replace(fast_settings, rate=40, max_rate=40), listeners=[asking])
     assert exit_code(outcome) is ExitCode.OK
-    assert MIN_QUEUED // 2 < peak <= 2 * MIN_QUEUED < config.servers
+    assert MIN_QUEUED // 2 < asking.most <= 2 * MIN_QUEUED < config.servers
 
 
 @pytest.mark.timeout(60)
@@ -278,23 +279,9 @@ async def test_servers_in_flight_are_what_the_rate_can_finish_not_all_concurrenc
     keep the API busy (exports asked for in the next half second, polls due in the next
     --poll-interval): 400 servers are not all started to wait for their polls and downloads
     behind each other's exports (issue 14). Seen from a listener: started, not yet finished."""
-    from dataclasses import replace
-
-    from collector.sweep.events import Phase
-
-    in_flight: set[str] = set()
-    peak = 0
-
-    def listen(event) -> None:
-        nonlocal peak
-        if event.phase is Phase.EXPORTING:
-            in_flight.add(event.server_id)
-            peak = max(peak, len(in_flight))
-        elif event.phase in (Phase.COLLECTED, Phase.FAILED):
-            in_flight.discard(event.server_id)
-
+    in_flight = _Peak(until=(Phase.COLLECTED, Phase.FAILED))
     config = SimConfig(servers=400, export_seconds=(0.05, 0.1), archive_bytes=(4096, 4096), seed=6)
     async with Simulator(config) as sim:
-        outcome = await sweep(sim, tmp_path, replace(fast_settings, rate=150, max_rate=150), listeners=[listen])
+        outcome = await sweep(sim, tmp_path, replace(fast_settings, rate=150, max_rate=150), listeners=[in_flight])
     assert exit_code(outcome) is ExitCode.OK
-    assert 50 < peak < config.servers / 2, peak
+    assert 50 < in_flight.most < config.servers / 2, in_flight.most
