@@ -59,8 +59,9 @@ MAX_TRACEBACKS = 3  # internal errors logged with their traceback; later ones in
 # --concurrency meanwhile; shorter ones keep it (re-queueing for it would cost more).
 LONG_WAIT = 10.0
 
-# New servers are started while fewer exports than this wait for their turn at the rate limiter
-# (at least MIN_QUEUED, else QUEUED_SECONDS of what gets through); the fan-out looks again every QUEUED_CHECK s.
+# New servers are started while fewer exports than this are asked and not answered (at least
+# MIN_QUEUED, else QUEUED_SECONDS at the export limiter's rate): see `Sweep._room_to_ask`. The
+# fan-out looks again every QUEUED_CHECK seconds.
 MIN_QUEUED = 32
 QUEUED_SECONDS = 0.5
 QUEUED_CHECK = 0.05
@@ -391,8 +392,9 @@ class Sweep:
         A server started while many exports still wait for the rate limiter would wait there
         too, holding its task and its request's chain (~10 KB) and nothing else: at the start
         of a large run, all --concurrency servers at once. So the fan-out keeps about
-        `QUEUED_SECONDS` of exports, at the rate they get through, asked for and not answered,
-        enough that the limiter never runs dry (issue 14).
+        `QUEUED_SECONDS` of exports at the limiter's rate asked for and not answered: enough
+        that the limiter never runs dry, start-up included, which sets the rate at twice what
+        got through (issue 14).
         """
         gateway = self.clients[id(target.project)].gateway
         limiter = gateway.export_limiter or gateway.limiter
