@@ -124,11 +124,11 @@ async def run_sweep(
         made_here = not journal_folder.exists()
         journal = Journal.open(state, fresh=fresh, folder=journal_folder)
         stack.callback(journal.shutdown)
+        metrics: Metrics | None = None
         if settings.metrics_file or settings.pushgateway:  # only these runs load prometheus_client
             from collector.observe.metrics import Metrics
-        metrics = (
-            Metrics(shard=shard.label if shard else None) if settings.metrics_file or settings.pushgateway else None
-        )
+
+            metrics = Metrics(shard=shard.label if shard else None)
         # The credential sources' requests count too (see collector.net.transport), for this run only.
         observing = auth_requests.set(metrics.request if metrics is not None else None)
         stack.callback(auth_requests.reset, observing)

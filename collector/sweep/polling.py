@@ -126,16 +126,16 @@ class PollSchedule:
         if typical is None:
             self._wait = min(self.longest, max(self.shortest, self.first))
         else:
-            self._wait = self._aim(typical, now)
+            # Not capped at `longest` (the backoff's cap, for when nothing is known): with
+            # exports of 60-120 s, that cap brought every first poll to 60 s after the first
+            # few, when almost none was done, a poll more per server (issue 14); at most
+            # `max_age`, the longest an export may take.
+            self._wait = min(self.max_age, max(self.shortest, self._aim(typical, now)))
         return self._wait
 
     def _aim(self, typical: float, now: float) -> float:
-        """The wait until just after `typical` seconds from the export's start. Not capped at
-        `longest` (the backoff's cap, for when nothing is known): with exports of 60-120 s,
-        that cap brought every first poll to 60 s after the first few, when almost none was
-        done, a poll more per server (issue 14); at most `max_age`, the longest an export may
-        take."""
-        return min(self.max_age, max(self.shortest, typical * 1.05 - (now - self.started)))
+        """Seconds from `now` until just after `typical` seconds from the export's start."""
+        return typical * 1.05 - (now - self.started)
 
     def postpone(self, now: float) -> float:
         """Before the first poll: how much longer to wait, now that the fleet's durations may
@@ -146,7 +146,7 @@ class PollSchedule:
         if typical is None:
             return 0.0
         self._aimed = typical
-        return max(0.0, min(self.max_age, typical * 1.05 - (now - self.started)))
+        return max(0.0, min(self.max_age, self._aim(typical, now)))
 
     def _typical(self) -> float | None:
         """How long this export likely takes: the fleet's duration at this export's share."""
