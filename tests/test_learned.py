@@ -9,8 +9,19 @@ import pytest
 from _listing import collector_run
 
 from collector.errors import ExitCode
-from collector.run.learned import KEEP_FOR, LEARNED_FILE, MARGIN, remember, starting_durations, starting_rates
+from collector.run.learned import (
+    EXPORTS_FILE,
+    KEEP_FOR,
+    LEARNED_FILE,
+    MARGIN,
+    remember,
+    remember_export_times,
+    server_export_times,
+    starting_durations,
+    starting_rates,
+)
 from collector.simulator import SimConfig, Simulator
+from collector.sweep.polling import OwnTime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -85,3 +96,71 @@ def test_a_kept_distribution_that_cannot_be_read_only_means_first_polls_as_a_fir
     data = {"endpoints": {"https://a": {"rate": 10, "at": 1, "exports": kept}}}
     (tmp_path / LEARNED_FILE).write_text(json.dumps(data))
     assert starting_durations(tmp_path, ["https://a"], now=2) in ([], [1.0])
+
+
+def test_each_servers_export_time_is_kept_with_the_others_and_aged_out_one_by_one(tmp_path):
+    a, b = ("p1", "s-a"), ("p1", "s-b")
+    remember_export_times(tmp_path, {"https://a": {a: OwnTime(12.5, True)}}, now=1_000_000)
+    remember_export_times(tmp_path, {"https://a": {b: OwnTime(7.25, False)}}, now=1_000_000 + 3600)
+    assert server_export_times(tmp_path, ["https://a"], now=1_000_000 + 7200) == {
+        a: OwnTime(12.5, True),  # an earlier run's time stays beside a later run's
+        b: OwnTime(7.25, False),  # a bound stays a bound
+    }
+    assert server_export_times(tmp_path, ["https://b"], now=1_000_000 + 7200) == {}  # another endpoint's
+    assert server_export_times(tmp_path, ["https://a"], now=1_000_000 + KEEP_FOR + 1) == {b: OwnTime(7.25, False)}
+    # A run writes back only what is still fresh: the aged entry is gone from the file too.
+    remember_export_times(tmp_path, {"https://a": {b: OwnTime(7.0, True)}}, now=1_000_000 + KEEP_FOR + 2)
+    kept = json.loads((tmp_path / EXPORTS_FILE).read_text())["endpoints"]["https://a"]
+    assert kept == {"p1/s-b": [7.0, 1_000_000 + KEEP_FOR + 2, 1]}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "{",
+        "[]",
+        '{"endpoints": []}',
+        '{"endpoints": {"https://a": []}}',
+        '{"endpoints": {"https://a": {"p/s": "slow"}}}',
+        '{"endpoints": {"https://a": {"p/s": [1, 1]}}}',
+        '{"endpoints": {"https://a": {"p/s": [-1, 1, 1]}}}',
+        '{"endpoints": {"https://a": {"p/s": [1e999, 1, 1]}}}',
+        '{"endpoints": {"https://a": {"p/s": [1, 1, 2]}}}',
+        '{"endpoints": {"https://a": {"no-slash": [1, 1, 1]}}}',
+    ],
+)
+def test_a_kept_export_time_that_cannot_be_read_is_left_out(tmp_path, text):
+    (tmp_path / EXPORTS_FILE).write_text(text)
+    assert server_export_times(tmp_path, ["https://a"], now=2) == {}
+    remember_export_times(
+        tmp_path, {"https://a": {("p", "t"): OwnTime(3.0, True)}}, now=2
+    )  # the next run writes its own
+    assert server_export_times(tmp_path, ["https://a"], now=2) == {("p", "t"): OwnTime(3.0, True)}
+
+
+async def test_a_second_run_asks_first_for_the_exports_an_earlier_run_saw_take_longest(tmp_path):
+    """Exports of 0.3-2.5 s, 12 servers asked in 0.6 s at the 20 req/s the first run used: the
+    slowest set the run's end, so the next run asks for those first, slowest first; the others
+    keep the inventory's order."""
+    env = {"XDG_STATE_HOME": str(tmp_path / "state")}
+    async with Simulator(
+        SimConfig(servers=12, seed=11, export_seconds=(0.3, 2.5), archive_bytes=(4096, 8192), rate_limit=60)
+    ) as sim:
+        inventory = sim.write_inventory(tmp_path / "inventory.yaml")
+        code, _, stderr = await collector_run(inventory, tmp_path / "a", *FAST, env=env)
+        assert code == ExitCode.OK, stderr
+        first_order = list(sim.exports_started)
+        known = server_export_times(tmp_path / "state" / "collector", [sim.url])
+        assert set(known) == {(sim.project_id, sid) for sid in sim.server_ids}
+        sim.recorder.clear()
+        code, _, stderr = await collector_run(inventory, tmp_path / "b", *FAST, env=env)
+        assert code == ExitCode.OK, stderr
+        second_order = list(sim.exports_started)
+    seconds = {sid: known[(sim.project_id, sid)].seconds for sid in sim.server_ids}
+    assert first_order == sim.server_ids  # nothing known: the inventory's order
+    # The servers moved ahead: the shortest prefix after which the inventory's order resumes.
+    ahead = next(k for k in range(13) if second_order[k:] == [s for s in first_order if s not in second_order[:k]])
+    assert 1 <= ahead < 12, (second_order, seconds)  # some were asked first, not all reordered
+    assert second_order[:ahead] == sorted(second_order[:ahead], key=lambda s: -seconds[s])  # slowest first
+    assert min(seconds[s] for s in second_order[:ahead]) > max(seconds[s] for s in second_order[ahead:])

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from collector.clouddc.replies import ExportState, ExportStatus
-from collector.sweep.polling import ExportDurations, PollSchedule
+from collector.sweep.polling import ExportDurations, OwnTime, PollSchedule
 
 
 def status(percentage, state=ExportState.RUNNING, raw="Running"):
@@ -216,3 +216,44 @@ def test_a_poll_that_waited_for_its_turn_gives_no_duration_only_a_prompt_one_doe
         schedule.first_delay(0)
         schedule.completed(now=5.2, due=5)
     assert durations.quantile(0.5) == pytest.approx(5.2)
+
+
+def test_a_servers_own_earlier_time_is_aimed_at_rather_than_the_fleets():
+    durations = ExportDurations(spread=(0.9, 0.9))
+    for seconds in [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]:
+        durations.add(seconds)
+    own = PollSchedule(started=100, durations=durations, expected=OwnTime(6.0, exact=True))
+    assert own.first_delay(now=100) == pytest.approx(6 * PollSchedule.OWN_MARGIN)
+    assert own.postpone(now=101) == 0  # nothing to wait for: its own time is known
+    # Found done there: its time stays what it was (it is no later), and exact.
+    own.completed(now=100 + 6.2)
+    assert own.took == OwnTime(6.0, exact=True)
+
+
+def test_a_bound_from_an_earlier_run_caps_the_fleets_aim_and_stays_a_bound():
+    durations = ExportDurations(spread=(0.9, 0.9))
+    for seconds in [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]:
+        durations.add(seconds)
+    unbounded = PollSchedule(started=0, durations=durations, expected=OwnTime(30.0, exact=False))
+    assert unbounded.first_delay(now=0) == pytest.approx(14 * 1.05)  # the fleet's aim is sooner
+    bounded = PollSchedule(started=0, durations=durations, expected=OwnTime(8.0, exact=False))
+    assert bounded.first_delay(now=0) == pytest.approx(8.0)  # done by 8 s last time: no later
+    bounded.completed(now=8.1)
+    assert bounded.took == OwnTime(8.0, exact=False)
+
+
+def test_an_exports_own_time_is_where_its_percentages_put_its_end_else_a_bound():
+    measured = PollSchedule(first=5, started=0)
+    measured.first_delay(0)
+    measured.next_delay(status(50), now=5)  # half-way at 5 s: done by 10 s at the latest
+    measured.completed(now=12)  # found done two seconds after
+    assert measured.took is not None and measured.took.exact
+    assert 9.9 <= measured.took.seconds < 10.5
+    # Done at its first poll, nothing else known: a bound, the poll's moment, not the fleet's draw.
+    durations = ExportDurations(spread=(0.9, 0.9))
+    for seconds in [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]:
+        durations.add(seconds)
+    found = PollSchedule(started=0, durations=durations)
+    found.first_delay(0)
+    found.completed(now=14.7)
+    assert found.took == OwnTime(14.7, exact=False)

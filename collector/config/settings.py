@@ -222,7 +222,7 @@ class Settings:
     state_dir: str | None = _setting(
         None,
         Kind.TEXT,
-        "the collector's own state: the learned request rates, and the journal and lock of an `s3://` "
+        "the collector's own state: the learned request rates and export times, and the journal and lock of an `s3://` "
         "output (default: `$XDG_STATE_HOME/collector`, a folder per destination for the journals)",
         metavar="PATH",
     )

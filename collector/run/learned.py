@@ -20,6 +20,13 @@ too few exports to say (fewer than 5) leaves the earlier distribution, with its 
 A fleet that became slower since costs a second poll of the exports that outlast it; one
 that became faster, a few seconds' wait at each first poll, until its own estimates take over.
 
+Each server's own export time is kept too (`exports.json`, beside it: the seconds of its latest
+export, per endpoint and server, with when it was seen; aged out the same way, a server at a
+time): the next run asks first for the exports that must start early (`collector.sweep.plan`)
+and aims each server's first poll just after its own time, where the fleet's distribution
+only says what a share of servers take. A server whose export became slower costs one poll
+more; one that became faster waits as long as it used to, for that run.
+
 A `--rate` given (as a flag or in the inventory) always wins, and then nothing is read or kept;
 shards and the demo neither read nor write it either.
 
@@ -40,6 +47,7 @@ from typing import Any
 
 from collector.destinations.local import make_folders, write_atomically
 from collector.log import ev
+from collector.sweep.polling import OwnTime
 
 log = logging.getLogger("collector.run")
 
@@ -48,6 +56,8 @@ KEEP_FOR = 7 * 86400.0  # seconds a learned rate is believed
 MARGIN = 0.8  # of the learned rate, the next run starts at
 MAX_BYTES = 1024 * 1024  # of the file we read: a few hundred bytes per endpoint
 MAX_POINTS = 64  # of a kept export-time distribution (we write 21)
+EXPORTS_FILE = "exports.json"
+MAX_EXPORTS_BYTES = 64 * 1024 * 1024  # of the per-server file we read: ~60 bytes per server
 
 
 def starting_rates(folder: Path | None, *, now: float | None = None) -> dict[str, float]:
@@ -100,32 +110,92 @@ def remember(
         elif isinstance(kept := endpoints.get(endpoint, {}).get("exports"), dict):
             entry["exports"] = kept
         endpoints[endpoint] = entry
+    _write(folder, LEARNED_FILE, {"endpoints": endpoints}, "request rates", indent=1)
+
+
+def server_export_times(
+    folder: Path | None, endpoints: Iterable[str], *, now: float | None = None
+) -> dict[tuple[str, str], OwnTime]:
+    """(project id, server id) -> what its export took in an earlier run at one of
+    `endpoints`, for those seen less than `KEEP_FOR` ago."""
+    now = time.time() if now is None else now
+    kept = _read(folder, EXPORTS_FILE, MAX_EXPORTS_BYTES)
+    times: dict[tuple[str, str], OwnTime] = {}
+    for endpoint in set(endpoints):
+        servers = kept.get(endpoint)
+        if not isinstance(servers, dict):
+            continue
+        for name, entry in servers.items():
+            if (own := _own_time(entry, now)) is not None:
+                project_id, _, server_id = str(name).partition("/")
+                if server_id:
+                    times[(project_id, server_id)] = own
+    return times
+
+
+def _own_time(entry: object, now: float) -> OwnTime | None:
+    """An entry as we write it ([seconds, when, exact]), if it is one and recent; else None."""
+    match entry:
+        case [int() | float() as seconds, int() | float() as at, 0 | 1 as exact] if (
+            0 < seconds < math.inf and 0 <= now - at < KEEP_FOR
+        ):
+            return OwnTime(float(seconds), bool(exact))
+    return None
+
+
+def remember_export_times(
+    folder: Path | None, seen: Mapping[str, Mapping[tuple[str, str], OwnTime]], *, now: float | None = None
+) -> None:
+    """Keep `seen` (endpoint -> (project id, server id) -> what its export took in this run)
+    for the next run; other servers' times stay until they age out. Never fails the run."""
+    if folder is None or not any(seen.values()):
+        return
+    now = time.time() if now is None else now
+    endpoints: dict[str, dict[str, object]] = {}
+    for endpoint, servers in _read(folder, EXPORTS_FILE, MAX_EXPORTS_BYTES).items():
+        if isinstance(servers, dict):
+            endpoints[endpoint] = {str(name): entry for name, entry in servers.items() if _own_time(entry, now)}
+    for endpoint, times in seen.items():
+        kept = endpoints.setdefault(endpoint, {})
+        for (project_id, server_id), own in times.items():
+            kept[f"{project_id}/{server_id}"] = [round(own.seconds, 3), int(now), int(own.exact)]
+    _write(folder, EXPORTS_FILE, {"endpoints": endpoints}, "export times")
+
+
+def _read(folder: Path | None, name: str, limit: int) -> dict[str, Any]:
+    """The file's "endpoints" object; nothing if it is not there or cannot be read (said at
+    debug level: it only ever makes a start faster)."""
+    if folder is None:
+        return {}
+    try:
+        with open(folder / name, "rb") as file:
+            data = json.loads(file.read(limit))  # a larger file is cut, so not JSON: ignored
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log.debug("%s not read: %s", name, exc, extra=ev("learned_ignored", error=str(exc)))
+        return {}
+    endpoints = data.get("endpoints") if isinstance(data, dict) else None
+    return endpoints if isinstance(endpoints, dict) else {}
+
+
+def _write(folder: Path, name: str, data: dict[str, Any], what: str, *, indent: int | None = None) -> None:
     try:
         make_folders(folder)
-        write_atomically(folder / LEARNED_FILE, json.dumps({"endpoints": endpoints}, indent=1).encode())
+        write_atomically(
+            folder / name, json.dumps(data, indent=indent, separators=None if indent else (",", ":")).encode()
+        )
     except OSError as exc:
         log.warning(
-            "%s: cannot keep the learned request rates: %s",
+            "%s: cannot keep the learned %s: %s",
             folder,
+            what,
             exc.strerror or exc,
             extra=ev("learned_not_kept", error=str(exc)),
         )
 
 
 def _entries(folder: Path | None) -> dict[str, dict[str, Any]]:
-    """The file's entries, by endpoint: those shaped as we write them; nothing if it is not
-    there or cannot be read (said at debug level: it only ever makes a start faster)."""
-    if folder is None:
-        return {}
-    try:
-        with open(folder / LEARNED_FILE, "rb") as file:
-            data = json.loads(file.read(MAX_BYTES))  # a larger file is cut, so not JSON: ignored
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError) as exc:
-        log.debug("learned rates not read: %s", exc, extra=ev("learned_ignored", error=str(exc)))
-        return {}
-    endpoints = data.get("endpoints") if isinstance(data, dict) else None
-    if not isinstance(endpoints, dict):
-        return {}
+    """The rate file's entries, by endpoint: those shaped as we write them."""
+    endpoints = _read(folder, LEARNED_FILE, MAX_BYTES)
     return {str(endpoint): entry for endpoint, entry in endpoints.items() if isinstance(entry, dict)}

@@ -47,7 +47,13 @@ from collector.net.transport import auth_requests
 from collector.observe import crash
 from collector.observe.progress import Tally, Watched, show_progress
 from collector.observe.report import REPORT_NAME, build_report, summary_lines, summary_record, write_report
-from collector.run.learned import remember, starting_durations, starting_rates
+from collector.run.learned import (
+    remember,
+    remember_export_times,
+    server_export_times,
+    starting_durations,
+    starting_rates,
+)
 from collector.run.ledger import Ledger, rejected_result
 from collector.run.outcome import Outcome, exit_code, stopped_reason
 from collector.run.paths import prepare_output, state_dir_for, state_root
@@ -57,7 +63,7 @@ from collector.run.signals import grace_after_stop, watch_signals
 from collector.sweep.events import Listener
 from collector.sweep.journal import Journal
 from collector.sweep.pipeline import Sweep
-from collector.sweep.polling import ExportDurations
+from collector.sweep.polling import ExportDurations, OwnTime
 from collector.sweep.results import ServerResult
 from collector.sweep.timebox import TimeBox
 
@@ -137,7 +143,10 @@ async def run_sweep(
         # must reach the caller as itself, not wrapped in an exception group.
         learned_in = state_root(settings.state_dir) if learn else None
         rates = starting_rates(learned_in)
-        durations = ExportDurations(prior=starting_durations(learned_in, (p.endpoint for p in inventory.projects)))
+        endpoints = {p.endpoint for p in inventory.projects}
+        durations = ExportDurations(prior=starting_durations(learned_in, endpoints))
+        known = server_export_times(learned_in, endpoints)
+        export_times: dict[tuple[str, str], OwnTime] | None = {} if learn else None
         observe = metrics.request if metrics is not None else None
         gateways = Gateways(session, settings, observe=observe, rates=rates)
         try:
@@ -179,6 +188,8 @@ async def run_sweep(
                 timebox=timebox,
                 first=first,
                 durations=durations,
+                known=known,
+                export_times=export_times,
             )
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
@@ -186,11 +197,23 @@ async def run_sweep(
         if learn and outcome.requests:
             learned = {gateway.endpoint: gateway.limiter.learned for gateway in gateways}
             remember(learned_in, learned, durations=durations.summary())
+            remember_export_times(learned_in, _by_endpoint(export_times or {}, inventory))
         if metrics is not None and settings.pushgateway:
             from collector.observe.metrics import push  # as Metrics above
 
             await push(settings.pushgateway, metrics, job=settings.metrics_job)
         return outcome
+
+
+def _by_endpoint(
+    times: Mapping[tuple[str, str], OwnTime], inventory: Inventory
+) -> dict[str, dict[tuple[str, str], OwnTime]]:
+    """This run's export times, by the endpoint of each server's project."""
+    endpoint = {p.project_id: p.endpoint for p in reversed(inventory.projects)}  # the first entry wins
+    seen: dict[str, dict[tuple[str, str], OwnTime]] = {}
+    for key, seconds in times.items():
+        seen.setdefault(endpoint[key[0]], {})[key] = seconds
+    return seen
 
 
 async def _open_bucket(stack: AsyncExitStack, location: S3Location, settings: Settings) -> Destination:
@@ -234,6 +257,8 @@ async def _run(
     timebox: TimeBox | None,
     first: Selection | None,
     durations: ExportDurations | None = None,
+    known: Mapping[tuple[str, str], OwnTime] | None = None,
+    export_times: dict[tuple[str, str], OwnTime] | None = None,
 ) -> Outcome:
     report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
@@ -259,6 +284,8 @@ async def _run(
                 timebox=timebox,
                 first=None if first is None else (lambda t: first.matches(t.project.project_id, t.server)),
                 durations=durations,
+                known=known,
+                export_times=export_times,
             )
             # Discovery's credentials were refused, even fresh ones: the sweep would only be
             # refused again, server after server. One verdict for the run (exit 3).

@@ -44,7 +44,8 @@ from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundEr
 from collector.log import ev
 from collector.sweep.events import Events, Phase, PhaseChanged, Waits
 from collector.sweep.journal import Entry
-from collector.sweep.polling import ExportDurations, PollSchedule
+from collector.sweep.plan import asking_order
+from collector.sweep.polling import ExportDurations, OwnTime, PollSchedule
 from collector.sweep.results import ServerResult
 from collector.sweep.timebox import DEADLINE, TimeBox
 from collector.text import short_id
@@ -186,8 +187,15 @@ class Sweep:
         timebox: TimeBox | None = None,
         first: Callable[[Target], bool] | None = None,
         durations: ExportDurations | None = None,
+        known: Mapping[tuple[str, str], OwnTime] | None = None,
+        export_times: dict[tuple[str, str], OwnTime] | None = None,
     ) -> None:
         self.inventory = inventory
+        # Each server's export time from earlier runs (`collector.run.learned`): the order
+        # exports are asked in (`collector.sweep.plan`) and each first poll's aim. This run's
+        # go into `export_times`, for the next, when given.
+        self.known = known or {}
+        self.export_times = export_times
         self.timebox = timebox  # --deadline: see collector.sweep.timebox
         self.first = first  # --first: these servers' exports are asked for, and downloads made, first
         self.prior = prior or {}  # what earlier runs reached, from the journal
@@ -311,6 +319,7 @@ class Sweep:
             resumed=resumed,
             max_age=timeout,
             durations=self.durations,
+            expected=None if resumed else self.known.get(target.key),
         )
         # The timeout judges the server, not our own queue: it runs from the export's acceptance,
         # and an export fails only on an answer, received after the deadline, that it is still
@@ -334,6 +343,8 @@ class Sweep:
             now = monotonic()
             if status.state is ExportState.COMPLETED:
                 schedule.completed(now, due)
+                if self.export_times is not None and schedule.took is not None and not resumed:
+                    self.export_times[target.key] = schedule.took
                 return status
             if status.state is ExportState.FAILED:
                 at = f" at {status.percentage}%" if status.percentage is not None else ""
@@ -360,6 +371,9 @@ class Sweep:
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
         first = self.first
         work = [(t, r, first is not None and first(t)) for t, r in zip(targets, results, strict=True)]
+        if self.known:
+            rates = {gateway.endpoint: gateway.limiter.rate for gateway in self.gateways}
+            work = asking_order(work, self.known, lambda w: w[0].key, lambda w: w[0].project.endpoint, rates)
         if first is not None:  # --first: theirs before any other's, each group in its order
             work.sort(key=lambda item: not item[2])
         ends_at = math.inf if self.timebox is None else self.timebox.ends_at

@@ -28,15 +28,23 @@ percentage, went backwards, or a status we do not understand.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from collector.clouddc.replies import ExportState, ExportStatus
 from collector.config.settings import Settings
 from collector.errors import ExportFailed
+
+
+class OwnTime(NamedTuple):
+    """What one server's export took in an earlier run (`collector.run.learned`)."""
+
+    seconds: float
+    exact: bool  # where its percentages put its end; else a bound: it was done by then
 
 
 class ExportDurations:
@@ -106,9 +114,11 @@ class PollSchedule:
     resumed: bool = False  # an earlier run asked for it: `started` is only when we took it up
     max_age: float = Settings.export_timeout  # a `created_at` further back than this (--export-timeout) is not believed
     durations: ExportDurations | None = None  # shared by every export of the run
+    expected: OwnTime | None = None  # what this server's export took in an earlier run
     wall: Callable[[], float] = field(default=time.time, repr=False)
 
     QUEUED: ClassVar[float] = 0.5  # see `completed`
+    OWN_MARGIN: ClassVar[float] = 1.02  # a first poll aimed at the server's own earlier time comes this much after it
 
     _wait: float = field(default=0.0, init=False)
     _samples: list[tuple[float, int]] = field(default_factory=list, init=False)
@@ -116,21 +126,33 @@ class PollSchedule:
     _anchored: bool = field(default=False, init=False)
     _aimed: float | None = field(default=None, init=False)  # the fleet's duration the first poll aimed at
     _share: float | None = field(default=None, init=False)  # ... at this share of exports done
+    _end: float | None = field(default=None, init=False)  # when the percentages said it would end
+    took: OwnTime | None = field(default=None, init=False)  # its duration as best known, once completed
     went_backwards: tuple[int, int] | None = field(default=None, init=False)
     last: ExportStatus | None = field(default=None, init=False)
 
     def first_delay(self, now: float) -> float:
         """How long after `now` to poll first."""
+        own = self.expected
+        if own is not None and own.exact:
+            # This server's own time from an earlier run: a log bundle's export takes about
+            # as long as it did yesterday, closer than any share of the fleet's.
+            self._wait = min(self.max_age, max(self.shortest, own.seconds * self.OWN_MARGIN - (now - self.started)))
+            return self._wait
         typical = self._typical()
         self._aimed = typical
-        if typical is None:
+        if typical is None and own is None:
             self._wait = min(self.longest, max(self.shortest, self.first))
         else:
             # Not capped at `longest` (the backoff's cap, for when nothing is known): with
             # exports of 60-120 s, that cap brought every first poll to 60 s after the first
             # few, when almost none was done, a poll more per server (issue 14); at most
-            # `max_age`, the longest an export may take.
-            self._wait = min(self.max_age, max(self.shortest, self._aim(typical, now)))
+            # `max_age`, the longest an export may take. And no later than this server was
+            # once found done, if it was.
+            aim = math.inf if typical is None else self._aim(typical, now)
+            if own is not None:
+                aim = min(aim, own.seconds - (now - self.started))
+            self._wait = min(self.max_age, max(self.shortest, aim))
         return self._wait
 
     def _aim(self, typical: float, now: float) -> float:
@@ -140,7 +162,7 @@ class PollSchedule:
     def postpone(self, now: float) -> float:
         """Before the first poll: how much longer to wait, now that the fleet's durations may
         be known (they were not when `first_delay` was asked); 0 to poll now."""
-        if self._polls or self._aimed is not None:
+        if self._polls or self._aimed is not None or self.expected is not None:
             return 0.0
         typical = self._typical()
         if typical is None:
@@ -176,6 +198,7 @@ class PollSchedule:
         else:
             # Just after the latest end the percentages allow: too early costs a request.
             self._wait = min(self.longest, max(self.shortest, eta * 1.02 + 0.2))
+            self._end = now + eta
         return self._wait
 
     def completed(self, now: float, due: float | None = None) -> None:
@@ -189,11 +212,24 @@ class PollSchedule:
         (our own rate limiter, busy with exports) for more than `QUEUED` of the time it was
         due at gives no sample: it tells our queue's length, not the export's. Taken as one,
         a run's first exports, polled late behind the others' POSTs, made every later first
-        poll wait as long as they had, and the servers pile up waiting (issue 14)."""
+        poll wait as long as they had, and the servers pile up waiting (issue 14).
+
+        Sets `took`, this server's own time for the next run (`collector.sweep.plan`): where
+        its percentages put its end, else at most the moment of the poll that found it done
+        (or its earlier time, if that poll aimed at it): a bound, never the fleet's draw
+        above, which would make a slow server look quick, asked late and polled early."""
+        took = now - self.started
+        own = self.expected
+        if self._end is not None:  # where its percentages put its end
+            self.took = OwnTime(min(took, self._end - self.started), exact=True)
+        elif own is not None and not self._polls:  # done by a poll aimed at its time, or at its bound
+            took = min(took, own.seconds)
+            self.took = OwnTime(took, own.exact)
+        else:
+            self.took = OwnTime(took, exact=False)
         if due is not None and now - due > self.QUEUED * max(0.0, due - self.started):
             return
         if self.durations is not None and self._polls <= 1:
-            took = now - self.started
             if self._aimed is not None and self._share is not None:
                 # Done before a poll aimed at the fleet's share q: a duration from the fleet's
                 # own distribution below q (at a share spread over 0..q), not the poll's time.
