@@ -29,10 +29,11 @@ from collector.text import clean, say
 
 REPORT_NAME = "report.json"
 
-# A server's entry: every field of its result but `reason` (the summary's grouping key), in
-# field order. Read field by field: `asdict` deep-copies each value, which cost more than the
-# rest of the report at 5,000 servers (benchmarks/cpu.py), and every value here is a scalar.
-_REPORTED = tuple(f.name for f in fields(ServerResult) if f.name != "reason")
+# A server's entry: every field of its result but those left out of its repr (`reason`, the
+# summary's grouping key; what its export took, kept for the next run), in field order. Read
+# field by field: `asdict` deep-copies each value, which cost more than the rest of the report
+# at 5,000 servers (benchmarks/cpu.py), and every value here is a scalar.
+_REPORTED = tuple(f.name for f in fields(ServerResult) if f.repr)
 
 
 def build_report(

@@ -22,7 +22,7 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -146,7 +146,6 @@ async def run_sweep(
         endpoints = {p.endpoint for p in inventory.projects}
         durations = ExportDurations(prior=starting_durations(learned_in, endpoints))
         known = server_export_times(learned_in, endpoints)
-        export_times: dict[tuple[str, str], OwnTime] | None = {} if learn else None
         observe = metrics.request if metrics is not None else None
         gateways = Gateways(session, settings, observe=observe, rates=rates)
         try:
@@ -189,7 +188,6 @@ async def run_sweep(
                 first=first,
                 durations=durations,
                 known=known,
-                export_times=export_times,
             )
             if metrics is not None:
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
@@ -197,7 +195,7 @@ async def run_sweep(
         if learn and outcome.requests:
             learned = {gateway.endpoint: gateway.limiter.learned for gateway in gateways}
             remember(learned_in, learned, durations=durations.summary())
-            remember_export_times(learned_in, _by_endpoint(export_times or {}, inventory))
+            remember_export_times(learned_in, _export_times(outcome.results, inventory))
         if metrics is not None and settings.pushgateway:
             from collector.observe.metrics import push  # as Metrics above
 
@@ -205,14 +203,14 @@ async def run_sweep(
         return outcome
 
 
-def _by_endpoint(
-    times: Mapping[tuple[str, str], OwnTime], inventory: Inventory
-) -> dict[str, dict[tuple[str, str], OwnTime]]:
-    """This run's export times, by the endpoint of each server's project."""
+def _export_times(results: Iterable[ServerResult], inventory: Inventory) -> dict[str, dict[tuple[str, str], OwnTime]]:
+    """What each server's export took in this run, by the endpoint of its project."""
     endpoint = {p.project_id: p.endpoint for p in reversed(inventory.projects)}  # the first entry wins
     seen: dict[str, dict[tuple[str, str], OwnTime]] = {}
-    for key, seconds in times.items():
-        seen.setdefault(endpoint[key[0]], {})[key] = seconds
+    for result in results:
+        if result.export_s is not None and result.project_id in endpoint:
+            own = OwnTime(result.export_s, result.export_exact)
+            seen.setdefault(endpoint[result.project_id], {})[(result.project_id, result.server_id)] = own
     return seen
 
 
@@ -258,7 +256,6 @@ async def _run(
     first: Selection | None,
     durations: ExportDurations | None = None,
     known: Mapping[tuple[str, str], OwnTime] | None = None,
-    export_times: dict[tuple[str, str], OwnTime] | None = None,
 ) -> Outcome:
     report_name = shard.report_name if shard else REPORT_NAME
     outcome = Outcome(results=[], output=shown)
@@ -285,7 +282,6 @@ async def _run(
                 first=None if first is None else (lambda t: first.matches(t.project.project_id, t.server)),
                 durations=durations,
                 known=known,
-                export_times=export_times,
             )
             # Discovery's credentials were refused, even fresh ones: the sweep would only be
             # refused again, server after server. One verdict for the run (exit 3).

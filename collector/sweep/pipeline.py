@@ -188,14 +188,12 @@ class Sweep:
         first: Callable[[Target], bool] | None = None,
         durations: ExportDurations | None = None,
         known: Mapping[tuple[str, str], OwnTime] | None = None,
-        export_times: dict[tuple[str, str], OwnTime] | None = None,
     ) -> None:
         self.inventory = inventory
         # Each server's export time from earlier runs (`collector.run.learned`): the order
         # exports are asked in (`collector.sweep.plan`) and each first poll's aim. This run's
-        # go into `export_times`, for the next, when given.
+        # are in each server's result, for the next.
         self.known = known or {}
-        self.export_times = export_times
         self.timebox = timebox  # --deadline: see collector.sweep.timebox
         self.first = first  # --first: these servers' exports are asked for, and downloads made, first
         self.prior = prior or {}  # what earlier runs reached, from the journal
@@ -343,8 +341,8 @@ class Sweep:
             now = monotonic()
             if status.state is ExportState.COMPLETED:
                 schedule.completed(now, due)
-                if self.export_times is not None and schedule.took is not None and not resumed:
-                    self.export_times[target.key] = schedule.took
+                if schedule.took is not None and not resumed:
+                    progress.result.exported_in(schedule.took)
                 return status
             if status.state is ExportState.FAILED:
                 at = f" at {status.percentage}%" if status.percentage is not None else ""

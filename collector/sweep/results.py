@@ -11,9 +11,13 @@ export polled) have their own small methods. Nothing outside this module assigns
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from collector.errors import CollectorError
 from collector.sweep.events import Phase
+
+if TYPE_CHECKING:
+    from collector.sweep.polling import OwnTime
 
 
 @dataclass(slots=True)  # one per server of the run: 100,000 in a large shard
@@ -38,6 +42,9 @@ class ServerResult:
     exports: int = 0  # exports this run asked for (a POST retried after a timeout counts again)
     collected_earlier: bool = False  # collected by an earlier run into this folder
     reason: str | None = field(default=None, repr=False)  # short grouping key for the summary
+    # What its export took, for the next run (`collector.run.learned`): not in the report.
+    export_s: float | None = field(default=None, repr=False)
+    export_exact: bool = field(default=False, repr=False)  # its percentages said it; else a bound
 
     # -- on the way ---------------------------------------------------------------------------
 
@@ -54,6 +61,9 @@ class ServerResult:
     def polling(self, export_id: str | None) -> None:
         """The export this server waits for (asked for now, or by an earlier run)."""
         self.export_id = export_id
+
+    def exported_in(self, took: OwnTime) -> None:
+        self.export_s, self.export_exact = took
 
     def finished(self, duration_s: float) -> None:
         self.duration_s = round(duration_s, 3)
