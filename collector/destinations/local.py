@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
 from types import TracebackType
@@ -296,8 +296,11 @@ def make_folders(folder: Path) -> None:
         os.chmod(level, 0o700)  # mkdir masks its mode with the umask: one that takes the owner's bits would lock us out
 
 
-def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+def write_atomically(path: Path, data: bytes | Iterable[bytes], *, mode: int = 0o600) -> None:
     """`data` under `path`, all or nothing, durable: a reader sees the old file or the new one.
+
+    `data` is the bytes, or chunks of them written as they come (a large file need not be
+    whole in memory first).
 
     Written to a hidden temporary file in the same folder (`.NAME.XXXXXX.tmp`, created with
     O_EXCL), fsynced, renamed over `path`, and the folder fsynced so the rename survives a
@@ -308,7 +311,7 @@ def write_atomically(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         try:
             if mode != 0o600:  # mkstemp's own
                 os.fchmod(fd, mode)
-            write_all(fd, [data])
+            write_all(fd, [data] if isinstance(data, bytes) else data)
         except BaseException:
             os.close(fd)
             raise
@@ -343,7 +346,7 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
-def write_all(fd: int, chunks: list[bytes]) -> None:
+def write_all(fd: int, chunks: Iterable[bytes]) -> None:
     """Write the chunks in order, one `write` each; after a short write, the rest of that chunk."""
     for chunk in chunks:
         written = os.write(fd, chunk)
