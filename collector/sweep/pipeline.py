@@ -83,7 +83,7 @@ class Target:
 
 # One name for every server's task: anyio otherwise makes each its own copy of the
 # coroutine's dotted name (~370 bytes a server in flight, issue 14).
-_SERVER_TASK = "collector.sweep.pipeline.Pipeline._run_one"
+_SERVER_TASK = "collector.sweep.pipeline.Sweep._run_one"
 
 
 class _Progress:
