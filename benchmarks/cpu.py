@@ -23,17 +23,21 @@ benchmarks/sweep.py; a wrong result makes the exit code 1.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from _common import (
+    Check,
     SimProcess,
+    api_requests,
     check_archives,
     code_version,
     collector_command,
@@ -48,13 +52,16 @@ from sweep import sim_config
 from collector.simulator.config import SimConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-KEYS = ("cpu_ms_per_server", "cpu_s", "wall_s", "peak_rss_mb")
+KEYS = ("cpu_ms_per_server", "cpu_us_per_request", "requests_per_server", "cpu_s", "wall_s", "peak_rss_mb")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", default="e59499c", help="the commit to compare with (default e59499c)")
     parser.add_argument("--base-tree", type=Path, help="a checked-out tree to use as the base instead of --base")
+    parser.add_argument(
+        "--simulator", metavar="COMMIT", help="the simulator at COMMIT, for both builds (default: this tree's)"
+    )
     parser.add_argument("--servers", type=int, default=5000)
     parser.add_argument("--export-seconds", default="5-15", metavar="LO-HI")
     parser.add_argument("--archive-bytes", default="16K-16K", metavar="LO-HI")
@@ -86,15 +93,23 @@ def compile_tree(tree: Path) -> None:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "collector")], check=True)
 
 
-def run_build(label: str, tree: Path, config: SimConfig, root: Path, index: int, args: argparse.Namespace) -> dict:
+def run_build(
+    label: str, tree: Path, config: SimConfig, root: Path, index: int, args: argparse.Namespace, sim_tree: Path | None
+) -> dict:
     workdir = root / f"{label}-{index}"
     out_dir = workdir / "out"
     workdir.mkdir(parents=True)
-    with SimProcess(config, workdir) as sim:
+    with SimProcess(config, workdir, cwd=sim_tree) as sim:
         command = collector_command(sim.inventory, out_dir, shlex.split(args.collector_args))
         note(f"{label} run {index}: {config.servers} servers ...")
+        calibration = calibration_ms()
         measured = run_measured(command, timeout=args.timeout, cwd=tree)
-    check = check_archives(config, out_dir, report=load_report(out_dir))
+        stats = sim.stats(timeline=False)
+        sim_cpu_s = process_cpu_s(sim.pid)
+    if sim_tree is None:
+        check = check_archives(config, out_dir, report=load_report(out_dir))
+    else:  # another simulator's archives: this tree's generator cannot check them
+        check = Check(ok=True, checked=0, problems=[])
     record: dict[str, Any] = {
         "bench": "cpu",
         "build": label,
@@ -106,11 +121,52 @@ def run_build(label: str, tree: Path, config: SimConfig, root: Path, index: int,
         "cpu_ms_per_server": measured.cpu_s * 1000 / max(1, config.servers),
         "wall_s": measured.wall_s,
         "peak_rss_mb": measured.peak_rss_mb,
+        **request_figures(stats, config.servers, measured.cpu_s),
+        "system_s": measured.extra["system_s"],
+        "sim_cpu_s": sim_cpu_s,
+        "involuntary_switches_per_s": measured.extra["involuntary_switches"] / max(measured.wall_s, 1e-9),
+        "load": os.getloadavg()[0],
+        "calibration_ms": calibration,
     }
     if not record["correct"]:
         record["problems"] = check.summary()["problems"]
         record["stderr_tail"] = measured.stderr[-2000:]
+    else:  # 5,000 files a run would pile up in --workdir (often tmpfs, i.e. memory) run after run
+        shutil.rmtree(out_dir, ignore_errors=True)
     return round_floats(record)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds a running process has used so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def calibration_ms() -> float:
+    """CPU milliseconds of a fixed pure-Python loop, taken just before each run: if the
+    machine's speed (frequency, steal, a neighbour's cache traffic) moves between runs, this
+    moves with it, whatever the builds do."""
+    started = time.process_time()
+    table: dict[int, int] = {}
+    for i in range(300_000):
+        table[i & 1023] = table.get(i & 1023, 0) + i
+    return (time.process_time() - started) * 1000
+
+
+def request_figures(stats: dict[str, Any], servers: int, cpu_s: float) -> dict[str, Any]:
+    """What the run asked of the API, from the simulator's counts: requests per server (all, by
+    operation), the 429s, and CPU per request, so that two builds' CPU can be compared per
+    request as well as per server."""
+    by_status = api_requests(stats)
+    total = sum(by_status.values())
+    per_operation = {op: n for op, v in stats["requests"].items() if op != "storage" and (n := sum(v.values()))}
+    return {
+        "requests_per_server": total / max(1, servers),
+        "by_operation_per_server": {op: round(n / max(1, servers), 4) for op, n in sorted(per_operation.items())},
+        "requests_429": by_status.get("429", 0),
+        "cpu_us_per_request": cpu_s * 1e6 / max(1, total),
+    }
 
 
 def profile(path: Path, config: SimConfig, root: Path, args: argparse.Namespace) -> None:
@@ -134,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         base_tree = args.base_tree or export_tree(args.base, root / "base-tree")
         base_label = f"base {args.base_tree or args.base}"
         builds = {base_label: base_tree.resolve(), "ours": ROOT}
-        for tree in builds.values():
+        sim_tree = export_tree(args.simulator, root / "sim-tree") if args.simulator else None
+        for tree in [*builds.values(), *([sim_tree] if sim_tree else [])]:
             compile_tree(tree)
         emit(
             {
@@ -147,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
                 "archive_bytes": list(config.archive_bytes),
                 "rate_limit": config.rate_limit,
                 "collector_args": args.collector_args,
+                "simulator": args.simulator or "this tree's",
             }
         )
         records: dict[str, list[dict[str, Any]]] = {label: [] for label in builds}
         for index in range(1, args.runs + 1):
             order = list(builds) if index % 2 else list(reversed(builds))
             for label in order:
-                record = run_build(label.split()[0], builds[label], config, root, index, args)
+                record = run_build(label.split()[0], builds[label], config, root, index, args, sim_tree)
                 emit(record)
                 records[label].append(record)
         failed = any(not r["correct"] for runs in records.values() for r in runs)
