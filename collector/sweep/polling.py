@@ -28,7 +28,6 @@ percentage, went backwards, or a status we do not understand.
 
 from __future__ import annotations
 
-import bisect
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -53,9 +52,6 @@ class ExportDurations:
 
     def __init__(self, size: int = 512, prior: Iterable[float] = (), spread: tuple[float, float] = SPREAD) -> None:
         self._recent: deque[float] = deque((s for s in prior if s > 0), maxlen=size)
-        # The same sample kept sorted (insort in, bisect out): every export's first poll asks
-        # a quantile, and sorting 512 estimates each time was 1-2 % of a run's CPU.
-        self._ordered = sorted(self._recent)
         self.spread = spread
         self.seen = 0  # estimates of this run (not the prior's)
         self._turn = 0
@@ -63,10 +59,7 @@ class ExportDurations:
 
     def add(self, seconds: float) -> None:
         if seconds > 0:
-            if len(self._recent) == self._recent.maxlen:
-                del self._ordered[bisect.bisect_left(self._ordered, self._recent[0])]
             self._recent.append(seconds)
-            bisect.insort(self._ordered, seconds)
             self.seen += 1
 
     def first_poll_quantile(self) -> float:
@@ -88,9 +81,9 @@ class ExportDurations:
         return share * ((self._imputed * 0.6180339887498949) % 1.0)
 
     def quantile(self, q: float) -> float | None:
-        ordered = self._ordered
-        if len(ordered) < self.MIN_SAMPLES:
+        if len(self._recent) < self.MIN_SAMPLES:
             return None
+        ordered = sorted(self._recent)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
     def summary(self) -> list[float]:
@@ -98,7 +91,7 @@ class ExportDurations:
         prior; empty when this run saw too few exports to say."""
         if self.seen < self.MIN_SAMPLES:
             return []
-        ordered = self._ordered
+        ordered = sorted(self._recent)
         last = len(ordered) - 1
         return [round(ordered[round(last * i / (self.KEPT - 1))], 3) for i in range(self.KEPT)]
 
