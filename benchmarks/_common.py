@@ -111,10 +111,12 @@ def sim_flags(config: SimConfig) -> list[str]:
 
 
 class SimProcess:
-    """``collector simulate`` in a child process, with its inventory written to `workdir`."""
+    """``collector simulate`` in a child process, with its inventory written to `workdir`; the
+    simulator is the one `cwd` holds (a `collector` package there), else this environment's."""
 
-    def __init__(self, config: SimConfig, workdir: Path) -> None:
+    def __init__(self, config: SimConfig, workdir: Path, cwd: Path | None = None) -> None:
         self.config = config
+        self.cwd = cwd
         self.inventory = workdir / "inventory.yaml"
         self.url = ""
         self._process: subprocess.Popen[str] | None = None
@@ -129,7 +131,7 @@ class SimProcess:
             "--write-inventory",
             str(self.inventory),
         ]
-        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+        self._process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=self.cwd)
         deadline = time.monotonic() + 120
         assert self._process.stdout is not None
         for line in self._process.stdout:
@@ -199,7 +201,7 @@ class Measured:
     ended: float  # time.monotonic() just after it was reaped
     stdout: str = ""
     stderr: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # user/system split and context switches, from rusage
 
 
 def run_measured(
@@ -251,6 +253,12 @@ def run_measured(
         ended=ended,
         stdout=stdout,
         stderr=stderr,
+        extra={
+            "user_s": usage.ru_utime,
+            "system_s": usage.ru_stime,
+            "voluntary_switches": usage.ru_nvcsw,
+            "involuntary_switches": usage.ru_nivcsw,
+        },
     )
 
 

@@ -243,6 +243,10 @@ class Gateway:
 
     async def _take_turn(self, governor: RateLimiter, operation: str, probe: bool) -> float | None:
         """Wait for this request's slot of the rate; None if the endpoint paused meanwhile."""
+        if governor is self.limiter and (sent_at := self.limiter.try_acquire()) is not None:
+            # A free slot and nobody waiting: no wait, so no pause can cut one short and the
+            # cancel scope below is not needed (it was ~2 % of a 5,000-server run's CPU).
+            return None if self.health.paused and not probe else sent_at
         with self.health.queued(probe) as queue:
             if governor is not self.limiter:
                 await governor.acquire()

@@ -283,13 +283,30 @@ class RateLimiter:
         try:
             while True:
                 now = self._clock()
-                slot = max(self._next_slot, now - self.burst_seconds, self._paused_until)
-                if slot <= now:
-                    self._next_slot = slot + 1.0 / self.rate
+                wait = self._take_slot(now)
+                if not wait:
                     return now
-                await self._sleep(slot - now)
+                await self._sleep(wait)
         finally:
             self._pass_turn()
+
+    def try_acquire(self) -> float | None:
+        """`acquire` without waiting: the clock time, when a slot is free now and nobody is
+        waiting for one; else None (and nothing taken). Lets a caller skip what it would set
+        up only for a wait (a cancel scope, a task switch): most requests of a run that is not
+        limited find their slot free."""
+        if self._busy:
+            return None
+        now = self._clock()
+        return None if self._take_slot(now) else now
+
+    def _take_slot(self, now: float) -> float:
+        """Take the next slot if it is due (0.0); else the seconds until it is, taking nothing."""
+        slot = max(self._next_slot, now - self.burst_seconds, self._paused_until)
+        if slot <= now:
+            self._next_slot = slot + 1.0 / self.rate
+            return 0.0
+        return slot - now
 
     def _pass_turn(self) -> None:
         while self._waiting:
