@@ -214,17 +214,20 @@ class PollSchedule:
         a run's first exports, polled late behind the others' POSTs, made every later first
         poll wait as long as they had, and the servers pile up waiting (issue 14).
 
-        Sets `took`, this server's own time for the next run (`collector.sweep.plan`): where
-        its percentages put its end, else at most the moment of the poll that found it done
-        (or its earlier time, if that poll aimed at it): a bound, never the fleet's draw
+        Sets `took`, this server's own time for the next run (`collector.sweep.plan`): exact
+        where its percentages put its end; else a bound, at most the moment of the poll that
+        found it done (or its earlier time, if that poll aimed at it), never the fleet's draw
         above, which would make a slow server look quick, asked late and polled early."""
         took = now - self.started
         own = self.expected
         if self._end is not None:  # where its percentages put its end
             self.took = OwnTime(min(took, self._end - self.started), exact=True)
-        elif own is not None and not self._polls:  # done by a poll aimed at its time, or at its bound
+        elif own is not None and not self._polls:
+            # Done by a poll aimed at its earlier time: no later than that, but how much sooner
+            # only a running export's percentages can tell: a bound, so that the next run's
+            # first poll may come sooner (the fleet's aim, if earlier) and find out.
             took = min(took, own.seconds)
-            self.took = OwnTime(took, own.exact)
+            self.took = OwnTime(took, exact=False)
         else:
             self.took = OwnTime(took, exact=False)
         if due is not None and now - due > self.QUEUED * max(0.0, due - self.started):
