@@ -321,8 +321,8 @@ async def test_check_compares_size_and_the_stamped_sha256(moto_server, bucket):
 
 async def test_report_is_put_whole_under_the_prefix(moto_server, bucket):
     async with S3Destination(bucket, "runs/2026-11-30", endpoint_url=moto_server.url) as destination:
-        await destination.write_text("report.json", '{"totals": {}}')
-        await destination.write_text("report.json", '{"totals": {"servers": 1}}')
+        await destination.write_document("report.json", b'{"totals": {}}')
+        await destination.write_document("report.json", b'{"totals": {"servers": 1}}')
     body, metadata = await get(moto_server.url, bucket, "runs/2026-11-30/report.json")
     assert body == b'{"totals": {"servers": 1}}'
     assert metadata == {"sha256": hashlib.sha256(body).hexdigest()}
@@ -393,7 +393,7 @@ async def test_failed_stamp_leaves_no_object_that_check_takes_for_committed(moto
 async def test_missing_bucket_is_a_storage_error_that_says_so(moto_server):
     async with S3Destination("no-such-bucket-here", "p", endpoint_url=moto_server.url) as destination:
         with pytest.raises(StorageError) as caught:
-            await destination.write_text("report.json", "{}")
+            await destination.write_document("report.json", b"{}")
     assert caught.value.reason == "object storage has no such bucket (NoSuchBucket)"
 
 
@@ -421,7 +421,7 @@ async def test_refused_credentials_are_named_without_leaking_them(checking_moto,
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret-leak-check-0000001")
     async with S3Destination("some-bucket", "p", endpoint_url=checking_moto.url) as destination:
         with pytest.raises(StorageError) as put:
-            await destination.write_text("report.json", "{}")
+            await destination.write_document("report.json", b"{}")
         with pytest.raises(StorageError) as listed:
             await destination.check_bucket()
         with pytest.raises(StorageError) as head:
@@ -439,7 +439,7 @@ async def test_missing_credentials_say_where_botocore_looks(moto_server, bucket,
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     async with S3Destination(bucket, "p", endpoint_url=moto_server.url) as destination:
         with pytest.raises(StorageError) as caught:
-            await destination.write_text("report.json", "{}")
+            await destination.write_document("report.json", b"{}")
     assert caught.value.reason == "no usable credentials for object storage"
     assert "AWS_ACCESS_KEY_ID" in str(caught.value)
 

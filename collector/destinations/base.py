@@ -55,6 +55,6 @@ class Destination(Protocol):
         without a journal entry for the server, before it collects it."""
         ...
 
-    async def write_text(self, name: str, text: str) -> None:
-        """Store a small document (the report) under `name`, whole or not at all."""
+    async def write_document(self, name: str, data: bytes) -> None:
+        """Store a small document (the report, encoded) under `name`, whole or not at all."""
         ...

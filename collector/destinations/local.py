@@ -79,8 +79,8 @@ class LocalDestination:
         """None: a local file carries no sha256 of ours; the journal beside it is the record."""
         return None
 
-    async def write_text(self, name: str, text: str) -> None:
-        await anyio.to_thread.run_sync(write_atomically, self.root / name, text.encode())
+    async def write_document(self, name: str, data: bytes) -> None:
+        await anyio.to_thread.run_sync(write_atomically, self.root / name, data)
 
 
 class LocalPartial:

@@ -245,9 +245,8 @@ class S3Destination:
                 data: bytes = await body.read()
                 return data
 
-    async def write_text(self, name: str, text: str, *, content_type: str = "application/json") -> None:
+    async def write_document(self, name: str, body: bytes, *, content_type: str = "application/json") -> None:
         """Put a small document (report.json) in one PutObject: readers see all of it or the old one."""
-        body = text.encode()
         key = self.key(name)
         with translating(f"store {self.where(key)}"):
             await self.client.put_object(

@@ -71,15 +71,16 @@ def build_report(
 
 def write_report(out_dir: Path, report: dict[str, Any], name: str = REPORT_NAME) -> Path:
     path = Path(out_dir) / name
-    write_atomically(path, _encoded(report))
+    write_atomically(path, encoded_report(report))
     return path
 
 
 _ENCODER = json.JSONEncoder(indent=1)  # as json.dumps(report, indent=1)
 
 
-def _encoded(report: dict[str, Any]) -> Iterator[bytes]:
-    """The report's JSON text, encoded, in pieces of a few thousand tokens as they are made.
+def encoded_report(report: dict[str, Any]) -> Iterator[bytes]:
+    """The report's JSON text (as `json.dumps(report, indent=1)`), encoded, in pieces of a few
+    thousand tokens as they are made.
 
     `json.dumps` lists every token of the text before joining them: ~18 MB at 5,000 servers,
     at the end of the run, when the process is at its largest (issue 14).
