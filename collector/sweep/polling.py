@@ -134,12 +134,9 @@ class PollSchedule:
     def first_delay(self, now: float) -> float:
         """How long after `now` to poll first."""
         own = self.expected
-        if own is not None and own.exact:
-            # This server's own time from an earlier run: a log bundle's export takes about
-            # as long as it did yesterday, closer than any share of the fleet's.
-            self._wait = min(self.max_age, max(self.shortest, own.seconds * self.OWN_MARGIN - (now - self.started)))
-            return self._wait
-        typical = self._typical()
+        # This server's own exact time from an earlier run needs no fleet's: a log bundle's
+        # export takes about as long as it did yesterday, closer than any share of the fleet's.
+        typical = None if own is not None and own.exact else self._typical()
         self._aimed = typical
         if typical is None and own is None:
             self._wait = min(self.longest, max(self.shortest, self.first))
@@ -147,11 +144,12 @@ class PollSchedule:
             # Not capped at `longest` (the backoff's cap, for when nothing is known): with
             # exports of 60-120 s, that cap brought every first poll to 60 s after the first
             # few, when almost none was done, a poll more per server (issue 14); at most
-            # `max_age`, the longest an export may take. And no later than this server was
-            # once found done, if it was.
+            # `max_age`, the longest an export may take. Just after its own exact time; no
+            # later than its bound (it was once found done by then).
             aim = math.inf if typical is None else self._aim(typical, now)
             if own is not None:
-                aim = min(aim, own.seconds - (now - self.started))
+                margin = self.OWN_MARGIN if own.exact else 1.0
+                aim = min(aim, own.seconds * margin - (now - self.started))
             self._wait = min(self.max_age, max(self.shortest, aim))
         return self._wait
 
