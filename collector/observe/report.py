@@ -69,9 +69,10 @@ def build_report(
     return {"run": run, "totals": totals, "servers": servers}
 
 
-def write_report(out_dir: Path, report: dict[str, Any], name: str = REPORT_NAME) -> Path:
+def write_report(out_dir: Path, report: dict[str, Any] | bytes, name: str = REPORT_NAME) -> Path:
+    """`report` (or its text, already encoded) as `out_dir/name`, atomically."""
     path = Path(out_dir) / name
-    write_atomically(path, encoded_report(report))
+    write_atomically(path, report if isinstance(report, bytes) else encoded_report(report))
     return path
 
 

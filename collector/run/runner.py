@@ -339,10 +339,13 @@ async def _run(
             stopped=stopped_reason(outcome, sweep),
             discovery_failed=outcome.discovery_failed,
         )
-        outcome.report_path = write_report(out_dir, report, report_name)
-        if not isinstance(destination, LocalDestination):  # else the report above is in its folder
-            # Joined from its pieces: `json.dumps` lists every token first (~6 x the text).
-            await destination.write_document(report_name, b"".join(encoded_report(report)))
+        if isinstance(destination, LocalDestination):  # written as it is encoded, in its folder
+            outcome.report_path = write_report(out_dir, report, report_name)
+        else:  # encoded once, kept beside the journal and stored; joined from its pieces, as
+            # `json.dumps` lists every token first (~6 x the text)
+            encoded = b"".join(encoded_report(report))
+            outcome.report_path = write_report(out_dir, encoded, report_name)
+            await destination.write_document(report_name, encoded)
     except Exception as exc:  # noqa: BLE001 - the report's failure is the crash if there was none
         if outcome.crash is None:
             outcome.crash = exc
