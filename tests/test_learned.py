@@ -15,7 +15,6 @@ from collector.run.learned import (
     LEARNED_FILE,
     MARGIN,
     remember,
-    remember_export_times,
     server_export_times,
     starting_durations,
     starting_rates,
@@ -100,8 +99,8 @@ def test_a_kept_distribution_that_cannot_be_read_only_means_first_polls_as_a_fir
 
 def test_each_servers_export_time_is_kept_with_the_others_and_aged_out_one_by_one(tmp_path):
     a, b = ("p1", "s-a"), ("p1", "s-b")
-    remember_export_times(tmp_path, {"https://a": {a: OwnTime(12.5, True)}}, now=1_000_000)
-    remember_export_times(tmp_path, {"https://a": {b: OwnTime(7.25, False)}}, now=1_000_000 + 3600)
+    remember(tmp_path, {"https://a": 1.0}, servers={"https://a": {a: OwnTime(12.5, True)}}, now=1_000_000)
+    remember(tmp_path, {"https://a": 1.0}, servers={"https://a": {b: OwnTime(7.25, False)}}, now=1_000_000 + 3600)
     assert server_export_times(tmp_path, ["https://a"], now=1_000_000 + 7200) == {
         a: OwnTime(12.5, True),  # an earlier run's time stays beside a later run's
         b: OwnTime(7.25, False),  # a bound stays a bound
@@ -109,7 +108,7 @@ def test_each_servers_export_time_is_kept_with_the_others_and_aged_out_one_by_on
     assert server_export_times(tmp_path, ["https://b"], now=1_000_000 + 7200) == {}  # another endpoint's
     assert server_export_times(tmp_path, ["https://a"], now=1_000_000 + KEEP_FOR + 1) == {b: OwnTime(7.25, False)}
     # A run writes back only what is still fresh: the aged entry is gone from the file too.
-    remember_export_times(tmp_path, {"https://a": {b: OwnTime(7.0, True)}}, now=1_000_000 + KEEP_FOR + 2)
+    remember(tmp_path, {"https://a": 1.0}, servers={"https://a": {b: OwnTime(7.0, True)}}, now=1_000_000 + KEEP_FOR + 2)
     kept = json.loads((tmp_path / EXPORTS_FILE).read_text())["endpoints"]["https://a"]
     assert kept == {"p1/s-b": [7.0, 1_000_000 + KEEP_FOR + 2, 1]}
 
@@ -133,9 +132,8 @@ def test_each_servers_export_time_is_kept_with_the_others_and_aged_out_one_by_on
 def test_a_kept_export_time_that_cannot_be_read_is_left_out(tmp_path, text):
     (tmp_path / EXPORTS_FILE).write_text(text)
     assert server_export_times(tmp_path, ["https://a"], now=2) == {}
-    remember_export_times(
-        tmp_path, {"https://a": {("p", "t"): OwnTime(3.0, True)}}, now=2
-    )  # the next run writes its own
+    # the next run writes its own
+    remember(tmp_path, {"https://a": 1.0}, servers={"https://a": {("p", "t"): OwnTime(3.0, True)}}, now=2)
     assert server_export_times(tmp_path, ["https://a"], now=2) == {("p", "t"): OwnTime(3.0, True)}
 
 
@@ -164,3 +162,11 @@ async def test_a_second_run_asks_first_for_the_exports_an_earlier_run_saw_take_l
     assert 1 <= ahead < 12, (second_order, seconds)  # some were asked first, not all reordered
     assert second_order[:ahead] == sorted(second_order[:ahead], key=lambda s: -seconds[s])  # slowest first
     assert min(seconds[s] for s in second_order[:ahead]) > max(seconds[s] for s in second_order[ahead:])
+
+
+def test_a_state_folder_that_cannot_be_written_is_said_once_and_the_run_goes_on(tmp_path, caplog):
+    folder = tmp_path / "a-file"
+    folder.write_text("not a folder")
+    remember(folder, {"https://a": 10.0}, servers={"https://a": {("p", "s"): OwnTime(3.0, True)}})
+    said = [r.getMessage() for r in caplog.records if "cannot keep" in r.getMessage()]
+    assert len(said) == 1 and "request rates, export times" in said[0], said

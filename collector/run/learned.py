@@ -95,12 +95,15 @@ def remember(
     rates: Mapping[str, float],
     *,
     durations: Sequence[float] = (),
+    servers: Mapping[str, Mapping[tuple[str, str], OwnTime]] | None = None,
     now: float | None = None,
 ) -> None:
     """Keep `rates` (endpoint -> the rate its limiter learned) and, for those endpoints, the
     run's export-time distribution `durations` (if it saw enough to say; else the one kept
-    stays) for the next run; other endpoints' entries stay. Never fails the run: a state
-    folder we cannot write is said once."""
+    stays) for the next run; other endpoints' entries stay. And `servers` (endpoint ->
+    (project id, server id) -> what its export took in this run) beside them; other servers'
+    times stay until they age out. Never fails the run: a state folder we cannot write is said
+    once."""
     if folder is None or not rates:
         return
     now = time.time() if now is None else now
@@ -112,7 +115,19 @@ def remember(
         elif isinstance(kept := endpoints.get(endpoint, {}).get("exports"), dict):
             entry["exports"] = kept
         endpoints[endpoint] = entry
-    _write(folder, LEARNED_FILE, {"endpoints": endpoints}, "request rates", indent=1)
+    try:
+        make_folders(folder)
+        write_atomically(folder / LEARNED_FILE, json.dumps({"endpoints": endpoints}, indent=1).encode())
+        if servers and any(servers.values()):
+            times = json.dumps({"endpoints": _export_times(folder, servers, now)}, separators=(",", ":"))
+            write_atomically(folder / EXPORTS_FILE, times.encode())
+    except OSError as exc:
+        log.warning(
+            "%s: cannot keep what this run learned (request rates, export times): %s",
+            folder,
+            exc.strerror or exc,
+            extra=ev("learned_not_kept", error=str(exc)),
+        )
 
 
 def server_export_times(
@@ -145,14 +160,10 @@ def _own_time(entry: object, now: float) -> OwnTime | None:
     return None
 
 
-def remember_export_times(
-    folder: Path | None, seen: Mapping[str, Mapping[tuple[str, str], OwnTime]], *, now: float | None = None
-) -> None:
-    """Keep `seen` (endpoint -> (project id, server id) -> what its export took in this run)
-    for the next run; other servers' times stay until they age out. Never fails the run."""
-    if folder is None or not any(seen.values()):
-        return
-    now = time.time() if now is None else now
+def _export_times(
+    folder: Path, seen: Mapping[str, Mapping[tuple[str, str], OwnTime]], now: float
+) -> dict[str, dict[str, object]]:
+    """The kept export times, by endpoint, with `seen` (this run's) in and the aged ones out."""
     endpoints: dict[str, dict[str, object]] = {}
     for endpoint, servers in _read(folder, EXPORTS_FILE, MAX_EXPORTS_BYTES).items():
         if isinstance(servers, dict):
@@ -161,7 +172,7 @@ def remember_export_times(
         kept = endpoints.setdefault(endpoint, {})
         for (project_id, server_id), own in times.items():
             kept[f"{project_id}/{server_id}"] = [round(own.seconds, 3), int(now), int(own.exact)]
-    _write(folder, EXPORTS_FILE, {"endpoints": endpoints}, "export times")
+    return endpoints
 
 
 def _read(folder: Path | None, name: str, limit: int) -> dict[str, Any]:
@@ -179,22 +190,6 @@ def _read(folder: Path | None, name: str, limit: int) -> dict[str, Any]:
         return {}
     endpoints = data.get("endpoints") if isinstance(data, dict) else None
     return endpoints if isinstance(endpoints, dict) else {}
-
-
-def _write(folder: Path, name: str, data: dict[str, Any], what: str, *, indent: int | None = None) -> None:
-    try:
-        make_folders(folder)
-        write_atomically(
-            folder / name, json.dumps(data, indent=indent, separators=None if indent else (",", ":")).encode()
-        )
-    except OSError as exc:
-        log.warning(
-            "%s: cannot keep the learned %s: %s",
-            folder,
-            what,
-            exc.strerror or exc,
-            extra=ev("learned_not_kept", error=str(exc)),
-        )
 
 
 def _entries(folder: Path | None) -> dict[str, dict[str, Any]]:

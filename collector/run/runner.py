@@ -55,7 +55,6 @@ from collector.observe.report import (
 )
 from collector.run.learned import (
     remember,
-    remember_export_times,
     server_export_times,
     starting_durations,
     starting_rates,
@@ -200,8 +199,8 @@ async def run_sweep(
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
         if learn and outcome.requests:
             learned = {gateway.endpoint: gateway.limiter.learned for gateway in gateways}
-            remember(learned_in, learned, durations=durations.summary())
-            remember_export_times(learned_in, _export_times(outcome.results, inventory))
+            servers = _export_times(outcome.results, inventory)
+            remember(learned_in, learned, durations=durations.summary(), servers=servers)
         if metrics is not None and settings.pushgateway:
             from collector.observe.metrics import push  # as Metrics above
 
