@@ -218,7 +218,7 @@ class Gateway:
                 except ThrottledError as error:
                     self.health.answered(probe, subject=subject)
                     self.stats.throttled += 1
-                    governor.throttled(error.retry_after, sent_at=sent_at, subject=subject)
+                    self._throttled(governor, error.retry_after, sent_at, subject)
                     raise
                 except AuthError as error:
                     self.health.answered(probe, subject=subject)
@@ -231,7 +231,7 @@ class Gateway:
                     if self.health.overloaded(error):
                         self.stats.throttled += 1
                         retry_after = error.retry_after if isinstance(error, ServerError) else None
-                        governor.throttled(retry_after, sent_at=sent_at, subject=subject)
+                        self._throttled(governor, retry_after, sent_at, subject)
                     if own:
                         raise OwnTimeout(str(error), operation=operation, host=url.host) from error
                     raise
@@ -240,6 +240,17 @@ class Gateway:
                 if governor is not self.limiter:
                     self.limiter.succeeded(sent_at=sent_at)
                 return result
+
+    def _throttled(self, governor: RateLimiter, retry_after: float | None, sent_at: float, subject: str) -> None:
+        """A request refused as too many slows its governor. An export's slows exports only
+        (an API may cap running exports apart from its request rate), but the endpoint's
+        limiter witnesses it: if the budget is one for all requests, its bucket was empty
+        then, and the limiter measures the budget from there (`RateLimiter.witnessed`): it
+        otherwise learned nothing from the export requests' refusals, and its first polls
+        went out at twice what the exports had got through (issue 14)."""
+        governor.throttled(retry_after, sent_at=sent_at, subject=subject)
+        if governor is not self.limiter:
+            self.limiter.witnessed()
 
     async def _take_turn(self, governor: RateLimiter, operation: str, probe: bool) -> float | None:
         """Wait for this request's slot of the rate; None if the endpoint paused meanwhile."""

@@ -168,8 +168,8 @@ class RateLimiter:
 
     (with w_max = rate * (1 + beta) / 2 first when refused below the last w_max: RFC 9438's
     fast convergence; K as RFC 9438 4.2 has it, so the curve starts at the new rate). The
-    floor is BBR's delivery-rate estimate: `delivered` is what got through per second between
-    the last decrease and this refusal (over `DELIVERY_SPAN` seconds at least; else 0). An
+    floor is BBR's delivery-rate estimate: `delivered` is what got through per second since
+    the latest decrease at least `DELIVERY_SPAN` seconds before this refusal (0 if none). An
     API's token bucket that refuses us is empty at each refusal, so what got through between
     two is its refill rate, its budget, and a cut far below it (to 0.7 of the rate) would
     cost seconds of climbing back for nothing. And on each success, t seconds after that 429:
@@ -193,7 +193,10 @@ class RateLimiter:
     for `EXHAUSTED_SUBJECTS` different servers within `EXHAUSTED_WINDOW` seconds, each of a
     request sent after the last decrease (those sent before are the wave the decrease
     answered: a token bucket refuses a few at once, each `Retry-After: 1`, and pausing
-    everyone for that second cost a second of the budget each time); and then for
+    everyone for that second cost a second of the budget each time), and none followed by a
+    request sent after it that got through (a bucket at its refill rate refuses one request
+    in a few dozen, each `Retry-After: 1`: three such within two seconds are the rate
+    probing its edge, not exhaustion, and each pause cost a second of it: issue 14); and then for
     `FLEET_PAUSE` seconds at most, re-armed while refusals go on. One server's, or one
     download origin's, long Retry-After costs that server only (issue 17: one `503
     Retry-After: 600` stood the whole fleet still for ten minutes). botocore and urllib3 take
@@ -252,7 +255,11 @@ class RateLimiter:
         self._start_up_rates: deque[tuple[float, float]] = deque([(now, self.rate)], maxlen=16)
         self._held_until = -math.inf  # refusals of requests sent before this are the last event's
         self._delivered = True  # a request sent since the last decrease got through
-        self._got_through = 0  # successes since the last decrease
+        self._got_through = 0  # successes in all
+        self._measured = False  # `_learned` is what got through between refusals it witnessed
+        self._lulls = 0.0  # seconds of lulls in all (see `_MeasuredRate`)
+        # (when, successes, lulls by then) at the latest refusals: the windows of `_delivered_rate`
+        self._decreases: deque[tuple[float, int, float]] = deque(maxlen=8)
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
@@ -299,6 +306,15 @@ class RateLimiter:
             return None
         now = self._clock()
         return None if self._take_slot(now) else now
+
+    def spare(self) -> float | None:
+        """Seconds until the next slot comes free with nobody waiting for it (0.0: free now);
+        None while callers wait. What a caller with nothing urgent to send can use without
+        taking a slot from anyone (see `collector.sweep.early`)."""
+        if self._busy:
+            return None
+        now = self._clock()
+        return max(0.0, max(self._next_slot, now - self.burst_seconds, self._paused_until) - now)
 
     def _take_slot(self, now: float) -> float:
         """Take the next slot if it is due (0.0); else the seconds until it is, taking nothing."""
@@ -357,19 +373,51 @@ class RateLimiter:
             self._w_max = max(self._w_max, self.rate)
             self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
+        self._decreases.append((now, self._got_through, self._lulls))
         self._delivered = False
-        self._got_through = 0
         # Until something gets through, refusals within a grace of this decrease (or of the
         # end of a fleet-wide pause) are this event. A hold armed before it is over.
         self._held_until = max(now, self._paused_until) + self._grace()
 
+    def witnessed(self) -> None:
+        """The endpoint refused a request (this limiter's, or another's that shares its
+        budget: an export's, see `Gateway.send`): its bucket was empty then, the end of one
+        window of `_delivered_rate` and the start of the next. The rate does not change; what
+        got through in the window it ends is what the limiter `learned` (it may never be refused
+        itself: the exports' refusals went to their own limiter, and the rate it reached past
+        them was kept for the next run's start, twice the budget: issue 14)."""
+        now = self._clock()
+        if delivered := self._delivered_rate(now):
+            self._learned, self._measured = delivered, True
+        self._decreases.append((now, self._got_through, self._lulls))
+
+    @property
+    def budget(self) -> float | None:
+        """What the API lets through per second, as far as measured: `_delivered_rate` now,
+        the refill of its bucket if it refuses now, else at least that (we may have sent less);
+        None before a refusal at least `DELIVERY_SPAN` seconds of requests flowing ago.
+        `learned` may be far above it: start-up's refusal came past a bucket's burst."""
+        return self._delivered_rate(self._clock()) or None
+
     def _delivered_rate(self, now: float) -> float:
-        """What got through per second since the last decrease: a refusal says the API's
-        bucket is empty, so between two refusals all that got through was its refill (and
-        a lull's, or a pause's, refill besides: an over-estimate of at most the bucket over
-        the interval, hence `DELIVERED` and at least `DELIVERY_SPAN` seconds). 0 if unknown."""
-        span = now - self._last_decrease
-        return self._got_through / span if self.DELIVERY_SPAN <= span < math.inf else 0.0
+        """What got through per second of requests flowing since the latest refusal at least
+        `DELIVERY_SPAN` such seconds ago (`witnessed`); 0 if there is none. A refusal says the
+        API's bucket is empty, so between two refusals all that got through was its refill:
+        its budget. Lulls are left out of the seconds (the bucket filled to its brim and
+        wasted the rest: counted, they made a budget of 100 look like 40); the brim's burst
+        after one is in the count, an over-estimate of at most the bucket over the window,
+        which the next refusal corrects. Not only since the last decrease: two refusals a fifth
+        of a second apart (the rate cut just above the budget, then a step of the climb) left
+        the second none to measure, and the rate was cut to 0.7 of it, 25 % below the budget,
+        for seconds (issue 14). Never over less than `DELIVERY_SPAN`: an API that counts per
+        fixed second lets a whole second's budget through in a moment."""
+        idle = now - self.measured.last  # a lull going on, not yet in `_lulls`
+        lulls = self._lulls + (idle if idle >= _MeasuredRate.IDLE else 0.0)
+        for when, got_through, lulls_then in reversed(self._decreases):
+            span = now - when - (lulls - lulls_then)
+            if span >= self.DELIVERY_SPAN:
+                return (self._got_through - got_through) / span
+        return 0.0
 
     def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
         refusals = self._refusals
@@ -391,8 +439,14 @@ class RateLimiter:
         """The rate this limiter found the API to take: what got through between its last two
         decreases (the refill of a token bucket, see `_delivered_rate`), else where it was
         last refused, if it ever was (it climbs past that while probing; for start-up's
-        refusal, the round before, the last that got through whole), else where it got to."""
-        return self._learned if self._last_decrease > -math.inf else self.rate
+        refusal, the round before, the last that got through whole), else what got through
+        between two refusals of others' requests (`witnessed`), else where it got to."""
+        return self._learned if self._measured or self._last_decrease > -math.inf else self.rate
+
+    @property
+    def refused(self) -> bool:
+        """Has the API refused this limiter's requests as too many (its budget binds)?"""
+        return self._last_decrease > -math.inf
 
     @property
     def paused_for(self) -> float:
@@ -406,7 +460,11 @@ class RateLimiter:
         if sent_at is None or sent_at >= self._last_decrease:
             self._delivered = True
         self._got_through += 1
+        refusals = self._refusals
+        while refusals and refusals[0][0] <= (now if sent_at is None else sent_at):
+            refusals.popleft()  # something asked after it got through: no sign of exhaustion
         closed = self.measured.add(now, interval=1 / self.rate)
+        self._lulls += self.measured.lull
         if self.measured.lull and not self.starting:
             # Time with nothing to send is no probing: the curve waits for us (Linux's CUBIC
             # moves its epoch by the idle time), else a limiter idle for ten seconds (polls
@@ -470,7 +528,7 @@ class _MeasuredRate:
         self.bucket = self.BUCKET  # seconds; start-up measures in shorter rounds
         self.latest = floor  # the last bucket's own rate, unsmoothed
         self._bucket_start = self._started = now
-        self._last = -math.inf  # the first success starts a bucket: the wait for it is no measure
+        self.last = -math.inf  # the first success starts a bucket: the wait for it is no measure
         self.lull = 0.0  # seconds of the lull the latest success ended (0: none)
         self._count = 0
 
@@ -482,17 +540,17 @@ class _MeasuredRate:
         from ever measuring, so from ever climbing: issue 14)."""
         closed = False
         self.lull = 0.0
-        if now - self._last >= max(self.IDLE, 4 * interval):
+        if now - self.last >= max(self.IDLE, 4 * interval):
             self._bucket_start, self._count = now, 0
             # (before the first success: since the start, when nothing had been asked yet)
-            self.lull = now - (self._last if self._last > -math.inf else self._started)
+            self.lull = now - (self.last if self.last > -math.inf else self._started)
         elif (elapsed := now - self._bucket_start) >= self.bucket:
             self.latest = self._count / elapsed
             self.rate = self.SMOOTHING * self.latest + (1 - self.SMOOTHING) * self.rate
             self._bucket_start, self._count = now, 0
             closed = True
         self._count += 1
-        self._last = now
+        self.last = now
         return closed
 
 

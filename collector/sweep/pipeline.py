@@ -23,17 +23,18 @@ import functools
 import logging
 import math
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
 import anyio
+import anyio.abc
 import anyio.lowlevel
 from anyio import TaskHandle
 
 from collector.clouddc.api import CloudDC
-from collector.clouddc.gateway import Gateways
+from collector.clouddc.gateway import Gateway, Gateways
 from collector.clouddc.replies import ExportState, ExportStatus
 from collector.config.inventory import Inventory, Project, Server
 from collector.config.settings import Settings
@@ -42,6 +43,7 @@ from collector.control.throttle import Sleep, monotonic, sleep
 from collector.destinations.base import Archive, Destination, archive_name
 from collector.errors import AuthError, CollectorError, ExportFailed, NotFoundError
 from collector.log import ev
+from collector.sweep.early import EarlyPolls
 from collector.sweep.events import Events, Phase, PhaseChanged, Waits
 from collector.sweep.journal import Entry
 from collector.sweep.plan import asking_order
@@ -69,6 +71,10 @@ QUEUED_CHECK = 0.05
 
 # Nor while more polls and downloads are due than the endpoints' rates send in a --poll-interval
 # (at least MIN_QUEUED): see `Sweep._behind`.
+
+# Polls are moved into idle request budget while the servers left need at least this share of a
+# typical export's time at the budget: see `Sweep._pressing`.
+PRESSING = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +241,9 @@ class Sweep:
         self.budget_spent = False
         self.auth_error: AuthError | None = None
         self._active: set[_Progress] = set()
+        self._left: Counter[str] = Counter()  # servers not yet done, by endpoint (`_pressing`)
+        self._to_ask: Counter[str] = Counter()  # ... nor past their export request
+        self.early: dict[str, EarlyPolls] = {}  # by endpoint, while `run` runs
         self._internal_errors = 0
         self.cut_off = False  # the deadline left servers pending
 
@@ -332,11 +341,9 @@ class Sweep:
         # server in flight cost ~700 bytes at thousands of servers (issue 14).
         deadline = now + timeout
         delay = min(schedule.first_delay(now), timeout)
+        early = self.early.get(target.project.endpoint)
         while True:
-            await sleep(self._poll_wait(delay))
-            # Until the fleet's durations are known, wait for them (unless --deadline is near).
-            while (later := schedule.postpone(monotonic())) > 0 and self._poll_wait(later) == later:
-                await sleep(later)
+            await self._until_poll(delay, schedule, early)
             due = monotonic()
             self._polls_due += 1
             try:
@@ -355,6 +362,22 @@ class Sweep:
             if now >= deadline:
                 raise schedule.failure(timeout, now - schedule.started)
             delay = max(0.0, min(schedule.next_delay(status, now), deadline - now))
+
+    async def _until_poll(self, delay: float, schedule: PollSchedule, early: EarlyPolls | None) -> None:
+        """Wait `delay` before a poll, less as --deadline nears; and while the export's end
+        is only guessed, woken sooner for a poll into request budget nobody uses
+        (`collector.sweep.early`)."""
+        while True:
+            wait = self._poll_wait(delay)
+            if early is not None and schedule.guessing:
+                if await early.sleep(wait, schedule.started):
+                    return
+            else:
+                await sleep(wait)
+            # Until the fleet's durations are known, wait for them (unless --deadline is near).
+            delay = schedule.postpone(monotonic())
+            if delay <= 0 or self._poll_wait(delay) != delay:
+                return
 
     def _poll_wait(self, delay: float) -> float:
         """`delay` before a poll, shortened as --deadline nears."""
@@ -380,19 +403,18 @@ class Sweep:
         if first is not None:  # --first: theirs before any other's, each group in its order
             work.sort(key=lambda item: not item[2])
         ends_at = math.inf if self.timebox is None else self.timebox.ends_at
+        self._left = Counter(target.project.endpoint for target in targets)
+        self._to_ask = self._left.copy()
         with anyio.CancelScope(deadline=ends_at) as self._scope:
-            async with anyio.create_task_group() as tasks:
-                for target, result, picked in work:
-                    await self._in_flight.acquire()
-                    await self._room_to_ask(target)
-                    while self._behind() and not self.stopping:
-                        await sleep(QUEUED_CHECK)
-                    if self.stopping or self.auth_error:
-                        self._in_flight.release()
-                        break
-                    self._asking += 1  # until `_asked`
-                    progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight), picked)
-                    progress.task = tasks.start_soon(self._run_one, progress, name=_SERVER_TASK)
+            async with anyio.create_task_group() as beside:
+                for endpoint in self._left:  # one per endpoint, beside the servers' tasks
+                    gateway = self.gateways[endpoint]
+                    pressing = functools.partial(self._pressing, gateway)
+                    early = self.early[endpoint] = EarlyPolls(gateway.limiter, pressing)
+                    beside.start_soon(early.run)
+                async with anyio.create_task_group() as tasks:
+                    await self._fan_out(work, tasks)
+                beside.cancel_scope.cancel()  # every server is done
         ran_out = self.timebox is not None and self.timebox.left() <= 0
         if self._scope.cancelled_caught and ran_out and not self.stopping:  # not a signal's stop
             self.cut_off = True
@@ -402,6 +424,41 @@ class Sweep:
         for result in results:
             result.stopped(why)
         return results
+
+    async def _fan_out(self, work: list[tuple[Target, ServerResult, bool]], tasks: anyio.abc.TaskGroup) -> None:
+        """Start each server's task in turn, under the limits (see the module)."""
+        for target, result, picked in work:
+            await self._in_flight.acquire()
+            await self._room_to_ask(target)
+            while self._behind() and not self.stopping:
+                await sleep(QUEUED_CHECK)
+            if self.stopping or self.auth_error:
+                self._in_flight.release()
+                return
+            self._asking += 1  # until `_asked`
+            progress = _Progress(target, self.events, result, self.waits, _Slot.held(self._in_flight), picked)
+            progress.task = tasks.start_soon(self._run_one, progress, name=_SERVER_TASK)
+
+    def _pressing(self, gateway: Gateway) -> bool:
+        """Does the endpoint's request budget set the run's end, so that budget left unused
+        now is time lost at the end (`collector.sweep.early`)? When the API has refused us
+        (its budget is known: measured between two refusals, any request's, else where it
+        refused the endpoint's limiter), and sending two requests (a poll and a download)
+        for each of its servers still to finish takes at least `PRESSING` of a typical
+        export's time at that budget: completions bunch (with exports of 5-15 s asked over
+        the first few seconds, twice as many end a second at their peak as on average), so
+        the budget binds there well before it binds on average. Not while exports are still
+        to be asked for: they pass their own limiter first (`Gateway.send`), where the
+        endpoint's looks idle, and polls taking its slots held the last of them back by
+        seconds."""
+        if self._to_ask[gateway.endpoint]:
+            return False  # export requests go first: idle budget is what they leave
+        limiter = gateway.limiter
+        budget = limiter.budget or (limiter.learned if limiter.refused else None)
+        typical = self.durations.quantile(0.5)
+        if budget is None or typical is None:
+            return False
+        return 2 * self._left[gateway.endpoint] >= PRESSING * budget * typical
 
     async def _room_to_ask(self, target: Target) -> None:
         """Wait while this server's export request would only queue behind others'.
@@ -438,6 +495,7 @@ class Sweep:
         if progress.asking:
             progress.asking = False
             self._asking -= 1
+            self._to_ask[progress.target.project.endpoint] -= 1
 
     @property
     def unreachable(self) -> str | None:
@@ -520,6 +578,7 @@ class Sweep:
             await progress.enter(Phase.COLLECTED, export_id=result.export_id, size=archive.size, sha256=archive.sha256)
         finally:
             self._asked(progress)
+            self._left[target.project.endpoint] -= 1
             self._active.discard(progress)
             result.finished(time.monotonic() - started)
             if progress.slot is not None:

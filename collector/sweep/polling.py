@@ -131,6 +131,15 @@ class PollSchedule:
     went_backwards: tuple[int, int] | None = field(default=None, init=False)
     last: ExportStatus | None = field(default=None, init=False)
 
+    @property
+    def guessing(self) -> bool:
+        """Is the next poll's moment a guess? Not once a percentage has put the export's end,
+        nor before the first poll of a server whose own exact time an earlier run kept."""
+        if self._end is not None:
+            return False
+        own = self.expected
+        return own is None or not own.exact or self._polls > 0
+
     def first_delay(self, now: float) -> float:
         """How long after `now` to poll first."""
         own = self.expected

@@ -1,0 +1,96 @@
+"""Polls moved into request budget that would otherwise go unused.
+
+Each export's first poll is aimed late (`collector.sweep.polling`): a poll that finds the
+export still running costs a request. But when the API's request budget is what ends the run,
+a second of budget nobody uses is a second added to its end: with 600 servers of 5-15 s at
+100 requests/s, the budget stood idle from the last export request (~7 s) until the first
+aimed polls (~13 s), and then the polls and downloads of exports done long before queued
+behind each other to the end (issue 14). A poll sent into that idle budget costs nothing:
+it finds the export done (downloaded now, not later at the budget's busiest) or running (its
+percentage then says when it ends, so its next poll is the last).
+
+So, for each endpoint, the exports whose end is only guessed wait here, oldest first, and
+whenever the endpoint's rate limiter has a slot that nobody waits for, the oldest is woken to
+poll at once: the likeliest to be done of those not known. Only while the budget binds
+(`pressing`: the API has refused us, and what is left to send takes a good part of an
+export's time at the rate it takes); otherwise idle budget is the normal state of a run whose
+exports, not its requests, set its end (exports of 60-120 s), and polls sent into it would
+only add requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+
+from collector.control.throttle import RateLimiter, Sleep, sleep
+
+
+class EarlyPolls:
+    """The exports of one endpoint waiting to poll with no estimate of their end, oldest
+    first; `run` wakes them into its limiter's spare slots while `pressing()`."""
+
+    IDLE_CHECK = 0.1  # seconds between looks while there is nothing to do
+
+    def __init__(self, limiter: RateLimiter, pressing: Callable[[], bool], *, pause: Sleep = sleep) -> None:
+        self.limiter = limiter
+        self.pressing = pressing
+        self.woken = 0  # polls moved earlier, for the tests and the benchmarks
+        self._sleep = pause
+        # (when the export started, arrival, its waiter): a bare future, as the limiter's waiters
+        self._waiting: list[tuple[float, int, asyncio.Future[bool]]] = []
+        self._arrivals = itertools.count()
+        self._live = 0
+
+    async def sleep(self, seconds: float, started: float) -> bool:
+        """Wait `seconds` before a poll of an export that started at clock time `started`;
+        True if woken sooner, into idle budget."""
+        loop = asyncio.get_running_loop()
+        woken: asyncio.Future[bool] = loop.create_future()
+        timer = loop.call_later(seconds, _settle, woken, False)
+        heapq.heappush(self._waiting, (started, next(self._arrivals), woken))
+        self._live += 1
+        try:
+            return await woken
+        finally:
+            timer.cancel()
+            woken.cancel()  # no-op when settled; else `wake` skips it
+            self._live -= 1
+            if len(self._waiting) > 2 * self._live + 64:  # those woken by their timer, left behind
+                self._waiting = [entry for entry in self._waiting if not entry[2].done()]
+                heapq.heapify(self._waiting)
+
+    def wake(self) -> bool:
+        """Wake the oldest waiting export now; False if none waits."""
+        while self._waiting:
+            woken = heapq.heappop(self._waiting)[2]
+            if not woken.done():
+                woken.set_result(True)
+                self.woken += 1
+                return True
+        return False
+
+    async def run(self) -> None:
+        """Until cancelled: each time the limiter has a slot nobody waits for, while the
+        budget binds, wake the oldest waiting export to take it."""
+        limiter = self.limiter
+        while True:
+            spare = limiter.spare() if self._live else None
+            if not self._live:
+                await self._sleep(self.IDLE_CHECK)
+            elif spare is None:  # others wait for the rate: nothing idle
+                await self._sleep(1.0 / limiter.rate)
+            elif spare > 0:
+                await self._sleep(spare)
+            elif self.pressing() and self.wake():
+                # Its request takes the slot as its task runs; look again at the next one.
+                await self._sleep(1.0 / limiter.rate)
+            else:
+                await self._sleep(self.IDLE_CHECK)
+
+
+def _settle(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
