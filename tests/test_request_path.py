@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import aiohttp
+import anyio
 import pytest
 from _fleet import assert_exact, by_id, sweep
 from _sockets import closed_port, raw_server
@@ -281,10 +282,17 @@ async def test_a_refused_export_slows_exports_only_and_polls_keep_their_rate():
         with pytest.raises(ThrottledError):
             await api.export(sim.server_ids[1])
         assert export_limiter.rate < 100
+        assert limiter.budget is None  # nothing measured yet
         for _ in range(5):
             await api.status(sim.server_ids[0], first.export_id)
         assert limiter.rate >= 100
-    assert sim.count("status") == 5
+        assert sim.count("status") == 5
+        # ... but it witnessed the refusal: if the budget is one for all requests, what got
+        # through since is its measure (issue 14: it was never told, and kept twice the budget)
+        with anyio.move_on_after(1.2):
+            while True:  # a second and more of requests flowing
+                await api.status(sim.server_ids[0], first.export_id)
+        assert limiter.budget is not None and not limiter.refused and limiter.rate >= 100
 
 
 def test_exit_code_4_is_declared():

@@ -638,3 +638,88 @@ def test_a_limiter_idle_from_its_start_resumes_at_its_rate(clock):
     clock.now += 10
     send_all_it_allows(limiter, clock, 1.0)
     assert 95 <= limiter.rate < 96
+
+
+def test_a_refusal_soon_after_another_is_measured_over_the_window_before(clock):
+    """Two refusals a fifth of a second apart: the second is measured from the latest refusal
+    at least a second back, so the cut stops at 0.9 x the 100 that got through, not 0.7 x."""
+    limiter = RateLimiter(120, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)
+    succeed_at(limiter, clock, 100, 2)
+    limiter.rate = 110
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(90, rel=0.01)  # 0.9 x min(110, the 100 that got through)
+    succeed_at(limiter, clock, 100, 0.2)
+    limiter.rate = 105
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(90, rel=0.01)  # the last 2.2 s say 100 a second: not 0.7 x 105
+
+
+def test_a_lull_between_two_refusals_is_left_out_of_the_budget(clock):
+    """Ten seconds with nothing to send between two refusals: counted, they made a budget of
+    100 a second look like 17; the budget is what got through while requests flowed."""
+    limiter = RateLimiter(120, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)
+    succeed_at(limiter, clock, 100, 1.5)
+    clock.now += 10  # nothing to send
+    assert limiter.budget == pytest.approx(100, rel=0.02)  # the lull going on is left out too
+    succeed_at(limiter, clock, 100, 1)
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.learned == pytest.approx(100, rel=0.02)
+
+
+def test_the_budget_is_unknown_until_a_refusal_a_second_back(clock):
+    limiter = RateLimiter(50, clock=clock, sleep=clock.sleep)
+    succeed_at(limiter, clock, 50, 3)
+    assert limiter.budget is None and not limiter.refused  # never refused: nothing measured
+    limiter.throttled(sent_at=clock.now)
+    succeed_at(limiter, clock, 40, 0.5)
+    assert limiter.budget is None  # half a second is too short a window
+    succeed_at(limiter, clock, 40, 1)
+    assert limiter.budget == pytest.approx(40, rel=0.03) and limiter.refused
+
+
+def test_others_refusals_witnessed_measure_the_budget_without_a_cut(clock):
+    """The exports' refusals go to their own limiter; the endpoint's limiter, which passes
+    every request, sees its bucket empty at each: what got through between two is what it
+    learned (it kept twice the budget for the next run before), and its rate stays."""
+    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.witnessed()
+    succeed_at(limiter, clock, 100, 2)
+    limiter.witnessed()
+    assert limiter.rate == pytest.approx(200, rel=0.05)  # no decrease
+    assert not limiter.refused
+    assert limiter.learned == pytest.approx(100, rel=0.01)
+    assert limiter.budget == pytest.approx(100, rel=0.01)
+
+
+def test_refusals_that_later_requests_got_past_are_no_exhaustion(clock):
+    """A bucket at its refill rate refuses one request in a few dozen, each `Retry-After: 1`:
+    three from three servers within two seconds, each followed by requests that got through,
+    pause nobody (each such pause cost a second of the budget). Three with nothing through
+    between them still do."""
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    for server in ("s1", "s2", "s3"):
+        clock.now += 0.3
+        limiter.throttled(retry_after=1, sent_at=clock.now - 0.001, subject=server)
+        sent = clock.now
+        clock.now += 0.01
+        limiter.succeeded(sent_at=sent)  # asked after the refusal, and it got through
+    assert limiter.paused_for == 0
+    for server in ("s4", "s5", "s6"):
+        clock.now += 0.01
+        limiter.throttled(retry_after=1, sent_at=clock.now - 0.001, subject=server)
+    assert limiter.paused_for > 0
+
+
+def test_spare_says_when_a_slot_is_free_and_nobody_waits(clock):
+    limiter = RateLimiter(10, burst_seconds=0.0, clock=clock, sleep=clock.sleep)
+    assert limiter.spare() == 0.0
+    assert limiter.try_acquire() is not None
+    assert limiter.spare() == pytest.approx(0.1)
+    limiter._busy = True  # a caller holds the turn (tested through `acquire` above)
+    assert limiter.spare() is None

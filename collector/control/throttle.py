@@ -168,11 +168,13 @@ class RateLimiter:
 
     (with w_max = rate * (1 + beta) / 2 first when refused below the last w_max: RFC 9438's
     fast convergence; K as RFC 9438 4.2 has it, so the curve starts at the new rate). The
-    floor is BBR's delivery-rate estimate: `delivered` is what got through per second since
-    the latest decrease at least `DELIVERY_SPAN` seconds before this refusal (0 if none). An
-    API's token bucket that refuses us is empty at each refusal, so what got through between
-    two is its refill rate, its budget, and a cut far below it (to 0.7 of the rate) would
-    cost seconds of climbing back for nothing. And on each success, t seconds after that 429:
+    floor is BBR's delivery-rate estimate: `delivered` is what got through per second of
+    requests flowing since the latest refusal at least `DELIVERY_SPAN` such seconds before this
+    one (0 if none; see `_delivered_rate`), any request's refusal: the exports' limiter's too,
+    which this one `witnessed`. An API's token bucket that refuses us is empty at each
+    refusal, so what got through between two is its refill rate, its budget (`budget`), and a
+    cut far below it (to 0.7 of the rate) would cost seconds of climbing back for nothing.
+    And on each success, t seconds after that 429:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 

@@ -370,7 +370,7 @@ class Sweep:
         while True:
             wait = self._poll_wait(delay)
             if early is not None and schedule.guessing:
-                if await early.sleep(wait, schedule.started):
+                if await early.sleep(wait):
                     return
             else:
                 await sleep(wait)

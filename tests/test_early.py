@@ -1,0 +1,132 @@
+"""Polls moved into request budget nobody uses (collector.sweep.early): who is woken, when not."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import aiohttp
+import anyio
+import pytest
+
+from collector.config.inventory import load_inventory
+from collector.control.throttle import RateLimiter
+from collector.destinations.local import LocalDestination
+from collector.simulator import SimConfig, Simulator
+from collector.sweep.early import EarlyPolls
+from collector.sweep.pipeline import Sweep
+
+pytestmark = pytest.mark.anyio
+
+LONG = 30.0  # a wait no test sits out: only a wake ends it in time
+
+
+async def wait_for(condition, seconds: float = 5.0) -> None:
+    with anyio.fail_after(seconds):
+        while not condition():
+            await anyio.sleep(0.005)
+
+
+async def test_the_export_waiting_longest_is_woken_first_into_spare_slots():
+    early = EarlyPolls(RateLimiter(100), pressing=lambda: True)
+    order: list[str] = []
+
+    async def export(name: str) -> None:
+        assert await early.sleep(LONG)  # woken, not timed out
+        order.append(name)
+
+    async with anyio.create_task_group() as tasks:
+        for count, name in enumerate(("oldest", "middle", "young"), start=1):
+            tasks.start_soon(export, name)
+            await wait_for(lambda count=count: early.waiting == count)  # each begins waiting in turn
+        tasks.start_soon(early.run)
+        await wait_for(lambda: len(order) == 3)
+        tasks.cancel_scope.cancel()
+    assert order == ["oldest", "middle", "young"]
+    assert early.woken == 3 and early.waiting == 0
+
+
+async def test_nobody_is_woken_while_the_budget_does_not_bind():
+    """Exports of 60-120 s leave the budget idle most of the run: polls moved into it would
+    only add requests (issue 14's long exports: at most 3.5 a server)."""
+    early = EarlyPolls(RateLimiter(100), pressing=lambda: False)
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(early.run)
+        assert await early.sleep(0.3) is False  # its own time came
+        tasks.cancel_scope.cancel()
+    assert early.woken == 0
+
+
+async def test_nobody_is_woken_while_others_wait_for_the_rate():
+    limiter = RateLimiter(5, burst_seconds=0.0)
+    early = EarlyPolls(limiter, pressing=lambda: True)
+    woken: list[bool] = []
+
+    async def queue_forever() -> None:
+        while True:
+            await limiter.acquire()  # a download's or an export's turn: always someone waiting
+
+    async def export() -> None:
+        woken.append(await early.sleep(0.5))
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(queue_forever)
+        tasks.start_soon(queue_forever)
+        await anyio.sleep(0.05)
+        tasks.start_soon(early.run)
+        await export()
+        tasks.cancel_scope.cancel()
+    assert woken == [False] and early.woken == 0
+
+
+async def test_a_cancelled_wait_is_never_woken_and_the_next_one_is():
+    early = EarlyPolls(RateLimiter(100), pressing=lambda: True)
+    woken: list[str] = []
+
+    async def export(name: str) -> None:
+        if await early.sleep(LONG):
+            woken.append(name)
+
+    gone = anyio.CancelScope()
+
+    async def cancelled() -> None:
+        with gone:
+            await export("cancelled")
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(cancelled)
+        await wait_for(lambda: early.waiting == 1)
+        tasks.start_soon(export, "kept")
+        await wait_for(lambda: early.waiting == 2)
+        gone.cancel()
+        await wait_for(lambda: early.waiting == 1)
+        assert early.wake() is True
+        await wait_for(lambda: woken == ["kept"])
+        assert early.wake() is False  # nobody left
+    assert early.woken == 1
+
+
+async def test_waits_that_ended_by_their_time_leave_nothing_behind():
+    """Most waits end by their own timer (no spare budget): 5,000 servers hold only those
+    waiting now."""
+    early = EarlyPolls(RateLimiter(100), pressing=lambda: False)
+    for _ in range(300):
+        assert await early.sleep(0.0) is False
+    assert early.waiting == 0
+
+
+async def test_a_fleet_whose_budget_binds_polls_into_the_idle_budget_and_collects_all(tmp_path, fast_settings):
+    """60 servers against an API of 30 requests/s: once the exports are asked for (and the
+    API has refused some), the exports waiting for their aimed first poll are polled into the
+    budget their wait left idle, oldest first; each is collected exactly once."""
+    config = SimConfig(servers=60, export_seconds=(1.5, 3.0), archive_bytes=(4096, 8192), rate_limit=30, seed=21)
+    settings = dataclasses.replace(fast_settings, rate=20, poll_interval=1.0, poll_max=10.0)
+    async with Simulator(config) as sim, aiohttp.ClientSession() as session:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        sweep = Sweep(load_inventory(tmp_path / "inventory.yaml"), settings, LocalDestination(tmp_path), session)
+        results = await sweep.run()
+        assert all(r.state == "collected" for r in results)
+        assert sim.count(status=429) > 0  # the budget was met
+        (early,) = sweep.early.values()
+        assert early.woken > 0
+        assert early.waiting == 0
+        assert sim.count("download", status=200) == 60  # each collected exactly once
