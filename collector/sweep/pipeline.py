@@ -343,7 +343,10 @@ class Sweep:
         delay = min(schedule.first_delay(now), timeout)
         early = self.early.get(target.project.endpoint)
         while True:
-            await self._until_poll(delay, schedule, early)
+            woken = await self._poll_wait(delay, schedule, early)
+            # Until the fleet's durations are known, wait for them (unless --deadline is near).
+            while not woken and (later := schedule.postpone(monotonic())) > 0 and self._shortened(later) == later:
+                woken = await self._poll_wait(later, schedule, early)
             due = monotonic()
             self._polls_due += 1
             try:
@@ -363,23 +366,17 @@ class Sweep:
                 raise schedule.failure(timeout, now - schedule.started)
             delay = max(0.0, min(schedule.next_delay(status, now), deadline - now))
 
-    async def _until_poll(self, delay: float, schedule: PollSchedule, early: EarlyPolls | None) -> None:
-        """Wait `delay` before a poll, less as --deadline nears; and while the export's end
-        is only guessed, woken sooner for a poll into request budget nobody uses
+    def _poll_wait(self, delay: float, schedule: PollSchedule, early: EarlyPolls | None) -> Awaitable[bool | None]:
+        """The wait of `delay` before a poll, to await (no coroutine of its own: one frame
+        per waiting export): shorter as --deadline nears; and while the export's end is only
+        guessed, woken sooner (True) for a poll into request budget nobody uses
         (`collector.sweep.early`)."""
-        while True:
-            wait = self._poll_wait(delay)
-            if early is not None and schedule.guessing:
-                if await early.sleep(wait):
-                    return
-            else:
-                await sleep(wait)
-            # Until the fleet's durations are known, wait for them (unless --deadline is near).
-            delay = schedule.postpone(monotonic())
-            if delay <= 0 or self._poll_wait(delay) != delay:
-                return
+        wait = self._shortened(delay)
+        if early is not None and schedule.guessing:
+            return early.sleep(wait)
+        return sleep(wait)
 
-    def _poll_wait(self, delay: float) -> float:
+    def _shortened(self, delay: float) -> float:
         """`delay` before a poll, shortened as --deadline nears."""
         return delay if self.timebox is None else self.timebox.poll_delay(delay)
 
