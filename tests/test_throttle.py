@@ -681,19 +681,24 @@ def test_the_budget_is_unknown_until_a_refusal_a_second_back(clock):
     assert limiter.budget == pytest.approx(40, rel=0.03) and limiter.refused
 
 
-def test_others_refusals_witnessed_measure_the_budget_without_a_cut(clock):
+def test_others_refusals_witnessed_measure_the_budget_and_cap_the_rate_there(clock):
     """The exports' refusals go to their own limiter; the endpoint's limiter, which passes
     every request, sees its bucket empty at each: what got through between two is what it
-    learned (it kept twice the budget for the next run before), and its rate stays."""
-    limiter = RateLimiter(200, clock=clock, sleep=clock.sleep)
-    limiter.starting = False
+    learned (it kept twice the budget for the next run before), and it keeps no rate above
+    that (its polls went out at twice the budget, into a burst of refusals). One refusal
+    alone measures nothing and changes nothing."""
+    limiter = RateLimiter(400, clock=clock, sleep=clock.sleep)
+    succeed_at(limiter, clock, 100, 0.5)
     limiter.witnessed()
+    assert limiter.rate > 150 and limiter.starting  # nothing measured yet
     succeed_at(limiter, clock, 100, 2)
     limiter.witnessed()
-    assert limiter.rate == pytest.approx(200, rel=0.05)  # no decrease
-    assert not limiter.refused
+    assert limiter.rate == pytest.approx(100, rel=0.01) and not limiter.starting
+    assert not limiter.refused  # no refusal of its own
     assert limiter.learned == pytest.approx(100, rel=0.01)
     assert limiter.budget == pytest.approx(100, rel=0.01)
+    succeed_at(limiter, clock, 100, 1)
+    assert limiter.rate > 100  # and probes on from there
 
 
 def test_refusals_that_later_requests_got_past_are_no_exhaustion(clock):

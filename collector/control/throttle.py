@@ -384,13 +384,20 @@ class RateLimiter:
     def witnessed(self) -> None:
         """The endpoint refused a request (this limiter's, or another's that shares its
         budget: an export's, see `Gateway.send`): its bucket was empty then, the end of one
-        window of `_delivered_rate` and the start of the next. The rate does not change; what
-        got through in the window it ends is what the limiter `learned` (it may never be refused
-        itself: the exports' refusals went to their own limiter, and the rate it reached past
-        them was kept for the next run's start, twice the budget: issue 14)."""
+        window of `_delivered_rate` and the start of the next. What got through in the window
+        it ends is what the limiter `learned` (it may never be refused itself: the exports'
+        refusals went to their own limiter, and the rate it reached past them was kept for the
+        next run's start, twice the budget: issue 14), and no rate above it is kept: the
+        curve starts again from there (the polls after the exports otherwise went out at
+        twice the budget, into a burst of refusals)."""
         now = self._clock()
         if delivered := self._delivered_rate(now):
             self._learned, self._measured = delivered, True
+            if self.rate > delivered:
+                self.starting = False  # its purpose, finding the budget, is served
+                self.measured.bucket = _MeasuredRate.BUCKET
+                self.rate = self._w_max = max(self.min_rate, delivered)
+                self._k, self._epoch = 0.0, now
         self._decreases.append((now, self._got_through, self._lulls))
 
     @property
@@ -402,24 +409,28 @@ class RateLimiter:
         return self._delivered_rate(self._clock()) or None
 
     def _delivered_rate(self, now: float) -> float:
-        """What got through per second of requests flowing since the latest refusal at least
-        `DELIVERY_SPAN` such seconds ago (`witnessed`); 0 if there is none. A refusal says the
-        API's bucket is empty, so between two refusals all that got through was its refill:
-        its budget. Lulls are left out of the seconds (the bucket filled to its brim and
-        wasted the rest: counted, they made a budget of 100 look like 40); the brim's burst
-        after one is in the count, an over-estimate of at most the bucket over the window,
-        which the next refusal corrects. Not only since the last decrease: two refusals a fifth
-        of a second apart (the rate cut just above the budget, then a step of the climb) left
-        the second none to measure, and the rate was cut to 0.7 of it, 25 % below the budget,
-        for seconds (issue 14). Never over less than `DELIVERY_SPAN`: an API that counts per
-        fixed second lets a whole second's budget through in a moment."""
+        """What got through per second of requests flowing since one of the latest refusals
+        (`witnessed`) at least `DELIVERY_SPAN` such seconds ago, the most of those windows;
+        0 if there is none. A refusal says the API's bucket is empty, so between two refusals
+        all that got through was its refill: its budget. Lulls are left out of the seconds
+        (the bucket filled to its brim and wasted the rest: counted, they made a budget of
+        100 look like 40); the brim's burst after one is in the count, an over-estimate of at
+        most the bucket over the window, which the next refusals correct. A window with less to
+        send than the budget, though not a lull, under-counts it (a second of a few polls made
+        a budget of 100 look like 60, and the rate climbed back from 54 for seconds): hence the
+        most of the windows. Not only since the last decrease: two refusals a fifth of a second
+        apart (the rate cut just above the budget, then a step of the climb) left the second
+        none to measure, and the rate was cut to 0.7 of it, 25 % below the budget, for seconds
+        (issue 14). Never over less than `DELIVERY_SPAN`: an API that counts per fixed second
+        lets a whole second's budget through in a moment."""
         idle = now - self.measured.last  # a lull going on, not yet in `_lulls`
         lulls = self._lulls + (idle if idle >= _MeasuredRate.IDLE else 0.0)
-        for when, got_through, lulls_then in reversed(self._decreases):
+        best = 0.0
+        for when, got_through, lulls_then in self._decreases:
             span = now - when - (lulls - lulls_then)
             if span >= self.DELIVERY_SPAN:
-                return (self._got_through - got_through) / span
-        return 0.0
+                best = max(best, (self._got_through - got_through) / span)
+        return best
 
     def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
         refusals = self._refusals
