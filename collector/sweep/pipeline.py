@@ -15,6 +15,8 @@ Limits, all shared by the whole run:
 - `downloads`: archive transfers at a time.
 - `rate`: where each endpoint's adaptive `RateLimiter` starts; export POSTs also pass a
   second one of their own, so an API that caps running exports slows only exports.
+- the request budget, while it binds: polls are moved into what nobody uses of it
+  (`collector.sweep.early`, one per endpoint beside the servers' tasks).
 """
 
 from __future__ import annotations
@@ -452,10 +454,10 @@ class Sweep:
             return False  # export requests go first: idle budget is what they leave
         limiter = gateway.limiter
         budget = limiter.budget or (limiter.learned if limiter.refused else None)
+        if budget is None:
+            return False  # never refused: no budget binds (an API without a limit, say)
         typical = self.durations.quantile(0.5)
-        if budget is None or typical is None:
-            return False
-        return 2 * self._left[gateway.endpoint] >= PRESSING * budget * typical
+        return typical is not None and 2 * self._left[gateway.endpoint] >= PRESSING * budget * typical
 
     async def _room_to_ask(self, target: Target) -> None:
         """Wait while this server's export request would only queue behind others'.

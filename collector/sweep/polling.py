@@ -20,7 +20,10 @@ limit, every poll that finds an export still running delays the whole fleet. So:
 
 Polling a little late costs that one server a few seconds; polling early costs a request
 for everyone. The makespan of a sweep is set by its slowest exports and its request budget,
-so we lean late.
+so we lean late; except into budget nobody uses, while the budget binds: then the export
+whose end is only guessed and which has waited longest is polled at once
+(`collector.sweep.early`, `guessing`), and if it is still running its percentage says when
+it ends.
 
 Also tracks what the failure reason should say if an export never completes: stuck at a
 percentage, went backwards, or a status we do not understand.

@@ -1,0 +1,139 @@
+"""What a collector that knew everything could reach on the fleet `sweep.py` measures.
+
+`sweep.py`'s lower bound takes the largest of its terms (the slowest export; 3 requests a
+server at the API's rate, less its bucket): each alone is reachable, together they are not,
+because a server's poll and download cannot go before its export ends. This script schedules
+the benchmark's own fleet (the simulator's profiles for `--servers` and `--seed`) with
+knowledge no collector has, and prints the makespan it reaches:
+
+- every export's time is known, so each is polled once, at the moment it ends, and
+  downloaded at once after (three requests a server, no poll wasted, no poll late);
+- requests are sent at the API's token bucket exactly (refill `--rate-limit` a second,
+  `max(1, rate)` tokens, full at the start, as the simulator's gateway), each answered at
+  once; a download goes before an export request, which goes before a poll;
+- the exports are asked for in inventory order (a first run: nothing is known of any server
+  yet) or, for a second run, in the best order found: the inventory's, the slowest first,
+  the long first by their latest start (`collector.sweep.plan` with the rate known), and a
+  hill-climb from the best of those (swaps kept while the makespan does not grow).
+
+So it bounds from below what a first run in inventory order can reach (its polls cannot be
+better than at each export's end, nor its requests faster than the bucket), and says how far
+the second run's ordering can go by the orders tried (an upper bound on the best order, not
+a proof of it). One JSON line per case:
+
+    python benchmarks/ideal.py --servers 300 600 --export-seconds 5-15 --rate-limit 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import heapq
+import random
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import SimConfig, emit, parse_range  # noqa: E402
+
+from collector.simulator.fleet import Fleet  # noqa: E402
+
+
+def makespan(order: Sequence[int], durations: Sequence[float], rate: float) -> float:
+    """When the last download is sent, with every export polled exactly at its end."""
+    capacity = max(1.0, rate)
+    t, tokens = 0.0, capacity
+    asked = 0
+    ends: list[float] = []  # exports running: when each ends (its poll is due then)
+    downloads = 0  # polled, to download now
+    last = 0.0
+    while asked < len(order) or ends or downloads:
+        if not (downloads or asked < len(order) or ends[0] <= t):
+            tokens = min(capacity, tokens + (ends[0] - t) * rate)  # nothing to send until then
+            t = ends[0]
+            continue
+        if tokens < 1.0:
+            t += (1.0 - tokens) / rate
+            tokens = 1.0
+            continue  # more may be due by then
+        tokens -= 1.0
+        if downloads:  # a download, then an export request, then a poll
+            downloads -= 1
+            last = t
+        elif asked < len(order):
+            heapq.heappush(ends, t + durations[order[asked]])
+            asked += 1
+        else:
+            heapq.heappop(ends)
+            downloads += 1
+    return last
+
+
+def long_first(durations: Sequence[float], rate: float) -> list[int]:
+    """`collector.sweep.plan.asking_order` with the rate known: the exports longer than the
+    latest start allows (slowest less the time to ask for all), slowest first; then the rest."""
+    n = len(durations)
+    slowest = max(durations)
+    urgent = max(slowest, 3 * n / rate) - n / rate
+    first = sorted((i for i in range(n) if durations[i] > urgent), key=lambda i: -durations[i])
+    return first + [i for i in range(n) if durations[i] <= urgent]
+
+
+def hill_climb(order: list[int], durations: Sequence[float], rate: float, tries: int, seed: int) -> tuple[float, list[int]]:
+    best, order = makespan(order, durations, rate), list(order)
+    rnd = random.Random(seed)
+    for _ in range(tries):
+        i, j = rnd.randrange(len(order)), rnd.randrange(len(order))
+        order[i], order[j] = order[j], order[i]
+        got = makespan(order, durations, rate)
+        if got <= best:
+            best = got
+        else:
+            order[i], order[j] = order[j], order[i]
+    return best, order
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--servers", type=int, nargs="+", default=[300, 600])
+    parser.add_argument("--export-seconds", default="5-15", metavar="LO-HI")
+    parser.add_argument("--rate-limit", type=float, default=100.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tries", type=int, default=3000, help="hill-climb swaps for the second run's order")
+    args = parser.parse_args()
+    for servers in args.servers:
+        config = SimConfig(servers=servers, seed=args.seed, export_seconds=parse_range(args.export_seconds))
+        durations = [p.export_seconds for p in Fleet(config).profiles]
+        rate = args.rate_limit
+        bound = max(max(durations), (3 * servers - max(1.0, rate)) / rate)  # sweep.py's, less a round trip
+        inventory = list(range(servers))
+        orders = {
+            "inventory": inventory,
+            "slowest_first": sorted(inventory, key=lambda i: -durations[i]),
+            "long_first": long_first(durations, rate),
+        }
+        second = {name: makespan(order, durations, rate) for name, order in orders.items()}
+        start = min(second, key=second.get)
+        climbed, _ = hill_climb(orders[start], durations, rate, args.tries, args.seed)
+        emit(
+            {
+                "bench": "ideal",
+                "servers": servers,
+                "export_seconds": list(config.export_seconds),
+                "rate_limit": rate,
+                "seed": args.seed,
+                "bound_s": round(bound, 3),
+                "first_run_s": round(second["inventory"], 3),
+                "first_run_ratio": round(second["inventory"] / bound, 3),
+                "second_run_by_order_s": {name: round(s, 3) for name, s in second.items()},
+                "second_run_best_s": round(climbed, 3),
+                "second_run_best_ratio": round(climbed / bound, 3),
+                "hill_climb": {"from": start, "tries": args.tries},
+            }
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
