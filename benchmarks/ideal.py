@@ -31,13 +31,10 @@ import heapq
 import random
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import SimConfig, emit, parse_range
 
-from _common import SimConfig, emit, parse_range  # noqa: E402
-
-from collector.simulator.fleet import Fleet  # noqa: E402
+from collector.simulator.fleet import Fleet
 
 
 def makespan(order: Sequence[int], durations: Sequence[float], rate: float) -> float:
@@ -80,7 +77,9 @@ def long_first(durations: Sequence[float], rate: float) -> list[int]:
     return first + [i for i in range(n) if durations[i] <= urgent]
 
 
-def hill_climb(order: list[int], durations: Sequence[float], rate: float, tries: int, seed: int) -> tuple[float, list[int]]:
+def hill_climb(
+    order: list[int], durations: Sequence[float], rate: float, tries: int, seed: int
+) -> tuple[float, list[int]]:
     best, order = makespan(order, durations, rate), list(order)
     rnd = random.Random(seed)
     for _ in range(tries):
@@ -106,7 +105,7 @@ def main() -> int:
         config = SimConfig(servers=servers, seed=args.seed, export_seconds=parse_range(args.export_seconds))
         durations = [p.export_seconds for p in Fleet(config).profiles]
         rate = args.rate_limit
-        bound = max(max(durations), (3 * servers - max(1.0, rate)) / rate)  # sweep.py's, less a round trip
+        bound = max(*durations, (3 * servers - max(1.0, rate)) / rate)  # sweep.py's, less a round trip
         inventory = list(range(servers))
         orders = {
             "inventory": inventory,

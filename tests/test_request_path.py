@@ -4,6 +4,7 @@ redirects that make no sense, and the export limiter. Real loopback sockets thro
 from __future__ import annotations
 
 import asyncio
+import types
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from test_faults import CONTENT, PROJECT, SERVER, api_client, plain_session, raw
 
 from collector.auth import StaticToken
 from collector.clouddc.api import MAX_REDIRECTS, CloudDC
+from collector.clouddc.gateway import Gateway
 from collector.control.endpoint import EndpointHealth
 from collector.control.throttle import RateLimiter, RetryPolicy
 from collector.destinations.base import archive_name
@@ -293,6 +295,23 @@ async def test_a_refused_export_slows_exports_only_and_polls_keep_their_rate():
             while True:  # a second and more of requests flowing
                 await api.status(sim.server_ids[0], first.export_id)
         assert limiter.budget is not None and not limiter.refused and limiter.rate >= 100
+
+
+def test_the_rate_kept_for_the_next_run_is_the_limiter_that_met_the_budget():
+    """Only the exports' limiter was refused (a short run's one wave at start-up): the
+    endpoint's limiter knows only where the run's demand took it, its tail's trickle (the next
+    run started at 25 req/s against a budget of 100); the exports' limiter knows better."""
+    clock_now = [1000.0]
+    limiter = RateLimiter(30, clock=lambda: clock_now[0])
+    exports = RateLimiter(300, clock=lambda: clock_now[0])
+    session = types.SimpleNamespace(timeout=aiohttp.ClientTimeout(total=60))  # no request is made
+    gateway = Gateway(session, "https://api.example", limiter=limiter, export_limiter=exports, policy=RetryPolicy())
+    assert gateway.learned == 30  # nothing met: where it got to, as before
+    exports.throttled(sent_at=clock_now[0])
+    assert exports.knows and not limiter.knows
+    assert gateway.learned == exports.learned == 150  # start-up's refusal: the round before
+    limiter.throttled(sent_at=clock_now[0])
+    assert gateway.learned == limiter.learned == 15  # once it met the budget itself, its own
 
 
 def test_exit_code_4_is_declared():

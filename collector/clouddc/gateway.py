@@ -241,6 +241,17 @@ class Gateway:
                     self.limiter.succeeded(sent_at=sent_at)
                 return result
 
+    @property
+    def learned(self) -> float:
+        """The rate this endpoint was found to take, for the next run's start: its limiter's
+        (`RateLimiter.learned`), unless only the exports' limiter ever met the budget: the
+        endpoint's then knows only where this run's demand took it (a run's tail asks little:
+        the next run started at 25 req/s against a budget of 100, issue 14)."""
+        exports = self.export_limiter
+        if not self.limiter.knows and exports is not None and exports.knows:
+            return exports.learned
+        return self.limiter.learned
+
     def _throttled(self, governor: RateLimiter, retry_after: float | None, sent_at: float, subject: str) -> None:
         """A request refused as too many slows its governor. An export's slows exports only
         (an API may cap running exports apart from its request rate), but the endpoint's

@@ -454,7 +454,13 @@ class RateLimiter:
         last refused, if it ever was (it climbs past that while probing; for start-up's
         refusal, the round before, the last that got through whole), else what got through
         between two refusals of others' requests (`witnessed`), else where it got to."""
-        return self._learned if self._measured or self._last_decrease > -math.inf else self.rate
+        return self._learned if self.knows else self.rate
+
+    @property
+    def knows(self) -> bool:
+        """Has it met the API's budget (refused, or measured between refusals it witnessed),
+        so that `learned` is more than where the demand took it?"""
+        return self._measured or self.refused
 
     @property
     def refused(self) -> bool:

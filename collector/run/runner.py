@@ -198,7 +198,7 @@ async def run_sweep(
                 metrics.finish(int(exit_code(outcome)), outcome.duration_s)
             exporters.cancel_scope.cancel()  # the file's last write holds the exit code
         if learn and outcome.requests:
-            learned = {gateway.endpoint: gateway.limiter.learned for gateway in gateways}
+            learned = {gateway.endpoint: gateway.learned for gateway in gateways}
             servers = _export_times(outcome.results, inventory)
             remember(learned_in, learned, durations=durations.summary(), servers=servers)
         if metrics is not None and settings.pushgateway:
