@@ -5,9 +5,11 @@ export still running costs a request. But when the API's request budget is what 
 a second of budget nobody uses is a second added to its end: with 600 servers of 5-15 s at
 100 requests/s, the budget stood idle from the last export request (~7 s) until the first
 aimed polls (~13 s), and then the polls and downloads of exports done long before queued
-behind each other to the end (issue 14). A poll sent into that idle budget costs nothing:
-it finds the export done (downloaded now, not later at the budget's busiest) or running (its
-percentage then says when it ends, so its next poll is the last).
+behind each other to the end (issue 14). A poll sent into that idle budget costs little (an
+API's bucket keeps only a second or so of what goes unused): it finds the export done
+(downloaded now, not later at the budget's busiest) or running (its percentage then says
+when it ends, so its next poll is the last). Most find it running, at 600 servers: 3.6
+requests a server against 3.1, still 3 s sooner.
 
 So, for each endpoint, the exports whose end is only guessed wait here, oldest first, and
 whenever the endpoint's rate limiter has a slot that nobody waits for, the oldest is woken to
