@@ -261,7 +261,7 @@ class RateLimiter:
         self._measured = False  # `_learned` is what got through between refusals it witnessed
         self._lulls = 0.0  # seconds of lulls in all (see `_MeasuredRate`)
         # (when, successes, lulls by then) at the latest refusals: the windows of `_delivered_rate`
-        self._decreases: deque[tuple[float, int, float]] = deque(maxlen=8)
+        self._refusal_marks: deque[tuple[float, int, float]] = deque(maxlen=8)
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
@@ -316,11 +316,16 @@ class RateLimiter:
         if self._busy:
             return None
         now = self._clock()
-        return max(0.0, max(self._next_slot, now - self.burst_seconds, self._paused_until) - now)
+        return max(0.0, self._free_slot(now) - now)
+
+    def _free_slot(self, now: float) -> float:
+        """When the next slot comes free: after the last one taken, at most `burst_seconds`
+        of unused rate back, and not during a fleet-wide pause."""
+        return max(self._next_slot, now - self.burst_seconds, self._paused_until)
 
     def _take_slot(self, now: float) -> float:
         """Take the next slot if it is due (0.0); else the seconds until it is, taking nothing."""
-        slot = max(self._next_slot, now - self.burst_seconds, self._paused_until)
+        slot = self._free_slot(now)
         if slot <= now:
             self._next_slot = slot + 1.0 / self.rate
             return 0.0
@@ -375,7 +380,7 @@ class RateLimiter:
             self._w_max = max(self._w_max, self.rate)
             self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
-        self._decreases.append((now, self._got_through, self._lulls))
+        self._refusal_marks.append((now, self._got_through, self._lulls))
         self._delivered = False
         # Until something gets through, refusals within a grace of this decrease (or of the
         # end of a fleet-wide pause) are this event. A hold armed before it is over.
@@ -398,7 +403,7 @@ class RateLimiter:
                 self.measured.bucket = _MeasuredRate.BUCKET
                 self.rate = self._w_max = max(self.min_rate, delivered)
                 self._k, self._epoch = 0.0, now
-        self._decreases.append((now, self._got_through, self._lulls))
+        self._refusal_marks.append((now, self._got_through, self._lulls))
 
     @property
     def budget(self) -> float | None:
@@ -426,7 +431,7 @@ class RateLimiter:
         idle = now - self.measured.last  # a lull going on, not yet in `_lulls`
         lulls = self._lulls + (idle if idle >= _MeasuredRate.IDLE else 0.0)
         best = 0.0
-        for when, got_through, lulls_then in self._decreases:
+        for when, got_through, lulls_then in self._refusal_marks:
             span = now - when - (lulls - lulls_then)
             if span >= self.DELIVERY_SPAN:
                 best = max(best, (self._got_through - got_through) / span)

@@ -78,10 +78,11 @@ class EarlyPolls:
         budget binds, wake the oldest waiting export to take it."""
         limiter = self.limiter
         while True:
-            spare = limiter.spare() if self._waiting else None
             if not self._waiting:
                 await self._sleep(self.IDLE_CHECK)
-            elif spare is None:  # others wait for the rate: nothing idle
+                continue
+            spare = limiter.spare()
+            if spare is None:  # others wait for the rate: nothing idle
                 await self._sleep(1.0 / limiter.rate)
             elif spare > 0:
                 await self._sleep(spare)
