@@ -181,6 +181,12 @@ async def test_a_misspelt_option_gets_the_commands_usage_and_the_option_meant(tm
     assert stderr.startswith("usage: collector run ") and "--concurency: did you mean --concurrency?" in stderr
 
 
+async def test_an_inventory_given_without_its_option_gets_the_option_named(tmp_path):
+    code, _, stderr = await collector("run", "fleet.yaml", "-o", str(tmp_path / "out"))
+    assert code == ExitCode.USAGE
+    assert "fleet.yaml: an inventory is given as -i fleet.yaml" in stderr, stderr
+
+
 async def test_a_shard_past_the_last_is_one_line_and_the_start_line_names_the_shard(tmp_path):
     async with Simulator(SimConfig(servers=4, seed=12, **SMALL)) as sim:
         inventory = sim.write_inventory(tmp_path / "inventory.yaml")

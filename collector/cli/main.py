@@ -404,7 +404,8 @@ _COMMANDS = {
 
 
 def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> None:
-    """Exit 2 with the subcommand's usage and, for a misspelt option, the one meant."""
+    """Exit 2 with the subcommand's usage and, for a misspelt option, the one meant (for an
+    inventory given bare, the option it needs)."""
     sub = _subparsers(parser).get(command, parser)
     known = [option for action in sub._actions for option in action.option_strings if option.startswith("--")]
     hints = []
@@ -413,6 +414,8 @@ def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str
             close = difflib.get_close_matches(word.split("=", 1)[0], known, n=1)
             if close:
                 hints.append(f"{word}: did you mean {close[0]}?")
+        elif "--inventory" in known and word.endswith((".yaml", ".yml")):
+            hints.append(f"{word}: an inventory is given as -i {word}")
     message = f"unrecognized arguments: {' '.join(extra)}"
     sub.error("; ".join([message, *hints]))
 
