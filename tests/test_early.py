@@ -45,6 +45,32 @@ async def test_the_export_waiting_longest_is_woken_first_into_spare_slots():
     assert early.woken == 3 and early.waiting == 0
 
 
+async def test_an_export_waiting_again_is_woken_before_those_asked_for_after_it():
+    """A wait re-armed (its first ran out before the fleet's durations were known) belongs to
+    an export asked for before any still in a first wait: woken first (at 600 servers, most
+    early polls found exports a few seconds old, none done, while those asked first waited)."""
+    early = EarlyPolls(RateLimiter(100), pressing=lambda: True)
+    order: list[str] = []
+
+    async def export(name: str, first: float) -> None:
+        woken = await early.sleep(first)
+        if not woken:  # its first wait ran out: postponed, as the pipeline does
+            woken = await early.sleep(LONG, again=True)
+        assert woken
+        order.append(name)
+
+    async with anyio.create_task_group() as tasks:
+        tasks.start_soon(export, "asked first", 0.05)
+        await wait_for(lambda: early.waiting == 1)
+        tasks.start_soon(export, "asked next", LONG)
+        await wait_for(lambda: early.waiting == 2)
+        await anyio.sleep(0.15)  # the first one's first wait runs out; it waits again
+        tasks.start_soon(early.run)
+        await wait_for(lambda: len(order) == 2)
+        tasks.cancel_scope.cancel()
+    assert order == ["asked first", "asked next"]
+
+
 async def test_nobody_is_woken_while_the_budget_does_not_bind():
     """Exports of 60-120 s leave the budget idle most of the run: polls moved into it would
     only add requests (issue 14's long exports: at most 3.5 a server)."""

@@ -210,9 +210,18 @@ async def test_a_fleet_wide_pause_is_at_most_a_minute_at_a_time(clock):
     assert 1000 + 60 <= clock.now < 1000 + 61
 
 
+def saturated(limiter):
+    """A request takes its slot, and the next caller is already waiting for its own: the rate
+    is what holds them back (else it is not in use, and its curve waits)."""
+    limiter.try_acquire()
+    limiter.try_acquire()
+
+
 def succeed_at(limiter, clock, per_second, seconds):
+    """`per_second` requests asked for (each asks the limiter for its slot) and got through."""
     for _ in range(int(per_second * seconds)):
         clock.now += 1 / per_second
+        limiter.try_acquire()
         limiter.succeeded()
 
 
@@ -248,8 +257,8 @@ def test_after_a_429_cubic_returns_to_the_last_good_rate_then_probes_beyond(cloc
     assert 0.7 * w_max < limiter.rate < w_max
     succeed_at(limiter, clock, 100, k / 2)
     assert limiter.rate == pytest.approx(w_max, abs=1)
-    succeed_at(limiter, clock, 100, 3)
-    assert limiter.rate == pytest.approx(0.4 * 27 + w_max, abs=2)
+    send_all_it_allows(limiter, clock, 3)  # probing beyond takes more to send than it allows
+    assert w_max + 1 < limiter.rate <= 0.4 * 27 + w_max + 2  # the curve, from when demand filled it
 
 
 def test_a_decrease_stops_at_what_was_measured_getting_through(clock):
@@ -428,6 +437,7 @@ def test_a_slow_start_whose_first_answer_comes_late_still_climbs(clock):
     limiter = RateLimiter(2.5, clock=clock, sleep=clock.sleep)
     clock.now += 0.6
     for _ in range(600):
+        saturated(limiter)
         limiter.succeeded()
         clock.now += 1 / limiter.rate
     assert limiter.rate > 10
@@ -462,6 +472,7 @@ def test_from_any_history_the_rate_recovers_once_requests_get_through(start, eve
     deadline = clock.now + 120
     while clock.now < deadline and limiter.rate < 50:
         clock.now += 1 / limiter.rate
+        saturated(limiter)
         limiter.succeeded()
     assert limiter.rate >= 50, limiter.rate
 
@@ -497,6 +508,7 @@ def against_a_token_bucket(limiter, clock, *, budget, burst, latency, seconds):
         clock.now = max(next_send, clock.now, limiter._paused_until)
         tokens = min(float(burst), tokens + (clock.now - updated) * budget)
         updated = clock.now
+        saturated(limiter)
         granted = tokens >= 1
         tokens -= granted
         _heapq.heappush(pending, (clock.now + latency, clock.now, granted, limiter.rate))
@@ -564,6 +576,7 @@ def send_all_it_allows(limiter, clock, seconds, latency=None):
     end = clock.now + seconds
     while clock.now < end:
         clock.now += 1 / limiter.rate
+        saturated(limiter)
         limiter.succeeded(sent_at=None if latency is None else clock.now - latency)
 
 
@@ -623,11 +636,29 @@ def test_a_lull_is_no_time_on_the_curve(clock):
     limiter.starting = False
     succeed_at(limiter, clock, 100, 1)
     limiter.throttled(sent_at=clock.now)
-    succeed_at(limiter, clock, 70, 1)
+    send_all_it_allows(limiter, clock, 1)
     before = limiter.rate
     clock.now += 10  # nothing to send
-    succeed_at(limiter, clock, 70, 0.5)
+    send_all_it_allows(limiter, clock, 0.5)
     assert before < limiter.rate < 100  # still below w_max, on the concave part
+
+
+def test_a_rate_not_in_use_does_not_climb(clock):
+    """RFC 7661: a rate the demand does not fill was not tried, so it does not grow. With
+    polls trickling in for ten seconds (a run's quiet middle), the curve once climbed to twice
+    what was sent, four times the budget measured, and the next burst of polls went out at it
+    into a cascade of refusals (issue 14). Once the demand fills it, it climbs."""
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    send_all_it_allows(limiter, clock, 1)
+    limiter.throttled(sent_at=clock.now)  # 70, on its way back to 100
+    send_all_it_allows(limiter, clock, 0.5)
+    before = limiter.rate
+    succeed_at(limiter, clock, 60, 10)  # less than it allows: nobody waits for a slot
+    assert limiter.rate < before + 10  # half a second on the curve at most (it climbed to 120)
+    idle = limiter.rate
+    send_all_it_allows(limiter, clock, 2)
+    assert limiter.rate > idle + 5
 
 
 def test_a_limiter_idle_from_its_start_resumes_at_its_rate(clock):
@@ -728,3 +759,35 @@ def test_spare_says_when_a_slot_is_free_and_nobody_waits(clock):
     assert limiter.spare() == pytest.approx(0.1)
     limiter._busy = True  # a caller holds the turn (tested through `acquire` above)
     assert limiter.spare() is None
+
+
+def test_a_budget_an_earlier_run_learned_is_known_from_the_start(clock):
+    """The next run starts at the budget kept (`collector.run.learned`) as a budget found: no
+    start-up doubling past it (it went to 5 x the budget in under a second, into a cascade of
+    refusals that left the rate at 60 % of it), a first refusal cut to 0.9 of it, not to 0.7
+    or a half, and the budget is known for planning before this run measures its own."""
+    limiter = RateLimiter(100, known=100, clock=clock, sleep=clock.sleep)
+    assert not limiter.starting and limiter.budget == 100 and limiter.learned == 100
+    send_all_it_allows(limiter, clock, 1)
+    assert 100 <= limiter.rate < 101  # on the plateau: the convex probe has barely begun
+    limiter.throttled(sent_at=clock.now)  # a bucket's burst spent at the start
+    assert limiter.rate == pytest.approx(90)
+    assert limiter.learned == 100  # nothing measured yet: no more than the rate refused
+    never = RateLimiter(100, known=100, clock=clock, sleep=clock.sleep)
+    succeed_at(never, clock, 30, 2)  # a run that never met the budget keeps the earlier one
+    assert never.learned == 100
+
+
+def test_what_is_kept_is_the_budget_not_the_rate_a_cascade_cut_to(clock):
+    """Refusals in a row, each of a request sent after the last cut, cut the rate by a tenth
+    each; what the next run starts from is the budget measured between them, not where the
+    cascade left the rate (a run ending in one kept 66 against a budget of 100: issue 14)."""
+    limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)
+    succeed_at(limiter, clock, 100, 2)
+    for _ in range(5):
+        limiter.throttled(sent_at=clock.now)
+        succeed_at(limiter, clock, 100, 0.05)
+    assert limiter.rate < 70
+    assert limiter.learned == pytest.approx(100, rel=0.02)

@@ -119,13 +119,14 @@ class Gateway:
         rate: float | None = None,
     ) -> Gateway:
         """The gateway a run gives `endpoint`: limiters, health and budget from `settings`;
-        `rate` to start at instead of --rate (what an earlier run learned)."""
+        `rate`, the API's budget an earlier run learned, to start at instead of --rate, as a
+        budget known (`RateLimiter`'s `known`: no start-up's doubling past it)."""
         start = settings.rate if rate is None else rate
         return cls(
             session,
             endpoint,
-            limiter=RateLimiter(start, max_rate=settings.max_rate),
-            export_limiter=RateLimiter(start, max_rate=settings.max_rate),
+            limiter=RateLimiter(start, max_rate=settings.max_rate, known=rate),
+            export_limiter=RateLimiter(start, max_rate=settings.max_rate, known=rate),
             policy=settings.policy,
             health=EndpointHealth(endpoint, dead_after=settings.dead_after, outage_timeout=settings.outage_timeout),
             quota=RetryQuota(),

@@ -178,8 +178,14 @@ class RateLimiter:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
 
-    we never send faster than twice what we saw getting through. A lull (see `_MeasuredRate`)
-    does not count in t: the curve resumes where it was when requests flow again.
+    we never send faster than twice what we saw getting through. Time when the rate is not in
+    use does not count in t (RFC 7661: a window the sender does not fill is not grown): while
+    no caller has waited for its slot for `APP_LIMITED` seconds, or during a lull (see
+    `_MeasuredRate`), the curve waits, and resumes where it was when the demand fills it again.
+
+    A rate an earlier run learned (`known`, `collector.run.learned`) is a budget already found:
+    no start-up (its doubling went past it into a burst of refusals), the curve's plateau there,
+    and until this run measures its own, a decrease's floor as `delivered` below.
 
     One congestion event, one decrease (TCP counts one loss per window): a refusal of a request
     sent before the last decrease says nothing new (the decrease already answered it), so a
@@ -217,6 +223,7 @@ class RateLimiter:
     HANDOVER = 1.5  # start-up's first refusal: w_max is this many times the rate it sets
     DELIVERED = 0.9  # a decrease goes no lower than this share of the rate measured getting through
     DELIVERY_SPAN = 1.0  # ... measured over at least this many seconds since the last decrease
+    APP_LIMITED = 0.5  # seconds since a caller last waited for its slot, past which the curve waits
 
     def __init__(
         self,
@@ -227,6 +234,7 @@ class RateLimiter:
         beta: float = 0.7,
         scale: float = 0.4,
         burst_seconds: float = 0.25,
+        known: float | None = None,
         clock: Clock = monotonic,
         sleep: Sleep = sleep,
     ) -> None:
@@ -264,8 +272,15 @@ class RateLimiter:
         self._refusal_marks: deque[tuple[float, int, float]] = deque(maxlen=8)
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
+        self._in_use_at = -math.inf  # when a caller last found its slot not yet due
         self.measured = _MeasuredRate(now, floor=self.rate / 2)
         self.measured.bucket = self.ROUND
+        self._known = known  # the budget an earlier run learned, until this one measures its own
+        if known is not None:
+            self.starting = False
+            self.measured.bucket = _MeasuredRate.BUCKET
+            self._learned = self._w_max = max(known, self.rate)
+            self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
 
     async def acquire(self, priority: int = 0) -> float:
         """Wait for this caller's turn; returns the clock time it was sent at.
@@ -329,6 +344,7 @@ class RateLimiter:
         if slot <= now:
             self._next_slot = slot + 1.0 / self.rate
             return 0.0
+        self._in_use_at = now  # the rate holds a caller back: it is in use
         return slot - now
 
     def _pass_turn(self) -> None:
@@ -370,8 +386,13 @@ class RateLimiter:
             # Fast convergence (RFC 9438, 4.7): refused below where it was refused last time,
             # the budget has shrunk, or a pause's refill made it look larger: remember less.
             fell = self.rate < self._w_max
-            delivered_rate = self._delivered_rate(now)
-            self._learned = min(self.rate, delivered_rate) if delivered_rate else self.rate
+            measured = self._delivered_rate(now)
+            # The budget: measured, else an earlier run's (a floor of the cut until this run
+            # measures its own, so that a budget lowered since is found in a few cuts).
+            delivered_rate = measured or self._known or 0.0
+            # What is kept for the next run: the budget measured, not the rate cut below it by
+            # a cascade of refusals (a run ending in one kept 60 % of the budget: issue 14).
+            self._learned = measured or min(self.rate, delivered_rate or self.rate)
             self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
             # A token bucket that refuses still lets its refill rate through: never cut below
             # (a share of) what was measured getting through, and probe on from there.
@@ -411,7 +432,7 @@ class RateLimiter:
         the refill of its bucket if it refuses now, else at least that (we may have sent less);
         None before a refusal at least `DELIVERY_SPAN` seconds of requests flowing ago.
         `learned` may be far above it: start-up's refusal came past a bucket's burst."""
-        return self._delivered_rate(self._clock()) or None
+        return self._delivered_rate(self._clock()) or self._known
 
     def _delivered_rate(self, now: float) -> float:
         """What got through per second of requests flowing since one of the latest refusals
@@ -457,9 +478,13 @@ class RateLimiter:
         """The rate this limiter found the API to take: what got through between its last two
         decreases (the refill of a token bucket, see `_delivered_rate`), else where it was
         last refused, if it ever was (it climbs past that while probing; for start-up's
-        refusal, the round before, the last that got through whole), else what got through
-        between two refusals of others' requests (`witnessed`), else where it got to."""
-        return self._learned if self.knows else self.rate
+        refusal, the round before, the last that got through whole; the budget an earlier run
+        learned, if lower), else what got through between two refusals of others' requests
+        (`witnessed`), else where it got to (the earlier run's budget, if higher)."""
+        if self.knows:
+            return self._learned
+        # Never refused: an earlier run's budget still stands, unless this run went past it.
+        return self.rate if self._known is None else max(self.rate, self._known)
 
     @property
     def knows(self) -> bool:
@@ -487,13 +512,23 @@ class RateLimiter:
         refusals = self._refusals
         while refusals and refusals[0][0] <= (now if sent_at is None else sent_at):
             refusals.popleft()  # something asked after it got through: no sign of exhaustion
+        previous = self.measured.last
         closed = self.measured.add(now, interval=1 / self.rate)
         self._lulls += self.measured.lull
-        if self.measured.lull and not self.starting:
-            # Time with nothing to send is no probing: the curve waits for us (Linux's CUBIC
-            # moves its epoch by the idle time), else a limiter idle for ten seconds (polls
-            # waiting for their exports) came back at a rate of t**3, a burst into refusals.
-            self._epoch = min(now, self._epoch + self.measured.lull)
+        if not self.starting:
+            if now - self._in_use_at > self.APP_LIMITED and previous > -math.inf:
+                # The rate was not in use (no caller waited for a slot: less to send than it
+                # allows), so it was not tried: the curve waits, as RFC 7661 has a sender
+                # that does not fill its window keep it. Else, in a run's
+                # quiet middle, the rate drifted up to twice what was sent, four times the
+                # budget, and the next burst of polls went out at it into a cascade of
+                # refusals and a fleet-wide pause (issue 14).
+                self._epoch = min(now, self._epoch + (now - previous))
+            elif self.measured.lull:
+                # Time with nothing to send is no probing: the curve waits for us (Linux's CUBIC
+                # moves its epoch by the idle time), else a limiter idle for ten seconds (polls
+                # waiting for their exports) came back at a rate of t**3, a burst into refusals.
+                self._epoch = min(now, self._epoch + self.measured.lull)
         if self.starting:
             if sent_at is not None:
                 self._watch_latency(now - sent_at, closed)

@@ -3,13 +3,14 @@ how long its servers' exports take.
 
 The limiter finds the API's budget by climbing from `--rate` (20 by default, doubling four
 times a second until the first refusal); a run writes, per endpoint, the rate its limiter
-learned, and the next run (whatever its output folder: a nightly `-o logs/{date}` too) starts
-there, less a margin:
-
-    start = MARGIN x learned rate, if it was learned less than KEEP_FOR ago; else --rate
-
-Aged out after a week, and started below it, so a budget that was lowered since is met with a
-few 429s (the limiter then halves its rate at once), not hammered.
+learned (the budget measured between refusals, see `RateLimiter.learned`), and the next run
+(whatever its output folder: a nightly `-o logs/{date}` too) starts there, if it was learned
+less than KEEP_FOR ago (else at --rate), as a budget known: with no start-up, whose doubling
+went past it into a burst of refusals and cut the rate to 60 % of it for seconds (issue 14).
+A budget lowered since is met with refusals that cut the rate by a tenth or more each (the
+floor of a decrease is 0.9 of the known budget or of the rate, the lower: see
+`RateLimiter.throttled`), until a second later the run has measured the new budget between
+them; aged out after a week.
 
 The export-time distribution (21 points: every 5th percentile of the run's estimates, see
 `collector.sweep.polling.ExportDurations`) is kept beside it. The next run's first polls aim
@@ -55,7 +56,6 @@ log = logging.getLogger("collector.run")
 
 LEARNED_FILE = "learned.json"
 KEEP_FOR = 7 * 86400.0  # seconds a learned rate is believed
-MARGIN = 0.8  # of the learned rate, the next run starts at
 MAX_BYTES = 1024 * 1024  # of the file we read: a few hundred bytes per endpoint
 MAX_POINTS = 64  # of a kept export-time distribution (we write 21)
 EXPORTS_FILE = "exports.json"
@@ -69,7 +69,7 @@ def starting_rates(folder: Path | None, *, now: float | None = None) -> dict[str
     for endpoint, entry in _entries(folder).items():
         rate, at = entry.get("rate"), entry.get("at")
         if isinstance(rate, (int, float)) and isinstance(at, (int, float)) and rate > 0 and 0 <= now - at < KEEP_FOR:
-            rates[endpoint] = MARGIN * float(rate)
+            rates[endpoint] = float(rate)
     return rates
 
 

@@ -76,7 +76,7 @@ def announce(
     for endpoint, rate in (learned or {}).items():
         if endpoint in endpoints:
             log.info(
-                "%s: starting at %.3g req/s, as an earlier run learned (--rate to choose)",
+                "%s: starting at %.3g req/s, the budget an earlier run learned (--rate to choose)",
                 endpoint,
                 rate,
                 extra=ev("rate_learned", endpoint=endpoint, rate=rate),

@@ -44,33 +44,42 @@ class EarlyPolls:
         # each out as it ends: ~30 bytes a waiting export beside what a plain sleep holds; a
         # heap of tuples, kept until each reached its top, put 5,000 servers over 100 MB.
         self._waiting: dict[asyncio.Future[bool], asyncio.TimerHandle] = {}
+        # ... and those of exports waiting again (their first wait ended with no estimate:
+        # postponed until the fleet's durations were known, say): older than any first wait.
+        self._again: dict[asyncio.Future[bool], asyncio.TimerHandle] = {}
 
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + len(self._again)
 
-    def sleep(self, seconds: float) -> asyncio.Future[bool]:
+    def sleep(self, seconds: float, *, again: bool = False) -> asyncio.Future[bool]:
         """A wait of `seconds` before a poll, to await: True if woken sooner, into idle budget.
-        A bare future, not a coroutine: a frame more per waiting export was ~2 MB at 5,000."""
+        `again`: not the export's first wait. A bare future, not a coroutine: a frame more per
+        waiting export was ~2 MB at 5,000."""
         loop = asyncio.get_running_loop()
         woken: asyncio.Future[bool] = loop.create_future()
-        self._waiting[woken] = loop.call_later(seconds, _settle, woken, False)
+        (self._again if again else self._waiting)[woken] = loop.call_later(seconds, _settle, woken, False)
         woken.add_done_callback(self._ended)  # woken, timed out or cancelled
         return woken
 
     def _ended(self, woken: asyncio.Future[bool]) -> None:
-        timer = self._waiting.pop(woken, None)
+        timer = self._waiting.pop(woken, None) or self._again.pop(woken, None)
         if timer is not None:
             timer.cancel()
 
     def wake(self) -> bool:
-        """Wake the export that has waited longest now; False if none waits."""
-        for woken in self._waiting:
-            if not woken.done():  # (done, its callback not yet run: skipped)
-                self._waiting.pop(woken).cancel()
-                woken.set_result(True)
-                self.woken += 1
-                return True
+        """Wake the export asked for longest ago of those waiting now; False if none waits.
+        Those waiting again first: a wait re-armed goes to the end of its dict, and an export
+        asked for at the start, whose first wait ran out before the fleet's durations were
+        known, would queue behind every export asked for since (most of the early polls of
+        600 servers found exports a few seconds old, none of them done)."""
+        for waits in (self._again, self._waiting):
+            for woken in waits:
+                if not woken.done():  # (done, its callback not yet run: skipped)
+                    waits.pop(woken).cancel()
+                    woken.set_result(True)
+                    self.woken += 1
+                    return True
         return False
 
     async def run(self) -> None:
@@ -78,7 +87,7 @@ class EarlyPolls:
         budget binds, wake the oldest waiting export to take it."""
         limiter = self.limiter
         while True:
-            if not self._waiting:
+            if not self.waiting:
                 await self._sleep(self.IDLE_CHECK)
                 continue
             spare = limiter.spare()

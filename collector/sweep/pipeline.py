@@ -348,7 +348,7 @@ class Sweep:
             woken = await self._poll_wait(delay, schedule, early)
             # Until the fleet's durations are known, wait for them (unless --deadline is near).
             while not woken and (later := schedule.postpone(monotonic())) > 0 and self._shortened(later) == later:
-                woken = await self._poll_wait(later, schedule, early)
+                woken = await self._poll_wait(later, schedule, early, again=True)
             due = monotonic()
             self._polls_due += 1
             try:
@@ -368,14 +368,16 @@ class Sweep:
                 raise schedule.failure(timeout, now - schedule.started)
             delay = max(0.0, min(schedule.next_delay(status, now), deadline - now))
 
-    def _poll_wait(self, delay: float, schedule: PollSchedule, early: EarlyPolls | None) -> Awaitable[bool | None]:
+    def _poll_wait(
+        self, delay: float, schedule: PollSchedule, early: EarlyPolls | None, *, again: bool = False
+    ) -> Awaitable[bool | None]:
         """The wait of `delay` before a poll, to await (no coroutine of its own: one frame
         per waiting export): shorter as --deadline nears; and while the export's end is only
         guessed, woken sooner (True) for a poll into request budget nobody uses
         (`collector.sweep.early`)."""
         wait = self._shortened(delay)
         if early is not None and schedule.guessing:
-            return early.sleep(wait)
+            return early.sleep(wait, again=again or schedule.polled)
         return sleep(wait)
 
     def _shortened(self, delay: float) -> float:
@@ -397,7 +399,7 @@ class Sweep:
         first = self.first
         work = [(t, r, first is not None and first(t)) for t, r in zip(targets, results, strict=True)]
         if self.known:
-            rates = {gateway.endpoint: gateway.limiter.rate for gateway in self.gateways}
+            rates = {gateway.endpoint: gateway.limiter.budget or gateway.limiter.rate for gateway in self.gateways}
             work = asking_order(work, self.known, lambda w: w[0].key, lambda w: w[0].project.endpoint, rates)
         if first is not None:  # --first: theirs before any other's, each group in its order
             work.sort(key=lambda item: not item[2])

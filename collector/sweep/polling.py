@@ -143,6 +143,11 @@ class PollSchedule:
         own = self.expected
         return own is None or not own.exact or self._polls > 0
 
+    @property
+    def polled(self) -> bool:
+        """Has it been polled (its next wait is not its first)?"""
+        return self._polls > 0
+
     def first_delay(self, now: float) -> float:
         """How long after `now` to poll first."""
         own = self.expected
