@@ -483,7 +483,8 @@ def test_from_any_history_the_rate_recovers_once_requests_get_through(start, eve
 def against_a_token_bucket(limiter, clock, *, budget, burst, latency, seconds):
     """Send as fast as `limiter` allows to an API that takes `budget` requests/s with a bucket
     of `burst`, each answer `latency` s after its request; returns what happened, in order:
-    (kind, sent_at, answered_at, rate when sent, and after the answer: rate, pause, starting)."""
+    (kind, sent_at, answered_at, rate when sent, and after the answer: rate, pause, starting,
+    and the budget it had measured before it)."""
     import heapq as _heapq
 
     tokens, updated = float(burst), clock.now
@@ -496,11 +497,12 @@ def against_a_token_bucket(limiter, clock, *, budget, burst, latency, seconds):
         if pending and pending[0][0] <= send_next:
             answered, sent, granted, rate_then = _heapq.heappop(pending)
             clock.now = answered
+            measured = limiter._delivered_rate(clock.now)
             if granted:
                 limiter.succeeded()
             else:
                 limiter.throttled(1.0, sent_at=sent, subject=f"s{len(history) % 7}")
-            after = (limiter.rate, limiter.paused_for, limiter.starting)
+            after = (limiter.rate, limiter.paused_for, limiter.starting, measured)
             history.append(("ok" if granted else "refused", sent, answered, rate_then, *after))
             continue
         if send_next == float("inf"):
@@ -552,11 +554,13 @@ def test_start_up_ends_at_its_first_refusal_below_the_refused_rate(start, budget
     """Start-up takes one refusal, not a burst: the first refusal ends it (the refusals of
     requests already in flight count with it); after any refusal the rate is no higher than
     the rate the refused request was sent at, and lower when something got through since the
-    last decrease (else it is that decrease's event, issue 17), unless everyone is paused."""
+    last decrease (else it is that decrease's event, issue 17), unless everyone is paused or
+    the rate is already at or below 0.9 of the budget measured (a cascade of refusals from one
+    burst cut it to 45 % of the budget: issue 14)."""
     clock = FakeClock()
     limiter = RateLimiter(start, clock=clock, sleep=clock.sleep)
     rate_before, delivered, last_cut = start, True, -1.0
-    for kind, sent, answered, rate_then, rate_after, paused, starting in against_a_token_bucket(
+    for kind, sent, answered, rate_then, rate_after, paused, starting, measured in against_a_token_bucket(
         limiter, clock, budget=budget, burst=budget, latency=latency, seconds=10
     ):
         if kind == "ok":
@@ -564,7 +568,8 @@ def test_start_up_ends_at_its_first_refusal_below_the_refused_rate(start, budget
         else:
             assert not starting  # start-up never outlives a refusal
             assert rate_after <= rate_then
-            if delivered and sent >= last_cut and not paused and rate_after > limiter.min_rate:
+            floor = RateLimiter.DELIVERED * measured
+            if delivered and sent >= last_cut and not paused and limiter.min_rate < rate_after and rate_then > floor:
                 assert rate_after < rate_then
             if rate_after < rate_before:
                 delivered, last_cut = False, answered
@@ -778,16 +783,21 @@ def test_a_budget_an_earlier_run_learned_is_known_from_the_start(clock):
     assert never.learned == 100
 
 
-def test_what_is_kept_is_the_budget_not_the_rate_a_cascade_cut_to(clock):
-    """Refusals in a row, each of a request sent after the last cut, cut the rate by a tenth
-    each; what the next run starts from is the budget measured between them, not where the
-    cascade left the rate (a run ending in one kept 66 against a budget of 100: issue 14)."""
+def test_a_cascade_of_refusals_stops_at_the_budget_measured_and_that_is_what_is_kept(clock):
+    """Refusals in a row, each of a request sent after the last cut (a bucket still empty from
+    a burst), cut the rate to 0.9 of the budget measured and no further: they cut a tenth each,
+    to 45 % of it within a quarter second. What the next run starts from is that budget, not
+    where a cascade left the rate (a run ending in one kept 66 against 100: issue 14)."""
     limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
     limiter.starting = False
     limiter.throttled(sent_at=clock.now)
     succeed_at(limiter, clock, 100, 2)
-    for _ in range(5):
+    limiter.rate = 150  # probed past it
+    for _ in range(8):
         limiter.throttled(sent_at=clock.now)
-        succeed_at(limiter, clock, 100, 0.05)
-    assert limiter.rate < 70
+        succeed_at(limiter, clock, 100, 0.03)
+    assert limiter.rate == pytest.approx(90, rel=0.02)
     assert limiter.learned == pytest.approx(100, rel=0.02)
+    limiter.rate = 60  # below the floor already (a fleet-wide pause's refill, say): a refusal keeps it
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == 60
