@@ -392,7 +392,7 @@ class RateLimiter:
             # measures its own, so that a budget lowered since is found in a few cuts).
             delivered_rate = measured or self._known or 0.0
             # What is kept for the next run: the budget measured, not the rate cut below it by
-            # a cascade of refusals (a run ending in one kept 60 % of the budget: issue 14).
+            # a cascade of refusals (a run ending in one kept 66 against 100: issue 14).
             self._learned = measured or min(self.rate, delivered_rate or self.rate)
             self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
             # A token bucket that refuses still lets its refill rate through: never cut below
@@ -434,8 +434,9 @@ class RateLimiter:
     def budget(self) -> float | None:
         """What the API lets through per second, as far as measured: `_delivered_rate` now,
         the refill of its bucket if it refuses now, else at least that (we may have sent less);
-        None before a refusal at least `DELIVERY_SPAN` seconds of requests flowing ago.
-        `learned` may be far above it: start-up's refusal came past a bucket's burst."""
+        before a refusal at least `DELIVERY_SPAN` seconds of requests flowing ago, the budget an
+        earlier run learned (`known`), else None. `learned` may be far above it: start-up's
+        refusal came past a bucket's burst."""
         return self._delivered_rate(self._clock()) or self._known
 
     def _delivered_rate(self, now: float) -> float:
@@ -531,11 +532,10 @@ class RateLimiter:
         if not self.starting:
             if now - self._in_use_at > self.APP_LIMITED and previous > -math.inf:
                 # The rate was not in use (no caller waited for a slot: less to send than it
-                # allows), so it was not tried: the curve waits, as RFC 7661 has a sender
-                # that does not fill its window keep it. Else, in a run's
-                # quiet middle, the rate drifted up to twice what was sent, four times the
-                # budget, and the next burst of polls went out at it into a cascade of
-                # refusals and a fleet-wide pause (issue 14).
+                # allows), so it was not tried: the curve waits, as RFC 7661 has a sender keep
+                # a window it does not fill. Else, in a run's quiet middle, the rate drifted up
+                # to twice what was sent, four times the budget, and the next burst of polls
+                # went out at it into a cascade of refusals and a fleet-wide pause (issue 14).
                 self._epoch = min(now, self._epoch + (now - previous))
             elif self.measured.lull:
                 # Time with nothing to send is no probing: the curve waits for us (Linux's CUBIC
