@@ -13,8 +13,9 @@ knowledge no collector has, and prints the makespan it reaches:
   once; a download goes before an export request, which goes before a poll;
 - the exports are asked for in inventory order (a first run: nothing is known of any server
   yet) or, for a second run, in the best order found: the inventory's, the slowest first,
-  the long first by their latest start (`collector.sweep.plan` with the rate known), and a
-  hill-climb from the best of those (swaps kept while the makespan does not grow).
+  the collector's rules (`collector.sweep.plan`: long first, least laxity with each spread;
+  the collector takes the one this same model ends soonest with), and a hill-climb from the
+  best of those (swaps kept while the makespan does not grow).
 
 So it bounds from below what a first run in inventory order can reach (its polls cannot be
 better than at each export's end, nor its requests faster than the bucket), and says how far
@@ -27,7 +28,6 @@ a proof of it). One JSON line per case:
 from __future__ import annotations
 
 import argparse
-import heapq
 import random
 import sys
 from collections.abc import Sequence
@@ -35,46 +35,14 @@ from collections.abc import Sequence
 from _common import SimConfig, emit, parse_range
 
 from collector.simulator.fleet import Fleet
+from collector.sweep.plan import SPREADS, modelled_end, rule_end
 
 
 def makespan(order: Sequence[int], durations: Sequence[float], rate: float) -> float:
-    """When the last download is sent, with every export polled exactly at its end."""
-    capacity = max(1.0, rate)
-    t, tokens = 0.0, capacity
-    asked = 0
-    ends: list[float] = []  # exports running: when each ends (its poll is due then)
-    downloads = 0  # polled, to download now
-    last = 0.0
-    while asked < len(order) or ends or downloads:
-        if not (downloads or asked < len(order) or ends[0] <= t):
-            tokens = min(capacity, tokens + (ends[0] - t) * rate)  # nothing to send until then
-            t = ends[0]
-            continue
-        if tokens < 1.0:
-            t += (1.0 - tokens) / rate
-            tokens = 1.0
-            continue  # more may be due by then
-        tokens -= 1.0
-        if downloads:  # a download, then an export request, then a poll
-            downloads -= 1
-            last = t
-        elif asked < len(order):
-            heapq.heappush(ends, t + durations[order[asked]])
-            asked += 1
-        else:
-            heapq.heappop(ends)
-            downloads += 1
-    return last
-
-
-def long_first(durations: Sequence[float], rate: float) -> list[int]:
-    """`collector.sweep.plan.asking_order` with the rate known: the exports longer than the
-    latest start allows (slowest less the time to ask for all), slowest first; then the rest."""
-    n = len(durations)
-    slowest = max(durations)
-    urgent = max(slowest, 3 * n / rate) - n / rate
-    first = sorted((i for i in range(n) if durations[i] > urgent), key=lambda i: -durations[i])
-    return first + [i for i in range(n) if durations[i] <= urgent]
+    """When the last download is sent, every export polled exactly at its end, asked in `order`
+    (`collector.sweep.plan.modelled_end`, the model the collector picks its rule by)."""
+    asking = iter(order)
+    return modelled_end(durations, rate, lambda now: next(asking))
 
 
 def hill_climb(
@@ -110,9 +78,12 @@ def main() -> int:
         orders = {
             "inventory": inventory,
             "slowest_first": sorted(inventory, key=lambda i: -durations[i]),
-            "long_first": long_first(durations, rate),
         }
         second = {name: makespan(order, durations, rate) for name, order in orders.items()}
+        # the collector's rules (`collector.sweep.plan`): long first, least laxity by its spreads
+        for name, spread in [("long_first", None), *((f"least_laxity_{s:g}", s) for s in SPREADS)]:
+            orders[name] = []
+            second[name] = rule_end(durations, rate, spread, orders[name])
         start = min(second, key=second.get)
         climbed, _ = hill_climb(orders[start], durations, rate, args.tries, args.seed)
         emit(

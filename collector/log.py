@@ -25,6 +25,8 @@ EVENTS: dict[str, str] = {
     "login masked)",
     "netrc_default": "proxies, warning, a proxy is set and netrc has a default entry: path",
     "progress": "collector.observe.progress, info: see progress.Snapshot.fields",
+    "asking_order": "collector.sweep.pipeline, debug, a run with servers' times kept: rules (endpoint -> the "
+    "rule its exports are asked by, collector.sweep.plan)",
     "summary": "runner through report.emit_summary, collector.summary, info: see report.summary_record",
     "run_stopping": "runner, collector.run, warning, first signal: reason (SIGTERM), wait_s (the grace)",
     "run_cancelled": "runner, collector.run, warning, second signal or grace over: reason",

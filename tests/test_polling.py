@@ -225,9 +225,10 @@ def test_a_servers_own_earlier_time_is_aimed_at_rather_than_the_fleets():
     own = PollSchedule(started=100, durations=durations, expected=OwnTime(6.0, exact=True))
     assert own.first_delay(now=100) == pytest.approx(6 * PollSchedule.OWN_MARGIN)
     assert own.postpone(now=101) == 0  # nothing to wait for: its own time is known
-    # Found done there: no later than its time, but how much sooner is not known: a bound.
+    # Found done there: its time confirmed, kept exact (a bound had the next run poll it early
+    # and find it running, every other run: issue 14).
     own.completed(now=100 + 6.2)
-    assert own.took == OwnTime(6.0, exact=False)
+    assert own.took == OwnTime(6.0, exact=True)
 
 
 def test_a_bound_from_an_earlier_run_caps_the_fleets_aim_and_stays_a_bound():

@@ -26,9 +26,11 @@ export, per endpoint and server, with when it was seen; aged out the same way, a
 time): the next run asks first for the exports that must start early (`collector.sweep.plan`)
 and aims each server's first poll just after its own time, where the fleet's distribution
 only says what a share of servers take. A server whose export became slower costs one poll
-more. One found done at a poll aimed at its time is kept as a bound ("done by then"), which
-only caps the next run's aim at the fleet's: an export that became faster is found out when a
-sooner poll finds it running, and its percentages tell its new time.
+more, and its percentages tell its new time. One found done at the poll aimed at its exact
+time keeps it (confirmed; one that became faster costs that poll's lag). One found done at
+its first poll with no exact time known is kept as a bound ("done by then"), which only caps
+the next run's aim at the fleet's: a sooner poll finds it running, and its percentages tell
+its time.
 
 A `--rate` given (as a flag or in the inventory) always wins, and then nothing is read or kept;
 shards and the demo neither read nor write it either.

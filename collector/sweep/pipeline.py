@@ -48,7 +48,7 @@ from collector.log import ev
 from collector.sweep.early import EarlyPolls
 from collector.sweep.events import Events, Phase, PhaseChanged, Waits
 from collector.sweep.journal import Entry
-from collector.sweep.plan import asking_order
+from collector.sweep.plan import AskingOrder, asking_order
 from collector.sweep.polling import ExportDurations, OwnTime, PollSchedule
 from collector.sweep.results import ServerResult
 from collector.sweep.timebox import DEADLINE, TimeBox
@@ -87,6 +87,18 @@ class Target:
     @property
     def key(self) -> tuple[str, str]:
         return (self.project.project_id, self.server.id)
+
+
+# What the fan-out takes in turn: a server, its result, and whether --first picked it.
+_Work = tuple[Target, "ServerResult", bool]
+
+
+def _work_key(work: _Work) -> tuple[str, str]:
+    return work[0].key
+
+
+def _work_endpoint(work: _Work) -> str:
+    return work[0].project.endpoint
 
 
 # One name for every server's task: anyio otherwise makes each its own copy of the
@@ -397,12 +409,19 @@ class Sweep:
             self.failure_limit = self.settings.max_failures.limit(len(targets))
         results = [ServerResult(t.project.project_id, t.server.id, t.server.name) for t in targets]
         first = self.first
-        work = [(t, r, first is not None and first(t)) for t, r in zip(targets, results, strict=True)]
-        if self.known:
+        listed = [(t, r, first is not None and first(t)) for t, r in zip(targets, results, strict=True)]
+        work: Iterable[_Work] = listed
+        if self.known:  # each server's export time from earlier runs: ask by `collector.sweep.plan`
             rates = {gateway.endpoint: gateway.limiter.budget or gateway.limiter.rate for gateway in self.gateways}
-            work = asking_order(work, self.known, lambda w: w[0].key, lambda w: w[0].project.endpoint, rates)
+            plan = (listed, self.known, _work_key, _work_endpoint, rates)
+            if first is None:
+                # Decided as each is taken, about `QUEUED_SECONDS` before it is sent (see `_fan_out`).
+                work = order = AskingOrder(*plan, lead=QUEUED_SECONDS)
+                log.debug("asking order: %s", order.rules, extra=ev("asking_order", rules=order.rules))
+            else:
+                work = asking_order(*plan)
         if first is not None:  # --first: theirs before any other's, each group in its order
-            work.sort(key=lambda item: not item[2])
+            work = sorted(work, key=lambda item: not item[2])
         ends_at = math.inf if self.timebox is None else self.timebox.ends_at
         self._left = Counter(target.project.endpoint for target in targets)
         self._to_ask = self._left.copy()
@@ -426,8 +445,9 @@ class Sweep:
             result.stopped(why)
         return results
 
-    async def _fan_out(self, work: list[tuple[Target, ServerResult, bool]], tasks: anyio.abc.TaskGroup) -> None:
-        """Start each server's task in turn, under the limits (see the module)."""
+    async def _fan_out(self, work: Iterable[_Work], tasks: anyio.abc.TaskGroup) -> None:
+        """Start each server's task in turn, under the limits (see the module). Each is taken
+        from `work` before the wait for its room: about `QUEUED_SECONDS` before it is sent."""
         for target, result, picked in work:
             await self._in_flight.acquire()
             await self._room_to_ask(target)

@@ -238,11 +238,14 @@ class PollSchedule:
         if self._end is not None:  # where its percentages put its end
             self.took = OwnTime(min(took, self._end - self.started), exact=True)
         elif own is not None and not self._polls:
-            # Done by a poll aimed at its earlier time: no later than that, but how much sooner
-            # only a running export's percentages can tell: a bound, so that the next run's
-            # first poll may come sooner (the fleet's aim, if earlier) and find out.
+            # Done by a poll aimed at its earlier time: no later than that. An exact time is
+            # confirmed and kept (downgraded to a bound, it had the next run poll it early,
+            # find it running, and make it exact again: every other night a poll more for most
+            # of the fleet, issue 14); a bound stays a bound. An export that became slower is
+            # found running there and its percentages tell its new time; one that became
+            # faster costs its poll's lag, not a request.
             took = min(took, own.seconds)
-            self.took = OwnTime(took, exact=False)
+            self.took = OwnTime(took, exact=own.exact)
         else:
             self.took = OwnTime(took, exact=False)
         if due is not None and now - due > self.QUEUED * max(0.0, due - self.started):
