@@ -447,8 +447,7 @@ async def start_simulator(config: SimConfig, folder: Path) -> tuple[anyio.abc.Pr
         str(config.servers),
         "--seed",
         str(config.seed),
-        "--token",
-        config.token,
+        f"--token={config.token}",  # a token may begin with "-" (token_urlsafe: 1 in 64)
         "--export-seconds",
         "-".join(map(repr, config.export_seconds)),
         "--archive-bytes",
@@ -458,13 +457,20 @@ async def start_simulator(config: SimConfig, folder: Path) -> tuple[anyio.abc.Pr
     ]
     process = await anyio.open_process(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None)
     seen = b""
-    with anyio.fail_after(60):
-        async for chunk in process.stdout:
-            seen += chunk
-            if b"inventory written" in seen:
-                break
-    match = _LISTENING.search(seen)
-    assert match, seen.decode(errors="replace")
+    try:
+        with anyio.fail_after(60):
+            async for chunk in process.stdout:
+                seen += chunk
+                if b"inventory written" in seen:
+                    break
+        match = _LISTENING.search(seen)
+        assert match, seen.decode(errors="replace")
+    except BaseException:
+        # Not left running: its warning then failed whichever test came next on this worker.
+        process.kill()
+        with anyio.CancelScope(shield=True):
+            await process.aclose()
+        raise
     return process, match.group(1).decode()
 
 
