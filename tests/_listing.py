@@ -98,3 +98,13 @@ async def collector_run(
 ) -> tuple[int, str, str]:
     """`collector run -i INVENTORY -o OUT FLAGS...` in its own process: exit code, stdout, stderr."""
     return await collector(*run_argv(inventory, out, *flags)[3:], env=env)
+
+
+async def read_until(stream: anyio.abc.ByteReceiveStream, marker: bytes, seen: bytearray, *, seconds: float) -> None:
+    """Read what a process writes to `stream` into `seen` until `marker` is in it (or the
+    stream ends); TimeoutError after `seconds`, with what came so far in `seen`."""
+    with anyio.fail_after(seconds):
+        async for chunk in stream:
+            seen += chunk
+            if marker in seen:
+                return

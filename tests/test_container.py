@@ -34,6 +34,7 @@ from typing import Any
 import anyio
 import pytest
 import yaml
+from _listing import read_until
 from _unprivileged import open_folder as reachable_folder
 from _unprivileged import unprivileged
 from kubernetes_validate import utils as kubernetes_schemas
@@ -456,13 +457,9 @@ async def start_simulator(config: SimConfig, folder: Path) -> tuple[anyio.abc.Pr
         str(folder / "inventory.yaml"),
     ]
     process = await anyio.open_process(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=None)
-    seen = b""
+    seen = bytearray()
     try:
-        with anyio.fail_after(60):
-            async for chunk in process.stdout:
-                seen += chunk
-                if b"inventory written" in seen:
-                    break
+        await read_until(process.stdout, b"inventory written", seen, seconds=60)
         match = _LISTENING.search(seen)
         assert match, seen.decode(errors="replace")
     except BaseException:

@@ -12,7 +12,7 @@ import subprocess
 import anyio
 import pytest
 import yaml
-from _listing import collector, collector_run, run_argv
+from _listing import collector, collector_run, read_until, run_argv
 
 from collector.errors import ExitCode
 from collector.simulator import SimConfig, Simulator
@@ -323,13 +323,10 @@ async def test_one_servers_long_retry_after_does_not_stall_the_fleet_and_the_run
             run_argv(inventory, tmp_path / "out", *FAST),
             stderr=subprocess.PIPE,
         )
-        seen = b""
+        seen = bytearray()
         try:
-            with anyio.fail_after(45):
-                async for chunk in process.stderr:
-                    seen += chunk
-                    if b"waiting: API asked to retry after 600 s (1 server, until" in seen:
-                        break
+            marker = b"waiting: API asked to retry after 600 s (1 server, until"
+            await read_until(process.stderr, marker, seen, seconds=45)
             took = anyio.current_time() - started
             others = [sid for sid in sim.server_ids if sid != target]
             assert all((tmp_path / "out" / sim.project_id / f"{sid}-dump.tar.gz").exists() for sid in others)
