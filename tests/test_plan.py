@@ -90,7 +90,8 @@ def test_least_laxity_takes_an_export_when_its_latest_start_comes_by_the_clock()
         list(range(30)), known, lambda i: ("p", str(i)), lambda i: "a", {"a": 10.0}, clock=lambda: now[0]
     )
     # the model ties the two rules on so small a fleet (long first kept): least laxity forced
-    order._plans[0] = order._plans[0].__class__(seconds, range(30), 10.0, 0.0, order._asked)
+    taker = order._taker
+    taker.plans[0] = taker.plans[0].__class__(seconds, range(30), 10.0, 0.0, taker.asked)
     taken = [next(order)]  # at 0 s: inventory order
     assert taken == [0]
     now[0] = 0.5

@@ -103,16 +103,39 @@ class _Plan:
         return (slack, self._urgent[self._head]) if slack <= 0 else None
 
 
+class _Taker:
+    """Which position of `count` goes next, `elapsed` seconds in: the plans' most urgent export
+    if one must go now, else the next in inventory order not taken yet (None: all taken)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.asked: set[int] = set()  # shared with every plan
+        self.plans: list[_Plan] = []
+        self._next = 0
+
+    def take(self, elapsed: float) -> int | None:
+        due = min(filter(None, (plan.due(elapsed) for plan in self.plans)), default=None)
+        if due is not None:
+            position = due[1]
+        else:
+            while self._next in self.asked:
+                self._next += 1
+            if self._next >= self.count:
+                return None
+            position = self._next
+        self.asked.add(position)
+        return position
+
+
 def rule_end(seconds: Sequence[float], rate: float, spread: float | None, taken: list[int] | None = None) -> float:
     """`modelled_end` of exports asked by a rule: `spread` None for long first, else least
     laxity with that spread; the order they were asked in is appended to `taken`, if given."""
-    plan = _Plan(seconds, range(len(seconds)), rate, spread, set())
-    in_order = iter(range(len(seconds)))
+    taker = _Taker(len(seconds))
+    taker.plans.append(_Plan(seconds, range(len(seconds)), rate, spread, taker.asked))
 
     def take(now: float) -> int:
-        due = plan.due(now)
-        which = due[1] if due is not None else next(i for i in in_order if i not in plan.asked)
-        plan.asked.add(which)
+        which = taker.take(now)
+        assert which is not None  # the model takes no more than there are
         if taken is not None:
             taken.append(which)
         return which
@@ -174,13 +197,11 @@ class AskingOrder(Generic[T]):
         self._clock = clock
         self._lead = lead
         self._started: float | None = None
-        self._next = 0
-        self._asked: set[int] = set()
+        self._taker = _Taker(len(work))
         self.rules: dict[str, str] = {}  # endpoint -> the rule chosen, for the log and the tests
         by_endpoint: dict[str, list[int]] = {}
         for position, item in enumerate(work):
             by_endpoint.setdefault(endpoint(item), []).append(position)
-        self._plans: list[_Plan] = []
         for where, positions in by_endpoint.items():
             times = [known.get(key(work[p])) for p in positions]
             slowest = max((own.seconds for own in times if own is not None), default=0.0)
@@ -190,7 +211,7 @@ class AskingOrder(Generic[T]):
             unseen = frozenset(i for i, own in enumerate(times) if own is None)
             spread = _best_rule(seconds, rates[where]) if modelled else None
             self.rules[where] = "long first" if spread is None else f"least laxity, spread {spread:g}"
-            self._plans.append(_Plan(seconds, positions, rates[where], spread, self._asked, unseen))
+            self._taker.plans.append(_Plan(seconds, positions, rates[where], spread, self._taker.asked, unseen))
 
     def __iter__(self) -> Iterator[T]:
         return self
@@ -198,17 +219,9 @@ class AskingOrder(Generic[T]):
     def __next__(self) -> T:
         if self._started is None:
             self._started = self._clock()
-        elapsed = self._clock() - self._started + self._lead
-        due = min(filter(None, (plan.due(elapsed) for plan in self._plans)), default=None)
-        if due is not None:
-            position = due[1]
-        else:
-            while self._next in self._asked:
-                self._next += 1
-            if self._next >= len(self._work):
-                raise StopIteration
-            position = self._next
-        self._asked.add(position)
+        position = self._taker.take(self._clock() - self._started + self._lead)
+        if position is None:
+            raise StopIteration
         return self._work[position]
 
 
