@@ -225,6 +225,19 @@ def succeed_at(limiter, clock, per_second, seconds):
         limiter.succeeded()
 
 
+def through_at(limiter, clock, per_second, seconds):
+    """The demand fills the rate (a caller waits for each slot) and `per_second` of it gets
+    through; the rest is refused (not told to the limiter here: it would count them as the
+    last decrease's event, sent before anything got through again)."""
+    got, end = 0, clock.now + seconds
+    while clock.now < end:
+        clock.now += 1 / max(limiter.rate, per_second)
+        saturated(limiter)
+        if got < per_second * (clock.now - end + seconds):
+            got += 1
+            limiter.succeeded()
+
+
 def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
     limiter.starting = False  # CUBIC's decrease (start-up's first refusal halves: tested below)
@@ -556,7 +569,7 @@ def test_start_up_ends_at_its_first_refusal_below_the_refused_rate(start, budget
     the rate the refused request was sent at, and lower when something got through since the
     last decrease (else it is that decrease's event, issue 17), unless everyone is paused or
     the rate is already at or below 0.9 of the budget measured (a cascade of refusals from one
-    burst cut it to 45 % of the budget: issue 14)."""
+    burst cut it to 45 % of the budget: issue 14), where it stays."""
     clock = FakeClock()
     limiter = RateLimiter(start, clock=clock, sleep=clock.sleep)
     rate_before, delivered, last_cut = start, True, -1.0
@@ -567,8 +580,10 @@ def test_start_up_ends_at_its_first_refusal_below_the_refused_rate(start, budget
             delivered = True
         else:
             assert not starting  # start-up never outlives a refusal
-            assert rate_after <= rate_then
             floor = RateLimiter.DELIVERED * measured
+            # no higher than when it was sent; a rate at the floor stays there (which moves up
+            # a hair as requests get through: the budget is measured over a longer window)
+            assert rate_after <= rate_then or rate_after <= 1.01 * floor
             if delivered and sent >= last_cut and not paused and limiter.min_rate < rate_after and rate_then > floor:
                 assert rate_after < rate_then
             if rate_after < rate_before:
@@ -801,3 +816,60 @@ def test_a_cascade_of_refusals_stops_at_the_budget_measured_and_that_is_what_is_
     limiter.rate = 60  # below the floor already (a fleet-wide pause's refill, say): a refusal keeps it
     limiter.throttled(sent_at=clock.now)
     assert limiter.rate == 60
+
+
+def test_a_budget_known_is_not_lowered_by_a_window_whose_demand_did_not_fill_the_rate(clock):
+    """Polls trickling in for seconds (a run's quiet middle) between two refusals measure our
+    demand, not the budget: an earlier run's budget of 100 stands as the cut's floor and what
+    is kept (they made it look like 84: the rate was cut to 80 and climbed back for four
+    seconds, and the next run would have started at 84)."""
+    limiter = RateLimiter(100, known=100, clock=clock, sleep=clock.sleep)
+    send_all_it_allows(limiter, clock, 1)
+    limiter.throttled(sent_at=clock.now)  # the bucket's burst spent
+    succeed_at(limiter, clock, 60, 5)  # less to send than the rate allows
+    send_all_it_allows(limiter, clock, 0.5)
+    assert limiter._delivered_rate(clock.now) < 70  # what got through: the demand
+    assert limiter.budget == 100
+    limiter.rate = 160  # a bucket's refill let it probe far past the budget
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(90)
+    assert limiter.learned == 100
+
+
+def test_a_budget_lowered_since_is_measured_by_a_window_that_filled_the_rate(clock):
+    """The earlier run's 100 is forgotten once a window in which the demand filled the rate
+    measures less: the API now takes 50."""
+    limiter = RateLimiter(100, known=100, clock=clock, sleep=clock.sleep)
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(90)
+    through_at(limiter, clock, 50, 2)
+    assert limiter.budget == pytest.approx(50, rel=0.02)
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(45, rel=0.02)
+    assert limiter.learned == pytest.approx(50, rel=0.02)
+
+
+def test_a_refusal_far_above_a_budget_known_cuts_to_it_and_the_curve_returns_to_it(clock):
+    """Refused at 1.6 x a budget measured (a bucket's refill let the rate climb there), the
+    rate goes to 0.9 x the budget, not to 0.7 x 160 = 112 (refused again at once), and the
+    curve's plateau is the budget, not the 160 it was refused at."""
+    limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)
+    through_at(limiter, clock, 100, 2)
+    limiter.rate = 160
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(90, rel=0.01)
+    send_all_it_allows(limiter, clock, 3)  # K = cbrt(10 / 0.4) = 2.9 s to the plateau
+    assert 99 <= limiter.rate <= 102
+
+
+def test_a_budget_known_caps_the_limiter_that_witnesses_a_refusal(clock):
+    """The polls' limiter passes the export requests too, and probed past an earlier run's
+    budget with them (to 1.6 x) while the exports' limiter took the refusals: witnessing one,
+    it comes down to the budget known, though it measured nothing yet."""
+    limiter = RateLimiter(100, known=100, clock=clock, sleep=clock.sleep)
+    send_all_it_allows(limiter, clock, 5)
+    assert limiter.rate > 140
+    limiter.witnessed()
+    assert limiter.rate == 100

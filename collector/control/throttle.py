@@ -174,6 +174,11 @@ class RateLimiter:
     which this one `witnessed`. An API's token bucket that refuses us is empty at each
     refusal, so what got through between two is its refill rate, its budget (`budget`), and a
     cut far below it (to 0.7 of the rate) would cost seconds of climbing back for nothing.
+    Where the budget is known, not only at least (`_budget_at`: measured while the demand
+    filled the rate, or an earlier run's), the cut goes to that floor even from far above
+    (rate = DELIVERED * min(rate, budget)) and the curve's plateau is the budget
+    (w_max = min(w_max, budget)): the rate a bucket's burst let it probe to is no rate to
+    return to.
     And on each success, t seconds after that 429:
 
         rate = min(C * (t - K) ** 3 + w_max,  2 * measured,  max_rate)
@@ -225,6 +230,7 @@ class RateLimiter:
     DELIVERY_SPAN = 1.0  # ... measured over at least this many seconds since the last decrease
     MARK_SPACING = 0.25  # seconds: refusals closer to the last window's start start none of their own
     APP_LIMITED = 0.5  # seconds since a caller last waited for its slot, past which the curve waits
+    IN_USE = 0.75  # share of a window of `_delivered_rate` with the rate in use, to measure a lower budget
 
     def __init__(
         self,
@@ -269,8 +275,10 @@ class RateLimiter:
         self._got_through = 0  # successes in all
         self._measured = False  # `_learned` is what got through between refusals it witnessed
         self._lulls = 0.0  # seconds of lulls in all (see `_MeasuredRate`)
-        # (when, successes, lulls by then) at the latest refusals: the windows of `_delivered_rate`
-        self._refusal_marks: deque[tuple[float, int, float]] = deque(maxlen=8)
+        self._app_limited = 0.0  # seconds in all when the rate was not in use (see `succeeded`)
+        # (when, successes, lulls, app-limited seconds by then) at the latest refusals: the
+        # windows of `_delivered_rate`
+        self._refusal_marks: deque[tuple[float, int, float, float]] = deque(maxlen=8)
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
         self._in_use_at = -math.inf  # when a caller last found its slot not yet due
@@ -387,21 +395,27 @@ class RateLimiter:
             # Fast convergence (RFC 9438, 4.7): refused below where it was refused last time,
             # the budget has shrunk, or a pause's refill made it look larger: remember less.
             fell = self.rate < self._w_max
-            measured = self._delivered_rate(now)
-            # The budget: measured, else an earlier run's (a floor of the cut until this run
-            # measures its own, so that a budget lowered since is found in a few cuts).
-            delivered_rate = measured or self._known or 0.0
+            # The budget: measured, or an earlier run's (see `_budget_at`).
+            budget, exact = self._budget_at(now)
             # What is kept for the next run: the budget measured, not the rate cut below it by
             # a cascade of refusals (a run ending in one kept 66 against 100: issue 14).
-            self._learned = measured or min(self.rate, delivered_rate or self.rate)
+            self._learned = budget if self._delivered_rate(now) else min(self.rate, budget or self.rate)
             self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
             # A token bucket that refuses still lets its refill rate through: never cut below
-            # (a share of) what was measured getting through, and probe on from there.
-            # A rate already below that share stays: a cascade of refusals (each of a request
-            # sent after the last cut, the bucket still empty from a burst) otherwise cut by a
-            # tenth each, to 45 % of the budget within a quarter second (issue 14).
-            delivered = min(self.rate, self.DELIVERED * delivered_rate)
-            self.rate = max(self.min_rate, self.rate * self.beta, delivered)
+            # (a share of) the budget, and probe on from there. A rate already below that
+            # share stays: a cascade of refusals (each of a request sent after the last cut,
+            # the bucket still empty from a burst) otherwise cut by a tenth each, to 45 % of
+            # the budget within a quarter second (issue 14).
+            floor = min(self.rate, self.DELIVERED * budget)
+            if exact:
+                # Nor above it, where the budget is known (not only at least): a rate a
+                # bucket's burst let climb past it (1.6 x), cut by 0.3 only, was refused again
+                # at once; and the curve's plateau is the budget, not where the burst had let
+                # the rate climb (cut to 1.1 x it, it went on climbing above it: issue 14).
+                self.rate = max(self.min_rate, floor)
+                self._w_max = min(self._w_max, budget)
+            else:
+                self.rate = max(self.min_rate, self.rate * self.beta, floor)
             self._w_max = max(self._w_max, self.rate)
             self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
         self._epoch = self._last_decrease = now
@@ -421,23 +435,26 @@ class RateLimiter:
         curve starts again from there (the polls after the exports otherwise went out at
         twice the budget, into a burst of refusals)."""
         now = self._clock()
-        if delivered := self._delivered_rate(now):
-            self._learned, self._measured = delivered, True
-            if self.rate > delivered:
-                self.starting = False  # its purpose, finding the budget, is served
-                self.measured.bucket = _MeasuredRate.BUCKET
-                self.rate = self._w_max = max(self.min_rate, delivered)
-                self._k, self._epoch = 0.0, now
+        budget = self._budget_at(now)[0]
+        if self._delivered_rate(now):
+            self._learned, self._measured = budget, True
+        # Nothing measured yet, an earlier run's budget caps it too: the polls' limiter, which
+        # passes the export requests, probed on to 1.6 x it while they were refused.
+        if budget and self.rate > budget:
+            self.starting = False  # its purpose, finding the budget, is served
+            self.measured.bucket = _MeasuredRate.BUCKET
+            self.rate = self._w_max = max(self.min_rate, budget)
+            self._k, self._epoch = 0.0, now
         self._mark_refusal(now)
 
     @property
     def budget(self) -> float | None:
         """What the API lets through per second, as far as measured: `_delivered_rate` now,
         the refill of its bucket if it refuses now, else at least that (we may have sent less);
-        before a refusal at least `DELIVERY_SPAN` seconds of requests flowing ago, the budget an
-        earlier run learned (`known`), else None. `learned` may be far above it: start-up's
-        refusal came past a bucket's burst."""
-        return self._delivered_rate(self._clock()) or self._known
+        the budget an earlier run learned (`known`) where this run measured less without
+        filling its rate, or nothing yet (see `_budget_at`); else None. `learned` may be far
+        above it: start-up's refusal came past a bucket's burst."""
+        return self._budget_at(self._clock())[0] or None
 
     def _delivered_rate(self, now: float) -> float:
         """What got through per second of requests flowing since one of the latest refusals
@@ -454,14 +471,34 @@ class RateLimiter:
         none to measure, and the rate was cut to 0.7 of it, 25 % below the budget, for seconds
         (issue 14). Never over less than `DELIVERY_SPAN`: an API that counts per fixed second
         lets a whole second's budget through in a moment."""
+        return self._measure(now)[0]
+
+    def _measure(self, now: float) -> tuple[float, bool]:
+        """`_delivered_rate`, and whether one of its windows had the rate in use for most of its
+        span (`IN_USE`): only such a window measures a budget below what was known."""
         idle = now - self.measured.last  # a lull going on, not yet in `_lulls`
         lulls = self._lulls + (idle if idle >= _MeasuredRate.IDLE else 0.0)
-        best = 0.0
-        for when, got_through, lulls_then in self._refusal_marks:
+        best, in_use = 0.0, False
+        for when, got_through, lulls_then, limited_then in self._refusal_marks:
             span = now - when - (lulls - lulls_then)
             if span >= self.DELIVERY_SPAN:
                 best = max(best, (self._got_through - got_through) / span)
-        return best
+                in_use = in_use or self._app_limited - limited_then <= (1 - self.IN_USE) * span
+        return best, in_use
+
+    def _budget_at(self, now: float) -> tuple[float, bool]:
+        """The budget as best known at `now` (0 if nothing is), and whether it is the budget
+        itself rather than at least it: what was measured getting through (`_delivered_rate`),
+        or the budget an earlier run learned (`known`) where that is more and no window with
+        the rate in use measured less. A window whose demand did not fill the rate
+        under-counts the budget (the polls of a run's quiet middle made a budget of 100 look
+        like 84, and the rate was cut to 80 and climbed back for four seconds: issue 14); one
+        that did measures it, a budget lowered since included, and the earlier one is
+        forgotten."""
+        measured, in_use = self._measure(now)
+        if in_use or self._known is None:
+            return measured, in_use
+        return max(measured, self._known), True
 
     def _mark_refusal(self, now: float) -> None:
         """A window of `_delivered_rate` starts here, unless one started less than
@@ -470,7 +507,7 @@ class RateLimiter:
         the cascade needed it as the floor of its cuts (issue 14)."""
         marks = self._refusal_marks
         if not marks or now - marks[-1][0] >= self.MARK_SPACING:
-            marks.append((now, self._got_through, self._lulls))
+            marks.append((now, self._got_through, self._lulls, self._app_limited))
 
     def _refused(self, now: float, retry_after: float, subject: str | None) -> None:
         refusals = self._refusals
@@ -537,6 +574,7 @@ class RateLimiter:
                 # to twice what was sent, four times the budget, and the next burst of polls
                 # went out at it into a cascade of refusals and a fleet-wide pause (issue 14).
                 self._epoch = min(now, self._epoch + (now - previous))
+                self._app_limited += now - previous
             elif self.measured.lull:
                 # Time with nothing to send is no probing: the curve waits for us (Linux's CUBIC
                 # moves its epoch by the idle time), else a limiter idle for ten seconds (polls
