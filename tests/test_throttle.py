@@ -238,6 +238,17 @@ def through_at(limiter, clock, per_second, seconds):
             limiter.succeeded()
 
 
+def refused_then(clock, flow):
+    """A limiter past start-up, refused (the API's bucket empty), then 100 requests a second
+    got through for two seconds by `flow` (`succeed_at`: less asked than the rate allows;
+    `through_at`: the demand filled it): a budget of 100 measured from the next refusal on."""
+    limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)
+    flow(limiter, clock, 100, 2)
+    return limiter
+
+
 def test_a_429_cuts_the_rate_once_for_the_requests_already_in_flight(clock):
     limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
     limiter.starting = False  # CUBIC's decrease (start-up's first refusal halves: tested below)
@@ -639,10 +650,7 @@ def test_start_up_stops_growing_when_answers_slow_down(clock):
 def test_what_is_learned_is_what_got_through_between_two_decreases(clock):
     """The next run starts from the budget measured (a bucket's refill), not from the rate
     CUBIC had probed to when it was last refused, which is above it."""
-    limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
-    limiter.starting = False
-    limiter.throttled(sent_at=clock.now)
-    succeed_at(limiter, clock, 100, 2)
+    limiter = refused_then(clock, succeed_at)
     limiter.rate = 120
     limiter.throttled(sent_at=clock.now)
     assert limiter.learned == pytest.approx(100, rel=0.01)
@@ -803,10 +811,7 @@ def test_a_cascade_of_refusals_stops_at_the_budget_measured_and_that_is_what_is_
     a burst), cut the rate to 0.9 of the budget measured and no further: they cut a tenth each,
     to 45 % of it within a quarter second. What the next run starts from is that budget, not
     where a cascade left the rate (a run ending in one kept 66 against 100: issue 14)."""
-    limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
-    limiter.starting = False
-    limiter.throttled(sent_at=clock.now)
-    succeed_at(limiter, clock, 100, 2)
+    limiter = refused_then(clock, succeed_at)
     limiter.rate = 150  # probed past it
     for _ in range(8):
         limiter.throttled(sent_at=clock.now)
@@ -853,10 +858,7 @@ def test_a_refusal_far_above_a_budget_known_cuts_to_it_and_the_curve_returns_to_
     """Refused at 1.6 x a budget measured (a bucket's refill let the rate climb there), the
     rate goes to 0.9 x the budget, not to 0.7 x 160 = 112 (refused again at once), and the
     curve's plateau is the budget, not the 160 it was refused at."""
-    limiter = RateLimiter(130, clock=clock, sleep=clock.sleep)
-    limiter.starting = False
-    limiter.throttled(sent_at=clock.now)
-    through_at(limiter, clock, 100, 2)
+    limiter = refused_then(clock, through_at)
     limiter.rate = 160
     limiter.throttled(sent_at=clock.now)
     assert limiter.rate == pytest.approx(90, rel=0.01)
