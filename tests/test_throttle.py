@@ -875,3 +875,43 @@ def test_a_budget_known_caps_the_limiter_that_witnesses_a_refusal(clock):
     assert limiter.rate > 140
     limiter.witnessed()
     assert limiter.rate == 100
+
+
+def test_what_a_run_refused_but_never_measured_keeps_is_below_where_it_was_refused(clock):
+    """Refused only in a cascade too quick to measure anything (start-up's, say), a run keeps
+    the rate its last cut set, not the rate refused, which is above the budget: kept, that
+    rate started the next run at 1.7 x the budget (96 refusals of its 300 export requests)."""
+    limiter = RateLimiter(170, clock=clock, sleep=clock.sleep)
+    limiter.starting = False
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(119)
+    assert limiter.learned == pytest.approx(119)  # was 170
+
+
+def test_a_run_never_refused_keeps_the_earlier_budget_not_the_rate_it_climbed_to(clock):
+    """A bucket's burst let a run's busy last seconds probe past the earlier budget unrefused;
+    that climb is no budget (kept, the next run started at 1.4 x the budget)."""
+    limiter = RateLimiter(100, known=100, clock=clock, sleep=clock.sleep)
+    send_all_it_allows(limiter, clock, 5)
+    assert limiter.rate > 130
+    assert limiter.learned == 100
+
+
+def test_an_earlier_budget_still_refused_at_its_floor_is_lowered_a_tenth_a_refusal(clock):
+    """The API now takes 100 where an earlier run kept 170: at 153 (0.9 x 170) it still
+    refuses. A quarter second after the cut to that floor (a burst's cascade is over by then),
+    each refusal cuts a tenth, where the rate stayed at 153 until this run had measured its
+    own budget, a second later."""
+    limiter = RateLimiter(170, known=170, clock=clock, sleep=clock.sleep)
+    limiter.throttled(sent_at=clock.now)
+    assert limiter.rate == pytest.approx(153)
+    rates = []
+    for _ in range(30):  # a refusal every 20 ms, something getting through between
+        clock.now += 0.01
+        saturated(limiter)
+        limiter.succeeded(sent_at=clock.now)
+        clock.now += 0.01
+        limiter.throttled(sent_at=clock.now)
+        rates.append(limiter.rate)
+    assert rates[10] == pytest.approx(153)  # 0.2 s on: still the floor
+    assert rates[-1] <= 100  # 0.6 s on: at the budget or below

@@ -276,6 +276,7 @@ class RateLimiter:
         self._measured = False  # `_learned` is what got through between refusals it witnessed
         self._lulls = 0.0  # seconds of lulls in all (see `_MeasuredRate`)
         self._app_limited = 0.0  # seconds in all when the rate was not in use (see `succeeded`)
+        self._floored_at = -math.inf  # when a cut brought the rate down to an earlier run's floor
         # (when, successes, lulls, app-limited seconds by then) at the latest refusals: the
         # windows of `_delivered_rate`
         self._refusal_marks: deque[tuple[float, int, float, float]] = deque(maxlen=8)
@@ -397,9 +398,7 @@ class RateLimiter:
             fell = self.rate < self._w_max
             # The budget: measured, or an earlier run's (see `_budget_at`).
             budget, exact = self._budget_at(now)
-            # What is kept for the next run: the budget measured, not the rate cut below it by
-            # a cascade of refusals (a run ending in one kept 66 against 100: issue 14).
-            self._learned = budget if self._delivered_rate(now) else min(self.rate, budget or self.rate)
+            refused = self.rate
             self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
             # A token bucket that refuses still lets its refill rate through: never cut below
             # (a share of) the budget, and probe on from there. A rate already below that
@@ -407,6 +406,16 @@ class RateLimiter:
             # the bucket still empty from a burst) otherwise cut by a tenth each, to 45 % of
             # the budget within a quarter second (issue 14).
             floor = min(self.rate, self.DELIVERED * budget)
+            if self._earlier_only(now):
+                # ... unless the budget is an earlier run's and the rate is still refused at
+                # its floor a while after the cut that brought it there (no burst's cascade,
+                # then): the budget is lower now. A tenth a refusal until this run measures its
+                # own (started from 170 against 100, a run stayed at 153 for the second a
+                # measure takes: 96 refusals of its 300 export requests).
+                if self.rate > 1.01 * self.DELIVERED * budget:
+                    self._floored_at = now
+                elif now - self._floored_at >= self.MARK_SPACING:
+                    floor = self.DELIVERED * self.rate
             if exact:
                 # Nor above it, where the budget is known (not only at least): a rate a
                 # bucket's burst let climb past it (1.6 x), cut by 0.3 only, was refused again
@@ -418,6 +427,15 @@ class RateLimiter:
                 self.rate = max(self.min_rate, self.rate * self.beta, floor)
             self._w_max = max(self._w_max, self.rate)
             self._k = ((self._w_max - self.rate) / self.scale) ** (1 / 3)
+            # What is kept for the next run: the budget measured, not the rate cut below it by
+            # a cascade of refusals (a run ending in one kept 66 against 100: issue 14); else
+            # an earlier run's, unless refused below it; else the rate this cut set, not the
+            # one refused, which is above the budget (a first run refused only in start-up's
+            # cascade kept 170 against 100, and the next run started there: issue 14).
+            if self._delivered_rate(now):
+                self._learned = budget
+            else:
+                self._learned = min(refused, budget) if budget else self.rate
         self._epoch = self._last_decrease = now
         self._mark_refusal(now)
         self._delivered = False
@@ -500,6 +518,11 @@ class RateLimiter:
             return measured, in_use
         return max(measured, self._known), True
 
+    def _earlier_only(self, now: float) -> bool:
+        """Is the budget an earlier run's, nothing this run measured with the rate in use?"""
+        measured, in_use = self._measure(now)
+        return not in_use and self._known is not None and self._known > measured
+
     def _mark_refusal(self, now: float) -> None:
         """A window of `_delivered_rate` starts here, unless one started less than
         `MARK_SPACING` ago: a cascade of refusals from one burst pushed the mark a second or
@@ -527,15 +550,18 @@ class RateLimiter:
     @property
     def learned(self) -> float:
         """The rate this limiter found the API to take: what got through between its last two
-        decreases (the refill of a token bucket, see `_delivered_rate`), else where it was
-        last refused, if it ever was (it climbs past that while probing; for start-up's
-        refusal, the round before, the last that got through whole; the budget an earlier run
-        learned, if lower), else what got through between two refusals of others' requests
-        (`witnessed`), else where it got to (the earlier run's budget, if higher)."""
+        decreases (the refill of a token bucket, see `_delivered_rate`), else the rate its last
+        decrease set, if it was ever refused (the rate refused is above the budget; for
+        start-up's refusal, the round before, the last that got through whole; the budget an
+        earlier run learned, if not refused below it), else what got through between two
+        refusals of others' requests (`witnessed`), else the earlier run's budget, else where
+        the demand took it."""
         if self.knows:
             return self._learned
-        # Never refused: an earlier run's budget still stands, unless this run went past it.
-        return self.rate if self._known is None else max(self.rate, self._known)
+        # Never refused: an earlier run's budget still stands. Not the rate this run climbed
+        # to: a bucket's burst let a run's last seconds probe to 1.4 x the budget unrefused,
+        # and the next run started there, into a second of refusals (issue 14).
+        return self.rate if self._known is None else self._known
 
     @property
     def knows(self) -> bool:

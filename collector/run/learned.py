@@ -7,10 +7,14 @@ learned (the budget measured between refusals, see `RateLimiter.learned`), and t
 (whatever its output folder: a nightly `-o logs/{date}` too) starts there, if it was learned
 less than KEEP_FOR ago (else at --rate), as a budget known: with no start-up, whose doubling
 went past it into a burst of refusals and cut the rate to 60 % of it for seconds (issue 14).
-A budget lowered since is met with refusals that cut the rate by a tenth or more each (the
-floor of a decrease is 0.9 of the known budget or of the rate, the lower: see
-`RateLimiter.throttled`), until a second later the run has measured the new budget between
-them; aged out after a week.
+A budget lowered since is met with refusals: the first cuts the rate to 0.9 of the known
+budget, and once that rate is still refused a quarter second later, each refusal cuts a tenth
+(see `RateLimiter.throttled`), until a second later the run has measured the new budget
+between them. A budget raised since is found by the run's probing above the known one, and
+kept once a refusal measures it; a run never refused keeps the known one (not the rate it
+climbed to: a bucket's burst lets a run probe past its budget unrefused). What a run refused
+but never able to measure keeps is the rate its last cut set, below the rate refused. Aged
+out after a week.
 
 The export-time distribution (21 points: every 5th percentile of the run's estimates, see
 `collector.sweep.polling.ExportDurations`) is kept beside it. The next run's first polls aim
