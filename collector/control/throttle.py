@@ -431,7 +431,8 @@ class RateLimiter:
             # a cascade of refusals (a run ending in one kept 66 against 100: issue 14); else
             # an earlier run's, unless refused below it; else the rate this cut set, not the
             # one refused, which is above the budget (a first run refused only in start-up's
-            # cascade kept 170 against 100, and the next run started there: issue 14).
+            # cascade kept 120 against 100, where it was last refused; a next run that starts
+            # above the budget is refused until it measures its own: issue 14).
             if self._delivered_rate(now):
                 self._learned = budget
             else:
@@ -559,8 +560,8 @@ class RateLimiter:
         if self.knows:
             return self._learned
         # Never refused: an earlier run's budget still stands. Not the rate this run climbed
-        # to: a bucket's burst let a run's last seconds probe to 1.4 x the budget unrefused,
-        # and the next run started there, into a second of refusals (issue 14).
+        # to: a bucket's burst let a run's busy last seconds probe to 1.4 x the budget
+        # unrefused, and the next run would have started there (issue 14).
         return self.rate if self._known is None else self._known
 
     @property
