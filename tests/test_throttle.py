@@ -879,8 +879,9 @@ def test_a_budget_known_caps_the_limiter_that_witnesses_a_refusal(clock):
 
 def test_what_a_run_refused_but_never_measured_keeps_is_below_where_it_was_refused(clock):
     """Refused only in a cascade too quick to measure anything (start-up's, say), a run keeps
-    the rate its last cut set, not the rate refused, which is above the budget: kept, that
-    rate started the next run at 1.7 x the budget (96 refusals of its 300 export requests)."""
+    the rate its last cut set, not the rate refused, which is above the budget: kept, such a
+    rate starts the next run above the budget (one started at 1.7 x it: 96 refusals of its 300
+    export requests)."""
     limiter = RateLimiter(170, clock=clock, sleep=clock.sleep)
     limiter.starting = False
     limiter.throttled(sent_at=clock.now)
@@ -890,7 +891,7 @@ def test_what_a_run_refused_but_never_measured_keeps_is_below_where_it_was_refus
 
 def test_a_run_never_refused_keeps_the_earlier_budget_not_the_rate_it_climbed_to(clock):
     """A bucket's burst let a run's busy last seconds probe past the earlier budget unrefused;
-    that climb is no budget (kept, the next run started at 1.4 x the budget)."""
+    that climb is no budget (kept, the next run would start at 1.4 x the budget)."""
     limiter = RateLimiter(100, known=100, clock=clock, sleep=clock.sleep)
     send_all_it_allows(limiter, clock, 5)
     assert limiter.rate > 130
