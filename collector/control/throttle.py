@@ -190,7 +190,9 @@ class RateLimiter:
 
     A rate an earlier run learned (`known`, `collector.run.learned`) is a budget already found:
     no start-up (its doubling went past it into a burst of refusals), the curve's plateau there,
-    and until this run measures its own, a decrease's floor as `delivered` below.
+    and until this run measures its own (in a window whose demand filled the rate), a
+    decrease's floor as `delivered` below; a rate still refused at that floor a quarter second
+    after the cut there is lowered a tenth a refusal (the budget is lower now).
 
     One congestion event, one decrease (TCP counts one loss per window): a refusal of a request
     sent before the last decrease says nothing new (the decrease already answered it), so a
