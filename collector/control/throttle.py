@@ -174,7 +174,7 @@ class RateLimiter:
     which this one `witnessed`. An API's token bucket that refuses us is empty at each
     refusal, so what got through between two is its refill rate, its budget (`budget`), and a
     cut far below it (to 0.7 of the rate) would cost seconds of climbing back for nothing.
-    Where the budget is known, not only at least (`_budget_at`: measured while the demand
+    Where the budget is known, not only at least (`_budget_from`: measured while the demand
     filled the rate, or an earlier run's), the cut goes to that floor even from far above
     (rate = DELIVERED * min(rate, budget)) and the curve's plateau is the budget
     (w_max = min(w_max, budget)): the rate a bucket's burst let it probe to is no rate to
@@ -398,8 +398,9 @@ class RateLimiter:
             # Fast convergence (RFC 9438, 4.7): refused below where it was refused last time,
             # the budget has shrunk, or a pause's refill made it look larger: remember less.
             fell = self.rate < self._w_max
-            # The budget: measured, or an earlier run's (see `_budget_at`).
-            budget, exact = self._budget_at(now)
+            # The budget: measured, or an earlier run's (see `_budget_from`).
+            measured, in_use = self._measure(now)
+            budget, exact = self._budget_from(measured, in_use)
             refused = self.rate
             self._w_max = self.rate * (1 + self.beta) / 2 if fell else self.rate
             # A token bucket that refuses still lets its refill rate through: never cut below
@@ -408,7 +409,7 @@ class RateLimiter:
             # the bucket still empty from a burst) otherwise cut by a tenth each, to 45 % of
             # the budget within a quarter second (issue 14).
             floor = min(self.rate, self.DELIVERED * budget)
-            if self._earlier_only(now):
+            if not in_use and self._known is not None and self._known > measured:
                 # ... unless the budget is an earlier run's and the rate is still refused at
                 # its floor a while after the cut that brought it there (no burst's cascade,
                 # then): the budget is lower now. A tenth a refusal until this run measures its
@@ -435,7 +436,7 @@ class RateLimiter:
             # one refused, which is above the budget (a first run refused only in start-up's
             # cascade kept 120 against 100, where it was last refused; a next run that starts
             # above the budget is refused until it measures its own: issue 14).
-            if self._delivered_rate(now):
+            if measured:
                 self._learned = budget
             else:
                 self._learned = min(refused, budget) if budget else self.rate
@@ -456,8 +457,9 @@ class RateLimiter:
         curve starts again from there (the polls after the exports otherwise went out at
         twice the budget, into a burst of refusals)."""
         now = self._clock()
-        budget = self._budget_at(now)[0]
-        if self._delivered_rate(now):
+        measured, in_use = self._measure(now)
+        budget = self._budget_from(measured, in_use)[0]
+        if measured:
             self._learned, self._measured = budget, True
         # Nothing measured yet, an earlier run's budget caps it too: the polls' limiter, which
         # passes the export requests, probed on to 1.6 x it while they were refused.
@@ -473,9 +475,9 @@ class RateLimiter:
         """What the API lets through per second, as far as measured: `_delivered_rate` now,
         the refill of its bucket if it refuses now, else at least that (we may have sent less);
         the budget an earlier run learned (`known`) where this run measured less without
-        filling its rate, or nothing yet (see `_budget_at`); else None. `learned` may be far
+        filling its rate, or nothing yet (see `_budget_from`); else None. `learned` may be far
         above it: start-up's refusal came past a bucket's burst."""
-        return self._budget_at(self._clock())[0] or None
+        return self._budget_from(*self._measure(self._clock()))[0] or None
 
     def _delivered_rate(self, now: float) -> float:
         """What got through per second of requests flowing since one of the latest refusals
@@ -507,24 +509,18 @@ class RateLimiter:
                 in_use = in_use or self._app_limited - limited_then <= (1 - self.IN_USE) * span
         return best, in_use
 
-    def _budget_at(self, now: float) -> tuple[float, bool]:
-        """The budget as best known at `now` (0 if nothing is), and whether it is the budget
-        itself rather than at least it: what was measured getting through (`_delivered_rate`),
+    def _budget_from(self, measured: float, in_use: bool) -> tuple[float, bool]:
+        """The budget as best known, from what `_measure` says (0 if nothing is), and whether
+        it is the budget itself rather than at least it: what was measured getting through,
         or the budget an earlier run learned (`known`) where that is more and no window with
         the rate in use measured less. A window whose demand did not fill the rate
         under-counts the budget (the polls of a run's quiet middle made a budget of 100 look
         like 84, and the rate was cut to 80 and climbed back for four seconds: issue 14); one
         that did measures it, a budget lowered since included, and the earlier one is
         forgotten."""
-        measured, in_use = self._measure(now)
         if in_use or self._known is None:
             return measured, in_use
         return max(measured, self._known), True
-
-    def _earlier_only(self, now: float) -> bool:
-        """Is the budget an earlier run's, nothing this run measured with the rate in use?"""
-        measured, in_use = self._measure(now)
-        return not in_use and self._known is not None and self._known > measured
 
     def _mark_refusal(self, now: float) -> None:
         """A window of `_delivered_rate` starts here, unless one started less than
