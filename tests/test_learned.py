@@ -8,6 +8,7 @@ import time
 import pytest
 from _listing import collector_run
 
+from collector.control.throttle import MIN_RATE
 from collector.errors import ExitCode
 from collector.run.learned import (
     EXPORTS_FILE,
@@ -58,7 +59,7 @@ async def test_a_rate_given_is_used_and_nothing_is_learned(tmp_path):
     assert (state / "collector" / LEARNED_FILE).read_text() == before
 
 
-def test_a_learned_rate_is_started_below_and_aged_out_after_a_week(tmp_path):
+def test_a_learned_rate_is_started_at_and_aged_out_after_a_week(tmp_path):
     remember(tmp_path, {"https://a": 100.0, "https://b": 40.0}, now=1_000_000)
     assert starting_rates(tmp_path, now=1_000_000 + 3600) == {
         "https://a": pytest.approx(100),
@@ -66,6 +67,17 @@ def test_a_learned_rate_is_started_below_and_aged_out_after_a_week(tmp_path):
     }
     assert starting_rates(tmp_path, now=1_000_000 + KEEP_FOR + 1) == {}
     assert starting_rates(tmp_path, now=1_000_000 - 10) == {}  # from the future: a clock gone wrong
+
+
+def test_a_kept_rate_no_run_could_have_learned_is_not_started_at(tmp_path):
+    """A limiter never goes below MIN_RATE, so a kept 0.001 (a hand-edited file, say) was
+    not learned: started at, the next run sent one request in 1,000 s, and stayed there."""
+    now = time.time()
+    rates = {"https://tiny": 0.001, "https://zero": 0.0, "https://slow": MIN_RATE}
+    (tmp_path / LEARNED_FILE).write_text(
+        json.dumps({"endpoints": {e: {"rate": r, "at": int(now)} for e, r in rates.items()}})
+    )
+    assert starting_rates(tmp_path, now=now + 1) == {"https://slow": MIN_RATE}
 
 
 @pytest.mark.parametrize("text", ["", "{", "[]", '{"endpoints": []}', '{"endpoints": {"x": {"rate": "fast"}}}'])

@@ -34,6 +34,7 @@ from collector.errors import (
 )
 
 MAX_RETRY_AFTER = 600.0  # never sleep longer than 10 minutes on a server's say-so
+MIN_RATE = 0.5  # requests/s: a limiter's rate never falls below it (unless started below it)
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -239,7 +240,7 @@ class RateLimiter:
         rate: float,
         *,
         max_rate: float | None = None,
-        min_rate: float = 0.5,
+        min_rate: float = MIN_RATE,
         beta: float = 0.7,
         scale: float = 0.4,
         burst_seconds: float = 0.25,

@@ -54,6 +54,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from collector.control.throttle import MIN_RATE
 from collector.destinations.local import make_folders, write_atomically
 from collector.log import ev
 from collector.sweep.polling import OwnTime
@@ -74,7 +75,15 @@ def starting_rates(folder: Path | None, *, now: float | None = None) -> dict[str
     rates: dict[str, float] = {}
     for endpoint, entry in _entries(folder).items():
         rate, at = entry.get("rate"), entry.get("at")
-        if isinstance(rate, (int, float)) and isinstance(at, (int, float)) and rate > 0 and 0 <= now - at < KEEP_FOR:
+        # Below MIN_RATE no run of ours can have learned it (a limiter never cuts below it, and a
+        # run given --rate keeps nothing): a hand-edited 0.001 started the next run at one
+        # request in 1,000 s, and there it stayed.
+        if (
+            isinstance(rate, (int, float))
+            and isinstance(at, (int, float))
+            and rate >= MIN_RATE
+            and 0 <= now - at < KEEP_FOR
+        ):
             rates[endpoint] = float(rate)
     return rates
 
