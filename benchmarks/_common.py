@@ -105,6 +105,8 @@ def sim_flags(config: SimConfig) -> list[str]:
     ]
     if config.rate_limit is not None:
         flags += ["--rate-limit", repr(config.rate_limit)]
+    if config.rate_burst is not None:
+        flags += ["--rate-burst", repr(config.rate_burst)]
     if config.max_concurrent_exports is not None:
         flags += ["--max-concurrent-exports", str(config.max_concurrent_exports)]
     return flags

@@ -203,6 +203,23 @@ async def test_rate_limit_answers_429_with_retry_after():
         assert sim.stats["list", 429] == 2 and sim.stats["list", 200] == 3
 
 
+async def test_rate_burst_sets_how_many_requests_get_through_at_once():
+    clock = FakeClock()
+    config = SimConfig(servers=2, rate_limit=100, rate_burst=3)
+    async with Simulator(config, clock=clock) as sim, client(sim) as session:
+        url = f"{sim.url}/v1/{sim.project_id}/physicalservers"
+        statuses = []
+        for _ in range(5):
+            async with session.get(url) as response:
+                statuses.append(response.status)
+        assert statuses == [200, 200, 200, 429, 429]
+        clock.advance(1.0)  # a second refills 100 tokens, but the bucket holds 3
+        for _ in range(4):
+            async with session.get(url) as response:
+                statuses.append(response.status)
+        assert statuses[5:] == [200, 200, 200, 429]
+
+
 async def test_rate_limit_without_retry_after_header():
     config = SimConfig(servers=1, rate_limit=1, retry_after=False)
     async with Simulator(config) as sim, client(sim) as session:
@@ -519,9 +536,11 @@ def test_cli_parses_ranges_and_rejects_bad_values():
     assert bytes_range("256K-1M") == (256 * 1024, 1024 * 1024) and bytes_range("4096") == (4096, 4096)
     parser = argparse.ArgumentParser()
     add_arguments(parser)
-    args = parser.parse_args(["--servers", "9", "--archive-bytes", "8K-16K", "--no-retry-after", "--hostile", "0.3"])
+    flags = ["--servers", "9", "--archive-bytes", "8K-16K", "--no-retry-after", "--hostile", "0.3"]
+    args = parser.parse_args([*flags, "--rate-limit", "100", "--rate-burst", "20"])
     config = config_from_args(args)
     assert config.servers == 9 and config.archive_bytes == (8192, 16384) and not config.retry_after
+    assert (config.rate_limit, config.rate_burst) == (100.0, 20.0)
     assert config.hostile == 0.3 and config_from_args(parser.parse_args([])).hostile == 0.0
     bad_values = [
         ("--export-seconds", "5-2"),
@@ -529,6 +548,9 @@ def test_cli_parses_ranges_and_rejects_bad_values():
         ("--fault-500", "2"),
         ("--hostile", "1.5"),
         ("--servers", "-1"),
+        ("--rate-burst", "0.5"),
+        ("--rate-burst", "nan"),
+        ("--rate-limit", "nan"),
     ]
     for flag, value in bad_values:
         with pytest.raises(SystemExit) as exit_info:

@@ -123,8 +123,8 @@ class CloudDC:
         """Start the clocks: the timeline's zero and a full token bucket."""
         self.t0 = self.clock()
         self.identity.started()
-        if self.config.rate_limit is not None:
-            self._bucket = TokenBucket(self.config.rate_limit, self.t0)
+        if self.config.rate_limit is not None and self.config.burst is not None:
+            self._bucket = TokenBucket(self.config.rate_limit, self.t0, self.config.burst)
 
     def request_id(self) -> str:
         return f"{self._request_ids.getrandbits(128):032x}"

@@ -83,13 +83,17 @@ def _number(kind: type[int] | type[float], minimum: float, text: str) -> int | f
         value = kind(text)
     except ValueError:
         value = None
-    if value is None or value < minimum:
+    if value is None or not value >= minimum:  # NaN compares false both ways
         raise argparse.ArgumentTypeError(f"need a number >= {minimum}: {text!r}")
     return value
 
 
 def _int_at_least(minimum: int) -> Callable[[str], int]:
     return lambda text: int(_number(int, minimum, text))
+
+
+def _float_at_least(minimum: float) -> Callable[[str], float]:
+    return lambda text: float(_number(float, minimum, text))
 
 
 def _positive_float(text: str) -> float:
@@ -153,6 +157,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--rate-limit", type=_positive_float, metavar="R", help="API requests per second; 429 above")
     add(
+        "--rate-burst",
+        type=_float_at_least(1),
+        metavar="N",
+        help="requests the gateway's bucket lets through at once (default: a second's worth of --rate-limit)",
+    )
+    add(
         "--retry-after",
         action=argparse.BooleanOptionalAction,
         default=defaults.retry_after,
@@ -202,6 +212,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         failing=args.failing,
         export_ttl=args.export_ttl,
         rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
         retry_after=args.retry_after,
         max_concurrent_exports=args.max_concurrent_exports,
         fault_500=args.fault_500,

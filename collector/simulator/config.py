@@ -47,6 +47,7 @@ class SimConfig:
 
     # The API gateway.
     rate_limit: float | None = None  # requests per second over all API calls
+    rate_burst: float | None = None  # the bucket's size: requests at once (default: a second's worth)
     retry_after: bool = True  # send Retry-After with every 429
     retry_after_seconds: int = 1  # the Retry-After of a scripted 429
     max_concurrent_exports: int | None = None
@@ -74,6 +75,13 @@ class SimConfig:
     token_lifetime: float = 86400.0  # seconds an IAM token is accepted (IAM's 24 h)
     pod_token: str = DEFAULT_POD_TOKEN  # the service-account token the pod identity agent expects
     credential_lifetime: float = 3600.0  # seconds temporary keys from pod identity are accepted
+
+    @property
+    def burst(self) -> float | None:
+        """The gateway's bucket size, in requests (None: no limit)."""
+        if self.rate_limit is None:
+            return None
+        return max(1.0, self.rate_limit) if self.rate_burst is None else self.rate_burst
 
     def __post_init__(self) -> None:
         # Accept lists (from YAML or JSON) but keep the frozen instance hashable.
@@ -106,6 +114,8 @@ class SimConfig:
         _check(self.stuck + self.failing <= self.servers, "stuck + failing must not exceed servers")
         _check(self.export_ttl is None or self.export_ttl > 0, "export_ttl must be > 0")
         _check(self.rate_limit is None or self.rate_limit > 0, "rate_limit must be > 0")
+        _check(self.rate_burst is None or self.rate_burst >= 1, "rate_burst must be >= 1")
+        _check(self.rate_burst is None or self.rate_limit is not None, "rate_burst needs rate_limit")
         _check(self.retry_after_seconds >= 1, "retry_after_seconds must be >= 1")
         _check(
             self.outage is None or (len(self.outage) == 2 and min(self.outage) >= 0),

@@ -1,8 +1,9 @@
 """The API gateway's throttle: one token bucket over every API call.
 
-The bucket holds up to ``max(1, rate)`` tokens (a burst of about one second's worth) and
-refills at `rate` per second. A request takes a token or is refused with the time until one
-is free, which becomes the 429's Retry-After.
+The bucket holds `burst` tokens (`SimConfig.burst`: ``--rate-burst``, by default
+``max(1, rate)``, about one second's worth) and refills at `rate` per second. A request
+takes a token or is refused with the time until one is free, which becomes the 429's
+Retry-After.
 """
 
 from __future__ import annotations
@@ -11,9 +12,9 @@ import math
 
 
 class TokenBucket:
-    def __init__(self, rate: float, now: float) -> None:
+    def __init__(self, rate: float, now: float, burst: float) -> None:
         self.rate = rate
-        self.capacity = max(1.0, rate)
+        self.capacity = burst
         self._tokens = self.capacity
         self._updated = now
 
