@@ -121,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--export-seconds", default="5-15", metavar="LO-HI")
     parser.add_argument("--archive-bytes", default="16K-16K", metavar="LO-HI")
     parser.add_argument("--rate-limit", type=float, default=0.0, help="API requests/s; 0 for none (default)")
+    parser.add_argument("--rate-burst", type=float, default=None, metavar="N", help="the API's bucket (see sweep.py)")
     parser.add_argument("--max-concurrent-exports", type=int, default=None, metavar="N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", type=int, default=3, help="runs of each build (default 3)")

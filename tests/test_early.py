@@ -156,3 +156,27 @@ async def test_a_fleet_whose_budget_binds_polls_into_the_idle_budget_and_collect
         assert early.woken > 0
         assert early.waiting == 0
         assert sim.count("download", status=200) == 60  # each collected exactly once
+
+
+async def test_only_an_export_that_may_end_the_run_is_polled_tight(tmp_path, fast_settings):
+    """Tight polls (`PollSchedule.tight_delay`) only once every export of the endpoint has
+    been asked for, for an export whose end is within `LAST_SECONDS` of the latest estimated
+    there, and while the exports set the run's end: the requests left (a poll and a download
+    a server) fit before the latest end, or in a second."""
+    async with Simulator(SimConfig(servers=3)) as sim, aiohttp.ClientSession() as session:
+        sim.write_inventory(tmp_path / "inventory.yaml")
+        sweep = Sweep(load_inventory(tmp_path / "inventory.yaml"), fast_settings, LocalDestination(tmp_path), session)
+        gateway = sweep.gateways[sim.url]
+        gateway.limiter.rate = 100.0  # never refused: its rate is the budget it goes by
+        sweep._left[sim.url] = 300
+        sweep._to_ask[sim.url] = 1
+        assert not sweep._may_end_run(gateway, 18.0, now=5.0)  # an export still to ask for
+        sweep._to_ask[sim.url] = 0
+        assert sweep._may_end_run(gateway, 18.0, now=5.0)  # 600 requests: 6 s, done by 11 s
+        assert sweep._may_end_run(gateway, 17.5, now=5.0)  # within a second of the latest
+        assert not sweep._may_end_run(gateway, 16.5, now=5.0)  # others end later
+        assert not sweep._may_end_run(gateway, None, now=5.0)  # no estimate
+        sweep._left[sim.url] = 700  # 14 s of requests: they, not the exports, set the end
+        assert not sweep._may_end_run(gateway, 18.0, now=5.0)
+        sweep._left[sim.url] = 40  # near the end: 0.8 s of requests left
+        assert sweep._may_end_run(gateway, 18.0, now=17.9)

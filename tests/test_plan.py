@@ -138,4 +138,3 @@ def test_no_order_ends_before_the_flow_bound(seconds, rate, burst):
     for order in itertools.permutations(range(len(seconds))):
         asking = iter(order)
         assert modelled_end(seconds, rate, lambda now, asking=asking: next(asking), burst=burst) >= bound - 1e-9
-

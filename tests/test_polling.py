@@ -258,3 +258,26 @@ def test_an_exports_own_time_is_where_its_percentages_put_its_end_else_a_bound()
     found.first_delay(0)
     found.completed(now=14.7)
     assert found.took == OwnTime(14.7, exact=False)
+
+
+def test_an_export_that_may_end_the_run_aims_at_the_middle_of_what_its_percentage_allows():
+    """33 % after 5 s: it ends between 5 x 100 / 34 and 5 x 100 / 33 s. `next_delay` aims past
+    the latest, with a margin; an export that may end the run is polled at the middle, and
+    near its end no sooner than `TIGHTEST` after."""
+    schedule = PollSchedule(first=5, longest=60, started=0)
+    schedule.first_delay(0)
+    assert schedule.tight_delay(0) is None  # nothing known yet
+    late = schedule.next_delay(status(33), now=5)
+    assert schedule.end == pytest.approx(5 * 100 / 33)
+    tight = schedule.tight_delay(5)
+    assert tight == pytest.approx(5 * 100 / 33.5 - 5)
+    assert tight < late - 0.2
+    schedule.next_delay(status(99), now=14.9)
+    assert schedule.tight_delay(14.9) == PollSchedule.TIGHTEST  # the middle of 99 % is 0.07 s away
+
+
+def test_an_export_without_percentages_has_no_tight_aim():
+    schedule = PollSchedule(first=2, longest=60, started=0)
+    schedule.first_delay(0)
+    schedule.next_delay(status(None), now=2)
+    assert schedule.end is None and schedule.tight_delay(2) is None
