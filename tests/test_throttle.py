@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import math
 
 import anyio
 import anyio.lowlevel
@@ -155,6 +156,27 @@ async def test_limiter_paces_to_the_rate_after_a_short_burst(clock):
         await limiter.acquire()
     # slots every 0.1 s, the first 0.25 s of them available at once
     assert clock.now - start == pytest.approx(2.15)
+
+
+def at_once_after_a_lull(limiter, clock):
+    """How many slots a limiter gives at once after a second with nothing sent."""
+    clock.advance(1.0)
+    taken = 0
+    while limiter._take_slot(clock.now) == 0.0:
+        taken += 1
+    return taken
+
+
+def test_once_a_budget_is_known_a_burst_is_a_tenth_of_a_second(clock):
+    """Start-up may send a quarter second's worth at once; past it, a request the API's bucket
+    refuses waits out a Retry-After, and issue 14's stand-in holds a fifth of a second."""
+    assert at_once_after_a_lull(RateLimiter(100, clock=clock), clock) == 26  # 0.25 s at 100, and the one due now
+    assert at_once_after_a_lull(RateLimiter(100, known=100, clock=clock), clock) == 11
+    refused = RateLimiter(100, clock=clock)
+    refused.throttled(1.0)
+    assert not refused.starting
+    assert at_once_after_a_lull(refused, clock) == math.floor(refused.rate * RateLimiter.KNOWN_BURST + 1e-9) + 1
+    assert at_once_after_a_lull(RateLimiter(100, known=100, burst_seconds=0.05, clock=clock), clock) == 6
 
 
 @pytest.mark.anyio
