@@ -2,8 +2,8 @@
 
 `sweep.py`'s lower bound takes the largest of its terms (the slowest export; 3 requests a
 server at the API's rate, less its bucket; the flow of exports' ends, `flow_bound`). This
-script schedules the benchmark's own fleet (the simulator's profiles for `--servers` and `--seed`) with
-knowledge no collector has, and prints the makespan it reaches:
+script schedules the benchmark's own fleet (the simulator's profiles for `--servers` and
+`--seed`) with knowledge no collector has, and prints the makespan it reaches:
 
 - every export's time is known, so each is polled once, at the moment it ends, and
   downloaded at once after (three requests a server, no poll wasted, no poll late);
@@ -20,8 +20,8 @@ knowledge no collector has, and prints the makespan it reaches:
 So it bounds from below what a first run in inventory order can reach (its polls cannot be
 better than at each export's end, nor its requests faster than the bucket), and says how far
 the second run's ordering can go by the orders tried (an upper bound on the best order, not
-a proof of it). Beside it, `flow_bound` (`collector.sweep.plan`), a proof: no order reaches below it.
-One JSON line per case:
+a proof of it). Beside it, `flow_bound` (`collector.sweep.plan`), a proof: no order reaches
+below it. One JSON line per case:
 
     python benchmarks/ideal.py --servers 300 600 --export-seconds 5-15 --rate-limit 100 --rate-burst 20
 """

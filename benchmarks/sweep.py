@@ -18,8 +18,8 @@ The lower bound is the largest of (each term is printed with how it was computed
   by default a second's worth: max(1, rate));
 - flow: the rate term's requests cannot all be sent early: a poll finds an export done only
   after its POST and its whole duration, so the exports' ends, and the polls and downloads
-  after them, bunch up late (`collector.sweep.plan.flow_bound`: for 600 servers of 5-15 s at 100 req/s, burst 20,
-  it is 18.76 s where the rate term says 17.8 s);
+  after them, bunch up late (`collector.sweep.plan.flow_bound`: for 600 servers of 5-15 s
+  at 100 req/s, burst 20, it is 18.76 s where the rate term says 17.8 s);
 - export cap: sum of export durations / max concurrent exports, when there is a cap;
 - bytes: total archive bytes / loopback bandwidth (one simulator process to curl, measured).
 

@@ -200,9 +200,10 @@ def flow_bound(durations: Sequence[float], rate: float, burst: float) -> float:
 
         E >= mean(max(0, (k - burst) / rate) for k = 1..n) + mean(durations) + (n + 1 - burst) / rate
 
-    `benchmarks/ideal.py`'s hill-climb over orders of 600 servers of 5-15 s at 100 req/s, burst 20, each
-    export polled the moment it ends, comes within 0.04 s of it (18.80 s against 18.76 s): the
-    bound is about what a collector that knew every export's time could reach."""
+    `benchmarks/ideal.py`'s hill-climb over orders of 600 servers of 5-15 s at 100 req/s,
+    burst 20, each export polled the moment it ends, comes within 0.04 s of it (18.80 s
+    against 18.76 s): the bound is about what a collector that knew every export's time
+    could reach."""
     n = len(durations)
     if n == 0:
         return 0.0
