@@ -72,10 +72,16 @@ def main() -> int:
     parser.add_argument("--tries", type=int, default=3000, help="hill-climb swaps for the second run's order")
     args = parser.parse_args()
     for servers in args.servers:
-        config = SimConfig(servers=servers, seed=args.seed, export_seconds=parse_range(args.export_seconds))
+        config = SimConfig(
+            servers=servers,
+            seed=args.seed,
+            export_seconds=parse_range(args.export_seconds),
+            rate_limit=args.rate_limit,
+            rate_burst=args.rate_burst,
+        )
         durations = [p.export_seconds for p in Fleet(config).profiles]
         rate = args.rate_limit
-        burst = max(1.0, rate) if args.rate_burst is None else args.rate_burst
+        burst = config.burst or 1.0  # the simulator's bucket (a rate limit is given)
         flow = flow_bound(durations, rate, burst)
         bound = max(*durations, (3 * servers - burst) / rate, flow)  # sweep.py's, less a round trip
         inventory = list(range(servers))

@@ -543,7 +543,7 @@ def against_a_token_bucket(limiter, clock, *, budget, burst, latency, seconds):
         if pending and pending[0][0] <= send_next:
             answered, sent, granted, rate_then = _heapq.heappop(pending)
             clock.now = answered
-            measured = limiter._delivered_rate(clock.now)
+            measured = limiter._measure(clock.now)[0]
             if granted:
                 limiter.succeeded()
             else:
@@ -855,7 +855,7 @@ def test_a_budget_known_is_not_lowered_by_a_window_whose_demand_did_not_fill_the
     limiter.throttled(sent_at=clock.now)  # the bucket's burst spent
     succeed_at(limiter, clock, 60, 5)  # less to send than the rate allows
     send_all_it_allows(limiter, clock, 0.5)
-    assert limiter._delivered_rate(clock.now) < 70  # what got through: the demand
+    assert limiter._measure(clock.now)[0] < 70  # what got through: the demand
     assert limiter.budget == 100
     limiter.rate = 160  # a bucket's refill let it probe far past the budget
     limiter.throttled(sent_at=clock.now)

@@ -177,7 +177,7 @@ class RateLimiter:
     fast convergence; K as RFC 9438 4.2 has it, so the curve starts at the new rate). The
     floor is BBR's delivery-rate estimate: `delivered` is what got through per second of
     requests flowing since the latest refusal at least `DELIVERY_SPAN` such seconds before this
-    one (0 if none; see `_delivered_rate`), any request's refusal: the exports' limiter's too,
+    one (0 if none; see `_measure`), any request's refusal: the exports' limiter's too,
     which this one `witnessed`. An API's token bucket that refuses us is empty at each
     refusal, so what got through between two is its refill rate, its budget (`budget`), and a
     cut far below it (to 0.7 of the rate) would cost seconds of climbing back for nothing.
@@ -239,7 +239,7 @@ class RateLimiter:
     DELIVERY_SPAN = 1.0  # ... measured over at least this many seconds since the last decrease
     MARK_SPACING = 0.25  # seconds: refusals closer to the last window's start start none of their own
     APP_LIMITED = 0.5  # seconds since a caller last waited for its slot, past which the curve waits
-    IN_USE = 0.75  # share of a window of `_delivered_rate` with the rate in use, to measure a lower budget
+    IN_USE = 0.75  # share of a window of `_measure` with the rate in use, to measure a lower budget
     KNOWN_BURST = 0.1  # seconds of unused rate at once, at most, once a budget is known (past start-up)
 
     def __init__(
@@ -288,7 +288,7 @@ class RateLimiter:
         self._app_limited = 0.0  # seconds in all when the rate was not in use (see `succeeded`)
         self._floored_at = -math.inf  # when a cut brought the rate down to an earlier run's floor
         # (when, successes, lulls, app-limited seconds by then) at the latest refusals: the
-        # windows of `_delivered_rate`
+        # windows of `_measure`
         self._refusal_marks: deque[tuple[float, int, float, float]] = deque(maxlen=8)
         self._quickest = math.inf  # the quickest answer seen (start-up's latency test)
         self._round_quickest = math.inf  # ... in the current measuring bucket
@@ -459,7 +459,7 @@ class RateLimiter:
     def witnessed(self) -> None:
         """The endpoint refused a request (this limiter's, or another's that shares its
         budget: an export's, see `Gateway.send`): its bucket was empty then, the end of one
-        window of `_delivered_rate` and the start of the next. What got through in the window
+        window of `_measure` and the start of the next. What got through in the window
         it ends is what the limiter `learned` (it may never be refused itself: the exports'
         refusals went to their own limiter, and the rate it reached past them was kept for the
         next run's start, twice the budget: issue 14), and no rate above it is kept: the
@@ -481,14 +481,14 @@ class RateLimiter:
 
     @property
     def budget(self) -> float | None:
-        """What the API lets through per second, as far as measured: `_delivered_rate` now,
+        """What the API lets through per second, as far as measured: `_measure` now,
         the refill of its bucket if it refuses now, else at least that (we may have sent less);
         the budget an earlier run learned (`known`) where this run measured less without
         filling its rate, or nothing yet (see `_budget_from`); else None. `learned` may be far
         above it: start-up's refusal came past a bucket's burst."""
         return self._budget_from(*self._measure(self._clock()))[0] or None
 
-    def _delivered_rate(self, now: float) -> float:
+    def _measure(self, now: float) -> tuple[float, bool]:
         """What got through per second of requests flowing since one of the latest refusals
         (`witnessed`) at least `DELIVERY_SPAN` such seconds ago, the most of those windows;
         0 if there is none. A refusal says the API's bucket is empty, so between two refusals
@@ -502,12 +502,10 @@ class RateLimiter:
         apart (the rate cut just above the budget, then a step of the climb) left the second
         none to measure, and the rate was cut to 0.7 of it, 25 % below the budget, for seconds
         (issue 14). Never over less than `DELIVERY_SPAN`: an API that counts per fixed second
-        lets a whole second's budget through in a moment."""
-        return self._measure(now)[0]
+        lets a whole second's budget through in a moment.
 
-    def _measure(self, now: float) -> tuple[float, bool]:
-        """`_delivered_rate`, and whether one of its windows had the rate in use for most of its
-        span (`IN_USE`): only such a window measures a budget below what was known."""
+        And whether one of those windows had the rate in use for most of its span (`IN_USE`):
+        only such a window measures a budget below what was known."""
         idle = now - self.measured.last  # a lull going on, not yet in `_lulls`
         lulls = self._lulls + (idle if idle >= _MeasuredRate.IDLE else 0.0)
         best, in_use = 0.0, False
@@ -532,7 +530,7 @@ class RateLimiter:
         return max(measured, self._known), True
 
     def _mark_refusal(self, now: float) -> None:
-        """A window of `_delivered_rate` starts here, unless one started less than
+        """A window of `_measure` starts here, unless one started less than
         `MARK_SPACING` ago: a cascade of refusals from one burst pushed the mark a second or
         more back out of the few kept, and the budget measured from it was forgotten just as
         the cascade needed it as the floor of its cuts (issue 14)."""
@@ -558,7 +556,7 @@ class RateLimiter:
     @property
     def learned(self) -> float:
         """The rate this limiter found the API to take: what got through between its last two
-        decreases (the refill of a token bucket, see `_delivered_rate`), else the rate its last
+        decreases (the refill of a token bucket, see `_measure`), else the rate its last
         decrease set, if it was ever refused (the rate refused is above the budget; for
         start-up's refusal, the round before, the last that got through whole; the budget an
         earlier run learned, if not refused below it), else what got through between two

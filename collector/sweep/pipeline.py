@@ -494,11 +494,12 @@ class Sweep:
         """Might an export estimated to end at `end` (clock time) end the run, so that its
         poll's lag is the run's (`PollSchedule.tight_delay`)? When every export of the endpoint
         has been asked for, its end is within `LAST_SECONDS` of the latest estimated there so
-        far, and the exports set the run's end, not the requests: a poll and a download for
-        each server left fit in the budget before then. Where the requests set it (600
-        servers of 5-15 s at 100 a second) a poll that comes early delays everyone, and the
-        last exports' lag is hidden behind the others' requests. Only a few exports near the
-        end pay: about 15 of 300 servers of 5-15 s, a request each."""
+        far (each end asked about is recorded toward that latest), and the exports set the
+        run's end, not the requests: a poll and a download for each server left fit in the
+        budget before then. Where the requests set it (600 servers of 5-15 s at 100 a second)
+        a poll that comes early delays everyone, and the last exports' lag is hidden behind the
+        others' requests. Only a few exports near the end pay: about 15 of 300 servers of 5-15
+        s, a request each."""
         endpoint = gateway.endpoint
         if end is None or self._to_ask[endpoint]:
             return False
